@@ -1,0 +1,44 @@
+//! A small safe layer over the system DPDK (via `dpdk-sys`): EAL
+//! initialisation, mempools, owning mbufs and fixed-size bursts, ethdev ports,
+//! launching work on lcores, and the TSC.
+//!
+//! This crate and `dpdk-sys` are the only places in bootcache that contain
+//! `unsafe`; every block says why it is sound.
+#![warn(missing_docs, unreachable_pub)]
+
+mod eal;
+mod error;
+pub mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::{Eal, EalArgs};
+pub use error::{Error, Result};
+pub use mbuf::{Burst, Mbuf, BURST_SIZE};
+pub use mempool::Mempool;
+pub use port::{Link, Port, PortConfig, PortStats};
+
+/// Current value of the time-stamp counter (cycles).
+#[inline(always)]
+pub fn tsc() -> u64 {
+    // SAFETY: reads the TSC; no memory is touched.
+    unsafe { dpdk_sys::bc_get_tsc_cycles() }
+}
+
+/// TSC frequency in Hz, as measured by the EAL (0 before EAL init).
+pub fn tsc_hz() -> u64 {
+    // SAFETY: reads a value the EAL computed at init; no preconditions.
+    unsafe { dpdk_sys::rte_get_tsc_hz() }
+}
+
+/// The DPDK version string of the linked library, e.g. "DPDK 22.11.11".
+pub fn version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(dpdk_sys::rte_version()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! Owning packet buffers and fixed-size bursts of them.
+
+use std::ptr::NonNull;
+
+use dpdk_sys::rte_mbuf;
+
+use crate::error::{Error, Result};
+use crate::mempool::Mempool;
+
+/// Packets per rx/tx burst.
+pub const BURST_SIZE: usize = 32;
+
+/// An owned single-segment packet buffer; freed (refcount decremented) on drop.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Mbuf(NonNull<rte_mbuf>);
+
+// SAFETY: an Mbuf is uniquely owned (or, after `share`, owns one reference of
+// an atomic refcount); DPDK mbufs may be passed between lcores.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Takes a fresh mbuf from `pool`.
+    pub fn alloc(pool: &Mempool) -> Result<Mbuf> {
+        // SAFETY: the pool is valid for the process lifetime.
+        let p = unsafe { dpdk_sys::bc_pktmbuf_alloc(pool.as_ptr()) };
+        NonNull::new(p)
+            .map(Mbuf)
+            .ok_or_else(|| Error::rte("allocating an mbuf (pool empty)", libc_enobufs()))
+    }
+
+    /// Allocates an mbuf holding a copy of `bytes` (tests, the slow path's frames).
+    pub fn from_bytes(pool: &Mempool, bytes: &[u8]) -> Result<Mbuf> {
+        let mut m = Mbuf::alloc(pool)?;
+        let len = u16::try_from(bytes.len())
+            .map_err(|_| Error::rte("frame longer than 65535 bytes", libc_enobufs()))?;
+        let dst = m
+            .append(len)
+            .ok_or_else(|| Error::rte("frame does not fit in one mbuf", libc_enobufs()))?;
+        dst.copy_from_slice(bytes);
+        Ok(m)
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> &rte_mbuf {
+        // SAFETY: the pointer is non-null and points to a live mbuf we hold a reference to.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The frame bytes of the first segment.
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        let m = self.raw();
+        // SAFETY: buf_addr + data_off is the start of data_len initialised bytes
+        // inside the mbuf's buffer, which lives while we hold a reference.
+        unsafe {
+            std::slice::from_raw_parts(
+                (m.buf_addr as *const u8).add(m.data_off as usize),
+                m.data_len as usize,
+            )
+        }
+    }
+
+    /// The frame bytes, writable, when this is the only reference to them.
+    pub fn data_mut(&mut self) -> Option<&mut [u8]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        let m = self.raw();
+        let (addr, off, len) = (
+            m.buf_addr as *mut u8,
+            m.data_off as usize,
+            m.data_len as usize,
+        );
+        // SAFETY: as in `data`; refcount 1 and a direct buffer mean no one else
+        // can observe the bytes, and &mut self prevents aliasing through us.
+        Some(unsafe { std::slice::from_raw_parts_mut(addr.add(off), len) })
+    }
+
+    /// Grows the data by `len` bytes at the tail and returns them, if there is
+    /// room and the buffer is not shared.
+    pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        // SAFETY: the mbuf is valid and exclusively ours; append checks tailroom.
+        let p = unsafe { dpdk_sys::bc_pktmbuf_append(self.0.as_ptr(), len) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: append returned a pointer to `len` bytes inside our buffer.
+        Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len as usize) })
+    }
+
+    /// Total packet length (all segments).
+    #[inline(always)]
+    pub fn pkt_len(&self) -> u32 {
+        self.raw().pkt_len
+    }
+
+    /// Number of segments.
+    pub fn segments(&self) -> u16 {
+        self.raw().nb_segs
+    }
+
+    /// The port the frame was received on.
+    pub fn port(&self) -> u16 {
+        self.raw().port
+    }
+
+    /// Current reference count.
+    pub fn refcount(&self) -> u16 {
+        // SAFETY: reads the atomic refcount of a live mbuf.
+        unsafe { dpdk_sys::bc_mbuf_refcnt_read(self.0.as_ptr()) }
+    }
+
+    fn is_exclusive(&self) -> bool {
+        // RTE_MBUF_F_INDIRECT | RTE_MBUF_F_EXTERNAL live in the top bits of ol_flags.
+        const ATTACHED: u64 = (1 << 62) | (1 << 61);
+        self.refcount() == 1 && self.raw().ol_flags & ATTACHED == 0
+    }
+
+    /// A second owner of the same buffer (zero-copy): increments the refcount.
+    /// Neither owner can then write the data ([`Mbuf::data_mut`] returns None).
+    #[inline]
+    pub fn share(&self) -> Mbuf {
+        // SAFETY: we hold a reference, so the mbuf is live; the new Mbuf owns
+        // the reference we add here and releases it on drop.
+        unsafe { dpdk_sys::bc_mbuf_refcnt_update(self.0.as_ptr(), 1) };
+        Mbuf(self.0)
+    }
+
+    /// Gives up ownership without freeing (the raw pointer now owns the reference).
+    pub fn into_raw(self) -> *mut rte_mbuf {
+        let p = self.0.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Retakes ownership of a raw mbuf pointer.
+    ///
+    /// # Safety
+    /// `p` must be a live mbuf whose reference the caller owns and gives up.
+    pub unsafe fn from_raw(p: NonNull<rte_mbuf>) -> Mbuf {
+        Mbuf(p)
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference; rte_pktmbuf_free drops it and returns
+        // the buffer to its pool when it was the last.
+        unsafe { dpdk_sys::bc_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+fn libc_enobufs() -> i32 {
+    105 // ENOBUFS on Linux
+}
+
+/// Up to [`BURST_SIZE`] owned mbufs in a fixed array: no allocation per burst.
+/// Dropping a burst frees what it still holds.
+pub struct Burst {
+    len: usize,
+    pkts: [*mut rte_mbuf; BURST_SIZE],
+}
+
+// SAFETY: a Burst owns its mbufs exactly like a [Mbuf; N] would.
+unsafe impl Send for Burst {}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Burst::new()
+    }
+}
+
+impl std::fmt::Debug for Burst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Burst").field("len", &self.len).finish()
+    }
+}
+
+impl Burst {
+    /// An empty burst.
+    pub const fn new() -> Burst {
+        Burst {
+            len: 0,
+            pkts: [std::ptr::null_mut(); BURST_SIZE],
+        }
+    }
+
+    /// Number of mbufs held.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when no more mbufs fit.
+    #[inline(always)]
+    pub fn is_full(&self) -> bool {
+        self.len == BURST_SIZE
+    }
+
+    /// Free slots left.
+    #[inline(always)]
+    pub fn room(&self) -> usize {
+        BURST_SIZE - self.len
+    }
+
+    /// The held mbufs.
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: slots 0..len hold non-null owned mbuf pointers, and Mbuf is
+        // repr(transparent) over NonNull<rte_mbuf>, which has the layout of the pointer.
+        unsafe { std::slice::from_raw_parts(self.pkts.as_ptr() as *const Mbuf, self.len) }
+    }
+
+    /// Adds an mbuf; gives it back when the burst is full.
+    #[inline(always)]
+    pub fn push(&mut self, m: Mbuf) -> std::result::Result<(), Mbuf> {
+        if self.len == BURST_SIZE {
+            return Err(m);
+        }
+        self.pkts[self.len] = m.into_raw();
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes and returns all held mbufs, in order.
+    pub fn drain(&mut self) -> impl Iterator<Item = Mbuf> + '_ {
+        let n = std::mem::replace(&mut self.len, 0);
+        self.pkts[..n].iter().map(|&p| {
+            // SAFETY: slots 0..n held owned non-null mbufs; len is already 0,
+            // so ownership passes to the iterator's items exactly once.
+            // (If the iterator is dropped early the rest leak, never double-free.)
+            unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) }
+        })
+    }
+
+    /// Frees every held mbuf; returns how many.
+    pub fn free_all(&mut self) -> usize {
+        let n = std::mem::replace(&mut self.len, 0);
+        if n > 0 {
+            // SAFETY: slots 0..n hold owned mbufs; len is reset so they are not freed twice.
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr(), n as u32) };
+        }
+        n
+    }
+
+    /// Raw access for rx: the free tail of the array.
+    pub(crate) fn spare_raw(&mut self) -> (*mut *mut rte_mbuf, u16) {
+        // SAFETY (of later use): callers write at most `room` pointers there.
+        (self.pkts[self.len..].as_mut_ptr(), self.room() as u16)
+    }
+
+    /// Records that rx wrote `n` owned mbufs into the spare slots.
+    pub(crate) fn commit(&mut self, n: usize) {
+        debug_assert!(self.len + n <= BURST_SIZE);
+        self.len += n;
+    }
+
+    /// Raw access for tx: the held pointers.
+    pub(crate) fn held_raw(&mut self) -> (*mut *mut rte_mbuf, u16) {
+        (self.pkts.as_mut_ptr(), self.len as u16)
+    }
+
+    /// Forgets the first `n` mbufs (tx took ownership); the rest move to the front.
+    pub(crate) fn consume_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.pkts.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        self.free_all();
+    }
+}

@@ -1,0 +1,153 @@
+//! In-process tests: one EAL per test binary (`--no-huge`, net_ring loopback ports).
+
+use std::sync::{Mutex, OnceLock};
+
+use crate::{Burst, Eal, Error, Mbuf, Mempool, Port, PortConfig, BURST_SIZE};
+
+struct Env {
+    pool: Mempool,
+    ports: Vec<Port>,
+}
+
+/// Ports and pool counts are shared process state: tests that check them serialise.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let prefix = format!("dpdk-unit-{}", std::process::id());
+        let args = [
+            "dpdk-unit-tests",
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-shconf",
+            "--no-pci",
+            "--no-telemetry",
+            "--log-level",
+            "error",
+            "--file-prefix",
+            &prefix,
+            // A net_ring port loops every transmitted frame back to its own rx.
+            "--vdev",
+            "net_ring0",
+            "--vdev",
+            "net_ring1",
+            "--",
+            "app-arg",
+        ];
+        let ea = Eal::init(args).expect("EAL init");
+        assert_eq!(
+            ea.app_args,
+            vec!["dpdk-unit-tests".to_string(), "app-arg".to_string()]
+        );
+        std::mem::forget(ea.eal);
+        let pool = Mempool::create("unit_pool", 4095, 0, 2048 + 128, -1).expect("pool");
+        let ports = (0..Port::count())
+            .map(|i| {
+                let p = Port::new(i).unwrap();
+                p.configure(&PortConfig::default(), &pool).unwrap();
+                p.start().unwrap();
+                p
+            })
+            .collect();
+        Env { pool, ports }
+    })
+}
+
+#[test]
+fn second_init_is_an_error() {
+    env();
+    assert!(matches!(
+        Eal::init(["again", "--no-huge"]),
+        Err(Error::AlreadyInitialised)
+    ));
+}
+
+#[test]
+fn mbuf_bytes_refcount_and_free() {
+    let e = env();
+    let _g = SERIAL.lock().unwrap();
+    let before = e.pool.in_use();
+    let frame: Vec<u8> = (0..200u8).collect();
+    let mut m = Mbuf::from_bytes(&e.pool, &frame).unwrap();
+    assert_eq!(m.data(), &frame[..]);
+    assert_eq!(m.pkt_len(), 200);
+    assert_eq!(m.refcount(), 1);
+    m.data_mut().unwrap()[0] = 0xff;
+    let shared = m.share();
+    assert_eq!(m.refcount(), 2);
+    assert!(m.data_mut().is_none(), "shared data must not be writable");
+    assert_eq!(shared.data()[0], 0xff);
+    drop(shared);
+    assert_eq!(m.refcount(), 1);
+    assert!(e.pool.in_use() > before);
+    drop(m);
+    assert_eq!(e.pool.in_use(), before);
+}
+
+#[test]
+fn oversize_frame_is_refused() {
+    let e = env();
+    let big = vec![0u8; 5000];
+    assert!(Mbuf::from_bytes(&e.pool, &big).is_err());
+}
+
+#[test]
+fn burst_push_full_and_drop_frees() {
+    let e = env();
+    let _g = SERIAL.lock().unwrap();
+    let before = e.pool.in_use();
+    let mut b = Burst::new();
+    for i in 0..BURST_SIZE {
+        b.push(Mbuf::from_bytes(&e.pool, &[i as u8; 60]).unwrap())
+            .unwrap();
+    }
+    assert!(b.is_full());
+    let extra = Mbuf::from_bytes(&e.pool, &[1; 60]).unwrap();
+    assert!(b.push(extra).is_err(), "a full burst gives the mbuf back");
+    assert_eq!(b.as_slice()[5].data()[0], 5);
+    drop(b);
+    assert_eq!(e.pool.in_use(), before);
+}
+
+#[test]
+fn ring_port_loops_frames_back_in_order() {
+    let e = env();
+    let _g = SERIAL.lock().unwrap();
+    let port = e.ports[0];
+    assert!(port.link().unwrap().up);
+    let before = port.stats().unwrap();
+    let mut tx = Burst::new();
+    for i in 0..10u8 {
+        let mut f = vec![i; 64];
+        f[0] = 0x02;
+        tx.push(Mbuf::from_bytes(&e.pool, &f).unwrap()).unwrap();
+    }
+    assert_eq!(port.tx_burst(0, &mut tx), 10);
+    assert!(tx.is_empty());
+    let mut rx = Burst::new();
+    assert_eq!(port.rx_burst(0, &mut rx), 10);
+    for (i, m) in rx.as_slice().iter().enumerate() {
+        assert_eq!(m.data()[1], i as u8);
+    }
+    let after = port.stats().unwrap();
+    assert_eq!(after.tx_packets - before.tx_packets, 10);
+    assert_eq!(after.rx_packets - before.rx_packets, 10);
+}
+
+#[test]
+fn unknown_port_and_worker_are_errors() {
+    env();
+    assert!(matches!(Port::new(77), Err(Error::NoSuchPort(77, _))));
+    assert!(matches!(
+        crate::lcore::launch(99, || 0),
+        Err(Error::NotAWorker(99))
+    ));
+}
+
+#[test]
+fn error_carries_rte_strerror_text() {
+    let e = Error::rte("doing x", -22);
+    assert_eq!(e.to_string(), "doing x: Invalid argument");
+}
