@@ -41,7 +41,7 @@ fn env() -> &'static Env {
             ea.app_args,
             vec!["dpdk-unit-tests".to_string(), "app-arg".to_string()]
         );
-        std::mem::forget(ea.eal);
+        let _eal = ea.eal; // never cleaned up: the EAL lives as long as the test process
         let pool = Mempool::create("unit_pool", 4095, 0, 2048 + 128, -1).expect("pool");
         let ports = (0..Port::count())
             .map(|i| {

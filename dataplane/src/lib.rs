@@ -1,0 +1,11 @@
+//! bootcache's fast path: the poll-mode bridge between the client-side port
+//! (0) and the server-side port (1), with per-lcore counters published for the
+//! control thread.
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod bridge;
+pub mod counters;
+
+pub use bridge::{Bridge, BridgeConfig};
+pub use counters::{BridgeCounters, PortCounters, SharedCounters};

@@ -1,0 +1,135 @@
+//! Command line: `bootcache [EAL options] -- [bootcache options]`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Data room of each mbuf: a full 1518-byte frame plus DPDK's headroom.
+pub(crate) const MBUF_DATA_ROOM: u16 = 2048 + 128;
+
+const ABOUT: &str = "bootcache: a DPDK caching bridge for network boot.
+
+Usage: bootcache [EAL options] -- [bootcache options]
+
+DPDK port 0 is the client side, port 1 the boot-server side. Every frame
+received on one port is sent unchanged on the other. EAL options come first
+(see DPDK's EAL parameters), for example:
+
+  bootcache --lcores '0@0,1@1' --file-prefix bc \\
+      --vdev 'net_virtio_user0,path=/tmp/c.sock' \\
+      --vdev 'net_virtio_user1,path=/tmp/s.sock' --single-file-segments -- --stats-interval 1
+
+At least two lcores are needed: the bridge runs on the first worker lcore.
+SIGINT/SIGTERM stop it and print per-port statistics. RUST_LOG sets the log level.";
+
+/// bootcache options (after `--`).
+#[derive(Debug, Parser)]
+#[command(name = "bootcache", version, about = ABOUT, long_about = None)]
+pub(crate) struct Cli {
+    /// Print a statistics line every N seconds (0: only at exit).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub(crate) stats_interval: u64,
+    /// Longest time a frame may wait in a partly filled TX buffer, in microseconds.
+    #[arg(long, value_name = "US", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub(crate) drain_us: u64,
+    /// Receive descriptors per port.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..=16384))]
+    pub(crate) rx_desc: u16,
+    /// Transmit descriptors per port.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..=16384))]
+    pub(crate) tx_desc: u16,
+    /// Packet buffers in the pool (must cover both ports' descriptors plus bursts in flight).
+    #[arg(long, value_name = "N", default_value_t = 16383, value_parser = clap::value_parser!(u32).range(1024..=4_194_303))]
+    pub(crate) mbufs: u32,
+    /// MTU to set on both ports (driver default if not given).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(68..=9000))]
+    pub(crate) mtu: Option<u16>,
+}
+
+/// What to do after looking at the command line.
+pub(crate) enum Parsed {
+    /// Run with these options.
+    Run(Cli),
+    /// Help/version printed or the command line is wrong: exit with this code.
+    Exit(ExitCode),
+}
+
+/// Splits argv at the first `--`: the EAL gets the part before it.
+pub(crate) fn eal_args(argv: &[String]) -> Vec<String> {
+    match argv.iter().position(|a| a == "--") {
+        Some(i) => argv[..i].to_vec(),
+        None => argv.to_vec(),
+    }
+}
+
+/// Parses the bootcache options before the EAL starts, so a typo costs no
+/// hugepage setup. `bootcache --help` (without `--`) shows our help too.
+pub(crate) fn parse(argv: &[String]) -> Parsed {
+    let prog = argv.first().cloned().unwrap_or_else(|| "bootcache".into());
+    let app: Vec<String> = match argv.iter().position(|a| a == "--") {
+        Some(i) => argv[i + 1..].to_vec(),
+        None => argv[1..]
+            .iter()
+            .filter(|a| matches!(a.as_str(), "-h" | "--help" | "-V" | "--version"))
+            .cloned()
+            .collect(),
+    };
+    match Cli::try_parse_from(std::iter::once(prog).chain(app)) {
+        Ok(cli) => Parsed::Run(cli),
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            Parsed::Exit(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("bootcache: {first} (bootcache --help lists the options; EAL options go before `--`)");
+            Parsed::Exit(ExitCode::from(2))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn splits_eal_and_app_arguments() {
+        let a = args("bootcache -l 0,1 --vdev net_null0 -- --stats-interval 3");
+        assert_eq!(eal_args(&a), args("bootcache -l 0,1 --vdev net_null0"));
+        match parse(&a) {
+            Parsed::Run(cli) => assert_eq!(cli.stats_interval, 3),
+            Parsed::Exit(_) => panic!("valid command line refused"),
+        }
+    }
+
+    #[test]
+    fn without_separator_app_options_are_defaults() {
+        match parse(&args("bootcache -l 0,1")) {
+            Parsed::Run(cli) => {
+                assert_eq!(cli.drain_us, 100);
+                assert_eq!(cli.mtu, None);
+            }
+            Parsed::Exit(_) => panic!("refused"),
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            "--drain-us 0",
+            "--rx-desc 10",
+            "--bogus",
+            "--mtu 20",
+            "--mbufs x",
+        ] {
+            let a = args(&format!("bootcache -- {bad}"));
+            assert!(matches!(parse(&a), Parsed::Exit(_)), "{bad} accepted");
+        }
+    }
+}
