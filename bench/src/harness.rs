@@ -1,0 +1,233 @@
+//! The vhost side of the wire: two `net_vhost` ports in this process whose
+//! sockets a `bootcache` child opens as virtio-user ports.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig};
+
+use crate::frames::test_frame;
+
+/// Two vhost-user ports: index 0 faces bootcache's client-side port 0,
+/// index 1 its server-side port 1.
+pub struct Harness {
+    /// The two vhost ports.
+    pub ports: [Port; 2],
+    /// The vhost-user socket paths bootcache must open, by side.
+    pub sockets: [PathBuf; 2],
+    /// Buffers for injected frames.
+    pub pool: Mempool,
+    /// This process's DPDK file prefix.
+    pub file_prefix: String,
+    _eal: Eal,
+}
+
+/// What one directed transfer saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferReport {
+    /// Frames injected.
+    pub sent: u64,
+    /// Bytes injected.
+    pub sent_bytes: u64,
+    /// Frames that arrived on the far side.
+    pub received: u64,
+    /// Bytes that arrived.
+    pub received_bytes: u64,
+    /// Arrived frames that differed from what was sent at that position
+    /// (first few indices kept).
+    pub mismatches: Vec<u64>,
+    /// Number of mismatching frames.
+    pub mismatch_count: u64,
+    /// Wall time from first send to last receive.
+    pub elapsed: Duration,
+}
+
+impl TransferReport {
+    /// Received frames per second.
+    pub fn pps(&self) -> f64 {
+        self.received as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl Harness {
+    /// Initialises the EAL in this process (once) with two vhost ports whose
+    /// sockets are created in `dir`, and starts them.
+    pub fn start(dir: &Path, file_prefix: &str, lcores: &str) -> Result<Harness> {
+        let sockets = [dir.join("client.sock"), dir.join("server.sock")];
+        for s in &sockets {
+            let _ = std::fs::remove_file(s);
+        }
+        let mut args: Vec<String> = [
+            "bootcache-harness",
+            "--lcores",
+            lcores,
+            "--file-prefix",
+            file_prefix,
+            "--huge-unlink",
+            "--no-pci",
+            "-m",
+            "256",
+            "--log-level",
+            "lib.eal:warning",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (i, s) in sockets.iter().enumerate() {
+            args.push("--vdev".into());
+            args.push(format!("net_vhost{i},iface={},queues=1", s.display()));
+        }
+        let eal = Eal::init(args).context("harness EAL init")?.eal;
+        let pool = Mempool::create("harness_pool", 16383, 256, 2048 + 128, -1)?;
+        let ports = [Port::new(0)?, Port::new(1)?];
+        for p in &ports {
+            p.configure(&PortConfig::default(), &pool)?;
+            p.start()?;
+        }
+        Ok(Harness {
+            ports,
+            sockets,
+            pool,
+            file_prefix: file_prefix.to_string(),
+            _eal: eal,
+        })
+    }
+
+    /// The socket paths as `&Path`s, by side.
+    pub fn socket_paths(&self) -> [&Path; 2] {
+        [&self.sockets[0], &self.sockets[1]]
+    }
+
+    /// Waits until both vhost ports see their virtio-user peer, while
+    /// `peer_alive()` says the peer process still runs.
+    pub fn wait_link_up(
+        &self,
+        timeout: Duration,
+        mut peer_alive: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self
+                .ports
+                .iter()
+                .all(|p| p.link().map(|l| l.up).unwrap_or(false))
+            {
+                return Ok(());
+            }
+            if !peer_alive() {
+                bail!("the peer exited before connecting to the vhost-user sockets");
+            }
+            if start.elapsed() > timeout {
+                bail!("vhost ports not connected after {timeout:?} (did bootcache start?)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until both vhost ports lost their peer (bootcache exited).
+    pub fn wait_link_down(&self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        while self
+            .ports
+            .iter()
+            .any(|p| p.link().map(|l| l.up).unwrap_or(false))
+        {
+            if start.elapsed() > timeout {
+                bail!("vhost ports still connected after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Drops whatever is waiting on both ports (e.g. the peer's own frames).
+    pub fn drain(&self) -> u64 {
+        let mut b = Burst::new();
+        let mut n = 0;
+        for p in &self.ports {
+            while p.rx_burst(0, &mut b) > 0 {
+                n += b.free_all() as u64;
+            }
+        }
+        n
+    }
+
+    /// Sends `count` frames from side `from`, frame `i` built by `make(i, buf)`,
+    /// and checks that the far side receives each one byte-identical and in
+    /// order. At most `window` frames are in flight, so a bridge that keeps up
+    /// never has to drop. Gives up `idle` after the last arrival.
+    pub fn transfer<F>(
+        &self,
+        from: usize,
+        count: u64,
+        window: u64,
+        idle: Duration,
+        mut make: F,
+    ) -> Result<TransferReport>
+    where
+        F: FnMut(u64, &mut Vec<u8>),
+    {
+        let (tx_port, rx_port) = (self.ports[from], self.ports[from ^ 1]);
+        let mut rep = TransferReport::default();
+        let mut frame = Vec::with_capacity(2048);
+        let mut expect = Vec::with_capacity(2048);
+        let mut out = Burst::new();
+        let mut inb = Burst::new();
+        let start = Instant::now();
+        let mut last_progress = Instant::now();
+        while rep.received < count {
+            // Fill and send while the window allows.
+            while rep.sent + (out.len() as u64) < count
+                && rep.sent + (out.len() as u64) < rep.received + window
+                && !out.is_full()
+            {
+                let seq = rep.sent + out.len() as u64;
+                make(seq, &mut frame);
+                let m = Mbuf::from_bytes(&self.pool, &frame).context("harness pool exhausted")?;
+                rep.sent_bytes += frame.len() as u64;
+                out.push(m).ok();
+            }
+            let n = tx_port.tx_burst(0, &mut out);
+            rep.sent += n as u64;
+            if rx_port.rx_burst(0, &mut inb) > 0 {
+                for m in inb.drain() {
+                    make(rep.received, &mut expect);
+                    if m.data() != expect.as_slice() {
+                        rep.mismatch_count += 1;
+                        if rep.mismatches.len() < 16 {
+                            rep.mismatches.push(rep.received);
+                        }
+                    }
+                    rep.received += 1;
+                    rep.received_bytes += u64::from(m.pkt_len());
+                }
+                last_progress = Instant::now();
+            } else if n > 0 {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > idle {
+                break;
+            }
+        }
+        rep.sent_bytes -= out
+            .as_slice()
+            .iter()
+            .map(|m| u64::from(m.pkt_len()))
+            .sum::<u64>();
+        rep.elapsed = start.elapsed();
+        Ok(rep)
+    }
+
+    /// [`Harness::transfer`] of harness test frames of length `len(i)`.
+    pub fn transfer_test_frames(
+        &self,
+        from: usize,
+        count: u64,
+        window: u64,
+        len: impl Fn(u64) -> usize,
+    ) -> Result<TransferReport> {
+        self.transfer(from, count, window, Duration::from_secs(2), |i, buf| {
+            test_frame(from, i, len(i), buf)
+        })
+    }
+}

@@ -1,0 +1,13 @@
+//! bootcache's traffic harness and benchmarks.
+//!
+//! The harness plays the wire on both sides of a running `bootcache`: it owns
+//! two `net_vhost` ports whose vhost-user sockets bootcache opens as
+//! `net_virtio_user` ports, injects frames on one side and checks what
+//! arrives on the other. Integration tests (`tests/`), the demo and the
+//! benchmarks are built on it.
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod frames;
+pub mod harness;
+pub mod process;

@@ -1,0 +1,237 @@
+//! Running `bootcache` as a child process on virtio-user ports and reading
+//! its final statistics.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Per-port counters bootcache prints at exit (`port=N side=... key=value...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FinalPortStats {
+    /// Port id.
+    pub port: u16,
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Frames dropped because TX could not send them.
+    pub tx_dropped: u64,
+}
+
+/// Parses the `port=` lines of bootcache's final statistics.
+pub fn parse_final_stats(stdout: &str) -> Vec<FinalPortStats> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("port="))
+        .map(|l| {
+            let mut s = FinalPortStats::default();
+            for kv in l.split_whitespace() {
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
+                let n = v.parse::<u64>().unwrap_or(0);
+                match k {
+                    "port" => s.port = n as u16,
+                    "rx_packets" => s.rx_packets = n,
+                    "rx_bytes" => s.rx_bytes = n,
+                    "tx_packets" => s.tx_packets = n,
+                    "tx_bytes" => s.tx_bytes = n,
+                    "tx_dropped" => s.tx_dropped = n,
+                    _ => {}
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// The `bootcache` binary next to the running executable (target/<profile>/),
+/// or `$BOOTCACHE_BIN`.
+pub fn default_bootcache_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BOOTCACHE_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    // Test binaries live one level deeper, in target/<profile>/deps.
+    [dir.join("bootcache"), dir.join("../bootcache")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join("bootcache"))
+}
+
+/// A running bootcache child.
+pub struct Bootcache {
+    child: Child,
+    /// Its DPDK `--file-prefix` (for dpdk-telemetry.py -f).
+    pub file_prefix: String,
+}
+
+/// Output of a bootcache run that has ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code (None when killed by a signal).
+    pub code: Option<i32>,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+    /// Parsed final statistics, by port.
+    pub ports: Vec<FinalPortStats>,
+}
+
+impl Bootcache {
+    /// Starts `bin` with two virtio-user ports on `sockets` (client, server),
+    /// lcores `lcores` and `app_args` after `--`.
+    pub fn spawn(
+        bin: &Path,
+        sockets: [&Path; 2],
+        file_prefix: &str,
+        lcores: &str,
+        app_args: &[&str],
+    ) -> Result<Bootcache> {
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--lcores",
+            lcores,
+            "--file-prefix",
+            file_prefix,
+            "--single-file-segments",
+            "--no-pci",
+        ])
+        .args(["-m", "256", "--log-level", "lib.eal:warning"]);
+        for (i, s) in sockets.iter().enumerate() {
+            cmd.arg("--vdev").arg(format!(
+                "net_virtio_user{i},path={},queues=1,queue_size=1024",
+                s.display()
+            ));
+        }
+        cmd.arg("--").args(app_args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Bootcache {
+            child,
+            file_prefix: file_prefix.to_string(),
+        })
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while it runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGINT (as Ctrl-C would) and collects its output.
+    pub fn stop(mut self, timeout: Duration) -> Result<Finished> {
+        if self.is_running() {
+            let ok = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status()
+                .context("running kill")?
+                .success();
+            if !ok {
+                bail!("kill -INT {} failed", self.child.id());
+            }
+        }
+        self.wait(timeout)
+    }
+
+    /// Waits for it to exit by itself (killing it after `timeout`).
+    pub fn wait(mut self, timeout: Duration) -> Result<Finished> {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait()? {
+                break st;
+            }
+            if start.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!(
+                    "bootcache (pid {}) did not exit within {timeout:?}",
+                    self.child.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            o.read_to_string(&mut stdout)?;
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut stderr)?;
+        }
+        remove_hugepage_files(&self.file_prefix);
+        let ports = parse_final_stats(&stdout);
+        Ok(Finished {
+            code: status.code(),
+            stdout,
+            stderr,
+            ports,
+        })
+    }
+}
+
+impl Drop for Bootcache {
+    fn drop(&mut self) {
+        // Never leave a busy-polling child behind (e.g. when a test fails).
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        remove_hugepage_files(&self.file_prefix);
+    }
+}
+
+/// Removes a finished DPDK process's hugepage files and runtime directory.
+/// virtio-user needs `--single-file-segments`, which DPDK 22.11 will not
+/// combine with `--huge-unlink`, so its page files outlive the process.
+pub fn remove_hugepage_files(file_prefix: &str) {
+    if file_prefix.is_empty() || file_prefix.contains('/') {
+        return;
+    }
+    if let Ok(dir) = std::fs::read_dir("/dev/hugepages") {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{file_prefix}map_"))
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{file_prefix}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_final_statistics_lines() {
+        let out = "bootcache: final statistics\n\
+            port=0 side=client name=a rx_packets=5 rx_bytes=300 tx_packets=4 tx_bytes=256 tx_dropped=1 rx_missed=0\n\
+            port=1 side=server name=b rx_packets=4 rx_bytes=256 tx_packets=5 tx_bytes=300 tx_dropped=0\n";
+        let p = parse_final_stats(out);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].rx_packets, 5);
+        assert_eq!(p[0].tx_dropped, 1);
+        assert_eq!(p[1].port, 1);
+        assert_eq!(p[1].tx_bytes, 300);
+    }
+}

@@ -1,0 +1,171 @@
+//! The command line: wrong options, too few ports, EAL failures → one clear
+//! line and a non-zero exit, before anything runs.
+
+use std::process::{Command, Output};
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BOOTCACHE)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+/// The last stderr line (DPDK's own EAL log lines may precede ours).
+fn last_line(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn help_documents_every_option() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for opt in [
+        "--stats-interval",
+        "--drain-us",
+        "--rx-desc",
+        "--tx-desc",
+        "--mbufs",
+        "--mtu",
+        "[EAL options] --",
+    ] {
+        assert!(text.contains(opt), "--help lacks {opt}");
+    }
+}
+
+#[test]
+fn unknown_option_is_one_line() {
+    let o = run(&["--no-huge", "--", "--frobnicate"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--frobnicate"), "{err}");
+}
+
+#[test]
+fn out_of_range_value_is_one_line() {
+    let o = run(&["--", "--rx-desc", "3"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--rx-desc"), "{err}");
+}
+
+#[test]
+fn too_few_ports_is_refused() {
+    let prefix = format!("bct-cli-{}", std::process::id());
+    let o = run(&[
+        "--no-huge",
+        "-m",
+        "128",
+        "--no-shconf",
+        "--no-pci",
+        "--no-telemetry",
+        "--lcores",
+        "0@0,1@1",
+        "--file-prefix",
+        &prefix,
+        "--vdev",
+        "net_null0",
+    ]);
+    assert!(!o.status.success());
+    let line = last_line(&o);
+    assert!(line.starts_with("bootcache: needs 2 DPDK ports"), "{line}");
+    assert!(line.contains("found 1"), "{line}");
+}
+
+#[test]
+fn missing_worker_lcore_is_refused() {
+    let prefix = format!("bct-cli1-{}", std::process::id());
+    let o = run(&[
+        "--no-huge",
+        "-m",
+        "128",
+        "--no-shconf",
+        "--no-pci",
+        "--no-telemetry",
+        "--lcores",
+        "0@0",
+        "--file-prefix",
+        &prefix,
+        "--vdev",
+        "net_null0",
+        "--vdev",
+        "net_null1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        last_line(&o).contains("needs a worker lcore"),
+        "{}",
+        last_line(&o)
+    );
+}
+
+#[test]
+fn eal_failure_is_one_clear_line() {
+    let o = run(&[
+        "--no-huge",
+        "--no-shconf",
+        "--lcores",
+        "0@0,1@1",
+        "--vdev",
+        "net_doesnotexist0",
+    ]);
+    assert!(!o.status.success());
+    let line = last_line(&o);
+    assert!(
+        line.starts_with("bootcache: EAL initialisation failed"),
+        "{line}"
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_statistics() {
+    let prefix = format!("bct-cli2-{}", std::process::id());
+    let child = Command::new(BOOTCACHE)
+        .args([
+            "--no-huge",
+            "-m",
+            "256",
+            "--no-shconf",
+            "--no-pci",
+            "--no-telemetry",
+            "--lcores",
+            "0@0,1@1",
+            "--file-prefix",
+            &prefix,
+            "--vdev",
+            "net_null0",
+            "--vdev",
+            "net_null1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stats = bootcache_bench::process::parse_final_stats(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(stats.len(), 2);
+    // net_null generates frames endlessly: both sides forwarded plenty, and
+    // what one port received is what the other sent or dropped.
+    for side in 0..2 {
+        assert!(stats[side].rx_packets > 1000, "{stats:?}");
+        assert_eq!(
+            stats[side].rx_packets,
+            stats[side ^ 1].tx_packets + stats[side ^ 1].tx_dropped
+        );
+    }
+}
