@@ -165,6 +165,7 @@ fn print_stats_line(c: &BridgeCounters) {
 }
 
 /// Final per-port statistics, one `key=value` line per port (stable for scripts and tests).
+/// Packets and drops are the bridge's own counts; bytes come from the driver.
 fn print_final(ports: &[Port; 2], c: &BridgeCounters) {
     println!("bootcache: final statistics");
     for (side, (port, pc)) in ports.iter().zip(c.ports.iter()).enumerate() {
@@ -176,9 +177,9 @@ fn print_final(ports: &[Port; 2], c: &BridgeCounters) {
             side_name(side),
             port.name(),
             pc.rx_packets,
-            pc.rx_bytes,
+            drv.rx_bytes,
             pc.tx_packets,
-            pc.tx_bytes,
+            drv.tx_bytes,
             pc.tx_dropped,
             drv.rx_missed,
             drv.rx_errors,

@@ -10,4 +10,5 @@
 
 pub mod frames;
 pub mod harness;
+pub mod pktgen;
 pub mod process;

@@ -8,12 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 pub struct PortCounters {
     /// Frames received on this port.
     pub rx_packets: u64,
-    /// Bytes received on this port.
-    pub rx_bytes: u64,
     /// Frames transmitted on this port.
     pub tx_packets: u64,
-    /// Bytes transmitted on this port.
-    pub tx_bytes: u64,
     /// Frames meant for this port that TX could not send (freed, not leaked).
     pub tx_dropped: u64,
 }
@@ -28,20 +24,14 @@ pub struct BridgeCounters {
 /// The published copy of [`BridgeCounters`], readable from any thread.
 #[derive(Debug, Default)]
 pub struct SharedCounters {
-    cells: [[AtomicU64; 5]; 2],
+    cells: [[AtomicU64; 3]; 2],
 }
 
 impl SharedCounters {
     /// Stores a snapshot (called by the fast-path lcore only).
     pub fn publish(&self, c: &BridgeCounters) {
         for (cells, p) in self.cells.iter().zip(c.ports.iter()) {
-            let vals = [
-                p.rx_packets,
-                p.rx_bytes,
-                p.tx_packets,
-                p.tx_bytes,
-                p.tx_dropped,
-            ];
+            let vals = [p.rx_packets, p.tx_packets, p.tx_dropped];
             for (cell, v) in cells.iter().zip(vals) {
                 cell.store(v, Relaxed);
             }
@@ -52,13 +42,11 @@ impl SharedCounters {
     pub fn snapshot(&self) -> BridgeCounters {
         let mut out = BridgeCounters::default();
         for (p, cells) in out.ports.iter_mut().zip(self.cells.iter()) {
-            let v: [u64; 5] = std::array::from_fn(|i| cells[i].load(Relaxed));
+            let v: [u64; 3] = std::array::from_fn(|i| cells[i].load(Relaxed));
             *p = PortCounters {
                 rx_packets: v[0],
-                rx_bytes: v[1],
-                tx_packets: v[2],
-                tx_bytes: v[3],
-                tx_dropped: v[4],
+                tx_packets: v[1],
+                tx_dropped: v[2],
             };
         }
         out
@@ -75,16 +63,12 @@ mod tests {
         let mut c = BridgeCounters::default();
         c.ports[0] = PortCounters {
             rx_packets: 1,
-            rx_bytes: 2,
             tx_packets: 3,
-            tx_bytes: 4,
             tx_dropped: 5,
         };
         c.ports[1] = PortCounters {
             rx_packets: 6,
-            rx_bytes: 7,
             tx_packets: 8,
-            tx_bytes: 9,
             tx_dropped: 10,
         };
         shared.publish(&c);
