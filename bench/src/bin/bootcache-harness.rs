@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bootcache_bench::frames::malformed_frames;
 use bootcache_bench::harness::Harness;
-use bootcache_bench::process::{default_bootcache_bin, Bootcache};
+use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files, Bootcache};
 use clap::Parser;
 
 /// Drives a bootcache through virtio-user ↔ vhost-user port pairs.
@@ -122,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             fin.stderr.trim()
         );
     }
+    remove_hugepage_files(&h.file_prefix);
     if lost > 0 {
         bail!("{lost} frames lost or changed in the bridge");
     }
