@@ -12,3 +12,4 @@ pub mod frames;
 pub mod harness;
 pub mod pktgen;
 pub mod process;
+pub mod scenario;

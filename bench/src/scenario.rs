@@ -1,0 +1,233 @@
+//! Scripted PXE/TFTP exchanges as the frames that cross the bridge, in wire
+//! order, each tagged with the side it enters on (0: from the client, 1: from
+//! the server). The harness replays them; the result is what a real TFTP
+//! client and server would put on the wire for a clean transfer.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use wire::frame::{MacAddr, UdpFrameRepr};
+use wire::tftp::{Mode, Options, Packet, Request};
+
+use crate::frames::{CLIENT_MAC, SERVER_MAC};
+
+/// Side a frame enters the bridge on.
+pub type Side = usize;
+
+/// The endpoints of a scripted TFTP read.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoints {
+    /// Client IP and its TFTP port (its TID).
+    pub client: SocketAddrV4,
+    /// Server IP; requests go to port 69.
+    pub server: Ipv4Addr,
+    /// The server's transfer port (its TID).
+    pub server_tid: u16,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Endpoints {
+            client: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), 49152),
+            server: Ipv4Addr::new(10, 77, 0, 1),
+            server_tid: 50000,
+        }
+    }
+}
+
+/// How the scripted server negotiates and sends.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferShape {
+    /// blksize asked and granted (None: RFC 1350, 512-byte blocks, no OACK).
+    pub blksize: Option<u16>,
+    /// windowsize asked and granted (1: lock-step).
+    pub windowsize: u16,
+    /// Ask for and announce tsize.
+    pub tsize: bool,
+    /// After block 65535 the server sends block 0 (true) or block 1.
+    pub wrap_to_zero: bool,
+}
+
+impl Default for TransferShape {
+    fn default() -> Self {
+        TransferShape {
+            blksize: Some(1428),
+            windowsize: 1,
+            tsize: true,
+            wrap_to_zero: true,
+        }
+    }
+}
+
+fn udp_frame(from: Side, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+    let (smac, dmac) = if from == 0 {
+        (CLIENT_MAC, SERVER_MAC)
+    } else {
+        (SERVER_MAC, CLIENT_MAC)
+    };
+    let repr = UdpFrameRepr::ipv4(MacAddr(smac), MacAddr(dmac), src, dst);
+    let mut buf = vec![0u8; repr.buffer_len(payload.len())];
+    let n = repr
+        .emit(&mut buf, payload)
+        .expect("frame fits its own buffer");
+    buf.truncate(n);
+    buf
+}
+
+fn tftp(p: &Packet<'_>) -> Vec<u8> {
+    p.to_vec().expect("scripted TFTP packets are valid")
+}
+
+/// The frames of one complete TFTP read of `file` named `name`.
+pub fn tftp_read(
+    ep: Endpoints,
+    name: &str,
+    file: &[u8],
+    shape: TransferShape,
+) -> Vec<(Side, Vec<u8>)> {
+    let server69 = SocketAddrV4::new(ep.server, 69);
+    let server_tid = SocketAddrV4::new(ep.server, ep.server_tid);
+    let mut out = Vec::new();
+    let mut asked = Options::default();
+    asked.blksize = shape.blksize;
+    asked.tsize = shape.tsize.then_some(0);
+    asked.windowsize = (shape.windowsize > 1).then_some(shape.windowsize);
+    let rrq = Packet::Rrq(Request {
+        filename: name.as_bytes(),
+        mode: Mode::OCTET,
+        options: asked.clone(),
+    });
+    out.push((0, udp_frame(0, ep.client, server69, &tftp(&rrq))));
+    let negotiated = !asked.is_empty();
+    if negotiated {
+        let mut granted = asked;
+        granted.tsize = shape.tsize.then_some(file.len() as u64);
+        out.push((
+            1,
+            udp_frame(1, server_tid, ep.client, &tftp(&Packet::Oack(granted))),
+        ));
+        out.push((
+            0,
+            udp_frame(0, ep.client, server_tid, &tftp(&Packet::Ack { block: 0 })),
+        ));
+    }
+    let blksize = usize::from(shape.blksize.unwrap_or(512));
+    // A file that is a multiple of blksize ends with an empty block.
+    let blocks = file.len() / blksize + 1;
+    let window = usize::from(shape.windowsize.max(1));
+    let block_no = |i: usize| -> u16 {
+        // i is 1-based; after 65535 comes 0 or 1.
+        if shape.wrap_to_zero || i <= 65535 {
+            (i % 65536) as u16
+        } else {
+            ((i - 65536) % 65535 + 1) as u16
+        }
+    };
+    let mut i = 1;
+    while i <= blocks {
+        let last_in_window = (i + window - 1).min(blocks);
+        for b in i..=last_in_window {
+            let start = (b - 1) * blksize;
+            let data = &file[start.min(file.len())..(start + blksize).min(file.len())];
+            let p = Packet::Data {
+                block: block_no(b),
+                payload: data,
+            };
+            out.push((1, udp_frame(1, server_tid, ep.client, &tftp(&p))));
+        }
+        let ack = Packet::Ack {
+            block: block_no(last_in_window),
+        };
+        out.push((0, udp_frame(0, ep.client, server_tid, &tftp(&ack))));
+        i = last_in_window + 1;
+    }
+    out
+}
+
+/// A deterministic file of `len` bytes (a boot image stand-in).
+pub fn test_file(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = 0x1234_5678u32 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(f: &[u8]) -> Vec<u8> {
+        UdpFrameRepr::parse(f).expect("valid frame").1.to_vec()
+    }
+
+    #[test]
+    fn lock_step_read_reassembles_to_the_file() {
+        let file = test_file(3000, 1);
+        let frames = tftp_read(
+            Endpoints::default(),
+            "pxelinux.0",
+            &file,
+            TransferShape::default(),
+        );
+        // RRQ, OACK, ACK0, then DATA/ACK pairs: 3000/1428 → 3 blocks.
+        assert_eq!(frames.len(), 3 + 2 * 3);
+        let mut got = Vec::new();
+        for (side, f) in &frames {
+            if let Ok(Packet::Data { payload, .. }) = Packet::parse(&payload(f)) {
+                assert_eq!(*side, 1);
+                got.extend_from_slice(payload);
+            }
+        }
+        assert_eq!(got, file);
+    }
+
+    #[test]
+    fn windowed_read_acks_once_per_window_and_ends_with_empty_block() {
+        let file = test_file(512 * 32, 2);
+        let shape = TransferShape {
+            blksize: Some(512),
+            windowsize: 16,
+            ..TransferShape::default()
+        };
+        let frames = tftp_read(Endpoints::default(), "f", &file, shape);
+        let acks = frames.iter().filter(|(s, _)| *s == 0).count();
+        // RRQ, ACK 0, then one ACK per window: 1–16, 17–32, and the empty block 33.
+        assert_eq!(acks, 2 + 3);
+        let last = payload(&frames[frames.len() - 2].1);
+        assert_eq!(
+            Packet::parse(&last).unwrap(),
+            Packet::Data {
+                block: 33,
+                payload: &[]
+            }
+        );
+    }
+
+    #[test]
+    fn block_numbers_roll_over_both_ways() {
+        let file = test_file(8 * 65537, 3);
+        for (wrap0, expect) in [(true, 0u16), (false, 1u16)] {
+            let shape = TransferShape {
+                blksize: Some(8),
+                windowsize: 1,
+                tsize: true,
+                wrap_to_zero: wrap0,
+            };
+            let frames = tftp_read(Endpoints::default(), "big", &file, shape);
+            let blocks: Vec<u16> = frames
+                .iter()
+                .filter_map(|(_, f)| match Packet::parse(&payload(f)).ok()? {
+                    Packet::Data { block, .. } => Some(block),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(blocks.len(), 65538);
+            assert_eq!(blocks[65534], 65535);
+            assert_eq!(blocks[65535], expect);
+        }
+    }
+}
