@@ -92,6 +92,23 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len as usize) })
     }
 
+    /// Hints the CPU to load the first cache line of the frame data.
+    #[inline(always)]
+    pub fn prefetch_data(&self) {
+        let m = self.raw();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults and touches no memory semantically;
+        // the address is inside the mbuf's buffer anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                (m.buf_addr as *const i8).wrapping_add(m.data_off as usize),
+                std::arch::x86_64::_MM_HINT_T0,
+            )
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = m;
+    }
+
     /// Total packet length (all segments).
     #[inline(always)]
     pub fn pkt_len(&self) -> u32 {
@@ -241,6 +258,32 @@ impl Burst {
             // (If the iterator is dropped early the rest leak, never double-free.)
             unsafe { Mbuf::from_raw(NonNull::new_unchecked(p)) }
         })
+    }
+
+    /// Visits the mbufs from index `from` on, in order; those for which `take`
+    /// returns true are moved out to `sink`, the rest stay (order kept).
+    /// `take` also sees the index of the next mbuf, for prefetching.
+    #[inline(always)]
+    pub fn extract_from(
+        &mut self,
+        from: usize,
+        mut take: impl FnMut(&Mbuf, Option<&Mbuf>) -> bool,
+        mut sink: impl FnMut(Mbuf),
+    ) {
+        let mut keep = from.min(self.len);
+        for i in keep..self.len {
+            let slots = self.as_slice();
+            let (cur, next) = (&slots[i], slots.get(i + 1));
+            if take(cur, next) {
+                // SAFETY: slot i holds an owned non-null mbuf; it is moved
+                // out exactly once and its slot is overwritten or cut below.
+                sink(unsafe { Mbuf::from_raw(NonNull::new_unchecked(self.pkts[i])) });
+            } else {
+                self.pkts[keep] = self.pkts[i];
+                keep += 1;
+            }
+        }
+        self.len = keep;
     }
 
     /// Frees every held mbuf; returns how many.

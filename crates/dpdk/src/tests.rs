@@ -67,7 +67,7 @@ fn second_init_is_an_error() {
 #[test]
 fn mbuf_bytes_refcount_and_free() {
     let e = env();
-    let _g = SERIAL.lock().unwrap();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let before = e.pool.in_use();
     let frame: Vec<u8> = (0..200u8).collect();
     let mut m = Mbuf::from_bytes(&e.pool, &frame).unwrap();
@@ -89,6 +89,7 @@ fn mbuf_bytes_refcount_and_free() {
 #[test]
 fn oversize_frame_is_refused() {
     let e = env();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let big = vec![0u8; 5000];
     assert!(Mbuf::from_bytes(&e.pool, &big).is_err());
 }
@@ -96,7 +97,7 @@ fn oversize_frame_is_refused() {
 #[test]
 fn burst_push_full_and_drop_frees() {
     let e = env();
-    let _g = SERIAL.lock().unwrap();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let before = e.pool.in_use();
     let mut b = Burst::new();
     for i in 0..BURST_SIZE {
@@ -114,7 +115,7 @@ fn burst_push_full_and_drop_frees() {
 #[test]
 fn ring_port_loops_frames_back_in_order() {
     let e = env();
-    let _g = SERIAL.lock().unwrap();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let port = e.ports[0];
     assert!(port.link().unwrap().up);
     let before = port.stats().unwrap();
@@ -150,4 +151,32 @@ fn unknown_port_and_worker_are_errors() {
 fn error_carries_rte_strerror_text() {
     let e = Error::rte("doing x", -22);
     assert_eq!(e.to_string(), "doing x: Invalid argument");
+}
+
+#[test]
+fn extract_from_moves_selected_mbufs_and_keeps_order() {
+    let e = env();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let before = e.pool.in_use();
+    let mut b = Burst::new();
+    for i in 0..10u8 {
+        b.push(Mbuf::from_bytes(&e.pool, &[i; 60]).unwrap())
+            .unwrap();
+    }
+    let mut taken = Vec::new();
+    // From index 2 on, take the even ones.
+    b.extract_from(
+        2,
+        |m, _next| m.data()[0] % 2 == 0,
+        |m| taken.push(m.data()[0]),
+    );
+    let kept: Vec<u8> = b.as_slice().iter().map(|m| m.data()[0]).collect();
+    assert_eq!(kept, vec![0, 1, 3, 5, 7, 9]);
+    assert_eq!(taken, vec![2, 4, 6, 8]);
+    drop(b);
+    assert_eq!(
+        e.pool.in_use(),
+        before,
+        "extracted mbufs were freed by the sink's drop"
+    );
 }
