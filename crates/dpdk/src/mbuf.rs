@@ -270,8 +270,9 @@ impl Burst {
         mut take: impl FnMut(&Mbuf, Option<&Mbuf>) -> bool,
         mut sink: impl FnMut(Mbuf),
     ) {
-        let mut keep = from.min(self.len);
-        for i in keep..self.len {
+        let start = from.min(self.len);
+        let mut keep = start;
+        for i in start..self.len {
             let slots = self.as_slice();
             let (cur, next) = (&slots[i], slots.get(i + 1));
             if take(cur, next) {
