@@ -14,17 +14,33 @@ pub struct PortCounters {
     pub tx_dropped: u64,
 }
 
+/// What the fast path handed to the slow path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedirectCounters {
+    /// Copies of forwarded frames put on the redirect ring.
+    pub copied: u64,
+    /// Trapped frames (not forwarded) put on the redirect ring.
+    pub trapped: u64,
+    /// Copies dropped because the ring was full (the original was forwarded).
+    pub copy_drops: u64,
+    /// Trapped frames dropped because the ring was full.
+    pub trap_drops: u64,
+}
+
 /// Counters of both sides of the bridge: index 0 is the client side, 1 the server side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BridgeCounters {
     /// Per port, by bridge side.
     pub ports: [PortCounters; 2],
+    /// Redirection to the slow path.
+    pub redirect: RedirectCounters,
 }
 
 /// The published copy of [`BridgeCounters`], readable from any thread.
 #[derive(Debug, Default)]
 pub struct SharedCounters {
     cells: [[AtomicU64; 3]; 2],
+    redirect: [AtomicU64; 4],
 }
 
 impl SharedCounters {
@@ -36,11 +52,26 @@ impl SharedCounters {
                 cell.store(v, Relaxed);
             }
         }
+        let r = &c.redirect;
+        for (cell, v) in self
+            .redirect
+            .iter()
+            .zip([r.copied, r.trapped, r.copy_drops, r.trap_drops])
+        {
+            cell.store(v, Relaxed);
+        }
     }
 
     /// The last published snapshot.
     pub fn snapshot(&self) -> BridgeCounters {
         let mut out = BridgeCounters::default();
+        let r: [u64; 4] = std::array::from_fn(|i| self.redirect[i].load(Relaxed));
+        out.redirect = RedirectCounters {
+            copied: r[0],
+            trapped: r[1],
+            copy_drops: r[2],
+            trap_drops: r[3],
+        };
         for (p, cells) in out.ports.iter_mut().zip(self.cells.iter()) {
             let v: [u64; 3] = std::array::from_fn(|i| cells[i].load(Relaxed));
             *p = PortCounters {
@@ -70,6 +101,12 @@ mod tests {
             rx_packets: 6,
             tx_packets: 8,
             tx_dropped: 10,
+        };
+        c.redirect = RedirectCounters {
+            copied: 11,
+            trapped: 12,
+            copy_drops: 13,
+            trap_drops: 14,
         };
         shared.publish(&c);
         assert_eq!(shared.snapshot(), c);

@@ -6,6 +6,13 @@
 
 pub mod bridge;
 pub mod counters;
+pub mod filter;
+pub mod redirect;
 
 pub use bridge::{Bridge, BridgeConfig};
-pub use counters::{BridgeCounters, PortCounters, SharedCounters};
+pub use counters::{BridgeCounters, PortCounters, RedirectCounters, SharedCounters};
+pub use filter::{
+    Action, FilterConfig, FilterCounters, FilterError, FilterReader, FilterSnapshot, FilterWriter,
+    RuleId, SharedFilterCounters, StaticRule, Table,
+};
+pub use redirect::{RedirectRing, Redirected};

@@ -1,0 +1,786 @@
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use wire::classify::{classify, Class, IpVersion, Kind, Malformed};
+use wire::frame::{IpRepr, MacAddr, UdpFrameRepr};
+
+use super::*;
+
+const SERVER: [u8; 4] = [192, 168, 56, 1];
+const CLIENT: [u8; 4] = [192, 168, 56, 100];
+const OTHER: [u8; 4] = [192, 168, 56, 2];
+const SERVER6: [u16; 8] = [0xfd00, 0, 0, 0, 0, 0, 0, 1];
+const CLIENT6: [u16; 8] = [0xfd00, 0, 0, 0, 0, 0, 0, 0x64];
+const MAC_A: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+const MAC_B: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+
+fn ip(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+
+fn sock(a: [u8; 4], port: u16) -> SocketAddr {
+    SocketAddr::from((a, port))
+}
+
+fn emit(repr: &UdpFrameRepr) -> Vec<u8> {
+    let payload = [0, 3, 0, 1, 0xaa, 0xbb];
+    let mut buf = vec![0u8; repr.buffer_len(payload.len()).max(60)];
+    repr.emit(&mut buf, &payload).expect("test frame fits");
+    buf
+}
+
+/// An IPv4 UDP frame from `src` to `dst` with DSCP `dscp`, classified.
+fn udp_dscp(src: ([u8; 4], u16), dst: ([u8; 4], u16), dscp: u8) -> Class {
+    let mut r = UdpFrameRepr::ipv4(
+        MAC_A,
+        MAC_B,
+        SocketAddrV4::new(src.0.into(), src.1),
+        SocketAddrV4::new(dst.0.into(), dst.1),
+    );
+    if let IpRepr::Ipv4(ip) = &mut r.ip {
+        ip.dscp = dscp;
+    }
+    let c = classify(&emit(&r));
+    assert_eq!(c.kind, Kind::Udp);
+    c
+}
+
+fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> Class {
+    udp_dscp(src, dst, 0)
+}
+
+fn udp6(src: ([u16; 8], u16), dst: ([u16; 8], u16)) -> Class {
+    let r = UdpFrameRepr::ipv6(
+        MAC_A,
+        MAC_B,
+        SocketAddrV6::new(Ipv6Addr::from(src.0), src.1, 0, 0),
+        SocketAddrV6::new(Ipv6Addr::from(dst.0), dst.1, 0, 0),
+    );
+    let c = classify(&emit(&r));
+    assert_eq!((c.kind, c.ip_version), (Kind::Udp, Some(IpVersion::V6)));
+    c
+}
+
+/// A later IPv4 fragment of UDP from `src` to `dst`.
+fn later_fragment(src: [u8; 4], dst: [u8; 4]) -> Class {
+    let r = UdpFrameRepr::ipv4(
+        MAC_A,
+        MAC_B,
+        SocketAddrV4::new(src.into(), 50000),
+        SocketAddrV4::new(dst.into(), 2070),
+    );
+    let mut f = emit(&r);
+    // Fragment offset 185 (1480 bytes), MF clear: the classifier does not
+    // check the IPv4 checksum, so patching the field is enough.
+    f[14 + 6..14 + 8].copy_from_slice(&185u16.to_be_bytes());
+    let c = classify(&f);
+    assert_eq!(c.kind, Kind::Fragment);
+    c
+}
+
+fn setup(cfg: FilterConfig) -> (FilterWriter, FilterReader) {
+    let w = FilterWriter::new(&cfg).expect("valid config");
+    let r = w.reader();
+    (w, r)
+}
+
+fn with_server() -> (FilterWriter, FilterReader) {
+    setup(FilterConfig {
+        servers: vec![ip(SERVER)],
+        ..FilterConfig::default()
+    })
+}
+
+fn copy(rule: StaticRule) -> Action {
+    Action::Copy(rule.id())
+}
+
+#[test]
+fn dhcp_matches_both_directions_whatever_the_addresses() {
+    let (_w, mut r) = with_server();
+    let t = r.load();
+    let discover = udp(([0, 0, 0, 0], 68), ([255, 255, 255, 255], 67));
+    assert_eq!(t.lookup(0, &discover), copy(StaticRule::DhcpClient));
+    let renew = udp((CLIENT, 68), (OTHER, 67));
+    assert_eq!(t.lookup(0, &renew), copy(StaticRule::DhcpClient));
+    // An OFFER from a DHCP server that is not the boot server still counts.
+    let offer = udp((OTHER, 67), ([255, 255, 255, 255], 68));
+    assert_eq!(t.lookup(1, &offer), copy(StaticRule::DhcpServer));
+    let ack = udp((SERVER, 67), (CLIENT, 68));
+    assert_eq!(t.lookup(1, &ack), copy(StaticRule::DhcpServer));
+    // The wrong side, or the wrong ports, match nothing.
+    assert_eq!(t.lookup(1, &discover), Action::Forward);
+    assert_eq!(t.lookup(0, &offer), Action::Forward);
+    let not_dhcp = udp((SERVER, 67), (CLIENT, 5000));
+    assert_eq!(t.lookup(1, &not_dhcp), Action::Forward);
+}
+
+#[test]
+fn boot_service_to_and_from_a_boot_server_only() {
+    let (_w, mut r) = with_server();
+    let t = r.load();
+    let req = udp((CLIENT, 68), (SERVER, 4011));
+    assert_eq!(t.lookup(0, &req), copy(StaticRule::BootServiceRequest));
+    let reply = udp((SERVER, 4011), (CLIENT, 68));
+    assert_eq!(t.lookup(1, &reply), copy(StaticRule::BootServiceReply));
+    let elsewhere = udp((CLIENT, 68), (OTHER, 4011));
+    assert_eq!(t.lookup(0, &elsewhere), Action::Forward);
+    let from_elsewhere = udp((OTHER, 4011), (CLIENT, 68));
+    assert_eq!(t.lookup(1, &from_elsewhere), Action::Forward);
+    // A request seen on the server side is not a client's request.
+    assert_eq!(t.lookup(1, &req), Action::Forward);
+}
+
+#[test]
+fn tftp_request_to_a_boot_server_only() {
+    let (_w, mut r) = with_server();
+    let t = r.load();
+    let rrq = udp((CLIENT, 2070), (SERVER, 69));
+    assert_eq!(t.lookup(0, &rrq), copy(StaticRule::TftpRequest));
+    let rrq_other = udp((CLIENT, 2070), (OTHER, 69));
+    assert_eq!(t.lookup(0, &rrq_other), Action::Forward);
+    let other_port = udp((CLIENT, 2070), (SERVER, 70));
+    assert_eq!(t.lookup(0, &other_port), Action::Forward);
+    // A server sending from port 69 is not a request.
+    let from_69 = udp((SERVER, 69), (CLIENT, 2070));
+    assert_eq!(t.lookup(1, &from_69), Action::Forward);
+    // Without any configured server, nothing but DHCP matches.
+    let (_w, mut r) = setup(FilterConfig::default());
+    assert_eq!(r.load().lookup(0, &rrq), Action::Forward);
+}
+
+#[test]
+fn ipv6_boot_server() {
+    let (_w, mut r) = setup(FilterConfig {
+        servers: vec![IpAddr::V6(Ipv6Addr::from(SERVER6))],
+        ..FilterConfig::default()
+    });
+    let t = r.load();
+    let rrq = udp6((CLIENT6, 2070), (SERVER6, 69));
+    assert_eq!(t.lookup(0, &rrq), copy(StaticRule::TftpRequest));
+    let reply = udp6((SERVER6, 4011), (CLIENT6, 4011));
+    assert_eq!(t.lookup(1, &reply), copy(StaticRule::BootServiceReply));
+    // The IPv4 server with the same last byte is not this server.
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2070), (SERVER, 69))),
+        Action::Forward
+    );
+}
+
+#[test]
+fn dscp_mark_matches_whatever_the_ports() {
+    let (_w, mut r) = setup(FilterConfig {
+        dscp_mark: Some(42),
+        ..FilterConfig::default()
+    });
+    let t = r.load();
+    let marked = udp_dscp((CLIENT, 40000), (OTHER, 8080), 42);
+    assert_eq!(t.lookup(0, &marked), copy(StaticRule::DscpMark));
+    assert_eq!(t.lookup(1, &marked), copy(StaticRule::DscpMark));
+    let other_mark = udp_dscp((CLIENT, 40000), (OTHER, 8080), 43);
+    assert_eq!(t.lookup(0, &other_mark), Action::Forward);
+    // No mark configured: DSCP is ignored.
+    let (_w, mut r) = setup(FilterConfig::default());
+    assert_eq!(r.load().lookup(0, &marked), Action::Forward);
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    for bad in [0u8, 64, 255] {
+        let cfg = FilterConfig {
+            dscp_mark: Some(bad),
+            ..FilterConfig::default()
+        };
+        assert_eq!(
+            FilterWriter::new(&cfg).unwrap_err(),
+            FilterError::BadDscp(bad)
+        );
+    }
+    let cfg = FilterConfig {
+        max_dynamic: MAX_DYNAMIC_LIMIT + 1,
+        ..FilterConfig::default()
+    };
+    assert!(matches!(
+        FilterWriter::new(&cfg),
+        Err(FilterError::TooManyRules(_))
+    ));
+    let cfg = FilterConfig {
+        servers: (0..=MAX_SERVERS as u32)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(i + 1)))
+            .collect(),
+        ..FilterConfig::default()
+    };
+    assert_eq!(
+        FilterWriter::new(&cfg).unwrap_err(),
+        FilterError::TooManyServers
+    );
+}
+
+#[test]
+fn later_fragments_from_a_server_are_copied() {
+    let (_w, mut r) = with_server();
+    let t = r.load();
+    let frag = later_fragment(SERVER, CLIENT);
+    assert_eq!(t.lookup(1, &frag), copy(StaticRule::ServerFragment));
+    assert_eq!(t.lookup(0, &frag), Action::Forward);
+    assert_eq!(t.lookup(1, &later_fragment(OTHER, CLIENT)), Action::Forward);
+    assert_eq!(
+        t.lookup(0, &later_fragment(CLIENT, SERVER)),
+        copy(StaticRule::ServerFragment)
+    );
+}
+
+#[test]
+fn expectation_then_pin_then_remove() {
+    let (mut w, mut r) = with_server();
+    let client = sock(CLIENT, 2070);
+    let id = w.expect(ip(SERVER), client).unwrap();
+    assert!(id.is_dynamic());
+    let data = udp((SERVER, 50123), (CLIENT, 2070));
+    // Not visible before publish.
+    assert_eq!(r.load().lookup(1, &data), Action::Forward);
+    assert_eq!(w.publish(), 1);
+    let t = r.load();
+    assert_eq!(t.generation(), 1);
+    assert_eq!(t.dynamic_len(), 1);
+    // Expectation: any server port, both directions.
+    assert_eq!(t.lookup(1, &data), Action::Copy(id));
+    let data_other_tid = udp((SERVER, 40000), (CLIENT, 2070));
+    assert_eq!(t.lookup(1, &data_other_tid), Action::Copy(id));
+    let ack = udp((CLIENT, 2070), (SERVER, 50123));
+    assert_eq!(t.lookup(0, &ack), Action::Copy(id));
+    // Another client port, another client, another server: no match.
+    assert_eq!(
+        t.lookup(1, &udp((SERVER, 50123), (CLIENT, 2071))),
+        Action::Forward
+    );
+    assert_eq!(
+        t.lookup(1, &udp((SERVER, 50123), (OTHER, 2070))),
+        Action::Forward
+    );
+    assert_eq!(
+        t.lookup(1, &udp((OTHER, 50123), (CLIENT, 2070))),
+        Action::Forward
+    );
+    // The frame in the direction its side does not carry: no match.
+    assert_eq!(t.lookup(0, &data), Action::Forward);
+    assert_eq!(t.lookup(1, &ack), Action::Forward);
+
+    assert_eq!(w.pin(sock(SERVER, 50123), client), Ok(id));
+    w.publish();
+    let t = r.load();
+    assert_eq!(t.lookup(1, &data), Action::Copy(id));
+    assert_eq!(t.lookup(0, &ack), Action::Copy(id));
+    // Pinned: the wrong server port matches nothing, either direction.
+    assert_eq!(t.lookup(1, &data_other_tid), Action::Forward);
+    let ack_other_tid = udp((CLIENT, 2070), (SERVER, 40000));
+    assert_eq!(t.lookup(0, &ack_other_tid), Action::Forward);
+    // A new RRQ from the same client port still hits the static rule.
+    let rrq = udp((CLIENT, 2070), (SERVER, 69));
+    assert_eq!(t.lookup(0, &rrq), copy(StaticRule::TftpRequest));
+
+    // Re-expecting (the client reused its port) unpins, same id.
+    assert_eq!(w.expect(ip(SERVER), client), Ok(id));
+    w.publish();
+    assert_eq!(r.load().lookup(1, &data_other_tid), Action::Copy(id));
+
+    assert_eq!(w.remove(ip(SERVER), client), Some(id));
+    assert_eq!(w.remove(ip(SERVER), client), None);
+    assert_eq!(
+        w.pin(sock(SERVER, 50123), client),
+        Err(FilterError::NotFound)
+    );
+    w.publish();
+    let t = r.load();
+    assert_eq!(t.dynamic_len(), 0);
+    assert_eq!(t.lookup(1, &data), Action::Forward);
+    assert_eq!(t.lookup(0, &ack), Action::Forward);
+}
+
+#[test]
+fn publish_without_changes_swaps_nothing() {
+    let (mut w, mut r) = with_server();
+    assert_eq!(w.publish(), 0);
+    assert_eq!(r.load().generation(), 0);
+    w.expect(ip(SERVER), sock(CLIENT, 1)).unwrap();
+    assert_eq!(w.publish(), 1);
+    assert_eq!(w.publish(), 1);
+    assert_eq!(w.stats().publishes, 1);
+}
+
+#[test]
+fn learned_server_matches_dynamic_rules_only() {
+    let (mut w, mut r) = with_server();
+    let next_server = [10, 1, 1, 9];
+    let client = sock(CLIENT, 3000);
+    let id = w.expect(ip(next_server), client).unwrap();
+    w.publish();
+    let t = r.load();
+    assert_eq!(
+        t.lookup(1, &udp((next_server, 50000), (CLIENT, 3000))),
+        Action::Copy(id)
+    );
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 3000), (next_server, 50000))),
+        Action::Copy(id)
+    );
+    // Static server rules stay with the configured servers.
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 3001), (next_server, 69))),
+        Action::Forward
+    );
+    assert_eq!(t.servers.len(), 2);
+    w.remove(ip(next_server), client);
+    w.publish();
+    let t = r.load();
+    assert_eq!(t.servers.len(), 1);
+    assert_eq!(
+        t.lookup(1, &udp((next_server, 50000), (CLIENT, 3000))),
+        Action::Forward
+    );
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 3001), (SERVER, 69))),
+        copy(StaticRule::TftpRequest)
+    );
+}
+
+#[test]
+fn dynamic_and_static_rules_can_trap() {
+    let (mut w, mut r) = with_server();
+    let client = sock(CLIENT, 2070);
+    let id = w.expect(ip(SERVER), client).unwrap();
+    assert_eq!(w.set_trap(ip(SERVER), client, true), Ok(id));
+    w.set_static_trap(StaticRule::TftpRequest, true);
+    assert_eq!(
+        w.set_trap(ip(SERVER), sock(CLIENT, 9), true),
+        Err(FilterError::NotFound)
+    );
+    w.publish();
+    let t = r.load();
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2070), (SERVER, 33333))),
+        Action::Trap(id)
+    );
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2071), (SERVER, 69))),
+        Action::Trap(StaticRule::TftpRequest.id())
+    );
+    // A dynamic rule outranks a static one: this RRQ comes from a tracked port.
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2070), (SERVER, 69))),
+        Action::Trap(id)
+    );
+    w.set_trap(ip(SERVER), client, false).unwrap();
+    w.set_static_trap(StaticRule::TftpRequest, false);
+    w.publish();
+    let t = r.load();
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2070), (SERVER, 33333))),
+        Action::Copy(id)
+    );
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2071), (SERVER, 69))),
+        copy(StaticRule::TftpRequest)
+    );
+}
+
+#[test]
+fn table_bound_refuses_and_counts() {
+    let (mut w, mut r) = setup(FilterConfig {
+        servers: vec![ip(SERVER)],
+        max_dynamic: 3,
+        ..FilterConfig::default()
+    });
+    assert_eq!(w.rule_count(), STATIC_RULES + 3);
+    let ids: Vec<RuleId> = (0..3)
+        .map(|p| w.expect(ip(SERVER), sock(CLIENT, p)).unwrap())
+        .collect();
+    assert_eq!(
+        w.expect(ip(SERVER), sock(CLIENT, 3)),
+        Err(FilterError::Full(3))
+    );
+    assert_eq!(
+        w.expect(ip(OTHER), sock(CLIENT, 3)),
+        Err(FilterError::Full(3))
+    );
+    assert_eq!(w.stats().refused_full, 2);
+    // Re-arming an existing rule is not a new one.
+    assert_eq!(w.expect(ip(SERVER), sock(CLIENT, 1)), Ok(ids[1]));
+    w.remove(ip(SERVER), sock(CLIENT, 0));
+    let again = w.expect(ip(SERVER), sock(CLIENT, 3)).unwrap();
+    assert!(
+        !ids[1..].contains(&again),
+        "a live id is never handed out twice"
+    );
+    assert!(again.index() < w.rule_count());
+    w.publish();
+    assert_eq!(r.load().dynamic_len(), 3);
+}
+
+#[test]
+fn too_many_learned_servers_are_refused() {
+    let (mut w, _r) = with_server();
+    for i in 1..MAX_SERVERS as u32 {
+        w.expect(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), sock(CLIENT, 1))
+            .unwrap();
+    }
+    let extra = IpAddr::V4(Ipv4Addr::from(0x0b00_0000));
+    assert_eq!(
+        w.expect(extra, sock(CLIENT, 1)),
+        Err(FilterError::TooManyServers)
+    );
+    assert_eq!(w.stats().refused_servers, 1);
+    // Freeing one server's last rule frees its place.
+    w.remove(IpAddr::V4(Ipv4Addr::from(0x0a00_0005)), sock(CLIENT, 1))
+        .unwrap();
+    assert!(w.expect(extra, sock(CLIENT, 1)).is_ok());
+}
+
+#[test]
+fn ten_thousand_rules_and_a_reseed() {
+    let (mut w, mut r) = with_server();
+    let client =
+        |i: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i / 4), 1024 + i as u16 % 4));
+    let ids: Vec<RuleId> = (0..10_000)
+        .map(|i| w.expect(ip(SERVER), client(i)).unwrap())
+        .collect();
+    w.publish();
+    let check = |t: &Table, present: &dyn Fn(u32) -> bool| {
+        for (i, &id) in ids.iter().enumerate() {
+            let SocketAddr::V4(c) = client(i as u32) else {
+                unreachable!()
+            };
+            let f = udp((SERVER, 55555), (c.ip().octets(), c.port()));
+            let want = if present(i as u32) {
+                Action::Copy(id)
+            } else {
+                Action::Forward
+            };
+            assert_eq!(t.lookup(1, &f), want, "rule {i}");
+        }
+    };
+    check(r.load(), &|_| true);
+    assert!(w.table().shards.iter().all(|s| s.max_probe <= PROBE_LIMIT));
+    for i in (0..10_000).step_by(2) {
+        w.remove(ip(SERVER), client(i)).unwrap();
+    }
+    let seed = w.seed;
+    w.reseed();
+    assert_ne!(seed, w.seed);
+    w.publish();
+    check(r.load(), &|i| i % 2 == 1);
+}
+
+#[test]
+fn replaced_tables_are_freed_by_the_writer_once_readers_move_on() {
+    let (mut w, mut r) = with_server();
+    let first = r.load().generation();
+    assert_eq!(first, 0);
+    for p in 0..5 {
+        w.expect(ip(SERVER), sock(CLIENT, p)).unwrap();
+        w.publish();
+    }
+    // The reader still holds generation 0; all the others were dropped.
+    assert_eq!(w.retired.len(), 1);
+    assert_eq!(w.retired[0].generation(), 0);
+    assert_eq!(r.load().generation(), 5);
+    w.expect(ip(SERVER), sock(CLIENT, 99)).unwrap();
+    w.publish();
+    assert_eq!(w.retired.len(), 1);
+    assert_eq!(w.retired[0].generation(), 5);
+}
+
+#[test]
+fn counters_record_publish_and_merge() {
+    let (mut w, mut r) = with_server();
+    let id = w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+    w.publish();
+    let t = r.load();
+    let mut c = FilterCounters::new(w.rule_count());
+    for f in [
+        udp((SERVER, 50000), (CLIENT, 2070)),
+        udp((SERVER, 50000), (CLIENT, 2070)),
+        udp((CLIENT, 68), ([255; 4], 67)),
+        udp((CLIENT, 1), (OTHER, 2)),
+    ] {
+        c.record(t.lookup(if f.src_addr[15] == SERVER[3] { 1 } else { 0 }, &f));
+    }
+    c.record(Action::Copy(RuleId(u32::MAX))); // out of range: ignored
+    assert_eq!(c.hits(id), 2);
+    assert_eq!(c.hits(StaticRule::DhcpClient.id()), 1);
+    let shared = SharedFilterCounters::new(w.rule_count());
+    shared.publish(&c);
+    let mut snap = shared.snapshot();
+    assert_eq!(snap.get(id), 2);
+    assert_eq!(snap.static_hits(StaticRule::DhcpClient), 1);
+    assert_eq!(snap.dynamic_total(), 2);
+    snap.merge(&snap.clone());
+    assert_eq!(snap.dynamic_total(), 4);
+    assert_eq!(id.static_rule(), None);
+    assert_eq!(
+        StaticRule::DscpMark.id().static_rule(),
+        Some(StaticRule::DscpMark)
+    );
+}
+
+/// The rule set of generation `g` in the concurrency test: client ports
+/// `0..n(g)` expected, the even ones pinned to server port 7000 + g.
+fn gen_rules(g: u64) -> u16 {
+    (g * 7 % 50) as u16
+}
+
+#[test]
+fn concurrent_publish_while_a_reader_looks_up() {
+    let (mut w, r) = with_server();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let stop = Arc::clone(&stop);
+        let mut r = r;
+        std::thread::spawn(move || {
+            let frames: Vec<(Class, Class)> = (0..50u16)
+                .map(|p| (udp((SERVER, 0), (CLIENT, p)), udp((SERVER, 1), (CLIENT, p))))
+                .collect();
+            let (mut last, mut loads, mut seen) = (0, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let t = r.load();
+                let g = t.generation();
+                assert!(g >= last, "generations go forward");
+                seen += u64::from(g != last);
+                last = g;
+                loads += 1;
+                let n = gen_rules(g);
+                assert_eq!(t.dynamic_len(), usize::from(n), "generation {g}");
+                // Every port below n matches, pinned or not as generation g
+                // says; none above. Ports in frames: 0 = unpinned probe.
+                for (p, (any, _)) in frames.iter().enumerate() {
+                    let p = p as u16;
+                    let mut f = *any;
+                    f.src_port = 7000 + (g as u16);
+                    let hit = t.lookup(1, &f) != Action::Forward;
+                    assert_eq!(hit, p < n, "generation {g} port {p}");
+                    if p < n && p % 2 == 0 {
+                        f.src_port = 6999;
+                        assert_eq!(t.lookup(1, &f), Action::Forward, "pinned, generation {g}");
+                    }
+                }
+            }
+            (loads, seen)
+        })
+    };
+    let mut n = 0u16;
+    for g in 1..=3000u64 {
+        let want = gen_rules(g);
+        while n > want {
+            n -= 1;
+            w.remove(ip(SERVER), sock(CLIENT, n)).unwrap();
+        }
+        while n < want {
+            w.expect(ip(SERVER), sock(CLIENT, n)).unwrap();
+            n += 1;
+        }
+        for p in 0..n {
+            w.expect(ip(SERVER), sock(CLIENT, p)).unwrap(); // unpin all
+            if p % 2 == 0 {
+                w.pin(sock(SERVER, 7000 + g as u16), sock(CLIENT, p))
+                    .unwrap();
+            }
+        }
+        assert_eq!(w.publish(), g);
+        if g % 100 == 0 {
+            std::thread::yield_now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (loads, seen) = reader.join().expect("reader found no torn table");
+    assert!(
+        loads > 0 && seen > 0,
+        "loads {loads} generations seen {seen}"
+    );
+}
+
+/// Model check: random expect/pin/remove sequences, published, agree with
+/// a plain map on every lookup.
+#[derive(Debug, Clone)]
+enum Op {
+    Expect(u8, u16),
+    Pin(u8, u16, u16),
+    Remove(u8, u16),
+    Trap(u8, u16, bool),
+    Publish,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Few servers and ports so operations collide often.
+    let s = 0u8..4;
+    let p = 0u16..8;
+    prop_oneof![
+        3 => (s.clone(), p.clone()).prop_map(|(s, p)| Op::Expect(s, p)),
+        2 => (s.clone(), p.clone(), 100u16..103).prop_map(|(s, p, t)| Op::Pin(s, p, t)),
+        2 => (s.clone(), p.clone()).prop_map(|(s, p)| Op::Remove(s, p)),
+        1 => (s, p, any::<bool>()).prop_map(|(s, p, b)| Op::Trap(s, p, b)),
+        1 => Just(Op::Publish),
+    ]
+}
+
+fn arb_kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        Just(Kind::Udp),
+        Just(Kind::Tcp),
+        Just(Kind::OtherIp),
+        Just(Kind::Fragment),
+        Just(Kind::NonIp),
+        Just(Kind::Malformed(Malformed::TruncatedL4)),
+    ]
+}
+
+prop_compose! {
+    fn arb_class()(
+        kind in arb_kind(),
+        v6 in any::<bool>(),
+        protocol in prop_oneof![Just(17u8), any::<u8>()],
+        dscp in any::<u8>(),
+        fragment in any::<bool>(),
+        src in prop_oneof![Just(v4_mapped(SERVER)), any::<[u8; 16]>()],
+        dst in prop_oneof![Just(v4_mapped(CLIENT)), any::<[u8; 16]>()],
+        ports in any::<(u16, u16, u16, u16, u16)>(),
+    ) -> Class {
+        Class {
+            kind,
+            outer_vlan: None,
+            inner_vlan: None,
+            ethertype: 0x0800,
+            ip_version: Some(if v6 { IpVersion::V6 } else { IpVersion::V4 }),
+            protocol,
+            dscp,
+            fragment,
+            src_addr: src,
+            dst_addr: dst,
+            src_port: ports.0,
+            dst_port: ports.1,
+            l4_offset: ports.2,
+            payload_offset: ports.3,
+            payload_len: ports.4,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn lookup_never_panics(c in arb_class(), side in 0usize..4, frame in proptest::collection::vec(any::<u8>(), 0..128)) {
+        let (mut w, mut r) = setup(FilterConfig {
+            servers: vec![ip(SERVER), IpAddr::V6(Ipv6Addr::from(SERVER6))],
+            dscp_mark: Some(46),
+            ..FilterConfig::default()
+        });
+        w.expect(ip(SERVER), sock(CLIENT, c.dst_port)).unwrap();
+        w.pin(sock(SERVER, c.src_port), sock(CLIENT, c.dst_port)).unwrap();
+        w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+        w.publish();
+        let t = r.load();
+        let a = t.lookup(side, &c);
+        if let Some(id) = a.rule() {
+            prop_assert!(id.index() < w.rule_count());
+        }
+        let _ = t.lookup(side, &classify(&frame));
+    }
+
+    #[test]
+    fn dynamic_rules_agree_with_a_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let servers: Vec<[u8; 4]> = (0..4).map(|i| [10, 0, 0, 1 + i]).collect();
+        let (mut w, mut r) = setup(FilterConfig {
+            servers: vec![ip(servers[0])],
+            max_dynamic: 20,
+            ..FilterConfig::default()
+        });
+        // (server, client port) -> (rule, pinned port, trap)
+        let mut model: HashMap<(u8, u16), (RuleId, Option<u16>, bool)> = HashMap::new();
+        let mut published = model.clone();
+        for op in ops {
+            match op {
+                Op::Expect(s, p) => {
+                    let got = w.expect(ip(servers[usize::from(s)]), sock(CLIENT, p));
+                    match model.get_mut(&(s, p)) {
+                        Some(e) => { e.1 = None; prop_assert_eq!(got, Ok(e.0)); }
+                        None => {
+                            let id = got.unwrap();
+                            prop_assert!(model.values().all(|e| e.0 != id));
+                            model.insert((s, p), (id, None, false));
+                        }
+                    }
+                }
+                Op::Pin(s, p, tid) => {
+                    let got = w.pin(sock(servers[usize::from(s)], tid), sock(CLIENT, p));
+                    match model.get_mut(&(s, p)) {
+                        Some(e) => { e.1 = Some(tid); prop_assert_eq!(got, Ok(e.0)); }
+                        None => prop_assert_eq!(got, Err(FilterError::NotFound)),
+                    }
+                }
+                Op::Remove(s, p) => {
+                    let got = w.remove(ip(servers[usize::from(s)]), sock(CLIENT, p));
+                    prop_assert_eq!(got, model.remove(&(s, p)).map(|e| e.0));
+                }
+                Op::Trap(s, p, b) => {
+                    let got = w.set_trap(ip(servers[usize::from(s)]), sock(CLIENT, p), b);
+                    match model.get_mut(&(s, p)) {
+                        Some(e) => { e.2 = b; prop_assert_eq!(got, Ok(e.0)); }
+                        None => prop_assert_eq!(got, Err(FilterError::NotFound)),
+                    }
+                }
+                Op::Publish => {
+                    w.publish();
+                    published = model.clone();
+                }
+            }
+            let t = r.load();
+            prop_assert_eq!(t.dynamic_len(), published.len());
+            for s in 0..4u8 {
+                for p in 0..8u16 {
+                    for tid in 100..103u16 {
+                        let server = servers[usize::from(s)];
+                        let want = match published.get(&(s, p)) {
+                            Some(&(id, pin, trap)) if pin.is_none() || pin == Some(tid) => {
+                                if trap { Action::Trap(id) } else { Action::Copy(id) }
+                            }
+                            _ => Action::Forward,
+                        };
+                        prop_assert_eq!(t.lookup(1, &udp((server, tid), (CLIENT, p))), want);
+                        prop_assert_eq!(t.lookup(0, &udp((CLIENT, p), (server, tid))), want);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn server_udp_rule_copies_a_first_reply_before_its_expectation() {
+    let cfg = FilterConfig {
+        servers: vec![ip(SERVER)],
+        copy_server_udp: true,
+        ..FilterConfig::default()
+    };
+    let mut w = FilterWriter::new(&cfg).unwrap();
+    let mut r = w.reader();
+    let data = udp((SERVER, 50123), (CLIENT, 2070));
+    assert_eq!(
+        r.load().lookup(1, &data),
+        Action::Copy(StaticRule::ServerUdp.id())
+    );
+    // From another host, or towards the server: not this rule.
+    assert_eq!(
+        r.load()
+            .lookup(1, &udp(([10, 9, 9, 9], 50123), (CLIENT, 2070))),
+        Action::Forward
+    );
+    assert_ne!(
+        r.load().lookup(0, &udp((CLIENT, 2070), (SERVER, 50123))),
+        Action::Copy(StaticRule::ServerUdp.id())
+    );
+    // Once the transfer's rule exists it takes precedence.
+    let id = w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+    w.publish();
+    assert_eq!(r.load().lookup(1, &data), Action::Copy(id));
+}
