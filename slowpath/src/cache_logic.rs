@@ -1,0 +1,348 @@
+//! The cache logic of patent figure 9, as one sans-I/O object the slow-path
+//! worker drives: it takes snooped frame copies and time, and gives back
+//! header-filter updates, counters, a verified [`Filestore`] and the
+//! [`ImageMap`].
+//!
+//! Per frame: classify; IPv4/UDP only; DHCP, BOOTP and PXE boot-service
+//! (4011) messages go to the image map; TFTP to or from a configured boot
+//! server goes to the [`Tracker`], after its UDP checksum is verified (a
+//! corrupt copy must not become cached content). Completed transfers are
+//! published into the filestore at once; each RRQ is recorded in the image
+//! map.
+//!
+//! The only I/O is the cache directory's files (reassembly, publishing, the
+//! index); the clock is the caller's (`now` for timers, `wall` for metadata).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, warn};
+use wire::classify::{classify, IpVersion, Kind};
+use wire::frame::UdpFrameRepr;
+
+use crate::filestore::{Filestore, FilestoreError, Published};
+use crate::imagemap::ImageMap;
+use crate::limits::Limits;
+use crate::tracker::{Direction, DiscardReason, Event, FilterUpdate, Tracker, TrackerStats};
+
+/// UDP ports whose payloads are DHCP/BOOTP (67, 68) or PXE boot service (4011).
+const DHCP_PORTS: [u16; 3] = [67, 68, 4011];
+
+/// Transfers discarded, per [`DiscardReason`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiscardCounts([u64; DiscardReason::ALL.len()]);
+
+impl DiscardCounts {
+    /// The count for one reason.
+    pub fn get(&self, reason: DiscardReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// All discards.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// `(reason, count)` for every reason, in [`DiscardReason::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (DiscardReason, u64)> + '_ {
+        DiscardReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+
+    fn bump(&mut self, reason: DiscardReason) {
+        self.0[reason.index()] += 1;
+    }
+}
+
+/// The slow path's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames handled.
+    pub frames: u64,
+    /// Frames that are not IPv4/UDP (IPv6, TCP, non-IP, malformed) or are IP
+    /// fragments (not reassembled here).
+    pub not_udp_v4: u64,
+    /// UDP frames neither DHCP/PXE nor TFTP with a configured server.
+    pub not_ours: u64,
+    /// Frames whose UDP checksum (or headers) did not verify.
+    pub bad_checksum: u64,
+    /// DHCP/BOOTP/PXE messages handed to the image map.
+    pub dhcp_messages: u64,
+    /// The tracker's packet counters (requests, strays, limit hits, ...).
+    pub tracker: TrackerStats,
+    /// Transfers that completed, verified and were published (or refreshed
+    /// an identical entry).
+    pub transfers_completed: u64,
+    /// UEFI-style size probes (neither a failure nor a file).
+    pub size_probes: u64,
+    /// Transfers discarded, by reason.
+    pub discarded: DiscardCounts,
+    /// Files newly cached (new keys).
+    pub files_cached: u64,
+    /// Completed transfers identical to the cached file (entry bumped).
+    pub files_refreshed: u64,
+    /// Cached files replaced by changed content.
+    pub files_replaced: u64,
+    /// Bytes written into the cache (new and replaced files).
+    pub bytes_cached: u64,
+}
+
+impl Counters {
+    /// Transfers seen (tracked from their request).
+    pub fn transfers_seen(&self) -> u64 {
+        self.tracker.transfers_started
+    }
+
+    /// Times a resource bound was hit: requests over the transfer limit,
+    /// files over the size limit, files refused by the quota.
+    pub fn bounds_hit(&self) -> BoundsHit {
+        BoundsHit {
+            transfers: self.tracker.over_transfer_limit,
+            file_size: self.discarded.get(DiscardReason::TooLarge),
+            quota: self.discarded.get(DiscardReason::QuotaFull),
+        }
+    }
+}
+
+/// How often each resource bound was hit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoundsHit {
+    /// Requests not followed: [`Limits::max_transfers`] reached.
+    pub transfers: u64,
+    /// Transfers discarded over [`Limits::max_file_size`].
+    pub file_size: u64,
+    /// Files refused by [`Limits::quota_bytes`].
+    pub quota: u64,
+}
+
+/// Why the cache logic could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The filestore could not be opened.
+    #[error("filestore: {0}")]
+    Filestore(#[from] FilestoreError),
+}
+
+/// The slow path's cache logic: TFTP tracking, reassembly, the filestore
+/// and the image map, fed with frames and time.
+#[derive(Debug)]
+pub struct CacheLogic {
+    servers: Vec<Ipv4Addr>,
+    tracker: Tracker,
+    filestore: Filestore,
+    image_map: ImageMap,
+    counters: Counters,
+    /// Wall-clock time of the latest input, for metadata of events that a
+    /// timer (which carries no wall time) produces.
+    wall: SystemTime,
+}
+
+impl CacheLogic {
+    /// Opens the cache in `cache_dir` (filestore and image map, reloaded if
+    /// present) and follows TFTP with the boot `servers`. An empty list
+    /// follows no TFTP (DHCP/PXE still feeds the image map).
+    pub fn new(
+        cache_dir: &Path,
+        limits: Limits,
+        servers: Vec<Ipv4Addr>,
+    ) -> Result<Self, CacheError> {
+        let mut filestore = Filestore::open(cache_dir)?;
+        filestore.set_quota(limits.quota_bytes);
+        let image_map = match ImageMap::load_with(cache_dir, limits.image_map) {
+            Ok(m) => m,
+            Err(e) => {
+                // The map is advisory; the cache is not lost with it.
+                error!("image map not loaded, starting empty: {e}");
+                ImageMap::new(cache_dir, limits.image_map)
+            }
+        };
+        let mut tracker = Tracker::new(filestore.tmp_dir(), limits);
+        tracker.set_space_left(filestore.space_left());
+        Ok(CacheLogic {
+            servers,
+            tracker,
+            filestore,
+            image_map,
+            counters: Counters::default(),
+            wall: UNIX_EPOCH,
+        })
+    }
+
+    /// Handles one snooped Ethernet frame copy, seen at `now` / `wall`, that
+    /// entered the bridge on the client side (`from_client_side`) or the
+    /// server side.
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from_client_side: bool,
+        frame: &[u8],
+    ) {
+        self.wall = wall;
+        self.counters.frames += 1;
+        let c = classify(frame);
+        if c.kind != Kind::Udp || c.ip_version != Some(IpVersion::V4) || c.fragment {
+            self.counters.not_udp_v4 += 1;
+            return;
+        }
+        let (Some(src_ip), Some(dst_ip)) = (c.src_v4(), c.dst_v4()) else {
+            self.counters.not_udp_v4 += 1;
+            return;
+        };
+        let src = SocketAddrV4::new(src_ip, c.src_port);
+        let dst = SocketAddrV4::new(dst_ip, c.dst_port);
+        let is_dhcp = DHCP_PORTS.contains(&c.dst_port) || c.src_port == 4011;
+        let dir = if is_dhcp {
+            None
+        } else if self.servers.contains(&dst_ip) {
+            Some(Direction::ToServer)
+        } else if self.servers.contains(&src_ip) {
+            Some(Direction::FromServer)
+        } else {
+            self.counters.not_ours += 1;
+            return;
+        };
+        // Verifies the checksums (classify reads headers only).
+        let payload = match UdpFrameRepr::parse(frame) {
+            Ok((_, p)) => p,
+            Err(_) => {
+                self.counters.bad_checksum += 1;
+                return;
+            }
+        };
+        let src_mac: [u8; 6] = frame[6..12]
+            .try_into()
+            .expect("classified frames have a MAC header");
+        match dir {
+            None => {
+                self.counters.dhcp_messages += 1;
+                self.image_map.handle_dhcp(wall, src, dst, src_mac, payload);
+            }
+            Some(dir) => {
+                self.tracker.handle(now, dir, src, dst, payload);
+                // A request's MAC is the client's when it came from the
+                // client side (a router's otherwise, which the map ignores).
+                let mac = (from_client_side && dir == Direction::ToServer).then_some(src_mac);
+                self.drain_events(mac);
+            }
+        }
+    }
+
+    /// Runs the timers due at `now` (idle transfers are dropped).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tracker.handle_timeout(now);
+        self.drain_events(None);
+    }
+
+    /// When [`CacheLogic::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tracker.poll_timeout()
+    }
+
+    /// The next header-filter change for the fast path.
+    pub fn poll_filter_update(&mut self) -> Option<FilterUpdate> {
+        self.tracker.poll_filter_update()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The verified cache.
+    pub fn filestore(&self) -> &Filestore {
+        &self.filestore
+    }
+
+    /// The image map (the worker saves it when [`ImageMap::is_dirty`]).
+    pub fn image_map(&self) -> &ImageMap {
+        &self.image_map
+    }
+
+    /// The image map, mutable.
+    pub fn image_map_mut(&mut self) -> &mut ImageMap {
+        &mut self.image_map
+    }
+
+    /// Transfers tracked now.
+    pub fn active_transfers(&self) -> usize {
+        self.tracker.active()
+    }
+
+    fn drain_events(&mut self, client_mac: Option<[u8; 6]>) {
+        while let Some(ev) = self.tracker.poll_event() {
+            match ev {
+                Event::RequestSeen {
+                    client,
+                    server,
+                    filename,
+                } => {
+                    self.image_map.record_file(
+                        self.wall,
+                        *client.ip(),
+                        client_mac,
+                        server,
+                        &filename,
+                    );
+                }
+                Event::SizeProbe { .. } => self.counters.size_probes += 1,
+                Event::Discarded {
+                    client,
+                    server,
+                    filename,
+                    reason,
+                } => {
+                    debug!("discarded {filename:?} from {server} to {client}: {reason}");
+                    self.counters.discarded.bump(reason);
+                }
+                Event::Completed(done) => {
+                    let (server, size) = (done.server, done.size);
+                    let r = self.filestore.publish(
+                        self.wall,
+                        server,
+                        &done.filename,
+                        done.file,
+                        size,
+                        done.sha256,
+                    );
+                    match r {
+                        Ok(p) => {
+                            self.counters.transfers_completed += 1;
+                            match p {
+                                Published::New => self.counters.files_cached += 1,
+                                Published::Refreshed => self.counters.files_refreshed += 1,
+                                Published::Replaced => self.counters.files_replaced += 1,
+                            }
+                            if p != Published::Refreshed {
+                                self.counters.bytes_cached += size;
+                                info!(
+                                    "cached {:?} from {server}: {size} bytes ({p:?})",
+                                    done.filename
+                                );
+                            }
+                        }
+                        Err(e @ FilestoreError::QuotaFull { .. }) => {
+                            self.counters.discarded.bump(DiscardReason::QuotaFull);
+                            let n = self.counters.discarded.get(DiscardReason::QuotaFull);
+                            if n.is_power_of_two() {
+                                warn!(
+                                    "cache quota hit: {:?} not cached: {e} ({n} so far)",
+                                    done.filename
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            self.counters.discarded.bump(DiscardReason::Io);
+                            error!("could not cache {:?}: {e}", done.filename);
+                        }
+                    }
+                    self.tracker.set_space_left(self.filestore.space_left());
+                }
+            }
+        }
+        self.counters.tracker = *self.tracker.stats();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,29 @@
+//! bootcache's slow path, sans-I/O at its core (see quinn-proto): plain state
+//! machines fed with frames and time by the slow-path worker.
+//!
+//! - [`cache_logic::CacheLogic`]: what the worker drives: frames and time in,
+//!   filter updates, counters, the filestore and the image map out.
+//! - [`tracker`]: TFTP read transfers followed from snooped copies.
+//! - [`reassembly`]: one transfer's blocks into a temporary file, hashed.
+//! - [`filestore`]: the verified cache on disk.
+//! - [`dhcp`], [`imagemap`]: the message handler and the image map.
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod cache_logic;
+pub mod dhcp;
+pub mod filestore;
+pub mod imagemap;
+pub mod limits;
+pub mod reassembly;
+pub mod tracker;
+
+pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};
+pub use dhcp::{BootDirective, BootVia, Learned, MessageHandler};
+pub use filestore::{Digest256, Entry, Filestore, FilestoreError, LoadReport, Published};
+pub use imagemap::{
+    render_listing, ClientRecord, FileRecord, ImageMap, ImageMapError, Limits, ServedFrom,
+};
+/// The cache's resource bounds ([`Limits`] at the root is the image map's).
+pub use limits::Limits as CacheLimits;
+pub use tracker::{DiscardReason, Event, FilterUpdate};

@@ -1,0 +1,34 @@
+//! Resource bounds of the slow path.
+
+use std::time::Duration;
+
+/// Resource bounds; every one that is hit bumps a counter and logs a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Transfers tracked at once; further read requests are ignored (not
+    /// followed, not cached) and counted.
+    pub max_transfers: usize,
+    /// Largest file cached, in bytes; a transfer whose data or announced
+    /// `tsize` goes past it is discarded.
+    pub max_file_size: u64,
+    /// Bytes of cached files the cache directory may hold; new files that
+    /// would exceed it are refused.
+    pub quota_bytes: u64,
+    /// A transfer with no packet for this long is dropped (extended to six
+    /// times a negotiated TFTP `timeout` when that is longer).
+    pub idle_timeout: Duration,
+    /// Bounds of the image map (clients, files per client).
+    pub image_map: crate::imagemap::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_transfers: 1024,
+            max_file_size: 4 << 30,
+            quota_bytes: 64 << 30,
+            idle_timeout: Duration::from_secs(30),
+            image_map: crate::imagemap::Limits::default(),
+        }
+    }
+}
