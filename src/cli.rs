@@ -1,5 +1,6 @@
 //! Command line: `bootcache [EAL options] -- [bootcache options]`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,13 +20,23 @@ received on one port is sent unchanged on the other. EAL options come first
       --vdev 'net_virtio_user0,path=/tmp/c.sock' \\
       --vdev 'net_virtio_user1,path=/tmp/s.sock' --single-file-segments -- --stats-interval 1
 
-At least two lcores are needed: the bridge runs on the first worker lcore.
-SIGINT/SIGTERM stop it and print per-port statistics. RUST_LOG sets the log level.";
+At least two lcores are needed: the bridge runs on the first worker lcore,
+the slow path (cache fill, image map) on the main lcore. SIGINT/SIGTERM stop
+it and print statistics. RUST_LOG sets the log level.
+
+Also: bootcache cache ls [--config FILE | --cache-dir DIR]
+  lists the cached files and the image map (no DPDK needed).";
 
 /// bootcache options (after `--`).
 #[derive(Debug, Parser)]
 #[command(name = "bootcache", version, about = ABOUT, long_about = None)]
 pub(crate) struct Cli {
+    /// Configuration file (TOML): boot servers, DSCP mark, cache directory, limits.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Cache directory (overrides the configuration's `cache_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
     /// Print a statistics line every N seconds (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub(crate) stats_interval: u64,
@@ -44,12 +55,33 @@ pub(crate) struct Cli {
     /// MTU to set on both ports (driver default if not given).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(68..=9000))]
     pub(crate) mtu: Option<u16>,
+    /// Testing aid: the slow path sleeps this long per redirected frame, so
+    /// the redirect ring overflows (forwarding must not suffer).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub(crate) slowpath_throttle_us: u64,
+}
+
+/// `bootcache cache ls` options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootcache cache ls",
+    about = "List the filestore and the image map of a cache directory"
+)]
+pub(crate) struct CacheLs {
+    /// The cache directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Take the cache directory from this configuration file.
+    #[arg(long, value_name = "FILE", conflicts_with = "cache_dir")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 /// What to do after looking at the command line.
 pub(crate) enum Parsed {
     /// Run with these options.
     Run(Cli),
+    /// `bootcache cache ls`.
+    CacheLs(CacheLs),
     /// Help/version printed or the command line is wrong: exit with this code.
     Exit(ExitCode),
 }
@@ -66,6 +98,18 @@ pub(crate) fn eal_args(argv: &[String]) -> Vec<String> {
 /// hugepage setup. `bootcache --help` (without `--`) shows our help too.
 pub(crate) fn parse(argv: &[String]) -> Parsed {
     let prog = argv.first().cloned().unwrap_or_else(|| "bootcache".into());
+    if argv.get(1).map(String::as_str) == Some("cache") {
+        if argv.get(2).map(String::as_str) != Some("ls") {
+            eprintln!("bootcache: `bootcache cache` takes one command: ls");
+            return Parsed::Exit(ExitCode::from(2));
+        }
+        return match CacheLs::try_parse_from(
+            std::iter::once("bootcache cache ls".to_string()).chain(argv[3..].iter().cloned()),
+        ) {
+            Ok(ls) => Parsed::CacheLs(ls),
+            Err(e) => clap_exit(e),
+        };
+    }
     let app: Vec<String> = match argv.iter().position(|a| a == "--") {
         Some(i) => argv[i + 1..].to_vec(),
         None => argv[1..]
@@ -76,18 +120,23 @@ pub(crate) fn parse(argv: &[String]) -> Parsed {
     };
     match Cli::try_parse_from(std::iter::once(prog).chain(app)) {
         Ok(cli) => Parsed::Run(cli),
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            Parsed::Exit(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("bootcache: {first} (bootcache --help lists the options; EAL options go before `--`)");
-            Parsed::Exit(ExitCode::from(2))
-        }
+        Err(e) => clap_exit(e),
     }
+}
+
+/// Help/version → print and exit 0; a wrong command line → one line, exit 2.
+fn clap_exit(e: clap::Error) -> Parsed {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return Parsed::Exit(ExitCode::SUCCESS);
+    }
+    let rendered = e.to_string();
+    let first = rendered.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!(
+        "bootcache: {first} (bootcache --help lists the options; EAL options go before `--`)"
+    );
+    Parsed::Exit(ExitCode::from(2))
 }
 
 #[cfg(test)]
@@ -104,7 +153,7 @@ mod tests {
         assert_eq!(eal_args(&a), args("bootcache -l 0,1 --vdev net_null0"));
         match parse(&a) {
             Parsed::Run(cli) => assert_eq!(cli.stats_interval, 3),
-            Parsed::Exit(_) => panic!("valid command line refused"),
+            _ => panic!("valid command line refused"),
         }
     }
 
@@ -115,7 +164,7 @@ mod tests {
                 assert_eq!(cli.drain_us, 100);
                 assert_eq!(cli.mtu, None);
             }
-            Parsed::Exit(_) => panic!("refused"),
+            _ => panic!("refused"),
         }
     }
 
@@ -131,5 +180,39 @@ mod tests {
             let a = args(&format!("bootcache -- {bad}"));
             assert!(matches!(parse(&a), Parsed::Exit(_)), "{bad} accepted");
         }
+    }
+}
+
+#[cfg(test)]
+mod cache_ls_tests {
+    use super::*;
+
+    #[test]
+    fn cache_ls_parses_and_refuses_unknown_commands() {
+        let a: Vec<String> = ["bootcache", "cache", "ls", "--cache-dir", "/x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(
+            matches!(parse(&a), Parsed::CacheLs(ls) if ls.cache_dir.as_deref() == Some(std::path::Path::new("/x")))
+        );
+        let a: Vec<String> = ["bootcache", "cache", "rm"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(matches!(parse(&a), Parsed::Exit(_)));
+        let a: Vec<String> = [
+            "bootcache",
+            "cache",
+            "ls",
+            "--cache-dir",
+            "/x",
+            "--config",
+            "/y",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert!(matches!(parse(&a), Parsed::Exit(_)));
     }
 }

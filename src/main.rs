@@ -1,33 +1,46 @@
 //! `bootcache [EAL options] -- [bootcache options]`: the caching bridge.
+//! `bootcache cache ls [--config FILE | --cache-dir DIR]`: the operator's
+//! view of the filestore and the image map, without DPDK.
 //!
 //! DPDK port 0 faces the PXE clients, port 1 the boot server. A worker lcore
-//! runs the poll-mode bridge; the main lcore waits for SIGINT/SIGTERM, prints
-//! periodic statistics if asked, and the final per-port statistics at exit.
+//! runs the poll-mode bridge (fast path); the main lcore runs the slow path
+//! (cache fill, image map), waits for SIGINT/SIGTERM, prints periodic
+//! statistics if asked, and the final statistics at exit.
 #![deny(unsafe_code)]
 
+mod cache_ls;
 mod cli;
+mod config;
+mod worker;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use dataplane::{Bridge, BridgeConfig, BridgeCounters, SharedCounters};
+use dataplane::bridge::SlowPathLink;
+use dataplane::{
+    Bridge, BridgeConfig, BridgeCounters, FilterConfig, FilterWriter, RedirectRing, SharedCounters,
+    SharedFilterCounters,
+};
 use dpdk::{Eal, Mempool, Port, PortConfig};
 
 use cli::{Cli, Parsed};
+use config::Config;
+use worker::Worker;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
     let argv: Vec<String> = std::env::args().collect();
-    let cli = match cli::parse(&argv) {
-        Parsed::Run(cli) => cli,
+    let result = match cli::parse(&argv) {
+        Parsed::Run(cli) => load_config(&cli).and_then(|cfg| run(&argv, &cli, &cfg)),
+        Parsed::CacheLs(ls) => cache_ls::run(&ls),
         Parsed::Exit(code) => return code,
     };
-    match run(&argv, &cli) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain, outermost first.
@@ -42,21 +55,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(argv: &[String], cli: &Cli) -> Result<()> {
+fn load_config(cli: &Cli) -> Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &cli.cache_dir {
+        cfg.cache_dir = d.clone();
+    }
+    Ok(cfg)
+}
+
+fn run(argv: &[String], cli: &Cli, cfg: &Config) -> Result<()> {
     let eal_argv = cli::eal_args(argv);
     let eal = Eal::init(eal_argv)
         .context(
             "EAL initialisation failed (check the EAL options before `--`; see bootcache --help)",
         )?
         .eal;
-    let result = run_bridge(cli);
+    let result = run_bridge(cli, cfg);
     if let Err(e) = eal.cleanup() {
         log::warn!("{e}");
     }
     result
 }
 
-fn run_bridge(cli: &Cli) -> Result<()> {
+fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     let nports = Port::count();
     if nports < 2 {
         bail!(
@@ -72,27 +96,42 @@ fn run_bridge(cli: &Cli) -> Result<()> {
         bail!("needs a worker lcore for the bridge: give the EAL at least two lcores, e.g. --lcores '0@0,1@1'");
     };
 
+    // The slow path first: a cache directory that cannot be opened is a
+    // configuration error, found before any port starts.
+    let logic =
+        slowpath::CacheLogic::new(&cfg.cache_dir, cfg.slowpath_limits(), cfg.servers.clone())
+            .with_context(|| format!("opening the cache directory {}", cfg.cache_dir.display()))?;
+    if cfg.servers.is_empty() {
+        log::warn!("no boot servers configured (--config, `servers`): DHCP/PXE is mapped, nothing is cached");
+    }
+    let filter = FilterWriter::new(&FilterConfig {
+        servers: cfg.servers.iter().map(|&s| s.into()).collect(),
+        dscp_mark: cfg.dscp,
+        max_dynamic: cfg.limits.max_filter_entries,
+        copy_server_udp: true,
+    })
+    .context("config")?;
+
     let pool = Mempool::create("bootcache_mbufs", cli.mbufs, 256, cli::MBUF_DATA_ROOM, -1)
         .context(
             "creating the packet buffer pool (are enough hugepages reserved? run scripts/setup)",
         )?;
     let ports = [Port::new(0)?, Port::new(1)?];
-    let cfg = PortConfig {
+    let port_cfg = PortConfig {
         rx_desc: cli.rx_desc,
         tx_desc: cli.tx_desc,
         mtu: cli.mtu,
         ..PortConfig::default()
     };
     for (side, port) in ports.iter().enumerate() {
-        port.configure(&cfg, &pool)?;
+        port.configure(&port_cfg, &pool)?;
         port.start()?;
-        let mac = port.mac()?;
         log::info!(
             "port {} ({}, {} side): MAC {}, link {}",
             port.id(),
             port.name(),
             side_name(side),
-            fmt_mac(&mac),
+            fmt_mac(&port.mac()?),
             if port.link()?.up { "up" } else { "down" }
         );
     }
@@ -103,46 +142,66 @@ fn run_bridge(cli: &Cli) -> Result<()> {
             .context("installing signal handlers")?;
     }
     let shared = Arc::new(SharedCounters::default());
+    let ring = Arc::new(RedirectRing::new(cfg.limits.redirect_ring));
+    let filter_counters = Arc::new(SharedFilterCounters::new(filter.rule_count()));
     let bridge = Bridge::new(
         ports[0],
         ports[1],
         &BridgeConfig {
             drain_us: cli.drain_us,
+            ..BridgeConfig::default()
         },
         Arc::clone(&quit),
         Arc::clone(&shared),
+        SlowPathLink {
+            filter: filter.reader(),
+            ring: Arc::clone(&ring),
+            filter_counters: Arc::clone(&filter_counters),
+            rule_count: filter.rule_count(),
+        },
     );
     let (tx, rx) = std::sync::mpsc::channel::<BridgeCounters>();
     let running = dpdk::lcore::launch(bridge_lcore, move || {
-        let c = bridge.run();
-        let _ = tx.send(c);
+        let _ = tx.send(bridge.run());
         0
     })?;
-    log::info!("bridging on lcore {bridge_lcore}; Ctrl-C to stop");
+    log::info!(
+        "bridging on lcore {bridge_lcore}, slow path on lcore {}; cache {}; Ctrl-C to stop",
+        dpdk::lcore::main_lcore(),
+        cfg.cache_dir.display()
+    );
 
-    let mut next_stats = Instant::now() + Duration::from_secs(cli.stats_interval.max(1));
-    while !quit.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        if cli.stats_interval > 0 && Instant::now() >= next_stats {
-            print_stats_line(&shared.snapshot());
-            next_stats += Duration::from_secs(cli.stats_interval);
-        }
-    }
+    let mut worker = Worker {
+        logic,
+        filter,
+        ring,
+        quit: Arc::clone(&quit),
+        bridge_counters: Arc::clone(&shared),
+        filter_counters,
+        stats_interval: (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval)),
+        throttle: (cli.slowpath_throttle_us > 0)
+            .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
+    };
+    let worker_result = worker.run();
+    // The bridge watches the same flag; make sure it stops even if the worker failed.
+    quit.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("stopping");
     running.wait();
     let counters = rx.recv().unwrap_or_else(|_| shared.snapshot());
+    worker.throttle = None;
+    let finish_result = worker.finish();
     for port in &ports {
         if let Err(e) = port.stop() {
             log::warn!("{e}");
         }
     }
-    print_final(&ports, &counters);
+    print_final(&ports, &counters, &worker);
     for port in &ports {
         if let Err(e) = port.close() {
             log::warn!("{e}");
         }
     }
-    Ok(())
+    worker_result.and(finish_result)
 }
 
 fn side_name(side: usize) -> &'static str {
@@ -156,17 +215,10 @@ fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-fn print_stats_line(c: &BridgeCounters) {
-    let [a, b] = &c.ports;
-    println!(
-        "stats: client rx {} tx {} drop {} | server rx {} tx {} drop {}",
-        a.rx_packets, a.tx_packets, a.tx_dropped, b.rx_packets, b.tx_packets, b.tx_dropped
-    );
-}
-
-/// Final per-port statistics, one `key=value` line per port (stable for scripts and tests).
-/// Packets and drops are the bridge's own counts; bytes come from the driver.
-fn print_final(ports: &[Port; 2], c: &BridgeCounters) {
+/// Final statistics: one `key=value` line per port (stable for scripts and
+/// tests; packets and drops are the bridge's own counts, bytes the driver's),
+/// then the slow path's line.
+fn print_final(ports: &[Port; 2], c: &BridgeCounters, worker: &Worker) {
     println!("bootcache: final statistics");
     for (side, (port, pc)) in ports.iter().zip(c.ports.iter()).enumerate() {
         let drv = port.stats().unwrap_or_default();
@@ -186,4 +238,5 @@ fn print_final(ports: &[Port; 2], c: &BridgeCounters) {
             drv.tx_errors,
         );
     }
+    println!("{}", worker.stats_line());
 }

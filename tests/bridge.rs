@@ -30,12 +30,16 @@ fn harness() -> std::sync::MutexGuard<'static, Harness> {
 /// Starts bootcache on the harness's sockets and waits for both links.
 fn start_bootcache(h: &Harness, tag: &str, args: &[&str]) -> Bootcache {
     let prefix = format!("bct-{tag}-{}", std::process::id());
+    // No caching configured, but the slow path keeps its image map somewhere of ours.
+    let cache = std::env::temp_dir().join(format!("bootcache-test-{}-cache", std::process::id()));
+    let mut all = vec!["--cache-dir", cache.to_str().unwrap()];
+    all.extend_from_slice(args);
     let mut bc = Bootcache::spawn(
         BOOTCACHE.as_ref(),
         h.socket_paths(),
         &prefix,
         "0@0,1@1",
-        args,
+        &all,
     )
     .unwrap();
     if let Err(e) = h.wait_link_up(Duration::from_secs(30), || bc.is_running()) {

@@ -13,6 +13,41 @@ fn run(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// EAL options for a hugepage-free run with `lcores` and net_null ports,
+/// then `extra` (e.g. `--` and bootcache options).
+fn null_eal(tag: &str, lcores: &str, ports: usize, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-shconf",
+        "--no-pci",
+        "--no-telemetry",
+        "--lcores",
+        lcores,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend([
+        "--file-prefix".to_string(),
+        format!("bct-{tag}-{}", std::process::id()),
+    ]);
+    for i in 0..ports {
+        a.extend(["--vdev".to_string(), format!("net_null{i}")]);
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn run_owned(args: &[String]) -> Output {
+    Command::new(BOOTCACHE)
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
 /// The last stderr line (DPDK's own EAL log lines may precede ours).
 fn last_line(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr)
@@ -60,21 +95,7 @@ fn out_of_range_value_is_one_line() {
 
 #[test]
 fn too_few_ports_is_refused() {
-    let prefix = format!("bct-cli-{}", std::process::id());
-    let o = run(&[
-        "--no-huge",
-        "-m",
-        "128",
-        "--no-shconf",
-        "--no-pci",
-        "--no-telemetry",
-        "--lcores",
-        "0@0,1@1",
-        "--file-prefix",
-        &prefix,
-        "--vdev",
-        "net_null0",
-    ]);
+    let o = run_owned(&null_eal("cli0", "0@0,1@1", 1, &[]));
     assert!(!o.status.success());
     let line = last_line(&o);
     assert!(line.starts_with("bootcache: needs 2 DPDK ports"), "{line}");
@@ -83,23 +104,7 @@ fn too_few_ports_is_refused() {
 
 #[test]
 fn missing_worker_lcore_is_refused() {
-    let prefix = format!("bct-cli1-{}", std::process::id());
-    let o = run(&[
-        "--no-huge",
-        "-m",
-        "128",
-        "--no-shconf",
-        "--no-pci",
-        "--no-telemetry",
-        "--lcores",
-        "0@0",
-        "--file-prefix",
-        &prefix,
-        "--vdev",
-        "net_null0",
-        "--vdev",
-        "net_null1",
-    ]);
+    let o = run_owned(&null_eal("cli1", "0@0", 2, &[]));
     assert!(!o.status.success());
     assert!(
         last_line(&o).contains("needs a worker lcore"),
@@ -128,24 +133,14 @@ fn eal_failure_is_one_clear_line() {
 
 #[test]
 fn sigterm_stops_cleanly_with_statistics() {
-    let prefix = format!("bct-cli2-{}", std::process::id());
+    let cache = std::env::temp_dir().join(format!("bootcache-cli-{}", std::process::id()));
     let child = Command::new(BOOTCACHE)
-        .args([
-            "--no-huge",
-            "-m",
-            "256",
-            "--no-shconf",
-            "--no-pci",
-            "--no-telemetry",
-            "--lcores",
+        .args(null_eal(
+            "cli2",
             "0@0,1@1",
-            "--file-prefix",
-            &prefix,
-            "--vdev",
-            "net_null0",
-            "--vdev",
-            "net_null1",
-        ])
+            2,
+            &["--", "--cache-dir", cache.to_str().unwrap()],
+        ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -242,6 +242,10 @@ impl Harness {
             let mut progressed = false;
             while next < frames.len() && (next as u64) < received(&reps) + window {
                 let (side, f) = &frames[next];
+                let answers = next > 0 && frames[next - 1].0 != *side;
+                if answers && received(&reps) < next as u64 {
+                    break;
+                }
                 let mut one = Burst::new();
                 one.push(Mbuf::from_bytes(&self.pool, f).context("harness pool exhausted")?)
                     .ok();

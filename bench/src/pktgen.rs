@@ -26,10 +26,7 @@ impl BlastReport {
     }
 }
 
-/// Blasts `frame_len`-byte frames on both `ports` for `warmup + measure`,
-/// counting frames received on either port during `measure`. Transmitted
-/// frames share one template mbuf per port (refcount), so the generator
-/// allocates nothing per frame.
+/// Blasts `frame_len`-byte harness test frames on both `ports`; see [`blast_mix`].
 pub fn blast(
     ports: [Port; 2],
     pool: &Mempool,
@@ -37,12 +34,34 @@ pub fn blast(
     warmup: Duration,
     measure: Duration,
 ) -> Result<BlastReport> {
-    let mut buf = Vec::new();
-    let mut templates = Vec::with_capacity(2);
-    for side in 0..2 {
+    let mut mix: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    for (side, frames) in mix.iter_mut().enumerate() {
+        let mut buf = Vec::new();
         test_frame(side, 0, frame_len, &mut buf);
-        templates.push(Mbuf::from_bytes(pool, &buf)?);
+        frames.push(buf);
     }
+    blast_mix(ports, pool, &mix, warmup, measure)
+}
+
+/// Blasts the frames of `mix[side]` on port `side`, cycling through them, for
+/// `warmup + measure`, counting frames received on either port during
+/// `measure`. Each frame is a template mbuf sent by refcount, so the generator
+/// allocates nothing per frame.
+pub fn blast_mix(
+    ports: [Port; 2],
+    pool: &Mempool,
+    mix: &[Vec<Vec<u8>>; 2],
+    warmup: Duration,
+    measure: Duration,
+) -> Result<BlastReport> {
+    let mut templates: [Vec<Mbuf>; 2] = [Vec::new(), Vec::new()];
+    for (t, frames) in templates.iter_mut().zip(mix.iter()) {
+        anyhow::ensure!(!frames.is_empty(), "empty traffic mix");
+        for f in frames {
+            t.push(Mbuf::from_bytes(pool, f)?);
+        }
+    }
+    let mut next = [0usize; 2];
     let mut tx = Burst::new();
     let mut rx = Burst::new();
     let mut rep = BlastReport::default();
@@ -64,8 +83,14 @@ pub fn blast(
         // A few hundred iterations between clock reads keep Instant off the profile.
         for _ in 0..256 {
             for (side, port) in ports.iter().enumerate() {
+                let t = &templates[side];
                 while !tx.is_full() {
-                    let _ = tx.push(templates[side].share());
+                    let _ = tx.push(t[next[side]].share());
+                    next[side] = if next[side] + 1 == t.len() {
+                        0
+                    } else {
+                        next[side] + 1
+                    };
                 }
                 rep.sent += port.tx_burst(0, &mut tx) as u64;
                 tx.free_all();

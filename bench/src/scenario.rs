@@ -13,6 +13,12 @@ use crate::frames::{CLIENT_MAC, SERVER_MAC};
 /// Side a frame enters the bridge on.
 pub type Side = usize;
 
+/// Frames in wire order, each with the side it enters on.
+pub type Script = Vec<(Side, Vec<u8>)>;
+
+/// Frames to blast per side (index = side), cycled through.
+pub type Mix = [Vec<Vec<u8>>; 2];
+
 /// The endpoints of a scripted TFTP read.
 #[derive(Debug, Clone, Copy)]
 pub struct Endpoints {
@@ -78,12 +84,7 @@ fn tftp(p: &Packet<'_>) -> Vec<u8> {
 }
 
 /// The frames of one complete TFTP read of `file` named `name`.
-pub fn tftp_read(
-    ep: Endpoints,
-    name: &str,
-    file: &[u8],
-    shape: TransferShape,
-) -> Vec<(Side, Vec<u8>)> {
+pub fn tftp_read(ep: Endpoints, name: &str, file: &[u8], shape: TransferShape) -> Script {
     let server69 = SocketAddrV4::new(ep.server, 69);
     let server_tid = SocketAddrV4::new(ep.server, ep.server_tid);
     let mut out = Vec::new();
@@ -154,6 +155,65 @@ pub fn test_file(len: usize, seed: u8) -> Vec<u8> {
             x as u8
         })
         .collect()
+}
+
+/// Traffic for the filter benchmark: `entries` TFTP read requests (each makes
+/// bootcache install one transfer rule), then a blast mix per side in which
+/// `match_per_mille`‰ of the frames belong to those transfers (server DATA on
+/// side 1, client ACKs on side 0) and the rest is 64-byte UDP background over
+/// many flows that matches nothing.
+pub fn filter_bench_traffic(entries: u16, match_per_mille: usize) -> (Script, Mix) {
+    let server = Ipv4Addr::new(10, 77, 0, 1);
+    let client_ip = Ipv4Addr::new(10, 77, 0, 2);
+    let port_of = |i: u16| 20000u16.wrapping_add(i);
+    let mut rrqs = Vec::with_capacity(usize::from(entries));
+    for i in 0..entries {
+        let rrq = Packet::Rrq(Request {
+            filename: b"bench.img",
+            mode: Mode::OCTET,
+            options: Options::default(),
+        });
+        let client = SocketAddrV4::new(client_ip, port_of(i));
+        rrqs.push((
+            0,
+            udp_frame(0, client, SocketAddrV4::new(server, 69), &tftp(&rrq)),
+        ));
+    }
+    let mut mix: Mix = [Vec::new(), Vec::new()];
+    let per = 1000usize;
+    for (side, frames) in mix.iter_mut().enumerate() {
+        for k in 0..per {
+            let i = (k * 7919) as u16 % entries.max(1);
+            let client = SocketAddrV4::new(client_ip, port_of(i));
+            let server_tid = SocketAddrV4::new(server, 40000);
+            let f = if k % per < match_per_mille {
+                if side == 1 {
+                    udp_frame(
+                        1,
+                        server_tid,
+                        client,
+                        &tftp(&Packet::Data {
+                            block: 1,
+                            payload: &[0x5a; 18],
+                        }),
+                    )
+                } else {
+                    udp_frame(0, client, server_tid, &tftp(&Packet::Ack { block: 1 }))
+                }
+            } else {
+                // Background: 64-byte UDP between other hosts, many flows.
+                let a = SocketAddrV4::new(
+                    Ipv4Addr::new(10, 99, (k >> 8) as u8, k as u8),
+                    1024 + k as u16,
+                );
+                let b = SocketAddrV4::new(Ipv4Addr::new(10, 98, 0, 1), 5001);
+                let (src, dst) = if side == 0 { (a, b) } else { (b, a) };
+                udp_frame(side, src, dst, &[0u8; 22])
+            };
+            frames.push(f);
+        }
+    }
+    (rrqs, mix)
 }
 
 #[cfg(test)]

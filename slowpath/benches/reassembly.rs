@@ -6,9 +6,13 @@
 //!   the `sha2` crate picks it at run time), the ceiling for the rest;
 //! - `reassembly`: [`Reassembly::insert`] of every block in order into a
 //!   temporary file, plus `finish` (flush, size check, fsync);
+//! - `insert_no_fsync`: the same without `finish` (the data stays in the
+//!   page cache; durability is the disk's cost, not the CPU's);
 //! - `frames`: whole Ethernet/IPv4/UDP frame copies through
 //!   [`CacheLogic::handle_frame`] (classify, UDP checksum check, TFTP
 //!   parse, tracking, reassembly, hash, publish with fsync and index write).
+//! - `frames_no_publish`: the same minus the last block, so without the
+//!   publish: the per-frame CPU cost.
 //!
 //! Throughput is TFTP payload bytes per second.
 
@@ -125,6 +129,24 @@ fn benches(c: &mut Criterion) {
             },
         );
 
+        g.bench_with_input(
+            BenchmarkId::new("insert_no_fsync", blksize),
+            &blksize,
+            |b, &bs| {
+                b.iter(|| {
+                    n += 1;
+                    let path = dir.path().join(format!("r{n}"));
+                    let mut r =
+                        Reassembly::create(path, bs, Some(FILE_LEN as u64), u64::MAX).unwrap();
+                    for (i, ch) in data.chunks(usize::from(bs)).enumerate() {
+                        r.insert(i as u64 + 1, ch).unwrap();
+                    }
+                    r.insert((FILE_LEN / usize::from(bs)) as u64 + 1, &[]).ok();
+                    black_box(r.is_complete())
+                })
+            },
+        );
+
         let frames = transfer_frames(&data, blksize);
         g.bench_with_input(BenchmarkId::new("frames", blksize), &frames, |b, frames| {
             b.iter(|| {
@@ -139,6 +161,26 @@ fn benches(c: &mut Criterion) {
                 assert_eq!(logic.counters().files_cached, 1);
             })
         });
+        // Everything but the last DATA and ACK: the per-frame CPU cost without
+        // the publish (fsync of the file, index write).
+        let most = &frames[..frames.len() - 2];
+        g.bench_with_input(
+            BenchmarkId::new("frames_no_publish", blksize),
+            most,
+            |b, frames| {
+                let cache = tempfile::tempdir().unwrap();
+                b.iter(|| {
+                    let mut logic =
+                        CacheLogic::new(cache.path(), Limits::default(), vec![SERVER]).unwrap();
+                    let now = Instant::now();
+                    let wall = SystemTime::now();
+                    for (from_client, f) in frames {
+                        logic.handle_frame(now, wall, *from_client, f);
+                    }
+                    assert_eq!(logic.active_transfers(), 1);
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -509,6 +509,20 @@ fn sync_dir(dir: &Path) -> Result<(), FilestoreError> {
         .map_err(io_err(dir))
 }
 
+/// The index of the cache in `dir`, read without changing anything (for
+/// listing it while bootcache runs: the index is replaced atomically). A
+/// missing index is an empty cache.
+pub fn read_index(dir: &Path) -> Result<Vec<Entry>, FilestoreError> {
+    let index_path = dir.join(INDEX);
+    match fs::read(&index_path) {
+        Ok(bytes) => serde_json::from_slice::<IndexFile>(&bytes)
+            .map(|f| f.entries)
+            .map_err(|e| io_err(&index_path)(io::Error::new(io::ErrorKind::InvalidData, e))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io_err(&index_path)(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bootcache_bench::frames::test_frame;
 use bootcache_bench::harness::Harness;
-use bootcache_bench::pktgen::blast;
+use bootcache_bench::pktgen::blast_mix;
 use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files};
+use bootcache_bench::scenario::filter_bench_traffic;
 use clap::Parser;
 
 /// Forwarding benchmark: bootcache vs testpmd io-forward.
@@ -34,6 +36,13 @@ struct Cli {
     /// Only the net_null pair (no vhost generator).
     #[arg(long)]
     null_only: bool,
+    /// Also run the virtio-user pair with this many TFTP transfer rules in
+    /// bootcache's header filter (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    filter_entries: u16,
+    /// Share of that run's traffic (per mille) matching the transfer rules.
+    #[arg(long, default_value_t = 10)]
+    match_per_mille: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -57,6 +66,7 @@ impl Dut {
         prefix: &str,
         vdevs: &[String],
         eal_extra: &[&str],
+        app: &[&str],
     ) -> Result<Child> {
         let mut cmd = match self {
             Dut::Bootcache => Command::new(bin),
@@ -76,6 +86,9 @@ impl Dut {
             cmd.arg("--vdev").arg(v);
         }
         cmd.arg("--");
+        if let Dut::Bootcache = self {
+            cmd.args(app);
+        }
         if let Dut::Testpmd = self {
             // Same shape as bootcache: one forwarding core, 1024 descriptors, bursts of 32.
             cmd.args([
@@ -140,10 +153,10 @@ fn telemetry_opackets(prefix: &str) -> Result<u64> {
 }
 
 /// net_null pair: the DUT alone; rate from telemetry counters over `secs`.
-fn run_null(dut: Dut, bin: &Path, secs: u64) -> Result<f64> {
+fn run_null(dut: Dut, bin: &Path, secs: u64, app: &[&str]) -> Result<f64> {
     let prefix = format!("bf-null-{}-{}", dut.name(), std::process::id());
     let vdevs = ["net_null0".to_string(), "net_null1".to_string()];
-    let child = dut.spawn(bin, &prefix, &vdevs, &[])?;
+    let child = dut.spawn(bin, &prefix, &vdevs, &[], app)?;
     let result = (|| {
         std::thread::sleep(Duration::from_secs(2));
         let (a, t0) = (telemetry_opackets(&prefix)?, Instant::now());
@@ -156,7 +169,16 @@ fn run_null(dut: Dut, bin: &Path, secs: u64) -> Result<f64> {
 }
 
 /// virtio-user pair: the DUT on virtio-user, the generator on vhost here.
-fn run_virtio(h: &Harness, dut: Dut, bin: &Path, secs: u64, frame_len: usize) -> Result<f64> {
+/// `setup` frames are replayed first (e.g. requests that fill the filter).
+fn run_virtio(
+    h: &Harness,
+    dut: Dut,
+    bin: &Path,
+    secs: u64,
+    mix: &[Vec<Vec<u8>>; 2],
+    setup: &[(usize, Vec<u8>)],
+    app: &[&str],
+) -> Result<f64> {
     let prefix = format!("bf-virtio-{}-{}", dut.name(), std::process::id());
     let vdevs: Vec<String> = h
         .sockets
@@ -169,16 +191,21 @@ fn run_virtio(h: &Harness, dut: Dut, bin: &Path, secs: u64, frame_len: usize) ->
             )
         })
         .collect();
-    let mut child = dut.spawn(bin, &prefix, &vdevs, &["--single-file-segments"])?;
+    let mut child = dut.spawn(bin, &prefix, &vdevs, &["--single-file-segments"], app)?;
     let result = (|| {
         h.wait_link_up(Duration::from_secs(30), || {
             matches!(child.try_wait(), Ok(None))
         })?;
         h.drain();
-        let r = blast(
+        if !setup.is_empty() {
+            h.replay(setup, 256, Duration::from_secs(3))?;
+            std::thread::sleep(Duration::from_secs(1)); // the slow path installs the rules
+            h.drain();
+        }
+        let r = blast_mix(
             h.ports,
             &h.pool,
-            frame_len,
+            mix,
             Duration::from_secs(1),
             Duration::from_secs(secs),
         )?;
@@ -209,21 +236,67 @@ fn run(cli: Cli) -> Result<()> {
             bin.display()
         );
     }
+    // Without a configuration bootcache caches nothing, but it still keeps
+    // an image map: give it a directory of ours.
+    let dir = std::env::temp_dir().join(format!("bench-forward-{}", std::process::id()));
+    let plain_cache = dir.join("plain-cache");
+    let plain_app = ["--cache-dir", plain_cache.to_str().unwrap_or_default()];
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
     let null = [
-        run_null(Dut::Bootcache, &bin, cli.seconds)?,
-        run_null(Dut::Testpmd, &bin, cli.seconds)?,
+        run_null(Dut::Bootcache, &bin, cli.seconds, &plain_app)?,
+        run_null(Dut::Testpmd, &bin, cli.seconds, &plain_app)?,
     ];
     rows.push(("net_null pair".into(), null[0], null[1]));
     if !cli.null_only {
-        let dir = std::env::temp_dir().join(format!("bench-forward-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let h = Harness::start(&dir, &format!("bf-gen-{}", std::process::id()), "0@0")?;
+        let mut plain: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+        for (side, frames) in plain.iter_mut().enumerate() {
+            let mut buf = Vec::new();
+            test_frame(side, 0, cli.frame_len, &mut buf);
+            frames.push(buf);
+        }
         let v = [
-            run_virtio(&h, Dut::Bootcache, &bin, cli.seconds, cli.frame_len)?,
-            run_virtio(&h, Dut::Testpmd, &bin, cli.seconds, cli.frame_len)?,
+            run_virtio(
+                &h,
+                Dut::Bootcache,
+                &bin,
+                cli.seconds,
+                &plain,
+                &[],
+                &plain_app,
+            )?,
+            run_virtio(&h, Dut::Testpmd, &bin, cli.seconds, &plain, &[], &plain_app)?,
         ];
         rows.push((format!("virtio-user pair, {} B", cli.frame_len), v[0], v[1]));
+        if cli.filter_entries > 0 {
+            let (rrqs, mix) = filter_bench_traffic(cli.filter_entries, cli.match_per_mille);
+            let cache = dir.join("cache");
+            let cfg = dir.join("bench.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n[limits]\nmax_transfers = {}\nmax_filter_entries = {}\n",
+                    cache.display(),
+                    u32::from(cli.filter_entries) + 16,
+                    2 * u32::from(cli.filter_entries) + 16
+                ),
+            )?;
+            let app = ["--config", cfg.to_str().unwrap_or_default()];
+            let v = [
+                run_virtio(&h, Dut::Bootcache, &bin, cli.seconds, &mix, &rrqs, &app)?,
+                run_virtio(&h, Dut::Testpmd, &bin, cli.seconds, &mix, &rrqs, &app)?,
+            ];
+            rows.push((
+                format!(
+                    "virtio, {} rules, {}‰ match",
+                    cli.filter_entries, cli.match_per_mille
+                ),
+                v[0],
+                v[1],
+            ));
+            let _ = std::fs::remove_dir_all(&cache);
+        }
         remove_hugepage_files(&h.file_prefix);
     }
     println!(
@@ -232,7 +305,7 @@ fn run(cli: Cli) -> Result<()> {
     );
     let mut json = String::from("[\n");
     for (i, (name, b, t)) in rows.iter().enumerate() {
-        println!("{name:<28} {b:>15.2} {t:>15.2} {:>7.3}", b / t);
+        println!("{name:<34} {b:>15.2} {t:>15.2} {:>7.3}", b / t);
         json += &format!(
             "  {{\"ports\": \"{name}\", \"bootcache_mpps\": {b:.3}, \"testpmd_mpps\": {t:.3}, \"ratio\": {:.4}}}{}\n",
             b / t,
@@ -242,5 +315,6 @@ fn run(cli: Cli) -> Result<()> {
     json += "]\n";
     std::fs::create_dir_all(&cli.results)?;
     std::fs::write(cli.results.join("forward.json"), json)?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

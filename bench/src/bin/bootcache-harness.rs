@@ -58,12 +58,14 @@ fn run(cli: Cli) -> Result<()> {
         h.sockets[0].display(),
         h.sockets[1].display()
     );
+    let cache = cli.dir.join("cache");
+    let app = ["--cache-dir", cache.to_str().unwrap_or_default()];
     let mut bc = Bootcache::spawn(
         &bin,
         h.socket_paths(),
         &format!("bch-dut-{pid}"),
         "0@0,1@1",
-        &[],
+        &app,
     )?;
     println!("harness: started {} (pid {})", bin.display(), bc.pid());
     if let Err(e) = h.wait_link_up(Duration::from_secs(20), || bc.is_running()) {

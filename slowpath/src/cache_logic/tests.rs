@@ -405,6 +405,28 @@ fn rollover_reordered_across_the_wrap() {
 }
 
 #[test]
+fn rollover_with_the_zero_block_lost_is_not_misplaced() {
+    // A wrap-to-0 server whose DATA 0 and ACK 0 copies are both lost looks
+    // like a wrap-to-1 server: the tsize check must catch the shifted file.
+    let spec = Spec::opts("big.img", 8, 1);
+    let data = content(8 * 66_000 + 1, 9);
+    let all = spec.packets(&data);
+    // RRQ, OACK, ACK 0 of the OACK, then DATA/ACK: lose the later 0s.
+    let pkts: Vec<Pkt> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| *i < 3 || p.payload[2..4] != [0, 0])
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(pkts.len(), all.len() - 2);
+    let mut sim = Sim::new();
+    sim.play(&spec, &pkts);
+    sim.settle();
+    assert!(sim.cached("big.img").is_none());
+    assert_eq!(sim.discarded(DiscardReason::SizeMismatch), 1);
+}
+
+#[test]
 fn duplicates_and_reordering_within_the_window() {
     let spec = Spec::opts("initrd", 1428, 16);
     let data = content(200_000, 1);

@@ -1,0 +1,258 @@
+//! The TOML configuration file (`--config`): boot servers, the caching mark,
+//! the cache directory and the resource bounds. Every field has a default;
+//! a wrong field is refused with a message that names it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// Boot servers (TFTP/PXE) whose transfers are cached.
+    pub(crate) servers: Vec<Ipv4Addr>,
+    /// DSCP code point that marks frames to copy to the slow path (caching indicia).
+    pub(crate) dscp: Option<u8>,
+    /// Where verified files, the index and the image map live.
+    pub(crate) cache_dir: PathBuf,
+    /// Resource bounds.
+    pub(crate) limits: Limits,
+}
+
+/// Resource bounds; sizes are bytes, or strings with a K/M/G/T suffix (powers of 1024).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    /// TFTP transfers followed at once.
+    pub(crate) max_transfers: usize,
+    /// Largest file cached.
+    pub(crate) max_file_size: Size,
+    /// Total bytes of cached files.
+    pub(crate) cache_quota: Size,
+    /// Dynamic header-filter entries (two per followed transfer at most).
+    pub(crate) max_filter_entries: usize,
+    /// Slots of the redirect ring between fast and slow path (power of two).
+    pub(crate) redirect_ring: usize,
+}
+
+/// A byte count written as a number or as e.g. "4G".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "SizeRepr")]
+pub(crate) struct Size(pub(crate) u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Bytes(u64),
+    Text(String),
+}
+
+impl TryFrom<SizeRepr> for Size {
+    type Error = String;
+    fn try_from(r: SizeRepr) -> Result<Size, String> {
+        match r {
+            SizeRepr::Bytes(n) => Ok(Size(n)),
+            SizeRepr::Text(t) => parse_size(&t).map(Size),
+        }
+    }
+}
+
+fn parse_size(t: &str) -> Result<u64, String> {
+    let t = t.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let unit = t[i..].trim().to_ascii_uppercase();
+            let unit = unit
+                .strip_suffix("IB")
+                .or_else(|| unit.strip_suffix('B'))
+                .unwrap_or(&unit);
+            let mult = match unit {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {t:?} (use K, M, G or T)")),
+            };
+            (&t[..i], mult)
+        }
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{t:?} is not a size (e.g. 4096, \"512M\", \"4G\")"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{t:?} is too large"))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            servers: Vec::new(),
+            dscp: None,
+            cache_dir: PathBuf::from("/var/lib/bootcache"),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_transfers: 1024,
+            max_file_size: Size(4 << 30),
+            cache_quota: Size(64 << 30),
+            max_filter_entries: 65536,
+            redirect_ring: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// The slow path's resource bounds.
+    pub(crate) fn slowpath_limits(&self) -> slowpath::CacheLimits {
+        slowpath::CacheLimits {
+            max_transfers: self.limits.max_transfers,
+            max_file_size: self.limits.max_file_size.0,
+            quota_bytes: self.limits.cache_quota.0,
+            ..slowpath::CacheLimits::default()
+        }
+    }
+
+    /// Reads and checks a configuration file.
+    pub(crate) fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Parses and checks configuration text.
+    pub(crate) fn parse(text: &str) -> Result<Config> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!(one_line_toml_error(text, &e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if let Some(d) = self.dscp {
+            if d > 63 {
+                bail!("dscp: {d} is not a DSCP code point (0..=63)");
+            }
+        }
+        for s in &self.servers {
+            if s.is_unspecified() || s.is_broadcast() || s.is_multicast() {
+                bail!("servers: {s} cannot be a boot server address");
+            }
+        }
+        if self.cache_dir.as_os_str().is_empty() {
+            bail!("cache_dir: must not be empty");
+        }
+        let l = &self.limits;
+        if l.max_transfers == 0 {
+            bail!("limits.max_transfers: must be at least 1");
+        }
+        if l.max_file_size.0 == 0 {
+            bail!("limits.max_file_size: must be at least 1 byte");
+        }
+        if l.cache_quota.0 < l.max_file_size.0 {
+            bail!("limits.cache_quota: smaller than limits.max_file_size, so no file of that size could be cached");
+        }
+        if l.max_filter_entries < 2 {
+            bail!("limits.max_filter_entries: must be at least 2");
+        }
+        if !(64..=1 << 20).contains(&l.redirect_ring) || !l.redirect_ring.is_power_of_two() {
+            bail!("limits.redirect_ring: must be a power of two from 64 to 1048576");
+        }
+        Ok(())
+    }
+}
+
+/// toml's errors are multi-line with a source excerpt; make one line that
+/// starts with the field (`table.key`) the error points at.
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return msg };
+    let before = &text[..span.start.min(text.len())];
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}: {msg} (line {line_no})"),
+        (None, Some(k)) => format!("{k}: {msg} (line {line_no})"),
+        _ => format!("{msg} (line {line_no})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+            servers = ["10.1.0.1", "10.1.0.2"]
+            dscp = 46
+            cache_dir = "/srv/cache"
+            [limits]
+            max_transfers = 10
+            max_file_size = "512M"
+            cache_quota = 1073741824
+            max_filter_entries = 100
+            redirect_ring = 1024
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.dscp, Some(46));
+        assert_eq!(c.limits.max_file_size, Size(512 << 20));
+        assert_eq!(c.limits.cache_quota, Size(1 << 30));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("dscp = 64", "dscp"),
+            ("servers = [\"10.0.0\"]", "servers"),
+            ("servers = [\"255.255.255.255\"]", "servers"),
+            ("cache_dri = \"/x\"", "cache_dri"),
+            ("[limits]\nmax_transfers = 0", "limits.max_transfers"),
+            ("[limits]\nmax_file_size = \"4Q\"", "4Q"),
+            ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),
+            ("[limits]\ncache_quota = \"1M\"", "limits.cache_quota"),
+            ("[limits]\nbogus = 1", "bogus"),
+        ];
+        for (text, field) in cases {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(field), "{text:?} → {err}");
+            assert!(!err.contains('\n'), "multi-line error for {text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

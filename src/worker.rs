@@ -1,0 +1,180 @@
+//! The slow-path worker: runs on the main lcore, owns the sans-I/O cache
+//! logic, the filter writer and the clock. It drains the redirect ring, feeds
+//! frames and time to the cache logic, turns its filter updates into a
+//! published filter table, and prints the operator's statistics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use dataplane::{FilterWriter, RedirectRing, SharedCounters, SharedFilterCounters, StaticRule};
+use slowpath::{CacheLogic, FilterUpdate};
+
+/// Frames handled between checks of the clock, timers and the quit flag.
+const BATCH: usize = 256;
+/// Sleep when the ring is empty: the slow path is not latency-critical, and
+/// on two CPUs it shares its core with others.
+const IDLE_SLEEP: Duration = Duration::from_micros(200);
+
+/// What the worker needs from the control thread.
+pub(crate) struct Worker {
+    pub(crate) logic: CacheLogic,
+    pub(crate) filter: FilterWriter,
+    pub(crate) ring: Arc<RedirectRing>,
+    pub(crate) quit: Arc<AtomicBool>,
+    pub(crate) bridge_counters: Arc<SharedCounters>,
+    pub(crate) filter_counters: Arc<SharedFilterCounters>,
+    pub(crate) stats_interval: Option<Duration>,
+    /// Testing aid: sleep this long per redirected frame (throttles the slow path).
+    pub(crate) throttle: Option<Duration>,
+}
+
+impl Worker {
+    /// Runs until the quit flag is set; the bridge may still be running.
+    pub(crate) fn run(&mut self) -> Result<()> {
+        let mut next_stats = self.stats_interval.map(|d| Instant::now() + d);
+        while !self.quit.load(Ordering::Relaxed) {
+            let handled = self.handle_batch();
+            let now = Instant::now();
+            if self.logic.poll_timeout().is_some_and(|t| t <= now) {
+                self.logic.handle_timeout(now);
+            }
+            self.apply_filter_updates();
+            if let (Some(t), Some(d)) = (next_stats, self.stats_interval) {
+                if now >= t {
+                    println!("{}", self.stats_line());
+                    next_stats = Some(now + d);
+                }
+            }
+            self.save_image_map()?;
+            if handled == 0 {
+                std::thread::sleep(IDLE_SLEEP);
+            }
+        }
+        Ok(())
+    }
+
+    /// After the bridge stopped: handle what is still queued, then save.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        while self.handle_batch() > 0 {}
+        self.apply_filter_updates();
+        self.save_image_map()
+    }
+
+    /// The image map is saved (atomically) whenever it changed; writes are
+    /// rare next to the frames that cause them.
+    fn save_image_map(&self) -> Result<()> {
+        let map = self.logic.image_map();
+        if map.is_dirty() {
+            map.save().context("saving the image map")?;
+        }
+        Ok(())
+    }
+
+    fn handle_batch(&mut self) -> usize {
+        let mut n = 0;
+        while n < BATCH {
+            let Some(r) = self.ring.pop() else { break };
+            if let Some(d) = self.throttle {
+                std::thread::sleep(d);
+            }
+            self.logic.handle_frame(
+                Instant::now(),
+                SystemTime::now(),
+                r.side == 0,
+                r.mbuf.data(),
+            );
+            n += 1;
+        }
+        n
+    }
+
+    fn apply_filter_updates(&mut self) {
+        let mut changed = false;
+        while let Some(u) = self.logic.poll_filter_update() {
+            changed = true;
+            let res = match u {
+                FilterUpdate::Expect { server, client } => {
+                    self.filter.expect(server.into(), client.into()).map(drop)
+                }
+                FilterUpdate::Pin { server, client } => {
+                    self.filter.pin(server.into(), client.into()).map(drop)
+                }
+                FilterUpdate::Remove { server, client } => {
+                    self.filter.remove(server.into(), client.into());
+                    Ok(())
+                }
+            };
+            if let Err(e) = res {
+                log::warn!("header filter: {e}");
+            }
+        }
+        if changed {
+            self.filter.publish();
+        }
+    }
+
+    /// One line of everything the operator watches.
+    pub(crate) fn stats_line(&self) -> String {
+        let b = self.bridge_counters.snapshot();
+        let f = self.filter_counters.snapshot();
+        let [c, s] = &b.ports;
+        let r = &b.redirect;
+        let rules = StaticRule::ALL
+            .iter()
+            .map(|rule| format!("{}={}", rule.name(), f.static_hits(*rule)))
+            .chain(std::iter::once(format!(
+                "transfer-rules={}",
+                f.dynamic_total()
+            )))
+            .collect::<Vec<_>>()
+            .join(" ");
+        format!(
+            "stats: client rx={} tx={} drop={} | server rx={} tx={} drop={} | redirect copied={} trapped={} \
+             copy_drops={} trap_drops={} | rules {rules} | {}",
+            c.rx_packets,
+            c.tx_packets,
+            c.tx_dropped,
+            s.rx_packets,
+            s.tx_packets,
+            s.tx_dropped,
+            r.copied,
+            r.trapped,
+            r.copy_drops,
+            r.trap_drops,
+            self.slowpath_counters(),
+        )
+    }
+
+    /// The slow path's counters as `key=value` words.
+    fn slowpath_counters(&self) -> String {
+        let k = self.logic.counters();
+        let b = k.bounds_hit();
+        let mut out = format!(
+            "transfers seen={} active={} completed={} size_probes={} discarded={}",
+            k.transfers_seen(),
+            self.logic.active_transfers(),
+            k.transfers_completed,
+            k.size_probes,
+            k.discarded.total()
+        );
+        for (reason, n) in k.discarded.iter().filter(|(_, n)| *n > 0) {
+            out += &format!(" discarded_{}={n}", reason.as_str());
+        }
+        out += &format!(
+            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} | bounds transfers={} file_size={} quota={} | dhcp={} bad_checksum={}",
+            k.files_cached,
+            k.files_refreshed,
+            k.files_replaced,
+            k.bytes_cached,
+            self.logic.filestore().len(),
+            b.transfers,
+            b.file_size,
+            b.quota,
+            k.dhcp_messages,
+            k.bad_checksum,
+        );
+        out
+    }
+}

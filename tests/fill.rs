@@ -1,0 +1,278 @@
+//! Cache fill end to end: the harness plays a PXE client (side 0) and a
+//! DHCP/TFTP server (side 1) on either side of a running bootcache and
+//! exchanges real frames through it; then the cache directory must hold
+//! byte-identical, verified files and an image map naming the client's files.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use bootcache_bench::harness::{Harness, TransferReport};
+use bootcache_bench::process::{Bootcache, Finished};
+use bootcache_bench::scenario::{test_file, tftp_read, Endpoints, TransferShape};
+use sha2::{Digest, Sha256};
+use slowpath::filestore::Filestore;
+use slowpath::imagemap::ImageMap;
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+/// The address dnsmasq gave the client in the captured exchange.
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
+
+fn harness() -> std::sync::MutexGuard<'static, Harness> {
+    static H: OnceLock<Mutex<Harness>> = OnceLock::new();
+    let m = H.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("bootcache-fill-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Mutex::new(
+            Harness::start(&dir, &format!("bcf-h-{}", std::process::id()), "0@0")
+                .expect("harness start"),
+        )
+    });
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh cache directory and a config naming it.
+fn cache_dir(tag: &str, extra: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("bootcache-fill-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bootcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\n{extra}",
+            dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    (dir.join("cache"), cfg)
+}
+
+fn start(h: &Harness, tag: &str, cfg: &Path, extra: &[&str]) -> Bootcache {
+    let prefix = format!("bcf-{tag}-{}", std::process::id());
+    let mut args = vec!["--config", cfg.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut bc = Bootcache::spawn(
+        BOOTCACHE.as_ref(),
+        h.socket_paths(),
+        &prefix,
+        "0@0,1@1",
+        &args,
+    )
+    .unwrap();
+    if let Err(e) = h.wait_link_up(Duration::from_secs(30), || bc.is_running()) {
+        let fin = bc.wait(Duration::from_secs(2)).unwrap();
+        panic!("{e}\nstderr: {}", fin.stderr);
+    }
+    h.drain();
+    bc
+}
+
+fn stop(h: &Harness, bc: Bootcache) -> Finished {
+    let fin = bc.stop(Duration::from_secs(30)).unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit; stderr:\n{}", fin.stderr);
+    h.wait_link_down(Duration::from_secs(10)).unwrap();
+    fin
+}
+
+/// Every frame crossed, byte-identical and in order, both ways.
+fn assert_crossed(what: &str, reps: &[TransferReport; 2]) {
+    for (side, r) in reps.iter().enumerate() {
+        assert_eq!(
+            r.received,
+            r.sent,
+            "{what}: side {side} lost {} frames",
+            r.sent - r.received
+        );
+        assert_eq!(
+            r.mismatch_count, 0,
+            "{what}: side {side} frames changed at {:?}",
+            r.mismatches
+        );
+    }
+}
+
+/// Whole Ethernet frames of a capture (classic pcap, Ethernet link type).
+fn pcap_frames(path: &str) -> Vec<Vec<u8>> {
+    let pcap = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        out.push(pcap[at + 16..at + 16 + caplen].to_vec());
+        at += 16 + caplen;
+    }
+    out
+}
+
+/// The captured dnsmasq PXE exchange: requests enter on the client side,
+/// replies on the server side.
+fn dhcp_exchange() -> Vec<(usize, Vec<u8>)> {
+    let frames = pcap_frames(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crates/wire/testdata/dhcp-pxe.pcap"
+    ));
+    frames
+        .into_iter()
+        .map(|f| {
+            let src_port = u16::from_be_bytes([f[34], f[35]]);
+            // Captured on the sending veth, checksums are offload stubs:
+            // zero means "no UDP checksum" (RFC 768), which is valid.
+            let mut f = f;
+            f[40] = 0;
+            f[41] = 0;
+            (if src_port == 67 { 1 } else { 0 }, f)
+        })
+        .collect()
+}
+
+fn endpoints(client_port: u16) -> Endpoints {
+    Endpoints {
+        client: SocketAddrV4::new(CLIENT, client_port),
+        server: SERVER,
+        server_tid: 40000 + client_port % 1000,
+    }
+}
+
+fn assert_cached(cache: &Path, name: &str, content: &[u8]) {
+    let store = Filestore::open(cache).unwrap();
+    let e = store
+        .lookup(SERVER, name)
+        .unwrap_or_else(|| panic!("{name} not cached"));
+    assert_eq!(e.size, content.len() as u64, "{name} size");
+    let sha: [u8; 32] = Sha256::digest(content).into();
+    assert_eq!(e.sha256.0, sha, "{name} sha256");
+    let on_disk = std::fs::read(store.path_of(e)).unwrap();
+    assert!(
+        on_disk == content,
+        "{name}: cached bytes differ from the original"
+    );
+}
+
+#[test]
+fn pxe_boot_fills_the_cache_and_the_image_map_and_survives_a_restart() {
+    let h = harness();
+    let (cache, cfg) = cache_dir("boot", "");
+    let bc = start(&h, "boot", &cfg, &[]);
+
+    let reps = h
+        .replay(&dhcp_exchange(), 64, Duration::from_secs(3))
+        .unwrap();
+    assert_crossed("DHCP/PXE", &reps);
+
+    // NBP lock-step with 512-byte blocks (no options), the kernel with
+    // blksize 1428 and windowsize 16, the initrd with blksize 1428 lock-step,
+    // and a file over 65535 blocks (rollover) with windowsize 16.
+    let files = [
+        (
+            "pxelinux.0",
+            test_file(40_000, 1),
+            TransferShape {
+                blksize: None,
+                windowsize: 1,
+                tsize: false,
+                wrap_to_zero: true,
+            },
+        ),
+        (
+            "boot/vmlinuz",
+            test_file(2_000_000, 2),
+            TransferShape {
+                blksize: Some(1428),
+                windowsize: 16,
+                ..Default::default()
+            },
+        ),
+        (
+            "boot/initrd.img",
+            test_file(700_000, 3),
+            TransferShape {
+                blksize: Some(1428),
+                windowsize: 1,
+                ..Default::default()
+            },
+        ),
+        (
+            "images/big.img",
+            test_file(512 * 65_536 + 300, 4),
+            TransferShape {
+                blksize: Some(512),
+                windowsize: 16,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (i, (name, content, shape)) in files.iter().enumerate() {
+        let frames = tftp_read(endpoints(49152 + i as u16), name, content, *shape);
+        let reps = h.replay(&frames, 256, Duration::from_secs(3)).unwrap();
+        assert_crossed(name, &reps);
+    }
+    let fin = stop(&h, bc);
+    eprintln!("{}", fin.stdout);
+    for (name, content, _) in &files {
+        assert_cached(&cache, name, content);
+    }
+    assert!(
+        fin.stdout.contains("completed=4"),
+        "final counters:\n{}",
+        fin.stdout
+    );
+
+    let map = ImageMap::load(&cache).unwrap();
+    let client = map.client_by_ip(CLIENT).expect("client in the image map");
+    assert_eq!(client.mac, Some([0x02, 0x77, 0, 0, 0, 0x02]));
+    for (name, _, _) in &files {
+        assert!(
+            client.file(SERVER, name).is_some(),
+            "image map lacks {name}: {client:?}"
+        );
+    }
+
+    // A restart keeps everything that was complete.
+    let bc = start(&h, "boot2", &cfg, &[]);
+    stop(&h, bc);
+    for (name, content, _) in &files {
+        assert_cached(&cache, name, content);
+    }
+    assert!(ImageMap::load(&cache)
+        .unwrap()
+        .client_by_ip(CLIENT)
+        .is_some());
+}
+
+#[test]
+fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partial_file() {
+    let h = harness();
+    let (cache, cfg) = cache_dir("overflow", "[limits]\nredirect_ring = 64\n");
+    // The slow path sleeps per redirected frame, so the 64-slot ring overflows.
+    let bc = start(&h, "overflow", &cfg, &["--slowpath-throttle-us", "2000"]);
+    let content = test_file(1428 * 400, 9);
+    let shape = TransferShape {
+        blksize: Some(1428),
+        windowsize: 16,
+        ..Default::default()
+    };
+    let frames = tftp_read(endpoints(50000), "throttled.img", &content, shape);
+    let reps = h.replay(&frames, 512, Duration::from_secs(3)).unwrap();
+    assert_crossed("throttled transfer", &reps);
+    let fin = stop(&h, bc);
+    let drops: u64 = fin
+        .stdout
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("copy_drops="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no copy_drops counter in:\n{}", fin.stdout));
+    assert!(drops > 0, "the ring never overflowed:\n{}", fin.stdout);
+    assert!(
+        Filestore::open(&cache)
+            .unwrap()
+            .lookup(SERVER, "throttled.img")
+            .is_none(),
+        "a partial file was published"
+    );
+    for side in 0..2 {
+        assert_eq!(fin.ports[side].tx_dropped, 0);
+    }
+}
