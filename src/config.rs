@@ -248,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let c = Config::parse(include_str!("../dist/bootcache.example.toml")).unwrap();
+        assert_eq!(c.servers, vec![Ipv4Addr::new(192, 0, 2, 10)]);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.cache_dir, Config::default().cache_dir);
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("4K"), Ok(4096));

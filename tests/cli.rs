@@ -69,6 +69,10 @@ fn help_documents_every_option() {
         "--tx-desc",
         "--mbufs",
         "--mtu",
+        "--config",
+        "--cache-dir",
+        "--slowpath-throttle-us",
+        "cache ls",
         "[EAL options] --",
     ] {
         assert!(text.contains(opt), "--help lacks {opt}");
@@ -163,4 +167,38 @@ fn sigterm_stops_cleanly_with_statistics() {
             stats[side ^ 1].tx_packets + stats[side ^ 1].tx_dropped
         );
     }
+}
+
+#[test]
+fn cache_ls_lists_an_empty_cache_and_refuses_a_missing_one() {
+    let dir = std::env::temp_dir().join(format!("bootcache-ls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = run(&["cache", "ls", "--cache-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("(0 files, 0 bytes)"), "{out}");
+    assert!(out.contains("image map: 0 clients"), "{out}");
+    let o = run(&["cache", "ls", "--cache-dir", "/nonexistent/bootcache"]);
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+}
+
+#[test]
+fn a_bad_config_is_one_line_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("bootcache-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "servers = [\"10.0.0.1\"]\n[limits]\nmax_file_size = \"12Q\"\n",
+    )
+    .unwrap();
+    let o = run(&["--no-huge", "--", "--config", cfg.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("limits.max_file_size"), "{err}");
+    // A missing file says which.
+    let o = run(&["--", "--config", "/nonexistent.toml"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.toml"));
 }
