@@ -216,12 +216,52 @@ pub fn filter_bench_traffic(entries: u16, match_per_mille: usize) -> (Script, Mi
     (rrqs, mix)
 }
 
+/// A real PXE DHCP exchange (dnsmasq with `pxe-service` answering a PXE
+/// client, captured by crates/wire/testdata/capture.sh): DISCOVER, OFFER,
+/// REQUEST, ACK giving 10.77.0.115 and `pxelinux.0` from 10.77.0.1.
+/// Requests enter on the client side, replies on the server side.
+pub fn captured_dhcp_exchange() -> Script {
+    let pcap: &[u8] = include_bytes!("../../crates/wire/testdata/dhcp-pxe.pcap");
+    let mut out = Vec::new();
+    let mut at = 24; // classic pcap: global header, then 16-byte record headers
+    while let Some(hdr) = pcap.get(at..at + 16) {
+        let caplen = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]) as usize;
+        let Some(frame) = pcap.get(at + 16..at + 16 + caplen) else {
+            break;
+        };
+        at += 16 + caplen;
+        let mut f = frame.to_vec();
+        if f.len() < 42 {
+            continue;
+        }
+        // Captured on the sending veth, UDP checksums are offload stubs:
+        // zero means "no checksum" (RFC 768), which is valid.
+        f[40] = 0;
+        f[41] = 0;
+        let src_port = u16::from_be_bytes([f[34], f[35]]);
+        out.push((if src_port == 67 { 1 } else { 0 }, f));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn payload(f: &[u8]) -> Vec<u8> {
         UdpFrameRepr::parse(f).expect("valid frame").1.to_vec()
+    }
+
+    #[test]
+    fn captured_dhcp_exchange_has_two_requests_and_two_replies() {
+        let x = captured_dhcp_exchange();
+        assert_eq!(
+            x.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![0, 1, 0, 1]
+        );
+        for (_, f) in &x {
+            UdpFrameRepr::parse(f).expect("valid frame with checksum 0");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `bootcache-harness`: runs bootcache between two vhost-user ports of its own,
-//! sends frames both ways and prints what crossed (the README's main job until
-//! the full PXE demo exists).
+//! sends frames both ways, plays a PXE client and its boot server through it,
+//! and prints what crossed and what bootcache cached (the README's main job
+//! until the PXE demo with real firmware exists).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +10,9 @@ use anyhow::{bail, Context, Result};
 use bootcache_bench::frames::malformed_frames;
 use bootcache_bench::harness::Harness;
 use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files, Bootcache};
+use bootcache_bench::scenario::{
+    captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
+};
 use clap::Parser;
 
 /// Drives a bootcache through virtio-user ↔ vhost-user port pairs.
@@ -58,8 +62,17 @@ fn run(cli: Cli) -> Result<()> {
         h.sockets[0].display(),
         h.sockets[1].display()
     );
+    // The demo's boot server is 10.77.0.1, as in the captured DHCP exchange.
     let cache = cli.dir.join("cache");
-    let app = ["--cache-dir", cache.to_str().unwrap_or_default()];
+    let cfg = cli.dir.join("bootcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n",
+            cache.display()
+        ),
+    )?;
+    let app = ["--config", cfg.to_str().unwrap_or_default()];
     let mut bc = Bootcache::spawn(
         &bin,
         h.socket_paths(),
@@ -115,7 +128,72 @@ fn run(cli: Cli) -> Result<()> {
             lost += (r.sent - r.received) + r.mismatch_count;
         }
     }
+    // A PXE boot as it crosses the wire: the captured DHCP exchange, then the
+    // NBP, a kernel and an initrd over TFTP (lock-step and windowsize 16).
+    println!("\nharness: PXE client 10.77.0.115 boots from 10.77.0.1 through bootcache");
+    let dhcp = h.replay(&captured_dhcp_exchange(), 64, Duration::from_secs(3))?;
+    lost += dhcp
+        .iter()
+        .map(|r| (r.sent - r.received) + r.mismatch_count)
+        .sum::<u64>();
+    let files = [
+        (
+            "pxelinux.0",
+            46_000,
+            TransferShape {
+                blksize: None,
+                windowsize: 1,
+                tsize: false,
+                wrap_to_zero: true,
+            },
+        ),
+        (
+            "boot/vmlinuz",
+            8 << 20,
+            TransferShape {
+                blksize: Some(1468),
+                windowsize: 16,
+                ..Default::default()
+            },
+        ),
+        (
+            "boot/initrd.img",
+            3 << 20,
+            TransferShape {
+                blksize: Some(1468),
+                windowsize: 1,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (i, (name, size, shape)) in files.iter().enumerate() {
+        let ep = Endpoints {
+            client: std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::new(10, 77, 0, 115),
+                49152 + i as u16,
+            ),
+            server: std::net::Ipv4Addr::new(10, 77, 0, 1),
+            server_tid: 40000 + i as u16,
+        };
+        let script = tftp_read(ep, name, &test_file(*size, i as u8), *shape);
+        let r = h.replay(&script, 256, Duration::from_secs(3))?;
+        let ok = r
+            .iter()
+            .all(|r| r.sent == r.received && r.mismatch_count == 0);
+        lost += r
+            .iter()
+            .map(|r| (r.sent - r.received) + r.mismatch_count)
+            .sum::<u64>();
+        println!(
+            "  TFTP {name:<16} {size:>9} bytes, blksize {:>4}, windowsize {:>2}: {} frames crossed{}",
+            shape.blksize.unwrap_or(512),
+            shape.windowsize,
+            r[0].received + r[1].received,
+            if ok { ", byte-identical" } else { ", LOSS" }
+        );
+    }
     let fin = bc.stop(Duration::from_secs(10))?;
+    println!();
     print!("{}", fin.stdout);
     if fin.code != Some(0) {
         bail!(
@@ -129,8 +207,20 @@ fn run(cli: Cli) -> Result<()> {
         bail!("{lost} frames lost or changed in the bridge");
     }
     println!(
-        "harness: {} frames crossed client → server, {} server → client, all byte-identical",
+        "harness: {} test frames crossed client → server, {} server → client, all byte-identical",
         crossed[0], crossed[1]
     );
+    println!("\n$ bootcache cache ls --config {}", cfg.display());
+    let ls = std::process::Command::new(&bin)
+        .args(["cache", "ls", "--config", cfg.to_str().unwrap_or_default()])
+        .output()
+        .context("running bootcache cache ls")?;
+    print!("{}", String::from_utf8_lossy(&ls.stdout));
+    if !ls.status.success() {
+        bail!(
+            "bootcache cache ls: {}",
+            String::from_utf8_lossy(&ls.stderr).trim()
+        );
+    }
     Ok(())
 }
