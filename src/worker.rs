@@ -13,6 +13,9 @@ use slowpath::{CacheLogic, FilterUpdate};
 
 /// Frames handled between checks of the clock, timers and the quit flag.
 const BATCH: usize = 256;
+/// The image map is saved at most this often (and at exit): a boot storm
+/// changes it with every request, and each save is a write and an fsync.
+const SAVE_PERIOD: Duration = Duration::from_secs(1);
 /// Sleep when the ring is empty: the slow path is not latency-critical, and
 /// on two CPUs it shares its core with others.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
@@ -34,6 +37,7 @@ impl Worker {
     /// Runs until the quit flag is set; the bridge may still be running.
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut next_stats = self.stats_interval.map(|d| Instant::now() + d);
+        let mut next_save = Instant::now() + SAVE_PERIOD;
         while !self.quit.load(Ordering::Relaxed) {
             let handled = self.handle_batch();
             let now = Instant::now();
@@ -47,7 +51,10 @@ impl Worker {
                     next_stats = Some(now + d);
                 }
             }
-            self.save_image_map()?;
+            if now >= next_save {
+                self.save_image_map()?;
+                next_save = now + SAVE_PERIOD;
+            }
             if handled == 0 {
                 std::thread::sleep(IDLE_SLEEP);
             }

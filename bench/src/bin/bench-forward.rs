@@ -99,13 +99,42 @@ impl Dut {
             ]);
             cmd.args(["--rxd=1024", "--txd=1024", "--burst=32"]);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        // bootcache's final statistics go to a file next to its prefix, for the report.
+        let out = match self {
+            Dut::Bootcache => std::fs::File::create(stats_file(prefix))
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+            Dut::Testpmd => Stdio::null(),
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(Stdio::null());
         cmd.env("RUST_LOG", "warn");
         cmd.spawn()
             .with_context(|| format!("starting {}", self.name()))
     }
+}
+
+fn stats_file(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{prefix}.stats"))
+}
+
+/// The slow path's transfer counters from a bootcache run's final statistics.
+fn transfer_summary(prefix: &str) -> String {
+    let text = std::fs::read_to_string(stats_file(prefix)).unwrap_or_default();
+    let _ = std::fs::remove_file(stats_file(prefix));
+    let pick = |key: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "transfers seen={} active={}, transfer-rule hits={}, copies={} copy_drops={}",
+        pick("seen="),
+        pick("active="),
+        pick("transfer-rules="),
+        pick("copied="),
+        pick("copy_drops=")
+    )
 }
 
 fn stop(mut child: Child, prefix: &str) {
@@ -165,6 +194,7 @@ fn run_null(dut: Dut, bin: &Path, secs: u64, app: &[&str]) -> Result<f64> {
         Ok((b - a) as f64 / (t1 - t0).as_secs_f64() / 1e6)
     })();
     stop(child, &prefix);
+    let _ = std::fs::remove_file(stats_file(&prefix));
     result
 }
 
@@ -212,6 +242,10 @@ fn run_virtio(
         Ok(r.mpps())
     })();
     stop(child, &prefix);
+    if let (Dut::Bootcache, false) = (dut, setup.is_empty()) {
+        println!("bootcache with rules: {}", transfer_summary(&prefix));
+    }
+    let _ = std::fs::remove_file(stats_file(&prefix));
     h.wait_link_down(Duration::from_secs(10))?;
     result
 }
@@ -276,7 +310,7 @@ fn run(cli: Cli) -> Result<()> {
             std::fs::write(
                 &cfg,
                 format!(
-                    "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n[limits]\nmax_transfers = {}\nmax_filter_entries = {}\n",
+                    "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n[limits]\nmax_transfers = {}\nmax_filter_entries = {}\nredirect_ring = 16384\n",
                     cache.display(),
                     u32::from(cli.filter_entries) + 16,
                     2 * u32::from(cli.filter_entries) + 16
