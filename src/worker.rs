@@ -169,8 +169,10 @@ impl Worker {
         for (reason, n) in k.discarded.iter().filter(|(_, n)| *n > 0) {
             out += &format!(" discarded_{}={n}", reason.as_str());
         }
+        let d = &k.defrag;
         out += &format!(
-            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} | bounds transfers={} file_size={} quota={} | dhcp={} bad_checksum={}",
+            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} | bounds transfers={} file_size={} quota={} \
+             | defrag fragments={} reassembled={} dropped={}",
             k.files_cached,
             k.files_refreshed,
             k.files_replaced,
@@ -179,8 +181,16 @@ impl Worker {
             b.transfers,
             b.file_size,
             b.quota,
-            k.dhcp_messages,
-            k.bad_checksum,
+            d.fragments,
+            d.reassembled,
+            d.dropped.total(),
+        );
+        for (reason, n) in d.dropped.iter().filter(|(_, n)| *n > 0) {
+            out += &format!(" defrag_{}={n}", reason.name());
+        }
+        out += &format!(
+            " | dhcp={} bad_checksum={}",
+            k.dhcp_messages, k.bad_checksum
         );
         out
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bootcache_bench::harness::{Harness, TransferReport};
 use bootcache_bench::process::{Bootcache, Finished};
-use bootcache_bench::scenario::{test_file, tftp_read, Endpoints, TransferShape};
+use bootcache_bench::scenario::{
+    captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
+};
 use sha2::{Digest, Sha256};
 use slowpath::filestore::Filestore;
 use slowpath::imagemap::ImageMap;
@@ -94,40 +96,6 @@ fn assert_crossed(what: &str, reps: &[TransferReport; 2]) {
     }
 }
 
-/// Whole Ethernet frames of a capture (classic pcap, Ethernet link type).
-fn pcap_frames(path: &str) -> Vec<Vec<u8>> {
-    let pcap = std::fs::read(path).unwrap();
-    let mut out = Vec::new();
-    let mut at = 24;
-    while at + 16 <= pcap.len() {
-        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
-        out.push(pcap[at + 16..at + 16 + caplen].to_vec());
-        at += 16 + caplen;
-    }
-    out
-}
-
-/// The captured dnsmasq PXE exchange: requests enter on the client side,
-/// replies on the server side.
-fn dhcp_exchange() -> Vec<(usize, Vec<u8>)> {
-    let frames = pcap_frames(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crates/wire/testdata/dhcp-pxe.pcap"
-    ));
-    frames
-        .into_iter()
-        .map(|f| {
-            let src_port = u16::from_be_bytes([f[34], f[35]]);
-            // Captured on the sending veth, checksums are offload stubs:
-            // zero means "no UDP checksum" (RFC 768), which is valid.
-            let mut f = f;
-            f[40] = 0;
-            f[41] = 0;
-            (if src_port == 67 { 1 } else { 0 }, f)
-        })
-        .collect()
-}
-
 fn endpoints(client_port: u16) -> Endpoints {
     Endpoints {
         client: SocketAddrV4::new(CLIENT, client_port),
@@ -158,7 +126,7 @@ fn pxe_boot_fills_the_cache_and_the_image_map_and_survives_a_restart() {
     let bc = start(&h, "boot", &cfg, &[]);
 
     let reps = h
-        .replay(&dhcp_exchange(), 64, Duration::from_secs(3))
+        .replay(&captured_dhcp_exchange(), 64, Duration::from_secs(3))
         .unwrap();
     assert_crossed("DHCP/PXE", &reps);
 
@@ -174,6 +142,7 @@ fn pxe_boot_fills_the_cache_and_the_image_map_and_survives_a_restart() {
                 windowsize: 1,
                 tsize: false,
                 wrap_to_zero: true,
+                fragment_mtu: None,
             },
         ),
         (
@@ -275,4 +244,54 @@ fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partia
     for side in 0..2 {
         assert_eq!(fin.ports[side].tx_dropped, 0);
     }
+}
+
+#[test]
+fn blksize_8192_over_a_1500_mtu_is_fragmented_and_still_cached() {
+    let h = harness();
+    let (cache, cfg) = cache_dir("frag", "");
+    let bc = start(&h, "frag", &cfg, &[]);
+    // Every 8192-byte DATA block crosses as six IPv4 fragments: the first
+    // (ports visible) and five later ones the bridge copies by address.
+    let files = [("images/frag-ls.img", 1), ("images/frag-w16.img", 16)];
+    let contents: Vec<Vec<u8>> = (0..files.len())
+        .map(|i| test_file(1_000_000, 20 + i as u8))
+        .collect();
+    for (i, ((name, window), content)) in files.iter().zip(&contents).enumerate() {
+        let shape = TransferShape {
+            blksize: Some(8192),
+            windowsize: *window,
+            fragment_mtu: Some(1500),
+            ..Default::default()
+        };
+        let frames = tftp_read(endpoints(51000 + i as u16), name, content, shape);
+        assert!(
+            frames.iter().all(|(_, f)| f.len() <= 1514),
+            "{name}: a frame over the MTU"
+        );
+        let reps = h.replay(&frames, 256, Duration::from_secs(3)).unwrap();
+        assert_crossed(name, &reps);
+    }
+    let fin = stop(&h, bc);
+    eprintln!("{}", fin.stdout);
+    for ((name, _), content) in files.iter().zip(&contents) {
+        assert_cached(&cache, name, content);
+    }
+    assert!(
+        fin.stdout.contains("completed=2"),
+        "final counters:\n{}",
+        fin.stdout
+    );
+    // 2 files x 123 blocks of 8192 bytes, each block a datagram in fragments.
+    let reassembled: u64 = fin
+        .stdout
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("reassembled="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        reassembled >= 2 * 122,
+        "defragmented datagrams: {reassembled}\n{}",
+        fin.stdout
+    );
 }

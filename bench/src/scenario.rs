@@ -5,7 +5,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use wire::frame::{MacAddr, UdpFrameRepr};
+use wire::frame::{ipv4, MacAddr, UdpFrameRepr};
 use wire::tftp::{Mode, Options, Packet, Request};
 
 use crate::frames::{CLIENT_MAC, SERVER_MAC};
@@ -51,6 +51,10 @@ pub struct TransferShape {
     pub tsize: bool,
     /// After block 65535 the server sends block 0 (true) or block 1.
     pub wrap_to_zero: bool,
+    /// Link MTU on the server's side: frames whose IP packet is longer
+    /// (DATA with a large blksize) are sent as IPv4 fragments, as a server's
+    /// IP stack would (None: every frame whole).
+    pub fragment_mtu: Option<usize>,
 }
 
 impl Default for TransferShape {
@@ -60,6 +64,7 @@ impl Default for TransferShape {
             windowsize: 1,
             tsize: true,
             wrap_to_zero: true,
+            fragment_mtu: None,
         }
     }
 }
@@ -77,6 +82,41 @@ fn udp_frame(from: Side, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -
         .expect("frame fits its own buffer");
     buf.truncate(n);
     buf
+}
+
+/// An untagged IPv4 `frame` as fragments of at most `mtu` bytes of IP packet
+/// each (the header copied into every one, identification `ident`, DF clear,
+/// 8-byte-aligned offsets, MF on all but the last, header checksums redone);
+/// the UDP checksum stays what it was, computed over the whole datagram. A
+/// frame that fits, or is not IPv4, comes back whole.
+///
+/// Panics if `mtu` cannot hold the IP header and 8 bytes of data.
+pub fn fragment_ipv4(frame: &[u8], mtu: usize, ident: u16) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14.min(frame.len()));
+    let Ok(packet) = ipv4::Packet::new_checked(ip) else {
+        return vec![frame.to_vec()];
+    };
+    let total = usize::from(packet.total_len());
+    if eth[12..14] != [0x08, 0x00] || total <= mtu {
+        return vec![frame.to_vec()];
+    }
+    let ihl = packet.header_len();
+    assert!(mtu >= ihl + 8, "MTU {mtu} too small to fragment");
+    let (header, data) = ip[..total].split_at(ihl);
+    let step = (mtu - ihl) / 8 * 8;
+    data.chunks(step)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = [eth, header, chunk].concat();
+            let mut p = ipv4::Packet::new_unchecked(&mut f[14..]);
+            p.set_total_len((ihl + chunk.len()) as u16);
+            p.set_ident(ident);
+            let offset = i * step;
+            p.set_fragment(false, offset + chunk.len() < data.len(), offset as u16);
+            p.fill_checksum();
+            f
+        })
+        .collect()
 }
 
 fn tftp(p: &Packet<'_>) -> Vec<u8> {
@@ -123,6 +163,7 @@ pub fn tftp_read(ep: Endpoints, name: &str, file: &[u8], shape: TransferShape) -
             ((i - 65536) % 65535 + 1) as u16
         }
     };
+    let mut ident = 0u16;
     let mut i = 1;
     while i <= blocks {
         let last_in_window = (i + window - 1).min(blocks);
@@ -133,7 +174,16 @@ pub fn tftp_read(ep: Endpoints, name: &str, file: &[u8], shape: TransferShape) -
                 block: block_no(b),
                 payload: data,
             };
-            out.push((1, udp_frame(1, server_tid, ep.client, &tftp(&p))));
+            let frame = udp_frame(1, server_tid, ep.client, &tftp(&p));
+            match shape.fragment_mtu {
+                Some(mtu) => {
+                    // One identification per datagram, as a server's stack counts.
+                    ident = ident.wrapping_add(1);
+                    let frags = fragment_ipv4(&frame, mtu, ident);
+                    out.extend(frags.into_iter().map(|f| (1, f)));
+                }
+                None => out.push((1, frame)),
+            }
         }
         let ack = Packet::Ack {
             block: block_no(last_in_window),
@@ -308,6 +358,66 @@ mod tests {
     }
 
     #[test]
+    fn fragmented_data_reassembles_to_the_whole_frames() {
+        let file = test_file(3 * 8192 + 100, 5);
+        let whole_shape = TransferShape {
+            blksize: Some(8192),
+            windowsize: 2,
+            ..TransferShape::default()
+        };
+        let shape = TransferShape {
+            fragment_mtu: Some(1500),
+            ..whole_shape
+        };
+        let whole = tftp_read(Endpoints::default(), "boot.wim", &file, whole_shape);
+        let frags = tftp_read(Endpoints::default(), "boot.wim", &file, shape);
+        // RRQ, OACK, ACK 0, 3 × 6 fragments, the 100-byte block, 2 ACKs.
+        assert_eq!(frags.len(), 3 + 3 * 6 + 1 + 2);
+        let mut next = frags.iter();
+        let mut idents = Vec::new();
+        for (side, f) in &whole {
+            let ip = &f[14..];
+            if ip.len() <= 1500 {
+                assert_eq!(next.next().unwrap(), &(*side, f.clone()));
+                continue;
+            }
+            // Rebuild the IP payload by hand from the fragments' offsets.
+            let mut payload = Vec::new();
+            let mut ident = None;
+            loop {
+                let (fside, frag) = next.next().expect("more fragments");
+                assert_eq!(*fside, 1);
+                assert!(frag.len() <= 14 + 1500);
+                assert_eq!(frag[..14], f[..14]);
+                let p = ipv4::Packet::new_checked(&frag[14..]).unwrap();
+                assert!(p.verify_checksum(), "IPv4 header checksum");
+                assert!(p.is_fragment() && !p.dont_frag());
+                assert_eq!(*ident.get_or_insert(p.ident()), p.ident());
+                assert_eq!(usize::from(p.frag_offset()), payload.len());
+                assert_eq!(p.frag_offset() % 8, 0);
+                payload.extend_from_slice(p.payload());
+                if !p.more_frags() {
+                    break;
+                }
+                assert_eq!(p.payload().len() % 8, 0);
+            }
+            idents.push(ident.unwrap());
+            assert_eq!(payload, ip[20..], "reassembled IP payload");
+            // The UDP checksum in the first fragment covers the whole.
+            let addrs = wire::frame::IpAddrs::V4 {
+                src: Endpoints::default().server,
+                dst: *Endpoints::default().client.ip(),
+            };
+            let udp = wire::frame::udp::Packet::new_checked(&payload[..]).unwrap();
+            assert!(udp.verify_checksum(&addrs));
+            assert_ne!(udp.checksum(), 0);
+        }
+        assert!(next.next().is_none());
+        idents.dedup();
+        assert_eq!(idents.len(), 3, "one identification per datagram");
+    }
+
+    #[test]
     fn block_numbers_roll_over_both_ways() {
         let file = test_file(8 * 65537, 3);
         for (wrap0, expect) in [(true, 0u16), (false, 1u16)] {
@@ -316,6 +426,7 @@ mod tests {
                 windowsize: 1,
                 tsize: true,
                 wrap_to_zero: wrap0,
+                fragment_mtu: None,
             };
             let frames = tftp_read(Endpoints::default(), "big", &file, shape);
             let blocks: Vec<u16> = frames

@@ -10,6 +10,11 @@
 //! published into the filestore at once; each RRQ is recorded in the image
 //! map.
 //!
+//! IPv4 fragments of UDP to or from a configured boot server (a TFTP block
+//! larger than the MTU, e.g. `blksize` 8192 over Ethernet) go through the
+//! [`Defragmenter`] first; a reassembled datagram whose UDP checksum
+//! verifies is then handled exactly like a whole frame.
+//!
 //! The only I/O is the cache directory's files (reassembly, publishing, the
 //! index); the clock is the caller's (`now` for timers, `wall` for metadata).
 
@@ -18,9 +23,10 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
-use wire::classify::{classify, IpVersion, Kind};
-use wire::frame::UdpFrameRepr;
+use wire::classify::{classify, Class, IpVersion, Kind};
+use wire::frame::{IpProtocol, UdpFrameRepr};
 
+use crate::defrag::{DefragLimits, DefragStats, Defragmenter, Outcome};
 use crate::filestore::{Filestore, FilestoreError, Published};
 use crate::imagemap::ImageMap;
 use crate::limits::Limits;
@@ -59,13 +65,18 @@ impl DiscardCounts {
 pub struct Counters {
     /// Frames handled.
     pub frames: u64,
-    /// Frames that are not IPv4/UDP (IPv6, TCP, non-IP, malformed) or are IP
-    /// fragments (not reassembled here).
+    /// Frames that are not IPv4/UDP (IPv6, TCP, non-IP, malformed), IPv6
+    /// fragments, and IPv4 fragments of other protocols.
     pub not_udp_v4: u64,
-    /// UDP frames neither DHCP/PXE nor TFTP with a configured server.
+    /// UDP frames (and IPv4 UDP fragments) neither DHCP/PXE nor TFTP with a
+    /// configured server.
     pub not_ours: u64,
-    /// Frames whose UDP checksum (or headers) did not verify.
+    /// Frames, and reassembled datagrams, whose UDP checksum (or headers)
+    /// did not verify.
     pub bad_checksum: u64,
+    /// IPv4 fragments of UDP to or from a boot server: fragments seen,
+    /// datagrams reassembled, fragments and datagrams dropped by reason.
+    pub defrag: DefragStats,
     /// DHCP/BOOTP/PXE messages handed to the image map.
     pub dhcp_messages: u64,
     /// The tracker's packet counters (requests, strays, limit hits, ...).
@@ -128,6 +139,7 @@ pub enum CacheError {
 #[derive(Debug)]
 pub struct CacheLogic {
     servers: Vec<Ipv4Addr>,
+    defrag: Defragmenter,
     tracker: Tracker,
     filestore: Filestore,
     image_map: ImageMap,
@@ -160,12 +172,19 @@ impl CacheLogic {
         tracker.set_space_left(filestore.space_left());
         Ok(CacheLogic {
             servers,
+            defrag: Defragmenter::new(DefragLimits::default()),
             tracker,
             filestore,
             image_map,
             counters: Counters::default(),
             wall: UNIX_EPOCH,
         })
+    }
+
+    /// Replaces the IPv4 reassembly bounds (default: [`DefragLimits`]'s);
+    /// datagrams in progress are dropped.
+    pub fn set_defrag_limits(&mut self, limits: DefragLimits) {
+        self.defrag.set_limits(limits);
     }
 
     /// Handles one snooped Ethernet frame copy, seen at `now` / `wall`, that
@@ -181,6 +200,13 @@ impl CacheLogic {
         self.wall = wall;
         self.counters.frames += 1;
         let c = classify(frame);
+        if c.fragment
+            && c.ip_version == Some(IpVersion::V4)
+            && matches!(c.kind, Kind::Udp | Kind::Fragment)
+        {
+            self.handle_fragment(now, from_client_side, frame, &c);
+            return;
+        }
         if c.kind != Kind::Udp || c.ip_version != Some(IpVersion::V4) || c.fragment {
             self.counters.not_udp_v4 += 1;
             return;
@@ -191,17 +217,11 @@ impl CacheLogic {
         };
         let src = SocketAddrV4::new(src_ip, c.src_port);
         let dst = SocketAddrV4::new(dst_ip, c.dst_port);
-        let is_dhcp = DHCP_PORTS.contains(&c.dst_port) || c.src_port == 4011;
-        let dir = if is_dhcp {
-            None
-        } else if self.servers.contains(&dst_ip) {
-            Some(Direction::ToServer)
-        } else if self.servers.contains(&src_ip) {
-            Some(Direction::FromServer)
-        } else {
+        // Strangers are counted before paying for the checksum.
+        if self.route(src, dst).is_none() {
             self.counters.not_ours += 1;
             return;
-        };
+        }
         // Verifies the checksums (classify reads headers only).
         let payload = match UdpFrameRepr::parse(frame) {
             Ok((_, p)) => p,
@@ -210,15 +230,82 @@ impl CacheLogic {
                 return;
             }
         };
-        let src_mac: [u8; 6] = frame[6..12]
-            .try_into()
-            .expect("classified frames have a MAC header");
-        match dir {
-            None => {
+        self.handle_udp(now, from_client_side, src_mac(frame), src, dst, payload);
+    }
+
+    /// An IPv4 fragment (first or later): UDP to or from a boot server is
+    /// reassembled, and a complete datagram handled as a whole frame.
+    fn handle_fragment(&mut self, now: Instant, from_client_side: bool, frame: &[u8], c: &Class) {
+        let (Some(src_ip), Some(dst_ip)) = (c.src_v4(), c.dst_v4()) else {
+            self.counters.not_udp_v4 += 1;
+            return;
+        };
+        if c.protocol != IpProtocol::UDP.0 {
+            self.counters.not_udp_v4 += 1;
+            return;
+        }
+        // Later fragments carry no ports: the addresses decide.
+        if !self.servers.contains(&src_ip) && !self.servers.contains(&dst_ip) {
+            self.counters.not_ours += 1;
+            return;
+        }
+        let tags = usize::from(c.outer_vlan.is_some()) + usize::from(c.inner_vlan.is_some());
+        let ip_packet = frame.get(14 + 4 * tags..).unwrap_or_default();
+        let outcome = self.defrag.handle(now, ip_packet);
+        self.counters.defrag = *self.defrag.stats();
+        match outcome {
+            Outcome::Complete(datagram) => match datagram.udp() {
+                Ok((src, dst, payload)) => {
+                    // The completing fragment's MAC: all came from one sender.
+                    if self.route(src, dst).is_some() {
+                        self.handle_udp(now, from_client_side, src_mac(frame), src, dst, payload);
+                    } else {
+                        self.counters.not_ours += 1;
+                    }
+                }
+                Err(e) => {
+                    debug!("reassembled datagram from {src_ip} to {dst_ip} dropped: {e}");
+                    self.counters.bad_checksum += 1;
+                }
+            },
+            Outcome::Held | Outcome::Dropped(_) => {}
+            // classify saw MF or an offset; only a bad header gets here.
+            Outcome::NotFragment => self.counters.not_udp_v4 += 1,
+        }
+    }
+
+    /// Where a UDP datagram between `src` and `dst` goes, if anywhere.
+    fn route(&self, src: SocketAddrV4, dst: SocketAddrV4) -> Option<Route> {
+        if DHCP_PORTS.contains(&dst.port()) || src.port() == 4011 {
+            Some(Route::Dhcp)
+        } else if self.servers.contains(dst.ip()) {
+            Some(Route::Tftp(Direction::ToServer))
+        } else if self.servers.contains(src.ip()) {
+            Some(Route::Tftp(Direction::FromServer))
+        } else {
+            None
+        }
+    }
+
+    /// A verified UDP datagram (from a whole frame or reassembled) sent by
+    /// `src_mac`: DHCP/PXE to the image map, TFTP to the tracker.
+    fn handle_udp(
+        &mut self,
+        now: Instant,
+        from_client_side: bool,
+        src_mac: [u8; 6],
+        src: SocketAddrV4,
+        dst: SocketAddrV4,
+        payload: &[u8],
+    ) {
+        match self.route(src, dst) {
+            None => self.counters.not_ours += 1,
+            Some(Route::Dhcp) => {
                 self.counters.dhcp_messages += 1;
-                self.image_map.handle_dhcp(wall, src, dst, src_mac, payload);
+                self.image_map
+                    .handle_dhcp(self.wall, src, dst, src_mac, payload);
             }
-            Some(dir) => {
+            Some(Route::Tftp(dir)) => {
                 self.tracker.handle(now, dir, src, dst, payload);
                 // A request's MAC is the client's when it came from the
                 // client side (a router's otherwise, which the map ignores).
@@ -230,13 +317,18 @@ impl CacheLogic {
 
     /// Runs the timers due at `now` (idle transfers are dropped).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.defrag.handle_timeout(now);
+        self.counters.defrag = *self.defrag.stats();
         self.tracker.handle_timeout(now);
         self.drain_events(None);
     }
 
     /// When [`CacheLogic::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tracker.poll_timeout()
+        match (self.tracker.poll_timeout(), self.defrag.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next header-filter change for the fast path.
@@ -342,6 +434,23 @@ impl CacheLogic {
         }
         self.counters.tracker = *self.tracker.stats();
     }
+}
+
+/// Where a verified UDP datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// DHCP/BOOTP or PXE boot service: the image map.
+    Dhcp,
+    /// TFTP with a configured server: the tracker.
+    Tftp(Direction),
+}
+
+/// The source MAC of a frame `classify` found to be IP (so at least 14 bytes).
+fn src_mac(frame: &[u8]) -> [u8; 6] {
+    frame
+        .get(6..12)
+        .and_then(|m| m.try_into().ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

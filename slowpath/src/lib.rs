@@ -4,6 +4,8 @@
 //! - [`cache_logic::CacheLogic`]: what the worker drives: frames and time in,
 //!   filter updates, counters, the filestore and the image map out.
 //! - [`tracker`]: TFTP read transfers followed from snooped copies.
+//! - [`defrag`]: IPv4 reassembly of fragmented UDP (TFTP blocks larger
+//!   than the MTU) before tracking.
 //! - [`reassembly`]: one transfer's blocks into a temporary file, hashed.
 //! - [`filestore`]: the verified cache on disk.
 //! - [`dhcp`], [`imagemap`]: the message handler and the image map.
@@ -11,6 +13,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cache_logic;
+pub mod defrag;
 pub mod dhcp;
 pub mod filestore;
 pub mod imagemap;
@@ -19,6 +22,7 @@ pub mod reassembly;
 pub mod tracker;
 
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};
+pub use defrag::{DefragLimits, DefragStats};
 pub use dhcp::{BootDirective, BootVia, Learned, MessageHandler};
 pub use filestore::{Digest256, Entry, Filestore, FilestoreError, LoadReport, Published};
 pub use imagemap::{

@@ -145,6 +145,7 @@ fn run(cli: Cli) -> Result<()> {
                 windowsize: 1,
                 tsize: false,
                 wrap_to_zero: true,
+                fragment_mtu: None,
             },
         ),
         (

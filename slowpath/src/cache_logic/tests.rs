@@ -795,6 +795,197 @@ fn frames_that_are_not_ours() {
     assert_eq!((c.not_ours, c.not_udp_v4, c.frames), (1, 1, 3));
 }
 
+/// `frame` (untagged IPv4) as IPv4 fragments of at most `mtu` bytes of IP
+/// packet each, with identification `ident`; a frame that fits is returned
+/// as is.
+fn fragment(frame: &[u8], mtu: usize, ident: u16) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14);
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    if ip.len() <= mtu {
+        return vec![frame.to_vec()];
+    }
+    let (header, data) = ip.split_at(ihl);
+    let step = (mtu - ihl) / 8 * 8;
+    data.chunks(step)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = [eth, header, chunk].concat();
+            let mut p = wire::frame::ipv4::Packet::new_unchecked(&mut f[14..]);
+            p.set_total_len((ihl + chunk.len()) as u16);
+            p.set_ident(ident);
+            p.set_fragment(false, (i + 1) * step < data.len(), (i * step) as u16);
+            p.fill_checksum();
+            f
+        })
+        .collect()
+}
+
+impl Sim {
+    /// Like [`Sim::send`], with frames over `mtu` bytes of IP packet sent
+    /// as fragments (`reversed`: last fragment first).
+    fn send_fragmented(&mut self, spec: &Spec, p: &Pkt, mtu: usize, reversed: bool) {
+        self.now += Duration::from_micros(20);
+        let (src, dst, mac) = if p.from_client {
+            let port = if Packet::parse(&p.payload).is_ok_and(|x| matches!(x, Packet::Rrq(_))) {
+                69
+            } else {
+                spec.tid
+            };
+            (spec.client, SocketAddrV4::new(SERVER, port), CLIENT_MAC)
+        } else {
+            (SocketAddrV4::new(SERVER, spec.tid), spec.client, SERVER_MAC)
+        };
+        let ident = self.updates.len() as u16 ^ (self.now - self.t0).subsec_nanos() as u16;
+        let mut frames = fragment(&frame(src, dst, mac, &p.payload), mtu, ident);
+        if reversed {
+            frames.reverse();
+        }
+        for f in &frames {
+            let wall = self.wall();
+            self.logic.handle_frame(self.now, wall, p.from_client, f);
+        }
+        while let Some(u) = self.logic.poll_filter_update() {
+            self.updates.push(u);
+        }
+    }
+}
+
+#[test]
+fn blksize_8192_blocks_arrive_fragmented_and_are_cached() {
+    for (window, reversed) in [(1, false), (16, false), (16, true)] {
+        let spec = Spec::opts("boot.wim", 8192, window);
+        let data = content(200_000, 5);
+        let pkts = spec.packets(&data);
+        let mut sim = Sim::new();
+        for p in &pkts {
+            sim.send_fragmented(&spec, p, 1500, reversed);
+        }
+        assert!(sim.cached("boot.wim").as_deref() == Some(&data[..]));
+        let c = *sim.logic.counters();
+        // 24 full blocks of 8192 (6 fragments each at a 1500 MTU) and a
+        // final 3392-byte block (3 fragments).
+        assert_eq!(c.defrag.reassembled, 25, "window {window}");
+        assert_eq!(c.defrag.fragments, 24 * 6 + 3);
+        assert_eq!(c.defrag.dropped.total(), 0);
+        assert_eq!(
+            (c.transfers_completed, c.bad_checksum, c.not_udp_v4),
+            (1, 0, 0)
+        );
+        assert_eq!(sim.logic.poll_timeout(), None);
+        assert!(sim.tmp_is_empty());
+    }
+}
+
+#[test]
+fn a_corrupt_fragment_fails_the_checksum_and_nothing_is_cached() {
+    let spec = Spec::opts("kernel", 8192, 1);
+    let data = content(50_000, 6);
+    let pkts = spec.packets(&data);
+    let mut sim = Sim::new();
+    for (i, p) in pkts.iter().enumerate() {
+        if i != 7 {
+            sim.send_fragmented(&spec, p, 1500, false);
+            continue;
+        }
+        // DATA block 3: one bit flips in its fourth fragment's data (the IP
+        // header checksum does not cover it; the UDP checksum does).
+        assert!(matches!(
+            Packet::parse(&p.payload),
+            Ok(Packet::Data { block: 3, .. })
+        ));
+        let f = frame(
+            SocketAddrV4::new(SERVER, TID),
+            spec.client,
+            SERVER_MAC,
+            &p.payload,
+        );
+        let mut frags = fragment(&f, 1500, 0x4242);
+        assert_eq!(frags.len(), 6);
+        frags[3][100] ^= 0x08;
+        for f in &frags {
+            sim.logic.handle_frame(sim.now, sim.wall(), false, f);
+        }
+    }
+    sim.settle();
+    let c = *sim.logic.counters();
+    assert_eq!((c.bad_checksum, c.defrag.reassembled), (1, 6));
+    assert!(sim.cached("kernel").is_none());
+    assert_eq!(sim.discarded(DiscardReason::MissingBlocks), 1);
+    assert!(sim.tmp_is_empty());
+}
+
+#[test]
+fn conflicting_fragments_are_counted_and_drop_the_block() {
+    let spec = Spec::opts("initrd", 8192, 1);
+    let data = content(20_000, 7);
+    let pkts = spec.packets(&data);
+    let mut sim = Sim::new();
+    for p in &pkts[..3] {
+        sim.send(&spec, p); // RRQ, OACK, ACK 0
+    }
+    let f = frame(
+        SocketAddrV4::new(SERVER, TID),
+        spec.client,
+        SERVER_MAC,
+        &pkts[3].payload,
+    );
+    let frags = fragment(&f, 1500, 7);
+    // A forged copy of fragment 1 with other bytes, then the real ones.
+    let mut forged = frags[1].clone();
+    forged[200] ^= 0xff;
+    for f in std::iter::once(&forged).chain(&frags) {
+        sim.logic.handle_frame(sim.now, sim.wall(), false, f);
+    }
+    let c = *sim.logic.counters();
+    assert_eq!(
+        c.defrag
+            .dropped
+            .get(crate::defrag::DropReason::OverlapConflict),
+        1
+    );
+    assert_eq!(c.defrag.reassembled, 0);
+    // The defragmenter's timer is among the cache logic's.
+    let due = sim.logic.poll_timeout().unwrap();
+    assert!(due <= sim.now + Duration::from_secs(2));
+}
+
+#[test]
+fn fragments_that_are_not_ours() {
+    let mut sim = Sim::new();
+    let other = SocketAddrV4::new(Ipv4Addr::new(10, 9, 9, 9), 5000);
+    let big = vec![0x5a; 3000];
+    // UDP between two other hosts.
+    let f = frame(other, client(1), SERVER_MAC, &big);
+    for f in fragment(&f, 1500, 1) {
+        sim.logic.handle_frame(sim.now, sim.wall(), false, &f);
+    }
+    // Not UDP, from the server: protocol 1 (ICMP) in the IP header.
+    let f = frame(SocketAddrV4::new(SERVER, 1), client(1), SERVER_MAC, &big);
+    for mut f in fragment(&f, 1500, 2) {
+        let mut p = wire::frame::ipv4::Packet::new_unchecked(&mut f[14..]);
+        p.set_protocol(wire::frame::IpProtocol::ICMP);
+        p.fill_checksum();
+        sim.logic.handle_frame(sim.now, sim.wall(), false, &f);
+    }
+    let c = *sim.logic.counters();
+    assert_eq!((c.frames, c.not_ours, c.not_udp_v4), (6, 3, 3));
+    assert_eq!(c.defrag.fragments, 0);
+
+    // A lone first fragment from the server times out with the timers.
+    let f = frame(SocketAddrV4::new(SERVER, TID), client(1), SERVER_MAC, &big);
+    let first = fragment(&f, 1500, 3).remove(0);
+    sim.logic.handle_frame(sim.now, sim.wall(), false, &first);
+    assert_eq!(sim.logic.counters().defrag.fragments, 1);
+    assert_eq!(
+        sim.logic.poll_timeout(),
+        Some(sim.now + Duration::from_secs(2))
+    );
+    sim.settle();
+    let c = *sim.logic.counters();
+    assert_eq!(c.defrag.dropped.get(crate::defrag::DropReason::Timeout), 1);
+    assert_eq!(sim.logic.poll_timeout(), None);
+}
+
 /// What a lossy, duplicating, reordering copy path does to a transfer.
 #[derive(Debug, Clone)]
 struct Impair {
