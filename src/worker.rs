@@ -16,6 +16,10 @@ const BATCH: usize = 256;
 /// The image map is saved at most this often (and at exit): a boot storm
 /// changes it with every request, and each save is a write and an fsync.
 const SAVE_PERIOD: Duration = Duration::from_secs(1);
+/// Timers (transfer idle timeouts, fragment timeouts) are checked this often:
+/// their periods are seconds, and finding the next deadline walks every
+/// transfer, which is too much to do on every pass of a busy loop.
+const TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// Sleep when the ring is empty: the slow path is not latency-critical, and
 /// on two CPUs it shares its core with others.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
@@ -38,11 +42,15 @@ impl Worker {
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut next_stats = self.stats_interval.map(|d| Instant::now() + d);
         let mut next_save = Instant::now() + SAVE_PERIOD;
+        let mut next_timer_check = Instant::now();
         while !self.quit.load(Ordering::Relaxed) {
             let handled = self.handle_batch();
             let now = Instant::now();
-            if self.logic.poll_timeout().is_some_and(|t| t <= now) {
-                self.logic.handle_timeout(now);
+            if now >= next_timer_check {
+                if self.logic.poll_timeout().is_some_and(|t| t <= now) {
+                    self.logic.handle_timeout(now);
+                }
+                next_timer_check = now + TIMER_PERIOD;
             }
             self.apply_filter_updates();
             if let (Some(t), Some(d)) = (next_stats, self.stats_interval) {
