@@ -34,38 +34,12 @@ fn start_bootcache(h: &Harness, tag: &str, args: &[&str]) -> Bootcache {
     let cache = std::env::temp_dir().join(format!("bootcache-test-{}-cache", std::process::id()));
     let mut all = vec!["--cache-dir", cache.to_str().unwrap()];
     all.extend_from_slice(args);
-    let mut bc = Bootcache::spawn(
-        BOOTCACHE.as_ref(),
-        h.socket_paths(),
-        &prefix,
-        "0@0,1@1",
-        &all,
-    )
-    .unwrap();
-    if let Err(e) = h.wait_link_up(Duration::from_secs(30), || bc.is_running()) {
-        let fin = bc.wait(Duration::from_secs(2)).unwrap();
-        panic!("{e}\nstderr: {}", fin.stderr);
-    }
-    h.drain();
-    bc
+    h.start_bootcache(BOOTCACHE.as_ref(), &prefix, &all)
+        .unwrap()
 }
 
 fn stop(h: &Harness, bc: Bootcache) -> Finished {
-    let fin = bc.stop(Duration::from_secs(15)).unwrap();
-    assert_eq!(
-        fin.code,
-        Some(0),
-        "bootcache exit code; stderr:\n{}",
-        fin.stderr
-    );
-    assert_eq!(
-        fin.ports.len(),
-        2,
-        "final statistics missing:\n{}",
-        fin.stdout
-    );
-    h.wait_link_down(Duration::from_secs(10)).unwrap();
-    fin
+    h.stop_bootcache(bc).unwrap()
 }
 
 fn assert_all_crossed(what: &str, r: &TransferReport) {

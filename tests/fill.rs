@@ -56,27 +56,12 @@ fn start(h: &Harness, tag: &str, cfg: &Path, extra: &[&str]) -> Bootcache {
     let prefix = format!("bcf-{tag}-{}", std::process::id());
     let mut args = vec!["--config", cfg.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let mut bc = Bootcache::spawn(
-        BOOTCACHE.as_ref(),
-        h.socket_paths(),
-        &prefix,
-        "0@0,1@1",
-        &args,
-    )
-    .unwrap();
-    if let Err(e) = h.wait_link_up(Duration::from_secs(30), || bc.is_running()) {
-        let fin = bc.wait(Duration::from_secs(2)).unwrap();
-        panic!("{e}\nstderr: {}", fin.stderr);
-    }
-    h.drain();
-    bc
+    h.start_bootcache(BOOTCACHE.as_ref(), &prefix, &args)
+        .unwrap()
 }
 
 fn stop(h: &Harness, bc: Bootcache) -> Finished {
-    let fin = bc.stop(Duration::from_secs(30)).unwrap();
-    assert_eq!(fin.code, Some(0), "bootcache exit; stderr:\n{}", fin.stderr);
-    h.wait_link_down(Duration::from_secs(10)).unwrap();
-    fin
+    h.stop_bootcache(bc).unwrap()
 }
 
 /// Every frame crossed, byte-identical and in order, both ways.

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig};
 
 use crate::frames::test_frame;
+use crate::process::{Bootcache, Finished};
 
 /// Two vhost-user ports: index 0 faces bootcache's client-side port 0,
 /// index 1 its server-side port 1.
@@ -123,6 +124,43 @@ impl Harness {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts `bin` (bootcache) on this harness's sockets with lcores
+    /// `0@0,1@1` and `args` after `--`, waits until both links are up and
+    /// drops whatever arrived before. If it exits first, the error carries
+    /// the last line it printed on stderr.
+    pub fn start_bootcache(
+        &self,
+        bin: &Path,
+        file_prefix: &str,
+        args: &[&str],
+    ) -> Result<Bootcache> {
+        let mut bc = Bootcache::spawn(bin, self.socket_paths(), file_prefix, "0@0,1@1", args)?;
+        if let Err(e) = self.wait_link_up(Duration::from_secs(30), || bc.is_running()) {
+            let fin = bc.wait(Duration::from_secs(2))?;
+            bail!(
+                "{e}: bootcache said: {}",
+                fin.stderr.lines().last().unwrap_or("").trim()
+            );
+        }
+        self.drain();
+        Ok(bc)
+    }
+
+    /// Stops bootcache as Ctrl-C would, requires a clean exit (status 0 and
+    /// its final statistics) and waits until both links are down.
+    pub fn stop_bootcache(&self, bc: Bootcache) -> Result<Finished> {
+        let fin = bc.stop(Duration::from_secs(30))?;
+        if fin.code != Some(0) || fin.ports.len() != 2 {
+            bail!(
+                "bootcache exited with {:?}; stderr:\n{}",
+                fin.code,
+                fin.stderr
+            );
+        }
+        self.wait_link_down(Duration::from_secs(10))?;
+        Ok(fin)
     }
 
     /// Waits until both vhost ports lost their peer (bootcache exited).

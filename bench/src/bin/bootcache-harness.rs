@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bootcache_bench::frames::malformed_frames;
 use bootcache_bench::harness::Harness;
-use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files, Bootcache};
+use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files};
 use bootcache_bench::scenario::{
     captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
 };
@@ -73,22 +73,8 @@ fn run(cli: Cli) -> Result<()> {
         ),
     )?;
     let app = ["--config", cfg.to_str().unwrap_or_default()];
-    let mut bc = Bootcache::spawn(
-        &bin,
-        h.socket_paths(),
-        &format!("bch-dut-{pid}"),
-        "0@0,1@1",
-        &app,
-    )?;
+    let bc = h.start_bootcache(&bin, &format!("bch-dut-{pid}"), &app)?;
     println!("harness: started {} (pid {})", bin.display(), bc.pid());
-    if let Err(e) = h.wait_link_up(Duration::from_secs(20), || bc.is_running()) {
-        let fin = bc.wait(Duration::from_secs(1))?;
-        bail!(
-            "{e}: bootcache said: {}",
-            fin.stderr.lines().last().unwrap_or("").trim()
-        );
-    }
-    h.drain();
 
     let mut crossed = [0u64; 2];
     let mut lost = 0u64;
@@ -193,16 +179,9 @@ fn run(cli: Cli) -> Result<()> {
             if ok { ", byte-identical" } else { ", LOSS" }
         );
     }
-    let fin = bc.stop(Duration::from_secs(10))?;
+    let fin = h.stop_bootcache(bc)?;
     println!();
     print!("{}", fin.stdout);
-    if fin.code != Some(0) {
-        bail!(
-            "bootcache exited with {:?}: {}",
-            fin.code,
-            fin.stderr.trim()
-        );
-    }
     remove_hugepage_files(&h.file_prefix);
     if lost > 0 {
         bail!("{lost} frames lost or changed in the bridge");
