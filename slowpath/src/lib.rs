@@ -8,6 +8,7 @@
 //!   than the MTU) before tracking.
 //! - [`reassembly`]: one transfer's blocks into a temporary file, hashed.
 //! - [`filestore`]: the verified cache on disk.
+//! - [`tftp_server`]: the TFTP server session that serves a cache hit.
 //! - [`dhcp`], [`imagemap`]: the message handler and the image map.
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -19,6 +20,7 @@ pub mod filestore;
 pub mod imagemap;
 pub mod limits;
 pub mod reassembly;
+pub mod tftp_server;
 pub mod tracker;
 
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};
@@ -30,4 +32,9 @@ pub use imagemap::{
 };
 /// The cache's resource bounds ([`Limits`] at the root is the image map's).
 pub use limits::Limits as CacheLimits;
+/// How a TFTP server session ended ([`tftp_server::Outcome`]).
+pub use tftp_server::Outcome as ServeOutcome;
+pub use tftp_server::{
+    error_response, FileSource, Refusal, ServerConfig, ServerSession, SessionCounters, Transmit,
+};
 pub use tracker::{DiscardReason, Event, FilterUpdate};
