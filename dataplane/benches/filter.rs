@@ -133,7 +133,7 @@ fn mix() -> (Vec<(usize, Vec<u8>)>, usize) {
             matching += 1;
             let i = (rng.next() % u64::from(RULES)) as u32;
             let server = v4(SERVER, rule_tid(i));
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 (1, tftp_data(server, rule_client(i)))
             } else {
                 (0, tftp_ack(rule_client(i), server))

@@ -118,7 +118,7 @@ fn benches(c: &mut Criterion) {
                     let mut r =
                         Reassembly::create(path, bs, Some(FILE_LEN as u64), u64::MAX).unwrap();
                     let mut chunks: Vec<&[u8]> = data.chunks(usize::from(bs)).collect();
-                    if data.len() % usize::from(bs) == 0 {
+                    if data.len().is_multiple_of(usize::from(bs)) {
                         chunks.push(&[]);
                     }
                     for (i, ch) in chunks.iter().enumerate() {

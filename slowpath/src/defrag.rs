@@ -454,9 +454,9 @@ impl Defragmenter {
             return self.kill(key, DropReason::TooManyFragments);
         }
         let length_ok = if more_frags {
-            p.total.map_or(true, |t| end <= t)
+            p.total.is_none_or(|t| end <= t)
         } else {
-            p.total.map_or(true, |t| t == end) && p.max_end <= end
+            p.total.is_none_or(|t| t == end) && p.max_end <= end
         };
         if !length_ok {
             return self.kill(key, DropReason::LengthConflict);

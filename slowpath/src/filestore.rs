@@ -539,7 +539,7 @@ mod tests {
             .join(format!("t{}", N.fetch_add(1, Ordering::Relaxed)));
         let mut r = Reassembly::create(path, 512, None, u64::MAX).unwrap();
         let mut chunks: Vec<&[u8]> = content.chunks(512).collect();
-        if content.len() % 512 == 0 {
+        if content.len().is_multiple_of(512) {
             chunks.push(&[]);
         }
         for (i, c) in chunks.iter().enumerate() {

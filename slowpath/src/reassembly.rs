@@ -415,7 +415,7 @@ mod tests {
     fn blocks(content: &[u8], blksize: usize) -> Vec<&[u8]> {
         // Always ends with a short (possibly empty) block, as TFTP does.
         let mut v: Vec<&[u8]> = content.chunks(blksize).collect();
-        if content.len() % blksize == 0 {
+        if content.len().is_multiple_of(blksize) {
             v.push(&[]);
         }
         v

@@ -811,7 +811,7 @@ impl<'a> DhcpOption<'a> {
                 }
             }
             code::CLIENT_ARCH => {
-                if data.is_empty() || data.len() % 2 != 0 {
+                if data.is_empty() || !data.len().is_multiple_of(2) {
                     return Err(bad_len);
                 }
                 Self::ClientArch(

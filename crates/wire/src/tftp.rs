@@ -1181,7 +1181,7 @@ mod tests {
         use TftpError::*;
         let long_rrq = {
             let mut v = b"\x00\x01".to_vec();
-            v.extend(std::iter::repeat(b'a').take(504));
+            v.extend(std::iter::repeat_n(b'a', 504));
             v.extend_from_slice(b"\x00octet\x00");
             v
         };

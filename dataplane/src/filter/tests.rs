@@ -561,7 +561,7 @@ fn concurrent_publish_while_a_reader_looks_up() {
                     f.src_port = 7000 + (g as u16);
                     let hit = t.lookup(1, &f) != Action::Forward;
                     assert_eq!(hit, p < n, "generation {g} port {p}");
-                    if p < n && p % 2 == 0 {
+                    if p < n && p.is_multiple_of(2) {
                         f.src_port = 6999;
                         assert_eq!(t.lookup(1, &f), Action::Forward, "pinned, generation {g}");
                     }

@@ -277,7 +277,7 @@ impl Ipv4Options {
     /// Copies raw option bytes: at most 40, a multiple of 4 (pad with
     /// End-of-Option-List zeros first).
     pub fn new(raw: &[u8]) -> Result<Self, Error> {
-        if raw.len() > MAX_OPTIONS_LEN || raw.len() % 4 != 0 {
+        if raw.len() > MAX_OPTIONS_LEN || !raw.len().is_multiple_of(4) {
             return Err(Error::BadHeaderLen);
         }
         let mut opts = Self::EMPTY;

@@ -1,0 +1,135 @@
+//! `bootcache-agent`: serves the freshness protocol for one TFTP root.
+
+#![deny(unsafe_code)]
+
+use std::io::{ErrorKind, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bootcache_agent::watch::{self, WatchConfig};
+use bootcache_agent::{random_seed, Key, Responder, Table};
+use clap::Parser;
+
+/// Answers bootcache's "is this copy still current?" questions for the files
+/// under a TFTP root.
+#[derive(Parser, Debug)]
+#[command(name = "bootcache-agent", version)]
+struct Args {
+    /// The TFTP root directory (as served by tftpd-hpa / dnsmasq).
+    #[arg(long)]
+    root: PathBuf,
+    /// UDP address to listen on, e.g. 0.0.0.0:4070 (port 0 picks a free one).
+    #[arg(long)]
+    listen: SocketAddr,
+    /// File holding the shared HMAC key: hex, or raw bytes; at least 32 bytes.
+    #[arg(long)]
+    key_file: PathBuf,
+    /// Accepted clock difference to the cache, in seconds.
+    #[arg(long, default_value_t = 30)]
+    window: u64,
+    /// Quiet time after the last write before a file is rehashed, in ms.
+    #[arg(long, default_value_t = 200)]
+    debounce_ms: u64,
+    /// Most nonces remembered for replay protection.
+    #[arg(long, default_value_t = 1 << 16)]
+    replay_capacity: usize,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("bootcache-agent: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let contents = std::fs::read(&args.key_file)
+        .map_err(|e| format!("cannot read --key-file {}: {e}", args.key_file.display()))?;
+    let key = Key::from_file_contents(&contents)
+        .map_err(|e| format!("--key-file {}: {e}", args.key_file.display()))?;
+    if args.window == 0 {
+        return Err("--window must be at least 1 second".into());
+    }
+    let window = Duration::from_secs(args.window);
+
+    let table = Table::scan(&args.root)
+        .map_err(|e| format!("cannot scan --root {}: {e}", args.root.display()))?;
+    log::info!(
+        "verification table: {} files under {}",
+        table.len(),
+        table.root().display()
+    );
+    let table = Arc::new(RwLock::new(table));
+    let _watcher = watch::spawn(
+        table.clone(),
+        WatchConfig {
+            debounce: Duration::from_millis(args.debounce_ms),
+            ..WatchConfig::default()
+        },
+    )
+    .map_err(|e| format!("cannot watch --root {}: {e}", args.root.display()))?;
+
+    let sock = UdpSocket::bind(args.listen)
+        .map_err(|e| format!("cannot bind --listen {}: {e}", args.listen))?;
+    // Short timeout: the loop must notice the shutdown flag promptly.
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| format!("socket: {e}"))?;
+    let local = sock.local_addr().map_err(|e| format!("socket: {e}"))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+
+    let mut responder = Responder::new(key, window, args.replay_capacity, random_seed());
+    // The ready line: scripts and tests wait for it (and learn the port).
+    println!("bootcache-agent: listening on {local}");
+    let _ = std::io::stdout().flush();
+
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("recv: {e}");
+                continue;
+            }
+        };
+        let now = SystemTime::now();
+        let reply = {
+            let t = table.read().unwrap_or_else(|e| e.into_inner());
+            responder.handle(now, &buf[..n], |file, sha| t.query(file, sha))
+        };
+        match reply {
+            Some(r) => {
+                if let Err(e) = sock.send_to(&r, from) {
+                    log::warn!("send to {from}: {e}");
+                }
+            }
+            None => log::debug!("dropped datagram from {from}"),
+        }
+    }
+
+    let c = responder.counters();
+    let a = responder.answers();
+    println!("bootcache-agent: counters: {c}");
+    println!(
+        "bootcache-agent: answers: current={} stale={} unknown={}",
+        a.current, a.stale, a.unknown
+    );
+    let _ = std::io::stdout().flush();
+    log::info!("shutting down");
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! The cache's side of the protocol, sans-I/O (quinn-proto style): the slow
+//! path feeds datagrams and the clock in, and pulls datagrams, timeouts and
+//! verdicts out.
+//!
+//! Boot storms: answers are cached per (server, file, SHA-256) for a TTL, and
+//! concurrent validations of the same key share one in-flight question.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::replay::{unix_ms, ReplayGuard};
+use crate::responder::Counters;
+use crate::wire::{self, Answer, DropReason, Envelope, FileState, Request, RequestId};
+use crate::{Key, NonceGen};
+
+/// The outcome of one validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The cached copy is current: serve it.
+    Current(FileState),
+    /// The server has different content now (described here).
+    Stale(FileState),
+    /// The agent does not know the file (or it is being rewritten).
+    Unknown,
+    /// No authentic answer after all tries.
+    Unreachable,
+}
+
+impl From<Answer> for Verdict {
+    fn from(a: Answer) -> Self {
+        match a {
+            Answer::Current(s) => Verdict::Current(s),
+            Answer::Stale(s) => Verdict::Stale(s),
+            Answer::Unknown => Verdict::Unknown,
+        }
+    }
+}
+
+/// Validator settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidatorConfig {
+    /// Wait this long for an answer before retrying.
+    pub retry_interval: Duration,
+    /// Datagrams sent per question before the verdict is `Unreachable`.
+    pub max_tries: u32,
+    /// How long an answer is reused for the same (server, file, SHA-256).
+    /// Zero disables the cache. A longer TTL absorbs bigger storms but may
+    /// serve a copy up to TTL after the server's file changed.
+    pub ttl: Duration,
+    /// Accepted clock difference to the agent (must match its `--window`).
+    pub window: Duration,
+    /// Most answers kept in the cache; the oldest is evicted beyond it.
+    pub max_cached: usize,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> Self {
+        Self {
+            retry_interval: Duration::from_millis(500),
+            max_tries: 3,
+            ttl: Duration::from_secs(5),
+            window: Duration::from_secs(30),
+            max_cached: 4096,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The agent's address.
+    pub destination: SocketAddr,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+type CacheKey = (SocketAddr, String, [u8; 32]);
+
+#[derive(Debug)]
+struct Pending {
+    key: CacheKey,
+    tries: u32,
+    deadline: SystemTime,
+    /// Validations waiting for this question (the first is the question's id).
+    waiters: Vec<RequestId>,
+}
+
+/// Client-side validation state machine.
+#[derive(Debug)]
+pub struct Validator {
+    key: Key,
+    config: ValidatorConfig,
+    ids: NonceGen,
+    nonces: NonceGen,
+    window: ReplayGuard,
+    pending: HashMap<RequestId, Pending>,
+    inflight: HashMap<CacheKey, RequestId>,
+    cache: HashMap<CacheKey, (SystemTime, Verdict)>,
+    transmits: VecDeque<Transmit>,
+    results: VecDeque<(RequestId, Verdict)>,
+    counters: Counters,
+    cache_hits: u64,
+}
+
+impl Validator {
+    /// A validator; `seed` should be random ([`crate::random_seed`]) so that
+    /// request ids and nonces do not repeat across restarts of the cache.
+    pub fn new(key: Key, config: ValidatorConfig, seed: u64) -> Self {
+        Self {
+            key,
+            config,
+            ids: NonceGen::new(seed),
+            nonces: NonceGen::new(seed ^ 0x6a09_e667_f3bc_c908),
+            // Only the window is used: responses are matched by request id.
+            window: ReplayGuard::new(config.window, 0),
+            pending: HashMap::new(),
+            inflight: HashMap::new(),
+            cache: HashMap::new(),
+            transmits: VecDeque::new(),
+            results: VecDeque::new(),
+            counters: Counters::default(),
+            cache_hits: 0,
+        }
+    }
+
+    /// Asks whether `sha256` is still current for `file` on the agent at
+    /// `server`. The verdict comes out of [`Validator::poll_result`] under the
+    /// returned id: immediately on a cache hit, otherwise after an answer or
+    /// after the last retry times out.
+    ///
+    /// `file` is sent as given (the agent normalises it); names longer than
+    /// [`wire::MAX_PATH_LEN`] or empty get `Unknown` without asking.
+    pub fn validate(
+        &mut self,
+        now: SystemTime,
+        server: SocketAddr,
+        file: &str,
+        sha256: [u8; 32],
+    ) -> RequestId {
+        let id = RequestId(self.ids.next());
+        if file.is_empty() || file.len() > wire::MAX_PATH_LEN {
+            self.results.push_back((id, Verdict::Unknown));
+            return id;
+        }
+        let key = (server, file.to_owned(), sha256);
+        if let Some(&(expires, verdict)) = self.cache.get(&key) {
+            if now < expires {
+                self.cache_hits += 1;
+                self.results.push_back((id, verdict));
+                return id;
+            }
+            self.cache.remove(&key);
+        }
+        if let Some(q) = self.inflight.get(&key) {
+            if let Some(p) = self.pending.get_mut(q) {
+                p.waiters.push(id);
+                return id;
+            }
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                key: key.clone(),
+                tries: 0,
+                deadline: now,
+                waiters: vec![id],
+            },
+        );
+        self.inflight.insert(key, id);
+        self.send(now, id);
+        id
+    }
+
+    fn send(&mut self, now: SystemTime, id: RequestId) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.tries += 1;
+        p.deadline = now + self.config.retry_interval;
+        let req = Request {
+            envelope: Envelope {
+                timestamp_ms: unix_ms(now),
+                // A fresh nonce per datagram: a retry must not look like a
+                // replay of the first try to the agent.
+                nonce: self.nonces.next(),
+                request_id: id,
+            },
+            file: p.key.1.clone(),
+            sha256: p.key.2,
+        };
+        self.transmits.push_back(Transmit {
+            destination: p.key.0,
+            payload: wire::encode_request(&req, &self.key),
+        });
+    }
+
+    /// Feeds a datagram received from an agent. Returns true if it answered
+    /// a pending question; everything else is dropped and counted.
+    pub fn handle_datagram(&mut self, now: SystemTime, bytes: &[u8]) -> bool {
+        self.counters.received += 1;
+        let result = wire::decode_response(bytes, &self.key).and_then(|r| {
+            if !self.window.in_window(now, r.envelope.timestamp_ms) {
+                Err(DropReason::OutsideWindow)
+            } else if !self.pending.contains_key(&r.envelope.request_id) {
+                // Late duplicate or replayed answer to a finished question.
+                Err(DropReason::Unexpected)
+            } else {
+                Ok(r)
+            }
+        });
+        let resp = match result {
+            Ok(r) => r,
+            Err(reason) => {
+                self.counters.count_drop(reason);
+                return false;
+            }
+        };
+        self.counters.accepted += 1;
+        let verdict = Verdict::from(resp.answer);
+        let p = self
+            .pending
+            .remove(&resp.envelope.request_id)
+            .expect("checked above");
+        self.inflight.remove(&p.key);
+        if !self.config.ttl.is_zero() {
+            if self.cache.len() >= self.config.max_cached {
+                self.evict(now);
+            }
+            if self.cache.len() < self.config.max_cached {
+                self.cache.insert(p.key, (now + self.config.ttl, verdict));
+            }
+        }
+        for w in p.waiters {
+            self.results.push_back((w, verdict));
+        }
+        true
+    }
+
+    fn evict(&mut self, now: SystemTime) {
+        self.cache.retain(|_, (exp, _)| now < *exp);
+        if self.cache.len() >= self.config.max_cached {
+            if let Some(k) = self
+                .cache
+                .iter()
+                .min_by_key(|(_, (exp, _))| *exp)
+                .map(|(k, _)| k.clone())
+            {
+                self.cache.remove(&k);
+            }
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next finished validation, if any.
+    pub fn poll_result(&mut self) -> Option<(RequestId, Verdict)> {
+        self.results.pop_front()
+    }
+
+    /// When [`Validator::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// Retries questions whose deadline passed, or gives up on them with
+    /// [`Verdict::Unreachable`] after `max_tries` datagrams.
+    pub fn handle_timeout(&mut self, now: SystemTime) {
+        let due: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if self.pending[&id].tries >= self.config.max_tries {
+                let p = self.pending.remove(&id).expect("listed above");
+                self.inflight.remove(&p.key);
+                for w in p.waiters {
+                    self.results.push_back((w, Verdict::Unreachable));
+                }
+            } else {
+                self.send(now, id);
+            }
+        }
+    }
+
+    /// Forgets cached answers, e.g. after the cache refilled a file.
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Datagram counters (responses received, matched, dropped by reason).
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Validations answered from the TTL cache.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache_hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::responder::Responder;
+    use crate::table::normalize;
+    use std::time::UNIX_EPOCH;
+
+    const AGENT: &str = "192.0.2.1:4070";
+
+    fn key() -> Key {
+        Key::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+    }
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    const GOOD: [u8; 32] = [1; 32];
+    const NEW: [u8; 32] = [2; 32];
+
+    /// The agent's view: "pxelinux.0" has content GOOD, "vmlinuz" has NEW.
+    fn table(file: &str, _sha: &[u8; 32]) -> Option<FileState> {
+        match normalize(file).ok()?.as_str() {
+            "pxelinux.0" => Some(FileState {
+                size: 10,
+                version: 1,
+                sha256: GOOD,
+            }),
+            "vmlinuz" => Some(FileState {
+                size: 20,
+                version: 4,
+                sha256: NEW,
+            }),
+            _ => None,
+        }
+    }
+
+    fn lookup(file: &str, sha: &[u8; 32]) -> Answer {
+        match table(file, sha) {
+            Some(s) if &s.sha256 == sha => Answer::Current(s),
+            Some(s) => Answer::Stale(s),
+            None => Answer::Unknown,
+        }
+    }
+
+    struct World {
+        v: Validator,
+        agent: Responder,
+        now: SystemTime,
+        /// Drop every datagram to the agent while true.
+        lose: bool,
+        sent: usize,
+    }
+
+    impl World {
+        fn new(config: ValidatorConfig) -> Self {
+            Self {
+                v: Validator::new(key(), config, 1),
+                agent: Responder::new(key(), Duration::from_secs(30), 1024, 2),
+                now: t0(),
+                lose: false,
+                sent: 0,
+            }
+        }
+
+        /// Delivers pending datagrams both ways (10 ms latency each way).
+        fn pump(&mut self) {
+            while let Some(tx) = self.v.poll_transmit() {
+                assert_eq!(tx.destination, AGENT.parse().unwrap());
+                self.sent += 1;
+                if self.lose {
+                    continue;
+                }
+                self.now += ms(10);
+                if let Some(resp) = self.agent.handle(self.now, &tx.payload, lookup) {
+                    self.now += ms(10);
+                    assert!(self.v.handle_datagram(self.now, &resp));
+                }
+            }
+        }
+
+        fn ask(&mut self, file: &str, sha: [u8; 32]) -> (RequestId, Verdict) {
+            let id = self.v.validate(self.now, AGENT.parse().unwrap(), file, sha);
+            loop {
+                self.pump();
+                if let Some(r) = self.v.poll_result() {
+                    return r;
+                }
+                let t = self
+                    .v
+                    .poll_timeout()
+                    .expect("pending question has a timeout");
+                assert!(t > self.now || self.lose);
+                self.now = self.now.max(t);
+                self.v.handle_timeout(self.now);
+                let _ = id;
+            }
+        }
+    }
+
+    #[test]
+    fn current_stale_unknown() {
+        let mut w = World::new(ValidatorConfig::default());
+        let (id, v) = w.ask("/pxelinux.0", GOOD);
+        assert!(matches!(v, Verdict::Current(s) if s.size == 10));
+        let (id2, v) = w.ask("vmlinuz", GOOD);
+        assert_ne!(id, id2);
+        assert_eq!(
+            v,
+            Verdict::Stale(FileState {
+                size: 20,
+                version: 4,
+                sha256: NEW
+            })
+        );
+        let (_, v) = w.ask("missing", GOOD);
+        assert_eq!(v, Verdict::Unknown);
+        assert_eq!(w.sent, 3);
+        assert_eq!(w.agent.answers().current, 1);
+    }
+
+    #[test]
+    fn ttl_cache_answers_without_a_datagram() {
+        let mut w = World::new(ValidatorConfig {
+            ttl: Duration::from_secs(5),
+            ..Default::default()
+        });
+        w.ask("pxelinux.0", GOOD);
+        assert_eq!(w.sent, 1);
+        w.now += Duration::from_secs(4);
+        let id =
+            w.v.validate(w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+        assert!(w.v.poll_transmit().is_none());
+        assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
+        assert_eq!(w.v.cache_hits(), 1);
+        // A different hash is a different question.
+        w.ask("pxelinux.0", NEW);
+        assert_eq!(w.sent, 2);
+        // After the TTL the agent is asked again.
+        w.now += Duration::from_secs(2);
+        w.ask("pxelinux.0", GOOD);
+        assert_eq!(w.sent, 3);
+    }
+
+    #[test]
+    fn concurrent_validations_share_one_question() {
+        let mut w = World::new(ValidatorConfig::default());
+        let ids: Vec<RequestId> = (0..50)
+            .map(|_| {
+                w.v.validate(w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
+            })
+            .collect();
+        w.pump();
+        assert_eq!(w.sent, 1);
+        let mut got = Vec::new();
+        while let Some((id, v)) = w.v.poll_result() {
+            assert!(matches!(v, Verdict::Current(_)));
+            got.push(id);
+        }
+        assert_eq!(got, ids);
+    }
+
+    #[test]
+    fn retries_then_unreachable() {
+        let mut w = World::new(ValidatorConfig {
+            retry_interval: ms(500),
+            max_tries: 3,
+            ..Default::default()
+        });
+        w.lose = true;
+        let start = w.now;
+        let (_, v) = w.ask("pxelinux.0", GOOD);
+        assert_eq!(v, Verdict::Unreachable);
+        assert_eq!(w.sent, 3);
+        assert_eq!(w.now.duration_since(start).unwrap(), ms(1500));
+        assert!(w.v.poll_timeout().is_none());
+        // Unreachable is not cached: the next validation asks again.
+        w.lose = false;
+        let (_, v) = w.ask("pxelinux.0", GOOD);
+        assert!(matches!(v, Verdict::Current(_)));
+    }
+
+    #[test]
+    fn retry_after_lost_answer_is_not_a_replay() {
+        let mut w = World::new(ValidatorConfig::default());
+        let id =
+            w.v.validate(w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+        // The first request reaches the agent but its answer is lost.
+        let tx = w.v.poll_transmit().unwrap();
+        assert!(w.agent.handle(w.now, &tx.payload, lookup).is_some());
+        w.now += ms(500);
+        w.v.handle_timeout(w.now);
+        let retry = w.v.poll_transmit().unwrap();
+        assert_ne!(retry.payload, tx.payload);
+        let resp = w.agent.handle(w.now, &retry.payload, lookup).unwrap();
+        assert!(w.v.handle_datagram(w.now, &resp));
+        assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
+        // A duplicate of that answer is unexpected now.
+        assert!(!w.v.handle_datagram(w.now, &resp));
+        assert_eq!(w.v.counters().unexpected, 1);
+    }
+
+    #[test]
+    fn forged_and_old_answers_are_dropped() {
+        let mut w = World::new(ValidatorConfig::default());
+        let id = w.v.validate(w.now, AGENT.parse().unwrap(), "vmlinuz", GOOD);
+        let _ = w.v.poll_transmit().unwrap();
+        let forged = |k: &Key, ts: SystemTime| {
+            wire::encode_response(
+                &wire::Response {
+                    envelope: Envelope {
+                        timestamp_ms: unix_ms(ts),
+                        nonce: 5,
+                        request_id: id,
+                    },
+                    answer: Answer::Current(FileState {
+                        size: 1,
+                        version: 1,
+                        sha256: GOOD,
+                    }),
+                },
+                k,
+            )
+        };
+        let other = Key::new(vec![9; 32]).unwrap();
+        assert!(!w.v.handle_datagram(w.now, &forged(&other, w.now)));
+        assert!(!w
+            .v
+            .handle_datagram(w.now, &forged(&key(), w.now - Duration::from_secs(31))));
+        let mut t = forged(&key(), w.now);
+        t[40] ^= 1;
+        assert!(!w.v.handle_datagram(w.now, &t));
+        assert!(!w.v.handle_datagram(w.now, &t[..20]));
+        let c = w.v.counters();
+        assert_eq!((c.bad_mac, c.outside_window, c.malformed), (2, 1, 1));
+        assert!(w.v.poll_result().is_none());
+    }
+
+    #[test]
+    fn agent_drops_and_counts_bad_requests() {
+        let mut agent = Responder::new(key(), Duration::from_secs(30), 1024, 3);
+        let now = t0();
+        let req = |ts: SystemTime, nonce: u64, k: &Key| {
+            wire::encode_request(
+                &Request {
+                    envelope: Envelope {
+                        timestamp_ms: unix_ms(ts),
+                        nonce,
+                        request_id: RequestId(1),
+                    },
+                    file: "pxelinux.0".into(),
+                    sha256: GOOD,
+                },
+                k,
+            )
+        };
+        let good = req(now, 1, &key());
+        let resp = agent.handle(now, &good, lookup).expect("answered");
+        assert_eq!(
+            wire::decode_response(&resp, &key())
+                .unwrap()
+                .envelope
+                .request_id,
+            RequestId(1)
+        );
+        // Replay of the same datagram.
+        assert!(agent.handle(now + ms(100), &good, lookup).is_none());
+        // Wrong key, tampered, old, future, truncated, garbage.
+        assert!(agent
+            .handle(now, &req(now, 2, &Key::new(vec![0; 32]).unwrap()), lookup)
+            .is_none());
+        let mut t = req(now, 3, &key());
+        t[30] ^= 0x80;
+        assert!(agent.handle(now, &t, lookup).is_none());
+        assert!(agent
+            .handle(now, &req(now - Duration::from_secs(31), 4, &key()), lookup)
+            .is_none());
+        assert!(agent
+            .handle(now, &req(now + Duration::from_secs(31), 5, &key()), lookup)
+            .is_none());
+        assert!(agent.handle(now, &good[..good.len() - 1], lookup).is_none());
+        assert!(agent.handle(now, b"hello", lookup).is_none());
+        let c = agent.counters();
+        assert_eq!(c.received, 8);
+        assert_eq!(c.accepted, 1);
+        assert_eq!(c.replayed, 1);
+        assert_eq!(c.bad_mac, 3, "wrong key, tampered, truncated MAC");
+        assert_eq!(c.outside_window, 2);
+        assert_eq!(c.malformed, 1);
+        assert_eq!(c.dropped(), 7);
+    }
+}
