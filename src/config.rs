@@ -18,6 +18,11 @@ pub(crate) struct Config {
     pub(crate) dscp: Option<u8>,
     /// Where verified files, the index and the image map live.
     pub(crate) cache_dir: PathBuf,
+    /// Serve cache hits (transparent intercept) when the cached copy was
+    /// filled or refreshed within this many seconds; unset: never serve,
+    /// only fill. A trade-off: a file changed on the server within that
+    /// time is served stale.
+    pub(crate) serve_max_age: Option<u64>,
     /// Resource bounds.
     pub(crate) limits: Limits,
 }
@@ -94,6 +99,7 @@ impl Default for Config {
             servers: Vec::new(),
             dscp: None,
             cache_dir: PathBuf::from("/var/lib/bootcache"),
+            serve_max_age: None,
             limits: Limits::default(),
         }
     }
@@ -147,6 +153,9 @@ impl Config {
             if s.is_unspecified() || s.is_broadcast() || s.is_multicast() {
                 bail!("servers: {s} cannot be a boot server address");
             }
+        }
+        if self.serve_max_age == Some(0) {
+            bail!("serve_max_age: 0 would never serve; leave it out to disable serving");
         }
         if self.cache_dir.as_os_str().is_empty() {
             bail!("cache_dir: must not be empty");
@@ -235,6 +244,8 @@ mod tests {
             ("servers = [\"255.255.255.255\"]", "servers"),
             ("cache_dri = \"/x\"", "cache_dri"),
             ("[limits]\nmax_transfers = 0", "limits.max_transfers"),
+            ("serve_max_age = 0", "serve_max_age"),
+            ("serve_max_age = -5", "serve_max_age"),
             ("[limits]\nmax_file_size = \"4Q\"", "4Q"),
             ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),
             ("[limits]\ncache_quota = \"1M\"", "limits.cache_quota"),

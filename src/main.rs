@@ -11,6 +11,7 @@
 mod cache_ls;
 mod cli;
 mod config;
+mod serve;
 mod worker;
 
 use std::process::ExitCode;
@@ -111,6 +112,13 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         copy_server_udp: true,
     })
     .context("config")?;
+    let mut filter = filter;
+    if cfg.serve_max_age.is_some() {
+        // Every RRQ to a boot server comes to the slow path first: it is
+        // answered from the cache or handed on to the origin.
+        filter.set_static_trap(dataplane::StaticRule::TftpRequest, true);
+        filter.publish();
+    }
 
     let pool = Mempool::create("bootcache_mbufs", cli.mbufs, 256, cli::MBUF_DATA_ROOM, -1)
         .context(
@@ -143,6 +151,7 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     }
     let shared = Arc::new(SharedCounters::default());
     let ring = Arc::new(RedirectRing::new(cfg.limits.redirect_ring));
+    let inject = Arc::new(dataplane::InjectRing::new(cfg.limits.redirect_ring));
     let filter_counters = Arc::new(SharedFilterCounters::new(filter.rule_count()));
     let bridge = Bridge::new(
         ports[0],
@@ -156,6 +165,7 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         SlowPathLink {
             filter: filter.reader(),
             ring: Arc::clone(&ring),
+            inject: Arc::clone(&inject),
             filter_counters: Arc::clone(&filter_counters),
             rule_count: filter.rule_count(),
         },
@@ -181,6 +191,11 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         stats_interval: (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval)),
         throttle: (cli.slowpath_throttle_us > 0)
             .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
+        serve: cfg
+            .serve_max_age
+            .map(|secs| serve::Serve::new(pool, Arc::clone(&inject), Duration::from_secs(secs))),
+        inject,
+        reinject_drops: 0,
     };
     let worker_result = worker.run();
     // The bridge watches the same flag; make sure it stops even if the worker failed.

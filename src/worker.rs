@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use dataplane::{FilterWriter, RedirectRing, SharedCounters, SharedFilterCounters, StaticRule};
+use dataplane::{
+    FilterWriter, InjectRing, Injected, RedirectRing, SharedCounters, SharedFilterCounters,
+    StaticRule,
+};
 use slowpath::{CacheLogic, FilterUpdate};
 
 /// Frames handled between checks of the clock, timers and the quit flag.
@@ -35,6 +38,12 @@ pub(crate) struct Worker {
     pub(crate) stats_interval: Option<Duration>,
     /// Testing aid: sleep this long per redirected frame (throttles the slow path).
     pub(crate) throttle: Option<Duration>,
+    /// Serving cache hits, when enabled (`serve_max_age`).
+    pub(crate) serve: Option<crate::serve::Serve>,
+    /// Where trapped frames that are not served go back to the fast path.
+    pub(crate) inject: Arc<InjectRing>,
+    /// Trapped frames that could not be handed back to the fast path.
+    pub(crate) reinject_drops: u64,
 }
 
 impl Worker {
@@ -46,6 +55,12 @@ impl Worker {
         while !self.quit.load(Ordering::Relaxed) {
             let handled = self.handle_batch();
             let now = Instant::now();
+            if let Some(s) = &mut self.serve {
+                s.handle_timers(now, &mut self.filter);
+            }
+            if let Some(s) = &mut self.serve {
+                s.handle_timers(now, &mut self.filter);
+            }
             if now >= next_timer_check {
                 if self.logic.poll_timeout().is_some_and(|t| t <= now) {
                     self.logic.handle_timeout(now);
@@ -94,12 +109,39 @@ impl Worker {
             if let Some(d) = self.throttle {
                 std::thread::sleep(d);
             }
-            self.logic.handle_frame(
-                Instant::now(),
-                SystemTime::now(),
-                r.side == 0,
-                r.mbuf.data(),
-            );
+            let (now, wall) = (Instant::now(), SystemTime::now());
+            if r.trapped {
+                let served = match &mut self.serve {
+                    Some(s) => s.handle_trapped(
+                        now,
+                        wall,
+                        r.side,
+                        r.mbuf.data(),
+                        &mut self.logic,
+                        &mut self.filter,
+                    ),
+                    None => false,
+                };
+                if !served {
+                    // Not ours to answer: it goes on to the origin unchanged
+                    // (the same buffer), and the cache fill sees it.
+                    self.logic
+                        .handle_frame(now, wall, r.side == 0, r.mbuf.data());
+                    if self
+                        .inject
+                        .push(Injected {
+                            mbuf: r.mbuf,
+                            side: r.side ^ 1,
+                        })
+                        .is_err()
+                    {
+                        self.reinject_drops += 1;
+                    }
+                }
+            } else {
+                self.logic
+                    .handle_frame(now, wall, r.side == 0, r.mbuf.data());
+            }
             n += 1;
         }
         n
@@ -147,7 +189,7 @@ impl Worker {
             .join(" ");
         format!(
             "stats: client rx={} tx={} drop={} | server rx={} tx={} drop={} | redirect copied={} trapped={} \
-             copy_drops={} trap_drops={} | rules {rules} | {}",
+             copy_drops={} trap_drops={} injected={} | rules {rules} | {}",
             c.rx_packets,
             c.tx_packets,
             c.tx_dropped,
@@ -158,6 +200,7 @@ impl Worker {
             r.trapped,
             r.copy_drops,
             r.trap_drops,
+            r.injected,
             self.slowpath_counters(),
         )
     }
@@ -200,6 +243,21 @@ impl Worker {
             " | dhcp={} bad_checksum={}",
             k.dhcp_messages, k.bad_checksum
         );
+        if let Some(s) = &self.serve {
+            let c = &s.counters;
+            out += &format!(
+                " | serve hits={} misses={} stale={} active={} completed={} other_endings={} frames={} frame_drops={} reinject_drops={}",
+                c.hits,
+                c.misses,
+                c.stale,
+                s.active(),
+                c.completed,
+                c.other_endings,
+                c.frames,
+                c.frame_drops,
+                self.reinject_drops
+            );
+        }
         out
     }
 }

@@ -69,7 +69,8 @@ impl Default for TransferShape {
     }
 }
 
-fn udp_frame(from: Side, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+/// One Ethernet/IPv4/UDP frame entering on `from` (harness MACs), with checksums.
+pub fn udp_frame(from: Side, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     let (smac, dmac) = if from == 0 {
         (CLIENT_MAC, SERVER_MAC)
     } else {

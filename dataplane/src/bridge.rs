@@ -17,7 +17,7 @@ use wire::classify::classify;
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
 use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
-use crate::redirect::{RedirectRing, Redirected};
+use crate::redirect::{InjectRing, RedirectRing, Redirected};
 
 /// Settings of the bridge loop.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct SlowPathLink {
     pub filter: FilterReader,
     /// Where redirected frames go.
     pub ring: Arc<RedirectRing>,
+    /// Frames the slow path sends (answers from the cache).
+    pub inject: Arc<InjectRing>,
     /// Where per-rule hits are published.
     pub filter_counters: Arc<SharedFilterCounters>,
     /// Number of rule ids (size of the hit counters).
@@ -109,6 +111,20 @@ impl Bridge {
                     break;
                 }
                 last_drain = now;
+            }
+            // Frames from the slow path: at most a burst per pass, so they
+            // never starve forwarding.
+            for _ in 0..dpdk::BURST_SIZE {
+                let Some(i) = link.inject.pop() else { break };
+                let side = usize::from(i.side & 1);
+                c.redirect.injected += 1;
+                if let Err(m) = tx[side].push(i.mbuf) {
+                    drop(m);
+                    c.ports[side].tx_dropped += 1;
+                }
+                if tx[side].is_full() {
+                    flush(ports[side], &mut tx[side], &mut c.ports[side]);
+                }
             }
             for (side, port) in ports.iter().enumerate() {
                 let out = side ^ 1;

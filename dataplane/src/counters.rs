@@ -25,6 +25,8 @@ pub struct RedirectCounters {
     pub copy_drops: u64,
     /// Trapped frames dropped because the ring was full.
     pub trap_drops: u64,
+    /// Frames the slow path injected for transmission.
+    pub injected: u64,
 }
 
 /// Counters of both sides of the bridge: index 0 is the client side, 1 the server side.
@@ -40,7 +42,7 @@ pub struct BridgeCounters {
 #[derive(Debug, Default)]
 pub struct SharedCounters {
     cells: [[AtomicU64; 3]; 2],
-    redirect: [AtomicU64; 4],
+    redirect: [AtomicU64; 5],
 }
 
 impl SharedCounters {
@@ -53,10 +55,10 @@ impl SharedCounters {
             }
         }
         let r = &c.redirect;
-        for (cell, v) in self
-            .redirect
-            .iter()
-            .zip([r.copied, r.trapped, r.copy_drops, r.trap_drops])
+        for (cell, v) in
+            self.redirect
+                .iter()
+                .zip([r.copied, r.trapped, r.copy_drops, r.trap_drops, r.injected])
         {
             cell.store(v, Relaxed);
         }
@@ -65,12 +67,13 @@ impl SharedCounters {
     /// The last published snapshot.
     pub fn snapshot(&self) -> BridgeCounters {
         let mut out = BridgeCounters::default();
-        let r: [u64; 4] = std::array::from_fn(|i| self.redirect[i].load(Relaxed));
+        let r: [u64; 5] = std::array::from_fn(|i| self.redirect[i].load(Relaxed));
         out.redirect = RedirectCounters {
             copied: r[0],
             trapped: r[1],
             copy_drops: r[2],
             trap_drops: r[3],
+            injected: r[4],
         };
         for (p, cells) in out.ports.iter_mut().zip(self.cells.iter()) {
             let v: [u64; 3] = std::array::from_fn(|i| cells[i].load(Relaxed));
@@ -107,6 +110,7 @@ mod tests {
             trapped: 12,
             copy_drops: 13,
             trap_drops: 14,
+            injected: 15,
         };
         shared.publish(&c);
         assert_eq!(shared.snapshot(), c);

@@ -15,4 +15,4 @@ pub use filter::{
     Action, FilterConfig, FilterCounters, FilterError, FilterReader, FilterSnapshot, FilterWriter,
     RuleId, SharedFilterCounters, StaticRule, Table,
 };
-pub use redirect::{RedirectRing, Redirected};
+pub use redirect::{InjectRing, Injected, RedirectRing, Redirected};

@@ -21,3 +21,15 @@ pub struct Redirected {
 /// Bounded lock-free queue from the fast-path lcore to the slow path. Only
 /// one lcore pushes and one thread pops, so it is used as an SPSC ring.
 pub type RedirectRing = crossbeam::queue::ArrayQueue<Redirected>;
+
+/// A frame the slow path built (a cache hit's answer) for the fast path to send.
+#[derive(Debug)]
+pub struct Injected {
+    /// The frame.
+    pub mbuf: Mbuf,
+    /// Bridge side to transmit it on (0: towards the clients).
+    pub side: u8,
+}
+
+/// Bounded lock-free queue from the slow path to the fast path's TX.
+pub type InjectRing = crossbeam::queue::ArrayQueue<Injected>;

@@ -475,6 +475,27 @@ impl ImageMap {
         server: Ipv4Addr,
         filename: &str,
     ) {
+        self.record_file_from(
+            wall,
+            client_ip,
+            client_mac,
+            server,
+            filename,
+            ServedFrom::Origin,
+        );
+    }
+
+    /// [`ImageMap::record_file`] for a request answered by `from` (the
+    /// origin, or bootcache from its cache).
+    pub fn record_file_from(
+        &mut self,
+        wall: SystemTime,
+        client_ip: Ipv4Addr,
+        client_mac: Option<[u8; 6]>,
+        server: Ipv4Addr,
+        filename: &str,
+        from: ServedFrom,
+    ) {
         if filename.len() > MAX_NAME_LEN {
             self.counters.names_too_long += 1;
             log::debug!(
@@ -505,6 +526,7 @@ impl ImageMap {
         {
             f.last_requested = wall;
             f.times_requested += 1;
+            f.served_from = from;
         } else {
             if max_files == 0 {
                 self.counters.files_evicted += 1;
@@ -519,7 +541,7 @@ impl ImageMap {
                 first_requested: wall,
                 last_requested: wall,
                 times_requested: 1,
-                served_from: ServedFrom::Origin,
+                served_from: from,
             });
         }
         self.mark_dirty();

@@ -9,12 +9,14 @@
 mod eal;
 mod error;
 pub mod lcore;
+mod mapped;
 mod mbuf;
 mod mempool;
 mod port;
 
 pub use eal::{Eal, EalArgs};
 pub use error::{Error, Result};
+pub use mapped::MappedFile;
 pub use mbuf::{Burst, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortStats};

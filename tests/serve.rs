@@ -1,0 +1,263 @@
+//! Serving from the cache by transparent intercept, end to end through
+//! virtio-user: a first read fills the cache through the bridge; a second
+//! client's read of the same file is answered by bootcache itself, as if the
+//! boot server had answered, and nothing reaches the server side.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bootcache_bench::frames::{CLIENT_MAC, SERVER_MAC};
+use bootcache_bench::harness::{Harness, TransferReport};
+use bootcache_bench::scenario::{test_file, tftp_read, udp_frame, Endpoints, TransferShape};
+use dpdk::{Burst, Mbuf};
+use slowpath::imagemap::{ImageMap, ServedFrom};
+use wire::frame::UdpFrameRepr;
+use wire::tftp::{Mode, Options, Packet, Request};
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
+
+fn harness() -> std::sync::MutexGuard<'static, Harness> {
+    static H: OnceLock<Mutex<Harness>> = OnceLock::new();
+    let m = H.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("bootcache-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Mutex::new(
+            Harness::start(&dir, &format!("bcs-h-{}", std::process::id()), "0@0")
+                .expect("harness start"),
+        )
+    });
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn send(h: &Harness, side: usize, frame: &[u8]) {
+    let mut b = Burst::new();
+    b.push(Mbuf::from_bytes(&h.pool, frame).unwrap()).unwrap();
+    while h.ports[side].tx_burst(0, &mut b) == 0 {}
+}
+
+/// What a client read directly against the bridge got.
+struct ClientRead {
+    file: Vec<u8>,
+    /// The source the answers came from (the server's IP and its TID).
+    answered_by: Option<SocketAddrV4>,
+    oack: bool,
+    /// Frames that came out on the server side meanwhile.
+    server_side_frames: Vec<Vec<u8>>,
+}
+
+/// A TFTP client on the client side (lock-step, or windowed if asked),
+/// talking to `SERVER` through the bridge; also collects whatever leaves on
+/// the server side.
+fn client_read(h: &Harness, port: u16, name: &str, options: Options<'_>) -> ClientRead {
+    let client = SocketAddrV4::new(CLIENT, port);
+    let rrq = Packet::Rrq(Request {
+        filename: name.as_bytes(),
+        mode: Mode::OCTET,
+        options: options.clone(),
+    });
+    send(
+        h,
+        0,
+        &udp_frame(
+            0,
+            client,
+            SocketAddrV4::new(SERVER, 69),
+            &rrq.to_vec().unwrap(),
+        ),
+    );
+    let window = options.windowsize.unwrap_or(1);
+    let mut out = ClientRead {
+        file: Vec::new(),
+        answered_by: None,
+        oack: false,
+        server_side_frames: Vec::new(),
+    };
+    let mut blksize = 512usize;
+    let mut expected: u16 = 1;
+    let mut in_window = 0u16;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut inb = Burst::new();
+    while Instant::now() < deadline {
+        if h.ports[1].rx_burst(0, &mut inb) > 0 {
+            out.server_side_frames
+                .extend(inb.drain().map(|m| m.data().to_vec()));
+        }
+        if h.ports[0].rx_burst(0, &mut inb) == 0 {
+            continue;
+        }
+        for m in inb.drain() {
+            let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) else {
+                continue;
+            };
+            let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
+                continue;
+            };
+            if dst != client {
+                continue;
+            }
+            assert_eq!(repr.src_mac.0, SERVER_MAC, "answers carry the server's MAC");
+            assert_eq!(repr.dst_mac.0, CLIENT_MAC);
+            out.answered_by = Some(src);
+            let ack =
+                |block: u16| udp_frame(0, client, src, &Packet::Ack { block }.to_vec().unwrap());
+            match Packet::parse(payload).expect("valid TFTP from the bridge") {
+                Packet::Oack(o) => {
+                    out.oack = true;
+                    blksize = usize::from(o.blksize.unwrap_or(512));
+                    send(h, 0, &ack(0));
+                }
+                Packet::Data { block, payload } => {
+                    if block != expected {
+                        continue; // a retransmission or out of window: wait
+                    }
+                    out.file.extend_from_slice(payload);
+                    expected = expected.wrapping_add(1);
+                    in_window += 1;
+                    let last = payload.len() < blksize;
+                    if in_window == window || last {
+                        send(h, 0, &ack(block));
+                        in_window = 0;
+                    }
+                    if last {
+                        // Let anything else still in flight arrive.
+                        std::thread::sleep(Duration::from_millis(200));
+                        let mut late = Burst::new();
+                        if h.ports[1].rx_burst(0, &mut late) > 0 {
+                            out.server_side_frames
+                                .extend(late.drain().map(|m| m.data().to_vec()));
+                        }
+                        return out;
+                    }
+                }
+                Packet::Error { code, message } => {
+                    panic!("ERROR {code:?} {:?}", String::from_utf8_lossy(message))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    panic!(
+        "client read of {name} did not finish ({} bytes so far)",
+        out.file.len()
+    );
+}
+
+fn assert_crossed(what: &str, reps: &[TransferReport; 2]) {
+    for (side, r) in reps.iter().enumerate() {
+        assert_eq!(r.received, r.sent, "{what}: side {side} lost frames");
+        assert_eq!(r.mismatch_count, 0, "{what}: side {side} changed frames");
+    }
+}
+
+#[test]
+fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
+    let h = harness();
+    let dir = std::env::temp_dir().join(format!("bootcache-serve-{}-cache", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bootcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n",
+            dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    let prefix = format!("bcs-{}", std::process::id());
+    let bc = h
+        .start_bootcache(
+            BOOTCACHE.as_ref(),
+            &prefix,
+            &["--config", cfg.to_str().unwrap()],
+        )
+        .unwrap();
+
+    // Cold: the first client's read crosses to the origin (the RRQ is
+    // trapped, found missing, and handed on unchanged) and fills the cache.
+    let content = test_file(300_000, 7);
+    let ep = Endpoints {
+        client: SocketAddrV4::new(CLIENT, 49152),
+        server: SERVER,
+        server_tid: 40000,
+    };
+    let shape = TransferShape {
+        blksize: Some(1428),
+        windowsize: 1,
+        ..Default::default()
+    };
+    let reps = h
+        .replay(
+            &tftp_read(ep, "boot/vmlinuz", &content, shape),
+            256,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+    assert_crossed("cold read", &reps);
+    std::thread::sleep(Duration::from_millis(300)); // publish is asynchronous
+
+    // Warm, lock-step with options: answered by bootcache as the server.
+    let mut opts = Options::default();
+    opts.blksize = Some(1428);
+    opts.tsize = Some(0);
+    let warm = client_read(&h, 50001, "boot/vmlinuz", opts);
+    assert!(
+        warm.file == content,
+        "served bytes differ ({} of {} bytes)",
+        warm.file.len(),
+        content.len()
+    );
+    assert!(warm.oack);
+    let by = warm.answered_by.unwrap();
+    assert_eq!(*by.ip(), SERVER);
+    assert_ne!(by.port(), 69);
+    assert!(
+        warm.server_side_frames.is_empty(),
+        "{} frames reached the server",
+        warm.server_side_frames.len()
+    );
+
+    // Warm, RFC 1350 (no options) and windowed (windowsize 16, which the
+    // origin was never asked for).
+    let plain = client_read(&h, 50002, "boot/vmlinuz", Options::default());
+    assert!(plain.file == content && !plain.oack);
+    let mut w = Options::default();
+    w.blksize = Some(1024);
+    w.windowsize = Some(16);
+    let windowed = client_read(&h, 50003, "boot/vmlinuz", w);
+    assert!(windowed.file == content && windowed.oack);
+    assert!(plain.server_side_frames.is_empty() && windowed.server_side_frames.is_empty());
+
+    // A file the cache lacks: the RRQ reaches the server side unchanged.
+    let miss = Packet::Rrq(Request {
+        filename: b"not/cached.img",
+        mode: Mode::OCTET,
+        options: Options::default(),
+    });
+    let rrq = udp_frame(
+        0,
+        SocketAddrV4::new(CLIENT, 50004),
+        SocketAddrV4::new(SERVER, 69),
+        &miss.to_vec().unwrap(),
+    );
+    let reps = h.replay(&[(0, rrq)], 1, Duration::from_secs(3)).unwrap();
+    assert_crossed("RRQ for a missing file", &reps);
+
+    let fin = h.stop_bootcache(bc).unwrap();
+    eprintln!("{}", fin.stdout);
+    assert!(fin.stdout.contains("serve hits=3"), "{}", fin.stdout);
+    assert!(
+        fin.stdout.contains("completed=3 other_endings=0"),
+        "{}",
+        fin.stdout
+    );
+    let map = ImageMap::load(&dir.join("cache")).unwrap();
+    let f = map
+        .client_by_ip(CLIENT)
+        .and_then(|c| c.file(SERVER, "boot/vmlinuz"))
+        .expect("in the image map");
+    assert_eq!(f.served_from, ServedFrom::Cache);
+}
