@@ -23,8 +23,43 @@ pub(crate) struct Config {
     /// only fill. A trade-off: a file changed on the server within that
     /// time is served stale.
     pub(crate) serve_max_age: Option<u64>,
+    /// The boot server's `bootcache-agent`: when set, every cache hit is
+    /// validated with it before it is served.
+    pub(crate) agent: Option<AgentConfig>,
     /// Resource bounds.
     pub(crate) limits: Limits,
+}
+
+/// Where the agent is and how to talk to it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentConfig {
+    /// UDP address of the agent, e.g. "192.0.2.10:6969".
+    pub(crate) address: std::net::SocketAddr,
+    /// File holding the shared key (at least 32 bytes, hex or raw).
+    pub(crate) key_file: PathBuf,
+    /// How long an answer is reused (absorbs boot storms), in seconds.
+    #[serde(default = "default_answer_ttl")]
+    pub(crate) answer_ttl: u64,
+    /// When the agent does not answer: "forward" (default, never serve what
+    /// could be stale) or "serve".
+    #[serde(default)]
+    pub(crate) on_unreachable: Unreachable,
+}
+
+fn default_answer_ttl() -> u64 {
+    5
+}
+
+/// Policy when the agent does not answer.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Unreachable {
+    /// Forward the request to the origin.
+    #[default]
+    Forward,
+    /// Serve the cached copy anyway.
+    Serve,
 }
 
 /// Resource bounds; sizes are bytes, or strings with a K/M/G/T suffix (powers of 1024).
@@ -100,6 +135,7 @@ impl Default for Config {
             dscp: None,
             cache_dir: PathBuf::from("/var/lib/bootcache"),
             serve_max_age: None,
+            agent: None,
             limits: Limits::default(),
         }
     }
@@ -245,6 +281,14 @@ mod tests {
             ("cache_dri = \"/x\"", "cache_dri"),
             ("[limits]\nmax_transfers = 0", "limits.max_transfers"),
             ("serve_max_age = 0", "serve_max_age"),
+            (
+                "[agent]\naddress = \"10.0.0.1\"\nkey_file = \"/k\"",
+                "agent.address",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\non_unreachable = \"maybe\"",
+                "agent.on_unreachable",
+            ),
             ("serve_max_age = -5", "serve_max_age"),
             ("[limits]\nmax_file_size = \"4Q\"", "4Q"),
             ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),

@@ -113,7 +113,27 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     })
     .context("config")?;
     let mut filter = filter;
-    if cfg.serve_max_age.is_some() {
+    let serving = cfg.serve_max_age.is_some() || cfg.agent.is_some();
+    let agent_link = match &cfg.agent {
+        Some(a) => {
+            let bytes = std::fs::read(&a.key_file).with_context(|| {
+                format!("config: agent.key_file: reading {}", a.key_file.display())
+            })?;
+            let key = bootcache_agent::Key::from_file_contents(&bytes).map_err(|e| {
+                anyhow::anyhow!("config: agent.key_file {}: {e}", a.key_file.display())
+            })?;
+            let link = serve::AgentLink::new(
+                a.address,
+                key,
+                Duration::from_secs(a.answer_ttl),
+                a.on_unreachable == config::Unreachable::Serve,
+            )
+            .context("opening the agent's management socket")?;
+            Some(link)
+        }
+        None => None,
+    };
+    if serving {
         // Every RRQ to a boot server comes to the slow path first: it is
         // answered from the cache or handed on to the origin.
         filter.set_static_trap(dataplane::StaticRule::TftpRequest, true);
@@ -191,9 +211,10 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         stats_interval: (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval)),
         throttle: (cli.slowpath_throttle_us > 0)
             .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
-        serve: cfg
-            .serve_max_age
-            .map(|secs| serve::Serve::new(pool, Arc::clone(&inject), Duration::from_secs(secs))),
+        serve: serving.then(|| {
+            let max_age = Duration::from_secs(cfg.serve_max_age.unwrap_or(0));
+            serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link)
+        }),
         inject,
         reinject_drops: 0,
     };

@@ -1,25 +1,29 @@
 //! Serving cache hits by transparent intercept (figures 1d, 3d): a client's
 //! RRQ to a boot server is trapped by the fast path; when the filestore holds
-//! the file and the copy is fresh enough, bootcache answers as the server
-//! would (server MAC and IP, a fresh TID) from the memory-mapped file, and
-//! the origin never sees the request. Otherwise the RRQ goes on to the origin
+//! the file and the copy is current, bootcache answers as the server would
+//! (server MAC and IP, a fresh TID) from the memory-mapped file, and the
+//! origin never sees the request. Otherwise the RRQ goes on to the origin
 //! unchanged, and the cache fill follows that transfer as usual.
 //!
-//! Freshness, for now: `serve_max_age` — a copy filled or refreshed within
-//! that many seconds is served (the agent-validated policy comes with the
-//! agent integration).
+//! Freshness (figures 1e, 7): with `[agent]` configured, each hit is checked
+//! with the boot server's `bootcache-agent` ("is SHA-256 X still current for
+//! F?", answers cached for `answer_ttl`); stale or unknown → the request goes
+//! to the origin and the new transfer refreshes the cache; no answer →
+//! `on_unreachable` (default: forward). Without an agent, `serve_max_age`: a
+//! copy filled or refreshed within that many seconds is served.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use dataplane::{FilterWriter, InjectRing, Injected};
+use bootcache_agent::{Key, RequestId, Validator, ValidatorConfig, Verdict};
+use dataplane::{FilterWriter, InjectRing, Injected, Redirected};
 use dpdk::{MappedFile, Mbuf, Mempool};
 use slowpath::imagemap::ServedFrom;
-use slowpath::{CacheLogic, FileSource, ServeOutcome, ServerConfig, ServerSession};
-use wire::frame::{IpRepr, UdpFrameRepr};
+use slowpath::{CacheLogic, Entry, FileSource, ServeOutcome, ServerConfig, ServerSession};
+use wire::frame::UdpFrameRepr;
 use wire::tftp::Packet;
 
 /// First TID bootcache answers from; it walks up and wraps.
@@ -45,6 +49,60 @@ struct Served {
     server: Ipv4Addr,
 }
 
+/// A request held while the agent is asked about its cached copy.
+struct Parked {
+    r: Redirected,
+    entry: Entry,
+}
+
+enum Trapped {
+    /// Taken care of (an ACK to a session, a retransmitted request).
+    Consumed,
+    /// Not ours: on to the origin.
+    Forward,
+    /// A read request for a cached file.
+    Hit(Entry),
+}
+
+/// The management channel to the boot server's `bootcache-agent`.
+pub(crate) struct AgentLink {
+    validator: Validator,
+    socket: UdpSocket,
+    addr: SocketAddr,
+    /// Policy when the agent does not answer: serve the copy anyway, or
+    /// (default) forward to the origin.
+    serve_when_unreachable: bool,
+    pending: HashMap<RequestId, Parked>,
+}
+
+impl AgentLink {
+    /// A link to the agent at `addr`, authenticating with `key`.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        key: Key,
+        answer_ttl: Duration,
+        serve_when_unreachable: bool,
+    ) -> std::io::Result<AgentLink> {
+        let socket = UdpSocket::bind(if addr.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        })?;
+        socket.set_nonblocking(true)?;
+        let config = ValidatorConfig {
+            ttl: answer_ttl,
+            ..ValidatorConfig::default()
+        };
+        Ok(AgentLink {
+            validator: Validator::new(key, config, bootcache_agent::random_seed()),
+            socket,
+            addr,
+            serve_when_unreachable,
+            pending: HashMap::new(),
+        })
+    }
+}
+
 /// What serving did, for the operator.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ServeCounters {
@@ -52,8 +110,10 @@ pub(crate) struct ServeCounters {
     pub(crate) hits: u64,
     /// Read requests for files not in the cache (forwarded).
     pub(crate) misses: u64,
-    /// Cached copies too old to serve (forwarded).
+    /// Cached copies too old to serve, or stale or unknown for the agent (forwarded).
     pub(crate) stale: u64,
+    /// Validations the agent did not answer.
+    pub(crate) agent_unreachable: u64,
     /// Sessions that delivered the whole file.
     pub(crate) completed: u64,
     /// Sessions that ended otherwise (client error, timeout, size probe).
@@ -70,18 +130,27 @@ pub(crate) struct Serve {
     inject: Arc<InjectRing>,
     config: ServerConfig,
     max_age: Duration,
+    agent: Option<AgentLink>,
     sessions: HashMap<(SocketAddrV4, u16), Served>,
     next_tid: u16,
     pub(crate) counters: ServeCounters,
 }
 
 impl Serve {
-    pub(crate) fn new(pool: Mempool, inject: Arc<InjectRing>, max_age: Duration) -> Serve {
+    /// Serving with the agent's validation when `agent` is given, else with
+    /// the `max_age` policy.
+    pub(crate) fn new(
+        pool: Mempool,
+        inject: Arc<InjectRing>,
+        max_age: Duration,
+        agent: Option<AgentLink>,
+    ) -> Serve {
         Serve {
             pool,
             inject,
             config: ServerConfig::default(),
             max_age,
+            agent,
             sessions: HashMap::new(),
             next_tid: TID_BASE,
             counters: ServeCounters::default(),
@@ -93,58 +162,172 @@ impl Serve {
         self.sessions.len()
     }
 
-    /// A trapped frame from `side`. True when serving consumed it; false
-    /// when it must go on to the origin (and to the cache fill).
+    /// A trapped frame. `None` when serving took it (answered it, or holds
+    /// it while the agent is asked); `Some` when it must go on to the origin
+    /// (and to the cache fill).
     pub(crate) fn handle_trapped(
         &mut self,
         now: Instant,
         wall: SystemTime,
-        side: u8,
-        frame: &[u8],
+        r: Redirected,
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
-    ) -> bool {
-        if side != 0 {
-            return false;
+    ) -> Option<Redirected> {
+        match self.classify_trapped(now, &r, logic, filter) {
+            Trapped::Consumed => None,
+            Trapped::Forward => Some(r),
+            Trapped::Hit(entry) => match &mut self.agent {
+                Some(agent) => {
+                    let id =
+                        agent
+                            .validator
+                            .validate(wall, agent.addr, &entry.name, entry.sha256.0);
+                    agent.pending.insert(id, Parked { r, entry });
+                    None
+                }
+                None => {
+                    let fresh =
+                        wall.duration_since(entry.last_seen).unwrap_or_default() <= self.max_age;
+                    if !fresh {
+                        self.counters.stale += 1;
+                        return Some(r);
+                    }
+                    if self.start_session(now, wall, r.mbuf.data(), &entry, logic, filter) {
+                        None
+                    } else {
+                        Some(r)
+                    }
+                }
+            },
         }
-        let Ok((repr, payload)) = UdpFrameRepr::parse(frame) else {
-            return false;
+    }
+
+    /// Talks to the agent: sends queued questions, reads answers, runs the
+    /// validator's timers, and acts on verdicts. Returns the held requests
+    /// that must go on to the origin.
+    pub(crate) fn poll_agent(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        logic: &mut CacheLogic,
+        filter: &mut FilterWriter,
+    ) -> Vec<Redirected> {
+        let Some(agent) = &mut self.agent else {
+            return Vec::new();
         };
-        let (std::net::SocketAddr::V4(client), std::net::SocketAddr::V4(dst)) =
-            (repr.src(), repr.dst())
-        else {
-            return false;
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = agent.socket.recv_from(&mut buf) {
+            agent.validator.handle_datagram(wall, &buf[..n]);
+        }
+        if agent.validator.poll_timeout().is_some_and(|t| t <= wall) {
+            agent.validator.handle_timeout(wall);
+        }
+        while let Some(t) = agent.validator.poll_transmit() {
+            if let Err(e) = agent.socket.send_to(&t.payload, t.destination) {
+                log::debug!("agent {}: {e}", t.destination);
+            }
+        }
+        let mut verdicts = Vec::new();
+        while let Some((id, verdict)) = agent.validator.poll_result() {
+            if let Some(p) = agent.pending.remove(&id) {
+                verdicts.push((p, verdict));
+            }
+        }
+        let serve_unreachable = agent.serve_when_unreachable;
+        let mut forward = Vec::new();
+        for (p, verdict) in verdicts {
+            let serve = match verdict {
+                Verdict::Current(_) => true,
+                Verdict::Stale(_) | Verdict::Unknown => {
+                    self.counters.stale += 1;
+                    false
+                }
+                Verdict::Unreachable => {
+                    self.counters.agent_unreachable += 1;
+                    serve_unreachable
+                }
+            };
+            if !(serve && self.start_session(now, wall, p.r.mbuf.data(), &p.entry, logic, filter)) {
+                forward.push(p.r);
+            }
+        }
+        forward
+    }
+
+    /// What a trapped frame is.
+    fn classify_trapped(
+        &mut self,
+        now: Instant,
+        r: &Redirected,
+        logic: &mut CacheLogic,
+        filter: &mut FilterWriter,
+    ) -> Trapped {
+        if r.side != 0 {
+            return Trapped::Forward;
+        }
+        let Ok((repr, payload)) = UdpFrameRepr::parse(r.mbuf.data()) else {
+            return Trapped::Forward;
+        };
+        let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
+            return Trapped::Forward;
         };
         if let Some(s) = self.sessions.get_mut(&(client, dst.port())) {
             s.session.handle_packet(now, payload);
             self.pump((client, dst.port()), now);
             self.reap(filter);
-            return true;
+            return Trapped::Consumed;
         }
         if dst.port() != 69 {
+            return Trapped::Forward;
+        }
+        // A retransmitted RRQ of a session in progress, or of one waiting
+        // for the agent: the first one is being taken care of.
+        let waiting = self.agent.as_ref().is_some_and(|a| {
+            a.pending.values().any(|p| {
+                UdpFrameRepr::parse(p.r.mbuf.data()).is_ok_and(|(pr, _)| pr.src() == repr.src())
+            })
+        });
+        if waiting || self.sessions.keys().any(|(c, _)| *c == client) {
+            return Trapped::Consumed;
+        }
+        let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
+            return Trapped::Forward;
+        };
+        let Ok(name) = std::str::from_utf8(req.filename) else {
+            return Trapped::Forward;
+        };
+        match logic.filestore().lookup(*dst.ip(), name) {
+            Some(entry) => Trapped::Hit(entry.clone()),
+            None => {
+                self.counters.misses += 1;
+                Trapped::Forward
+            }
+        }
+    }
+
+    /// Starts serving the RRQ in `frame` from the cached `entry`; false if
+    /// it cannot be served (the caller forwards it).
+    fn start_session(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        frame: &[u8],
+        entry: &Entry,
+        logic: &mut CacheLogic,
+        filter: &mut FilterWriter,
+    ) -> bool {
+        let Ok((repr, payload)) = UdpFrameRepr::parse(frame) else {
             return false;
-        }
-        // A retransmitted RRQ of a session in progress: the session answers on its own timer.
-        if self.sessions.keys().any(|(c, _)| *c == client) {
-            return true;
-        }
+        };
+        let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
+            return false;
+        };
         let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
             return false;
         };
-        let Ok(name) = std::str::from_utf8(req.filename) else {
-            return false;
-        };
         let server = *dst.ip();
-        let Some(entry) = logic.filestore().lookup(server, name).cloned() else {
-            self.counters.misses += 1;
-            return false;
-        };
-        let age = wall.duration_since(entry.last_seen).unwrap_or_default();
-        if age > self.max_age {
-            self.counters.stale += 1;
-            return false;
-        }
-        let file = match MappedFile::open(&logic.filestore().path_of(&entry)) {
+        let name = entry.name.as_str();
+        let file = match MappedFile::open(&logic.filestore().path_of(entry)) {
             Ok(f) if f.bytes().len() as u64 == entry.size => CachedFile(f),
             Ok(_) | Err(_) => {
                 log::warn!(
@@ -158,10 +341,7 @@ impl Serve {
         };
         let tid = self.allocate_tid(client);
         // The client's ACKs and ERRORs to our TID must come to us, not the origin.
-        let (srv, cli) = (
-            std::net::IpAddr::V4(server),
-            std::net::SocketAddr::V4(client),
-        );
+        let (srv, cli) = (std::net::IpAddr::V4(server), SocketAddr::V4(client));
         let installed = filter
             .expect(srv, cli)
             .and_then(|_| filter.pin(SocketAddrV4::new(server, tid).into(), cli))
@@ -178,9 +358,6 @@ impl Serve {
             SocketAddrV4::new(server, tid),
             client,
         );
-        if let IpRepr::Ipv4(ip) = &mut reply.ip {
-            ip.ttl = 64;
-        }
         reply.outer_vlan = repr.outer_vlan;
         reply.inner_vlan = repr.inner_vlan;
         self.counters.hits += 1;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use dataplane::{
-    FilterWriter, InjectRing, Injected, RedirectRing, SharedCounters, SharedFilterCounters,
-    StaticRule,
+    FilterWriter, InjectRing, Injected, RedirectRing, Redirected, SharedCounters,
+    SharedFilterCounters, StaticRule,
 };
 use slowpath::{CacheLogic, FilterUpdate};
 
@@ -57,9 +57,17 @@ impl Worker {
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
                 s.handle_timers(now, &mut self.filter);
+                let wall = SystemTime::now();
+                for r in s.poll_agent(now, wall, &mut self.logic, &mut self.filter) {
+                    self.forward_trapped(now, wall, r);
+                }
             }
             if let Some(s) = &mut self.serve {
                 s.handle_timers(now, &mut self.filter);
+                let wall = SystemTime::now();
+                for r in s.poll_agent(now, wall, &mut self.logic, &mut self.filter) {
+                    self.forward_trapped(now, wall, r);
+                }
             }
             if now >= next_timer_check {
                 if self.logic.poll_timeout().is_some_and(|t| t <= now) {
@@ -111,32 +119,12 @@ impl Worker {
             }
             let (now, wall) = (Instant::now(), SystemTime::now());
             if r.trapped {
-                let served = match &mut self.serve {
-                    Some(s) => s.handle_trapped(
-                        now,
-                        wall,
-                        r.side,
-                        r.mbuf.data(),
-                        &mut self.logic,
-                        &mut self.filter,
-                    ),
-                    None => false,
+                let back = match &mut self.serve {
+                    Some(s) => s.handle_trapped(now, wall, r, &mut self.logic, &mut self.filter),
+                    None => Some(r),
                 };
-                if !served {
-                    // Not ours to answer: it goes on to the origin unchanged
-                    // (the same buffer), and the cache fill sees it.
-                    self.logic
-                        .handle_frame(now, wall, r.side == 0, r.mbuf.data());
-                    if self
-                        .inject
-                        .push(Injected {
-                            mbuf: r.mbuf,
-                            side: r.side ^ 1,
-                        })
-                        .is_err()
-                    {
-                        self.reinject_drops += 1;
-                    }
+                if let Some(r) = back {
+                    self.forward_trapped(now, wall, r);
                 }
             } else {
                 self.logic
@@ -145,6 +133,23 @@ impl Worker {
             n += 1;
         }
         n
+    }
+
+    /// A trapped frame that is not ours to answer goes on to the origin
+    /// unchanged (the same buffer), and the cache fill sees it.
+    fn forward_trapped(&mut self, now: Instant, wall: SystemTime, r: Redirected) {
+        self.logic
+            .handle_frame(now, wall, r.side == 0, r.mbuf.data());
+        if self
+            .inject
+            .push(Injected {
+                mbuf: r.mbuf,
+                side: r.side ^ 1,
+            })
+            .is_err()
+        {
+            self.reinject_drops += 1;
+        }
     }
 
     fn apply_filter_updates(&mut self) {
@@ -246,10 +251,11 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} active={} completed={} other_endings={} frames={} frame_drops={} reinject_drops={}",
+                " | serve hits={} misses={} stale={} agent_unreachable={} active={} completed={} other_endings={} frames={} frame_drops={} reinject_drops={}",
                 c.hits,
                 c.misses,
                 c.stale,
+                c.agent_unreachable,
                 s.active(),
                 c.completed,
                 c.other_endings,

@@ -261,3 +261,164 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
         .expect("in the image map");
     assert_eq!(f.served_from, ServedFrom::Cache);
 }
+
+/// The real agent logic (`bootcache_agent::Responder` over a `Table` of a
+/// TFTP root) on a loopback UDP socket in a thread, as `bootcache-agent`
+/// runs it; the table is refreshed by the test instead of by inotify.
+struct InProcessAgent {
+    addr: std::net::SocketAddr,
+    table: std::sync::Arc<std::sync::RwLock<bootcache_agent::Table>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessAgent {
+    fn start(root: &std::path::Path, key: &[u8]) -> InProcessAgent {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, RwLock};
+        let table = Arc::new(RwLock::new(bootcache_agent::Table::scan(root).unwrap()));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut responder = bootcache_agent::Responder::new(
+            bootcache_agent::Key::new(key.to_vec()).unwrap(),
+            Duration::from_secs(30),
+            4096,
+            1,
+        );
+        let (t, s) = (Arc::clone(&table), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let table = t.read().unwrap();
+                if let Some(answer) =
+                    responder.handle(std::time::SystemTime::now(), &buf[..n], |f, sha| {
+                        table.query(f, sha)
+                    })
+                {
+                    let _ = socket.send_to(&answer, from);
+                }
+            }
+        });
+        InProcessAgent {
+            addr,
+            table,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
+    let h = harness();
+    let dir = std::env::temp_dir().join(format!("bootcache-serve-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let root = dir.join("tftproot");
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    let content = test_file(200_000, 9);
+    std::fs::write(root.join("boot/initrd.img"), &content).unwrap();
+    let key = [0x5au8; 32];
+    std::fs::write(dir.join("agent.key"), key).unwrap();
+    let mut agent = InProcessAgent::start(&root, &key);
+    let cfg = dir.join("bootcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\n[agent]\naddress = \"{}\"\nkey_file = \"{}\"\nanswer_ttl = 0\n",
+            dir.join("cache").display(),
+            agent.addr,
+            dir.join("agent.key").display()
+        ),
+    )
+    .unwrap();
+    let prefix = format!("bcs-agent-{}", std::process::id());
+    let bc = h
+        .start_bootcache(
+            BOOTCACHE.as_ref(),
+            &prefix,
+            &["--config", cfg.to_str().unwrap()],
+        )
+        .unwrap();
+
+    // Cold: fills the cache through the bridge.
+    let ep = Endpoints {
+        client: SocketAddrV4::new(CLIENT, 49160),
+        server: SERVER,
+        server_tid: 40010,
+    };
+    let shape = TransferShape {
+        blksize: Some(1428),
+        windowsize: 1,
+        ..Default::default()
+    };
+    let reps = h
+        .replay(
+            &tftp_read(ep, "boot/initrd.img", &content, shape),
+            256,
+            Duration::from_secs(3),
+        )
+        .unwrap();
+    assert_crossed("cold read", &reps);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Current for the agent: served from the cache, the server sees nothing.
+    let warm = client_read(&h, 50010, "boot/initrd.img", Options::default());
+    assert!(warm.file == content);
+    assert!(warm.server_side_frames.is_empty());
+
+    // The file changes on the server: the agent says stale, the RRQ goes to the origin.
+    std::fs::write(root.join("boot/initrd.img"), test_file(200_000, 10)).unwrap();
+    agent
+        .table
+        .write()
+        .unwrap()
+        .refresh("boot/initrd.img")
+        .unwrap();
+    let rrq = |port: u16| {
+        let p = Packet::Rrq(Request {
+            filename: b"boot/initrd.img",
+            mode: Mode::OCTET,
+            options: Options::default(),
+        });
+        udp_frame(
+            0,
+            SocketAddrV4::new(CLIENT, port),
+            SocketAddrV4::new(SERVER, 69),
+            &p.to_vec().unwrap(),
+        )
+    };
+    let reps = h
+        .replay(&[(0, rrq(50011))], 1, Duration::from_secs(5))
+        .unwrap();
+    assert_crossed("RRQ for a stale copy", &reps);
+
+    // The agent is gone: after its retries, the RRQ goes to the origin (default policy).
+    agent.stop();
+    let reps = h
+        .replay(&[(0, rrq(50012))], 1, Duration::from_secs(8))
+        .unwrap();
+    assert_crossed("RRQ with the agent unreachable", &reps);
+
+    let fin = h.stop_bootcache(bc).unwrap();
+    eprintln!("{}", fin.stdout);
+    assert!(fin.stdout.contains("serve hits=1 "), "{}", fin.stdout);
+    assert!(
+        fin.stdout.contains("stale=1 agent_unreachable=1"),
+        "{}",
+        fin.stdout
+    );
+}
