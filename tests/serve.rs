@@ -3,16 +3,14 @@
 //! client's read of the same file is answered by bootcache itself, as if the
 //! boot server had answered, and nothing reaches the server side.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bootcache_bench::frames::{CLIENT_MAC, SERVER_MAC};
 use bootcache_bench::harness::{Harness, TransferReport};
 use bootcache_bench::scenario::{test_file, tftp_read, udp_frame, Endpoints, TransferShape};
-use dpdk::{Burst, Mbuf};
+use bootcache_bench::tftp_client::{client_read, ClientRead};
 use slowpath::imagemap::{ImageMap, ServedFrom};
-use wire::frame::UdpFrameRepr;
 use wire::tftp::{Mode, Options, Packet, Request};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
@@ -32,117 +30,14 @@ fn harness() -> std::sync::MutexGuard<'static, Harness> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn send(h: &Harness, side: usize, frame: &[u8]) {
-    let mut b = Burst::new();
-    b.push(Mbuf::from_bytes(&h.pool, frame).unwrap()).unwrap();
-    while h.ports[side].tx_burst(0, &mut b) == 0 {}
-}
-
-/// What a client read directly against the bridge got.
-struct ClientRead {
-    file: Vec<u8>,
-    /// The source the answers came from (the server's IP and its TID).
-    answered_by: Option<SocketAddrV4>,
-    oack: bool,
-    /// Frames that came out on the server side meanwhile.
-    server_side_frames: Vec<Vec<u8>>,
-}
-
-/// A TFTP client on the client side (lock-step, or windowed if asked),
-/// talking to `SERVER` through the bridge; also collects whatever leaves on
-/// the server side.
-fn client_read(h: &Harness, port: u16, name: &str, options: Options<'_>) -> ClientRead {
-    let client = SocketAddrV4::new(CLIENT, port);
-    let rrq = Packet::Rrq(Request {
-        filename: name.as_bytes(),
-        mode: Mode::OCTET,
-        options: options.clone(),
-    });
-    send(
-        h,
-        0,
-        &udp_frame(
-            0,
-            client,
-            SocketAddrV4::new(SERVER, 69),
-            &rrq.to_vec().unwrap(),
-        ),
-    );
-    let window = options.windowsize.unwrap_or(1);
-    let mut out = ClientRead {
-        file: Vec::new(),
-        answered_by: None,
-        oack: false,
-        server_side_frames: Vec::new(),
-    };
-    let mut blksize = 512usize;
-    let mut expected: u16 = 1;
-    let mut in_window = 0u16;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut inb = Burst::new();
-    while Instant::now() < deadline {
-        if h.ports[1].rx_burst(0, &mut inb) > 0 {
-            out.server_side_frames
-                .extend(inb.drain().map(|m| m.data().to_vec()));
-        }
-        if h.ports[0].rx_burst(0, &mut inb) == 0 {
-            continue;
-        }
-        for m in inb.drain() {
-            let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) else {
-                continue;
-            };
-            let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
-                continue;
-            };
-            if dst != client {
-                continue;
-            }
-            assert_eq!(repr.src_mac.0, SERVER_MAC, "answers carry the server's MAC");
-            assert_eq!(repr.dst_mac.0, CLIENT_MAC);
-            out.answered_by = Some(src);
-            let ack =
-                |block: u16| udp_frame(0, client, src, &Packet::Ack { block }.to_vec().unwrap());
-            match Packet::parse(payload).expect("valid TFTP from the bridge") {
-                Packet::Oack(o) => {
-                    out.oack = true;
-                    blksize = usize::from(o.blksize.unwrap_or(512));
-                    send(h, 0, &ack(0));
-                }
-                Packet::Data { block, payload } => {
-                    if block != expected {
-                        continue; // a retransmission or out of window: wait
-                    }
-                    out.file.extend_from_slice(payload);
-                    expected = expected.wrapping_add(1);
-                    in_window += 1;
-                    let last = payload.len() < blksize;
-                    if in_window == window || last {
-                        send(h, 0, &ack(block));
-                        in_window = 0;
-                    }
-                    if last {
-                        // Let anything else still in flight arrive.
-                        std::thread::sleep(Duration::from_millis(200));
-                        let mut late = Burst::new();
-                        if h.ports[1].rx_burst(0, &mut late) > 0 {
-                            out.server_side_frames
-                                .extend(late.drain().map(|m| m.data().to_vec()));
-                        }
-                        return out;
-                    }
-                }
-                Packet::Error { code, message } => {
-                    panic!("ERROR {code:?} {:?}", String::from_utf8_lossy(message))
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-    panic!(
-        "client read of {name} did not finish ({} bytes so far)",
-        out.file.len()
-    );
+fn read(
+    h: &Harness,
+    client: SocketAddrV4,
+    server: Ipv4Addr,
+    name: &str,
+    options: Options<'_>,
+) -> ClientRead {
+    client_read(h, client, server, name, options).unwrap()
 }
 
 fn assert_crossed(what: &str, reps: &[TransferReport; 2]) {
@@ -203,7 +98,13 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
     let mut opts = Options::default();
     opts.blksize = Some(1428);
     opts.tsize = Some(0);
-    let warm = client_read(&h, 50001, "boot/vmlinuz", opts);
+    let warm = read(
+        &h,
+        SocketAddrV4::new(CLIENT, 50001),
+        SERVER,
+        "boot/vmlinuz",
+        opts,
+    );
     assert!(
         warm.file == content,
         "served bytes differ ({} of {} bytes)",
@@ -222,12 +123,24 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
 
     // Warm, RFC 1350 (no options) and windowed (windowsize 16, which the
     // origin was never asked for).
-    let plain = client_read(&h, 50002, "boot/vmlinuz", Options::default());
+    let plain = read(
+        &h,
+        SocketAddrV4::new(CLIENT, 50002),
+        SERVER,
+        "boot/vmlinuz",
+        Options::default(),
+    );
     assert!(plain.file == content && !plain.oack);
     let mut w = Options::default();
     w.blksize = Some(1024);
     w.windowsize = Some(16);
-    let windowed = client_read(&h, 50003, "boot/vmlinuz", w);
+    let windowed = read(
+        &h,
+        SocketAddrV4::new(CLIENT, 50003),
+        SERVER,
+        "boot/vmlinuz",
+        w,
+    );
     assert!(windowed.file == content && windowed.oack);
     assert!(plain.server_side_frames.is_empty() && windowed.server_side_frames.is_empty());
 
@@ -376,7 +289,13 @@ fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
     std::thread::sleep(Duration::from_millis(300));
 
     // Current for the agent: served from the cache, the server sees nothing.
-    let warm = client_read(&h, 50010, "boot/initrd.img", Options::default());
+    let warm = read(
+        &h,
+        SocketAddrV4::new(CLIENT, 50010),
+        SERVER,
+        "boot/initrd.img",
+        Options::default(),
+    );
     assert!(warm.file == content);
     assert!(warm.server_side_frames.is_empty());
 

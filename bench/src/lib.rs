@@ -13,3 +13,4 @@ pub mod harness;
 pub mod pktgen;
 pub mod process;
 pub mod scenario;
+pub mod tftp_client;

@@ -13,6 +13,7 @@ use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files};
 use bootcache_bench::scenario::{
     captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
 };
+use bootcache_bench::tftp_client::client_read;
 use clap::Parser;
 
 /// Drives a bootcache through virtio-user ↔ vhost-user port pairs.
@@ -68,7 +69,7 @@ fn run(cli: Cli) -> Result<()> {
     std::fs::write(
         &cfg,
         format!(
-            "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n",
+            "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n",
             cache.display()
         ),
     )?;
@@ -177,6 +178,35 @@ fn run(cli: Cli) -> Result<()> {
             shape.windowsize,
             r[0].received + r[1].received,
             if ok { ", byte-identical" } else { ", LOSS" }
+        );
+    }
+    // A second client boots: bootcache answers from its cache.
+    std::thread::sleep(Duration::from_millis(300)); // the last file's publish
+    println!("\nharness: a second client, 10.77.0.116, asks for the same files");
+    for (i, (name, size, shape)) in files.iter().enumerate() {
+        let mut opts = wire::tftp::Options::default();
+        opts.blksize = shape.blksize;
+        opts.windowsize = (shape.windowsize > 1).then_some(shape.windowsize);
+        let client =
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(10, 77, 0, 116), 49252 + i as u16);
+        let got = client_read(
+            &h,
+            client,
+            std::net::Ipv4Addr::new(10, 77, 0, 1),
+            name,
+            opts,
+        )?;
+        let same = got.file == test_file(*size, i as u8);
+        if !same {
+            lost += 1;
+        }
+        println!(
+            "  TFTP {name:<16} {:>9} bytes in {:>7.1} ms, answered by {} from bootcache's cache, {} frames reached the server{}",
+            got.file.len(),
+            got.elapsed.as_secs_f64() * 1e3,
+            got.answered_by.map(|a| a.to_string()).unwrap_or_default(),
+            got.server_side_frames.len(),
+            if same { ", byte-identical" } else { ", DIFFERENT" }
         );
     }
     let fin = h.stop_bootcache(bc)?;
