@@ -40,6 +40,10 @@ struct Cli {
     /// bootcache's header filter (0: skip).
     #[arg(long, default_value_t = 10_000)]
     filter_entries: u16,
+    /// Runs of each device, alternating bootcache and testpmd; the table
+    /// shows medians (this VM's rates drift between runs).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Share of that run's traffic (per mille) matching the transfer rules.
     #[arg(long, default_value_t = 10)]
     match_per_mille: usize,
@@ -250,6 +254,30 @@ fn run_virtio(
     result
 }
 
+/// Runs `run` for bootcache and testpmd alternately, `rounds` times each,
+/// printing every pair; returns the medians (bootcache, testpmd).
+fn alternate(
+    what: &str,
+    rounds: usize,
+    mut run: impl FnMut(Dut) -> Result<f64>,
+) -> Result<[f64; 2]> {
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 1..=rounds.max(1) {
+        let b = run(Dut::Bootcache)?;
+        let t = run(Dut::Testpmd)?;
+        println!(
+            "{what}, round {round}: bootcache {b:.2} Mpps, testpmd {t:.2} Mpps, ratio {:.3}",
+            b / t
+        );
+        rates[0].push(b);
+        rates[1].push(t);
+    }
+    Ok(rates.map(|mut r| {
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    }))
+}
+
 fn main() {
     if let Err(e) = run(Cli::parse()) {
         let msg = e
@@ -276,10 +304,9 @@ fn run(cli: Cli) -> Result<()> {
     let plain_cache = dir.join("plain-cache");
     let plain_app = ["--cache-dir", plain_cache.to_str().unwrap_or_default()];
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    let null = [
-        run_null(Dut::Bootcache, &bin, cli.seconds, &plain_app)?,
-        run_null(Dut::Testpmd, &bin, cli.seconds, &plain_app)?,
-    ];
+    let null = alternate("net_null pair", cli.rounds, |dut| {
+        run_null(dut, &bin, cli.seconds, &plain_app)
+    })?;
     rows.push(("net_null pair".into(), null[0], null[1]));
     if !cli.null_only {
         std::fs::create_dir_all(&dir)?;
@@ -290,18 +317,9 @@ fn run(cli: Cli) -> Result<()> {
             test_frame(side, 0, cli.frame_len, &mut buf);
             frames.push(buf);
         }
-        let v = [
-            run_virtio(
-                &h,
-                Dut::Bootcache,
-                &bin,
-                cli.seconds,
-                &plain,
-                &[],
-                &plain_app,
-            )?,
-            run_virtio(&h, Dut::Testpmd, &bin, cli.seconds, &plain, &[], &plain_app)?,
-        ];
+        let v = alternate("virtio-user pair", cli.rounds, |dut| {
+            run_virtio(&h, dut, &bin, cli.seconds, &plain, &[], &plain_app)
+        })?;
         rows.push((format!("virtio-user pair, {} B", cli.frame_len), v[0], v[1]));
         if cli.filter_entries > 0 {
             let (rrqs, mix) = filter_bench_traffic(cli.filter_entries, cli.match_per_mille);
@@ -317,10 +335,9 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             )?;
             let app = ["--config", cfg.to_str().unwrap_or_default()];
-            let v = [
-                run_virtio(&h, Dut::Bootcache, &bin, cli.seconds, &mix, &rrqs, &app)?,
-                run_virtio(&h, Dut::Testpmd, &bin, cli.seconds, &mix, &rrqs, &app)?,
-            ];
+            let v = alternate("virtio with rules", cli.rounds, |dut| {
+                run_virtio(&h, dut, &bin, cli.seconds, &mix, &rrqs, &app)
+            })?;
             rows.push((
                 format!(
                     "virtio, {} rules, {}‰ match",
