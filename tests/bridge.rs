@@ -2,30 +2,16 @@
 //! the harness (vhost-user ports in this test process).
 
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bootcache_bench::frames::{malformed_frames, test_frame};
-use bootcache_bench::harness::{Harness, TransferReport};
+use bootcache_bench::harness::{shared, Harness, TransferReport};
 use bootcache_bench::process::{Bootcache, Finished};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 /// Frames in flight at most: below the 1024-descriptor rings, so a bridge that
 /// keeps up never has to drop.
 const WINDOW: u64 = 512;
-
-/// One harness per test process (one EAL); tests take turns.
-fn harness() -> std::sync::MutexGuard<'static, Harness> {
-    static H: OnceLock<Mutex<Harness>> = OnceLock::new();
-    let m = H.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bootcache-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let h = Harness::start(&dir, &format!("bct-h-{}", std::process::id()), "0@0")
-            .expect("harness start (hugepages reserved? run scripts/setup)");
-        Mutex::new(h)
-    });
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Starts bootcache on the harness's sockets and waits for both links.
 fn start_bootcache(h: &Harness, tag: &str, args: &[&str]) -> Bootcache {
@@ -79,7 +65,7 @@ fn assert_stats_match(fin: &Finished, reports: &[(usize, &TransferReport)]) {
 
 #[test]
 fn every_frame_size_crosses_both_ways_identical_and_in_order() {
-    let h = harness();
+    let h = shared("test");
     let bc = start_bootcache(&h, "sizes", &[]);
     let mut reports = Vec::new();
     for from in [0, 1] {
@@ -104,7 +90,7 @@ fn every_frame_size_crosses_both_ways_identical_and_in_order() {
 
 #[test]
 fn a_million_frames_cross_without_loss() {
-    let h = harness();
+    let h = shared("test");
     let bc = start_bootcache(&h, "million", &[]);
     let r = h
         .transfer_test_frames(0, 1_000_000, WINDOW, |_| 64)
@@ -117,7 +103,7 @@ fn a_million_frames_cross_without_loss() {
 
 #[test]
 fn malformed_frames_cross_untouched() {
-    let h = harness();
+    let h = shared("test");
     let bc = start_bootcache(&h, "malformed", &[]);
     let frames = malformed_frames();
     let mut reports = Vec::new();
@@ -150,7 +136,7 @@ fn malformed_frames_cross_untouched() {
 
 #[test]
 fn telemetry_reports_ethdev_stats_of_a_running_bridge() {
-    let h = harness();
+    let h = shared("test");
     let bc = start_bootcache(&h, "telemetry", &[]);
     let r = h
         .transfer(0, 1000, WINDOW, Duration::from_secs(2), |i, buf| {

@@ -5,10 +5,9 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use bootcache_bench::harness::{Harness, TransferReport};
+use bootcache_bench::harness::{assert_crossed, shared, Harness};
 use bootcache_bench::process::{Bootcache, Finished};
 use bootcache_bench::scenario::{
     captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
@@ -21,19 +20,6 @@ const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The address dnsmasq gave the client in the captured exchange.
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
-
-fn harness() -> std::sync::MutexGuard<'static, Harness> {
-    static H: OnceLock<Mutex<Harness>> = OnceLock::new();
-    let m = H.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bootcache-fill-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Mutex::new(
-            Harness::start(&dir, &format!("bcf-h-{}", std::process::id()), "0@0")
-                .expect("harness start"),
-        )
-    });
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A fresh cache directory and a config naming it.
 fn cache_dir(tag: &str, extra: &str) -> (PathBuf, PathBuf) {
@@ -64,23 +50,6 @@ fn stop(h: &Harness, bc: Bootcache) -> Finished {
     h.stop_bootcache(bc).unwrap()
 }
 
-/// Every frame crossed, byte-identical and in order, both ways.
-fn assert_crossed(what: &str, reps: &[TransferReport; 2]) {
-    for (side, r) in reps.iter().enumerate() {
-        assert_eq!(
-            r.received,
-            r.sent,
-            "{what}: side {side} lost {} frames",
-            r.sent - r.received
-        );
-        assert_eq!(
-            r.mismatch_count, 0,
-            "{what}: side {side} frames changed at {:?}",
-            r.mismatches
-        );
-    }
-}
-
 fn endpoints(client_port: u16) -> Endpoints {
     Endpoints {
         client: SocketAddrV4::new(CLIENT, client_port),
@@ -106,7 +75,7 @@ fn assert_cached(cache: &Path, name: &str, content: &[u8]) {
 
 #[test]
 fn pxe_boot_fills_the_cache_and_the_image_map_and_survives_a_restart() {
-    let h = harness();
+    let h = shared("fill");
     let (cache, cfg) = cache_dir("boot", "");
     let bc = start(&h, "boot", &cfg, &[]);
 
@@ -198,7 +167,7 @@ fn pxe_boot_fills_the_cache_and_the_image_map_and_survives_a_restart() {
 
 #[test]
 fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partial_file() {
-    let h = harness();
+    let h = shared("fill");
     let (cache, cfg) = cache_dir("overflow", "[limits]\nredirect_ring = 64\n");
     // The slow path sleeps per redirected frame, so the 64-slot ring overflows.
     let bc = start(&h, "overflow", &cfg, &["--slowpath-throttle-us", "2000"]);
@@ -233,7 +202,7 @@ fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partia
 
 #[test]
 fn blksize_8192_over_a_1500_mtu_is_fragmented_and_still_cached() {
-    let h = harness();
+    let h = shared("fill");
     let (cache, cfg) = cache_dir("frag", "");
     let bc = start(&h, "frag", &cfg, &[]);
     // Every 8192-byte DATA block crosses as six IPv4 fragments: the first

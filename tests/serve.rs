@@ -4,10 +4,9 @@
 //! boot server had answered, and nothing reaches the server side.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use bootcache_bench::harness::{Harness, TransferReport};
+use bootcache_bench::harness::{assert_crossed, shared, Harness};
 use bootcache_bench::scenario::{test_file, tftp_read, udp_frame, Endpoints, TransferShape};
 use bootcache_bench::tftp_client::{client_read, ClientRead};
 use slowpath::imagemap::{ImageMap, ServedFrom};
@@ -17,17 +16,28 @@ const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
 
-fn harness() -> std::sync::MutexGuard<'static, Harness> {
-    static H: OnceLock<Mutex<Harness>> = OnceLock::new();
-    let m = H.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("bootcache-serve-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Mutex::new(
-            Harness::start(&dir, &format!("bcs-h-{}", std::process::id()), "0@0")
-                .expect("harness start"),
+/// A first client's read of `name` crosses to the origin (scripted server
+/// on the far side) and fills the cache.
+fn cold_fill(h: &Harness, client_port: u16, name: &str, content: &[u8]) {
+    let ep = Endpoints {
+        client: SocketAddrV4::new(CLIENT, client_port),
+        server: SERVER,
+        server_tid: 40000 + client_port % 1000,
+    };
+    let shape = TransferShape {
+        blksize: Some(1428),
+        windowsize: 1,
+        ..Default::default()
+    };
+    let reps = h
+        .replay(
+            &tftp_read(ep, name, content, shape),
+            256,
+            Duration::from_secs(3),
         )
-    });
-    m.lock().unwrap_or_else(|e| e.into_inner())
+        .unwrap();
+    assert_crossed("cold read", &reps);
+    std::thread::sleep(Duration::from_millis(300)); // publishing is asynchronous
 }
 
 fn read(
@@ -40,16 +50,9 @@ fn read(
     client_read(h, client, server, name, options).unwrap()
 }
 
-fn assert_crossed(what: &str, reps: &[TransferReport; 2]) {
-    for (side, r) in reps.iter().enumerate() {
-        assert_eq!(r.received, r.sent, "{what}: side {side} lost frames");
-        assert_eq!(r.mismatch_count, 0, "{what}: side {side} changed frames");
-    }
-}
-
 #[test]
 fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
-    let h = harness();
+    let h = shared("serve");
     let dir = std::env::temp_dir().join(format!("bootcache-serve-{}-cache", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -74,25 +77,7 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
     // Cold: the first client's read crosses to the origin (the RRQ is
     // trapped, found missing, and handed on unchanged) and fills the cache.
     let content = test_file(300_000, 7);
-    let ep = Endpoints {
-        client: SocketAddrV4::new(CLIENT, 49152),
-        server: SERVER,
-        server_tid: 40000,
-    };
-    let shape = TransferShape {
-        blksize: Some(1428),
-        windowsize: 1,
-        ..Default::default()
-    };
-    let reps = h
-        .replay(
-            &tftp_read(ep, "boot/vmlinuz", &content, shape),
-            256,
-            Duration::from_secs(3),
-        )
-        .unwrap();
-    assert_crossed("cold read", &reps);
-    std::thread::sleep(Duration::from_millis(300)); // publish is asynchronous
+    cold_fill(&h, 49152, "boot/vmlinuz", &content);
 
     // Warm, lock-step with options: answered by bootcache as the server.
     let mut opts = Options::default();
@@ -237,7 +222,7 @@ impl InProcessAgent {
 
 #[test]
 fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
-    let h = harness();
+    let h = shared("serve");
     let dir = std::env::temp_dir().join(format!("bootcache-serve-agent-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let root = dir.join("tftproot");
@@ -268,25 +253,7 @@ fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
         .unwrap();
 
     // Cold: fills the cache through the bridge.
-    let ep = Endpoints {
-        client: SocketAddrV4::new(CLIENT, 49160),
-        server: SERVER,
-        server_tid: 40010,
-    };
-    let shape = TransferShape {
-        blksize: Some(1428),
-        windowsize: 1,
-        ..Default::default()
-    };
-    let reps = h
-        .replay(
-            &tftp_read(ep, "boot/initrd.img", &content, shape),
-            256,
-            Duration::from_secs(3),
-        )
-        .unwrap();
-    assert_crossed("cold read", &reps);
-    std::thread::sleep(Duration::from_millis(300));
+    cold_fill(&h, 49160, "boot/initrd.img", &content);
 
     // Current for the agent: served from the cache, the server sees nothing.
     let warm = read(

@@ -51,6 +51,40 @@ impl TransferReport {
     }
 }
 
+/// The test process's one harness (one EAL per process), started on first
+/// use with its sockets in a temporary directory named after `tag`; tests
+/// take turns through the lock.
+pub fn shared(tag: &str) -> std::sync::MutexGuard<'static, Harness> {
+    static H: std::sync::OnceLock<std::sync::Mutex<Harness>> = std::sync::OnceLock::new();
+    let m = H.get_or_init(|| {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("bootcache-{tag}-{pid}"));
+        std::fs::create_dir_all(&dir).expect("harness socket directory");
+        let h = Harness::start(&dir, &format!("bc{tag}-h-{pid}"), "0@0")
+            .expect("harness start (hugepages reserved? run scripts/setup)");
+        std::sync::Mutex::new(h)
+    });
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Test assertion: every frame of every direction crossed, byte-identical
+/// and in order.
+pub fn assert_crossed(what: &str, reps: &[TransferReport]) {
+    for (side, r) in reps.iter().enumerate() {
+        assert_eq!(
+            r.received,
+            r.sent,
+            "{what}: from side {side}, {} frames lost",
+            r.sent - r.received
+        );
+        assert_eq!(
+            r.mismatch_count, 0,
+            "{what}: from side {side}, frames changed or reordered at {:?}",
+            r.mismatches
+        );
+    }
+}
+
 impl Harness {
     /// Initialises the EAL in this process (once) with two vhost ports whose
     /// sockets are created in `dir`, and starts them.
