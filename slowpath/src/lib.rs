@@ -9,6 +9,8 @@
 //! - [`reassembly`]: one transfer's blocks into a temporary file, hashed.
 //! - [`filestore`]: the verified cache on disk.
 //! - [`tftp_server`]: the TFTP server session that serves a cache hit.
+//! - [`tftp_client`]: the TFTP client session that fetches a miss from the
+//!   origin (addressed mode).
 //! - [`dhcp`], [`imagemap`]: the message handler and the image map.
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -20,6 +22,7 @@ pub mod filestore;
 pub mod imagemap;
 pub mod limits;
 pub mod reassembly;
+pub mod tftp_client;
 pub mod tftp_server;
 pub mod tracker;
 
@@ -32,6 +35,10 @@ pub use imagemap::{
 };
 /// The cache's resource bounds ([`Limits`] at the root is the image map's).
 pub use limits::Limits as CacheLimits;
+pub use tftp_client::{
+    ClientCounters, ClientOptions, ClientOutcome, ClientSession, ClientTransmit, Destination,
+    ProtocolError, RequestError,
+};
 /// How a TFTP server session ended ([`tftp_server::Outcome`]).
 pub use tftp_server::Outcome as ServeOutcome;
 pub use tftp_server::{
