@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use bootcache_bench::harness::{assert_crossed, shared, Harness};
+use bootcache_bench::process::Bootcache;
 use bootcache_bench::scenario::{test_file, tftp_read, udp_frame, Endpoints, TransferShape};
 use bootcache_bench::tftp_client::{client_read, ClientRead};
 use slowpath::imagemap::{ImageMap, ServedFrom};
@@ -15,6 +16,24 @@ use wire::tftp::{Mode, Options, Packet, Request};
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
+
+/// Starts bootcache with the boot server, a cache in `dir` and `extra`
+/// configuration (the serving policy).
+fn start(h: &Harness, dir: &std::path::Path, tag: &str, extra: &str) -> Bootcache {
+    let cfg = dir.join("bootcache.toml");
+    let text = format!(
+        "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\n{extra}",
+        dir.join("cache").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let prefix = format!("bcs-{tag}-{}", std::process::id());
+    h.start_bootcache(
+        BOOTCACHE.as_ref(),
+        &prefix,
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .unwrap()
+}
 
 /// A first client's read of `name` crosses to the origin (scripted server
 /// on the far side) and fills the cache.
@@ -56,23 +75,7 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
     let dir = std::env::temp_dir().join(format!("bootcache-serve-{}-cache", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("bootcache.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n",
-            dir.join("cache").display()
-        ),
-    )
-    .unwrap();
-    let prefix = format!("bcs-{}", std::process::id());
-    let bc = h
-        .start_bootcache(
-            BOOTCACHE.as_ref(),
-            &prefix,
-            &["--config", cfg.to_str().unwrap()],
-        )
-        .unwrap();
+    let bc = start(&h, &dir, "max-age", "serve_max_age = 3600\n");
 
     // Cold: the first client's read crosses to the origin (the RRQ is
     // trapped, found missing, and handed on unchanged) and fills the cache.
@@ -232,25 +235,12 @@ fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
     let key = [0x5au8; 32];
     std::fs::write(dir.join("agent.key"), key).unwrap();
     let mut agent = InProcessAgent::start(&root, &key);
-    let cfg = dir.join("bootcache.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\n[agent]\naddress = \"{}\"\nkey_file = \"{}\"\nanswer_ttl = 0\n",
-            dir.join("cache").display(),
-            agent.addr,
-            dir.join("agent.key").display()
-        ),
-    )
-    .unwrap();
-    let prefix = format!("bcs-agent-{}", std::process::id());
-    let bc = h
-        .start_bootcache(
-            BOOTCACHE.as_ref(),
-            &prefix,
-            &["--config", cfg.to_str().unwrap()],
-        )
-        .unwrap();
+    let agent_cfg = format!(
+        "[agent]\naddress = \"{}\"\nkey_file = \"{}\"\nanswer_ttl = 0\n",
+        agent.addr,
+        dir.join("agent.key").display()
+    );
+    let bc = start(&h, &dir, "agent", &agent_cfg);
 
     // Cold: fills the cache through the bridge.
     cold_fill(&h, 49160, "boot/initrd.img", &content);

@@ -201,6 +201,21 @@ struct Sim {
     updates: Vec<FilterUpdate>,
 }
 
+/// Source, destination and source MAC of a packet of `spec`'s transfer:
+/// requests go to port 69, everything else between the client and the TID.
+fn addressing(spec: &Spec, p: &Pkt) -> (SocketAddrV4, SocketAddrV4, [u8; 6]) {
+    if p.from_client {
+        let port = if Packet::parse(&p.payload).is_ok_and(|x| matches!(x, Packet::Rrq(_))) {
+            69
+        } else {
+            spec.tid
+        };
+        (spec.client, SocketAddrV4::new(SERVER, port), CLIENT_MAC)
+    } else {
+        (SocketAddrV4::new(SERVER, spec.tid), spec.client, SERVER_MAC)
+    }
+}
+
 impl Sim {
     fn new() -> Sim {
         Sim::with_limits(Limits::default())
@@ -225,16 +240,7 @@ impl Sim {
 
     fn send(&mut self, spec: &Spec, p: &Pkt) {
         self.now += Duration::from_micros(20);
-        let (src, dst, mac) = if p.from_client {
-            let port = if Packet::parse(&p.payload).is_ok_and(|x| matches!(x, Packet::Rrq(_))) {
-                69
-            } else {
-                spec.tid
-            };
-            (spec.client, SocketAddrV4::new(SERVER, port), CLIENT_MAC)
-        } else {
-            (SocketAddrV4::new(SERVER, spec.tid), spec.client, SERVER_MAC)
-        };
+        let (src, dst, mac) = addressing(spec, p);
         let f = frame(src, dst, mac, &p.payload);
         let wall = self.wall();
         self.logic.handle_frame(self.now, wall, p.from_client, &f);
@@ -825,16 +831,7 @@ impl Sim {
     /// as fragments (`reversed`: last fragment first).
     fn send_fragmented(&mut self, spec: &Spec, p: &Pkt, mtu: usize, reversed: bool) {
         self.now += Duration::from_micros(20);
-        let (src, dst, mac) = if p.from_client {
-            let port = if Packet::parse(&p.payload).is_ok_and(|x| matches!(x, Packet::Rrq(_))) {
-                69
-            } else {
-                spec.tid
-            };
-            (spec.client, SocketAddrV4::new(SERVER, port), CLIENT_MAC)
-        } else {
-            (SocketAddrV4::new(SERVER, spec.tid), spec.client, SERVER_MAC)
-        };
+        let (src, dst, mac) = addressing(spec, p);
         let ident = self.updates.len() as u16 ^ (self.now - self.t0).subsec_nanos() as u16;
         let mut frames = fragment(&frame(src, dst, mac, &p.payload), mtu, ident);
         if reversed {
