@@ -1,7 +1,8 @@
 //! Frame headers for the slow path: zero-copy views and `Repr`s for
-//! Ethernet II, 802.1Q/QinQ tags, IPv4, IPv6 and UDP, in the style of
-//! smoltcp's `wire` module, plus [`UdpFrameRepr`], which parses and builds
-//! whole Ethernet/[VLAN]/IP/UDP frames with correct checksums.
+//! Ethernet II, 802.1Q/QinQ tags, IPv4, IPv6, UDP, ARP and ICMP echo, in
+//! the style of smoltcp's `wire` module, plus whole-frame `Repr`s that
+//! parse and build Ethernet/\[VLAN\]/... frames: [`UdpFrameRepr`] (IP/UDP,
+//! with correct checksums), [`ArpFrameRepr`] and [`EchoFrameRepr`] (ping).
 //!
 //! Each protocol has a `Packet<T: AsRef<[u8]>>` (or `Frame<T>`) view whose
 //! `new_checked` validates every length it relies on, after which no accessor
@@ -29,6 +30,61 @@
 //! ```
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// What every zero-copy view here shares: the constructors, which call the
+/// view's `check_len` (generated too from `min_len = N` for views that only
+/// need N bytes), and big-endian 16-bit field access.
+macro_rules! view_constructors {
+    ($view:ident, min_len = $min:expr) => {
+        view_constructors!($view);
+
+        impl<T: AsRef<[u8]>> $view<T> {
+            /// Checks that the buffer holds the whole header (more, such as
+            /// a payload or Ethernet padding, is allowed).
+            pub fn check_len(&self) -> Result<(), Error> {
+                if self.buffer.as_ref().len() < $min {
+                    return Err(Error::Truncated);
+                }
+                Ok(())
+            }
+        }
+    };
+    ($view:ident) => {
+        impl<T: AsRef<[u8]>> $view<T> {
+            /// Wraps a buffer without checking it; accessors may panic on
+            /// short buffers.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                $view { buffer }
+            }
+
+            /// Wraps a buffer, checking it with `check_len`: after that no
+            /// accessor can panic.
+            pub fn new_checked(buffer: T) -> Result<Self, Error> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// Returns the underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+
+            #[allow(dead_code)]
+            fn be16(&self, range: core::ops::Range<usize>) -> u16 {
+                let b = &self.buffer.as_ref()[range];
+                u16::from_be_bytes([b[0], b[1]])
+            }
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $view<T> {
+            #[allow(dead_code)]
+            fn set_be16(&mut self, range: core::ops::Range<usize>, value: u16) {
+                self.buffer.as_mut()[range].copy_from_slice(&value.to_be_bytes());
+            }
+        }
+    };
+}
 
 pub mod ethernet;
 pub mod ipv4;
@@ -66,8 +122,10 @@ pub enum Error {
     #[error("buffer too small")]
     BufferTooSmall,
     /// Valid but not handled here: more than two VLAN tags, a chain of more
-    /// than [`ipv6::MAX_EXT_HEADERS`] extension headers, an IP fragment, or
-    /// a payload that is not UDP.
+    /// than [`ipv6::MAX_EXT_HEADERS`] extension headers, an IP fragment, a
+    /// payload that is not what the parser reads (UDP for [`UdpFrameRepr`],
+    /// ICMP echo for [`EchoFrameRepr`]), or ARP for another hardware or
+    /// protocol type than Ethernet/IPv4.
     #[error("unsupported frame")]
     Unsupported,
 }
@@ -348,29 +406,7 @@ impl UdpFrameRepr {
     /// and skipped (not kept); fragments, more than two VLAN tags and
     /// non-UDP payloads are [`Error::Unsupported`].
     pub fn parse(frame: &[u8]) -> Result<(Self, &[u8]), Error> {
-        let eth = ethernet::Frame::new_checked(frame)?;
-        let eth_repr = EthernetRepr::parse(&eth)?;
-        let mut ethertype = eth_repr.ethertype;
-        let mut rest = eth.payload();
-        let mut tags = [None; 2];
-        for slot in &mut tags {
-            if !ethertype.is_vlan() {
-                break;
-            }
-            let tag = vlan::Packet::new_checked(rest)?;
-            let repr = VlanRepr::parse(&tag)?;
-            *slot = Some(VlanTag {
-                tpid: ethertype,
-                pcp: repr.pcp,
-                dei: repr.dei,
-                vid: repr.vid,
-            });
-            ethertype = repr.ethertype;
-            rest = tag.payload();
-        }
-        if ethertype.is_vlan() {
-            return Err(Error::Unsupported);
-        }
+        let (link, ethertype, rest) = Link::parse(frame)?;
         let (ip, addrs, segment) = match ethertype {
             EtherType::IPV4 => {
                 let packet = ipv4::Packet::new_checked(rest)?;
@@ -408,10 +444,10 @@ impl UdpFrameRepr {
         let udp = udp::Packet::new_checked(segment)?;
         let udp_repr = UdpRepr::parse(&udp, &addrs)?;
         let repr = UdpFrameRepr {
-            src_mac: eth_repr.src_addr,
-            dst_mac: eth_repr.dst_addr,
-            outer_vlan: tags[0],
-            inner_vlan: tags[1],
+            src_mac: link.src_mac,
+            dst_mac: link.dst_mac,
+            outer_vlan: link.outer_vlan,
+            inner_vlan: link.inner_vlan,
             ip,
             udp: udp_repr,
         };
@@ -421,8 +457,11 @@ impl UdpFrameRepr {
     /// Bytes before the UDP payload: Ethernet, tags, IP and UDP headers.
     /// The payload goes at this offset for [`UdpFrameRepr::emit_in_place`].
     pub fn header_len(&self) -> usize {
-        let tags = usize::from(self.outer_vlan.is_some()) + usize::from(self.inner_vlan.is_some());
-        ethernet::HEADER_LEN + tags * vlan::HEADER_LEN + self.ip.header_len() + udp::HEADER_LEN
+        self.link().header_len() + self.ip.header_len() + udp::HEADER_LEN
+    }
+
+    fn link(&self) -> Link {
+        Link::new(self.src_mac, self.dst_mac, self.outer_vlan, self.inner_vlan)
     }
 
     /// Bytes the whole frame takes with `payload_len` bytes of UDP payload
@@ -457,13 +496,6 @@ impl UdpFrameRepr {
         if self.ip.header_len() + ip_payload_len > usize::from(u16::MAX) {
             return Err(Error::BadLength);
         }
-        let tags_ok = match (self.outer_vlan, self.inner_vlan) {
-            (None, Some(_)) => false,
-            (outer, inner) => [outer, inner].iter().flatten().all(|t| t.tpid.is_vlan()),
-        };
-        if !tags_ok {
-            return Err(Error::Unsupported);
-        }
         let ip_ethertype = match &self.ip {
             IpRepr::Ipv4(r) if r.more_frags || r.frag_offset != 0 => {
                 return Err(Error::Unsupported)
@@ -472,34 +504,7 @@ impl UdpFrameRepr {
             IpRepr::Ipv6(_) => EtherType::IPV6,
         };
         let buf = &mut buf[..total];
-
-        // Ethernet, then each tag: a header's EtherType names what follows.
-        let first_type = self.outer_vlan.map_or(ip_ethertype, |t| t.tpid);
-        let mut eth = ethernet::Frame::new_unchecked(&mut *buf);
-        EthernetRepr {
-            src_addr: self.src_mac,
-            dst_addr: self.dst_mac,
-            ethertype: first_type,
-        }
-        .emit(&mut eth);
-        let mut off = ethernet::HEADER_LEN;
-        let tags = [self.outer_vlan, self.inner_vlan];
-        for (i, tag) in tags.iter().enumerate() {
-            let Some(tag) = tag else { break };
-            let next = match tags.get(i + 1) {
-                Some(Some(inner)) => inner.tpid,
-                _ => ip_ethertype,
-            };
-            VlanRepr {
-                pcp: tag.pcp,
-                dei: tag.dei,
-                vid: tag.vid,
-                ethertype: next,
-            }
-            .emit(&mut vlan::Packet::new_unchecked(&mut buf[off..]));
-            off += vlan::HEADER_LEN;
-        }
-
+        let mut off = self.link().emit(buf, ip_ethertype)?;
         match self.ip {
             IpRepr::Ipv4(mut r) => {
                 r.protocol = IpProtocol::UDP;
@@ -519,6 +524,113 @@ impl UdpFrameRepr {
             payload_len,
         );
         Ok(total)
+    }
+}
+
+/// The link layer of a whole frame: Ethernet addresses and up to two VLAN
+/// tags. Shared by the whole-frame `Repr`s ([`UdpFrameRepr`],
+/// [`ArpFrameRepr`], [`EchoFrameRepr`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    outer_vlan: Option<VlanTag>,
+    inner_vlan: Option<VlanTag>,
+}
+
+impl Link {
+    const fn new(
+        src_mac: MacAddr,
+        dst_mac: MacAddr,
+        outer_vlan: Option<VlanTag>,
+        inner_vlan: Option<VlanTag>,
+    ) -> Link {
+        Link {
+            src_mac,
+            dst_mac,
+            outer_vlan,
+            inner_vlan,
+        }
+    }
+
+    /// Parses the Ethernet header and up to two tags; returns them with the
+    /// EtherType after the tags and what follows it. A third tag is
+    /// [`Error::Unsupported`].
+    fn parse(frame: &[u8]) -> Result<(Link, EtherType, &[u8]), Error> {
+        let eth = ethernet::Frame::new_checked(frame)?;
+        let eth_repr = EthernetRepr::parse(&eth)?;
+        let mut ethertype = eth_repr.ethertype;
+        let mut rest = eth.payload();
+        let mut tags = [None; 2];
+        for slot in &mut tags {
+            if !ethertype.is_vlan() {
+                break;
+            }
+            let tag = vlan::Packet::new_checked(rest)?;
+            let repr = VlanRepr::parse(&tag)?;
+            *slot = Some(VlanTag {
+                tpid: ethertype,
+                pcp: repr.pcp,
+                dei: repr.dei,
+                vid: repr.vid,
+            });
+            ethertype = repr.ethertype;
+            rest = tag.payload();
+        }
+        if ethertype.is_vlan() {
+            return Err(Error::Unsupported);
+        }
+        let link = Link::new(eth_repr.src_addr, eth_repr.dst_addr, tags[0], tags[1]);
+        Ok((link, ethertype, rest))
+    }
+
+    /// Bytes of the Ethernet header and tags.
+    fn header_len(&self) -> usize {
+        let tags = usize::from(self.outer_vlan.is_some()) + usize::from(self.inner_vlan.is_some());
+        ethernet::HEADER_LEN + tags * vlan::HEADER_LEN
+    }
+
+    /// Writes the Ethernet header and tags, the last naming `ethertype`;
+    /// returns where the payload starts. Errors: [`Error::BufferTooSmall`];
+    /// [`Error::Unsupported`] for an inner tag without an outer one or a
+    /// non-VLAN TPID.
+    fn emit(&self, buf: &mut [u8], ethertype: EtherType) -> Result<usize, Error> {
+        let tags_ok = match (self.outer_vlan, self.inner_vlan) {
+            (None, Some(_)) => false,
+            (outer, inner) => [outer, inner].iter().flatten().all(|t| t.tpid.is_vlan()),
+        };
+        if !tags_ok {
+            return Err(Error::Unsupported);
+        }
+        if buf.len() < self.header_len() {
+            return Err(Error::BufferTooSmall);
+        }
+        // Ethernet, then each tag: a header's EtherType names what follows.
+        let first_type = self.outer_vlan.map_or(ethertype, |t| t.tpid);
+        EthernetRepr {
+            src_addr: self.src_mac,
+            dst_addr: self.dst_mac,
+            ethertype: first_type,
+        }
+        .emit(&mut ethernet::Frame::new_unchecked(&mut *buf));
+        let mut off = ethernet::HEADER_LEN;
+        let tags = [self.outer_vlan, self.inner_vlan];
+        for (i, tag) in tags.iter().enumerate() {
+            let Some(tag) = tag else { break };
+            let next = match tags.get(i + 1) {
+                Some(Some(inner)) => inner.tpid,
+                _ => ethertype,
+            };
+            VlanRepr {
+                pcp: tag.pcp,
+                dei: tag.dei,
+                vid: tag.vid,
+                ethertype: next,
+            }
+            .emit(&mut vlan::Packet::new_unchecked(&mut buf[off..]));
+            off += vlan::HEADER_LEN;
+        }
+        Ok(off)
     }
 }
 

@@ -21,32 +21,9 @@ pub struct Frame<T: AsRef<[u8]>> {
     buffer: T,
 }
 
+view_constructors!(Frame, min_len = HEADER_LEN);
+
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps a buffer without checking it; accessors may panic on short buffers.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Frame { buffer }
-    }
-
-    /// Wraps a buffer, checking that it holds a whole header.
-    pub fn new_checked(buffer: T) -> Result<Self, Error> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
-    /// Checks that the buffer holds a whole header.
-    pub fn check_len(&self) -> Result<(), Error> {
-        if self.buffer.as_ref().len() < HEADER_LEN {
-            return Err(Error::Truncated);
-        }
-        Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
     /// Destination MAC address.
     pub fn dst_addr(&self) -> MacAddr {
         MacAddr::from_slice(&self.buffer.as_ref()[field::DST])
