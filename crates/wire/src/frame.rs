@@ -86,13 +86,17 @@ macro_rules! view_constructors {
     };
 }
 
+pub mod arp;
 pub mod ethernet;
+pub mod icmpv4;
 pub mod ipv4;
 pub mod ipv6;
 pub mod udp;
 pub mod vlan;
 
+pub use arp::{ArpFrameRepr, ArpRepr, Operation as ArpOperation};
 pub use ethernet::EthernetRepr;
+pub use icmpv4::EchoFrameRepr;
 pub use ipv4::{Ipv4Options, Ipv4Repr};
 pub use ipv6::{Ipv6Fragment, Ipv6Repr, Ipv6Upper};
 pub use udp::UdpRepr;
