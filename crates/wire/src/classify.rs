@@ -53,7 +53,11 @@ pub enum Kind {
     /// not (they are in the first fragment); the payload is fragment data.
     Fragment,
     /// Not IPv4 or IPv6 (ARP, LLDP, 802.3 length frames, ...): only the VLAN
-    /// IDs and `ethertype` are valid.
+    /// IDs and `ethertype` are valid, plus, for a well-formed Ethernet/IPv4
+    /// ARP body (EtherType `0x0806`), `src_addr` and `dst_addr`: the sender
+    /// and target protocol addresses, IPv4-mapped, with `ip_version` still
+    /// `None` (read them with [`Class::arp_ips`]). A truncated or foreign
+    /// ARP body leaves them zero.
     NonIp,
     /// Could not be parsed: only the VLAN IDs and `ethertype` are filled in.
     Malformed(Malformed),
@@ -101,7 +105,9 @@ pub enum IpVersion {
 ///
 /// Addresses are 16-byte arrays for both versions, IPv4 stored IPv4-mapped
 /// (`::ffff:a.b.c.d`, see [`v4_mapped`]) so one table key type covers both;
-/// `ip_version` tells them apart. Offsets count from the start of the frame.
+/// `ip_version` tells them apart. ARP frames ([`Kind::NonIp`]) carry their
+/// sender and target protocol addresses there too, IPv4-mapped, with
+/// `ip_version` `None`. Offsets count from the start of the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Class {
     /// What was found; says which other fields are valid.
@@ -122,9 +128,11 @@ pub struct Class {
     /// fragment header with M or an offset). `kind` is [`Kind::Fragment`]
     /// for later ones.
     pub fragment: bool,
-    /// Source address (IPv4-mapped for IPv4).
+    /// Source address (IPv4-mapped for IPv4); an ARP sender's protocol
+    /// address, IPv4-mapped.
     pub src_addr: [u8; 16],
-    /// Destination address (IPv4-mapped for IPv4).
+    /// Destination address (IPv4-mapped for IPv4); an ARP target's protocol
+    /// address, IPv4-mapped.
     pub dst_addr: [u8; 16],
     /// UDP/TCP source port.
     pub src_port: u16,
@@ -189,6 +197,22 @@ impl Class {
         self.v4(self.dst_addr)
     }
 
+    /// Sender and target protocol addresses of an Ethernet/IPv4 ARP frame;
+    /// `None` for anything else, truncated ARP included.
+    pub fn arp_ips(&self) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        let mapped = |a: [u8; 16]| a[..12] == v4_mapped([0; 4])[..12];
+        if self.kind != Kind::NonIp
+            || self.ethertype != ETHERTYPE_ARP
+            || !mapped(self.src_addr)
+            || !mapped(self.dst_addr)
+        {
+            return None;
+        }
+        let [.., a, b, c, d] = self.src_addr;
+        let [.., e, f, g, h] = self.dst_addr;
+        Some((Ipv4Addr::new(a, b, c, d), Ipv4Addr::new(e, f, g, h)))
+    }
+
     fn v4(&self, a: [u8; 16]) -> Option<Ipv4Addr> {
         match self.ip_version {
             Some(IpVersion::V4) => Some(Ipv4Addr::new(a[12], a[13], a[14], a[15])),
@@ -225,6 +249,7 @@ pub const fn v4_mapped(octets: [u8; 4]) -> [u8; 16] {
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_ARP: u16 = 0x0806;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 
@@ -294,7 +319,25 @@ fn link(frame: &[u8], c: &mut Class) -> Result<Kind, Malformed> {
     match ethertype {
         ETHERTYPE_IPV4 => ipv4(l3, l3_off, c),
         ETHERTYPE_IPV6 => ipv6(l3, l3_off, c),
+        ETHERTYPE_ARP => {
+            arp(l3, c);
+            Ok(Kind::NonIp)
+        }
         _ => Ok(Kind::NonIp),
+    }
+}
+
+/// An Ethernet/IPv4 ARP body (hardware type 1, protocol type `0x0800`,
+/// lengths 6 and 4): its sender and target protocol addresses, IPv4-mapped.
+/// Anything shorter or of another kind leaves them zero.
+#[inline(always)]
+fn arp(l3: &[u8], c: &mut Class) {
+    let Some(a) = l3.first_chunk::<28>() else {
+        return;
+    };
+    if a[..6] == [0, 1, 8, 0, 6, 4] {
+        c.src_addr = v4_mapped([a[14], a[15], a[16], a[17]]);
+        c.dst_addr = v4_mapped([a[24], a[25], a[26], a[27]]);
     }
 }
 

@@ -398,17 +398,72 @@ fn bogus_ethertypes() {
     }
 }
 
+/// An ARP request body: who has 192.168.56.100? Tell 192.168.56.1.
+fn arp_body() -> Vec<u8> {
+    cat(&[
+        &[0, 1, 8, 0, 6, 4, 0, 1],
+        &SRC_MAC,
+        &V4_SRC,
+        &[0; 6],
+        &V4_DST,
+    ])
+}
+
 #[test]
 fn arp() {
-    let mut f = eth(&[(0x8100, 3)], 0x0806);
-    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&[0; 20]);
+    let f = cat(&[&eth(&[(0x8100, 3)], 0x0806), &arp_body()]);
     let c = classify(&f);
     assert_eq!(
         (c.kind, c.ethertype, c.outer_vlan),
         (Kind::NonIp, 0x0806, Some(3))
     );
-    assert_eq!(c.src_ip(), None);
+    assert_eq!(
+        (c.src_addr, c.dst_addr),
+        (v4_mapped(V4_SRC), v4_mapped(V4_DST))
+    );
+    assert_eq!(c.ip_version, None);
+    assert_eq!((c.src_ip(), c.src_v4()), (None, None));
+    assert_eq!(
+        c.arp_ips(),
+        Some((Ipv4Addr::from(V4_SRC), Ipv4Addr::from(V4_DST)))
+    );
+    assert!(c.payload(&f).is_empty());
+    assert_eq!((c.protocol, c.src_port, c.l4_offset), (0, 0, 0));
+}
+
+#[test]
+fn arp_under_qinq_with_padding() {
+    let f = cat(&[
+        &eth(&[(0x88a8, 1), (0x8100, 2)], 0x0806),
+        &arp_body(),
+        &[0; 10],
+    ]);
+    let c = classify(&f);
+    assert_eq!((c.kind, c.inner_vlan), (Kind::NonIp, Some(2)));
+    assert_eq!(
+        c.arp_ips(),
+        Some((Ipv4Addr::from(V4_SRC), Ipv4Addr::from(V4_DST)))
+    );
+}
+
+#[test]
+fn truncated_or_foreign_arp_keeps_zero_addresses() {
+    let full = cat(&[&eth(&[], 0x0806), &arp_body()]);
+    let mut cases = vec![full[..full.len() - 1].to_vec(), full[..14].to_vec()];
+    for (at, value) in [(15, 6), (16, 0x86), (18, 8), (19, 16)] {
+        let mut f = full.clone();
+        f[at] = value;
+        cases.push(f);
+    }
+    for f in &cases {
+        let c = classify(f);
+        assert_eq!((c.kind, c.ethertype), (Kind::NonIp, 0x0806));
+        assert_eq!((c.src_addr, c.dst_addr), ([0; 16], [0; 16]));
+        assert_eq!(c.arp_ips(), None);
+    }
+    // An ARP-shaped body under another EtherType is not read.
+    let c = classify(&cat(&[&eth(&[], 0x88cc), &arp_body()]));
+    assert_eq!((c.src_addr, c.arp_ips()), ([0; 16], None));
 }
 
 #[test]
@@ -440,6 +495,14 @@ fn check_invariants(frame: &[u8]) {
     if matches!(c.kind, Kind::NonIp | Kind::OtherIp | Kind::Fragment) {
         assert_eq!((c.src_port, c.dst_port), (0, 0));
     }
+    // Only ARP fills addresses without an IP version.
+    if c.ip_version.is_none() && c.ethertype != 0x0806 {
+        assert_eq!((c.src_addr, c.dst_addr), ([0; 16], [0; 16]));
+    }
+    assert_eq!(
+        c.arp_ips().is_some(),
+        c.ethertype == 0x0806 && c.src_addr != [0; 16]
+    );
 }
 
 fn seed_frames() -> Vec<Vec<u8>> {
@@ -461,6 +524,7 @@ fn seed_frames() -> Vec<Vec<u8>> {
             &frag,
             &u,
         ]),
+        cat(&[&eth(&[(0x8100, 4)], 0x0806), &arp_body()]),
     ]
 }
 
