@@ -1,6 +1,8 @@
 //! bootcache's slow path, sans-I/O at its core (see quinn-proto): plain state
 //! machines fed with frames and time by the slow-path worker.
 //!
+//! - [`arp::ArpResolver`]: ARP for addressed mode: answers for the own
+//!   address, resolves the boot server's MAC address.
 //! - [`cache_logic::CacheLogic`]: what the worker drives: frames and time in,
 //!   filter updates, counters, the filestore and the image map out.
 //! - [`tracker`]: TFTP read transfers followed from snooped copies.
@@ -15,6 +17,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod arp;
 pub mod cache_logic;
 pub mod defrag;
 pub mod dhcp;
@@ -26,6 +29,7 @@ pub mod tftp_client;
 pub mod tftp_server;
 pub mod tracker;
 
+pub use arp::{ArpConfig, ArpCounters, ArpEvent, ArpFrameBuf, ArpResolver};
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};
 pub use defrag::{DefragLimits, DefragStats};
 pub use dhcp::{BootDirective, BootVia, Learned, MessageHandler};
