@@ -1,7 +1,9 @@
 //! Packet formats bootcache reads off the wire, independent of DPDK.
 //!
-//! - [`classify`]: the fast-path header classifier (Ethernet, VLAN, IPv4/IPv6, UDP).
-//! - [`frame`]: header views and `Repr`s for Ethernet II, 802.1Q/QinQ, IPv4, IPv6, UDP.
+//! - [`classify`]: the fast-path header classifier (Ethernet, VLAN, IPv4/IPv6, UDP;
+//!   ARP addresses).
+//! - [`frame`]: header views and `Repr`s for Ethernet II, 802.1Q/QinQ, IPv4, IPv6, UDP,
+//!   ARP and ICMP echo.
 //! - [`tftp`]: TFTP (RFC 1350, 2347, 2348, 2349, 7440), parsed with nom.
 //! - [`dhcp`]: DHCP/BOOTP with PXE options (also on UDP 4011).
 //!
