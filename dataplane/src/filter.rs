@@ -164,11 +164,15 @@ pub enum StaticRule {
     /// first OACK/DATA is copied anyway. The transfer's dynamic rule takes
     /// precedence once it exists.
     ServerUdp = 7,
+    /// Addressed mode, either side: any IPv4 frame to bootcache's own
+    /// address, and ARP whose target is it. Traps: the frame is for
+    /// bootcache, nobody else answers it.
+    OwnAddress = 8,
 }
 
 impl StaticRule {
     /// Every static rule, in [`RuleId`] order.
-    pub const ALL: [StaticRule; 8] = [
+    pub const ALL: [StaticRule; 9] = [
         StaticRule::DhcpClient,
         StaticRule::DhcpServer,
         StaticRule::BootServiceRequest,
@@ -177,6 +181,7 @@ impl StaticRule {
         StaticRule::ServerFragment,
         StaticRule::DscpMark,
         StaticRule::ServerUdp,
+        StaticRule::OwnAddress,
     ];
 
     /// This rule's id.
@@ -195,6 +200,7 @@ impl StaticRule {
             StaticRule::ServerFragment => "server-fragment",
             StaticRule::DscpMark => "dscp-mark",
             StaticRule::ServerUdp => "server-udp",
+            StaticRule::OwnAddress => "own-address",
         }
     }
 }
@@ -213,6 +219,9 @@ pub struct FilterConfig {
     /// ([`StaticRule::ServerUdp`]), so that a transfer's first reply is seen
     /// even before its expectation is published. bootcache turns it on.
     pub copy_server_udp: bool,
+    /// Addressed mode: bootcache's own IPv4 address. Frames to it, and ARP
+    /// for it, are trapped ([`StaticRule::OwnAddress`]).
+    pub own_address: Option<std::net::Ipv4Addr>,
 }
 
 impl Default for FilterConfig {
@@ -222,6 +231,7 @@ impl Default for FilterConfig {
             dscp_mark: None,
             max_dynamic: DEFAULT_MAX_DYNAMIC,
             copy_server_udp: false,
+            own_address: None,
         }
     }
 }
@@ -334,6 +344,13 @@ impl FilterWriter {
         if !cfg.copy_server_udp {
             statics[StaticRule::ServerUdp as usize] = Action::Forward;
         }
+        statics[StaticRule::OwnAddress as usize] = match cfg.own_address {
+            Some(_) => Action::Trap(StaticRule::OwnAddress.id()),
+            None => Action::Forward,
+        };
+        let own = cfg
+            .own_address
+            .map_or(NO_SERVER, |a| addr_key(IpAddr::V4(a)));
         let empty = Arc::new(Shard::empty());
         let table = Table {
             generation: 0,
@@ -345,6 +362,7 @@ impl FilterWriter {
             server_bits: server_bits(&servers),
             statics,
             dscp_mark,
+            own,
         };
         let current = Arc::new(table);
         let first_dynamic = STATIC_RULES as u32;
@@ -560,6 +578,7 @@ impl FilterWriter {
             server_bits: server_bits(&self.servers),
             statics: self.statics,
             dscp_mark: self.current.dscp_mark,
+            own: self.current.own,
         };
         if !self.rebuild_dirty(&mut next, PROBE_LIMIT) {
             // Some shard has a probe run past the limit: bad luck or

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use wire::classify::{Class, Kind};
+use wire::classify::{Class, IpVersion, Kind};
 
 use super::{Action, RuleId, StaticRule, STATIC_RULES};
 
@@ -28,6 +28,7 @@ const PINNED: u8 = 1;
 const TRAP: u8 = 2;
 
 const PROTO_UDP: u8 = 17;
+const ETHERTYPE_ARP: u16 = 0x0806;
 const PORT_DHCP_SERVER: u16 = 67;
 const PORT_DHCP_CLIENT: u16 = 68;
 const PORT_TFTP: u16 = 69;
@@ -211,6 +212,8 @@ pub struct Table {
     pub(super) statics: [Action; STATIC_RULES],
     /// The DSCP mark, or 0x100 (no DSCP value) when none is configured.
     pub(super) dscp_mark: u16,
+    /// Addressed mode's own IPv4 address (IPv4-mapped), or [`NO_SERVER`].
+    pub(super) own: u128,
 }
 
 /// Fills free server indexes: ff..ff is the all-nodes-style multicast
@@ -243,8 +246,9 @@ impl Table {
     /// What to do with a frame received on `side` (0: client side, any
     /// other value: server side) that classified as `c`. Never panics.
     ///
-    /// Precedence: a dynamic rule (so a transfer can be trapped whatever
-    /// its ports), then the static port rules, then the DSCP mark.
+    /// Precedence: bootcache's own address (addressed mode), then a dynamic
+    /// rule (so a transfer can be trapped whatever its ports), then the
+    /// static port rules, then the DSCP mark.
     ///
     /// Measured cost (`cargo bench -p dataplane --bench filter`, this 2-core
     /// AMD EPYC VM, bursts of 32 with one [`super::FilterReader::load`]
@@ -264,6 +268,15 @@ impl Table {
         } else {
             (&c.src_addr, &c.dst_addr, c.dst_port, c.src_port)
         };
+        // One compare for every frame; only IPv4 and ARP (whose target the
+        // classifier stores in `dst_addr`) can carry an IPv4-mapped address
+        // here, and `own` is NO_SERVER when addressed mode is off.
+        if u128::from_ne_bytes(c.dst_addr) == self.own
+            && (c.ip_version == Some(IpVersion::V4)
+                || (c.kind == Kind::NonIp && c.ethertype == ETHERTYPE_ARP))
+        {
+            return self.statics[StaticRule::OwnAddress as usize];
+        }
         match c.kind {
             Kind::Udp => {
                 if let Some(idx) = self.server_index(server) {

@@ -784,3 +784,60 @@ fn server_udp_rule_copies_a_first_reply_before_its_expectation() {
     w.publish();
     assert_eq!(r.load().lookup(1, &data), Action::Copy(id));
 }
+
+#[test]
+fn own_address_traps_what_is_addressed_to_bootcache_on_either_side() {
+    const OWN: [u8; 4] = [192, 168, 56, 5];
+    let (mut w, mut r) = setup(FilterConfig {
+        servers: vec![ip(SERVER)],
+        own_address: Some(Ipv4Addr::from(OWN)),
+        ..FilterConfig::default()
+    });
+    // A transfer rule for the own address must not win over the trap.
+    w.expect(ip(SERVER), sock(OWN, 50000)).unwrap();
+    w.publish();
+    let t = r.load();
+    let own = Action::Trap(StaticRule::OwnAddress.id());
+    // An RRQ to bootcache, a client's ACK, the origin's DATA to a fetch.
+    assert_eq!(t.lookup(0, &udp((CLIENT, 2070), (OWN, 69))), own);
+    assert_eq!(t.lookup(0, &udp((CLIENT, 2070), (OWN, 49152))), own);
+    assert_eq!(t.lookup(1, &udp((SERVER, 40000), (OWN, 50000))), own);
+    assert_eq!(t.lookup(1, &later_fragment(SERVER, OWN)), own);
+    // From bootcache's address (its own frames seen again) and to others: not trapped.
+    assert_eq!(
+        t.lookup(0, &udp((OWN, 2070), (SERVER, 69))),
+        copy(StaticRule::TftpRequest)
+    );
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 2070), (OTHER, 69))),
+        Action::Forward
+    );
+    // ARP for the address (the classifier puts the target in dst_addr).
+    let arp = |target: [u8; 4]| Class {
+        kind: Kind::NonIp,
+        ethertype: 0x0806,
+        dst_addr: wire::classify::v4_mapped(target),
+        ..Class::EMPTY
+    };
+    assert_eq!(t.lookup(0, &arp(OWN)), own);
+    assert_eq!(t.lookup(1, &arp(OWN)), own);
+    assert_eq!(t.lookup(0, &arp(OTHER)), Action::Forward);
+    // The same bytes under another EtherType, or as IPv6, are not ours.
+    let not_arp = Class {
+        ethertype: 0x88cc,
+        ..arp(OWN)
+    };
+    assert_eq!(t.lookup(0, &not_arp), Action::Forward);
+    let v6 = Class {
+        ip_version: Some(IpVersion::V6),
+        kind: Kind::Udp,
+        ..arp(OWN)
+    };
+    assert_eq!(t.lookup(0, &v6), Action::Forward);
+    // Off unless configured.
+    let (_w, mut r) = with_server();
+    assert_eq!(
+        r.load().lookup(0, &udp((CLIENT, 2070), (OWN, 69))),
+        Action::Forward
+    );
+}
