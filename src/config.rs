@@ -26,8 +26,69 @@ pub(crate) struct Config {
     /// The boot server's `bootcache-agent`: when set, every cache hit is
     /// validated with it before it is served.
     pub(crate) agent: Option<AgentConfig>,
+    /// Addressed mode: bootcache owns an IPv4 address and answers requests
+    /// sent to it, fetching misses from the origin itself.
+    pub(crate) addressed: Option<AddressedConfig>,
     /// Resource bounds.
     pub(crate) limits: Limits,
+}
+
+/// Addressed mode's settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddressedConfig {
+    /// bootcache's own IPv4 address (on the clients' and the server's
+    /// network: they are one segment, bridged).
+    pub(crate) address: Ipv4Addr,
+    /// The TFTP server misses are fetched from; default: the first of `servers`.
+    #[serde(default)]
+    pub(crate) origin: Option<Ipv4Addr>,
+    /// The MAC bootcache answers ARP with, "aa:bb:cc:dd:ee:ff"; default:
+    /// the client-side port's.
+    #[serde(default)]
+    pub(crate) mac: Option<String>,
+    /// Block size fetches ask the origin for (must fit the MTU: 1468 for 1500).
+    #[serde(default = "default_fetch_blksize")]
+    pub(crate) fetch_blksize: u16,
+    /// Window size fetches ask for (RFC 7440; servers without it answer lock-step).
+    #[serde(default = "default_fetch_windowsize")]
+    pub(crate) fetch_windowsize: u16,
+}
+
+fn default_fetch_blksize() -> u16 {
+    1468
+}
+
+fn default_fetch_windowsize() -> u16 {
+    16
+}
+
+impl AddressedConfig {
+    /// The origin: `origin`, else the first boot server.
+    pub(crate) fn origin(&self, servers: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+        self.origin.or_else(|| servers.first().copied())
+    }
+
+    /// The configured MAC, parsed.
+    pub(crate) fn mac(&self) -> Result<Option<[u8; 6]>> {
+        let Some(text) = &self.mac else {
+            return Ok(None);
+        };
+        let bytes: Vec<u8> = text
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16))
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|v: &Vec<u8>| v.len() == 6 && text.len() == 17)
+            .with_context(|| {
+                format!("addressed.mac: {text:?} is not a MAC address like \"02:00:00:00:00:01\"")
+            })?;
+        let mac: [u8; 6] = bytes.try_into().unwrap_or_default();
+        if mac[0] & 1 != 0 || mac == [0; 6] {
+            bail!("addressed.mac: {text} is not a unicast address");
+        }
+        Ok(Some(mac))
+    }
 }
 
 /// Where the agent is and how to talk to it.
@@ -136,6 +197,7 @@ impl Default for Config {
             cache_dir: PathBuf::from("/var/lib/bootcache"),
             serve_max_age: None,
             agent: None,
+            addressed: None,
             limits: Limits::default(),
         }
     }
@@ -162,6 +224,21 @@ impl Config {
             quota_bytes: self.limits.cache_quota.0,
             ..slowpath::CacheLimits::default()
         }
+    }
+
+    /// Boot servers: `servers`, plus addressed mode's origin if not among them.
+    pub(crate) fn boot_servers(&self) -> Vec<Ipv4Addr> {
+        let mut v = self.servers.clone();
+        if let Some(o) = self
+            .addressed
+            .as_ref()
+            .and_then(|a| a.origin(&self.servers))
+        {
+            if !v.contains(&o) {
+                v.push(o);
+            }
+        }
+        v
     }
 
     /// Reads and checks a configuration file.
@@ -192,6 +269,33 @@ impl Config {
         }
         if self.serve_max_age == Some(0) {
             bail!("serve_max_age: 0 would never serve; leave it out to disable serving");
+        }
+        if let Some(a) = &self.addressed {
+            let ip = a.address;
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+                bail!("addressed.address: {ip} cannot be bootcache's own address");
+            }
+            let Some(origin) = a.origin(&self.servers) else {
+                bail!("addressed.origin: needed (or list the boot server in `servers`): misses are fetched from it");
+            };
+            if origin == ip || self.servers.contains(&ip) {
+                bail!(
+                    "addressed.address: {ip} is a boot server's address; bootcache needs its own"
+                );
+            }
+            if origin.is_unspecified() || origin.is_broadcast() || origin.is_multicast() {
+                bail!("addressed.origin: {origin} cannot be a boot server address");
+            }
+            if !(8..=65464).contains(&a.fetch_blksize) {
+                bail!(
+                    "addressed.fetch_blksize: {} is outside 8..=65464",
+                    a.fetch_blksize
+                );
+            }
+            if a.fetch_windowsize == 0 {
+                bail!("addressed.fetch_windowsize: must be at least 1");
+            }
+            a.mac()?;
         }
         if self.cache_dir.as_os_str().is_empty() {
             bail!("cache_dir: must not be empty");
@@ -294,6 +398,28 @@ mod tests {
             ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),
             ("[limits]\ncache_quota = \"1M\"", "limits.cache_quota"),
             ("[limits]\nbogus = 1", "bogus"),
+            ("[addressed]\naddress = \"10.0.0.5\"", "addressed.origin"),
+            (
+                "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.1\"",
+                "addressed.address",
+            ),
+            (
+                "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"224.0.0.1\"",
+                "addressed.address",
+            ),
+            (
+                "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.5\"\nmac = \"01:00:00:00:00:01\"",
+                "addressed.mac",
+            ),
+            (
+                "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.5\"\nmac = \"02:00:00:00:01\"",
+                "addressed.mac",
+            ),
+            (
+                "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.5\"\nfetch_blksize = 4",
+                "addressed.fetch_blksize",
+            ),
+            ("[addressed]\naddres = \"10.0.0.5\"", "addres"),
         ];
         for (text, field) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
@@ -308,6 +434,27 @@ mod tests {
         assert_eq!(c.servers, vec![Ipv4Addr::new(192, 0, 2, 10)]);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.cache_dir, Config::default().cache_dir);
+    }
+
+    #[test]
+    fn addressed_mode_adds_its_origin_to_the_boot_servers() {
+        let c = Config::parse(
+            "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.5\"\norigin = \"10.0.0.9\"\nmac = \"02:00:00:00:00:05\"",
+        )
+        .unwrap();
+        let a = c.addressed.as_ref().unwrap();
+        assert_eq!(a.mac().unwrap(), Some([2, 0, 0, 0, 0, 5]));
+        assert_eq!((a.fetch_blksize, a.fetch_windowsize), (1468, 16));
+        assert_eq!(
+            c.boot_servers(),
+            vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 9)]
+        );
+        let c =
+            Config::parse("servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.5\"").unwrap();
+        assert_eq!(
+            c.addressed.unwrap().origin(&c.servers),
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
     }
 
     #[test]

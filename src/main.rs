@@ -100,20 +100,23 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     // The slow path first: a cache directory that cannot be opened is a
     // configuration error, found before any port starts.
     let logic =
-        slowpath::CacheLogic::new(&cfg.cache_dir, cfg.slowpath_limits(), cfg.servers.clone())
+        slowpath::CacheLogic::new(&cfg.cache_dir, cfg.slowpath_limits(), cfg.boot_servers())
             .with_context(|| format!("opening the cache directory {}", cfg.cache_dir.display()))?;
-    if cfg.servers.is_empty() {
+    if cfg.boot_servers().is_empty() {
         log::warn!("no boot servers configured (--config, `servers`): DHCP/PXE is mapped, nothing is cached");
     }
     let filter = FilterWriter::new(&FilterConfig {
-        servers: cfg.servers.iter().map(|&s| s.into()).collect(),
+        servers: cfg.boot_servers().iter().map(|&s| s.into()).collect(),
         dscp_mark: cfg.dscp,
         max_dynamic: cfg.limits.max_filter_entries,
         copy_server_udp: true,
+        own_address: cfg.addressed.as_ref().map(|a| a.address),
     })
     .context("config")?;
     let mut filter = filter;
-    let serving = cfg.serve_max_age.is_some() || cfg.agent.is_some();
+    // Addressed mode serves too: without a freshness policy (max_age 0),
+    // every request is fetched from the origin, shared among concurrent ones.
+    let serving = cfg.serve_max_age.is_some() || cfg.agent.is_some() || cfg.addressed.is_some();
     let agent_link = match &cfg.agent {
         Some(a) => {
             let bytes = std::fs::read(&a.key_file).with_context(|| {
@@ -164,6 +167,34 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         );
     }
 
+    let addressed = match &cfg.addressed {
+        Some(a) => {
+            let mac = match a.mac().context("config")? {
+                Some(m) => wire::frame::MacAddr(m),
+                None => wire::frame::MacAddr(ports[0].mac()?),
+            };
+            let origin = a
+                .origin(&cfg.servers)
+                .context("config: addressed.origin: needed")?;
+            log::info!(
+                "addressed mode: {} at {mac}, fetching misses from {origin}",
+                a.address
+            );
+            Some(serve::Addressed::new(serve::OwnAddress {
+                ip: a.address,
+                mac,
+                origin,
+                fetch: slowpath::tftp_client::ClientOptions {
+                    blksize: Some(a.fetch_blksize),
+                    windowsize: (a.fetch_windowsize > 1).then_some(a.fetch_windowsize),
+                    max_size: cfg.limits.max_file_size.0,
+                    ..Default::default()
+                },
+            }))
+        }
+        None => None,
+    };
+
     let quit = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&quit))
@@ -213,7 +244,7 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
             .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
         serve: serving.then(|| {
             let max_age = Duration::from_secs(cfg.serve_max_age.unwrap_or(0));
-            serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link)
+            serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link, addressed)
         }),
         inject,
         reinject_drops: 0,

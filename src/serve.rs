@@ -26,6 +26,9 @@ use slowpath::{CacheLogic, Entry, FileSource, ServeOutcome, ServerConfig, Server
 use wire::frame::UdpFrameRepr;
 use wire::tftp::Packet;
 
+mod addressed;
+pub(crate) use addressed::{Addressed, OwnAddress};
+
 /// First TID bootcache answers from; it walks up and wraps.
 const TID_BASE: u16 = 49152;
 
@@ -44,9 +47,15 @@ impl FileSource for CachedFile {
 
 struct Served {
     session: ServerSession<CachedFile>,
-    /// Headers of the frames to the client: server MAC/IP, our TID.
+    /// Headers of the frames to the client: server MAC/IP (or bootcache's
+    /// own, in addressed mode), our TID.
     reply: UdpFrameRepr,
     server: Ipv4Addr,
+    /// Bridge side the client is on (where the frames go).
+    side: u8,
+    /// Whether filter rules were installed for the client's ACKs
+    /// (transparent intercept; addressed mode's own-address rule needs none).
+    rules: bool,
 }
 
 /// A request held while the agent is asked about its cached copy.
@@ -62,6 +71,9 @@ enum Trapped {
     Forward,
     /// A read request for a cached file.
     Hit(Entry),
+    /// Addressed mode: a read request for a file not in the cache; bootcache
+    /// fetches it from the origin.
+    Miss(String),
 }
 
 /// The management channel to the boot server's `bootcache-agent`.
@@ -134,6 +146,8 @@ pub(crate) struct Serve {
     sessions: HashMap<(SocketAddrV4, u16), Served>,
     next_tid: u16,
     pub(crate) counters: ServeCounters,
+    /// Addressed mode, when configured.
+    pub(crate) addressed: Option<Addressed>,
 }
 
 impl Serve {
@@ -144,6 +158,7 @@ impl Serve {
         inject: Arc<InjectRing>,
         max_age: Duration,
         agent: Option<AgentLink>,
+        addressed: Option<Addressed>,
     ) -> Serve {
         Serve {
             pool,
@@ -154,6 +169,7 @@ impl Serve {
             sessions: HashMap::new(),
             next_tid: TID_BASE,
             counters: ServeCounters::default(),
+            addressed,
         }
     }
 
@@ -173,9 +189,21 @@ impl Serve {
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
     ) -> Option<Redirected> {
-        match self.classify_trapped(now, &r, logic, filter) {
+        let own = self.is_own(r.mbuf.data());
+        let trapped = if own {
+            self.classify_own(now, &r, logic, filter)
+        } else {
+            self.classify_trapped(now, &r, logic, filter)
+        };
+        match trapped {
             Trapped::Consumed => None,
+            // Nobody else is addressed by a frame to bootcache's own address.
+            Trapped::Forward if own => None,
             Trapped::Forward => Some(r),
+            Trapped::Miss(name) => {
+                self.join_fetch(now, wall, r, &name, logic);
+                None
+            }
             Trapped::Hit(entry) => match &mut self.agent {
                 Some(agent) => {
                     let id =
@@ -190,12 +218,12 @@ impl Serve {
                         wall.duration_since(entry.last_seen).unwrap_or_default() <= self.max_age;
                     if !fresh {
                         self.counters.stale += 1;
-                        return Some(r);
+                        return self.not_served(now, wall, r, &entry.name, logic);
                     }
-                    if self.start_session(now, wall, r.mbuf.data(), &entry, logic, filter) {
+                    if self.start_session(now, wall, &r, &entry, logic, filter) {
                         None
                     } else {
-                        Some(r)
+                        self.not_served(now, wall, r, &entry.name, logic)
                     }
                 }
             },
@@ -247,8 +275,10 @@ impl Serve {
                     serve_unreachable
                 }
             };
-            if !(serve && self.start_session(now, wall, p.r.mbuf.data(), &p.entry, logic, filter)) {
-                forward.push(p.r);
+            if !(serve && self.start_session(now, wall, &p.r, &p.entry, logic, filter)) {
+                if let Some(r) = self.not_served(now, wall, p.r, &p.entry.name, logic) {
+                    forward.push(r);
+                }
             }
         }
         forward
@@ -311,12 +341,12 @@ impl Serve {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        frame: &[u8],
+        r: &Redirected,
         entry: &Entry,
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
     ) -> bool {
-        let Ok((repr, payload)) = UdpFrameRepr::parse(frame) else {
+        let Ok((repr, payload)) = UdpFrameRepr::parse(r.mbuf.data()) else {
             return false;
         };
         let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
@@ -340,20 +370,29 @@ impl Serve {
             return false; // e.g. netascii: the origin answers
         };
         let tid = self.allocate_tid(client);
-        // The client's ACKs and ERRORs to our TID must come to us, not the origin.
-        let (srv, cli) = (std::net::IpAddr::V4(server), SocketAddr::V4(client));
-        let installed = filter
-            .expect(srv, cli)
-            .and_then(|_| filter.pin(SocketAddrV4::new(server, tid).into(), cli))
-            .and_then(|_| filter.set_trap(srv, cli, true));
-        if let Err(e) = installed {
-            log::warn!("cache hit for {name:?} not served: {e}");
-            let _ = filter.remove(srv, cli);
-            return false;
+        // Addressed mode: the client asked bootcache itself, whose address
+        // traps everything sent to it; no rules needed.
+        let own_mac = self
+            .addressed
+            .as_ref()
+            .filter(|a| a.own.ip == server)
+            .map(|a| a.own.mac);
+        if own_mac.is_none() {
+            // The client's ACKs and ERRORs to our TID must come to us, not the origin.
+            let (srv, cli) = (std::net::IpAddr::V4(server), SocketAddr::V4(client));
+            let installed = filter
+                .expect(srv, cli)
+                .and_then(|_| filter.pin(SocketAddrV4::new(server, tid).into(), cli))
+                .and_then(|_| filter.set_trap(srv, cli, true));
+            if let Err(e) = installed {
+                log::warn!("cache hit for {name:?} not served: {e}");
+                let _ = filter.remove(srv, cli);
+                return false;
+            }
+            filter.publish();
         }
-        filter.publish();
         let mut reply = UdpFrameRepr::ipv4(
-            repr.dst_mac,
+            own_mac.unwrap_or(repr.dst_mac),
             repr.src_mac,
             SocketAddrV4::new(server, tid),
             client,
@@ -379,6 +418,8 @@ impl Serve {
                 session,
                 reply,
                 server,
+                side: r.side,
+                rules: own_mac.is_none(),
             },
         );
         self.pump((client, tid), now);
@@ -386,7 +427,14 @@ impl Serve {
     }
 
     /// Runs the sessions' timers.
-    pub(crate) fn handle_timers(&mut self, now: Instant, filter: &mut FilterWriter) {
+    pub(crate) fn handle_timers(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        logic: &mut CacheLogic,
+        filter: &mut FilterWriter,
+    ) {
+        self.handle_own_timers(now, wall, logic, filter);
         let due: Vec<_> = self
             .sessions
             .iter()
@@ -427,7 +475,10 @@ impl Serve {
                 self.counters.frame_drops += 1;
                 continue;
             }
-            match self.inject.push(Injected { mbuf: m, side: 0 }) {
+            match self.inject.push(Injected {
+                mbuf: m,
+                side: s.side,
+            }) {
                 Ok(()) => self.counters.frames += 1,
                 Err(_) => self.counters.frame_drops += 1,
             }
@@ -462,10 +513,12 @@ impl Serve {
                     log::info!("cache session with {} ended: {other:?}", key.0);
                 }
             }
-            filter.remove(
-                std::net::IpAddr::V4(s.server),
-                std::net::SocketAddr::V4(key.0),
-            );
+            if s.rules {
+                filter.remove(
+                    std::net::IpAddr::V4(s.server),
+                    std::net::SocketAddr::V4(key.0),
+                );
+            }
         }
         filter.publish();
     }

@@ -56,15 +56,8 @@ impl Worker {
             let handled = self.handle_batch();
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
-                s.handle_timers(now, &mut self.filter);
                 let wall = SystemTime::now();
-                for r in s.poll_agent(now, wall, &mut self.logic, &mut self.filter) {
-                    self.forward_trapped(now, wall, r);
-                }
-            }
-            if let Some(s) = &mut self.serve {
-                s.handle_timers(now, &mut self.filter);
-                let wall = SystemTime::now();
+                s.handle_timers(now, wall, &mut self.logic, &mut self.filter);
                 for r in s.poll_agent(now, wall, &mut self.logic, &mut self.filter) {
                     self.forward_trapped(now, wall, r);
                 }
@@ -263,6 +256,26 @@ impl Worker {
                 c.frame_drops,
                 self.reinject_drops
             );
+            if let Some(a) = &s.addressed {
+                let c = &a.counters;
+                let arp = a.arp_counters();
+                out += &format!(
+                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={}",
+                    c.requests,
+                    c.fetches,
+                    c.fetch_joins,
+                    a.active_fetches(),
+                    c.fetches_completed,
+                    c.fetches_failed,
+                    c.fetched_bytes,
+                    c.errors_sent,
+                    c.pings,
+                    c.dropped,
+                    arp.requests_answered,
+                    arp.requests_sent,
+                    arp.failed,
+                );
+            }
         }
         out
     }

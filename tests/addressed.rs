@@ -1,0 +1,501 @@
+//! Addressed mode end to end through virtio-user: bootcache owns an IPv4
+//! address; clients ARP for it, ping it and send it their read requests. A
+//! miss is fetched from the origin (played by the harness on the server
+//! side with the sans-I/O TFTP server) by bootcache itself, once for all the
+//! clients that asked for the file meanwhile; then they, and later clients,
+//! are served from the cache.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bootcache_bench::frames::{CLIENT_MAC, SERVER_MAC};
+use bootcache_bench::harness::{shared, Harness};
+use bootcache_bench::process::Bootcache;
+use bootcache_bench::scenario::test_file;
+use bootcache_bench::tftp_client::send;
+use dpdk::Burst;
+use slowpath::tftp_client::{ClientOptions, ClientOutcome, ClientSession, Destination};
+use slowpath::tftp_server::{error_response, ServerConfig, ServerSession};
+use wire::frame::arp::{ArpFrameRepr, Operation};
+use wire::frame::icmpv4::EchoFrameRepr;
+use wire::frame::{MacAddr, UdpFrameRepr};
+use wire::tftp::{ErrorCode, Packet};
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+const ORIGIN: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
+const OWN: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 5);
+const OWN_MAC: [u8; 6] = [0x02, 0xbc, 0, 0, 0, 0x05];
+
+fn start(h: &Harness, dir: &std::path::Path, extra: &str) -> Bootcache {
+    let cfg = dir.join("bootcache.toml");
+    let text = format!(
+        "servers = [\"{ORIGIN}\"]\ncache_dir = \"{}\"\n{extra}\n[addressed]\naddress = \"{OWN}\"\nmac = \"02:bc:00:00:00:05\"\n",
+        dir.join("cache").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let prefix = format!("bca-{}", std::process::id());
+    h.start_bootcache(
+        BOOTCACHE.as_ref(),
+        &prefix,
+        &["--config", cfg.to_str().unwrap()],
+    )
+    .unwrap()
+}
+
+type OriginSession = ServerSession<Arc<Vec<u8>>>;
+
+/// The boot server on the far side: answers ARP for its address and serves
+/// its files with the sans-I/O TFTP server (no windowsize, like tftpd-hpa).
+struct Origin {
+    files: HashMap<String, Arc<Vec<u8>>>,
+    /// By client: our TID, the client's MAC, the session.
+    sessions: HashMap<SocketAddrV4, (u16, MacAddr, OriginSession)>,
+    next_tid: u16,
+    /// Read requests received: (from, file name).
+    rrqs: Vec<(SocketAddrV4, String)>,
+    data_bytes: u64,
+    arp_replies: u64,
+    /// Whether ARP requests for the origin are answered.
+    answer_arp: bool,
+}
+
+impl Origin {
+    fn new(files: &[(&str, &Arc<Vec<u8>>)]) -> Origin {
+        Origin {
+            files: files
+                .iter()
+                .map(|(n, f)| (n.to_string(), Arc::clone(f)))
+                .collect(),
+            sessions: HashMap::new(),
+            next_tid: 30000,
+            rrqs: Vec::new(),
+            data_bytes: 0,
+            arp_replies: 0,
+            answer_arp: true,
+        }
+    }
+
+    fn handle(&mut self, h: &Harness, now: Instant, frame: &[u8]) {
+        if let Ok(arp) = ArpFrameRepr::parse(frame) {
+            if self.answer_arp
+                && arp.arp.operation == Operation::Request
+                && arp.arp.target_ip == ORIGIN
+            {
+                let reply = arp.reply_to(MacAddr(SERVER_MAC)).unwrap();
+                let mut buf = [0u8; 64];
+                let n = reply.emit(&mut buf).unwrap();
+                send(h, 1, &buf[..n]).unwrap();
+                self.arp_replies += 1;
+            }
+            return;
+        }
+        let Ok((repr, payload)) = UdpFrameRepr::parse(frame) else {
+            return;
+        };
+        let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
+            return;
+        };
+        if *dst.ip() != ORIGIN {
+            return;
+        }
+        if dst.port() == 69 {
+            let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
+                return;
+            };
+            let name = String::from_utf8_lossy(req.filename).into_owned();
+            self.rrqs.push((src, name.clone()));
+            let tid = self.next_tid;
+            self.next_tid += 1;
+            let Some(file) = self.files.get(&name) else {
+                let err = error_response(ErrorCode::FileNotFound, "no such file");
+                send_udp(
+                    h,
+                    1,
+                    SERVER_MAC,
+                    repr.src_mac.0,
+                    SocketAddrV4::new(ORIGIN, tid),
+                    src,
+                    &err,
+                );
+                return;
+            };
+            let config = ServerConfig {
+                offer_windowsize: false,
+                ..ServerConfig::default()
+            };
+            let s = ServerSession::new(now, &req, Arc::clone(file), &config).unwrap();
+            self.sessions.insert(src, (tid, repr.src_mac, s));
+        } else if let Some((tid, _, s)) = self.sessions.get_mut(&src) {
+            if *tid == dst.port() {
+                s.handle_packet(now, payload);
+            }
+        }
+        self.pump(h, now);
+    }
+
+    fn pump(&mut self, h: &Harness, now: Instant) {
+        for (peer, (tid, mac, s)) in &mut self.sessions {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+            while let Some(t) = s.poll_transmit(now) {
+                let mut buf = vec![0u8; t.payload_len()];
+                let n = s.write(&t, &mut buf).unwrap();
+                if n > 4 && buf[1] == 3 {
+                    self.data_bytes += (n - 4) as u64;
+                }
+                send_udp(
+                    h,
+                    1,
+                    SERVER_MAC,
+                    mac.0,
+                    SocketAddrV4::new(ORIGIN, *tid),
+                    *peer,
+                    &buf[..n],
+                );
+            }
+        }
+        self.sessions.retain(|_, (_, _, s)| !s.is_finished());
+    }
+}
+
+fn send_udp(
+    h: &Harness,
+    side: usize,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    payload: &[u8],
+) {
+    let repr = UdpFrameRepr::ipv4(MacAddr(src_mac), MacAddr(dst_mac), src, dst);
+    let mut buf = vec![0u8; repr.buffer_len(payload.len()).max(60)];
+    let n = repr.emit(&mut buf, payload).unwrap();
+    send(h, side, &buf[..n.max(60)]).unwrap();
+}
+
+/// One client reading one file from bootcache's address.
+struct Client {
+    addr: SocketAddrV4,
+    session: ClientSession,
+    file: Vec<u8>,
+}
+
+/// Runs `clients` against bootcache with `origin` on the far side until all
+/// have ended (or 30 s passed); returns how each ended.
+fn run(h: &Harness, origin: &mut Origin, clients: &mut [Client]) -> Vec<Option<ClientOutcome>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut burst = Burst::new();
+    for c in clients.iter_mut() {
+        flush_client(h, c, Instant::now(), None);
+    }
+    while Instant::now() < deadline && clients.iter().any(|c| c.session.outcome().is_none()) {
+        let now = Instant::now();
+        if h.ports[1].rx_burst(0, &mut burst) > 0 {
+            for m in burst.drain() {
+                origin.handle(h, now, m.data());
+            }
+        }
+        origin.pump(h, now);
+        if h.ports[0].rx_burst(0, &mut burst) > 0 {
+            for m in burst.drain() {
+                let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) else {
+                    continue;
+                };
+                let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
+                    continue;
+                };
+                let Some(c) = clients.iter_mut().find(|c| c.addr == dst) else {
+                    continue;
+                };
+                assert_eq!(
+                    *src.ip(),
+                    OWN,
+                    "answer to {dst} not from bootcache's address"
+                );
+                assert_eq!(
+                    repr.src_mac.0, OWN_MAC,
+                    "answer to {dst} not from bootcache's MAC"
+                );
+                c.session.handle_packet(now, src.port(), payload);
+                flush_client(h, c, now, Some(src.port()));
+            }
+        }
+        for c in clients.iter_mut() {
+            if c.session.poll_timeout().is_some_and(|t| t <= now) {
+                c.session.handle_timeout(now);
+                flush_client(h, c, now, None);
+            }
+        }
+    }
+    clients
+        .iter()
+        .map(|c| c.session.outcome().cloned())
+        .collect()
+}
+
+fn flush_client(h: &Harness, c: &mut Client, now: Instant, _from: Option<u16>) {
+    while let Some((offset, bytes)) = c.session.poll_data() {
+        assert_eq!(offset as usize, c.file.len());
+        c.file.extend_from_slice(&bytes);
+    }
+    while let Some(t) = c.session.poll_transmit(now) {
+        let port = match t.to {
+            Destination::Origin => 69,
+            Destination::Server => c.session.server_tid().unwrap_or(69),
+            Destination::Stray(p) => p,
+        };
+        send_udp(
+            h,
+            0,
+            CLIENT_MAC,
+            OWN_MAC,
+            c.addr,
+            SocketAddrV4::new(OWN, port),
+            &t.payload,
+        );
+    }
+}
+
+fn clients(names: &[(&str, ClientOptions)], first_port: u16) -> Vec<Client> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, (name, o))| Client {
+            addr: SocketAddrV4::new(
+                Ipv4Addr::new(10, 78, 0, 100 + i as u8),
+                first_port + i as u16,
+            ),
+            session: ClientSession::new(Instant::now(), name, o.clone()).unwrap(),
+            file: Vec::new(),
+        })
+        .collect()
+}
+
+/// Sends `frame` from the client side and returns the first frame that
+/// comes back on the client side.
+fn ask(h: &Harness, frame: &[u8]) -> Option<Vec<u8>> {
+    let mut burst = Burst::new();
+    // Asked again each second, as ARP and ping do: the slow path may still
+    // be starting on a loaded machine.
+    for _ in 0..5 {
+        send(h, 0, frame).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if h.ports[0].rx_burst(0, &mut burst) > 0 {
+                return burst.drain().next().map(|m| m.data().to_vec());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn addressed_mode_answers_arp_and_ping_fetches_misses_once_and_serves_hits() {
+    let h = shared("addressed");
+    let dir =
+        std::env::temp_dir().join(format!("bootcache-addressed-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bc = start(&h, &dir, "serve_max_age = 3600");
+
+    // ARP: who has OWN? Answered with the configured MAC; other addresses
+    // are not bootcache's (the request crosses to the server side instead).
+    let who_has = ArpFrameRepr::request(MacAddr(CLIENT_MAC), Ipv4Addr::new(10, 78, 0, 100), OWN);
+    let mut buf = [0u8; 64];
+    let n = who_has.emit(&mut buf).unwrap();
+    let Some(reply) = ask(&h, &buf[..n]) else {
+        let fin = h.stop_bootcache(bc).unwrap();
+        panic!(
+            "no ARP reply; bootcache said:\n{}\n{}",
+            fin.stdout, fin.stderr
+        );
+    };
+    let reply = ArpFrameRepr::parse(&reply).unwrap();
+    assert_eq!(reply.arp.operation, Operation::Reply);
+    assert_eq!(
+        (reply.arp.sender_ip, reply.arp.sender_mac),
+        (OWN, MacAddr(OWN_MAC))
+    );
+    assert_eq!(reply.dst_mac, MacAddr(CLIENT_MAC));
+
+    // Ping.
+    let echo = EchoFrameRepr {
+        src_mac: MacAddr(CLIENT_MAC),
+        dst_mac: MacAddr(OWN_MAC),
+        outer_vlan: None,
+        inner_vlan: None,
+        src_ip: Ipv4Addr::new(10, 78, 0, 100),
+        dst_ip: OWN,
+        ident: 7,
+        seq: 1,
+        is_request: true,
+    };
+    let mut buf = [0u8; 128];
+    let n = echo.emit(&mut buf, b"bootcache ping").unwrap();
+    let pong = ask(&h, &buf[..n]).expect("an echo reply");
+    let (pong, data) = EchoFrameRepr::parse(&pong).unwrap();
+    assert!(!pong.is_request);
+    assert_eq!((pong.src_ip, pong.ident, pong.seq), (OWN, 7, 1));
+    assert_eq!(data, b"bootcache ping");
+
+    let kernel = Arc::new(test_file(700_000, 3));
+    let initrd = Arc::new(test_file(200_000, 4));
+    let mut origin = Origin::new(&[("boot/vmlinuz", &kernel), ("boot/initrd", &initrd)]);
+
+    // Cold: five clients ask for the kernel at once, two for the initrd,
+    // with different options; one missing file. The origin must see one
+    // read request per file.
+    let lockstep = ClientOptions {
+        blksize: None,
+        ask_tsize: false,
+        ..ClientOptions::default()
+    };
+    let windowed = ClientOptions {
+        windowsize: Some(16),
+        ..ClientOptions::default()
+    };
+    let cold = [
+        ("boot/vmlinuz", ClientOptions::default()),
+        ("boot/vmlinuz", lockstep.clone()),
+        ("boot/vmlinuz", windowed.clone()),
+        ("boot/vmlinuz", ClientOptions::default()),
+        ("boot/vmlinuz", lockstep.clone()),
+        ("boot/initrd", ClientOptions::default()),
+        ("boot/initrd", windowed.clone()),
+        ("no/such/file", ClientOptions::default()),
+    ];
+    let mut cs = clients(&cold, 2000);
+    let outcomes = run(&h, &mut origin, &mut cs);
+    for (i, c) in cs.iter().enumerate().take(7) {
+        let want = if i < 5 { &kernel } else { &initrd };
+        assert!(
+            matches!(outcomes[i], Some(ClientOutcome::Completed { .. })),
+            "client {i}: {:?}",
+            outcomes[i]
+        );
+        assert!(
+            c.file == **want,
+            "client {i}: {} bytes differ",
+            c.file.len()
+        );
+    }
+    assert!(
+        matches!(
+            &outcomes[7],
+            Some(ClientOutcome::ServerError(ErrorCode::FileNotFound, _))
+        ),
+        "{:?}",
+        outcomes[7]
+    );
+    let mut asked: Vec<&str> = origin.rrqs.iter().map(|(_, n)| n.as_str()).collect();
+    asked.sort_unstable();
+    assert_eq!(asked, ["boot/initrd", "boot/vmlinuz", "no/such/file"]);
+    assert!(origin.rrqs.iter().all(|(from, _)| *from.ip() == OWN));
+    assert_eq!(origin.data_bytes, (kernel.len() + initrd.len()) as u64);
+
+    // Warm: three more clients; nothing reaches the origin.
+    let before = (origin.rrqs.len(), origin.data_bytes);
+    let warm = [
+        ("boot/vmlinuz", windowed),
+        ("boot/vmlinuz", lockstep),
+        ("boot/initrd", ClientOptions::default()),
+    ];
+    let mut cs = clients(&warm, 3000);
+    let outcomes = run(&h, &mut origin, &mut cs);
+    for (i, c) in cs.iter().enumerate() {
+        let want = if i < 2 { &kernel } else { &initrd };
+        assert!(
+            matches!(outcomes[i], Some(ClientOutcome::Completed { .. })),
+            "{outcomes:?}"
+        );
+        assert!(c.file == **want, "warm client {i} got different bytes");
+    }
+    assert_eq!(
+        (origin.rrqs.len(), origin.data_bytes),
+        before,
+        "the origin was asked again"
+    );
+
+    let fin = h.stop_bootcache(bc).unwrap();
+    eprintln!("{}", fin.stdout);
+    for want in [
+        "fetches=3 fetch_joins=5",
+        "fetches_completed=2 fetches_failed=1",
+        "pings=",
+        "arp_answered=",
+        "own-address=",
+    ] {
+        assert!(
+            fin.stdout.contains(want),
+            "missing {want:?} in {}",
+            fin.stdout
+        );
+    }
+    assert!(
+        origin.arp_replies >= 1,
+        "bootcache never resolved the origin"
+    );
+}
+
+#[test]
+fn a_copy_past_max_age_is_fetched_again_and_an_unresolvable_origin_gives_an_error() {
+    let h = shared("addressed");
+    let dir = std::env::temp_dir().join(format!("bootcache-addressed-age-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bc = start(&h, &dir, "serve_max_age = 1");
+    let old = Arc::new(test_file(100_000, 5));
+    let mut origin = Origin::new(&[("pxelinux.0", &old)]);
+    let mut cs = clients(&[("pxelinux.0", ClientOptions::default())], 4000);
+    run(&h, &mut origin, &mut cs);
+    assert!(
+        cs[0].file == *old,
+        "cold read got {} bytes",
+        cs[0].file.len()
+    );
+
+    // The file changes on the server; once the copy is older than
+    // serve_max_age, the next request is fetched again and gets the new one.
+    std::thread::sleep(Duration::from_millis(1500));
+    let new = Arc::new(test_file(120_000, 6));
+    origin.files.insert("pxelinux.0".into(), Arc::clone(&new));
+    let mut cs = clients(&[("pxelinux.0", ClientOptions::default())], 4100);
+    run(&h, &mut origin, &mut cs);
+    assert!(
+        cs[0].file == *new,
+        "after the change: {} bytes",
+        cs[0].file.len()
+    );
+    assert_eq!(origin.rrqs.len(), 2);
+
+    let fin = h.stop_bootcache(bc).unwrap();
+    assert!(
+        fin.stdout.contains("fetches=2 fetch_joins=0"),
+        "{}",
+        fin.stdout
+    );
+    assert!(
+        fin.stdout.contains("files cached=1 refreshed=0 replaced=1"),
+        "{}",
+        fin.stdout
+    );
+    // A fresh bootcache (no ARP entry) and an origin that does not answer
+    // ARP: the client gets an ERROR that says so.
+    let bc = start(&h, &dir, "serve_max_age = 1");
+    origin.answer_arp = false;
+    let mut cs = clients(&[("pxelinux.0", ClientOptions::default())], 4200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let outcomes = run(&h, &mut origin, &mut cs);
+    match &outcomes[0] {
+        Some(ClientOutcome::ServerError(ErrorCode::NotDefined, msg)) => {
+            assert!(msg.contains("ARP"), "{msg}")
+        }
+        other => panic!("expected an ERROR naming ARP, got {other:?}"),
+    }
+    let fin = h.stop_bootcache(bc).unwrap();
+    assert!(fin.stdout.contains("fetches_failed=1"), "{}", fin.stdout);
+    assert!(fin.stdout.contains("arp_failed=1"), "{}", fin.stdout);
+}
