@@ -170,6 +170,8 @@ struct InProcessAgent {
     addr: std::net::SocketAddr,
     table: std::sync::Arc<std::sync::RwLock<bootcache_agent::Table>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Datagrams the responder dropped because their HMAC did not verify.
+    bad_mac: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -190,7 +192,8 @@ impl InProcessAgent {
             4096,
             1,
         );
-        let (t, s) = (Arc::clone(&table), Arc::clone(&stop));
+        let bad_mac = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (t, s, b) = (Arc::clone(&table), Arc::clone(&stop), Arc::clone(&bad_mac));
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !s.load(Ordering::Relaxed) {
@@ -205,12 +208,14 @@ impl InProcessAgent {
                 {
                     let _ = socket.send_to(&answer, from);
                 }
+                b.store(responder.counters().bad_mac, Ordering::Relaxed);
             }
         });
         InProcessAgent {
             addr,
             table,
             stop,
+            bad_mac,
             thread: Some(thread),
         }
     }
@@ -224,7 +229,7 @@ impl InProcessAgent {
 }
 
 #[test]
-fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
+fn hits_are_validated_with_the_agent_stale_bad_hmac_and_unreachable_go_to_the_origin() {
     let h = shared("serve");
     let dir = std::env::temp_dir().join(format!("bootcache-serve-agent-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,6 +287,42 @@ fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
         .unwrap();
     assert_crossed("RRQ for a stale copy", &reps);
 
+    // A cache with the wrong key: the agent drops its questions (bad HMAC,
+    // counted) and never answers, so the hit is not served (default policy).
+    let fin = h.stop_bootcache(bc).unwrap();
+    assert!(
+        fin.stdout.contains("serve hits=1 ") && fin.stdout.contains("stale=1 "),
+        "{}",
+        fin.stdout
+    );
+    std::fs::write(dir.join("wrong.key"), [0xa5u8; 32]).unwrap();
+    let wrong_cfg = agent_cfg.replace("agent.key", "wrong.key");
+    let bc = start(&h, &dir, "agent-wrong-key", &wrong_cfg);
+    let before = agent.bad_mac.load(std::sync::atomic::Ordering::Relaxed);
+    std::fs::write(root.join("boot/initrd.img"), &content).unwrap();
+    agent
+        .table
+        .write()
+        .unwrap()
+        .refresh("boot/initrd.img")
+        .unwrap();
+    let reps = h
+        .replay(&[(0, rrq(50013))], 1, Duration::from_secs(8))
+        .unwrap();
+    assert_crossed("RRQ validated with a wrong key", &reps);
+    let dropped = agent.bad_mac.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(
+        dropped >= 1,
+        "the agent accepted a question under a wrong key"
+    );
+    let fin = h.stop_bootcache(bc).unwrap();
+    assert!(
+        fin.stdout.contains("serve hits=0 ") && fin.stdout.contains("agent_unreachable=1"),
+        "{}",
+        fin.stdout
+    );
+    let bc = start(&h, &dir, "agent-again", &agent_cfg);
+
     // The agent is gone: after its retries, the RRQ goes to the origin (default policy).
     agent.stop();
     let reps = h
@@ -291,9 +332,8 @@ fn hits_are_validated_with_the_agent_stale_and_unreachable_go_to_the_origin() {
 
     let fin = h.stop_bootcache(bc).unwrap();
     eprintln!("{}", fin.stdout);
-    assert!(fin.stdout.contains("serve hits=1 "), "{}", fin.stdout);
     assert!(
-        fin.stdout.contains("stale=1 agent_unreachable=1"),
+        fin.stdout.contains("serve hits=0 ") && fin.stdout.contains("agent_unreachable=1"),
         "{}",
         fin.stdout
     );
