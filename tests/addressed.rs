@@ -28,10 +28,38 @@ const ORIGIN: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
 const OWN: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 5);
 const OWN_MAC: [u8; 6] = [0x02, 0xbc, 0, 0, 0, 0x05];
 
+/// Where clients send their requests, and who must answer them.
+#[derive(Clone, Copy)]
+struct Target {
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+}
+
+/// bootcache's own address (addressed mode).
+const BOOTCACHE_ITSELF: Target = Target {
+    ip: OWN,
+    mac: OWN_MAC,
+};
+/// The boot server (transparent intercept: bootcache answers as it).
+const BOOT_SERVER: Target = Target {
+    ip: ORIGIN,
+    mac: SERVER_MAC,
+};
+
+/// bootcache in addressed mode with `extra` configuration.
 fn start(h: &Harness, dir: &std::path::Path, extra: &str) -> Bootcache {
+    start_with(
+        h,
+        dir,
+        &format!("{extra}\n[addressed]\naddress = \"{OWN}\"\nmac = \"02:bc:00:00:00:05\""),
+    )
+}
+
+/// bootcache with the origin as boot server and `extra` configuration.
+fn start_with(h: &Harness, dir: &std::path::Path, extra: &str) -> Bootcache {
     let cfg = dir.join("bootcache.toml");
     let text = format!(
-        "servers = [\"{ORIGIN}\"]\ncache_dir = \"{}\"\n{extra}\n[addressed]\naddress = \"{OWN}\"\nmac = \"02:bc:00:00:00:05\"\n",
+        "servers = [\"{ORIGIN}\"]\ncache_dir = \"{}\"\n{extra}\n",
         dir.join("cache").display()
     );
     std::fs::write(&cfg, text).unwrap();
@@ -183,13 +211,24 @@ struct Client {
     file: Vec<u8>,
 }
 
-/// Runs `clients` against bootcache with `origin` on the far side until all
-/// have ended (or 30 s passed); returns how each ended.
+/// Runs `clients` against bootcache's own address.
 fn run(h: &Harness, origin: &mut Origin, clients: &mut [Client]) -> Vec<Option<ClientOutcome>> {
+    run_against(h, origin, clients, BOOTCACHE_ITSELF)
+}
+
+/// Runs `clients`, sending to `target`, with `origin` on the far side until
+/// all have ended (or 30 s passed); every answer must come from `target`.
+/// Returns how each ended.
+fn run_against(
+    h: &Harness,
+    origin: &mut Origin,
+    clients: &mut [Client],
+    target: Target,
+) -> Vec<Option<ClientOutcome>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut burst = Burst::new();
     for c in clients.iter_mut() {
-        flush_client(h, c, Instant::now(), None);
+        flush_client(h, c, Instant::now(), target);
     }
     while Instant::now() < deadline && clients.iter().any(|c| c.session.outcome().is_none()) {
         let now = Instant::now();
@@ -210,23 +249,19 @@ fn run(h: &Harness, origin: &mut Origin, clients: &mut [Client]) -> Vec<Option<C
                 let Some(c) = clients.iter_mut().find(|c| c.addr == dst) else {
                     continue;
                 };
+                assert_eq!(*src.ip(), target.ip, "answer to {dst} from another address");
                 assert_eq!(
-                    *src.ip(),
-                    OWN,
-                    "answer to {dst} not from bootcache's address"
-                );
-                assert_eq!(
-                    repr.src_mac.0, OWN_MAC,
-                    "answer to {dst} not from bootcache's MAC"
+                    repr.src_mac.0, target.mac,
+                    "answer to {dst} from another MAC"
                 );
                 c.session.handle_packet(now, src.port(), payload);
-                flush_client(h, c, now, Some(src.port()));
+                flush_client(h, c, now, target);
             }
         }
         for c in clients.iter_mut() {
             if c.session.poll_timeout().is_some_and(|t| t <= now) {
                 c.session.handle_timeout(now);
-                flush_client(h, c, now, None);
+                flush_client(h, c, now, target);
             }
         }
     }
@@ -236,7 +271,7 @@ fn run(h: &Harness, origin: &mut Origin, clients: &mut [Client]) -> Vec<Option<C
         .collect()
 }
 
-fn flush_client(h: &Harness, c: &mut Client, now: Instant, _from: Option<u16>) {
+fn flush_client(h: &Harness, c: &mut Client, now: Instant, target: Target) {
     while let Some((offset, bytes)) = c.session.poll_data() {
         assert_eq!(offset as usize, c.file.len());
         c.file.extend_from_slice(&bytes);
@@ -251,9 +286,9 @@ fn flush_client(h: &Harness, c: &mut Client, now: Instant, _from: Option<u16>) {
             h,
             0,
             CLIENT_MAC,
-            OWN_MAC,
+            target.mac,
             c.addr,
-            SocketAddrV4::new(OWN, port),
+            SocketAddrV4::new(target.ip, port),
             &t.payload,
         );
     }
@@ -463,12 +498,16 @@ fn a_copy_past_max_age_is_fetched_again_and_an_unresolvable_origin_gives_an_erro
     let new = Arc::new(test_file(120_000, 6));
     origin.files.insert("pxelinux.0".into(), Arc::clone(&new));
     let mut cs = clients(&[("pxelinux.0", ClientOptions::default())], 4100);
-    run(&h, &mut origin, &mut cs);
-    assert!(
-        cs[0].file == *new,
-        "after the change: {} bytes",
-        cs[0].file.len()
-    );
+    let outcomes = run(&h, &mut origin, &mut cs);
+    if cs[0].file != *new {
+        let fin = h.stop_bootcache(bc).unwrap();
+        panic!(
+            "after the change: {} bytes, {outcomes:?}\n{}\n{}",
+            cs[0].file.len(),
+            fin.stdout,
+            fin.stderr
+        );
+    }
     assert_eq!(origin.rrqs.len(), 2);
 
     let fin = h.stop_bootcache(bc).unwrap();
@@ -498,4 +537,105 @@ fn a_copy_past_max_age_is_fetched_again_and_an_unresolvable_origin_gives_an_erro
     let fin = h.stop_bootcache(bc).unwrap();
     assert!(fin.stdout.contains("fetches_failed=1"), "{}", fin.stdout);
     assert!(fin.stdout.contains("arp_failed=1"), "{}", fin.stdout);
+}
+
+/// Four files, 100 clients at once, with a mix of options.
+fn hundred_clients(first_port: u16) -> (Vec<Arc<Vec<u8>>>, Vec<Client>) {
+    let files: Vec<Arc<Vec<u8>>> = (0..4u8)
+        .map(|i| Arc::new(test_file(256_000 + usize::from(i) * 1000, 20 + i)))
+        .collect();
+    let options = [
+        ClientOptions::default(),
+        ClientOptions {
+            blksize: None,
+            ask_tsize: false,
+            ..ClientOptions::default()
+        },
+        ClientOptions {
+            windowsize: Some(16),
+            ..ClientOptions::default()
+        },
+    ];
+    let names: Vec<String> = (0..100).map(|i| format!("boot/file{}", i % 4)).collect();
+    let asks: Vec<(&str, ClientOptions)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), options[i % 3].clone()))
+        .collect();
+    (files, clients(&asks, first_port))
+}
+
+fn assert_all_identical(files: &[Arc<Vec<u8>>], cs: &[Client], outcomes: &[Option<ClientOutcome>]) {
+    for (i, c) in cs.iter().enumerate() {
+        assert!(
+            matches!(outcomes[i], Some(ClientOutcome::Completed { .. })),
+            "client {i}: {:?}",
+            outcomes[i]
+        );
+        assert!(
+            c.file == *files[i % 4],
+            "client {i}: its {} bytes differ",
+            c.file.len()
+        );
+    }
+}
+
+#[test]
+fn a_hundred_concurrent_clients_get_byte_identical_files_in_both_modes() {
+    let h = shared("addressed");
+    let dir = std::env::temp_dir().join(format!("bootcache-addressed-100-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (files, _) = hundred_clients(0);
+    let names: Vec<String> = (0..4).map(|i| format!("boot/file{i}")).collect();
+    let refs: Vec<(&str, &Arc<Vec<u8>>)> = names.iter().map(String::as_str).zip(&files).collect();
+    let mut origin = Origin::new(&refs);
+
+    // Transparent intercept: one cold read per file fills the cache through
+    // the bridge, then 100 clients at once are served as the boot server.
+    let bc = start_with(&h, &dir, "serve_max_age = 3600");
+    let cold: Vec<(&str, ClientOptions)> = names
+        .iter()
+        .map(|n| (n.as_str(), ClientOptions::default()))
+        .collect();
+    let mut cs = clients(&cold, 5000);
+    let outcomes = run_against(&h, &mut origin, &mut cs, BOOT_SERVER);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Some(ClientOutcome::Completed { .. }))),
+        "{outcomes:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300)); // publishing is asynchronous
+    let before = origin.rrqs.len();
+    let (_, mut cs) = hundred_clients(6000);
+    let outcomes = run_against(&h, &mut origin, &mut cs, BOOT_SERVER);
+    assert_all_identical(&files, &cs, &outcomes);
+    assert_eq!(
+        origin.rrqs.len(),
+        before,
+        "warm requests reached the boot server"
+    );
+    let fin = h.stop_bootcache(bc).unwrap();
+    assert!(fin.stdout.contains("serve hits=100 "), "{}", fin.stdout);
+
+    // Addressed mode, cold cache: 100 clients at once, one origin fetch per file.
+    std::fs::remove_dir_all(dir.join("cache")).unwrap();
+    let bc = start(&h, &dir, "serve_max_age = 3600");
+    let before = origin.rrqs.len();
+    let (_, mut cs) = hundred_clients(7000);
+    let outcomes = run(&h, &mut origin, &mut cs);
+    assert_all_identical(&files, &cs, &outcomes);
+    assert_eq!(
+        origin.rrqs.len() - before,
+        4,
+        "{:?}",
+        &origin.rrqs[before..]
+    );
+    let fin = h.stop_bootcache(bc).unwrap();
+    assert!(
+        fin.stdout.contains("fetches=4 fetch_joins=96"),
+        "{}",
+        fin.stdout
+    );
 }
