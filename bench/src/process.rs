@@ -1,7 +1,6 @@
 //! Running `bootcache` as a child process on virtio-user ports and reading
 //! its final statistics.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,6 +71,8 @@ pub struct Bootcache {
     child: Child,
     /// Its DPDK `--file-prefix` (for dpdk-telemetry.py -f).
     pub file_prefix: String,
+    /// Where its stdout and stderr go.
+    output: [PathBuf; 2],
 }
 
 /// Output of a bootcache run that has ended.
@@ -114,15 +115,23 @@ impl Bootcache {
             ));
         }
         cmd.arg("--").args(app_args);
+        // Files, not pipes: nobody reads while it runs, and a full pipe
+        // would stop its slow path at the next log line.
+        let output = [".stdout", ".stderr"]
+            .map(|ext| std::env::temp_dir().join(format!("bootcache-{file_prefix}{ext}")));
+        let open = |p: &Path| {
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))
+        };
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(open(&output[0])?)
+            .stderr(open(&output[1])?);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         Ok(Bootcache {
             child,
             file_prefix: file_prefix.to_string(),
+            output,
         })
     }
 
@@ -168,14 +177,10 @@ impl Bootcache {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        if let Some(mut o) = self.child.stdout.take() {
-            o.read_to_string(&mut stdout)?;
-        }
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut stderr)?;
-        }
+        let [stdout, stderr] = self
+            .output
+            .clone()
+            .map(|p| String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned());
         remove_hugepage_files(&self.file_prefix);
         let ports = parse_final_stats(&stdout);
         Ok(Finished {
@@ -195,6 +200,9 @@ impl Drop for Bootcache {
             let _ = self.child.wait();
         }
         remove_hugepage_files(&self.file_prefix);
+        for p in &self.output {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

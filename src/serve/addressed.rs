@@ -459,6 +459,7 @@ impl Serve {
             }
             if let Some(f) = a.fetches.get_mut(&name) {
                 if f.session.poll_timeout().is_some_and(|t| t <= now) {
+                    log::debug!("addressed: fetch of {name:?} timed out; asking again");
                     f.session.handle_timeout(now);
                 }
             }
