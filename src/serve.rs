@@ -126,10 +126,18 @@ pub(crate) struct ServeCounters {
     pub(crate) stale: u64,
     /// Validations the agent did not answer.
     pub(crate) agent_unreachable: u64,
+    /// Hits the agent confirmed current.
+    pub(crate) validated_current: u64,
     /// Sessions that delivered the whole file.
     pub(crate) completed: u64,
-    /// Sessions that ended otherwise (client error, timeout, size probe).
-    pub(crate) other_endings: u64,
+    /// Sessions that ended otherwise: a UEFI size probe (a normal end), the
+    /// client's ERROR, the client gone (timeout), or aborted.
+    pub(crate) size_probes: u64,
+    pub(crate) client_errors: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) aborted: u64,
+    /// File bytes delivered from the cache (acknowledged by clients).
+    pub(crate) served_bytes: u64,
     /// Frames built and handed to the fast path.
     pub(crate) frames: u64,
     /// Frames lost because no buffer or no ring slot was free.
@@ -265,7 +273,10 @@ impl Serve {
         let mut forward = Vec::new();
         for (p, verdict) in verdicts {
             let serve = match verdict {
-                Verdict::Current(_) => true,
+                Verdict::Current(_) => {
+                    self.counters.validated_current += 1;
+                    true
+                }
                 Verdict::Stale(_) | Verdict::Unknown => {
                     self.counters.stale += 1;
                     false
@@ -500,16 +511,27 @@ impl Serve {
             let Some(s) = self.sessions.remove(&key) else {
                 continue;
             };
+            let c = &mut self.counters;
             match s.session.outcome() {
                 Some(ServeOutcome::Completed { bytes, elapsed }) => {
-                    self.counters.completed += 1;
+                    c.completed += 1;
+                    c.served_bytes += bytes;
                     log::info!(
                         "served {bytes} bytes to {} from the cache in {elapsed:?}",
                         key.0
                     );
                 }
                 other => {
-                    self.counters.other_endings += 1;
+                    match other {
+                        Some(ServeOutcome::SizeProbe) => c.size_probes += 1,
+                        Some(ServeOutcome::ClientError(_)) => c.client_errors += 1,
+                        Some(ServeOutcome::TimedOut { acked_bytes }) => {
+                            c.timeouts += 1;
+                            c.served_bytes += acked_bytes;
+                        }
+                        Some(ServeOutcome::Aborted(_)) | None => c.aborted += 1,
+                        Some(ServeOutcome::Completed { .. }) => {}
+                    }
                     log::info!("cache session with {} ended: {other:?}", key.0);
                 }
             }

@@ -221,7 +221,7 @@ impl Worker {
         let d = &k.defrag;
         out += &format!(
             " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} | bounds transfers={} file_size={} quota={} \
-             | defrag fragments={} reassembled={} dropped={}",
+             | origin_bytes={} | defrag fragments={} reassembled={} dropped={}",
             k.files_cached,
             k.files_refreshed,
             k.files_replaced,
@@ -230,6 +230,7 @@ impl Worker {
             b.transfers,
             b.file_size,
             b.quota,
+            k.origin_bytes,
             d.fragments,
             d.reassembled,
             d.dropped.total(),
@@ -244,14 +245,19 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} agent_unreachable={} active={} completed={} other_endings={} frames={} frame_drops={} reinject_drops={}",
+                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} frames={} frame_drops={} reinject_drops={}",
                 c.hits,
                 c.misses,
                 c.stale,
+                c.validated_current,
                 c.agent_unreachable,
                 s.active(),
                 c.completed,
-                c.other_endings,
+                c.size_probes,
+                c.client_errors,
+                c.timeouts,
+                c.aborted,
+                c.served_bytes,
                 c.frames,
                 c.frame_drops,
                 self.reinject_drops

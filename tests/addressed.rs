@@ -112,6 +112,9 @@ struct Origin {
     arp_replies: u64,
     /// Whether ARP requests for the origin are answered.
     answer_arp: bool,
+    /// What the origin received and sent (TFTP opcode and block), for the
+    /// failure report.
+    events: Vec<String>,
 }
 
 impl Origin {
@@ -127,6 +130,7 @@ impl Origin {
             data_bytes: 0,
             arp_replies: 0,
             answer_arp: true,
+            events: Vec::new(),
         }
     }
 
@@ -153,6 +157,8 @@ impl Origin {
         if *dst.ip() != ORIGIN {
             return;
         }
+        self.events
+            .push(format!("rx {src} -> {} {}", dst.port(), summary(payload)));
         if dst.port() == 69 {
             let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
                 return;
@@ -199,6 +205,8 @@ impl Origin {
                 if n > 4 && buf[1] == 3 {
                     self.data_bytes += (n - 4) as u64;
                 }
+                self.events
+                    .push(format!("tx {tid} -> {peer} {}", summary(&buf[..n])));
                 send_udp(
                     h,
                     1,
@@ -290,10 +298,45 @@ fn run_against(
             }
         }
     }
-    clients
+    let outcomes: Vec<_> = clients
         .iter()
         .map(|c| c.session.outcome().cloned())
-        .collect()
+        .collect();
+    if outcomes
+        .iter()
+        .any(|o| !matches!(o, Some(ClientOutcome::Completed { .. })))
+    {
+        let tail = origin.events.len().saturating_sub(60);
+        eprintln!(
+            "origin's last events:\n{}",
+            origin.events[tail..].join("\n")
+        );
+        eprintln!(
+            "harness: pool available {}; ports {:?} {:?}",
+            h.pool.available(),
+            h.ports[0].stats().ok(),
+            h.ports[1].stats().ok()
+        );
+        for (i, c) in clients.iter().enumerate().take(5) {
+            eprintln!(
+                "client {i}: {} bytes, {:?}, {:?}",
+                c.file.len(),
+                c.session.counters(),
+                c.session.outcome()
+            );
+        }
+    }
+    outcomes
+}
+
+/// A TFTP packet in a few words: opcode and block.
+fn summary(payload: &[u8]) -> String {
+    match Packet::parse(payload) {
+        Ok(Packet::Data { block, payload }) => format!("DATA {block} ({} bytes)", payload.len()),
+        Ok(Packet::Ack { block }) => format!("ACK {block}"),
+        Ok(p) => format!("{:?}", p.opcode()),
+        Err(e) => format!("malformed: {e}"),
+    }
 }
 
 fn flush_client(h: &Harness, c: &mut Client, now: Instant, target: Target) {
@@ -464,7 +507,8 @@ fn addressed_mode_answers_arp_and_ping_fetches_misses_once_and_serves_hits() {
     asked.sort_unstable();
     assert_eq!(asked, ["boot/initrd", "boot/vmlinuz", "no/such/file"]);
     assert!(origin.rrqs.iter().all(|(from, _)| *from.ip() == OWN));
-    assert_eq!(origin.data_bytes, (kernel.len() + initrd.len()) as u64);
+    // Retransmissions (on a loaded machine) count too.
+    assert!(origin.data_bytes >= (kernel.len() + initrd.len()) as u64);
 
     // Warm: three more clients; nothing reaches the origin.
     let before = (origin.rrqs.len(), origin.data_bytes);
@@ -494,6 +538,8 @@ fn addressed_mode_answers_arp_and_ping_fetches_misses_once_and_serves_hits() {
     for want in [
         "fetches=3 fetch_joins=5",
         "fetches_completed=2 fetches_failed=1",
+        "origin_bytes=900000 ",
+        "served_bytes=5500000 ",
         "pings=",
         "arp_answered=",
         "own-address=",

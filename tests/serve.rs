@@ -151,7 +151,9 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
     eprintln!("{}", fin.stdout);
     assert!(fin.stdout.contains("serve hits=3"), "{}", fin.stdout);
     assert!(
-        fin.stdout.contains("completed=3 other_endings=0"),
+        fin.stdout.contains(
+            "completed=3 size_probes=0 client_errors=0 timeouts=0 aborted=0 served_bytes=900000 "
+        ),
         "{}",
         fin.stdout
     );

@@ -177,10 +177,10 @@ impl Bootcache {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let [stdout, stderr] = self
-            .output
-            .clone()
-            .map(|p| String::from_utf8_lossy(&std::fs::read(&p).unwrap_or_default()).into_owned());
+        let [stdout, stderr] = self.output.clone().map(|p| match std::fs::read(&p) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => format!("(cannot read {}: {e})", p.display()),
+        });
         remove_hugepage_files(&self.file_prefix);
         let ports = parse_final_stats(&stdout);
         Ok(Finished {

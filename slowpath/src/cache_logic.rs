@@ -96,6 +96,9 @@ pub struct Counters {
     pub files_replaced: u64,
     /// Bytes written into the cache (new and replaced files).
     pub bytes_cached: u64,
+    /// File bytes of every transfer from a boot server that completed (the
+    /// origin's traffic the cache followed, cached or refreshed or not).
+    pub origin_bytes: u64,
 }
 
 impl Counters {
@@ -389,6 +392,7 @@ impl CacheLogic {
                 }
                 Event::Completed(done) => {
                     let (server, size) = (done.server, done.size);
+                    self.counters.origin_bytes += size;
                     let r = self.filestore.publish(
                         self.wall,
                         server,

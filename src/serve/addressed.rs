@@ -164,9 +164,13 @@ impl Serve {
             self.answer_ping(r);
             return Trapped::Consumed;
         }
-        let Ok((repr, payload)) = UdpFrameRepr::parse(frame) else {
-            a.counters.dropped += 1;
-            return Trapped::Forward;
+        let (repr, payload) = match UdpFrameRepr::parse(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                log::debug!("addressed: dropped a frame to {}: {e}", a.own.ip);
+                a.counters.dropped += 1;
+                return Trapped::Forward;
+            }
         };
         let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
             a.counters.dropped += 1;
@@ -192,6 +196,7 @@ impl Serve {
             }
         }
         if dst.port() != 69 {
+            log::debug!("addressed: dropped {src} -> {dst}: no session or fetch");
             a.counters.dropped += 1;
             return Trapped::Forward;
         }
@@ -358,6 +363,8 @@ impl Serve {
                 logic.handle_frame(now, SystemTime::now(), true, m.data());
                 push_frame(&self.inject, &mut self.counters, m, 1);
             }
+        } else if f.session.poll_timeout().is_none() {
+            log::debug!("addressed: fetch of {name:?} waits for {origin}'s MAC");
         }
         let outcome = f.session.outcome().cloned();
         self.send_arp();
@@ -459,7 +466,10 @@ impl Serve {
             }
             if let Some(f) = a.fetches.get_mut(&name) {
                 if f.session.poll_timeout().is_some_and(|t| t <= now) {
-                    log::debug!("addressed: fetch of {name:?} timed out; asking again");
+                    log::debug!(
+                        "addressed: fetch of {name:?} timed out at {} bytes; asking again",
+                        f.session.received_bytes()
+                    );
                     f.session.handle_timeout(now);
                 }
             }
