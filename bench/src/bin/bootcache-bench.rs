@@ -1,0 +1,152 @@
+//! `bootcache-bench`: the benchmark scenarios, each one command, each
+//! printing a table and writing CSV/JSON under `--out` (default
+//! bench/results):
+//!
+//! - `forward`: bootcache vs `dpdk-testpmd --forward-mode=io`, full speed
+//!   across frame sizes, zero-loss rate and latency, filter table empty and full;
+//! - `fill`: TFTP transfers crossing at full speed, slow-path throughput;
+//! - `storm`: N simulated PXE clients boot, cold then warm, against testpmd;
+//! - `all`: the three, then the plots.
+//!
+//! The generator runs in this process on lcore 0 (CPU 0) with two vhost-user
+//! ports; the device under test gets `--lcores 0@0,1@1` (its forwarding
+//! lcore alone on CPU 1).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bootcache_bench::dut::{bootcache_bin, check_hugepages, DutConfig};
+use bootcache_bench::forward::{self, ForwardConfig};
+use bootcache_bench::harness::Harness;
+use clap::{Parser, Subcommand};
+
+/// bootcache's benchmark scenarios.
+#[derive(Debug, Parser)]
+#[command(name = "bootcache-bench")]
+struct Cli {
+    /// A few seconds per scenario, to prove the harness works (no figures worth quoting).
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Directory for CSV/JSON results and plots.
+    #[arg(long, global = true, default_value = "bench/results")]
+    out: PathBuf,
+    /// The bootcache binary (default: next to this one, or $BOOTCACHE_BIN).
+    #[arg(long, global = true)]
+    bootcache: Option<PathBuf>,
+    /// Device starts per configuration in `forward` (default 3, 1 with --quick).
+    #[arg(long, global = true)]
+    rounds: Option<usize>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// bootcache vs testpmd io: Mpps by frame size, zero-loss rate, latency; filter empty and full.
+    Forward,
+    /// Every scenario, then the plots.
+    All,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            // One line: what was wrong.
+            let text = e.render().to_string();
+            let line = text.lines().next().unwrap_or("bad command line");
+            eprintln!(
+                "bootcache-bench: {} (bootcache-bench --help)",
+                line.trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+    };
+    let t0 = Instant::now();
+    if let Err(e) = run(&cli) {
+        let msg = e
+            .chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        eprintln!("bootcache-bench: {msg}");
+        std::process::exit(1);
+    }
+    println!(
+        "bootcache-bench: done in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let bin = bootcache_bin(cli.bootcache.as_deref())?;
+    check_hugepages()?;
+    which("dpdk-testpmd")?;
+    let pid = std::process::id();
+    let work = std::env::temp_dir().join(format!("bootcache-bench-{pid}"));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let _cleanup = RemoveOnDrop(work.clone());
+    let h = Harness::start(&work, &format!("bb-gen-{pid}"), "0@0")
+        .context("starting the generator's DPDK ports")?;
+    let _pages = Prefix(h.file_prefix.clone());
+    let base = DutConfig {
+        bootcache_bin: bin,
+        lcores: "0@0,1@1".into(),
+        memory_mb: 512,
+        bootcache_args: Vec::new(),
+    };
+    let all = matches!(cli.scenario, Scenario::All);
+    if all || matches!(cli.scenario, Scenario::Forward) {
+        let mut cfg = ForwardConfig::new(cli.quick);
+        if let Some(r) = cli.rounds {
+            cfg.rounds = r;
+        }
+        println!(
+            "== forward: bootcache vs dpdk-testpmd io, {} round(s), filter empty and {} entries ==",
+            cfg.rounds, cfg.entries
+        );
+        let r = forward::run(&h, &base, &cfg, &work, &cli.out)?;
+        print!("{}", r.table.render());
+        println!(
+            "wrote {}",
+            forward::files(&cli.out)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn which(prog: &str) -> Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false);
+    anyhow::ensure!(found, "{prog} not found: run scripts/setup");
+    Ok(())
+}
+
+/// Removes a scratch directory at the end, however the run ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes this process's own hugepage files at the end.
+struct Prefix(String);
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        bootcache_bench::process::remove_hugepage_files(&self.0);
+    }
+}

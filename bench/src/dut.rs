@@ -1,0 +1,227 @@
+//! The device under test on the harness's virtio-user side: bootcache, or
+//! `dpdk-testpmd --forward-mode=io` as the baseline, with the same EAL
+//! options (lcores, memory, descriptors, burst size).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::harness::Harness;
+use crate::process::remove_hugepage_files;
+
+/// Which device bridges the harness's two ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dut {
+    /// The bootcache binary.
+    Bootcache,
+    /// `dpdk-testpmd --forward-mode=io`: plain forwarding, the reference.
+    Testpmd,
+}
+
+impl Dut {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dut::Bootcache => "bootcache",
+            Dut::Testpmd => "testpmd-io",
+        }
+    }
+}
+
+/// How to start the device.
+#[derive(Debug, Clone)]
+pub struct DutConfig {
+    /// The bootcache binary.
+    pub bootcache_bin: PathBuf,
+    /// EAL `--lcores` (the main lcore first; the forwarding lcore second).
+    pub lcores: String,
+    /// EAL `-m` megabytes.
+    pub memory_mb: u32,
+    /// bootcache's options after `--` (ignored for testpmd).
+    pub bootcache_args: Vec<String>,
+}
+
+/// A running device under test.
+pub struct DutProcess {
+    child: Child,
+    /// Which device.
+    pub dut: Dut,
+    /// Its DPDK file prefix.
+    pub prefix: String,
+    stdout_file: PathBuf,
+}
+
+/// Checks that hugepages are reserved; the message names the fix.
+pub fn check_hugepages() -> Result<()> {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (total, free) = (field("HugePages_Total:"), field("HugePages_Free:"));
+    if total == 0 {
+        bail!("no hugepages reserved: run scripts/setup (it reserves 2 GiB of 2 MiB pages)");
+    }
+    if free < 512 {
+        bail!("only {free} of {total} hugepages free (the benchmarks need 512, 1 GiB): run scripts/setup, or stop other DPDK processes");
+    }
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
+    if !mounted {
+        bail!("hugetlbfs is not mounted: run scripts/setup");
+    }
+    Ok(())
+}
+
+impl DutProcess {
+    /// Starts `dut` on the harness's sockets, waits until both links are up
+    /// and drops what arrived before.
+    pub fn start(h: &Harness, dut: Dut, cfg: &DutConfig, prefix: &str) -> Result<DutProcess> {
+        let mut cmd = match dut {
+            Dut::Bootcache => Command::new(&cfg.bootcache_bin),
+            Dut::Testpmd => Command::new("dpdk-testpmd"),
+        };
+        cmd.args(["--lcores", &cfg.lcores, "--file-prefix", prefix, "--no-pci"])
+            .args(["-m", &cfg.memory_mb.to_string(), "--single-file-segments"])
+            .args(["--log-level", "lib.eal:warning"]);
+        for (i, s) in h.sockets.iter().enumerate() {
+            cmd.arg("--vdev").arg(format!(
+                "net_virtio_user{i},path={},queues=1,queue_size=1024",
+                s.display()
+            ));
+        }
+        cmd.arg("--");
+        match dut {
+            Dut::Bootcache => {
+                cmd.args(&cfg.bootcache_args);
+            }
+            Dut::Testpmd => {
+                // bootcache's shape: one forwarding core, 1024 descriptors, bursts of 32.
+                cmd.args([
+                    "--forward-mode=io",
+                    "--auto-start",
+                    "--stats-period=3600",
+                    "--nb-cores=1",
+                    "--rxd=1024",
+                    "--txd=1024",
+                    "--burst=32",
+                ]);
+            }
+        }
+        let stdout_file = std::env::temp_dir().join(format!("{prefix}.out"));
+        let out = std::fs::File::create(&stdout_file)
+            .with_context(|| format!("creating {}", stdout_file.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::null())
+            .env("RUST_LOG", "warn");
+        let child = cmd.spawn().with_context(|| match dut {
+            Dut::Bootcache => format!("starting {}", cfg.bootcache_bin.display()),
+            Dut::Testpmd => "starting dpdk-testpmd (run scripts/setup)".to_string(),
+        })?;
+        let mut p = DutProcess {
+            child,
+            dut,
+            prefix: prefix.to_string(),
+            stdout_file,
+        };
+        let up = h.wait_link_up(Duration::from_secs(30), || {
+            matches!(p.child.try_wait(), Ok(None))
+        });
+        if let Err(e) = up {
+            let out = p.output();
+            bail!(
+                "{}: {e}; it printed: {}",
+                dut.name(),
+                out.lines().last().unwrap_or("")
+            );
+        }
+        h.drain();
+        Ok(p)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout_file).unwrap_or_default()
+    }
+
+    /// Stops the device as Ctrl-C would (killing it after 10 s), removes its
+    /// hugepage files, waits for the harness's links to go down, and returns
+    /// what it printed (bootcache: its final statistics).
+    pub fn stop(mut self, h: &Harness) -> Result<String> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let out = self.output();
+        h.wait_link_down(Duration::from_secs(10))?;
+        Ok(out)
+    }
+}
+
+impl Drop for DutProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        remove_hugepage_files(&self.prefix);
+        let _ = std::fs::remove_file(&self.stdout_file);
+    }
+}
+
+/// The value of `key=` in bootcache's statistics output (the last one printed).
+pub fn stat(out: &str, key: &str) -> Option<u64> {
+    let k = format!("{key}=");
+    out.split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix(k.as_str()))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The bootcache binary next to this executable, or `$BOOTCACHE_BIN`, checked.
+pub fn bootcache_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+    let bin = explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(crate::process::default_bootcache_bin);
+    if !bin.exists() {
+        bail!(
+            "no bootcache binary at {} (cargo build --release, or --bootcache PATH)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_are_read_by_key() {
+        let out = "stats: client rx=5 | redirect copied=10 copy_drops=2 | serve hits=3\nstats: redirect copied=12 copy_drops=4\n";
+        assert_eq!(stat(out, "copied"), Some(12));
+        assert_eq!(stat(out, "copy_drops"), Some(4));
+        assert_eq!(stat(out, "hits"), Some(3));
+        assert_eq!(stat(out, "nothing"), None);
+    }
+}
