@@ -143,8 +143,39 @@ impl DutProcess {
                 out.lines().last().unwrap_or("")
             );
         }
-        h.drain();
+        p.wait_forwarding(h)?;
         Ok(p)
+    }
+
+    /// Waits until a frame sent on the client side comes out of the server
+    /// side (a device forwards only some time after its link is up), then
+    /// drops whatever arrived.
+    fn wait_forwarding(&mut self, h: &Harness) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut frame = Vec::new();
+        crate::frames::test_frame(0, 0, 64, &mut frame);
+        let mut rx = dpdk::Burst::new();
+        while Instant::now() < deadline {
+            let mut tx = dpdk::Burst::new();
+            let _ = tx.push(dpdk::Mbuf::from_bytes(&h.pool, &frame)?);
+            h.ports[0].tx_burst(0, &mut tx);
+            let until = Instant::now() + Duration::from_millis(20);
+            while Instant::now() < until {
+                if h.ports[1].rx_burst(0, &mut rx) > 0 {
+                    rx.free_all();
+                    std::thread::sleep(Duration::from_millis(20));
+                    h.drain();
+                    return Ok(());
+                }
+            }
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                bail!("{} exited while starting", self.dut.name());
+            }
+        }
+        bail!(
+            "{} does not forward 20 s after its link came up",
+            self.dut.name()
+        )
     }
 
     /// The process id.

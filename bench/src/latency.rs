@@ -232,6 +232,10 @@ mod tests {
         assert_eq!(a.count(), 3);
         assert_eq!(a.min(), 100);
         assert_eq!(a.max(), 300);
-        assert!((200..=203).contains(&a.percentile(0.5)), "{}", a.percentile(0.5));
+        assert!(
+            (200..=203).contains(&a.percentile(0.5)),
+            "{}",
+            a.percentile(0.5)
+        );
     }
 }

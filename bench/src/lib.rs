@@ -18,5 +18,6 @@ pub mod process;
 pub mod results;
 pub mod scenario;
 pub mod search;
+pub mod storm;
 pub mod tftp_client;
 pub mod traffic;

@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use bootcache_bench::dut::{bootcache_bin, check_hugepages, DutConfig};
 use bootcache_bench::forward::{self, ForwardConfig};
 use bootcache_bench::harness::Harness;
+use bootcache_bench::storm;
 use clap::{Parser, Subcommand};
 
 /// bootcache's benchmark scenarios.
@@ -45,8 +46,23 @@ struct Cli {
 enum Scenario {
     /// bootcache vs testpmd io: Mpps by frame size, zero-loss rate, latency; filter empty and full.
     Forward,
+    /// N simulated PXE clients (10, 100, 1000) boot through bootcache, cold then warm, and through testpmd.
+    Storm(StormArgs),
     /// Every scenario, then the plots.
-    All,
+    All(StormArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct StormArgs {
+    /// Storm sizes (clients booting at once), comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=60000))]
+    clients: Option<Vec<u32>>,
+    /// Boot image size in bytes (default 1 MiB; 64 KiB with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 32)))]
+    image_size: Option<u64>,
+    /// NBP size in bytes (default 46000; 16 KiB with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 24)))]
+    nbp_size: Option<u64>,
 }
 
 fn main() {
@@ -101,7 +117,7 @@ fn run(cli: &Cli) -> Result<()> {
         memory_mb: 512,
         bootcache_args: Vec::new(),
     };
-    let all = matches!(cli.scenario, Scenario::All);
+    let all = matches!(cli.scenario, Scenario::All(_));
     if all || matches!(cli.scenario, Scenario::Forward) {
         let mut cfg = ForwardConfig::new(cli.quick);
         if let Some(r) = cli.rounds {
@@ -121,6 +137,24 @@ fn run(cli: &Cli) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if let Scenario::Storm(a) | Scenario::All(a) = &cli.scenario {
+        let mut cfg = storm::StormConfig::new(cli.quick);
+        if let Some(c) = &a.clients {
+            cfg.clients = c.iter().map(|&n| n as usize).collect();
+        }
+        if let Some(s) = a.image_size {
+            cfg.image_size = s as usize;
+        }
+        if let Some(s) = a.nbp_size {
+            cfg.nbp_size = s as usize;
+        }
+        println!(
+            "== storm: {:?} PXE clients, NBP {} B + image {} B, blksize {} windowsize {}; bootcache (cold, then warm) vs testpmd io ==",
+            cfg.clients, cfg.nbp_size, cfg.image_size, cfg.shape.blksize, cfg.shape.windowsize
+        );
+        let r = storm::run(&h, &base, &cfg, &work, &cli.out)?;
+        print!("{}", r.table.render());
     }
     Ok(())
 }
