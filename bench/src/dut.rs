@@ -220,6 +220,19 @@ impl Drop for DutProcess {
     }
 }
 
+/// Writes a bootcache configuration to `path`: the boot server 10.77.0.1,
+/// the cache in `cache` (emptied first), then `rest` (more settings and
+/// `[limits]`); returns bootcache's arguments for it.
+pub fn write_config(path: &Path, cache: &Path, rest: &str) -> Result<Vec<String>> {
+    let _ = std::fs::remove_dir_all(cache);
+    let text = format!(
+        "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n{rest}",
+        cache.display()
+    );
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(vec!["--config".into(), path.display().to_string()])
+}
+
 /// The value of `key=` in bootcache's statistics output (the last one printed).
 pub fn stat(out: &str, key: &str) -> Option<u64> {
     let k = format!("{key}=");

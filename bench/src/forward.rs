@@ -126,17 +126,15 @@ pub fn run(
         work.join("plain-cache").display().to_string(),
     ];
     let cache = work.join("forward-cache");
-    let cfg_file = work.join("forward.toml");
-    std::fs::write(
-        &cfg_file,
-        format!(
-            "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n[limits]\nmax_transfers = {}\nmax_filter_entries = {}\nredirect_ring = 16384\n",
-            cache.display(),
+    let full_args = crate::dut::write_config(
+        &work.join("forward.toml"),
+        &cache,
+        &format!(
+            "[limits]\nmax_transfers = {}\nmax_filter_entries = {}\nredirect_ring = 16384\n",
             u32::from(cfg.entries) + 16,
             2 * u32::from(cfg.entries) + 16
         ),
     )?;
-    let full_args = vec!["--config".to_string(), cfg_file.display().to_string()];
     let mut filters: Vec<(&'static str, Vec<String>)> = vec![("empty", plain_args)];
     if cfg.entries > 0 {
         filters.push(("full", full_args));

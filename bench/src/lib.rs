@@ -9,6 +9,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod dut;
+pub mod fill;
 pub mod forward;
 pub mod frames;
 pub mod harness;

@@ -887,27 +887,19 @@ pub fn run(
     for &n in &cfg.clients {
         for dut in [Dut::Bootcache, Dut::Testpmd] {
             let cache = work.join(format!("storm-cache-{n}"));
-            let _ = std::fs::remove_dir_all(&cache);
-            let cfg_file = work.join("storm.toml");
-            std::fs::write(
-                &cfg_file,
-                format!(
-                    "servers = [\"{SERVER_IP}\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n[limits]\nmax_transfers = 4096\nredirect_ring = 32768\n",
-                    cache.display()
-                ),
+            let mut args = crate::dut::write_config(
+                &work.join("storm.toml"),
+                &cache,
+                "serve_max_age = 3600\n[limits]\nmax_transfers = 4096\nredirect_ring = 32768\n",
             )?;
+            args.extend(["--mbufs".into(), "65535".into()]);
             let dcfg = DutConfig {
                 // Serving is slow-path work: it gets the device's CPU with
                 // the bridge, not the generator's (where it would starve the
                 // clients, whose receive ring then overflows).
                 lcores: "0@1,1@1".into(),
                 memory_mb: 1024,
-                bootcache_args: vec![
-                    "--config".into(),
-                    cfg_file.display().to_string(),
-                    "--mbufs".into(),
-                    "65535".into(),
-                ],
+                bootcache_args: args,
                 ..base.clone()
             };
             let prefix = format!("bb-st-{}-{}", dut.name(), std::process::id());

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use bootcache_bench::dut::{bootcache_bin, check_hugepages, DutConfig};
+use bootcache_bench::fill;
 use bootcache_bench::forward::{self, ForwardConfig};
 use bootcache_bench::harness::Harness;
 use bootcache_bench::storm;
@@ -46,6 +47,8 @@ struct Cli {
 enum Scenario {
     /// bootcache vs testpmd io: Mpps by frame size, zero-loss rate, latency; filter empty and full.
     Forward,
+    /// TFTP transfers (blksize 1428, windowsize 16) at full speed: slow-path reassembly+hash Gbit/s, ring drops.
+    Fill,
     /// N simulated PXE clients (10, 100, 1000) boot through bootcache, cold then warm, and through testpmd.
     Storm(StormArgs),
     /// Every scenario, then the plots.
@@ -137,6 +140,15 @@ fn run(cli: &Cli) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if all || matches!(cli.scenario, Scenario::Fill) {
+        let cfg = fill::FillConfig::new(cli.quick);
+        println!(
+            "== fill: {} TFTP transfers of {} B, blksize 1428, windowsize 16, at full speed through bootcache ==",
+            cfg.transfers, cfg.file_size
+        );
+        let r = fill::run(&h, &base, &cfg, &work, &cli.out)?;
+        print!("{}", r.table.render());
     }
     if let Scenario::Storm(a) | Scenario::All(a) = &cli.scenario {
         let mut cfg = storm::StormConfig::new(cli.quick);
