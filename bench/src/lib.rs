@@ -15,6 +15,7 @@ pub mod frames;
 pub mod harness;
 pub mod latency;
 pub mod pktgen;
+pub mod plot;
 pub mod process;
 pub mod results;
 pub mod scenario;

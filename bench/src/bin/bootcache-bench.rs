@@ -53,6 +53,8 @@ enum Scenario {
     Storm(StormArgs),
     /// Every scenario, then the plots.
     All(StormArgs),
+    /// Only the plots, from the CSV files in --out.
+    Plot,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -103,7 +105,42 @@ fn main() {
     );
 }
 
+/// The line under every plot: the machine and the command.
+fn machine_note() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|s| s.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into());
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!(
+        "{date}, {cpus} vCPUs, {os}, DPDK 22.11 (Debian); bootcache-bench {}",
+        args.join(" ")
+    )
+}
+
+fn plots(out: &std::path::Path) -> Result<()> {
+    let files = bootcache_bench::plot::all(out, &machine_note())?;
+    if files.is_empty() {
+        println!("no results in {} to plot", out.display());
+    }
+    for f in files {
+        println!("plot: {}", f.display());
+    }
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    if matches!(cli.scenario, Scenario::Plot) {
+        return plots(&cli.out);
+    }
     let bin = bootcache_bin(cli.bootcache.as_deref())?;
     check_hugepages()?;
     which("dpdk-testpmd")?;
@@ -167,6 +204,9 @@ fn run(cli: &Cli) -> Result<()> {
         );
         let r = storm::run(&h, &base, &cfg, &work, &cli.out)?;
         print!("{}", r.table.render());
+    }
+    if all {
+        plots(&cli.out)?;
     }
     Ok(())
 }
