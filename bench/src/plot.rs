@@ -73,6 +73,24 @@ fn range(points: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
     }
 }
 
+/// An axis label: 3 significant digits, k/M/G above a thousand.
+pub fn short(v: f64) -> String {
+    let (x, unit) = match v.abs() {
+        a if a >= 1e9 => (v / 1e9, "G"),
+        a if a >= 1e6 => (v / 1e6, "M"),
+        a if a >= 1e4 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let digits = if x.abs() >= 100.0 || x == x.trunc() {
+        0
+    } else if x.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{x:.digits$}{unit}")
+}
+
 const COLORS: [RGBColor; 4] = [
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x1f, 0x77, 0xb4),
@@ -91,6 +109,8 @@ macro_rules! draw_with {
             .build_cartesian_2d($xr, $yr)
             .map_err(|e| anyhow!("{e:?}"))?;
         ctx.configure_mesh()
+            .x_label_formatter(&|v: &f64| short(*v))
+            .y_label_formatter(&|v: &f64| short(*v))
             .x_desc(&c.x_label)
             .y_desc(&c.y_label)
             .label_style(("sans-serif", 14))
@@ -330,6 +350,16 @@ mod tests {
         t.write(&dir, "t").unwrap();
         assert_eq!(read_csv(&dir.join("t.csv")).unwrap(), t);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(short(1_137_310_502.0), "1.14G");
+        assert_eq!(short(2_500_000.0), "2.50M");
+        assert_eq!(short(64.0), "64");
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(12.5), "12.5");
+        assert_eq!(short(20_000.0), "20k");
     }
 
     #[test]

@@ -918,12 +918,15 @@ pub fn run(
             }
             let _ = std::fs::remove_dir_all(&cache);
             let serve_stats = if dut == Dut::Bootcache {
+                let ports = crate::process::parse_final_stats(&text);
                 format!(
-                    "serve hits={} completed={} frame_drops={} misses={}",
+                    "serve hits={} completed={} other_endings={} frame_drops={} misses={}; client-side port tx_dropped={}",
                     stat(&text, "hits").unwrap_or(0),
                     stat(&text, "completed").unwrap_or(0),
+                    stat(&text, "other_endings").unwrap_or(0),
                     stat(&text, "frame_drops").unwrap_or(0),
                     stat(&text, "misses").unwrap_or(0),
+                    ports.first().map_or(0, |p| p.tx_dropped),
                 )
             } else {
                 String::new()

@@ -107,7 +107,12 @@ fn main() {
 
 /// The line under every plot: the machine and the command.
 fn machine_note() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's CPUs, not this process's affinity (the EAL pinned it to one).
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let os = std::fs::read_to_string("/etc/os-release")
         .unwrap_or_default()
         .lines()
@@ -126,8 +131,17 @@ fn machine_note() -> String {
     )
 }
 
+/// Where and how the results in `out` were made (written by the scenarios,
+/// read by the plots, so `plot` redraws with the original note).
+fn run_note_file(out: &std::path::Path) -> PathBuf {
+    out.join("run.txt")
+}
+
 fn plots(out: &std::path::Path) -> Result<()> {
-    let files = bootcache_bench::plot::all(out, &machine_note())?;
+    let note = std::fs::read_to_string(run_note_file(out))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| machine_note());
+    let files = bootcache_bench::plot::all(out, &note)?;
     if files.is_empty() {
         println!("no results in {} to plot", out.display());
     }
@@ -158,6 +172,8 @@ fn run(cli: &Cli) -> Result<()> {
         bootcache_args: Vec::new(),
     };
     let all = matches!(cli.scenario, Scenario::All(_));
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    std::fs::write(run_note_file(&cli.out), machine_note() + "\n")?;
     if all || matches!(cli.scenario, Scenario::Forward) {
         let mut cfg = ForwardConfig::new(cli.quick);
         if let Some(r) = cli.rounds {
