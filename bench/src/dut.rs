@@ -53,31 +53,48 @@ pub struct DutProcess {
     stdout_file: PathBuf,
 }
 
-/// Checks that hugepages are reserved; the message names the fix.
+/// Checks that hugepages are reserved and mounted; the message names the fix.
 pub fn check_hugepages() -> Result<()> {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    match hugepage_problem(&meminfo, &mounts) {
+        Some(p) => bail!("{p}"),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with the hugepages, from `/proc/meminfo` and `/proc/mounts`
+/// text: none reserved, too few free (the scenarios need 1 GiB), or
+/// hugetlbfs not mounted.
+pub fn hugepage_problem(meminfo: &str, mounts: &str) -> Option<String> {
     let field = |k: &str| {
-        text.lines()
+        meminfo
+            .lines()
             .find_map(|l| l.strip_prefix(k))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
     let (total, free) = (field("HugePages_Total:"), field("HugePages_Free:"));
+    let page_kb = field("Hugepagesize:").max(1);
     if total == 0 {
-        bail!("no hugepages reserved: run scripts/setup (it reserves 2 GiB of 2 MiB pages)");
+        return Some(
+            "no hugepages reserved: run scripts/setup (it reserves 2 GiB of 2 MiB pages)".into(),
+        );
     }
-    if free < 512 {
-        bail!("only {free} of {total} hugepages free (the benchmarks need 512, 1 GiB): run scripts/setup, or stop other DPDK processes");
+    let need = (1u64 << 20) / page_kb; // 1 GiB
+    if free < need {
+        return Some(format!(
+            "only {free} of {total} hugepages free, the benchmarks need {need} (1 GiB): run scripts/setup, or stop other DPDK processes"
+        ));
     }
-    let mounted = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
+    let mounted = mounts
         .lines()
         .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
     if !mounted {
-        bail!("hugetlbfs is not mounted: run scripts/setup");
+        return Some("hugetlbfs is not mounted: run scripts/setup".into());
     }
-    Ok(())
+    None
 }
 
 impl DutProcess {
@@ -259,6 +276,24 @@ pub fn bootcache_bin(explicit: Option<&Path>) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hugepage_problems_name_scripts_setup() {
+        let mounts = "hugetlbfs /dev/hugepages hugetlbfs rw,relatime 0 0\n";
+        let mem = |total: u32, free: u32| {
+            format!("MemTotal: 1 kB\nHugePages_Total: {total}\nHugePages_Free: {free}\nHugepagesize: 2048 kB\n")
+        };
+        assert_eq!(hugepage_problem(&mem(1024, 1024), mounts), None);
+        for (m, mnt) in [
+            (mem(0, 0), mounts),
+            (mem(1024, 100), mounts),
+            (mem(1024, 1024), ""),
+        ] {
+            let p = hugepage_problem(&m, mnt).expect("a problem");
+            assert!(p.contains("scripts/setup"), "{p}");
+            assert!(!p.contains('\n'), "one line: {p}");
+        }
+    }
 
     #[test]
     fn stats_are_read_by_key() {
