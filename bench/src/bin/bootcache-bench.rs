@@ -124,9 +124,14 @@ fn machine_note() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    // Other work on the machine moves every number: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!(
-        "{date}, {cpus} vCPUs, {os}, DPDK 22.11 (Debian); bootcache-bench {}",
+        "{date}, {cpus} vCPUs, {os}, DPDK 22.11 (Debian), load average {load} at start; bootcache-bench {}",
         args.join(" ")
     )
 }
