@@ -226,6 +226,13 @@ fn measure(
         measure: cfg.measure,
         ..RunConfig::default()
     })?;
+    if full.received == 0 {
+        eprintln!(
+            "  warning: {} forwarded nothing in {:?} at {size} B (stalled: is the machine busy?)",
+            dut.name(),
+            cfg.measure
+        );
+    }
     let mut s = Sample {
         filter,
         size,
