@@ -105,6 +105,8 @@ impl Harness {
             "256",
             "--log-level",
             "lib.eal:warning",
+            "--log-level",
+            "lib.vhost.config:warning",
         ]
         .iter()
         .map(|s| s.to_string())

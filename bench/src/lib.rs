@@ -8,9 +8,18 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod dut;
+pub mod fill;
+pub mod forward;
 pub mod frames;
 pub mod harness;
+pub mod latency;
 pub mod pktgen;
+pub mod plot;
 pub mod process;
+pub mod results;
 pub mod scenario;
+pub mod search;
+pub mod storm;
 pub mod tftp_client;
+pub mod traffic;
