@@ -10,6 +10,7 @@
 
 pub mod frames;
 pub mod harness;
+pub mod netns;
 pub mod pktgen;
 pub mod process;
 pub mod scenario;

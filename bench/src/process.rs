@@ -72,6 +72,9 @@ pub struct Bootcache {
     child: Child,
     /// Its DPDK `--file-prefix` (for dpdk-telemetry.py -f).
     pub file_prefix: String,
+    /// stdout and stderr files, when the output goes to files instead of
+    /// pipes (long runs: a pipe nobody drains would stall the bridge).
+    logs: Option<[PathBuf; 2]>,
 }
 
 /// Output of a bootcache run that has ended.
@@ -123,7 +126,49 @@ impl Bootcache {
         Ok(Bootcache {
             child,
             file_prefix: file_prefix.to_string(),
+            logs: None,
         })
+    }
+
+    /// Starts `bin` with its own EAL options `eal_args` (ports, memory)
+    /// besides lcores and file prefix, `app_args` after `--`, and its stdout
+    /// and stderr written to `log_dir/bootcache.out` and `bootcache.err`.
+    pub fn spawn_logged(
+        bin: &Path,
+        file_prefix: &str,
+        lcores: &str,
+        eal_args: &[String],
+        app_args: &[String],
+        log_dir: &Path,
+    ) -> Result<Bootcache> {
+        let logs = [log_dir.join("bootcache.out"), log_dir.join("bootcache.err")];
+        let out = std::fs::File::create(&logs[0])
+            .with_context(|| format!("creating {}", logs[0].display()))?;
+        let err = std::fs::File::create(&logs[1])
+            .with_context(|| format!("creating {}", logs[1].display()))?;
+        let child = Command::new(bin)
+            .args(["--lcores", lcores, "--file-prefix", file_prefix])
+            .args(eal_args)
+            .arg("--")
+            .args(app_args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Bootcache {
+            child,
+            file_prefix: file_prefix.to_string(),
+            logs: Some(logs),
+        })
+    }
+
+    /// What it has written to stderr so far (when spawned with logs).
+    pub fn stderr_so_far(&self) -> String {
+        self.logs
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(&l[1]).ok())
+            .unwrap_or_default()
     }
 
     /// The child's pid.
@@ -175,6 +220,10 @@ impl Bootcache {
         }
         if let Some(mut e) = self.child.stderr.take() {
             e.read_to_string(&mut stderr)?;
+        }
+        if let Some([out, err]) = &self.logs {
+            stdout = std::fs::read_to_string(out).unwrap_or_default();
+            stderr = std::fs::read_to_string(err).unwrap_or_default();
         }
         remove_hugepage_files(&self.file_prefix);
         let ports = parse_final_stats(&stdout);
