@@ -39,6 +39,9 @@ pub const AGENT_PORT: u16 = 6969;
 pub const DEFAULT_IMAGES: &str = "/var/cache/bootcache-pxe";
 /// The iPXE script handed to iPXE clients (DHCP option 175) as boot file.
 pub const IPXE_SCRIPT: &str = "boot.ipxe";
+/// bootcache's redirect ring in the topology (slots), and its packet pool.
+const REDIRECT_RING: u32 = 32768;
+const MBUFS: &str = "65535";
 
 /// What a topology owns, for cleanup from `Drop` or a signal handler.
 #[derive(Default, Clone)]
@@ -170,9 +173,9 @@ pub fn check_prerequisites(pxe: bool) -> Result<()> {
         );
     }
     let free = hugepages_free();
-    if free < 160 {
+    if free < 300 {
         bail!(
-            "{free} free 2 MiB hugepages; bootcache needs at least 160: run scripts/setup (or stop what holds them)"
+            "{free} free 2 MiB hugepages; bootcache needs at least 300: run scripts/setup (or stop what holds them)"
         );
     }
     Ok(())
@@ -580,12 +583,15 @@ impl Topology {
     }
 
     /// bootcache's configuration file: the origin as boot server, the cache,
+    /// a redirect ring deep enough to ride out the slow path losing its CPU
+    /// for a while on a loaded two-CPU machine (copies dropped there lose the
+    /// whole transfer's caching),
     /// the agent on the management link, and `agent_extra` TOML lines in
     /// its `[agent]` table (e.g. `answer_ttl = 0`).
     pub fn write_bootcache_config(&self, agent_extra: &str) -> Result<PathBuf> {
         let p = self.dir.join("bootcache.toml");
         let text = format!(
-            "servers = [\"{SERVER_IP}\"]\ncache_dir = \"{}\"\n\n[agent]\naddress = \"{}:{AGENT_PORT}\"\nkey_file = \"{}\"\n{agent_extra}\n",
+            "servers = [\"{SERVER_IP}\"]\ncache_dir = \"{}\"\n\n[agent]\naddress = \"{}:{AGENT_PORT}\"\nkey_file = \"{}\"\n{agent_extra}\n\n[limits]\nredirect_ring = {REDIRECT_RING}\n",
             self.cache_dir.display(),
             self.mgmt_server,
             self.key_file()?.display()
@@ -616,7 +622,7 @@ impl Topology {
         let eal: Vec<String> = [
             "--no-pci",
             "-m",
-            "256",
+            "512",
             "--huge-unlink",
             "--log-level",
             "lib.eal:warning",
@@ -627,7 +633,12 @@ impl Topology {
         ]
         .map(String::from)
         .to_vec();
-        let mut app = vec!["--config".to_string(), cfg.display().to_string()];
+        let mut app = vec![
+            "--config".to_string(),
+            cfg.display().to_string(),
+            "--mbufs".to_string(),
+            MBUFS.to_string(),
+        ];
         app.extend(app_args.iter().map(|s| s.to_string()));
         let prefix = format!("bce-{}", self.prefix);
         let mut bc = Bootcache::spawn_logged(&bin, &prefix, "0@0,1@1", &eal, &app, &log_dir)?;
