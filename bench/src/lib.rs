@@ -14,6 +14,7 @@ pub mod forward;
 pub mod frames;
 pub mod harness;
 pub mod latency;
+pub mod netns;
 pub mod pktgen;
 pub mod plot;
 pub mod process;

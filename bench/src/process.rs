@@ -71,8 +71,11 @@ pub struct Bootcache {
     child: Child,
     /// Its DPDK `--file-prefix` (for dpdk-telemetry.py -f).
     pub file_prefix: String,
-    /// Where its stdout and stderr go.
+    /// Where its stdout and stderr go: files, not pipes, since nobody reads
+    /// while it runs and a full pipe would stop it at its next log line.
     output: [PathBuf; 2],
+    /// Whether `output` are temporary files to remove when it is gone.
+    temporary_output: bool,
 }
 
 /// Output of a bootcache run that has ended.
@@ -115,8 +118,6 @@ impl Bootcache {
             ));
         }
         cmd.arg("--").args(app_args);
-        // Files, not pipes: nobody reads while it runs, and a full pipe
-        // would stop its slow path at the next log line.
         let output = [".stdout", ".stderr"]
             .map(|ext| std::env::temp_dir().join(format!("bootcache-{file_prefix}{ext}")));
         let open = |p: &Path| {
@@ -132,7 +133,47 @@ impl Bootcache {
             child,
             file_prefix: file_prefix.to_string(),
             output,
+            temporary_output: true,
         })
+    }
+
+    /// Starts `bin` with its own EAL options `eal_args` (ports, memory)
+    /// besides lcores and file prefix, `app_args` after `--`, and its stdout
+    /// and stderr written to `log_dir/bootcache.out` and `bootcache.err`.
+    pub fn spawn_logged(
+        bin: &Path,
+        file_prefix: &str,
+        lcores: &str,
+        eal_args: &[String],
+        app_args: &[String],
+        log_dir: &Path,
+    ) -> Result<Bootcache> {
+        let logs = [log_dir.join("bootcache.out"), log_dir.join("bootcache.err")];
+        let out = std::fs::File::create(&logs[0])
+            .with_context(|| format!("creating {}", logs[0].display()))?;
+        let err = std::fs::File::create(&logs[1])
+            .with_context(|| format!("creating {}", logs[1].display()))?;
+        let child = Command::new(bin)
+            .args(["--lcores", lcores, "--file-prefix", file_prefix])
+            .args(eal_args)
+            .arg("--")
+            .args(app_args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Bootcache {
+            child,
+            file_prefix: file_prefix.to_string(),
+            output: logs,
+            temporary_output: false,
+        })
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        std::fs::read_to_string(&self.output[1]).unwrap_or_default()
     }
 
     /// The child's pid.
@@ -200,8 +241,10 @@ impl Drop for Bootcache {
             let _ = self.child.wait();
         }
         remove_hugepage_files(&self.file_prefix);
-        for p in &self.output {
-            let _ = std::fs::remove_file(p);
+        if self.temporary_output {
+            for p in &self.output {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }

@@ -1,0 +1,979 @@
+//! Real programs on one machine: a boot server and a PXE client in network
+//! namespaces, bootcache between them on `net_af_packet` ports. Shared by
+//! the PXE demo, the end-to-end tests and the serving benchmark.
+//!
+//! ```text
+//!  client netns                root netns                       server netns
+//!  qemu+iPXE ─ tap0 ┐                                          ┌ eth0 10.80.0.1  dnsmasq (DHCP, RA, TFTP)
+//!                   br0 10.80.0.50 ── eth0 ═ veth ═ <p>-c ─ bootcache ─ <p>-s ═ veth ═┘
+//!                                        port 0 (net_af_packet0)   port 1
+//!                                              <p>-m 10.99.N.1 ═ veth ═ mgmt0 10.99.N.2  bootcache-agent
+//! ```
+//!
+//! Everything created is recorded in a process-wide registry, so that a
+//! signal handler ([`cleanup_all`]) can remove it as `Drop` would: only our
+//! own PIDs are killed, only our own namespaces and links deleted.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::process::{self, Bootcache, Finished};
+
+/// The boot server's address on the boot LAN (server namespace, `eth0`).
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 1);
+/// The plain clients' address (client namespace, `br0`).
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 50);
+/// What the test initrd prints on the serial console once its network is up.
+pub const MARKER: &str = "BOOTCACHE-PXE-OK";
+/// The agent's UDP port on the management link.
+pub const AGENT_PORT: u16 = 6969;
+/// Where `scripts/pxe-images` leaves the kernel and initrd.
+pub const DEFAULT_IMAGES: &str = "/var/cache/bootcache-pxe";
+/// The iPXE script handed to iPXE clients (DHCP option 175) as boot file.
+pub const IPXE_SCRIPT: &str = "boot.ipxe";
+/// bootcache's redirect ring in the topology (slots), and its packet pool.
+const REDIRECT_RING: u32 = 32768;
+const MBUFS: &str = "65535";
+
+/// What a topology owns, for cleanup from `Drop` or a signal handler.
+#[derive(Default, Clone)]
+struct Owned {
+    pids: Vec<u32>,
+    namespaces: Vec<String>,
+    links: Vec<String>,
+}
+
+static LIVE: Mutex<Option<HashMap<String, Owned>>> = Mutex::new(None);
+/// Serialises topology creation: the management subnet is picked from what
+/// the root namespace does not use yet.
+static CREATE: Mutex<()> = Mutex::new(());
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn live<R>(f: impl FnOnce(&mut HashMap<String, Owned>) -> R) -> R {
+    let mut g = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(HashMap::new))
+}
+
+/// Removes every live topology of this process: for signal handlers (Ctrl-C
+/// in the demo), which then exit.
+pub fn cleanup_all() {
+    let all: Vec<Owned> = live(|m| m.drain().map(|(_, o)| o).collect());
+    for o in all {
+        teardown(&o);
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops `pid` with SIGTERM, then SIGKILL after `grace`.
+fn terminate(pid: u32, grace: Duration) {
+    if !pid_alive(pid) {
+        return;
+    }
+    signal(pid, "TERM");
+    let t = Instant::now();
+    while pid_alive(pid) && t.elapsed() < grace {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if pid_alive(pid) {
+        signal(pid, "KILL");
+    }
+}
+
+fn teardown(o: &Owned) {
+    for &pid in &o.pids {
+        terminate(pid, Duration::from_secs(3));
+    }
+    for ns in &o.namespaces {
+        let _ = quiet(Command::new("ip").args(["netns", "del", ns]));
+    }
+    for l in &o.links {
+        let _ = quiet(Command::new("ip").args(["link", "del", l]));
+    }
+}
+
+fn quiet(cmd: &mut Command) -> std::io::Result<std::process::ExitStatus> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()
+}
+
+/// Runs a command; an error carries its stderr.
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+fn in_ns(ns: &str, script: &str) -> Result<String> {
+    run(Command::new("ip").args(["netns", "exec", ns, "sh", "-ec", script]))
+}
+
+/// Checks what the topology needs; each failure is one line naming the fix.
+pub fn check_prerequisites(pxe: bool) -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next().map(str::to_string));
+    if uid.as_deref() != Some("0") {
+        bail!("must run as root (network namespaces, veth pairs, hugepages): use sudo");
+    }
+    let mut tools = vec![
+        ("ip", "iproute2"),
+        ("ethtool", "ethtool"),
+        ("dnsmasq", "dnsmasq-base"),
+        ("curl", "curl"),
+        ("tftp", "tftp-hpa"),
+    ];
+    if pxe {
+        tools.push(("qemu-system-x86_64", "qemu-system-x86"));
+    }
+    for (tool, pkg) in tools {
+        if !which(tool) {
+            bail!("{tool} not found (Debian package {pkg}): run scripts/setup");
+        }
+    }
+    if pxe && !Path::new("/usr/lib/ipxe/qemu/efi-virtio.rom").exists() {
+        bail!(
+            "qemu's iPXE ROM efi-virtio.rom missing (Debian package ipxe-qemu): run scripts/setup"
+        );
+    }
+    let free = hugepages_free();
+    if free < 300 {
+        bail!(
+            "{free} free 2 MiB hugepages; bootcache needs at least 300: run scripts/setup (or stop what holds them)"
+        );
+    }
+    Ok(())
+}
+
+/// Finds `tool` on PATH or in the sbin directories (not on every PATH).
+fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn which(tool: &str) -> bool {
+    find_tool(tool).is_some()
+}
+
+fn hugepages_free() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// How to build a topology.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Name prefix of the namespaces and links (default: unique per process
+    /// and topology, `bc<pid><letter>`). At most 9 characters.
+    pub prefix: Option<String>,
+    /// Keep the work directory (logs, cache) after `Drop`.
+    pub keep_dir: bool,
+    /// The bootcache binary (default: [`process::default_bootcache_bin`]);
+    /// `bootcache-agent` is taken from the same directory.
+    pub bootcache_bin: Option<PathBuf>,
+}
+
+/// A boot LAN split by bootcache: server and client namespaces, the veth
+/// pairs, the management link, and the programs running in them.
+pub struct Topology {
+    /// Name prefix of everything created.
+    pub prefix: String,
+    /// The boot server's namespace.
+    pub server_ns: String,
+    /// The clients' namespace.
+    pub client_ns: String,
+    /// Root-namespace end of the client veth: bootcache's port 0.
+    pub client_link: String,
+    /// Root-namespace end of the server veth: bootcache's port 1.
+    pub server_link: String,
+    /// Root-namespace end of the management link (not a DPDK port).
+    pub mgmt_link: String,
+    /// bootcache's address on the management link (root namespace).
+    pub mgmt_root: Ipv4Addr,
+    /// The agent's address on the management link (server namespace).
+    pub mgmt_server: Ipv4Addr,
+    /// Work directory: TFTP root, cache, logs, configuration.
+    pub dir: PathBuf,
+    /// The origin's TFTP root.
+    pub tftp_root: PathBuf,
+    /// bootcache's cache directory.
+    pub cache_dir: PathBuf,
+    keep_dir: bool,
+    bootcache_bin: PathBuf,
+    dnsmasq: Option<Child>,
+    agent: Option<Child>,
+    bootcache: Option<Bootcache>,
+    bootcache_runs: u32,
+}
+
+impl Topology {
+    /// Creates the namespaces, links and addresses (no programs yet).
+    pub fn create(opts: &Options) -> Result<Topology> {
+        let _g = CREATE.lock().unwrap_or_else(|e| e.into_inner());
+        let prefix = match &opts.prefix {
+            Some(p) => {
+                if p.is_empty() || p.len() > 9 || !p.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    bail!("topology prefix {p:?}: 1-9 letters or digits");
+                }
+                p.clone()
+            }
+            None => {
+                let n = SEQ.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "bc{}{}",
+                    std::process::id() % 100_000,
+                    (b'a' + (n % 26) as u8) as char
+                )
+            }
+        };
+        let server_ns = format!("{prefix}-srv");
+        let client_ns = format!("{prefix}-cli");
+        let [client_link, server_link, mgmt_link] =
+            ["c", "s", "m"].map(|s| format!("{prefix}-{s}"));
+        let existing = ip(&["netns", "list"])?;
+        for ns in [&server_ns, &client_ns] {
+            if existing
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(ns))
+            {
+                bail!("network namespace {ns} already exists: another run is using it, or a crashed run left it (remove it: ip netns del {ns})");
+            }
+        }
+        for l in [&client_link, &server_link, &mgmt_link] {
+            if Path::new("/sys/class/net").join(l).exists() {
+                bail!("network interface {l} already exists: another run is using it, or a crashed run left it (remove it: ip link del {l})");
+            }
+        }
+        let addrs = ip(&["-4", "-o", "addr", "show"])?;
+        let subnet = (0..=255u8)
+            .find(|n| !addrs.contains(&format!("10.99.{n}.")))
+            .ok_or_else(|| anyhow!("no free 10.99.N.0/30 management subnet"))?;
+        let mgmt_root = Ipv4Addr::new(10, 99, subnet, 1);
+        let mgmt_server = Ipv4Addr::new(10, 99, subnet, 2);
+
+        let dir = std::env::temp_dir().join(format!("bootcache-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tftp_root = dir.join("tftp");
+        let cache_dir = dir.join("cache");
+        std::fs::create_dir_all(&tftp_root)
+            .with_context(|| format!("creating {}", tftp_root.display()))?;
+        std::fs::create_dir_all(&cache_dir)?;
+
+        live(|m| {
+            m.insert(
+                prefix.clone(),
+                Owned {
+                    pids: vec![],
+                    namespaces: vec![server_ns.clone(), client_ns.clone()],
+                    links: vec![client_link.clone(), server_link.clone(), mgmt_link.clone()],
+                },
+            )
+        });
+        let t = Topology {
+            prefix,
+            server_ns,
+            client_ns,
+            client_link,
+            server_link,
+            mgmt_link,
+            mgmt_root,
+            mgmt_server,
+            dir,
+            tftp_root,
+            cache_dir,
+            // BOOTCACHE_KEEP_DIR=1 keeps the logs of a failing test.
+            keep_dir: opts.keep_dir || std::env::var_os("BOOTCACHE_KEEP_DIR").is_some(),
+            bootcache_bin: opts
+                .bootcache_bin
+                .clone()
+                .unwrap_or_else(process::default_bootcache_bin),
+            dnsmasq: None,
+            agent: None,
+            bootcache: None,
+            bootcache_runs: 0,
+        };
+        t.build().context("building the topology")?;
+        Ok(t)
+    }
+
+    fn build(&self) -> Result<()> {
+        let (s, c) = (&self.server_ns, &self.client_ns);
+        ip(&["netns", "add", s])?;
+        ip(&["netns", "add", c])?;
+        let off = "tx off rx off sg off gso off tso off gro off";
+        for (root, ns, inner) in [
+            (&self.client_link, c, "eth0"),
+            (&self.server_link, s, "eth0"),
+            (&self.mgmt_link, s, "mgmt0"),
+        ] {
+            let peer = format!("{root}p");
+            ip(&["link", "add", root, "type", "veth", "peer", "name", &peer])?;
+            ip(&["link", "set", &peer, "netns", ns])?;
+            in_ns(ns, &format!("ip link set {peer} name {inner}"))?;
+            // The host's own IPv6 chatter (RS, MLD) must not enter the bridge.
+            std::fs::write(format!("/proc/sys/net/ipv6/conf/{root}/disable_ipv6"), "1")
+                .with_context(|| format!("disabling IPv6 on {root}"))?;
+            let _ = quiet(
+                Command::new("ethtool")
+                    .args(["-K", root])
+                    .args(off.split(' ')),
+            );
+            ip(&["link", "set", root, "up"])?;
+        }
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", self.mgmt_root),
+            "dev",
+            &self.mgmt_link,
+        ])?;
+        // Offloads off on every sender: with TX checksum offload af_packet
+        // hands DPDK partial checksums that UDP receivers drop.
+        in_ns(
+            s,
+            &format!(
+                "ip link set lo up
+                 ethtool -K eth0 {off} >/dev/null 2>&1 || true
+                 ethtool -K mgmt0 {off} >/dev/null 2>&1 || true
+                 ip link set eth0 up; ip link set mgmt0 up
+                 ip addr add {SERVER_IP}/24 dev eth0
+                 ip -6 addr add fd00:80::1/64 dev eth0 nodad
+                 ip addr add {}/30 dev mgmt0",
+                self.mgmt_server
+            ),
+        )?;
+        // The client side is a bridge: plain clients use its address, qemu's
+        // NIC is the tap beside the veth.
+        in_ns(
+            c,
+            &format!(
+                "ip link set lo up
+                 ip link add br0 type bridge forward_delay 0 stp_state 0
+                 ip tuntap add dev tap0 mode tap
+                 for i in eth0 tap0 br0; do ethtool -K $i {off} >/dev/null 2>&1 || true; done
+                 ip link set eth0 master br0; ip link set tap0 master br0
+                 ip link set eth0 up; ip link set tap0 up; ip link set br0 up
+                 ip addr add {CLIENT_IP}/24 dev br0"
+            ),
+        )?;
+        // The bridge's port goes through listening state; wait until it forwards.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            let st = in_ns(c, "ip -o link show br0").unwrap_or_default();
+            if st.contains("state UP") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn own_pid(&self, pid: u32) {
+        live(|m| {
+            if let Some(o) = m.get_mut(&self.prefix) {
+                o.pids.push(pid);
+            }
+        });
+    }
+
+    fn disown_pid(&self, pid: u32) {
+        live(|m| {
+            if let Some(o) = m.get_mut(&self.prefix) {
+                o.pids.retain(|&p| p != pid);
+            }
+        });
+    }
+
+    /// A command run in the client namespace.
+    pub fn client_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.client_ns, program]);
+        c
+    }
+
+    /// A command run in the server namespace.
+    pub fn server_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.server_ns, program]);
+        c
+    }
+
+    fn spawn_logged(&self, mut cmd: Command, log: &Path) -> Result<Child> {
+        let f =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        self.own_pid(child.id());
+        Ok(child)
+    }
+
+    fn stop_child(&self, child: Option<Child>) {
+        if let Some(mut ch) = child {
+            terminate(ch.id(), Duration::from_secs(3));
+            let _ = ch.wait();
+            self.disown_pid(ch.id());
+        }
+    }
+
+    /// Path of the origin's log (dnsmasq: DHCP and TFTP).
+    pub fn origin_log(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
+
+    /// Starts the origin: dnsmasq as DHCP server (iPXE clients get
+    /// [`IPXE_SCRIPT`]), IPv6 router advertiser (iPXE otherwise waits for
+    /// IPv6 autoconfiguration) and TFTP server, logging every transfer.
+    pub fn start_origin(&mut self) -> Result<()> {
+        let d = &self.dir;
+        let conf = format!(
+            "port=0\ninterface=eth0\nbind-interfaces\nno-resolv\nno-hosts\nuser=root\ngroup=root\n\
+             log-facility={log}\ndhcp-leasefile={leases}\n\
+             dhcp-range=10.80.0.100,10.80.0.199,255.255.255.0,1h\n\
+             enable-ra\ndhcp-range=::,constructor:eth0,ra-only\n\
+             dhcp-match=set:ipxe,175\ndhcp-boot=tag:ipxe,{IPXE_SCRIPT}\n\
+             enable-tftp\ntftp-root={root}\n",
+            log = self.origin_log().display(),
+            leases = d.join("dnsmasq.leases").display(),
+            root = self.tftp_root.display(),
+        );
+        let conf_path = d.join("dnsmasq.conf");
+        std::fs::write(&conf_path, conf)?;
+        let _ = std::fs::remove_file(self.origin_log());
+        let dnsmasq =
+            find_tool("dnsmasq").ok_or_else(|| anyhow!("dnsmasq not found: run scripts/setup"))?;
+        let mut cmd = self.server_cmd(&dnsmasq.to_string_lossy());
+        cmd.arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", conf_path.display()))
+            .arg("--pid-file=");
+        let child = self.spawn_logged(cmd, &d.join("dnsmasq.out"))?;
+        self.dnsmasq = Some(child);
+        wait_for_text(&self.origin_log(), "TFTP root is", Duration::from_secs(10)).map_err(|e| {
+            let out = std::fs::read_to_string(d.join("dnsmasq.out")).unwrap_or_default();
+            anyhow!("dnsmasq did not start: {e}: {}", out.trim())
+        })
+    }
+
+    /// Stops dnsmasq.
+    pub fn stop_origin(&mut self) {
+        let c = self.dnsmasq.take();
+        self.stop_child(c);
+    }
+
+    /// Completed transfers the origin sent, by file name relative to the
+    /// TFTP root, in order (dnsmasq logs `sent <path> to <client>`).
+    pub fn origin_transfers(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.origin_log()).unwrap_or_default();
+        let root = format!("{}/", self.tftp_root.display());
+        log.lines()
+            .filter_map(|l| {
+                let rest = l.split_once("dnsmasq-tftp")?.1;
+                let path = rest.split_once(": sent ")?.1;
+                let path = path.rsplit_once(" to ")?.0;
+                Some(path.strip_prefix(&root).unwrap_or(path).to_string())
+            })
+            .collect()
+    }
+
+    /// Origin transfers of `name` so far.
+    pub fn origin_count(&self, name: &str) -> usize {
+        self.origin_transfers()
+            .iter()
+            .filter(|n| *n == name)
+            .count()
+    }
+
+    /// The shared agent key (created on first use).
+    pub fn key_file(&self) -> Result<PathBuf> {
+        let p = self.dir.join("agent.key");
+        if !p.exists() {
+            let mut buf = [0u8; 32];
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+            let hex = buf.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            });
+            std::fs::write(&p, hex)?;
+        }
+        Ok(p)
+    }
+
+    /// Starts `bootcache-agent` in the server namespace on the management link.
+    pub fn start_agent(&mut self) -> Result<()> {
+        let bin = match std::env::var_os("BOOTCACHE_AGENT_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => self
+                .bootcache_bin
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("bootcache-agent"),
+        };
+        if !bin.exists() {
+            bail!(
+                "{} missing: build it (cargo build -p bootcache-agent, or cargo test --workspace)",
+                bin.display()
+            );
+        }
+        let key = self.key_file()?;
+        let log = self.dir.join("agent.log");
+        let mut cmd = self.server_cmd(bin.to_str().unwrap_or("bootcache-agent"));
+        cmd.arg("--root")
+            .arg(&self.tftp_root)
+            .arg("--listen")
+            .arg(format!("{}:{AGENT_PORT}", self.mgmt_server))
+            .arg("--key-file")
+            .arg(&key);
+        let child = self.spawn_logged(cmd, &log)?;
+        self.agent = Some(child);
+        wait_for_text(&log, "listening on", Duration::from_secs(10))
+            .map_err(|e| anyhow!("bootcache-agent did not start: {e}"))
+    }
+
+    /// Stops the agent.
+    pub fn stop_agent(&mut self) {
+        let c = self.agent.take();
+        self.stop_child(c);
+    }
+
+    /// bootcache's configuration file: the origin as boot server, the cache,
+    /// a redirect ring deep enough to ride out the slow path losing its CPU
+    /// for a while on a loaded two-CPU machine (copies dropped there lose the
+    /// whole transfer's caching),
+    /// the agent on the management link, and `agent_extra` TOML lines in
+    /// its `[agent]` table (e.g. `answer_ttl = 0`).
+    pub fn write_bootcache_config(&self, agent_extra: &str) -> Result<PathBuf> {
+        let p = self.dir.join("bootcache.toml");
+        let text = format!(
+            "servers = [\"{SERVER_IP}\"]\ncache_dir = \"{}\"\n\n[agent]\naddress = \"{}:{AGENT_PORT}\"\nkey_file = \"{}\"\n{agent_extra}\n\n[limits]\nredirect_ring = {REDIRECT_RING}\n",
+            self.cache_dir.display(),
+            self.mgmt_server,
+            self.key_file()?.display()
+        );
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// Starts bootcache on the two veths (net_af_packet) and waits until it
+    /// bridges. `app_args` go after the configuration.
+    pub fn start_bootcache(&mut self, app_args: &[&str]) -> Result<()> {
+        if self.bootcache.is_some() {
+            bail!("bootcache already runs");
+        }
+        let bin = self.bootcache_bin.clone();
+        if !bin.exists() {
+            bail!("{} missing: cargo build first", bin.display());
+        }
+        let cfg = self.dir.join("bootcache.toml");
+        if !cfg.exists() {
+            self.write_bootcache_config("")?;
+        }
+        self.bootcache_runs += 1;
+        let log_dir = self
+            .dir
+            .join(format!("bootcache-run{}", self.bootcache_runs));
+        std::fs::create_dir_all(&log_dir)?;
+        let eal: Vec<String> = [
+            "--no-pci",
+            "-m",
+            "512",
+            "--huge-unlink",
+            "--log-level",
+            "lib.eal:warning",
+            "--vdev",
+            &format!("net_af_packet0,iface={}", self.client_link),
+            "--vdev",
+            &format!("net_af_packet1,iface={}", self.server_link),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut app = vec![
+            "--config".to_string(),
+            cfg.display().to_string(),
+            "--mbufs".to_string(),
+            MBUFS.to_string(),
+        ];
+        app.extend(app_args.iter().map(|s| s.to_string()));
+        let prefix = format!("bce-{}", self.prefix);
+        let mut bc = Bootcache::spawn_logged(&bin, &prefix, "0@0,1@1", &eal, &app, &log_dir)?;
+        self.own_pid(bc.pid());
+        let t = Instant::now();
+        loop {
+            let err = bc.stderr_so_far();
+            if err.contains("bridging on lcore") {
+                break;
+            }
+            if !bc.is_running() || t.elapsed() > Duration::from_secs(30) {
+                let pid = bc.pid();
+                let fin = bc.stop(Duration::from_secs(5));
+                self.disown_pid(pid);
+                let text = fin.map(|f| f.stderr).unwrap_or(err);
+                let tail: Vec<&str> = text.lines().rev().take(8).collect();
+                bail!(
+                    "bootcache did not start bridging: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.bootcache = Some(bc);
+        Ok(())
+    }
+
+    /// A counter from the last `stats:` line the running (or last) bootcache
+    /// printed (start it with `--stats-interval 1`); see [`stat`].
+    pub fn bootcache_stat(&self, section: &str, key: &str) -> Option<u64> {
+        let out = std::fs::read_to_string(self.bootcache_log_dir().join("bootcache.out")).ok()?;
+        stat(&out, section, key)
+    }
+
+    /// Waits until bootcache's counter `section key` reaches `n`, e.g.
+    /// `files in_store` after a cold transfer (publishing is asynchronous).
+    pub fn wait_stat(&self, section: &str, key: &str, n: u64, timeout: Duration) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let have = self.bootcache_stat(section, key);
+            if have.is_some_and(|h| h >= n) {
+                return Ok(());
+            }
+            if t.elapsed() > timeout {
+                bail!("bootcache's {section} {key} is {have:?} after {timeout:?}, expected {n} (needs --stats-interval 1)");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The running bootcache's log directory (stdout, stderr).
+    pub fn bootcache_log_dir(&self) -> PathBuf {
+        self.dir
+            .join(format!("bootcache-run{}", self.bootcache_runs))
+    }
+
+    /// Stops bootcache (SIGINT, as Ctrl-C) and returns its output with the
+    /// final statistics.
+    pub fn stop_bootcache(&mut self) -> Result<Finished> {
+        let bc = self
+            .bootcache
+            .take()
+            .ok_or_else(|| anyhow!("bootcache is not running"))?;
+        let pid = bc.pid();
+        let fin = bc.stop(Duration::from_secs(15));
+        self.disown_pid(pid);
+        fin
+    }
+
+    /// Writes `content` as `name` into the origin's TFTP root (atomically,
+    /// so the agent never hashes half a file).
+    pub fn put_file(&self, name: &str, content: &[u8]) -> Result<()> {
+        let p = self.tftp_root.join(name);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        let tmp = self.dir.join(format!(".put-{}", name.replace('/', "_")));
+        std::fs::write(&tmp, content)?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("installing {}", p.display()))
+    }
+
+    /// Puts the PXE boot files into the TFTP root: the iPXE script, the
+    /// kernel and initrd built by `scripts/pxe-images` in `images`.
+    pub fn install_pxe_files(&self, images: &Path) -> Result<()> {
+        self.install_pxe_images(images)?;
+        self.install_ipxe_script("1")
+    }
+
+    /// The kernel and initrd only.
+    pub fn install_pxe_images(&self, images: &Path) -> Result<()> {
+        for f in ["vmlinuz", "initrd.gz"] {
+            let src = images.join(f);
+            let bytes = std::fs::read(&src).with_context(|| {
+                format!(
+                    "{} missing: run scripts/setup (it runs scripts/pxe-images)",
+                    src.display()
+                )
+            })?;
+            self.put_file(f, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The iPXE script: kernel and initrd over TFTP from the boot server;
+    /// `variant` goes on the kernel command line and the initrd prints it
+    /// with the marker, so a changed script is visible on the console.
+    pub fn install_ipxe_script(&self, variant: &str) -> Result<()> {
+        // The kernel prints on the serial console only; quiet keeps the log short.
+        let script = format!(
+            "#!ipxe\n\
+             kernel tftp://${{next-server}}/vmlinuz console=ttyS0 quiet panic=-1 bcvariant={variant}\n\
+             initrd tftp://${{next-server}}/initrd.gz\n\
+             boot\n"
+        );
+        self.put_file(IPXE_SCRIPT, script.as_bytes())
+    }
+
+    /// Reads `name` with curl (`tftp://`, blksize option when given; curl
+    /// always asks for tsize) from the client namespace into `out`.
+    pub fn curl_get(&self, name: &str, blksize: Option<u16>, out: &Path) -> Result<Duration> {
+        let mut cmd = self.client_cmd("curl");
+        cmd.args(["-sS", "--max-time", "300", "-o"]).arg(out);
+        if let Some(b) = blksize {
+            cmd.args(["--tftp-blksize", &b.to_string()]);
+        }
+        cmd.arg(format!("tftp://{SERVER_IP}/{name}"));
+        timed(&mut cmd)
+    }
+
+    /// Reads `name` with tftp-hpa's `tftp` (binary mode, no options: RFC 1350
+    /// lock-step with 512-byte blocks) into `out`.
+    pub fn tftp_hpa_get(&self, name: &str, out: &Path) -> Result<Duration> {
+        let mut cmd = self.client_cmd("timeout");
+        cmd.args([
+            "300",
+            "tftp",
+            "-m",
+            "binary",
+            &SERVER_IP.to_string(),
+            "-c",
+            "get",
+            name,
+        ])
+        .arg(out);
+        let _ = std::fs::remove_file(out);
+        let d = timed(&mut cmd)?;
+        if !out.exists() {
+            bail!("tftp get {name}: no file written");
+        }
+        Ok(d)
+    }
+
+    /// Boots a qemu PXE client (iPXE ROM, virtio-net on `tap0`) and waits
+    /// until it powers off or `timeout` passes; `tag` names the serial log.
+    pub fn boot_pxe(&self, tag: &str, timeout: Duration) -> Result<Boot> {
+        let serial = self.dir.join(format!("serial-{tag}.log"));
+        let _ = std::fs::remove_file(&serial);
+        // Software emulation by default: on these VMs /dev/kvm exists but a
+        // guest under KVM crashes in iPXE. BOOTCACHE_QEMU_ACCEL=kvm opts in.
+        let accel = std::env::var("BOOTCACHE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+        let mut cmd = self.client_cmd("qemu-system-x86_64");
+        // SeaBIOS runs the NIC's option ROM (iPXE) only when a VGA device
+        // exists: keep qemu's default VGA, shown nowhere.
+        cmd.args([
+            "-machine",
+            &format!("pc,accel={accel}"),
+            "-m",
+            "256",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-boot",
+            "n",
+            "-netdev",
+            "tap,id=n0,ifname=tap0,script=no,downscript=no,vnet_hdr=off",
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:b0:07:01",
+            "-serial",
+        ])
+        .arg(format!("file:{}", serial.display()))
+        // SeaBIOS's debug port: which option ROMs ran, what it booted.
+        .arg("-chardev")
+        .arg(format!(
+            "file,id=bios,path={}",
+            self.dir.join(format!("bios-{tag}.log")).display()
+        ))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=bios"]);
+        let qlog = self.dir.join(format!("qemu-{tag}.log"));
+        let t = Instant::now();
+        let mut child = self.spawn_logged(cmd, &qlog)?;
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break Some(st);
+            }
+            if t.elapsed() > timeout {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let elapsed = t.elapsed();
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.disown_pid(child.id());
+        let serial_text = std::fs::read_to_string(&serial).unwrap_or_default();
+        let marker = serial_text
+            .lines()
+            .find(|l| l.contains(MARKER))
+            .map(|l| l.trim().to_string());
+        if status.is_some_and(|s| !s.success()) {
+            let q = std::fs::read_to_string(&qlog).unwrap_or_default();
+            bail!("qemu failed: {}", q.trim());
+        }
+        Ok(Boot {
+            elapsed,
+            timed_out: status.is_none(),
+            marker,
+            serial: serial_text,
+        })
+    }
+}
+
+/// One PXE boot of the qemu client.
+#[derive(Debug)]
+pub struct Boot {
+    /// From qemu's start to its exit (or the timeout).
+    pub elapsed: Duration,
+    /// qemu was killed at the timeout.
+    pub timed_out: bool,
+    /// The marker line the initrd printed, if it did.
+    pub marker: Option<String>,
+    /// The whole serial console output.
+    pub serial: String,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Some(bc) = self.bootcache.take() {
+            let pid = bc.pid();
+            let _ = bc.stop(Duration::from_secs(10));
+            self.disown_pid(pid);
+        }
+        self.stop_agent();
+        self.stop_origin();
+        let owned = live(|m| m.remove(&self.prefix));
+        if let Some(o) = owned {
+            teardown(&o);
+        }
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn timed(cmd: &mut Command) -> Result<Duration> {
+    let t = Instant::now();
+    run(cmd)?;
+    Ok(t.elapsed())
+}
+
+fn wait_for_text(path: &Path, text: &str, timeout: Duration) -> Result<()> {
+    let t = Instant::now();
+    loop {
+        if std::fs::read_to_string(path).is_ok_and(|s| s.contains(text)) {
+            return Ok(());
+        }
+        if t.elapsed() > timeout {
+            bail!("no {text:?} in {} after {timeout:?}", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A counter from bootcache's `stats:` line (the last one in `stdout`):
+/// `section` is the word opening a `|`-separated part (`serve`, `files`,
+/// `transfers`, `redirect`), `key` the counter in it.
+pub fn stat(stdout: &str, section: &str, key: &str) -> Option<u64> {
+    let line = stdout.lines().rev().find(|l| l.starts_with("stats:"))?;
+    let line = line.trim_start_matches("stats:");
+    line.split('|').find_map(|part| {
+        let mut words = part.split_whitespace();
+        if words.next()? != section {
+            return None;
+        }
+        part.split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, v)| v.parse().ok())
+    })
+}
+
+/// SHA-256 of a file, hex (via `sha256sum`: the files are tens of MiB).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let out = run(Command::new("sha256sum").arg(path))?;
+    out.split_whitespace()
+        .next()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("sha256sum {}: no output", path.display()))
+}
+
+/// `len` bytes of deterministic pseudo-random content (xorshift), distinct
+/// per `seed`: incompressible and quick to make.
+pub fn test_content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_counters_from_the_stats_line() {
+        let out = "stats: client rx=5 tx=4 drop=0 | server rx=1 tx=2 drop=0 | files cached=3 refreshed=0 | serve hits=7 misses=2\n";
+        assert_eq!(stat(out, "serve", "hits"), Some(7));
+        assert_eq!(stat(out, "files", "cached"), Some(3));
+        assert_eq!(stat(out, "server", "rx"), Some(1));
+        assert_eq!(stat(out, "serve", "nope"), None);
+    }
+
+    #[test]
+    fn test_content_is_deterministic_and_distinct() {
+        assert_eq!(test_content(1000, 1), test_content(1000, 1));
+        assert_ne!(test_content(1000, 1), test_content(1000, 2));
+        assert_eq!(test_content(1001, 3).len(), 1001);
+    }
+}

@@ -1,0 +1,110 @@
+//! A real PXE client through bootcache (issue 7): qemu (software emulation)
+//! with Debian's iPXE ROM on a tap in the client namespace, dnsmasq as DHCP,
+//! router advertiser and TFTP server in the server namespace with
+//! bootcache-agent beside it. iPXE gets an iPXE script by DHCP/TFTP, which
+//! loads a Debian kernel and a busybox initrd over TFTP; the initrd brings
+//! up the network with DHCP, prints a marker on the serial console and
+//! powers off.
+//!
+//! Needs root and `scripts/setup` (qemu-system-x86, ipxe-qemu, the kernel
+//! and initrd built by `scripts/pxe-images`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bootcache_bench::netns::{self, check_prerequisites, Boot, Topology, IPXE_SCRIPT};
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+const FILES: [&str; 3] = [IPXE_SCRIPT, "vmlinuz", "initrd.gz"];
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn images() -> PathBuf {
+    std::env::var_os("BOOTCACHE_PXE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| netns::DEFAULT_IMAGES.into())
+}
+
+fn boot(t: &Topology, tag: &str, variant: &str) -> Boot {
+    let b = t.boot_pxe(tag, BOOT_TIMEOUT).expect("qemu");
+    let marker = b.marker.clone().unwrap_or_else(|| {
+        panic!(
+            "boot {tag}: no {} on the serial console after {:.0?} (timed out: {}); console:\n{}\norigin sent: {:?}",
+            netns::MARKER,
+            b.elapsed,
+            b.timed_out,
+            b.serial,
+            t.origin_transfers()
+        )
+    });
+    assert!(
+        marker.contains(&format!("variant={variant} ")),
+        "boot {tag}: {marker}"
+    );
+    assert!(
+        marker.contains("ip=10.80.0."),
+        "boot {tag}: no DHCP lease: {marker}"
+    );
+    eprintln!("boot {tag}: {:.1} s: {marker}", b.elapsed.as_secs_f64());
+    b
+}
+
+fn counts(t: &Topology) -> Vec<usize> {
+    FILES.iter().map(|f| t.origin_count(f)).collect()
+}
+
+/// (a) Two boots, the second served entirely from the cache, with (d) a
+/// bootcache restart between them; (c) the boot script changed on the
+/// server → the client gets the new one; (e) the agent stopped → the boot
+/// still succeeds, from the origin.
+#[test]
+fn ipxe_boots_twice_the_second_from_the_cache_then_change_and_agent_down() {
+    if let Err(e) = check_prerequisites(true) {
+        panic!("end-to-end prerequisites: {e:#}");
+    }
+    let mut t = Topology::create(&netns::Options {
+        bootcache_bin: Some(BOOTCACHE.into()),
+        ..Default::default()
+    })
+    .expect("creating the namespaces");
+    t.install_pxe_files(&images()).unwrap();
+    t.start_origin().unwrap();
+    t.start_agent().unwrap();
+    t.write_bootcache_config("answer_ttl = 0").unwrap();
+    t.start_bootcache(&["--stats-interval", "1"]).unwrap();
+
+    // (a) First boot: every file comes from the origin and is cached.
+    boot(&t, "cold", "1");
+    assert_eq!(counts(&t), [1, 1, 1], "{:?}", t.origin_transfers());
+    t.wait_stat("files", "in_store", 3, Duration::from_secs(20))
+        .unwrap();
+
+    // (d) bootcache restarts; (a) the second boot is served from the cache:
+    // the origin sends nothing.
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    t.start_bootcache(&["--stats-interval", "1"]).unwrap();
+    boot(&t, "warm", "1");
+    assert_eq!(
+        counts(&t),
+        [1, 1, 1],
+        "the origin sent files on the warm boot: {:?}",
+        t.origin_transfers()
+    );
+    t.wait_stat("serve", "completed", 3, Duration::from_secs(5))
+        .unwrap();
+
+    // (c) The boot script changes on the server: the new one reaches the
+    // client (its kernel command line shows it), the rest is still cached.
+    t.install_ipxe_script("2").unwrap();
+    std::thread::sleep(Duration::from_secs(1)); // the agent's debounce
+    boot(&t, "changed", "2");
+    assert_eq!(counts(&t), [2, 1, 1], "{:?}", t.origin_transfers());
+
+    // (e) Without the agent nothing is validated: everything comes from the
+    // origin and the boot succeeds.
+    t.stop_agent();
+    boot(&t, "no-agent", "2");
+    assert_eq!(counts(&t), [3, 2, 2], "{:?}", t.origin_transfers());
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+}

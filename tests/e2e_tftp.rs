@@ -1,0 +1,193 @@
+//! End to end with real programs (issues 5 and 7): dnsmasq as the origin
+//! TFTP server with bootcache-agent beside it in a server namespace, real
+//! clients (curl, tftp-hpa's `tftp`) in a client namespace, bootcache
+//! between them on `net_af_packet` ports over veth pairs. The origin's log
+//! counts the transfers it really sent; sha256 checks what the clients got.
+//!
+//! Needs root and `scripts/setup` (dnsmasq, curl, tftp-hpa, hugepages).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bootcache_bench::netns::{self, check_prerequisites, sha256_file, test_content, Topology};
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+/// One topology at a time: each bootcache busy-polls a core of the two.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn topology() -> Topology {
+    if let Err(e) = check_prerequisites(false) {
+        panic!("end-to-end prerequisites: {e:#}");
+    }
+    Topology::create(&netns::Options {
+        bootcache_bin: Some(BOOTCACHE.into()),
+        ..Default::default()
+    })
+    .expect("creating the namespaces")
+}
+
+fn start_all(t: &mut Topology, agent_extra: &str) {
+    t.start_origin().expect("dnsmasq");
+    t.start_agent().expect("bootcache-agent");
+    t.write_bootcache_config(agent_extra).unwrap();
+    t.start_bootcache(&["--stats-interval", "1"])
+        .expect("bootcache");
+}
+
+fn sha_of(bytes: &[u8], dir: &Path, name: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    let s = sha256_file(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    s
+}
+
+/// Issue 5: a 64 MiB file cold through bootcache from dnsmasq, then warm
+/// with the same client and options and with tftp-hpa's lock-step RFC 1350
+/// client: identical bytes, and the origin sent it exactly once.
+#[test]
+fn a_64_mib_file_cold_then_warm_from_the_cache_with_curl_and_tftp_hpa() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = topology();
+    let content = test_content(64 << 20, 5);
+    t.put_file("big.img", &content).unwrap();
+    let want = sha_of(&content, &t.dir, "want");
+    drop(content);
+    start_all(&mut t, "");
+
+    let out = t.dir.join("cold.img");
+    let cold = t.curl_get("big.img", Some(1428), &out).unwrap();
+    assert_eq!(sha256_file(&out).unwrap(), want, "cold transfer corrupted");
+    assert_eq!(t.origin_count("big.img"), 1, "{:?}", t.origin_transfers());
+    t.wait_stat("files", "in_store", 1, Duration::from_secs(20))
+        .expect("the cold transfer was not cached");
+
+    let out = t.dir.join("warm.img");
+    let warm = t.curl_get("big.img", Some(1428), &out).unwrap();
+    assert_eq!(sha256_file(&out).unwrap(), want, "warm transfer corrupted");
+    t.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .expect("bootcache did not serve the warm curl read");
+    assert_eq!(
+        t.origin_count("big.img"),
+        1,
+        "the origin sent the file again: {:?}",
+        t.origin_transfers()
+    );
+
+    let out = t.dir.join("warm-hpa.img");
+    let hpa = t.tftp_hpa_get("big.img", &out).unwrap();
+    assert_eq!(sha256_file(&out).unwrap(), want, "tftp-hpa warm corrupted");
+    t.wait_stat("serve", "completed", 2, Duration::from_secs(5))
+        .expect("bootcache did not serve the warm tftp-hpa read");
+    assert_eq!(t.origin_count("big.img"), 1, "{:?}", t.origin_transfers());
+
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+    assert_eq!(netns::stat(&fin.stdout, "serve", "hits"), Some(2));
+    eprintln!(
+        "64 MiB: cold (origin, curl 1428) {:.2} s, warm (cache, curl 1428) {:.2} s, warm (cache, tftp-hpa 512) {:.2} s",
+        cold.as_secs_f64(),
+        warm.as_secs_f64(),
+        hpa.as_secs_f64()
+    );
+}
+
+/// Issue 7 (b)–(e) with real clients on a 3 MiB file: blksize 512 and 1428
+/// with tsize, cold and warm; bootcache restarted (still served from the
+/// cache); the file changed on the server (the client gets the new one,
+/// from the origin, and then from the refreshed cache); the agent stopped
+/// (the origin serves, nothing stale is served).
+#[test]
+fn restart_change_on_the_server_and_agent_down() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = topology();
+    let v1 = test_content(3 << 20, 11);
+    let v1_sha = sha_of(&v1, &t.dir, "v1");
+    t.put_file("boot/kernel", &v1).unwrap();
+    // Answers are not reused: every read asks the agent again.
+    start_all(&mut t, "answer_ttl = 0");
+    let out = t.dir.join("out");
+    let get = |t: &Topology, how: &str| {
+        match how {
+            "tftp" => t.tftp_hpa_get("boot/kernel", &out),
+            "512" => t.curl_get("boot/kernel", Some(512), &out),
+            _ => t.curl_get("boot/kernel", Some(1428), &out),
+        }
+        .unwrap_or_else(|e| panic!("{how} read: {e:#}"));
+        sha256_file(&out).unwrap()
+    };
+
+    // (b) Cold with tftp-hpa (512, no options), warm with curl at 512 and
+    // 1428 (both with tsize).
+    assert_eq!(get(&t, "tftp"), v1_sha);
+    assert_eq!(t.origin_count("boot/kernel"), 1);
+    t.wait_stat("files", "in_store", 1, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(get(&t, "512"), v1_sha);
+    assert_eq!(get(&t, "1428"), v1_sha);
+    assert_eq!(
+        t.origin_count("boot/kernel"),
+        1,
+        "{:?}",
+        t.origin_transfers()
+    );
+    t.wait_stat("serve", "completed", 2, Duration::from_secs(5))
+        .unwrap();
+
+    // (d) bootcache restarted: the cache survives, reads are still served.
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+    t.start_bootcache(&["--stats-interval", "1"]).unwrap();
+    assert_eq!(get(&t, "1428"), v1_sha);
+    assert_eq!(
+        t.origin_count("boot/kernel"),
+        1,
+        "{:?}",
+        t.origin_transfers()
+    );
+    t.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap();
+
+    // (c) The file changes on the server: the agent says the copy is stale,
+    // the read goes to the origin, the client gets the new bytes and the
+    // cache is refreshed; the next read is served the new version.
+    let v2 = test_content(3 << 20, 12);
+    let v2_sha = sha_of(&v2, &t.dir, "v2");
+    t.put_file("boot/kernel", &v2).unwrap();
+    std::thread::sleep(Duration::from_secs(1)); // the agent rehashes after its debounce
+    assert_eq!(get(&t, "1428"), v2_sha, "the client got the stale file");
+    assert_eq!(
+        t.origin_count("boot/kernel"),
+        2,
+        "{:?}",
+        t.origin_transfers()
+    );
+    t.wait_stat("files", "replaced", 1, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(get(&t, "512"), v2_sha);
+    assert_eq!(
+        t.origin_count("boot/kernel"),
+        2,
+        "{:?}",
+        t.origin_transfers()
+    );
+
+    // (e) The agent stops: nothing can be validated, reads go to the origin
+    // and still succeed.
+    t.stop_agent();
+    assert_eq!(get(&t, "1428"), v2_sha);
+    assert_eq!(get(&t, "tftp"), v2_sha);
+    assert_eq!(
+        t.origin_count("boot/kernel"),
+        4,
+        "{:?}",
+        t.origin_transfers()
+    );
+    let fin = t.stop_bootcache().unwrap();
+    assert!(
+        netns::stat(&fin.stdout, "serve", "agent_unreachable").unwrap_or(0) >= 2,
+        "{}",
+        fin.stdout.lines().last().unwrap_or("")
+    );
+}
