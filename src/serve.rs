@@ -29,6 +29,10 @@ use wire::tftp::Packet;
 mod addressed;
 pub(crate) use addressed::{Addressed, OwnAddress};
 
+/// Most slots of the inject ring kept free (an eighth of a small ring) for
+/// ARP, ping, errors and fetches when serving sessions fill it.
+const INJECT_HEADROOM: usize = 64;
+
 /// First TID bootcache answers from; it walks up and wraps.
 const TID_BASE: u16 = 49152;
 
@@ -156,6 +160,10 @@ pub(crate) struct Serve {
     pub(crate) counters: ServeCounters,
     /// Addressed mode, when configured.
     pub(crate) addressed: Option<Addressed>,
+    /// Sessions with frames to send that waited for room in the inject
+    /// ring (the port is slower than the sessions' windows); sent first on
+    /// the next pass.
+    blocked: std::collections::HashSet<(SocketAddrV4, u16)>,
 }
 
 impl Serve {
@@ -178,6 +186,7 @@ impl Serve {
             next_tid: TID_BASE,
             counters: ServeCounters::default(),
             addressed,
+            blocked: std::collections::HashSet::new(),
         }
     }
 
@@ -446,6 +455,9 @@ impl Serve {
         filter: &mut FilterWriter,
     ) {
         self.handle_own_timers(now, wall, logic, filter);
+        for key in std::mem::take(&mut self.blocked) {
+            self.pump(key, now);
+        }
         let due: Vec<_> = self
             .sessions
             .iter()
@@ -466,7 +478,18 @@ impl Serve {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
-        while let Some(t) = s.session.poll_transmit(now) {
+        loop {
+            // Leave the rest of the window in the session while the ring is
+            // (nearly) full: a frame pushed into a full ring would be lost
+            // and cost the client a retransmission timeout.
+            let headroom = (self.inject.capacity() / 8).min(INJECT_HEADROOM);
+            if self.inject.len() + headroom >= self.inject.capacity() {
+                self.blocked.insert(key);
+                break;
+            }
+            let Some(t) = s.session.poll_transmit(now) else {
+                break;
+            };
             let hl = s.reply.header_len();
             let len = hl + t.payload_len();
             let Ok(mut m) = Mbuf::alloc(&self.pool) else {

@@ -66,6 +66,38 @@ pub fn default_bootcache_bin() -> PathBuf {
         .unwrap_or_else(|| dir.join("bootcache"))
 }
 
+/// A file for a child's output at `path`: our handle and the child's. Unless
+/// `keep`, the name is removed at once (the handles keep the file).
+fn output_file(path: &Path, keep: bool) -> Result<(std::fs::File, std::fs::File)> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let child = f.try_clone().context("duplicating an output file handle")?;
+    if !keep {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok((f, child))
+}
+
+/// Everything written to `f` so far, read without moving the offset the
+/// child writes at.
+fn read_output(f: &std::fs::File) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match f.read_at(&mut chunk, buf.len() as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// A running bootcache child.
 pub struct Bootcache {
     child: Child,
@@ -73,9 +105,9 @@ pub struct Bootcache {
     pub file_prefix: String,
     /// Where its stdout and stderr go: files, not pipes, since nobody reads
     /// while it runs and a full pipe would stop it at its next log line.
-    output: [PathBuf; 2],
-    /// Whether `output` are temporary files to remove when it is gone.
-    temporary_output: bool,
+    /// Read through these handles (with `pread`: the child shares their
+    /// file offset), so the output survives whatever happens to the paths.
+    output: [std::fs::File; 2],
 }
 
 /// Output of a bootcache run that has ended.
@@ -118,14 +150,13 @@ impl Bootcache {
             ));
         }
         cmd.arg("--").args(app_args);
-        let output = [".stdout", ".stderr"]
-            .map(|ext| std::env::temp_dir().join(format!("bootcache-{file_prefix}{ext}")));
-        let open = |p: &Path| {
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(open(&output[0])?)
-            .stderr(open(&output[1])?);
+        let dir = std::env::temp_dir();
+        let (out, child_out) =
+            output_file(&dir.join(format!("bootcache-{file_prefix}.stdout")), false)?;
+        let (err, child_err) =
+            output_file(&dir.join(format!("bootcache-{file_prefix}.stderr")), false)?;
+        let output = [out, err];
+        cmd.stdin(Stdio::null()).stdout(child_out).stderr(child_err);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
@@ -133,7 +164,6 @@ impl Bootcache {
             child,
             file_prefix: file_prefix.to_string(),
             output,
-            temporary_output: true,
         })
     }
 
@@ -149,10 +179,8 @@ impl Bootcache {
         log_dir: &Path,
     ) -> Result<Bootcache> {
         let logs = [log_dir.join("bootcache.out"), log_dir.join("bootcache.err")];
-        let out = std::fs::File::create(&logs[0])
-            .with_context(|| format!("creating {}", logs[0].display()))?;
-        let err = std::fs::File::create(&logs[1])
-            .with_context(|| format!("creating {}", logs[1].display()))?;
+        let (out_file, out) = output_file(&logs[0], true)?;
+        let (err_file, err) = output_file(&logs[1], true)?;
         let child = Command::new(bin)
             .args(["--lcores", lcores, "--file-prefix", file_prefix])
             .args(eal_args)
@@ -166,14 +194,13 @@ impl Bootcache {
         Ok(Bootcache {
             child,
             file_prefix: file_prefix.to_string(),
-            output: logs,
-            temporary_output: false,
+            output: [out_file, err_file],
         })
     }
 
     /// What it has written to stderr so far.
     pub fn stderr_so_far(&self) -> String {
-        std::fs::read_to_string(&self.output[1]).unwrap_or_default()
+        read_output(&self.output[1])
     }
 
     /// The child's pid.
@@ -218,10 +245,7 @@ impl Bootcache {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let [stdout, stderr] = self.output.clone().map(|p| match std::fs::read(&p) {
-            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-            Err(e) => format!("(cannot read {}: {e})", p.display()),
-        });
+        let [stdout, stderr] = [read_output(&self.output[0]), read_output(&self.output[1])];
         remove_hugepage_files(&self.file_prefix);
         let ports = parse_final_stats(&stdout);
         Ok(Finished {
@@ -241,11 +265,6 @@ impl Drop for Bootcache {
             let _ = self.child.wait();
         }
         remove_hugepage_files(&self.file_prefix);
-        if self.temporary_output {
-            for p in &self.output {
-                let _ = std::fs::remove_file(p);
-            }
-        }
     }
 }
 

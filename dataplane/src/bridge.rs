@@ -96,6 +96,7 @@ impl Bridge {
         let mut c = BridgeCounters::default();
         let mut hits = FilterCounters::new(link.rule_count);
         let mut tx = [Burst::new(), Burst::new()];
+        let mut inject_tx = [Burst::new(), Burst::new()];
         let mut last_drain = dpdk::tsc();
         let mut last_publish = last_drain;
         loop {
@@ -112,18 +113,23 @@ impl Bridge {
                 }
                 last_drain = now;
             }
-            // Frames from the slow path: at most a burst per pass, so they
-            // never starve forwarding.
-            for _ in 0..dpdk::BURST_SIZE {
+            // Frames from the slow path (answers from the cache): at most a
+            // burst per pass, so they never starve forwarding. Unlike
+            // forwarded frames they are not dropped when TX is full: they
+            // wait in their own buffer for the next pass, and the inject
+            // ring backs up meanwhile, so a serving session is paced by the
+            // port instead of losing its window to a full TX queue.
+            let mut popped = 0;
+            while popped < dpdk::BURST_SIZE && !inject_tx[0].is_full() && !inject_tx[1].is_full() {
                 let Some(i) = link.inject.pop() else { break };
-                let side = usize::from(i.side & 1);
+                popped += 1;
                 c.redirect.injected += 1;
-                if let Err(m) = tx[side].push(i.mbuf) {
-                    drop(m);
-                    c.ports[side].tx_dropped += 1;
-                }
-                if tx[side].is_full() {
-                    flush(ports[side], &mut tx[side], &mut c.ports[side]);
+                // Cannot fail: neither buffer is full.
+                let _ = inject_tx[usize::from(i.side & 1)].push(i.mbuf);
+            }
+            for (side, buf) in inject_tx.iter_mut().enumerate() {
+                if !buf.is_empty() {
+                    c.ports[side].tx_packets += ports[side].tx_burst(0, buf) as u64;
                 }
             }
             for (side, port) in ports.iter().enumerate() {
@@ -188,6 +194,7 @@ impl Bridge {
             }
         }
         flush_all(&ports, &mut tx, &mut c);
+        flush_all(&ports, &mut inject_tx, &mut c);
         shared.publish(&c);
         link.filter_counters.publish(&hits);
         c
