@@ -39,9 +39,20 @@ pub struct ForwardConfig {
     pub max_trials: usize,
     /// Latency run at the zero-loss rate.
     pub latency: Duration,
+    /// Offer this many frames per second (both directions) instead of as
+    /// many as the ports take, in the rate measurement.
+    pub rate_pps: Option<f64>,
 }
 
 impl ForwardConfig {
+    /// Sizes measured with the empty table: the sweep, then any headline
+    /// size the sweep lacks.
+    pub fn empty_sizes(&self) -> Vec<FrameSize> {
+        let mut v = self.sweep.clone();
+        v.extend(self.headline.iter().filter(|s| !self.sweep.contains(s)));
+        v
+    }
+
     /// The full run (a few minutes) or the quick one (seconds per device).
     pub fn new(quick: bool) -> ForwardConfig {
         let sweep = [64, 128, 256, 512, 1024, 1518]
@@ -61,6 +72,7 @@ impl ForwardConfig {
                 trial: Duration::from_millis(100),
                 max_trials: 4,
                 latency: Duration::from_millis(200),
+                rate_pps: None,
             }
         } else {
             ForwardConfig {
@@ -74,6 +86,7 @@ impl ForwardConfig {
                 trial: Duration::from_millis(500),
                 max_trials: 8,
                 latency: Duration::from_secs(1),
+                rate_pps: None,
             }
         }
     }
@@ -88,6 +101,7 @@ struct Sample {
     round: usize,
     mpps: f64,
     gbps: f64,
+    offered_mpps: f64,
     zero_loss_mpps: Option<f64>,
     latency: Option<Histogram>,
     latency_lost: u64,
@@ -157,7 +171,7 @@ pub fn run(
                     h.drain();
                 }
                 let sizes: Vec<FrameSize> = if *filter == "empty" {
-                    cfg.sweep.clone()
+                    cfg.empty_sizes()
                 } else {
                     cfg.headline.clone()
                 };
@@ -179,11 +193,12 @@ pub fn run(
                 }
                 for s in &res {
                     println!(
-                        "  round {round}, filter {filter:5}, {:>4} B, {:10}: {:6.2} Mpps {:6.2} Gbit/s{}",
+                        "  round {round}, filter {filter:5}, {:>4} B, {:10}: {:6.2} Mpps {:6.2} Gbit/s (offered {:.2} Mpps){}",
                         s.size.to_string(),
                         dut.name(),
                         s.mpps,
                         s.gbps,
+                        s.offered_mpps,
                         match (&s.zero_loss_mpps, &s.latency) {
                             (Some(z), Some(l)) => format!(
                                 ", zero-loss {z:6.2} Mpps, latency there p50 {:.1} p99 {:.1} p99.9 {:.1} µs ({} lost)",
@@ -221,7 +236,7 @@ fn measure(
     })?;
     let mut gen = Generator::new(h.ports, &h.pool, &traffic)?;
     let full = gen.run(&RunConfig {
-        rate_pps: None,
+        rate_pps: cfg.rate_pps,
         warmup: cfg.measure / 4,
         measure: cfg.measure,
         ..RunConfig::default()
@@ -239,6 +254,7 @@ fn measure(
         dut,
         round,
         mpps: full.mpps(),
+        offered_mpps: full.offered_mpps(),
         gbps: full.gbps(),
         zero_loss_mpps: None,
         latency: None,
@@ -352,11 +368,11 @@ fn summarise(cfg: &ForwardConfig, samples: &[Sample], out: &Path) -> Result<Forw
     };
     for &filter in filters {
         let sizes = if filter == "empty" {
-            &cfg.sweep
+            cfg.empty_sizes()
         } else {
-            &cfg.headline
+            cfg.headline.clone()
         };
-        for &size in sizes {
+        for size in sizes {
             let mpps = |d| median(pick(samples, filter, size, d).map(|s| s.mpps).collect());
             let zl = |d| {
                 median(

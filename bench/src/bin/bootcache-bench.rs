@@ -21,6 +21,7 @@ use bootcache_bench::fill;
 use bootcache_bench::forward::{self, ForwardConfig};
 use bootcache_bench::harness::Harness;
 use bootcache_bench::storm;
+use bootcache_bench::traffic::FrameSize;
 use clap::{Parser, Subcommand};
 
 /// bootcache's benchmark scenarios.
@@ -46,7 +47,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// bootcache vs testpmd io: Mpps by frame size, zero-loss rate, latency; filter empty and full.
-    Forward,
+    Forward(ForwardArgs),
     /// TFTP transfers (blksize 1428, windowsize 16) at full speed: slow-path reassembly+hash Gbit/s, ring drops.
     Fill,
     /// N simulated PXE clients (10, 100, 1000) boot through bootcache, cold then warm, and through testpmd.
@@ -55,6 +56,28 @@ enum Scenario {
     All(StormArgs),
     /// Only the plots, from the CSV files in --out.
     Plot,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ForwardArgs {
+    /// Frame sizes for the rate sweep (64-1518 or imix), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<FrameSize>>,
+    /// Sizes that also get the zero-loss search and latency.
+    #[arg(long, value_delimiter = ',')]
+    headline: Option<Vec<FrameSize>>,
+    /// Background flows per direction (half UDP, half TCP).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    flows: Option<u32>,
+    /// Share of PXE frames (TFTP of the followed transfers, DHCP), per mille.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pxe_per_mille: Option<u32>,
+    /// Dynamic filter entries in the "full" state (0: only the empty table).
+    #[arg(long)]
+    entries: Option<u16>,
+    /// Offer this many Mpps (both directions) instead of full speed.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -179,10 +202,31 @@ fn run(cli: &Cli) -> Result<()> {
     let all = matches!(cli.scenario, Scenario::All(_));
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
     std::fs::write(run_note_file(&cli.out), machine_note() + "\n")?;
-    if all || matches!(cli.scenario, Scenario::Forward) {
+    if all || matches!(cli.scenario, Scenario::Forward(_)) {
         let mut cfg = ForwardConfig::new(cli.quick);
         if let Some(r) = cli.rounds {
             cfg.rounds = r;
+        }
+        if let Scenario::Forward(a) = &cli.scenario {
+            if let Some(v) = &a.sizes {
+                cfg.sweep = v.clone();
+            }
+            if let Some(v) = &a.headline {
+                cfg.headline = v.clone();
+            }
+            if let Some(v) = a.flows {
+                cfg.flows = v as usize;
+            }
+            if let Some(v) = a.pxe_per_mille {
+                cfg.pxe_per_mille = v as usize;
+            }
+            if let Some(v) = a.entries {
+                cfg.entries = v;
+            }
+            if let Some(v) = a.rate {
+                anyhow::ensure!(v > 0.0 && v.is_finite(), "--rate {v}: must be above 0 Mpps");
+                cfg.rate_pps = Some(v * 1e6);
+            }
         }
         println!(
             "== forward: bootcache vs dpdk-testpmd io, {} round(s), filter empty and {} entries ==",
