@@ -85,6 +85,8 @@ fn a_64_mib_file_cold_then_warm_from_the_cache_with_curl_and_tftp_hpa() {
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
     assert_eq!(netns::stat(&fin.stdout, "serve", "hits"), Some(2));
+    // Only the cold read request went on to the origin.
+    assert_eq!(netns::stat(&fin.stdout, "serve", "misses"), Some(1));
     eprintln!(
         "64 MiB: cold (origin, curl 1428) {:.2} s, warm (cache, curl 1428) {:.2} s, warm (cache, tftp-hpa 512) {:.2} s",
         cold.as_secs_f64(),
