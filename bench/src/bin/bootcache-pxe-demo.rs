@@ -147,7 +147,7 @@ fn run(args: &Args) -> Result<()> {
     t.write_bootcache_config("")?;
     t.start_bootcache(&["--stats-interval", "1"])?;
     println!(
-        "demo: dnsmasq (DHCP + TFTP) and bootcache-agent on {SERVER_IP}, bootcache bridging (pid files under {})",
+        "demo: dnsmasq (DHCP + TFTP) and bootcache-agent on {SERVER_IP}, bootcache bridging (logs under {})",
         t.dir.display()
     );
 
