@@ -28,12 +28,13 @@ fn boot(t: &Topology, tag: &str, variant: &str) -> Boot {
     let b = t.boot_pxe(tag, BOOT_TIMEOUT).expect("qemu");
     let marker = b.marker.clone().unwrap_or_else(|| {
         panic!(
-            "boot {tag}: no {} on the serial console after {:.0?} (timed out: {}); console:\n{}\norigin sent: {:?}",
+            "boot {tag}: no {} on the serial console after {:.0?} (timed out: {}); console:\n{}\norigin sent: {:?}\n{}",
             netns::MARKER,
             b.elapsed,
             b.timed_out,
             b.serial,
-            t.origin_transfers()
+            t.origin_transfers(),
+            t.diagnostics()
         )
     });
     assert!(

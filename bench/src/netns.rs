@@ -706,6 +706,29 @@ impl Topology {
         }
     }
 
+    /// What to look at when a step failed: the last lines of bootcache's
+    /// log and statistics, of the origin's log (router adverts left out)
+    /// and of the agent's log.
+    pub fn diagnostics(&self) -> String {
+        let tail = |path: PathBuf, n: usize, skip: &[&str]| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !skip.iter().any(|s| l.contains(s)))
+                .collect();
+            let from = lines.len().saturating_sub(n);
+            format!("--- {} ---\n{}\n", path.display(), lines[from..].join("\n"))
+        };
+        let bc = self.bootcache_log_dir();
+        [
+            tail(bc.join("bootcache.out"), 1, &[]),
+            tail(bc.join("bootcache.err"), 12, &["EAL", "TELEMETRY"]),
+            tail(self.origin_log(), 12, &["RTR-"]),
+            tail(self.dir.join("agent.log"), 6, &[]),
+        ]
+        .concat()
+    }
+
     /// The running bootcache's log directory (stdout, stderr).
     pub fn bootcache_log_dir(&self) -> PathBuf {
         self.dir
