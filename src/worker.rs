@@ -26,11 +26,14 @@ const TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// Sleep when the ring is empty: the slow path is not latency-critical, and
 /// on two CPUs it shares its core with others.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
-/// For this long after the last frame the worker only yields when idle
-/// instead of sleeping: a lock-step TFTP client served from the cache waits
-/// for every DATA, and a 200 us sleep per ACK made warm reads slower than
-/// the origin (measured with bench-serve on af_packet veths).
+/// For this long after the last frame the worker sleeps only BUSY_SLEEP
+/// when idle: a lock-step TFTP client served from the cache waits for every
+/// DATA, and a 200 us sleep per ACK made warm reads slower than the origin
+/// (bench-serve on af_packet veths). A short sleep, not a yield: a yielding
+/// thread waits behind a CPU-bound neighbour (qemu) for a whole time slice,
+/// a waking sleeper runs at once.
 const BUSY_WINDOW: Duration = Duration::from_millis(2);
+const BUSY_SLEEP: Duration = Duration::from_micros(20);
 
 /// What the worker needs from the control thread.
 pub(crate) struct Worker {
@@ -88,7 +91,7 @@ impl Worker {
             if handled > 0 {
                 last_busy = now;
             } else if now.duration_since(last_busy) < BUSY_WINDOW {
-                std::thread::yield_now();
+                std::thread::sleep(BUSY_SLEEP);
             } else {
                 std::thread::sleep(IDLE_SLEEP);
             }

@@ -85,6 +85,8 @@ fn a_64_mib_file_cold_then_warm_from_the_cache_with_curl_and_tftp_hpa() {
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
     assert_eq!(netns::stat(&fin.stdout, "serve", "hits"), Some(2));
+    // Only the cold read request went on to the origin.
+    assert_eq!(netns::stat(&fin.stdout, "serve", "misses"), Some(1));
     eprintln!(
         "64 MiB: cold (origin, curl 1428) {:.2} s, warm (cache, curl 1428) {:.2} s, warm (cache, tftp-hpa 512) {:.2} s",
         cold.as_secs_f64(),
@@ -190,4 +192,69 @@ fn restart_change_on_the_server_and_agent_down() {
         "{}",
         fin.stdout.lines().last().unwrap_or("")
     );
+}
+
+/// Bad input and cleanup (issue 7): a namespace name already taken is one
+/// clear error that leaves the other owner's namespace alone; a topology
+/// leaves no namespace, link or process behind when dropped.
+#[test]
+fn a_taken_name_is_a_clear_error_and_nothing_is_left_behind() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = check_prerequisites(false) {
+        panic!("end-to-end prerequisites: {e:#}");
+    }
+    let prefix = format!("bt{}", std::process::id() % 100_000);
+    let opts = netns::Options {
+        prefix: Some(prefix.clone()),
+        bootcache_bin: Some(BOOTCACHE.into()),
+        ..Default::default()
+    };
+    let ns = format!("{prefix}-srv");
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ip(&["netns", "add", &ns]);
+    let err = Topology::create(&opts)
+        .err()
+        .expect("a taken name must fail");
+    let msg = format!("{err:#}");
+    ip(&["netns", "del", &ns]);
+    assert!(
+        msg.contains("already exists") && msg.contains(&format!("ip netns del {ns}")),
+        "{msg}"
+    );
+
+    let mut t = Topology::create(&opts).unwrap();
+    t.start_origin().unwrap();
+    t.start_agent().unwrap();
+    t.start_bootcache(&[]).unwrap();
+    let dir = t.dir.clone();
+    drop(t);
+    let left = ip(&["netns", "list"]);
+    assert!(!left.contains(&prefix), "namespaces left: {left}");
+    for l in ["c", "s", "m"] {
+        let link = format!("{prefix}-{l}");
+        assert!(
+            !Path::new("/sys/class/net").join(&link).exists(),
+            "{link} left"
+        );
+    }
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !ps.lines().any(|l| l.contains(&*dir.to_string_lossy())),
+        "processes left: {}",
+        ps.lines()
+            .filter(|l| l.contains(&*dir.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(!dir.exists(), "{} left", dir.display());
 }

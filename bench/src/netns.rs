@@ -42,6 +42,10 @@ pub const IPXE_SCRIPT: &str = "boot.ipxe";
 /// bootcache's redirect ring in the topology (slots), and its packet pool.
 const REDIRECT_RING: u32 = 32768;
 const MBUFS: &str = "65535";
+/// The bridge lcore on CPU 1; the slow path (main lcore) may run on either
+/// CPU, so that others' work on CPU 0 (clients, servers, other jobs) does
+/// not starve it into dropping copies.
+const LCORES: &str = "0@(0,1),1@1";
 
 /// What a topology owns, for cleanup from `Drop` or a signal handler.
 #[derive(Default, Clone)]
@@ -506,15 +510,19 @@ impl Topology {
         self.stop_child(c);
     }
 
-    /// Completed transfers the origin sent, by file name relative to the
-    /// TFTP root, in order (dnsmasq logs `sent <path> to <client>`).
+    /// Transfers the origin sent or tried to send, by file name relative to
+    /// the TFTP root, in order (dnsmasq logs `sent <path> to <client>` or
+    /// `failed sending <path> to <client>` when a transfer ends).
     pub fn origin_transfers(&self) -> Vec<String> {
         let log = std::fs::read_to_string(self.origin_log()).unwrap_or_default();
         let root = format!("{}/", self.tftp_root.display());
         log.lines()
             .filter_map(|l| {
                 let rest = l.split_once("dnsmasq-tftp")?.1;
-                let path = rest.split_once(": sent ")?.1;
+                let path = rest
+                    .split_once(": sent ")
+                    .or_else(|| rest.split_once(": failed sending "))?
+                    .1;
                 let path = path.rsplit_once(" to ")?.0;
                 Some(path.strip_prefix(&root).unwrap_or(path).to_string())
             })
@@ -641,7 +649,7 @@ impl Topology {
         ];
         app.extend(app_args.iter().map(|s| s.to_string()));
         let prefix = format!("bce-{}", self.prefix);
-        let mut bc = Bootcache::spawn_logged(&bin, &prefix, "0@0,1@1", &eal, &app, &log_dir)?;
+        let mut bc = Bootcache::spawn_logged(&bin, &prefix, LCORES, &eal, &app, &log_dir)?;
         self.own_pid(bc.pid());
         let t = Instant::now();
         loop {
@@ -683,10 +691,42 @@ impl Topology {
                 return Ok(());
             }
             if t.elapsed() > timeout {
-                bail!("bootcache's {section} {key} is {have:?} after {timeout:?}, expected {n} (needs --stats-interval 1)");
+                // The usual cause: the slow path lost its CPU (a loaded
+                // machine) and the copies of a transfer were dropped.
+                let drops = self.bootcache_stat("redirect", "copy_drops");
+                let discarded = self.bootcache_stat("transfers", "discarded");
+                bail!(
+                    "bootcache's {section} {key} is {have:?} after {timeout:?}, expected {n} \
+                     (copy_drops={drops:?}, transfers discarded={discarded:?}; copies are dropped when \
+                     the slow path cannot keep up, e.g. on a machine loaded by other jobs; \
+                     needs --stats-interval 1)"
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// What to look at when a step failed: the last lines of bootcache's
+    /// log and statistics, of the origin's log (router adverts left out)
+    /// and of the agent's log.
+    pub fn diagnostics(&self) -> String {
+        let tail = |path: PathBuf, n: usize, skip: &[&str]| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !skip.iter().any(|s| l.contains(s)))
+                .collect();
+            let from = lines.len().saturating_sub(n);
+            format!("--- {} ---\n{}\n", path.display(), lines[from..].join("\n"))
+        };
+        let bc = self.bootcache_log_dir();
+        [
+            tail(bc.join("bootcache.out"), 1, &[]),
+            tail(bc.join("bootcache.err"), 12, &["EAL", "TELEMETRY"]),
+            tail(self.origin_log(), 12, &["RTR-"]),
+            tail(self.dir.join("agent.log"), 6, &[]),
+        ]
+        .concat()
     }
 
     /// The running bootcache's log directory (stdout, stderr).

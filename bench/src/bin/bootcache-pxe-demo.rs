@@ -98,8 +98,9 @@ fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
     println!("demo: PXE boot {tag}: qemu (iPXE ROM, software emulation) on the client side …");
     let b = t.boot_pxe(tag, timeout)?;
     let Some(marker) = b.marker else {
+        eprintln!("{}", t.diagnostics());
         bail!(
-            "boot {tag}: no {} on the serial console after {:.0?}; serial log {}",
+            "boot {tag}: no {} on the serial console after {:.0?}; serial log {} (--keep keeps it)",
             netns::MARKER,
             b.elapsed,
             t.dir.join(format!("serial-{tag}.log")).display()
@@ -147,7 +148,7 @@ fn run(args: &Args) -> Result<()> {
     t.write_bootcache_config("")?;
     t.start_bootcache(&["--stats-interval", "1"])?;
     println!(
-        "demo: dnsmasq (DHCP + TFTP) and bootcache-agent on {SERVER_IP}, bootcache bridging (pid files under {})",
+        "demo: dnsmasq (DHCP + TFTP) and bootcache-agent on {SERVER_IP}, bootcache bridging (logs under {})",
         t.dir.display()
     );
 
