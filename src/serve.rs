@@ -218,7 +218,7 @@ impl Serve {
             Trapped::Forward if own => None,
             Trapped::Forward => Some(r),
             Trapped::Miss(name) => {
-                self.join_fetch(now, wall, r, &name, logic);
+                self.join_fetch(now, r, &name, logic);
                 None
             }
             Trapped::Hit(entry) => match &mut self.agent {
@@ -235,12 +235,12 @@ impl Serve {
                         wall.duration_since(entry.last_seen).unwrap_or_default() <= self.max_age;
                     if !fresh {
                         self.counters.stale += 1;
-                        return self.not_served(now, wall, r, &entry.name, logic);
+                        return self.not_served(now, r, &entry.name, logic);
                     }
                     if self.start_session(now, wall, &r, &entry, logic, filter) {
                         None
                     } else {
-                        self.not_served(now, wall, r, &entry.name, logic)
+                        self.not_served(now, r, &entry.name, logic)
                     }
                 }
             },
@@ -296,7 +296,7 @@ impl Serve {
                 }
             };
             if !(serve && self.start_session(now, wall, &p.r, &p.entry, logic, filter)) {
-                if let Some(r) = self.not_served(now, wall, p.r, &p.entry.name, logic) {
+                if let Some(r) = self.not_served(now, p.r, &p.entry.name, logic) {
                     forward.push(r);
                 }
             }
@@ -330,14 +330,7 @@ impl Serve {
         if dst.port() != 69 {
             return Trapped::Forward;
         }
-        // A retransmitted RRQ of a session in progress, or of one waiting
-        // for the agent: the first one is being taken care of.
-        let waiting = self.agent.as_ref().is_some_and(|a| {
-            a.pending.values().any(|p| {
-                UdpFrameRepr::parse(p.r.mbuf.data()).is_ok_and(|(pr, _)| pr.src() == repr.src())
-            })
-        });
-        if waiting || self.sessions.keys().any(|(c, _)| *c == client) {
+        if self.in_progress(client) {
             return Trapped::Consumed;
         }
         let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
@@ -353,6 +346,22 @@ impl Serve {
                 Trapped::Forward
             }
         }
+    }
+
+    /// True when `client` has a request under way: a session serving it,
+    /// or its RRQ held for the agent or for an origin fetch. A retransmitted
+    /// RRQ of such a client is dropped: the first one is being taken care of.
+    fn in_progress(&self, client: SocketAddrV4) -> bool {
+        let held = self
+            .agent
+            .iter()
+            .flat_map(|a| a.pending.values().map(|p| &p.r))
+            .chain(self.addressed.iter().flat_map(|a| a.waiters()))
+            .any(|r| {
+                UdpFrameRepr::parse(r.mbuf.data())
+                    .is_ok_and(|(repr, _)| repr.src() == SocketAddr::V4(client))
+            });
+        held || self.sessions.keys().any(|(c, _)| *c == client)
     }
 
     /// Starts serving the RRQ in `frame` from the cached `entry`; false if
@@ -450,11 +459,10 @@ impl Serve {
     pub(crate) fn handle_timers(
         &mut self,
         now: Instant,
-        wall: SystemTime,
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
     ) {
-        self.handle_own_timers(now, wall, logic, filter);
+        self.handle_own_timers(now, logic, filter);
         for key in std::mem::take(&mut self.blocked) {
             self.pump(key, now);
         }

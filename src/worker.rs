@@ -66,7 +66,7 @@ impl Worker {
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
                 let wall = SystemTime::now();
-                s.handle_timers(now, wall, &mut self.logic, &mut self.filter);
+                s.handle_timers(now, &mut self.logic, &mut self.filter);
                 for r in s.poll_agent(now, wall, &mut self.logic, &mut self.filter) {
                     self.forward_trapped(now, wall, r);
                 }

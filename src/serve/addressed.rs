@@ -103,6 +103,11 @@ impl Addressed {
         }
     }
 
+    /// The read requests waiting for fetches.
+    pub(super) fn waiters(&self) -> impl Iterator<Item = &Redirected> {
+        self.fetches.values().flat_map(|f| &f.waiters)
+    }
+
     /// Fetches in progress.
     pub(crate) fn active_fetches(&self) -> usize {
         self.fetches.len()
@@ -211,23 +216,12 @@ impl Serve {
                 return Trapped::Forward;
             }
         };
-        a.counters.requests += 1;
-        // A retransmitted request of one being served, fetched or validated.
-        let waiting = a
-            .fetches
-            .values()
-            .flat_map(|f| &f.waiters)
-            .chain(
-                self.agent
-                    .iter()
-                    .flat_map(|g| g.pending.values().map(|p| &p.r)),
-            )
-            .any(|w| {
-                UdpFrameRepr::parse(w.mbuf.data()).is_ok_and(|(wr, _)| wr.src() == repr.src())
-            });
-        if waiting || self.sessions.keys().any(|(c, _)| *c == src) {
-            a.counters.requests -= 1;
+        let origin = a.own.origin;
+        if self.in_progress(src) {
             return Trapped::Consumed;
+        }
+        if let Some(a) = &mut self.addressed {
+            a.counters.requests += 1;
         }
         if req.mode.kind() != TransferMode::Octet {
             self.send_error(
@@ -241,7 +235,7 @@ impl Serve {
             self.send_error(r, ErrorCode::FileNotFound, "file name is not UTF-8");
             return Trapped::Consumed;
         };
-        match logic.filestore().lookup(a.own.origin, name) {
+        match logic.filestore().lookup(origin, name) {
             Some(entry) => Trapped::Hit(entry.clone()),
             None => {
                 self.counters.misses += 1;
@@ -256,7 +250,6 @@ impl Serve {
     pub(super) fn not_served(
         &mut self,
         now: Instant,
-        wall: SystemTime,
         r: Redirected,
         name: &str,
         logic: &mut CacheLogic,
@@ -264,7 +257,7 @@ impl Serve {
         if !self.is_own(r.mbuf.data()) {
             return Some(r);
         }
-        self.join_fetch(now, wall, r, name, logic);
+        self.join_fetch(now, r, name, logic);
         None
     }
 
@@ -273,7 +266,6 @@ impl Serve {
     pub(super) fn join_fetch(
         &mut self,
         now: Instant,
-        _wall: SystemTime,
         r: Redirected,
         name: &str,
         logic: &mut CacheLogic,
@@ -433,11 +425,9 @@ impl Serve {
     pub(super) fn handle_own_timers(
         &mut self,
         now: Instant,
-        wall: SystemTime,
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
     ) {
-        let _ = wall;
         let Some(a) = &mut self.addressed else {
             return;
         };
