@@ -5,8 +5,27 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Data room of each mbuf: a full 1518-byte frame plus DPDK's headroom.
-pub(crate) const MBUF_DATA_ROOM: u16 = 2048 + 128;
+/// DPDK's headroom in front of every frame in an mbuf (RTE_PKTMBUF_HEADROOM).
+pub(crate) const MBUF_HEADROOM: u16 = 128;
+/// Default data room of each mbuf: a full 1518-byte frame plus DPDK's headroom.
+pub(crate) const MBUF_DATA_ROOM: u16 = 2048 + MBUF_HEADROOM;
+/// Ethernet header plus two VLAN tags (QinQ): what a frame adds to the MTU.
+const L2_OVERHEAD: u32 = 14 + 8;
+
+/// Checks that a frame of `mtu` bytes of IP fits one mbuf of `data_room`
+/// (bootcache does not chain segments); the error is one line naming the fix.
+pub(crate) fn check_mtu_fits(mtu: u16, data_room: u16) -> Result<(), String> {
+    let frame = u32::from(mtu) + L2_OVERHEAD;
+    let room = u32::from(data_room).saturating_sub(u32::from(MBUF_HEADROOM));
+    if frame <= room {
+        return Ok(());
+    }
+    Err(format!(
+        "MTU {mtu} needs frames of up to {frame} bytes, but an mbuf holds {room} \
+         (--mbuf-size {data_room}); use --mbuf-size {} or more (bootcache keeps each frame in one mbuf)",
+        frame + u32::from(MBUF_HEADROOM)
+    ))
+}
 
 const ABOUT: &str = "bootcache: a DPDK caching bridge for network boot.
 
@@ -40,9 +59,14 @@ pub(crate) struct Cli {
     /// Print a statistics line every N seconds (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub(crate) stats_interval: u64,
-    /// Longest time a frame may wait in a partly filled TX buffer, in microseconds.
+    /// Longest time a frame may wait in a TX buffer while its port keeps
+    /// delivering full bursts, in microseconds (frames never wait otherwise).
     #[arg(long, value_name = "US", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub(crate) drain_us: u64,
+    /// Forward only (nothing copied or trapped) while the slow path has not
+    /// beaten for this long, in milliseconds: a stuck cache never stops the segment.
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub(crate) slowpath_timeout_ms: u64,
     /// Receive descriptors per port.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..=16384))]
     pub(crate) rx_desc: u16,
@@ -52,6 +76,10 @@ pub(crate) struct Cli {
     /// Packet buffers in the pool (must cover both ports' descriptors plus bursts in flight).
     #[arg(long, value_name = "N", default_value_t = 16383, value_parser = clap::value_parser!(u32).range(1024..=4_194_303))]
     pub(crate) mbufs: u32,
+    /// Data room of each packet buffer in bytes, DPDK's 128-byte headroom
+    /// included: must hold a whole frame of the MTU.
+    #[arg(long, value_name = "BYTES", default_value_t = MBUF_DATA_ROOM, value_parser = clap::value_parser!(u16).range(1024..=65535))]
+    pub(crate) mbuf_size: u16,
     /// MTU to set on both ports (driver default if not given).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(68..=9000))]
     pub(crate) mtu: Option<u16>,
@@ -59,6 +87,10 @@ pub(crate) struct Cli {
     /// the redirect ring overflows (forwarding must not suffer).
     #[arg(long, value_name = "US", default_value_t = 0)]
     pub(crate) slowpath_throttle_us: u64,
+    /// Testing aid: the slow path panics after handling this many redirected
+    /// frames (once); it must recover while forwarding goes on.
+    #[arg(long, value_name = "N", hide = true)]
+    pub(crate) slowpath_panic_after: Option<u64>,
 }
 
 /// `bootcache cache ls` options.
@@ -176,10 +208,29 @@ mod tests {
             "--bogus",
             "--mtu 20",
             "--mbufs x",
+            "--slowpath-timeout-ms 0",
+            "--mbuf-size 100",
         ] {
             let a = args(&format!("bootcache -- {bad}"));
             assert!(matches!(parse(&a), Parsed::Exit(_)), "{bad} accepted");
         }
+    }
+}
+
+#[cfg(test)]
+mod mtu_tests {
+    use super::*;
+
+    #[test]
+    fn default_mbuf_holds_a_1500_mtu_with_qinq_but_not_jumbo() {
+        assert!(check_mtu_fits(1500, MBUF_DATA_ROOM).is_ok());
+        assert!(check_mtu_fits(2026, MBUF_DATA_ROOM).is_ok());
+        let e = check_mtu_fits(2027, MBUF_DATA_ROOM).unwrap_err();
+        assert!(e.contains("--mbuf-size 2177"), "{e}");
+        let e = check_mtu_fits(9000, MBUF_DATA_ROOM).unwrap_err();
+        assert!(e.contains("--mbuf-size 9150"), "{e}");
+        assert!(!e.contains('\n'));
+        assert!(check_mtu_fits(9000, 9150).is_ok());
     }
 }
 

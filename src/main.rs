@@ -11,7 +11,9 @@
 mod cache_ls;
 mod cli;
 mod config;
+mod lcores;
 mod serve;
+mod supervise;
 mod worker;
 
 use std::process::ExitCode;
@@ -23,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use dataplane::bridge::SlowPathLink;
 use dataplane::{
     Bridge, BridgeConfig, BridgeCounters, FilterConfig, FilterWriter, RedirectRing, SharedCounters,
-    SharedFilterCounters,
+    SharedFilterCounters, SlowPathHealth,
 };
 use dpdk::{Eal, Mempool, Port, PortConfig};
 
@@ -93,9 +95,12 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         log::warn!("{nports} ports found; bridging ports 0 and 1 only");
     }
     let workers = dpdk::lcore::workers();
-    let Some(&bridge_lcore) = workers.first() else {
+    if workers.is_empty() {
         bail!("needs a worker lcore for the bridge: give the EAL at least two lcores, e.g. --lcores '0@0,1@1'");
-    };
+    }
+    if let Some(mtu) = cli.mtu {
+        cli::check_mtu_fits(mtu, cli.mbuf_size).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
 
     // The slow path first: a cache directory that cannot be opened is a
     // configuration error, found before any port starts.
@@ -143,27 +148,55 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         filter.publish();
     }
 
-    let pool = Mempool::create("bootcache_mbufs", cli.mbufs, 256, cli::MBUF_DATA_ROOM, -1)
-        .context(
-            "creating the packet buffer pool (are enough hugepages reserved? run scripts/setup)",
-        )?;
+    let pool = Mempool::create("bootcache_mbufs", cli.mbufs, 256, cli.mbuf_size, -1).context(
+        "creating the packet buffer pool (are enough hugepages reserved? run scripts/setup)",
+    )?;
     let ports = [Port::new(0)?, Port::new(1)?];
+    let infos = [ports[0].info()?, ports[1].info()?];
+    let plan = lcores::plan(&infos, workers.len());
+    for note in &plan.notes {
+        log::info!("{note}");
+    }
+    let needed = 2 * u32::from(plan.queues) * (u32::from(cli.rx_desc) + u32::from(cli.tx_desc));
+    if cli.mbufs < needed {
+        bail!(
+            "--mbufs {} cannot fill {} queue pair(s) of {}+{} descriptors on 2 ports ({needed} buffers); \
+             raise --mbufs or lower --rx-desc/--tx-desc",
+            cli.mbufs,
+            plan.queues,
+            cli.rx_desc,
+            cli.tx_desc
+        );
+    }
     let port_cfg = PortConfig {
+        rx_queues: plan.queues,
+        tx_queues: plan.tx_queues,
         rx_desc: cli.rx_desc,
         tx_desc: cli.tx_desc,
         mtu: cli.mtu,
+        rss_hf: dpdk::RSS_IP,
         ..PortConfig::default()
     };
     for (side, port) in ports.iter().enumerate() {
         port.configure(&port_cfg, &pool)?;
+        // The driver's MTU when none was given: a frame must fit one mbuf.
+        let mtu = port.mtu()?;
+        cli::check_mtu_fits(mtu, cli.mbuf_size)
+            .map_err(|e| anyhow::anyhow!("port {} ({}): {e}", port.id(), port.name()))?;
         port.start()?;
         log::info!(
-            "port {} ({}, {} side): MAC {}, link {}",
+            "port {} ({}, {} side): MAC {}, link {}, MTU {mtu}, {} queue pair(s){}",
             port.id(),
             port.name(),
             side_name(side),
             fmt_mac(&port.mac()?),
-            if port.link()?.up { "up" } else { "down" }
+            if port.link()?.up { "up" } else { "down" },
+            plan.queues,
+            if plan.rss[side] {
+                " with RSS on the address pair"
+            } else {
+                ""
+            },
         );
     }
 
@@ -200,61 +233,103 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&quit))
             .context("installing signal handlers")?;
     }
-    let shared = Arc::new(SharedCounters::default());
-    let ring = Arc::new(RedirectRing::new(cfg.limits.redirect_ring));
+    let health = Arc::new(SlowPathHealth::new());
     let inject = Arc::new(dataplane::InjectRing::new(cfg.limits.redirect_ring));
-    let filter_counters = Arc::new(SharedFilterCounters::new(filter.rule_count()));
-    let bridge = Bridge::new(
-        ports[0],
-        ports[1],
-        &BridgeConfig {
-            drain_us: cli.drain_us,
-            ..BridgeConfig::default()
-        },
-        Arc::clone(&quit),
-        Arc::clone(&shared),
-        SlowPathLink {
-            filter: filter.reader(),
-            ring: Arc::clone(&ring),
-            inject: Arc::clone(&inject),
-            filter_counters: Arc::clone(&filter_counters),
-            rule_count: filter.rule_count(),
-        },
-    );
+    let mut rings = Vec::new();
+    let mut shared = Vec::new();
+    let mut filter_counters = Vec::new();
+    let mut running = Vec::new();
     let (tx, rx) = std::sync::mpsc::channel::<BridgeCounters>();
-    let running = dpdk::lcore::launch(bridge_lcore, move || {
-        let _ = tx.send(bridge.run());
-        0
-    })?;
+    for (q, &lcore) in workers.iter().take(usize::from(plan.queues)).enumerate() {
+        let q = q as u16;
+        let ring = Arc::new(RedirectRing::new(cfg.limits.redirect_ring));
+        let counters = Arc::new(SharedCounters::default());
+        let hits = Arc::new(SharedFilterCounters::new(filter.rule_count()));
+        let bridge = Bridge::new(
+            ports[0],
+            ports[1],
+            &BridgeConfig {
+                drain_us: cli.drain_us,
+                queue: q,
+                inject_queue: plan.inject_queue,
+                slowpath_timeout_ms: cli.slowpath_timeout_ms,
+                ..BridgeConfig::default()
+            },
+            Arc::clone(&quit),
+            Arc::clone(&counters),
+            SlowPathLink {
+                filter: filter.reader(),
+                ring: Arc::clone(&ring),
+                // The first lcore also sends the slow path's frames.
+                inject: (q == 0).then(|| Arc::clone(&inject)),
+                filter_counters: Arc::clone(&hits),
+                rule_count: filter.rule_count(),
+                health: Arc::clone(&health),
+            },
+        );
+        let tx = tx.clone();
+        running.push(dpdk::lcore::launch(lcore, move || {
+            let _ = tx.send(bridge.run());
+            0
+        })?);
+        rings.push(ring);
+        shared.push(counters);
+        filter_counters.push(hits);
+    }
+    drop(tx);
     log::info!(
-        "bridging on lcore {bridge_lcore}, slow path on lcore {}; cache {}; Ctrl-C to stop",
+        "forwarding on lcore(s) {:?}, slow path on lcore {}; cache {}; Ctrl-C to stop",
+        running.iter().map(|r| r.lcore()).collect::<Vec<_>>(),
         dpdk::lcore::main_lcore(),
         cfg.cache_dir.display()
     );
+    let watchdog = supervise::Watchdog::start(Arc::clone(&quit), shared.clone());
 
-    let mut worker = Worker {
+    let max_age = Duration::from_secs(cfg.serve_max_age.unwrap_or(0));
+    let mut worker = Worker::new(worker::Parts {
         logic,
         filter,
-        ring,
+        rings,
         quit: Arc::clone(&quit),
-        bridge_counters: Arc::clone(&shared),
+        bridge_counters: shared.clone(),
         filter_counters,
+        health,
         stats_interval: (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval)),
         throttle: (cli.slowpath_throttle_us > 0)
             .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
-        serve: serving.then(|| {
-            let max_age = Duration::from_secs(cfg.serve_max_age.unwrap_or(0));
-            serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link, addressed)
-        }),
+        panic_after: cli.slowpath_panic_after,
+        serve: serving
+            .then(|| serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link, addressed)),
         inject,
-        reinject_drops: 0,
-    };
+        reopen: {
+            let (dir, limits, servers) = (
+                cfg.cache_dir.clone(),
+                cfg.slowpath_limits(),
+                cfg.boot_servers().to_vec(),
+            );
+            Box::new(move || slowpath::CacheLogic::new(&dir, limits.clone(), servers.clone()))
+        },
+    });
     let worker_result = worker.run();
     // The bridge watches the same flag; make sure it stops even if the worker failed.
     quit.store(true, std::sync::atomic::Ordering::Relaxed);
     log::info!("stopping");
-    running.wait();
-    let counters = rx.recv().unwrap_or_else(|_| shared.snapshot());
+    for r in running {
+        r.wait();
+    }
+    let finals: Vec<BridgeCounters> = rx.iter().collect();
+    let counters = if finals.len() == shared.len() {
+        BridgeCounters::sum(&finals)
+    } else {
+        BridgeCounters::sum(
+            shared
+                .iter()
+                .map(|s| s.snapshot())
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+    };
+    drop(watchdog);
     worker.throttle = None;
     let finish_result = worker.finish();
     for port in &ports {

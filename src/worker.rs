@@ -1,18 +1,29 @@
 //! The slow-path worker: runs on the main lcore, owns the sans-I/O cache
-//! logic, the filter writer and the clock. It drains the redirect ring, feeds
-//! frames and time to the cache logic, turns its filter updates into a
-//! published filter table, and prints the operator's statistics.
+//! logic, the filter writer and the clock. It drains the redirect rings (one
+//! per forwarding lcore, merged in arrival order), feeds frames and time to
+//! the cache logic, turns its filter updates into a published filter table,
+//! and prints the operator's statistics.
+//!
+//! **Fail open.** It beats the fast path's heartbeat once per pass. A cache
+//! that cannot be written (disk full, read-only, image map not saved) puts it
+//! in degraded mode: the fast path forwards only (nothing copied or trapped),
+//! a log line and the `degraded` counters say why, and every
+//! [`RETRY_PERIOD`] it probes the cache directory and resumes when writes
+//! work again. A panic is caught: the fast path forwards only meanwhile, the
+//! cache is reopened from disk and the worker goes on. Only the operator's
+//! signal ends it.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dataplane::{
-    FilterWriter, InjectRing, Injected, RedirectRing, Redirected, SharedCounters,
-    SharedFilterCounters, StaticRule,
+    BridgeCounters, FilterSnapshot, FilterWriter, InjectRing, Injected, RedirectRing, Redirected,
+    SharedCounters, SharedFilterCounters, SlowPathHealth, StaticRule,
 };
-use slowpath::{CacheLogic, FilterUpdate};
+use slowpath::{CacheError, CacheLogic, DiscardReason, FilterUpdate};
 
 /// Frames handled between checks of the clock, timers and the quit flag.
 const BATCH: usize = 256;
@@ -34,34 +45,155 @@ const IDLE_SLEEP: Duration = Duration::from_micros(200);
 /// a waking sleeper runs at once.
 const BUSY_WINDOW: Duration = Duration::from_millis(2);
 const BUSY_SLEEP: Duration = Duration::from_micros(20);
+/// A degraded cache is probed this often.
+pub(crate) const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
-/// What the worker needs from the control thread.
-pub(crate) struct Worker {
+/// Reopens the cache from disk (after a panic).
+pub(crate) type Reopen = Box<dyn FnMut() -> Result<CacheLogic, CacheError>>;
+
+/// What the worker is built from.
+pub(crate) struct Parts {
     pub(crate) logic: CacheLogic,
     pub(crate) filter: FilterWriter,
-    pub(crate) ring: Arc<RedirectRing>,
+    pub(crate) rings: Vec<Arc<RedirectRing>>,
     pub(crate) quit: Arc<AtomicBool>,
-    pub(crate) bridge_counters: Arc<SharedCounters>,
-    pub(crate) filter_counters: Arc<SharedFilterCounters>,
+    pub(crate) bridge_counters: Vec<Arc<SharedCounters>>,
+    pub(crate) filter_counters: Vec<Arc<SharedFilterCounters>>,
+    pub(crate) health: Arc<SlowPathHealth>,
     pub(crate) stats_interval: Option<Duration>,
+    pub(crate) throttle: Option<Duration>,
+    pub(crate) panic_after: Option<u64>,
+    pub(crate) serve: Option<crate::serve::Serve>,
+    pub(crate) inject: Arc<InjectRing>,
+    pub(crate) reopen: Reopen,
+}
+
+/// Fail-open state and counters.
+#[derive(Debug, Default)]
+pub(crate) struct FailOpen {
+    /// Why the cache is unusable, while it is.
+    pub(crate) reason: Option<String>,
+    /// Times the worker went degraded.
+    pub(crate) periods: u64,
+    /// Panics caught (the cache was reopened after each).
+    pub(crate) restarts: u64,
+    /// Image map saves that failed.
+    pub(crate) save_errors: u64,
+    io_seen: u64,
+    next_retry: Option<Instant>,
+}
+
+/// The slow path's state, owned by the main lcore.
+pub(crate) struct Worker {
+    pub(crate) logic: CacheLogic,
+    filter: FilterWriter,
+    rings: Vec<Arc<RedirectRing>>,
+    /// The next frame of each ring, popped but not handled yet.
+    heads: Vec<Option<Redirected>>,
+    quit: Arc<AtomicBool>,
+    bridge_counters: Vec<Arc<SharedCounters>>,
+    filter_counters: Vec<Arc<SharedFilterCounters>>,
+    health: Arc<SlowPathHealth>,
+    stats_interval: Option<Duration>,
     /// Testing aid: sleep this long per redirected frame (throttles the slow path).
     pub(crate) throttle: Option<Duration>,
+    /// Testing aid: panic once after this many frames.
+    panic_after: Option<u64>,
+    handled: u64,
     /// Serving cache hits, when enabled (`serve_max_age`).
     pub(crate) serve: Option<crate::serve::Serve>,
     /// Where trapped frames that are not served go back to the fast path.
-    pub(crate) inject: Arc<InjectRing>,
+    inject: Arc<InjectRing>,
     /// Trapped frames that could not be handed back to the fast path.
     pub(crate) reinject_drops: u64,
+    pub(crate) fail: FailOpen,
+    reopen: Reopen,
 }
 
 impl Worker {
+    /// A worker over `p`.
+    pub(crate) fn new(p: Parts) -> Worker {
+        let io_seen = p.logic.counters().discarded.get(DiscardReason::Io);
+        Worker {
+            logic: p.logic,
+            filter: p.filter,
+            heads: p.rings.iter().map(|_| None).collect(),
+            rings: p.rings,
+            quit: p.quit,
+            bridge_counters: p.bridge_counters,
+            filter_counters: p.filter_counters,
+            health: p.health,
+            stats_interval: p.stats_interval,
+            throttle: p.throttle,
+            panic_after: p.panic_after,
+            handled: 0,
+            serve: p.serve,
+            inject: p.inject,
+            reinject_drops: 0,
+            fail: FailOpen {
+                io_seen,
+                ..FailOpen::default()
+            },
+            reopen: p.reopen,
+        }
+    }
+
     /// Runs until the quit flag is set; the bridge may still be running.
+    /// A panic in the loop is caught and recovered from (see the module
+    /// doc); errors of the cache degrade it, they never end the loop.
     pub(crate) fn run(&mut self) -> Result<()> {
+        loop {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.run_loop())) {
+                Ok(()) => return Ok(()),
+                Err(payload) => {
+                    // The fast path forwards only until the cache is back.
+                    self.health.set_forward_only(true);
+                    self.fail.restarts += 1;
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    log::error!(
+                        "slow path panicked ({msg}); forwarding only while the cache is reopened"
+                    );
+                    self.recover();
+                }
+            }
+        }
+    }
+
+    /// After a panic: what was in flight is dropped (clients retransmit),
+    /// the transfer rules are cleared, the cache is reopened from disk.
+    fn recover(&mut self) {
+        for h in &mut self.heads {
+            *h = None;
+        }
+        for ring in &self.rings {
+            while ring.pop().is_some() {}
+        }
+        self.filter.clear_dynamic();
+        self.filter.publish();
+        match (self.reopen)() {
+            Ok(logic) => {
+                self.logic = logic;
+                self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
+                if self.fail.reason.is_none() {
+                    self.health.set_forward_only(false);
+                    log::info!("slow path recovered: cache reopened, copying and serving resumed");
+                }
+            }
+            Err(e) => self.degrade(Instant::now(), format!("reopening the cache failed: {e}")),
+        }
+    }
+
+    fn run_loop(&mut self) {
         let mut next_stats = self.stats_interval.map(|d| Instant::now() + d);
         let mut next_save = Instant::now() + SAVE_PERIOD;
         let mut next_timer_check = Instant::now();
         let mut last_busy = Instant::now();
         while !self.quit.load(Ordering::Relaxed) {
+            self.health.beat();
             let handled = self.handle_batch();
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
@@ -85,9 +217,10 @@ impl Worker {
                 }
             }
             if now >= next_save {
-                self.save_image_map()?;
+                self.save_image_map(now);
                 next_save = now + SAVE_PERIOD;
             }
+            self.check_cache(now);
             if handled > 0 {
                 last_busy = now;
             } else if now.duration_since(last_busy) < BUSY_WINDOW {
@@ -96,32 +229,122 @@ impl Worker {
                 std::thread::sleep(IDLE_SLEEP);
             }
         }
-        Ok(())
     }
 
     /// After the bridge stopped: handle what is still queued, then save.
     pub(crate) fn finish(&mut self) -> Result<()> {
         while self.handle_batch() > 0 {}
         self.apply_filter_updates();
-        self.save_image_map()
-    }
-
-    /// The image map is saved (atomically) whenever it changed; writes are
-    /// rare next to the frames that cause them.
-    fn save_image_map(&self) -> Result<()> {
         let map = self.logic.image_map();
         if map.is_dirty() {
-            map.save().context("saving the image map")?;
+            if let Err(e) = map.save() {
+                log::error!("saving the image map at exit: {e}");
+            }
         }
         Ok(())
     }
 
+    /// The image map is saved (atomically) whenever it changed; writes are
+    /// rare next to the frames that cause them. A failure degrades the cache.
+    fn save_image_map(&mut self, now: Instant) {
+        let map = self.logic.image_map();
+        if map.is_dirty() {
+            if let Err(e) = map.save() {
+                self.fail.save_errors += 1;
+                self.degrade(now, format!("saving the image map failed: {e}"));
+            }
+        }
+    }
+
+    /// Notices write errors of the cache; while degraded, probes it.
+    fn check_cache(&mut self, now: Instant) {
+        let io = self.logic.counters().discarded.get(DiscardReason::Io);
+        if io > self.fail.io_seen {
+            self.fail.io_seen = io;
+            self.degrade(
+                now,
+                "writing to the cache failed (transfers discarded with reason io)".into(),
+            );
+        }
+        let Some(at) = self.fail.next_retry else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        match self.probe() {
+            Ok(()) => {
+                let was = self.fail.reason.take().unwrap_or_default();
+                self.fail.next_retry = None;
+                self.health.set_forward_only(false);
+                log::warn!("cache writable again ({was} before): copying and serving resumed");
+            }
+            Err(e) => {
+                log::debug!("cache still unusable: {e}");
+                self.fail.next_retry = Some(now + RETRY_PERIOD);
+            }
+        }
+    }
+
+    /// Enters degraded mode (forward only) if not already in it.
+    fn degrade(&mut self, now: Instant, reason: String) {
+        if self.fail.reason.is_none() {
+            self.fail.periods += 1;
+            log::error!("cache degraded, forwarding only (nothing copied or trapped): {reason}; retrying every {} s", RETRY_PERIOD.as_secs());
+            self.fail.reason = Some(reason);
+        }
+        self.health.set_forward_only(true);
+        self.fail.next_retry = Some(now + RETRY_PERIOD);
+    }
+
+    /// Can the cache be written again? A block written, synced and removed
+    /// in its tmp directory, and the image map saved if it waits.
+    fn probe(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = self.logic.filestore().tmp_dir().join(".probe");
+        let res = std::fs::File::create(&path).and_then(|mut f| {
+            f.write_all(&[0u8; 65536])?;
+            f.sync_all()
+        });
+        let _ = std::fs::remove_file(&path);
+        res?;
+        let map = self.logic.image_map();
+        if map.is_dirty() {
+            map.save().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Up to [`BATCH`] redirected frames, oldest first across the rings
+    /// (both directions of a transfer normally share a ring; merging by
+    /// arrival TSC keeps a read request before its answer even when they
+    /// did not).
     fn handle_batch(&mut self) -> usize {
         let mut n = 0;
         while n < BATCH {
-            let Some(r) = self.ring.pop() else { break };
+            for (head, ring) in self.heads.iter_mut().zip(self.rings.iter()) {
+                if head.is_none() {
+                    *head = ring.pop();
+                }
+            }
+            let Some(i) = self
+                .heads
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| h.as_ref().map(|r| (r.tsc, i)))
+                .min()
+                .map(|(_, i)| i)
+            else {
+                break;
+            };
+            let Some(r) = self.heads[i].take() else { break };
             if let Some(d) = self.throttle {
                 std::thread::sleep(d);
+            }
+            self.handled += 1;
+            if self.panic_after.is_some_and(|p| self.handled > p) {
+                self.panic_after = None;
+                panic!("testing aid: --slowpath-panic-after reached");
             }
             let (now, wall) = (Instant::now(), SystemTime::now());
             if r.trapped {
@@ -185,8 +408,17 @@ impl Worker {
 
     /// One line of everything the operator watches.
     pub(crate) fn stats_line(&self) -> String {
-        let b = self.bridge_counters.snapshot();
-        let f = self.filter_counters.snapshot();
+        let b = BridgeCounters::sum(
+            self.bridge_counters
+                .iter()
+                .map(|c| c.snapshot())
+                .collect::<Vec<_>>()
+                .iter(),
+        );
+        let mut f = FilterSnapshot::default();
+        for c in &self.filter_counters {
+            f.merge(&c.snapshot());
+        }
         let [c, s] = &b.ports;
         let r = &b.redirect;
         let rules = StaticRule::ALL
@@ -200,7 +432,8 @@ impl Worker {
             .join(" ");
         format!(
             "stats: client rx={} tx={} drop={} | server rx={} tx={} drop={} | redirect copied={} trapped={} \
-             copy_drops={} trap_drops={} injected={} | rules {rules} | {}",
+             copy_drops={} trap_drops={} injected={} | failopen bypassing={} bypass_periods={} bypassed={} \
+             degraded={} degraded_periods={} restarts={} save_errors={} | rules {rules} | {}",
             c.rx_packets,
             c.tx_packets,
             c.tx_dropped,
@@ -212,6 +445,13 @@ impl Worker {
             r.copy_drops,
             r.trap_drops,
             r.injected,
+            u8::from(b.bypassing),
+            r.bypass_periods,
+            r.bypassed,
+            u8::from(self.fail.reason.is_some()),
+            self.fail.periods,
+            self.fail.restarts,
+            self.fail.save_errors,
             self.slowpath_counters(),
         )
     }

@@ -1,13 +1,27 @@
-//! The poll loop, after DPDK's `examples/l2fwd`: rx burst on each port into
-//! the other port's TX buffer, classify each new frame and look it up in the
-//! header filter (figure 4), give the slow path a zero-copy clone (copy) or
-//! the frame itself (trap), transmit when a TX buffer fills, and drain
-//! partially filled buffers every `drain_us`.
+//! The poll loop, after DPDK's `testpmd` io mode: rx burst on each port
+//! straight into the other port's TX buffer, classify the frames that may
+//! match the header filter (figure 4), give the slow path a zero-copy clone
+//! (copy) or the frame itself (trap), and transmit at the end of each poll
+//! pass.
 //!
-//! Per frame: a prefetch of the next frame, one classification (~6 ns) and at
-//! most one filter probe; nothing is allocated, locked, logged or written to
-//! the frame. Counters are plain integers on this lcore, published to atomics
-//! at the drain tick (bridge) and every `publish_ms` (per-rule hits).
+//! **No added latency.** A frame never waits for a timer while its port has
+//! nothing more to give: a TX buffer is sent at the end of the pass in which
+//! its frames arrived, unless the receive side delivered a full burst (it may
+//! have more, so coalescing is free) and the oldest frame has waited less
+//! than `drain_us` (a cap under load). Injected frames (answers from the
+//! cache) are sent in the pass that took them off the inject ring. Lock-step
+//! TFTP pays the bridge's delay once per block, so this is the default.
+//!
+//! **Fail open.** Each housekeeping tick reads the slow path's heartbeat
+//! ([`SlowPathHealth`]); when it is stale, or the slow path asked for it, the
+//! bridge forwards only: nothing is classified, copied or trapped.
+//!
+//! Per frame: a prefetch of the next frame, the filter's first stage
+//! ([`crate::filter::Table::may_match`], a few fixed header offsets), and only
+//! for candidates one classification and one filter probe; nothing is
+//! allocated, locked, logged or written to the frame. Counters are plain
+//! integers on this lcore, published to atomics at each housekeeping tick
+//! (bridge) and every `publish_ms` (per-rule hits).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -17,15 +31,25 @@ use wire::classify::classify;
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
 use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
+use crate::health::SlowPathHealth;
 use crate::redirect::{InjectRing, RedirectRing, Redirected};
 
 /// Settings of the bridge loop.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
-    /// Longest time a frame waits in a partly filled TX buffer, in microseconds.
+    /// Longest time a frame waits in a TX buffer while the receive side keeps
+    /// delivering full bursts, in microseconds. Frames never wait otherwise.
     pub drain_us: u64,
     /// How often per-rule hit counters are published, in milliseconds.
     pub publish_ms: u64,
+    /// The RX and TX queue this lcore polls and sends on, on both ports.
+    pub queue: u16,
+    /// The TX queue injected frames go out on (only the lcore that owns the
+    /// inject ring uses it); the same as `queue` on single-queue ports.
+    pub inject_queue: u16,
+    /// The slow path counts as stuck when its heartbeat is older than this,
+    /// in milliseconds: the bridge then forwards only.
+    pub slowpath_timeout_ms: u64,
 }
 
 impl Default for BridgeConfig {
@@ -33,29 +57,42 @@ impl Default for BridgeConfig {
         BridgeConfig {
             drain_us: 100,
             publish_ms: 100,
+            queue: 0,
+            inject_queue: 0,
+            slowpath_timeout_ms: 500,
         }
     }
 }
 
-/// The fast path's ends of the slow-path connection.
+/// Housekeeping (quit flag, heartbeat, counters) runs this often, in µs.
+const TICK_US: u64 = 100;
+
+/// The fast path's ends of the slow-path connection (one per lcore).
 pub struct SlowPathLink {
     /// The published header filter table.
     pub filter: FilterReader,
-    /// Where redirected frames go.
+    /// Where this lcore's redirected frames go.
     pub ring: Arc<RedirectRing>,
-    /// Frames the slow path sends (answers from the cache).
-    pub inject: Arc<InjectRing>,
-    /// Where per-rule hits are published.
+    /// Frames the slow path sends (answers from the cache); only one lcore
+    /// takes them.
+    pub inject: Option<Arc<InjectRing>>,
+    /// Where this lcore's per-rule hits are published.
     pub filter_counters: Arc<SharedFilterCounters>,
     /// Number of rule ids (size of the hit counters).
     pub rule_count: usize,
+    /// The slow path's heartbeat.
+    pub health: Arc<SlowPathHealth>,
 }
 
-/// A two-port bridge: side 0 (clients) ↔ side 1 (boot server).
+/// A two-port bridge on one lcore: side 0 (clients) ↔ side 1 (boot server).
 pub struct Bridge {
     ports: [Port; 2],
+    queue: u16,
+    inject_queue: u16,
     drain_cycles: u64,
+    tick_cycles: u64,
     publish_cycles: u64,
+    timeout_cycles: u64,
     quit: Arc<AtomicBool>,
     shared: Arc<SharedCounters>,
     link: SlowPathLink,
@@ -74,8 +111,12 @@ impl Bridge {
         let us = (dpdk::tsc_hz() / 1_000_000).max(1);
         Bridge {
             ports: [client, server],
+            queue: cfg.queue,
+            inject_queue: cfg.inject_queue,
             drain_cycles: us * cfg.drain_us.max(1),
+            tick_cycles: us * TICK_US,
             publish_cycles: us * 1000 * cfg.publish_ms.max(1),
+            timeout_cycles: us * 1000 * cfg.slowpath_timeout_ms.max(1),
             quit,
             shared,
             link,
@@ -87,8 +128,12 @@ impl Bridge {
     pub fn run(self) -> BridgeCounters {
         let Bridge {
             ports,
+            queue,
+            inject_queue,
             drain_cycles,
+            tick_cycles,
             publish_cycles,
+            timeout_cycles,
             quit,
             shared,
             mut link,
@@ -97,12 +142,22 @@ impl Bridge {
         let mut hits = FilterCounters::new(link.rule_count);
         let mut tx = [Burst::new(), Burst::new()];
         let mut inject_tx = [Burst::new(), Burst::new()];
-        let mut last_drain = dpdk::tsc();
-        let mut last_publish = last_drain;
+        // When each TX buffer's oldest frame arrived, and whether the port
+        // that fills it delivered a full burst in this pass.
+        let mut since = [0u64; 2];
+        let mut more = [false; 2];
+        let mut last_tick = dpdk::tsc();
+        let mut last_publish = last_tick;
+        let mut bypass = false;
         loop {
             let now = dpdk::tsc();
-            if now.wrapping_sub(last_drain) >= drain_cycles {
-                flush_all(&ports, &mut tx, &mut c);
+            if now.wrapping_sub(last_tick) >= tick_cycles {
+                let b = link.health.bypass(now, timeout_cycles);
+                if b && !bypass {
+                    c.redirect.bypass_periods += 1;
+                }
+                bypass = b;
+                c.bypassing = b;
                 shared.publish(&c);
                 if now.wrapping_sub(last_publish) >= publish_cycles {
                     link.filter_counters.publish(&hits);
@@ -111,108 +166,150 @@ impl Bridge {
                 if quit.load(Relaxed) {
                     break;
                 }
-                last_drain = now;
+                last_tick = now;
             }
-            // Frames from the slow path (answers from the cache): at most a
-            // burst per pass, so they never starve forwarding. Unlike
-            // forwarded frames they are not dropped when TX is full: they
-            // wait in their own buffer for the next pass, and the inject
-            // ring backs up meanwhile, so a serving session is paced by the
-            // port instead of losing its window to a full TX queue.
-            let mut popped = 0;
-            while popped < dpdk::BURST_SIZE && !inject_tx[0].is_full() && !inject_tx[1].is_full() {
-                let Some(i) = link.inject.pop() else { break };
-                popped += 1;
-                c.redirect.injected += 1;
-                // Cannot fail: neither buffer is full.
-                let _ = inject_tx[usize::from(i.side & 1)].push(i.mbuf);
-            }
-            for (side, buf) in inject_tx.iter_mut().enumerate() {
-                if !buf.is_empty() {
-                    c.ports[side].tx_packets += ports[side].tx_burst(0, buf) as u64;
+            if let Some(inject) = &link.inject {
+                // Frames from the slow path (answers from the cache): at most
+                // a burst per pass, so they never starve forwarding. Unlike
+                // forwarded frames they are not dropped when TX is full: they
+                // wait in their own buffer for the next pass, and the inject
+                // ring backs up meanwhile, so a serving session is paced by
+                // the port instead of losing its window to a full TX queue.
+                // `is_empty` first: popping an empty ArrayQueue costs a
+                // SeqCst fence, a plain load does not.
+                if !inject.is_empty() {
+                    let mut popped = 0;
+                    while popped < dpdk::BURST_SIZE
+                        && !inject_tx[0].is_full()
+                        && !inject_tx[1].is_full()
+                    {
+                        let Some(i) = inject.pop() else { break };
+                        popped += 1;
+                        c.redirect.injected += 1;
+                        // Cannot fail: neither buffer is full.
+                        let _ = inject_tx[usize::from(i.side & 1)].push(i.mbuf);
+                    }
+                }
+                for (side, buf) in inject_tx.iter_mut().enumerate() {
+                    if !buf.is_empty() {
+                        c.ports[side].tx_packets += ports[side].tx_burst(inject_queue, buf) as u64;
+                    }
                 }
             }
             for (side, port) in ports.iter().enumerate() {
                 let out = side ^ 1;
                 let start = tx[out].len();
-                let n = port.rx_burst(0, &mut tx[out]);
+                let room = tx[out].room();
+                let n = port.rx_burst(queue, &mut tx[out]);
+                more[side] = n > 0 && n == room;
                 if n == 0 {
                     continue;
                 }
-                c.ports[side].rx_packets += n as u64;
-                let table = link.filter.load();
-                let ring = &*link.ring;
-                let r = &mut c.redirect;
-                let (mut copied, mut copy_drops, mut trapped, mut trap_drops) =
-                    (0u64, 0u64, 0u64, 0u64);
-                if let Some(first) = tx[out].as_slice().get(start) {
-                    first.prefetch_data();
+                if start == 0 {
+                    since[out] = now;
                 }
-                tx[out].extract_from(
-                    start,
-                    |m, next| {
-                        if let Some(nx) = next {
-                            nx.prefetch_data();
-                        }
-                        let action = table.lookup(side, &classify(m.data()));
-                        hits.record(action);
-                        match action {
-                            Action::Forward => false,
-                            Action::Copy(_) => {
-                                let copy = Redirected {
-                                    mbuf: m.share(),
-                                    side: side as u8,
-                                    tsc: now,
-                                    trapped: false,
-                                };
-                                match ring.push(copy) {
-                                    Ok(()) => copied += 1,
-                                    Err(_) => copy_drops += 1,
-                                }
-                                false
-                            }
-                            Action::Trap(_) => true,
-                        }
-                    },
-                    |m| match ring.push(Redirected {
-                        mbuf: m,
-                        side: side as u8,
-                        tsc: now,
-                        trapped: true,
-                    }) {
-                        Ok(()) => trapped += 1,
-                        Err(_) => trap_drops += 1,
-                    },
-                );
-                r.copied += copied;
-                r.copy_drops += copy_drops;
-                r.trapped += trapped;
-                r.trap_drops += trap_drops;
+                c.ports[side].rx_packets += n as u64;
+                if bypass {
+                    c.redirect.bypassed += n as u64;
+                } else {
+                    redirect_burst(side, start, now, &mut tx[out], &mut link, &mut hits, &mut c);
+                }
                 if tx[out].is_full() {
-                    flush(ports[out], &mut tx[out], &mut c.ports[out]);
+                    flush(ports[out], queue, &mut tx[out], &mut c.ports[out]);
+                }
+            }
+            // End of the pass: send what arrived unless its port may have
+            // more and the oldest frame is still young.
+            for out in 0..2 {
+                if !tx[out].is_empty()
+                    && (!more[out ^ 1] || now.wrapping_sub(since[out]) >= drain_cycles)
+                {
+                    flush(ports[out], queue, &mut tx[out], &mut c.ports[out]);
                 }
             }
         }
-        flush_all(&ports, &mut tx, &mut c);
-        flush_all(&ports, &mut inject_tx, &mut c);
+        flush_all(&ports, queue, &mut tx, &mut c);
+        flush_all(&ports, inject_queue, &mut inject_tx, &mut c);
         shared.publish(&c);
         link.filter_counters.publish(&hits);
         c
     }
 }
 
-fn flush_all(ports: &[Port; 2], tx: &mut [Burst; 2], c: &mut BridgeCounters) {
+/// The filter's work on the frames a burst added to `buf` from index
+/// `start`: copies go on the redirect ring (the original stays), trapped
+/// frames move there.
+#[inline(always)]
+fn redirect_burst(
+    side: usize,
+    start: usize,
+    now: u64,
+    buf: &mut Burst,
+    link: &mut SlowPathLink,
+    hits: &mut FilterCounters,
+    c: &mut BridgeCounters,
+) {
+    let table = link.filter.load();
+    let ring = &*link.ring;
+    let (mut copied, mut copy_drops, mut trapped, mut trap_drops) = (0u64, 0u64, 0u64, 0u64);
+    if let Some(first) = buf.as_slice().get(start) {
+        first.prefetch_data();
+    }
+    buf.extract_from(
+        start,
+        |m, next| {
+            if let Some(nx) = next {
+                nx.prefetch_data();
+            }
+            let action = table.lookup(side, &classify(m.data()));
+            hits.record(action);
+            match action {
+                Action::Forward => false,
+                Action::Copy(_) => {
+                    let copy = Redirected {
+                        mbuf: m.share(),
+                        side: side as u8,
+                        tsc: now,
+                        trapped: false,
+                    };
+                    match ring.push(copy) {
+                        Ok(()) => copied += 1,
+                        Err(_) => copy_drops += 1,
+                    }
+                    false
+                }
+                Action::Trap(_) => true,
+            }
+        },
+        |m| match ring.push(Redirected {
+            mbuf: m,
+            side: side as u8,
+            tsc: now,
+            trapped: true,
+        }) {
+            Ok(()) => trapped += 1,
+            Err(_) => trap_drops += 1,
+        },
+    );
+    let r = &mut c.redirect;
+    r.copied += copied;
+    r.copy_drops += copy_drops;
+    r.trapped += trapped;
+    r.trap_drops += trap_drops;
+}
+
+fn flush_all(ports: &[Port; 2], queue: u16, tx: &mut [Burst; 2], c: &mut BridgeCounters) {
     for ((port, buf), pc) in ports.iter().zip(tx.iter_mut()).zip(c.ports.iter_mut()) {
-        flush(*port, buf, pc);
+        flush(*port, queue, buf, pc);
     }
 }
 
 /// One tx burst of `buf`; what the driver does not take is freed and counted.
 #[inline(always)]
-fn flush(port: Port, buf: &mut Burst, c: &mut PortCounters) {
+fn flush(port: Port, queue: u16, buf: &mut Burst, c: &mut PortCounters) {
     if buf.is_empty() {
         return;
     }
-    c.tx_packets += port.tx_burst(0, buf) as u64;
+    c.tx_packets += port.tx_burst(queue, buf) as u64;
     c.tx_dropped += buf.free_all() as u64;
 }

@@ -27,6 +27,11 @@ pub struct RedirectCounters {
     pub trap_drops: u64,
     /// Frames the slow path injected for transmission.
     pub injected: u64,
+    /// Times the fast path started bypassing the slow path (its heartbeat
+    /// stopped, or it asked to forward only).
+    pub bypass_periods: u64,
+    /// Frames forwarded without looking at the filter while bypassing.
+    pub bypassed: u64,
 }
 
 /// Counters of both sides of the bridge: index 0 is the client side, 1 the server side.
@@ -36,13 +41,46 @@ pub struct BridgeCounters {
     pub ports: [PortCounters; 2],
     /// Redirection to the slow path.
     pub redirect: RedirectCounters,
+    /// True while the fast path bypasses the slow path (forward only).
+    pub bypassing: bool,
+}
+
+impl BridgeCounters {
+    /// Adds another lcore's counters (per-lcore counters are summed when read).
+    pub fn add(&mut self, o: &BridgeCounters) {
+        for (p, q) in self.ports.iter_mut().zip(o.ports.iter()) {
+            p.rx_packets += q.rx_packets;
+            p.tx_packets += q.tx_packets;
+            p.tx_dropped += q.tx_dropped;
+        }
+        let (r, s) = (&mut self.redirect, &o.redirect);
+        r.copied += s.copied;
+        r.trapped += s.trapped;
+        r.copy_drops += s.copy_drops;
+        r.trap_drops += s.trap_drops;
+        r.injected += s.injected;
+        r.bypass_periods += s.bypass_periods;
+        r.bypassed += s.bypassed;
+        self.bypassing |= o.bypassing;
+    }
+
+    /// The sum of several lcores' counters.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a BridgeCounters>) -> BridgeCounters {
+        let mut out = BridgeCounters::default();
+        for c in all {
+            out.add(c);
+        }
+        out
+    }
 }
 
 /// The published copy of [`BridgeCounters`], readable from any thread.
 #[derive(Debug, Default)]
 pub struct SharedCounters {
     cells: [[AtomicU64; 3]; 2],
-    redirect: [AtomicU64; 5],
+    redirect: [AtomicU64; 7],
+    bypassing: std::sync::atomic::AtomicBool,
+    ticks: AtomicU64,
 }
 
 impl SharedCounters {
@@ -55,26 +93,42 @@ impl SharedCounters {
             }
         }
         let r = &c.redirect;
-        for (cell, v) in
-            self.redirect
-                .iter()
-                .zip([r.copied, r.trapped, r.copy_drops, r.trap_drops, r.injected])
-        {
+        let vals = [
+            r.copied,
+            r.trapped,
+            r.copy_drops,
+            r.trap_drops,
+            r.injected,
+            r.bypass_periods,
+            r.bypassed,
+        ];
+        for (cell, v) in self.redirect.iter().zip(vals) {
             cell.store(v, Relaxed);
         }
+        self.bypassing.store(c.bypassing, Relaxed);
+        self.ticks.fetch_add(1, Relaxed);
+    }
+
+    /// Publishes so far: it advances while the lcore's loop runs (the
+    /// liveness systemd's watchdog follows).
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Relaxed)
     }
 
     /// The last published snapshot.
     pub fn snapshot(&self) -> BridgeCounters {
         let mut out = BridgeCounters::default();
-        let r: [u64; 5] = std::array::from_fn(|i| self.redirect[i].load(Relaxed));
+        let r: [u64; 7] = std::array::from_fn(|i| self.redirect[i].load(Relaxed));
         out.redirect = RedirectCounters {
             copied: r[0],
             trapped: r[1],
             copy_drops: r[2],
             trap_drops: r[3],
             injected: r[4],
+            bypass_periods: r[5],
+            bypassed: r[6],
         };
+        out.bypassing = self.bypassing.load(Relaxed);
         for (p, cells) in out.ports.iter_mut().zip(self.cells.iter()) {
             let v: [u64; 3] = std::array::from_fn(|i| cells[i].load(Relaxed));
             *p = PortCounters {
@@ -111,8 +165,26 @@ mod tests {
             copy_drops: 13,
             trap_drops: 14,
             injected: 15,
+            bypass_periods: 16,
+            bypassed: 17,
         };
+        c.bypassing = true;
         shared.publish(&c);
         assert_eq!(shared.snapshot(), c);
+    }
+
+    #[test]
+    fn lcores_sum() {
+        let mut a = BridgeCounters::default();
+        a.ports[0].rx_packets = 2;
+        a.redirect.copied = 3;
+        let mut b = a;
+        b.ports[1].tx_dropped = 4;
+        b.bypassing = true;
+        let s = BridgeCounters::sum([&a, &b]);
+        assert_eq!(s.ports[0].rx_packets, 4);
+        assert_eq!(s.ports[1].tx_dropped, 4);
+        assert_eq!(s.redirect.copied, 6);
+        assert!(s.bypassing);
     }
 }

@@ -556,6 +556,25 @@ impl FilterWriter {
         Some(rule)
     }
 
+    /// Removes every dynamic rule (the slow path restarted and forgot the
+    /// transfers they belonged to); static rules stay. Publish to apply.
+    pub fn clear_dynamic(&mut self) {
+        for (shard, map) in self.shards.iter_mut().enumerate() {
+            if map.is_empty() {
+                continue;
+            }
+            for (_, e) in map.drain() {
+                self.free_ids.push_back(e.rule.0);
+            }
+            self.dirty_shards |= 1 << shard;
+        }
+        self.len = 0;
+        self.servers.truncate(self.configured);
+        self.server_refs.clear();
+        self.server_refs.resize(self.configured, 0);
+        self.dirty_meta = true;
+    }
+
     /// Publishes every change since the last publish as one new table and
     /// returns its generation; without changes, returns the current one and
     /// swaps nothing.

@@ -7,6 +7,7 @@
 pub mod bridge;
 pub mod counters;
 pub mod filter;
+pub mod health;
 pub mod redirect;
 
 pub use bridge::{Bridge, BridgeConfig};
@@ -15,4 +16,5 @@ pub use filter::{
     Action, FilterConfig, FilterCounters, FilterError, FilterReader, FilterSnapshot, FilterWriter,
     RuleId, SharedFilterCounters, StaticRule, Table,
 };
+pub use health::SlowPathHealth;
 pub use redirect::{InjectRing, Injected, RedirectRing, Redirected};

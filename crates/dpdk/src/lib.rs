@@ -19,7 +19,7 @@ pub use error::{Error, Result};
 pub use mapped::MappedFile;
 pub use mbuf::{Burst, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
-pub use port::{Link, Port, PortConfig, PortStats};
+pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RSS_IP};
 
 /// Current value of the time-stamp counter (cycles).
 #[inline(always)]

@@ -21,6 +21,43 @@ pub struct PortConfig {
     pub mtu: Option<u16>,
     /// Receive frames for every destination MAC (a bridge must).
     pub promiscuous: bool,
+    /// With several receive queues: spread frames by a symmetric Toeplitz
+    /// hash of these header fields (`RSS_*` bits, masked by what the device
+    /// offers), so both directions of a conversation meet on one queue.
+    /// 0: no RSS (the peer or the device decides the queue).
+    pub rss_hf: u64,
+}
+
+/// RSS on the IPv4/IPv6 address pair only (`RTE_ETH_RSS_IP`): ports are left
+/// out so that a TFTP server's fresh TID hashes like its read request.
+pub const RSS_IP: u64 =
+    (1 << 2) | (1 << 3) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 13) | (1 << 15);
+
+/// The RSS key that makes Toeplitz symmetric (Woo and Park): 0x6d5a
+/// repeated, so hash(a, b) == hash(b, a).
+const SYMMETRIC_RSS_KEY: [u8; 40] = {
+    let mut k = [0u8; 40];
+    let mut i = 0;
+    while i < 40 {
+        k[i] = if i % 2 == 0 { 0x6d } else { 0x5a };
+        i += 1;
+    }
+    k
+};
+
+/// What a device can do, from `rte_eth_dev_info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// The driver's name (e.g. `net_null`).
+    pub driver: String,
+    /// Most receive queues.
+    pub max_rx_queues: u16,
+    /// Most transmit queues.
+    pub max_tx_queues: u16,
+    /// RSS hash fields the device supports (0: no RSS).
+    pub rss_offloads: u64,
+    /// Largest frame the device receives, in bytes.
+    pub max_rx_pktlen: u32,
 }
 
 impl Default for PortConfig {
@@ -32,6 +69,7 @@ impl Default for PortConfig {
             tx_desc: 1024,
             mtu: None,
             promiscuous: true,
+            rss_hf: 0,
         }
     }
 }
@@ -116,16 +154,46 @@ impl Port {
         unsafe { dpdk_sys::rte_eth_dev_socket_id(self.id) }
     }
 
-    /// Configures queues, descriptors, MTU and promiscuous mode. Every rx queue
-    /// takes its buffers from `pool`. The port must be stopped.
-    pub fn configure(&self, cfg: &PortConfig, pool: &Mempool) -> Result<()> {
+    /// What the device can do (queues, RSS, frame size).
+    pub fn info(&self) -> Result<PortInfo> {
         let id = self.id;
         let mut info = dpdk_sys::rte_eth_dev_info::default();
         // SAFETY: info is a valid out-parameter.
         check(|| format!("port {id}: device info"), unsafe {
             dpdk_sys::rte_eth_dev_info_get(id, &mut info)
         })?;
-        let conf = dpdk_sys::rte_eth_conf::default();
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: on success driver_name points at the driver's static NUL-terminated name.
+            unsafe { std::ffi::CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        Ok(PortInfo {
+            driver,
+            max_rx_queues: info.max_rx_queues,
+            max_tx_queues: info.max_tx_queues,
+            rss_offloads: info.flow_type_rss_offloads,
+            max_rx_pktlen: info.max_rx_pktlen,
+        })
+    }
+
+    /// Configures queues, descriptors, RSS, MTU and promiscuous mode. Every
+    /// rx queue takes its buffers from `pool`. The port must be stopped.
+    pub fn configure(&self, cfg: &PortConfig, pool: &Mempool) -> Result<()> {
+        let id = self.id;
+        let info = self.info()?;
+        let mut conf = dpdk_sys::rte_eth_conf::default();
+        // DPDK copies the key during configure.
+        let mut key = SYMMETRIC_RSS_KEY;
+        let hf = cfg.rss_hf & info.rss_offloads;
+        if cfg.rx_queues > 1 && hf != 0 {
+            conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_key = key.as_mut_ptr();
+            conf.rx_adv_conf.rss_conf.rss_key_len = key.len() as u8;
+            conf.rx_adv_conf.rss_conf.rss_hf = hf;
+        }
         // SAFETY: conf is a valid, zeroed (all-defaults) configuration.
         check(|| format!("port {id}: configure"), unsafe {
             dpdk_sys::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf)
