@@ -278,8 +278,12 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     }
     drop(tx);
     log::info!(
-        "forwarding on lcore(s) {:?}, slow path on lcore {}; cache {}; Ctrl-C to stop",
-        running.iter().map(|r| r.lcore()).collect::<Vec<_>>(),
+        "bridging on lcore {}, slow path on lcore {}; cache {}; Ctrl-C to stop",
+        running
+            .iter()
+            .map(|r| r.lcore().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
         dpdk::lcore::main_lcore(),
         cfg.cache_dir.display()
     );

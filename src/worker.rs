@@ -337,10 +337,15 @@ impl Worker {
             else {
                 break;
             };
-            let Some(r) = self.heads[i].take() else { break };
             if let Some(d) = self.throttle {
+                // Throttled (a testing aid), a batch can take minutes: the
+                // operator's signal is checked per frame.
+                if self.quit.load(Ordering::Relaxed) {
+                    break;
+                }
                 std::thread::sleep(d);
             }
+            let Some(r) = self.heads[i].take() else { break };
             self.handled += 1;
             if self.panic_after.is_some_and(|p| self.handled > p) {
                 self.panic_after = None;
