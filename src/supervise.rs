@@ -27,8 +27,7 @@ impl Watchdog {
             &[NotifyState::Ready, NotifyState::Status("forwarding")],
         );
         let stop = Arc::new(AtomicBool::new(false));
-        let mut usec = 0u64;
-        let thread = sd_notify::watchdog_enabled(false, &mut usec).then(|| {
+        let thread = watchdog_usec().map(|usec| {
             let period = Duration::from_micros(usec / 2).max(Duration::from_millis(10));
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
@@ -57,6 +56,16 @@ impl Watchdog {
             })
         });
         Watchdog { stop, thread }
+    }
+}
+
+/// `WATCHDOG_USEC`, as systemd's `sd_watchdog_enabled` reads it: set, and
+/// `WATCHDOG_PID` either unset or this process.
+fn watchdog_usec() -> Option<u64> {
+    let usec = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    match std::env::var("WATCHDOG_PID") {
+        Ok(pid) if pid.parse() != Ok(std::process::id()) => None,
+        _ => Some(usec),
     }
 }
 

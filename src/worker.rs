@@ -37,12 +37,16 @@ const TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// Sleep when the ring is empty: the slow path is not latency-critical, and
 /// on two CPUs it shares its core with others.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
-/// For this long after the last frame the worker sleeps only BUSY_SLEEP
-/// when idle: a lock-step TFTP client served from the cache waits for every
-/// DATA, and a 200 us sleep per ACK made warm reads slower than the origin
-/// (bench-serve on af_packet veths). A short sleep, not a yield: a yielding
-/// thread waits behind a CPU-bound neighbour (qemu) for a whole time slice,
-/// a waking sleeper runs at once.
+/// For this long after the last trapped frame, and while serving sessions
+/// are active, the worker sleeps only BUSY_SLEEP when idle: a lock-step
+/// TFTP client served from the cache waits for every DATA, and a 200 us
+/// sleep per ACK made warm reads slower than the origin (bench-serve on
+/// af_packet veths). A short sleep, not a yield: a yielding thread waits
+/// behind a CPU-bound neighbour (qemu) for a whole time slice, a waking
+/// sleeper runs at once. Copies (cache fill) do not start the window: nobody
+/// waits for them, and after every copied frame it woke the slow path
+/// ~20,000 times a second, each wake-up taking the hypervisor's time from
+/// whatever shares the CPU (0.62x testpmd in bench-forward's rule scenario).
 const BUSY_WINDOW: Duration = Duration::from_millis(2);
 const BUSY_SLEEP: Duration = Duration::from_micros(20);
 /// A degraded cache is probed this often.
@@ -100,6 +104,8 @@ pub(crate) struct Worker {
     /// Testing aid: panic once after this many frames.
     panic_after: Option<u64>,
     handled: u64,
+    /// Trapped frames in the last batch (they start the busy window).
+    trapped_in_batch: usize,
     /// Serving cache hits, when enabled (`serve_max_age`).
     pub(crate) serve: Option<crate::serve::Serve>,
     /// Where trapped frames that are not served go back to the fast path.
@@ -127,6 +133,7 @@ impl Worker {
             throttle: p.throttle,
             panic_after: p.panic_after,
             handled: 0,
+            trapped_in_batch: 0,
             serve: p.serve,
             inject: p.inject,
             reinject_drops: 0,
@@ -221,8 +228,12 @@ impl Worker {
                 next_save = now + SAVE_PERIOD;
             }
             self.check_cache(now);
-            if handled > 0 {
+            let serving = self.serve.as_ref().is_some_and(|s| s.active() > 0);
+            if self.trapped_in_batch > 0 || serving {
                 last_busy = now;
+            }
+            if handled > 0 {
+                // More may be waiting: poll again at once.
             } else if now.duration_since(last_busy) < BUSY_WINDOW {
                 std::thread::sleep(BUSY_SLEEP);
             } else {
@@ -321,6 +332,7 @@ impl Worker {
     /// did not).
     fn handle_batch(&mut self) -> usize {
         let mut n = 0;
+        self.trapped_in_batch = 0;
         while n < BATCH {
             for (head, ring) in self.heads.iter_mut().zip(self.rings.iter()) {
                 if head.is_none() {
@@ -353,6 +365,7 @@ impl Worker {
             }
             let (now, wall) = (Instant::now(), SystemTime::now());
             if r.trapped {
+                self.trapped_in_batch += 1;
                 let back = match &mut self.serve {
                     Some(s) => s.handle_trapped(now, wall, r, &mut self.logic, &mut self.filter),
                     None => Some(r),

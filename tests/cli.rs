@@ -202,3 +202,106 @@ fn a_bad_config_is_one_line_naming_the_field() {
     let o = run(&["--", "--config", "/nonexistent.toml"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent.toml"));
 }
+
+#[test]
+fn an_mtu_larger_than_an_mbuf_is_one_line_naming_mbuf_size() {
+    let o = run_owned(&null_eal("cli3", "0@0,1@1", 2, &["--", "--mtu", "9000"]));
+    assert!(!o.status.success());
+    let line = last_line(&o);
+    assert!(line.starts_with("bootcache: "), "{line}");
+    assert!(line.contains("--mbuf-size 9150"), "{line}");
+    // With room for it, the same MTU is accepted (net_null takes any MTU).
+    let o = run_owned(&null_eal(
+        "cli4",
+        "0@0,1@1",
+        2,
+        &["--", "--mtu", "9000", "--mbuf-size", "9150", "--help"],
+    ));
+    assert!(o.status.success(), "{}", last_line(&o));
+}
+
+/// Runs bootcache on net_null ports for `ms`, stops it with SIGTERM and
+/// returns its output; `env` is added to its environment.
+fn run_for(tag: &str, lcores: &str, ms: u64, app: &[&str], env: &[(&str, &str)]) -> Output {
+    let cache = std::env::temp_dir().join(format!("bootcache-{tag}-{}", std::process::id()));
+    let mut extra = vec!["--", "--cache-dir", cache.to_str().unwrap()];
+    extra.extend(app);
+    let child = Command::new(BOOTCACHE)
+        .args(null_eal(tag, lcores, 2, &extra))
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+    o
+}
+
+#[test]
+fn two_worker_lcores_forward_on_two_queue_pairs() {
+    let o = run_for("cli5", "0@0,1@1,2@1", 1500, &[], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("bridging on lcore 1,2"), "{err}");
+    assert!(err.contains("2 queue pair(s)"), "{err}");
+    let stats = bootcache_bench::process::parse_final_stats(&String::from_utf8_lossy(&o.stdout));
+    for side in 0..2 {
+        assert!(stats[side].rx_packets > 1000, "{stats:?}");
+        assert_eq!(
+            stats[side].rx_packets,
+            stats[side ^ 1].tx_packets + stats[side ^ 1].tx_dropped
+        );
+    }
+}
+
+/// systemd's notify protocol on a socket of the test's own: READY=1 once
+/// forwarding runs, WATCHDOG=1 at half of WATCHDOG_USEC while it does,
+/// STOPPING=1 at the end.
+#[test]
+fn systemd_gets_ready_watchdog_pings_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("bootcache-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let stop = msg.contains("STOPPING=1");
+            got.push(msg);
+            if stop {
+                break;
+            }
+        }
+        got
+    });
+    let o = run_for(
+        "cli6",
+        "0@0,1@1",
+        1500,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = reader.join().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(got[0].contains("READY=1"), "{got:?}");
+    let pings = got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(
+        pings >= 5,
+        "{pings} watchdog pings in 1.5 s at 100 ms: {got:?}"
+    );
+    assert!(got.last().unwrap().contains("STOPPING=1"), "{got:?}");
+}
