@@ -157,15 +157,31 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     for note in &plan.notes {
         log::info!("{note}");
     }
-    let needed = 2 * u32::from(plan.queues) * (u32::from(cli.rx_desc) + u32::from(cli.tx_desc));
-    if cli.mbufs < needed {
+    // Every descriptor holds a buffer, and every copy waiting in a redirect
+    // ring pins one: if they could take the whole pool, a slow slow path
+    // would starve the receive queues and cost the segment, not the cache.
+    // The rings are capped to what the pool leaves after the descriptors.
+    let queues = u64::from(plan.queues);
+    let descriptors = 2 * queues * (u64::from(cli.rx_desc) + u64::from(cli.tx_desc));
+    let spare = u64::from(cli.mbufs).saturating_sub(descriptors) / queues;
+    if spare < 64 {
         bail!(
-            "--mbufs {} cannot fill {} queue pair(s) of {}+{} descriptors on 2 ports ({needed} buffers); \
-             raise --mbufs or lower --rx-desc/--tx-desc",
+            "--mbufs {} cannot cover {} queue pair(s) of {}+{} descriptors on 2 ports ({descriptors} buffers) \
+             and leave room for the redirect rings; raise --mbufs or lower --rx-desc/--tx-desc",
             cli.mbufs,
             plan.queues,
             cli.rx_desc,
             cli.tx_desc
+        );
+    }
+    let mut redirect_ring = cfg.limits.redirect_ring;
+    if redirect_ring as u64 > spare {
+        // Rings are powers of two (configuration rule); stay one.
+        redirect_ring = 1 << (63 - spare.leading_zeros());
+        log::warn!(
+            "[limits] redirect_ring {} capped to {redirect_ring}: --mbufs {} leaves {spare} buffers per forwarding lcore after the descriptors",
+            cfg.limits.redirect_ring,
+            cli.mbufs
         );
     }
     let port_cfg = PortConfig {
@@ -242,7 +258,7 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel::<BridgeCounters>();
     for (q, &lcore) in workers.iter().take(usize::from(plan.queues)).enumerate() {
         let q = q as u16;
-        let ring = Arc::new(RedirectRing::new(cfg.limits.redirect_ring));
+        let ring = Arc::new(RedirectRing::new(redirect_ring));
         let counters = Arc::new(SharedCounters::default());
         let hits = Arc::new(SharedFilterCounters::new(filter.rule_count()));
         let bridge = Bridge::new(

@@ -305,3 +305,16 @@ fn systemd_gets_ready_watchdog_pings_and_stopping() {
     );
     assert!(got.last().unwrap().contains("STOPPING=1"), "{got:?}");
 }
+
+/// Copies waiting in the redirect ring pin buffers: the ring is capped so
+/// that it can never take the buffers the receive queues need.
+#[test]
+fn a_redirect_ring_larger_than_the_pool_allows_is_capped() {
+    let o = run_for("cli7", "0@0,1@1", 300, &["--mbufs", "5000"], &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("redirect_ring 4096 capped to 512"), "{err}");
+    let o = run_owned(&null_eal("cli8", "0@0,1@1", 2, &["--", "--mbufs", "4100"]));
+    assert!(!o.status.success());
+    assert!(last_line(&o).contains("raise --mbufs"), "{}", last_line(&o));
+}
