@@ -53,6 +53,28 @@ pub struct DutProcess {
     stdout_file: PathBuf,
 }
 
+/// testpmd's options (after `--`) for io forwarding in bootcache's shape:
+/// `fwd` forwarding cores (one RX/TX queue pair per port each), 1024
+/// descriptors, bursts of 32, started at once and not interactive.
+pub fn testpmd_io_args(fwd: usize) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--forward-mode=io",
+        "--auto-start",
+        // Non-interactive testpmd without a stats period waits for a key
+        // on stdin; with one it runs until SIGINT.
+        "--stats-period=3600",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(format!("--nb-cores={fwd}"));
+    if fwd > 1 {
+        v.push(format!("--rxq={fwd}"));
+        v.push(format!("--txq={fwd}"));
+    }
+    v.extend(["--rxd=1024", "--txd=1024", "--burst=32"].map(String::from));
+    v
+}
+
 /// Checks that hugepages are reserved and mounted; the message names the fix.
 pub fn check_hugepages() -> Result<()> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -120,16 +142,7 @@ impl DutProcess {
                 cmd.args(&cfg.bootcache_args);
             }
             Dut::Testpmd => {
-                // bootcache's shape: one forwarding core, 1024 descriptors, bursts of 32.
-                cmd.args([
-                    "--forward-mode=io",
-                    "--auto-start",
-                    "--stats-period=3600",
-                    "--nb-cores=1",
-                    "--rxd=1024",
-                    "--txd=1024",
-                    "--burst=32",
-                ]);
+                cmd.args(testpmd_io_args(1));
             }
         }
         let stdout_file = std::env::temp_dir().join(format!("{prefix}.out"));

@@ -251,6 +251,9 @@ pub struct Topology {
     agent: Option<Child>,
     bootcache: Option<Bootcache>,
     bootcache_runs: u32,
+    testpmd: Option<Child>,
+    testpmd_runs: u32,
+    bootcache_cmdline: String,
 }
 
 impl Topology {
@@ -338,6 +341,9 @@ impl Topology {
             agent: None,
             bootcache: None,
             bootcache_runs: 0,
+            testpmd: None,
+            testpmd_runs: 0,
+            bootcache_cmdline: String::new(),
         };
         t.build().context("building the topology")?;
         Ok(t)
@@ -608,6 +614,107 @@ impl Topology {
         Ok(p)
     }
 
+    /// bootcache's configuration for cache fill alone: the origin as boot
+    /// server, the cache and the redirect ring as in
+    /// [`Topology::write_bootcache_config`], but no agent and no
+    /// `serve_max_age`, so nothing is served: every read goes to the origin
+    /// and is copied to the cache.
+    pub fn write_fill_only_config(&self) -> Result<PathBuf> {
+        let p = self.dir.join("bootcache.toml");
+        let text = format!(
+            "servers = [\"{SERVER_IP}\"]\ncache_dir = \"{}\"\n\n[limits]\nredirect_ring = {REDIRECT_RING}\n",
+            self.cache_dir.display(),
+        );
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// EAL options of a DPDK program on the two veths (bootcache, or
+    /// testpmd as its baseline), besides lcores and file prefix.
+    fn port_eal_args(&self) -> Vec<String> {
+        [
+            "--no-pci",
+            "-m",
+            "512",
+            "--huge-unlink",
+            "--log-level",
+            "lib.eal:warning",
+            "--vdev",
+            &format!("net_af_packet0,iface={}", self.client_link),
+            "--vdev",
+            &format!("net_af_packet1,iface={}", self.server_link),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// The command line the last [`Topology::start_bootcache`] ran.
+    pub fn bootcache_cmdline(&self) -> &str {
+        &self.bootcache_cmdline
+    }
+
+    /// The command line of `dpdk-testpmd --forward-mode=io` on the same two
+    /// `net_af_packet` ports as bootcache, with bootcache's shape: the same
+    /// EAL options and lcores (one forwarding lcore on CPU 1), 1024
+    /// descriptors, bursts of 32, as many mbufs; not interactive.
+    pub fn testpmd_args(&self) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--lcores",
+            LCORES,
+            "--file-prefix",
+            &format!("bct-{}", self.prefix),
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(self.port_eal_args());
+        v.push("--".to_string());
+        v.extend(crate::dut::testpmd_io_args(1));
+        v.push(format!("--total-num-mbufs={MBUFS}"));
+        v
+    }
+
+    /// Starts `dpdk-testpmd --forward-mode=io` ([`Topology::testpmd_args`])
+    /// instead of bootcache on the two veths and waits until it forwards.
+    pub fn start_testpmd(&mut self) -> Result<()> {
+        if self.bootcache.is_some() || self.testpmd.is_some() {
+            bail!("a bridge already runs on the veths");
+        }
+        let tool = find_tool("dpdk-testpmd").ok_or_else(|| {
+            anyhow!("dpdk-testpmd not found (Debian package dpdk): run scripts/setup")
+        })?;
+        self.testpmd_runs += 1;
+        let log = self
+            .dir
+            .join(format!("testpmd-run{}.log", self.testpmd_runs));
+        let mut cmd = Command::new(tool);
+        cmd.args(self.testpmd_args());
+        let mut child = self.spawn_logged(cmd, &log)?;
+        let t = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("io packet forwarding") {
+                break;
+            }
+            if !matches!(child.try_wait(), Ok(None)) || t.elapsed() > Duration::from_secs(30) {
+                self.stop_child(Some(child));
+                bail!(
+                    "dpdk-testpmd did not start forwarding: {}",
+                    last_lines(&text, 6)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.testpmd = Some(child);
+        Ok(())
+    }
+
+    /// Stops testpmd (SIGTERM, then SIGKILL) and removes its runtime files.
+    pub fn stop_testpmd(&mut self) {
+        let c = self.testpmd.take();
+        self.stop_child(c);
+        process::remove_hugepage_files(&format!("bct-{}", self.prefix));
+    }
+
     /// Starts bootcache on the two veths (net_af_packet) and waits until it
     /// bridges. `app_args` go after the configuration.
     pub fn start_bootcache(&mut self, app_args: &[&str]) -> Result<()> {
@@ -627,20 +734,10 @@ impl Topology {
             .dir
             .join(format!("bootcache-run{}", self.bootcache_runs));
         std::fs::create_dir_all(&log_dir)?;
-        let eal: Vec<String> = [
-            "--no-pci",
-            "-m",
-            "512",
-            "--huge-unlink",
-            "--log-level",
-            "lib.eal:warning",
-            "--vdev",
-            &format!("net_af_packet0,iface={}", self.client_link),
-            "--vdev",
-            &format!("net_af_packet1,iface={}", self.server_link),
-        ]
-        .map(String::from)
-        .to_vec();
+        if self.testpmd.is_some() {
+            bail!("testpmd runs on the veths: stop it first");
+        }
+        let eal = self.port_eal_args();
         let mut app = vec![
             "--config".to_string(),
             cfg.display().to_string(),
@@ -649,6 +746,14 @@ impl Topology {
         ];
         app.extend(app_args.iter().map(|s| s.to_string()));
         let prefix = format!("bce-{}", self.prefix);
+        self.bootcache_cmdline = std::iter::once(bin.display().to_string())
+            .chain(["--lcores", LCORES, "--file-prefix", &prefix].map(String::from))
+            .chain(eal.iter().cloned())
+            .chain(std::iter::once("--".to_string()))
+            .chain(app.iter().cloned())
+            .map(|a| shell_word(&a))
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut bc = Bootcache::spawn_logged(&bin, &prefix, LCORES, &eal, &app, &log_dir)?;
         self.own_pid(bc.pid());
         let t = Instant::now();
@@ -662,11 +767,7 @@ impl Topology {
                 let fin = bc.stop(Duration::from_secs(5));
                 self.disown_pid(pid);
                 let text = fin.map(|f| f.stderr).unwrap_or(err);
-                let tail: Vec<&str> = text.lines().rev().take(8).collect();
-                bail!(
-                    "bootcache did not start bridging: {}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                );
+                bail!("bootcache did not start bridging: {}", last_lines(&text, 8));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -924,6 +1025,7 @@ impl Drop for Topology {
             let _ = bc.stop(Duration::from_secs(10));
             self.disown_pid(pid);
         }
+        self.stop_testpmd();
         self.stop_agent();
         self.stop_origin();
         let owned = live(|m| m.remove(&self.prefix));
@@ -933,6 +1035,26 @@ impl Drop for Topology {
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// The last `n` lines of `text`, on one line.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(" / ")
+}
+
+/// `arg` as one shell word (quoted when it holds anything but plain
+/// characters), for printing commands that can be pasted.
+pub fn shell_word(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=.,/:@+%".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
     }
 }
 
@@ -1008,6 +1130,18 @@ mod tests {
         assert_eq!(stat(out, "files", "cached"), Some(3));
         assert_eq!(stat(out, "server", "rx"), Some(1));
         assert_eq!(stat(out, "serve", "nope"), None);
+    }
+
+    #[test]
+    fn shell_words_quote_only_when_needed() {
+        assert_eq!(shell_word("--lcores"), "--lcores");
+        assert_eq!(
+            shell_word("net_af_packet0,iface=x-c"),
+            "net_af_packet0,iface=x-c"
+        );
+        assert_eq!(shell_word("0@(0,1),1@1"), "'0@(0,1),1@1'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

@@ -1,41 +1,92 @@
-//! Serving benchmark (issue 5): one file read through bootcache by a real
-//! TFTP client, cold (from the origin, dnsmasq, while bootcache caches it)
-//! and then warm (from bootcache's cache), with the same client and
-//! options; prints both times and their ratio. Real programs in network
-//! namespaces, bootcache on `net_af_packet` ports (see `bench/src/netns.rs`).
+//! Real TFTP clients through bootcache in network namespaces (see
+//! `bench/src/netns.rs`: bootcache on `net_af_packet` ports, dnsmasq as the
+//! origin), two modes:
+//!
+//! - `serve` (issue 5): one file read cold (from the origin, while
+//!   bootcache caches it), then warm (from bootcache's cache), with the same
+//!   client and options; prints both times and their ratio.
+//! - `inline` (issue 11): the same lock-step read through bootcache with
+//!   cache fill on and nothing served (a boot server configured, no agent,
+//!   no `serve_max_age`: every read goes to the origin and is copied to the
+//!   cache), against the same read through `dpdk-testpmd --forward-mode=io`
+//!   on the same two ports; devices alternate, medians and their ratio.
 //!
 //!   sudo ./target/release/bench-serve [--mib 64] [--client curl|tftp] [--blksize 1428] [--warm-rounds 3]
+//!   sudo ./target/release/bench-serve --mode inline [--mib 16] [--client both] [--rounds 3]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bootcache_bench::netns::{self, Topology};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "bench-serve",
-    about = "Warm (bootcache's cache) vs cold (origin) TFTP read of one file"
+    about = "TFTP reads by real clients through bootcache: warm (cache) vs cold (origin), or inline (bootcache vs testpmd io)"
 )]
 struct Args {
-    /// File size in MiB.
-    #[arg(long, default_value_t = 64)]
-    mib: usize,
-    /// The client: curl (tftp://, --tftp-blksize) or tftp (tftp-hpa, 512-byte blocks, no options).
-    #[arg(long, default_value = "curl")]
-    client: String,
+    /// serve: warm (bootcache's cache) vs cold (origin); inline: bootcache
+    /// filling its cache vs dpdk-testpmd io on the same ports.
+    #[arg(long, value_enum, default_value_t = Mode::Serve)]
+    mode: Mode,
+    /// File size in MiB (default 64; 16 in inline mode).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    mib: Option<u32>,
+    /// The client: curl (tftp://, --tftp-blksize), tftp (tftp-hpa, 512-byte
+    /// blocks, no options) or both (default curl; both in inline mode).
+    #[arg(long, value_enum)]
+    client: Option<ClientArg>,
     /// curl's --tftp-blksize.
     #[arg(long, default_value_t = 1428)]
     blksize: u16,
-    /// Warm reads (the median is reported).
+    /// Warm reads (serve mode; the median is reported).
     #[arg(long, default_value_t = 3)]
     warm_rounds: usize,
+    /// Reads per device and client (inline mode; medians are reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// More bootcache options, one string split at spaces (e.g. "--drain-us 1").
+    #[arg(long, allow_hyphen_values = true, default_value = "")]
+    bootcache_args: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Serve,
+    Inline,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ClientArg {
+    Curl,
+    Tftp,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    Curl,
+    Tftp,
+}
+
+impl Client {
+    fn describe(self, blksize: u16) -> String {
+        match self {
+            Client::Curl => format!("curl --tftp-blksize {blksize}"),
+            Client::Tftp => "tftp-hpa (512-byte blocks, no options)".to_string(),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
+    let r = match args.mode {
+        Mode::Serve => serve(&args),
+        Mode::Inline => inline(&args),
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-serve: {e:#}");
@@ -44,37 +95,53 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(t: &Topology, args: &Args, out: &std::path::Path) -> Result<Duration> {
-    match args.client.as_str() {
-        "curl" => t.curl_get("bench.img", Some(args.blksize), out),
-        "tftp" => t.tftp_hpa_get("bench.img", out),
-        other => bail!("--client {other}: curl or tftp"),
+fn clients(args: &Args, default: ClientArg) -> Vec<Client> {
+    match args.client.unwrap_or(default) {
+        ClientArg::Curl => vec![Client::Curl],
+        ClientArg::Tftp => vec![Client::Tftp],
+        ClientArg::Both => vec![Client::Tftp, Client::Curl],
     }
 }
 
-fn run(args: &Args) -> Result<()> {
+fn read(
+    t: &Topology,
+    client: Client,
+    blksize: u16,
+    name: &str,
+    out: &std::path::Path,
+) -> Result<Duration> {
+    match client {
+        Client::Curl => t.curl_get(name, Some(blksize), out),
+        Client::Tftp => t.tftp_hpa_get(name, out),
+    }
+}
+
+fn serve(args: &Args) -> Result<()> {
+    let mib = args.mib.unwrap_or(64) as usize;
+    let [client] = clients(args, ClientArg::Curl)[..] else {
+        bail!("--client both: only in --mode inline");
+    };
     netns::check_prerequisites(false)?;
     let mut t = Topology::create(&netns::Options::default())?;
-    t.put_file("bench.img", &netns::test_content(args.mib << 20, 64))?;
+    t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
     let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
     t.start_origin()?;
     t.start_agent()?;
     t.write_bootcache_config("")?;
-    t.start_bootcache(&["--stats-interval", "1"])?;
+    let mut bc_args = vec!["--stats-interval", "1"];
+    bc_args.extend(args.bootcache_args.split_whitespace());
+    t.start_bootcache(&bc_args)?;
     let out = t.dir.join("read.img");
-    let what = match args.client.as_str() {
-        "curl" => format!("curl --tftp-blksize {}", args.blksize),
-        _ => "tftp-hpa (512-byte blocks, no options)".to_string(),
-    };
+    let what = client.describe(args.blksize);
 
-    let cold = read(&t, args, &out).context("cold read")?;
+    let cold = read(&t, client, args.blksize, "bench.img", &out).context("cold read")?;
     if netns::sha256_file(&out)? != want || t.origin_count("bench.img") != 1 {
         bail!("cold read: wrong bytes or not from the origin");
     }
     t.wait_stat("files", "in_store", 1, Duration::from_secs(60))?;
     let mut warm = Vec::new();
     for i in 0..args.warm_rounds.max(1) {
-        let d = read(&t, args, &out).context("warm read")?;
+        let d = read(&t, client, args.blksize, "bench.img", &out).context("warm read")?;
         if netns::sha256_file(&out)? != want {
             bail!("warm read {i}: wrong bytes");
         }
@@ -90,13 +157,177 @@ fn run(args: &Args) -> Result<()> {
     let hits = netns::stat(&fin.stdout, "serve", "hits").unwrap_or(0);
     println!(
         "{} MiB with {what}: cold (origin) {:.2} s = {:.1} MiB/s, warm (bootcache, median of {}) {:.2} s = {:.1} MiB/s, warm/cold time ratio {:.2} (serve hits {hits})",
-        args.mib,
+        mib,
         cold.as_secs_f64(),
-        args.mib as f64 / cold.as_secs_f64(),
+        mib as f64 / cold.as_secs_f64(),
         warm.len(),
         w.as_secs_f64(),
-        args.mib as f64 / w.as_secs_f64(),
+        mib as f64 / w.as_secs_f64(),
         w.as_secs_f64() / cold.as_secs_f64()
     );
+    Ok(())
+}
+
+/// The bridge under test in inline mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bridge {
+    Bootcache,
+    Testpmd,
+}
+
+/// What one bootcache run (one timed read) did to its cache.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fill {
+    completed: u64,
+    cached: u64,
+    refreshed: u64,
+    copy_drops: u64,
+    serve_hits: u64,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Starts `bridge`, reads a small file (not timed: ARP, the bridge's first
+/// frames), then times `client` reading `bench.img`, checks the bytes, and
+/// stops the bridge. For bootcache, waits until both transfers were
+/// verified into the cache first, and returns its fill counters.
+fn inline_read(
+    t: &mut Topology,
+    bridge: Bridge,
+    client: Client,
+    args: &Args,
+    want: &str,
+) -> Result<(Duration, Option<Fill>)> {
+    let out = t.dir.join("read.img");
+    match bridge {
+        Bridge::Bootcache => {
+            let mut a = vec!["--stats-interval", "1"];
+            a.extend(args.bootcache_args.split_whitespace());
+            t.start_bootcache(&a)?;
+        }
+        Bridge::Testpmd => t.start_testpmd()?,
+    }
+    let r = (|| {
+        read(t, client, args.blksize, "warmup.img", &out).context("warm-up read")?;
+        let d = read(t, client, args.blksize, "bench.img", &out).context("timed read")?;
+        if netns::sha256_file(&out)? != want {
+            bail!("{bridge:?}: wrong bytes read");
+        }
+        if bridge == Bridge::Bootcache {
+            t.wait_stat("transfers", "completed", 2, Duration::from_secs(60))?;
+        }
+        Ok(d)
+    })();
+    let fill = match bridge {
+        Bridge::Bootcache => {
+            let fin = t.stop_bootcache()?;
+            let s = |sec, key| netns::stat(&fin.stdout, sec, key).unwrap_or(0);
+            Some(Fill {
+                completed: s("transfers", "completed"),
+                cached: s("files", "cached"),
+                refreshed: s("files", "refreshed"),
+                copy_drops: s("redirect", "copy_drops"),
+                serve_hits: s("serve", "hits"),
+            })
+        }
+        Bridge::Testpmd => {
+            t.stop_testpmd();
+            None
+        }
+    };
+    Ok((r?, fill))
+}
+
+fn inline(args: &Args) -> Result<()> {
+    let mib = args.mib.unwrap_or(16) as usize;
+    let clients = clients(args, ClientArg::Both);
+    netns::check_prerequisites(false)?;
+    let mut t = Topology::create(&netns::Options::default())?;
+    t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
+    t.put_file("warmup.img", &netns::test_content(64 << 10, 65))?;
+    let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
+    t.start_origin()?;
+    t.write_fill_only_config()?;
+    let command = std::iter::once("bench-serve".to_string())
+        .chain(std::env::args().skip(1))
+        .map(|a| netns::shell_word(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!(
+        "inline: {mib} MiB, lock-step, {} read(s) per device and client, alternating bootcache (cache fill on: boot server configured, no agent, no serve_max_age) and dpdk-testpmd io on the same af_packet veths",
+        args.rounds
+    );
+    let mut reads = 0usize;
+    let mut summary = Vec::new();
+    for client in clients {
+        let what = client.describe(args.blksize);
+        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        let mut fill = Fill::default();
+        for round in 1..=args.rounds {
+            // Each round starts with the other device, so neither always
+            // reads right after the other one's run.
+            let order = if round % 2 == 1 {
+                [Bridge::Bootcache, Bridge::Testpmd]
+            } else {
+                [Bridge::Testpmd, Bridge::Bootcache]
+            };
+            let mut line = [Duration::ZERO; 2];
+            for bridge in order {
+                let (d, f) = inline_read(&mut t, bridge, client, args, &want)
+                    .with_context(|| format!("{what} through {bridge:?}, round {round}"))?;
+                reads += 1;
+                let i = usize::from(bridge == Bridge::Testpmd);
+                times[i].push(d);
+                line[i] = d;
+                if let Some(f) = f {
+                    fill.completed += f.completed;
+                    fill.cached += f.cached;
+                    fill.refreshed += f.refreshed;
+                    fill.copy_drops += f.copy_drops;
+                    fill.serve_hits += f.serve_hits;
+                }
+            }
+            println!(
+                "  {what}, round {round}: bootcache {:.3} s, testpmd io {:.3} s, ratio {:.3}",
+                line[0].as_secs_f64(),
+                line[1].as_secs_f64(),
+                line[0].as_secs_f64() / line[1].as_secs_f64()
+            );
+        }
+        let (b, tp) = (median(&times[0]), median(&times[1]));
+        summary.push(format!(
+            "inline {mib} MiB with {what}: bootcache {:.3} s, testpmd io {:.3} s (medians of {}), ratio {:.3} [target <= 1.05]; cache fill: transfers completed={} (files cached={} refreshed={}) copy_drops={} serve hits={}; command: {command}",
+            b.as_secs_f64(),
+            tp.as_secs_f64(),
+            times[0].len(),
+            b.as_secs_f64() / tp.as_secs_f64(),
+            fill.completed,
+            fill.cached,
+            fill.refreshed,
+            fill.copy_drops,
+            fill.serve_hits,
+        ));
+    }
+    // Every timed read went to the origin (nothing was served).
+    let sent = t.origin_count("bench.img");
+    if sent != reads {
+        bail!("the origin sent bench.img {sent} times for {reads} reads");
+    }
+    println!("bootcache: {}", t.bootcache_cmdline());
+    println!(
+        "testpmd: dpdk-testpmd {}",
+        t.testpmd_args()
+            .iter()
+            .map(|a| netns::shell_word(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    for s in summary {
+        println!("{s}");
+    }
     Ok(())
 }
