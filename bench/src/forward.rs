@@ -1,7 +1,9 @@
 //! The forward scenario: bootcache against `dpdk-testpmd --forward-mode=io`
 //! on the same vhost-user ↔ virtio-user ports, with bootcache's filter table
 //! empty and holding N dynamic entries: full-speed rate across frame sizes,
-//! the zero-loss rate (RFC 2544 binary search) and latency at that rate.
+//! the zero-loss rate (RFC 2544 binary search) and latency at that rate,
+//! and latency at a low fixed rate (10 kpps: a bridge's own delay, without
+//! queueing).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -42,7 +44,17 @@ pub struct ForwardConfig {
     /// Offer this many frames per second (both directions) instead of as
     /// many as the ports take, in the rate measurement.
     pub rate_pps: Option<f64>,
+    /// Latency also at this low fixed rate (frames per second, both
+    /// directions), every background frame stamped, for the headline sizes
+    /// (None: skip).
+    pub low_rate_pps: Option<f64>,
+    /// Length of the low-rate latency run.
+    pub low_rate_measure: Duration,
 }
+
+/// The low fixed rate of the latency run: 10 kpps, where nothing queues
+/// and a frame's latency is the bridge's own delay.
+pub const LOW_RATE_PPS: f64 = 10_000.0;
 
 impl ForwardConfig {
     /// Sizes measured with the empty table: the sweep, then any headline
@@ -73,6 +85,8 @@ impl ForwardConfig {
                 max_trials: 4,
                 latency: Duration::from_millis(200),
                 rate_pps: None,
+                low_rate_pps: Some(LOW_RATE_PPS),
+                low_rate_measure: Duration::from_millis(200),
             }
         } else {
             ForwardConfig {
@@ -87,6 +101,8 @@ impl ForwardConfig {
                 max_trials: 8,
                 latency: Duration::from_secs(1),
                 rate_pps: None,
+                low_rate_pps: Some(LOW_RATE_PPS),
+                low_rate_measure: Duration::from_secs(1),
             }
         }
     }
@@ -105,6 +121,8 @@ struct Sample {
     zero_loss_mpps: Option<f64>,
     latency: Option<Histogram>,
     latency_lost: u64,
+    low_rate: Option<Histogram>,
+    low_rate_lost: u64,
 }
 
 /// Everything the scenario measured (medians over rounds), for the plots.
@@ -117,6 +135,9 @@ pub struct ForwardResults {
     pub latency: Vec<(Dut, Histogram)>,
     /// The summary table.
     pub table: Table,
+    /// Latency at the low fixed rate, by table state and size (medians of
+    /// nothing: all rounds' samples merged), with the ratios.
+    pub low_rate: Table,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -210,6 +231,18 @@ pub fn run(
                             _ => String::new(),
                         }
                     );
+                    if let Some(l) = &s.low_rate {
+                        println!(
+                            "  round {round}, filter {filter:5}, {:>4} B, {:10}: at {:.0} kpps latency p50 {:.1} p99 {:.1} µs ({} frames, {} lost)",
+                            s.size.to_string(),
+                            dut.name(),
+                            cfg.low_rate_pps.unwrap_or(0.0) / 1e3,
+                            l.percentile(0.5) as f64 / 1e3,
+                            l.percentile(0.99) as f64 / 1e3,
+                            l.count(),
+                            s.low_rate_lost
+                        );
+                    }
                 }
                 samples.extend(res);
             }
@@ -259,6 +292,8 @@ fn measure(
         zero_loss_mpps: None,
         latency: None,
         latency_lost: 0,
+        low_rate: None,
+        low_rate_lost: 0,
     };
     if cfg.headline.contains(&size) {
         gen.drain(Duration::from_millis(20));
@@ -290,6 +325,20 @@ fn measure(
         s.zero_loss_mpps = Some(z.pps / 1e6);
         s.latency_lost = l.lost();
         s.latency = Some(l.latency);
+        if let Some(rate) = cfg.low_rate_pps {
+            // A bridge's own delay: frames one at a time, far apart, each
+            // background frame stamped.
+            gen.drain(Duration::from_millis(20));
+            let l = gen.run(&RunConfig {
+                rate_pps: Some(rate),
+                warmup: cfg.low_rate_measure / 10,
+                measure: cfg.low_rate_measure,
+                stamp_every: 1,
+                ..RunConfig::default()
+            })?;
+            s.low_rate_lost = l.lost();
+            s.low_rate = Some(l.latency);
+        }
     }
     gen.drain(Duration::from_millis(20));
     Ok(s)
@@ -309,6 +358,9 @@ fn summarise(cfg: &ForwardConfig, samples: &[Sample], out: &Path) -> Result<Forw
         "p99_us",
         "p999_us",
         "latency_lost",
+        "low_rate_p50_us",
+        "low_rate_p99_us",
+        "low_rate_lost",
     ]);
     for s in samples {
         let l = s.latency.as_ref();
@@ -316,7 +368,7 @@ fn summarise(cfg: &ForwardConfig, samples: &[Sample], out: &Path) -> Result<Forw
             l.map(|h| f(h.percentile(q) as f64 / 1e3, 2))
                 .unwrap_or_default()
         };
-        raw.push(vec![
+        let mut row = vec![
             s.round.to_string(),
             s.filter.to_string(),
             s.size.to_string(),
@@ -332,7 +384,16 @@ fn summarise(cfg: &ForwardConfig, samples: &[Sample], out: &Path) -> Result<Forw
             } else {
                 String::new()
             },
-        ]);
+        ];
+        match &s.low_rate {
+            Some(h) => row.extend([
+                f(h.percentile(0.5) as f64 / 1e3, 2),
+                f(h.percentile(0.99) as f64 / 1e3, 2),
+                s.low_rate_lost.to_string(),
+            ]),
+            None => row.extend(std::iter::repeat_n(String::new(), 3)),
+        }
+        raw.push(row);
     }
     raw.write(out, "forward-rounds")?;
     fn pick<'a>(
@@ -424,6 +485,10 @@ fn summarise(cfg: &ForwardConfig, samples: &[Sample], out: &Path) -> Result<Forw
         }
     }
     t.write(out, "forward")?;
+    res.low_rate = low_rate_table(cfg, samples, filters);
+    if cfg.low_rate_pps.is_some() {
+        res.low_rate.write(out, "forward-lowrate")?;
+    }
     let mut cdf = Table::new(&["device", "latency_us", "fraction"]);
     for (dut, h) in &res.latency {
         for (ns, q) in thin_cdf(&h.cdf()) {
@@ -433,6 +498,99 @@ fn summarise(cfg: &ForwardConfig, samples: &[Sample], out: &Path) -> Result<Forw
     cdf.write(out, "forward-latency-cdf")?;
     res.table = t;
     Ok(res)
+}
+
+/// Latency at the low fixed rate: per table state and headline size, both
+/// devices' p50 and p99 over all rounds' samples, and bootcache ÷ testpmd.
+fn low_rate_table(cfg: &ForwardConfig, samples: &[Sample], filters: &[&str]) -> Table {
+    let mut t = Table::new(&[
+        "filter",
+        "size",
+        "rate_kpps",
+        "bootcache_p50_us",
+        "bootcache_p99_us",
+        "testpmd_p50_us",
+        "testpmd_p99_us",
+        "p50_ratio",
+        "p99_ratio",
+        "bootcache_frames",
+        "testpmd_frames",
+        "bootcache_lost",
+        "testpmd_lost",
+    ]);
+    let Some(rate) = cfg.low_rate_pps else {
+        return t;
+    };
+    for &filter in filters {
+        for &size in &cfg.headline {
+            let merged = |dut: Dut| {
+                let mut h = Histogram::new();
+                let mut lost = 0;
+                for s in samples
+                    .iter()
+                    .filter(|s| s.filter == filter && s.size == size && s.dut == dut)
+                {
+                    if let Some(l) = &s.low_rate {
+                        h.merge(l);
+                        lost += s.low_rate_lost;
+                    }
+                }
+                (h, lost)
+            };
+            let ((hb, lb), (ht, lt)) = (merged(Dut::Bootcache), merged(Dut::Testpmd));
+            if hb.count() == 0 && ht.count() == 0 {
+                continue;
+            }
+            let us = |h: &Histogram, q| h.percentile(q) as f64 / 1e3;
+            t.push(vec![
+                if filter == "full" {
+                    format!("{} entries", cfg.entries)
+                } else {
+                    "empty".to_string()
+                },
+                size.to_string(),
+                f(rate / 1e3, 1),
+                f(us(&hb, 0.5), 1),
+                f(us(&hb, 0.99), 1),
+                f(us(&ht, 0.5), 1),
+                f(us(&ht, 0.99), 1),
+                f(us(&hb, 0.5) / us(&ht, 0.5), 3),
+                f(us(&hb, 0.99) / us(&ht, 0.99), 3),
+                hb.count().to_string(),
+                ht.count().to_string(),
+                lb.to_string(),
+                lt.to_string(),
+            ]);
+        }
+    }
+    t
+}
+
+/// One line per row of the low-rate table, for the reader.
+pub fn low_rate_lines(t: &Table) -> Vec<String> {
+    let col = |name: &str| t.columns.iter().position(|c| c == name);
+    t.rows
+        .iter()
+        .map(|r| {
+            let v = |name: &str| col(name).map_or("?", |i| r[i].as_str()).to_string();
+            format!(
+                "latency at {} kpps, filter {}, {} B: bootcache p50 {} µs p99 {} µs, testpmd p50 {} µs p99 {} µs; bootcache ÷ testpmd p50 {} p99 {} [target <= 1.1] ({} / {} frames, {} / {} lost)",
+                v("rate_kpps"),
+                v("filter"),
+                v("size"),
+                v("bootcache_p50_us"),
+                v("bootcache_p99_us"),
+                v("testpmd_p50_us"),
+                v("testpmd_p99_us"),
+                v("p50_ratio"),
+                v("p99_ratio"),
+                v("bootcache_frames"),
+                v("testpmd_frames"),
+                v("bootcache_lost"),
+                v("testpmd_lost"),
+            )
+        })
+        .collect()
 }
 
 /// A CDF with at most a few hundred points: a point is kept when the
@@ -452,10 +610,15 @@ pub fn thin_cdf(cdf: &[(u64, f64)]) -> Vec<(u64, f64)> {
 
 /// Where the scenario's files go, for messages.
 pub fn files(out: &Path) -> Vec<PathBuf> {
-    ["forward", "forward-rounds", "forward-latency-cdf"]
-        .iter()
-        .map(|n| out.join(format!("{n}.csv")))
-        .collect()
+    [
+        "forward",
+        "forward-rounds",
+        "forward-latency-cdf",
+        "forward-lowrate",
+    ]
+    .iter()
+    .map(|n| out.join(format!("{n}.csv")))
+    .collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! bench/results):
 //!
 //! - `forward`: bootcache vs `dpdk-testpmd --forward-mode=io`, full speed
-//!   across frame sizes, zero-loss rate and latency, filter table empty and full;
+//!   across frame sizes, zero-loss rate and latency there, latency at
+//!   10 kpps, filter table empty and full;
 //! - `fill`: TFTP transfers crossing at full speed, slow-path throughput;
 //! - `storm`: N simulated PXE clients boot, cold then warm, against testpmd;
 //! - `all`: the three, then the plots.
@@ -78,6 +79,10 @@ struct ForwardArgs {
     /// Offer this many Mpps (both directions) instead of full speed.
     #[arg(long)]
     rate: Option<f64>,
+    /// Latency at this low fixed rate too, in kpps (both directions), for
+    /// the headline sizes (default 10; 0: skip).
+    #[arg(long)]
+    latency_rate_kpps: Option<f64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -227,6 +232,13 @@ fn run(cli: &Cli) -> Result<()> {
                 anyhow::ensure!(v > 0.0 && v.is_finite(), "--rate {v}: must be above 0 Mpps");
                 cfg.rate_pps = Some(v * 1e6);
             }
+            if let Some(v) = a.latency_rate_kpps {
+                anyhow::ensure!(
+                    v >= 0.0 && v.is_finite(),
+                    "--latency-rate-kpps {v}: must be 0 (skip) or more"
+                );
+                cfg.low_rate_pps = (v > 0.0).then_some(v * 1e3);
+            }
         }
         println!(
             "== forward: bootcache vs dpdk-testpmd io, {} round(s), filter empty and {} entries ==",
@@ -234,6 +246,9 @@ fn run(cli: &Cli) -> Result<()> {
         );
         let r = forward::run(&h, &base, &cfg, &work, &cli.out)?;
         print!("{}", r.table.render());
+        for line in forward::low_rate_lines(&r.low_rate) {
+            println!("{line}");
+        }
         println!(
             "wrote {}",
             forward::files(&cli.out)
