@@ -277,12 +277,17 @@ pub fn background(side: Side, flow: usize, len: usize) -> Vec<u8> {
 
 /// The IPv4 header checksum of `header` (its checksum field counted as zero).
 pub fn ip_checksum(header: &[u8]) -> u16 {
+    checksum(&[&header[..10], &header[12..]])
+}
+
+/// The Internet checksum (RFC 1071) over the concatenation of `parts`, each
+/// of even length but the last.
+pub fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum = 0u32;
-    for (i, w) in header.chunks(2).enumerate() {
-        if i == 5 {
-            continue;
+    for p in parts {
+        for w in p.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
         }
-        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
     }
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);

@@ -1,8 +1,22 @@
 //! `bench-forward`: forwarding rate of bootcache against `dpdk-testpmd
-//! --forward-mode=io` on the same ports, one after the other, in one run:
-//! a net_null pair (no generator: the null PMD makes and eats frames) and a
-//! virtio-user pair driven by a vhost-side generator in this process.
-//! Prints Mpps for both and the ratio; writes bench/results/forward.json.
+//! --forward-mode=io` on the same ports, one after the other, in one run,
+//! devices alternating, medians of `--rounds`:
+//!
+//! - `null`: a net_null pair (no generator: the null PMD makes and eats
+//!   frames), bootcache without configuration;
+//! - `null-config`: the same with a boot server configured (10.77.0.1);
+//! - `pcap`: a net_pcap pair replaying a realistic frame mix (see
+//!   `bootcache_bench::mix`: IMIX-sized TCP/UDP, some IPv6 and VLAN-tagged,
+//!   1 % boot traffic to and from 10.77.0.1), boot server configured;
+//! - `lcores`: net_null with 1 and 2 forwarding lcores (`--lcores
+//!   0@0,1@1` and `0@0,1@0,2@1`; testpmd `--nb-cores=2 --rxq=2 --txq=2`);
+//! - `virtio`, `virtio-rules`: a virtio-user pair driven by a vhost-side
+//!   generator in this process, the second with N TFTP transfer rules in
+//!   bootcache's filter.
+//!
+//! Rates on net_null and net_pcap come from DPDK telemetry (`opackets`
+//! summed over both ports). Prints Mpps for both and the ratio; writes
+//! bench/results/bench-forward.json.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,12 +24,25 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bootcache_bench::dut::testpmd_io_args;
 use bootcache_bench::frames::test_frame;
 use bootcache_bench::harness::Harness;
+use bootcache_bench::mix::{self, MixSpec};
+use bootcache_bench::pcap;
 use bootcache_bench::pktgen::blast_mix;
 use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files};
 use bootcache_bench::scenario::filter_bench_traffic;
 use clap::Parser;
+
+/// The parts of the benchmark, in the order they run.
+const SECTIONS: [&str; 6] = [
+    "null",
+    "null-config",
+    "pcap",
+    "lcores",
+    "virtio",
+    "virtio-rules",
+];
 
 /// Forwarding benchmark: bootcache vs testpmd io-forward.
 #[derive(Debug, Parser)]
@@ -24,18 +51,22 @@ struct Cli {
     /// Seconds of measurement per run.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Frame length in bytes (without FCS).
+    /// Frame length in bytes (without FCS), virtio-user runs.
     #[arg(long, default_value_t = 64)]
     frame_len: usize,
     /// The bootcache binary (default: next to this one).
     #[arg(long)]
     bootcache: Option<PathBuf>,
-    /// Where to write forward.json.
+    /// Where to write bench-forward.json.
     #[arg(long, default_value = "bench/results")]
     results: PathBuf,
-    /// Only the net_null pair (no vhost generator).
+    /// Only the parts without the vhost generator (null, null-config, pcap, lcores).
     #[arg(long)]
     null_only: bool,
+    /// Only these parts, comma-separated: null, null-config, pcap, lcores,
+    /// virtio, virtio-rules (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SECTIONS))]
+    only: Option<Vec<String>>,
     /// Also run the virtio-user pair with this many TFTP transfer rules in
     /// bootcache's header filter (0: skip).
     #[arg(long, default_value_t = 10_000)]
@@ -47,12 +78,28 @@ struct Cli {
     /// Share of that run's traffic (per mille) matching the transfer rules.
     #[arg(long, default_value_t = 10)]
     match_per_mille: usize,
+    /// Frames per side in the pcap mix (the period net_pcap replays).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(100..=8192))]
+    pcap_frames: u32,
+    /// Boot traffic in the pcap mix, per mille.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pcap_boot_per_mille: u32,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Dut {
     Bootcache,
     Testpmd,
+}
+
+/// EAL `--lcores` for `fwd` forwarding lcores on this 2-CPU machine: the
+/// main lcore on CPU 0, one forwarding lcore on CPU 1, a second on CPU 0.
+fn lcores(fwd: usize) -> &'static str {
+    if fwd >= 2 {
+        "0@0,1@0,2@1"
+    } else {
+        "0@0,1@1"
+    }
 }
 
 impl Dut {
@@ -63,7 +110,8 @@ impl Dut {
         }
     }
 
-    /// Starts the device under test with `vdevs` and EAL extras.
+    /// Starts the device under test with `vdevs`, EAL extras and `fwd`
+    /// forwarding lcores (testpmd: as many cores and queues per port).
     fn spawn(
         self,
         bin: &Path,
@@ -71,6 +119,7 @@ impl Dut {
         vdevs: &[String],
         eal_extra: &[&str],
         app: &[&str],
+        fwd: usize,
     ) -> Result<Child> {
         let mut cmd = match self {
             Dut::Bootcache => Command::new(bin),
@@ -78,7 +127,7 @@ impl Dut {
         };
         cmd.args([
             "--lcores",
-            "0@0,1@1",
+            lcores(fwd),
             "--file-prefix",
             prefix,
             "--no-pci",
@@ -94,23 +143,20 @@ impl Dut {
             cmd.args(app);
         }
         if let Dut::Testpmd = self {
-            // Same shape as bootcache: one forwarding core, 1024 descriptors, bursts of 32.
-            cmd.args([
-                "--forward-mode=io",
-                "--auto-start",
-                "--stats-period=3600",
-                "--nb-cores=1",
-            ]);
-            cmd.args(["--rxd=1024", "--txd=1024", "--burst=32"]);
+            cmd.args(testpmd_io_args(fwd));
         }
-        // bootcache's final statistics go to a file next to its prefix, for the report.
+        // bootcache's final statistics go to a file next to its prefix, for
+        // the report; either device's errors to another, for failures.
         let out = match self {
             Dut::Bootcache => std::fs::File::create(stats_file(prefix))
                 .map(Stdio::from)
                 .unwrap_or_else(|_| Stdio::null()),
             Dut::Testpmd => Stdio::null(),
         };
-        cmd.stdin(Stdio::null()).stdout(out).stderr(Stdio::null());
+        let err = std::fs::File::create(err_file(prefix))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null());
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         cmd.env("RUST_LOG", "warn");
         cmd.spawn()
             .with_context(|| format!("starting {}", self.name()))
@@ -121,23 +167,62 @@ fn stats_file(prefix: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{prefix}.stats"))
 }
 
+fn err_file(prefix: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("{prefix}.err"))
+}
+
+/// The last lines a device wrote on stderr (EAL and telemetry chatter left
+/// out), for an error message.
+fn err_tail(prefix: &str) -> String {
+    let text = std::fs::read_to_string(err_file(prefix)).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("TELEMETRY") && !l.starts_with("EAL: Detected"))
+        .collect();
+    lines[lines.len().saturating_sub(4)..].join(" / ")
+}
+
+/// Waits until the device's telemetry socket exists (its EAL is up), or
+/// fails with what it printed if it exits first or takes over 30 s.
+fn wait_telemetry(child: &mut Child, dut: Dut, prefix: &str) -> Result<()> {
+    let sock = PathBuf::from(format!("/var/run/dpdk/{prefix}/dpdk_telemetry.v2"));
+    let t = Instant::now();
+    while !sock.exists() {
+        if !matches!(child.try_wait(), Ok(None)) {
+            bail!("{} exited at start: {}", dut.name(), err_tail(prefix));
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!(
+                "{} has no telemetry socket after 30 s: {}",
+                dut.name(),
+                err_tail(prefix)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A counter from a bootcache run's final statistics (`key=value`).
+fn pick(text: &str, key: &str) -> String {
+    let k = format!("{key}=");
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(k.as_str()))
+        .unwrap_or("?")
+        .to_string()
+}
+
 /// The slow path's transfer counters from a bootcache run's final statistics.
 fn transfer_summary(prefix: &str) -> String {
     let text = std::fs::read_to_string(stats_file(prefix)).unwrap_or_default();
     let _ = std::fs::remove_file(stats_file(prefix));
-    let pick = |key: &str| {
-        text.split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap_or("?")
-            .to_string()
-    };
     format!(
         "transfers seen={} active={}, transfer-rule hits={}, copies={} copy_drops={}",
-        pick("seen="),
-        pick("active="),
-        pick("transfer-rules="),
-        pick("copied="),
-        pick("copy_drops=")
+        pick(&text, "seen"),
+        pick(&text, "active"),
+        pick(&text, "transfer-rules"),
+        pick(&text, "copied"),
+        pick(&text, "copy_drops")
     )
 }
 
@@ -185,19 +270,41 @@ fn telemetry_opackets(prefix: &str) -> Result<u64> {
     Ok(total)
 }
 
-/// net_null pair: the DUT alone; rate from telemetry counters over `secs`.
-fn run_null(dut: Dut, bin: &Path, secs: u64, app: &[&str]) -> Result<f64> {
-    let prefix = format!("bf-null-{}-{}", dut.name(), std::process::id());
-    let vdevs = ["net_null0".to_string(), "net_null1".to_string()];
-    let child = dut.spawn(bin, &prefix, &vdevs, &[], app)?;
+/// One run on software ports that make their own traffic (net_null,
+/// net_pcap): the DUT alone; rate from telemetry counters over `secs`.
+/// With `report`, bootcache's copy counters are printed after the run.
+struct PortRun<'a> {
+    tag: &'a str,
+    vdevs: &'a [String],
+    app: &'a [&'a str],
+    fwd: usize,
+    report: bool,
+}
+
+fn run_ports(dut: Dut, bin: &Path, secs: u64, r: &PortRun<'_>) -> Result<f64> {
+    let prefix = format!("bf-{}-{}-{}", r.tag, dut.name(), std::process::id());
+    let mut child = dut.spawn(bin, &prefix, r.vdevs, &[], r.app, r.fwd)?;
     let result = (|| {
-        std::thread::sleep(Duration::from_secs(2));
+        wait_telemetry(&mut child, dut, &prefix)?;
+        // Ports started, forwarding settled.
+        std::thread::sleep(Duration::from_secs(1));
         let (a, t0) = (telemetry_opackets(&prefix)?, Instant::now());
         std::thread::sleep(Duration::from_secs(secs));
         let (b, t1) = (telemetry_opackets(&prefix)?, Instant::now());
         Ok((b - a) as f64 / (t1 - t0).as_secs_f64() / 1e6)
     })();
     stop(child, &prefix);
+    let _ = std::fs::remove_file(err_file(&prefix));
+    if r.report && dut == Dut::Bootcache {
+        let text = std::fs::read_to_string(stats_file(&prefix)).unwrap_or_default();
+        println!(
+            "  bootcache on {}: redirect copied={} copy_drops={}, dhcp={}",
+            r.tag,
+            pick(&text, "copied"),
+            pick(&text, "copy_drops"),
+            pick(&text, "dhcp")
+        );
+    }
     let _ = std::fs::remove_file(stats_file(&prefix));
     result
 }
@@ -225,7 +332,7 @@ fn run_virtio(
             )
         })
         .collect();
-    let mut child = dut.spawn(bin, &prefix, &vdevs, &["--single-file-segments"], app)?;
+    let mut child = dut.spawn(bin, &prefix, &vdevs, &["--single-file-segments"], app, 1)?;
     let result = (|| {
         h.wait_link_up(Duration::from_secs(30), || {
             matches!(child.try_wait(), Ok(None))
@@ -246,12 +353,18 @@ fn run_virtio(
         Ok(r.mpps())
     })();
     stop(child, &prefix);
+    let _ = std::fs::remove_file(err_file(&prefix));
     if let (Dut::Bootcache, false) = (dut, setup.is_empty()) {
         println!("bootcache with rules: {}", transfer_summary(&prefix));
     }
     let _ = std::fs::remove_file(stats_file(&prefix));
     h.wait_link_down(Duration::from_secs(10))?;
     result
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Runs `run` for bootcache and testpmd alternately, `rounds` times each,
@@ -272,10 +385,7 @@ fn alternate(
         rates[0].push(b);
         rates[1].push(t);
     }
-    Ok(rates.map(|mut r| {
-        r.sort_by(f64::total_cmp);
-        r[r.len() / 2]
-    }))
+    Ok(rates.map(median))
 }
 
 fn main() {
@@ -298,30 +408,148 @@ fn run(cli: Cli) -> Result<()> {
             bin.display()
         );
     }
+    let wanted = |s: &str| match &cli.only {
+        Some(list) => list.iter().any(|x| x == s),
+        None => !cli.null_only || !s.starts_with("virtio"),
+    };
     // Without a configuration bootcache caches nothing, but it still keeps
     // an image map: give it a directory of ours.
     let dir = std::env::temp_dir().join(format!("bench-forward-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
     let plain_cache = dir.join("plain-cache");
     let plain_app = ["--cache-dir", plain_cache.to_str().unwrap_or_default()];
+    // A boot server configured: its traffic is copied to the slow path.
+    let server_cfg = dir.join("server.toml");
+    std::fs::write(
+        &server_cfg,
+        format!(
+            "servers = [\"{}\"]\ncache_dir = \"{}\"\n",
+            mix::BOOT_SERVER,
+            dir.join("server-cache").display()
+        ),
+    )?;
+    let server_app = ["--config", server_cfg.to_str().unwrap_or_default()];
+    let null_vdevs = ["net_null0".to_string(), "net_null1".to_string()];
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
-    let null = alternate("net_null pair", cli.rounds, |dut| {
-        run_null(dut, &bin, cli.seconds, &plain_app)
-    })?;
-    rows.push(("net_null pair".into(), null[0], null[1]));
-    if !cli.null_only {
-        std::fs::create_dir_all(&dir)?;
-        let h = Harness::start(&dir, &format!("bf-gen-{}", std::process::id()), "0@0")?;
-        let mut plain: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
-        for (side, frames) in plain.iter_mut().enumerate() {
-            let mut buf = Vec::new();
-            test_frame(side, 0, cli.frame_len, &mut buf);
-            frames.push(buf);
+    let mut notes: Vec<String> = Vec::new();
+    let secs = cli.seconds;
+
+    for (tag, what, app) in [
+        ("null", "net_null pair", &plain_app),
+        (
+            "null-config",
+            "net_null, boot server configured",
+            &server_app,
+        ),
+    ] {
+        if !wanted(tag) {
+            continue;
         }
-        let v = alternate("virtio-user pair", cli.rounds, |dut| {
-            run_virtio(&h, dut, &bin, cli.seconds, &plain, &[], &plain_app)
+        let run = PortRun {
+            tag,
+            vdevs: &null_vdevs,
+            app,
+            fwd: 1,
+            report: false,
+        };
+        let r = alternate(what, cli.rounds, |dut| run_ports(dut, &bin, secs, &run))?;
+        rows.push((what.into(), r[0], r[1]));
+    }
+    if wanted("pcap") {
+        let spec = MixSpec {
+            frames: cli.pcap_frames as usize,
+            boot_per_mille: cli.pcap_boot_per_mille as usize,
+            ..MixSpec::default()
+        };
+        let mut vdevs = Vec::new();
+        for (side, name) in ["client", "server"].iter().enumerate() {
+            let file = dir.join(format!("mix-{name}.pcap"));
+            pcap::write(&file, &mix::frames(side, &spec))?;
+            vdevs.push(format!(
+                "net_pcap{side},rx_pcap={},infinite_rx=1",
+                file.display()
+            ));
+        }
+        let mean = |side| {
+            let f = mix::frames(side, &spec);
+            f.iter().map(Vec::len).sum::<usize>() as f64 / f.len() as f64
+        };
+        println!(
+            "net_pcap mix: {} frames per side, mean {:.0} / {:.0} bytes (client / server side), {}‰ boot traffic, {}‰ IPv6, {}‰ VLAN-tagged; transmit drops (no tx_pcap)",
+            spec.frames,
+            mean(0),
+            mean(1),
+            spec.boot_per_mille,
+            spec.ipv6_per_mille,
+            spec.vlan_per_mille
+        );
+        let run = PortRun {
+            tag: "pcap",
+            vdevs: &vdevs,
+            app: &server_app,
+            fwd: 1,
+            report: true,
+        };
+        let r = alternate("net_pcap mix, boot server configured", cli.rounds, |dut| {
+            run_ports(dut, &bin, secs, &run)
         })?;
-        rows.push((format!("virtio-user pair, {} B", cli.frame_len), v[0], v[1]));
-        if cli.filter_entries > 0 {
+        rows.push(("net_pcap mix, boot server configured".into(), r[0], r[1]));
+    }
+    if wanted("lcores") {
+        // [device][lcores - 1]: rates of every round.
+        let mut rates = [[Vec::new(), Vec::new()], [Vec::new(), Vec::new()]];
+        for round in 1..=cli.rounds.max(1) {
+            let mut line = Vec::new();
+            for (d, dut) in [Dut::Bootcache, Dut::Testpmd].into_iter().enumerate() {
+                for fwd in [1, 2] {
+                    let run = PortRun {
+                        tag: if fwd == 1 { "lcores1" } else { "lcores2" },
+                        vdevs: &null_vdevs,
+                        app: &plain_app,
+                        fwd,
+                        report: false,
+                    };
+                    let r = run_ports(dut, &bin, secs, &run)?;
+                    rates[d][fwd - 1].push(r);
+                    line.push(format!("{} {fwd} lcore(s) {r:.2}", dut.name()));
+                }
+            }
+            println!(
+                "net_null forwarding lcores, round {round}: {} Mpps",
+                line.join(", ")
+            );
+        }
+        let m = rates.map(|d| d.map(median));
+        for (d, dut) in [Dut::Bootcache, Dut::Testpmd].into_iter().enumerate() {
+            notes.push(format!(
+                "net_null, forwarding lcores: {} 1 lcore ({}) {:.2} Mpps, 2 lcores ({}) {:.2} Mpps, 2÷1 = {:.3}",
+                dut.name(),
+                lcores(1),
+                m[d][0],
+                lcores(2),
+                m[d][1],
+                m[d][1] / m[d][0]
+            ));
+        }
+        rows.push(("net_null, 1 forwarding lcore".into(), m[0][0], m[1][0]));
+        rows.push(("net_null, 2 forwarding lcores".into(), m[0][1], m[1][1]));
+    }
+    let virtio = wanted("virtio") || (wanted("virtio-rules") && cli.filter_entries > 0);
+    if virtio {
+        let h = Harness::start(&dir, &format!("bf-gen-{}", std::process::id()), "0@0")?;
+        if wanted("virtio") {
+            let mut plain: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+            for (side, frames) in plain.iter_mut().enumerate() {
+                let mut buf = Vec::new();
+                test_frame(side, 0, cli.frame_len, &mut buf);
+                frames.push(buf);
+            }
+            let v = alternate("virtio-user pair", cli.rounds, |dut| {
+                run_virtio(&h, dut, &bin, secs, &plain, &[], &plain_app)
+            })?;
+            rows.push((format!("virtio-user pair, {} B", cli.frame_len), v[0], v[1]));
+        }
+        if wanted("virtio-rules") && cli.filter_entries > 0 {
             let (rrqs, mix) = filter_bench_traffic(cli.filter_entries, cli.match_per_mille);
             let cache = dir.join("cache");
             let cfg = dir.join("bench.toml");
@@ -336,7 +564,7 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let app = ["--config", cfg.to_str().unwrap_or_default()];
             let v = alternate("virtio with rules", cli.rounds, |dut| {
-                run_virtio(&h, dut, &bin, cli.seconds, &mix, &rrqs, &app)
+                run_virtio(&h, dut, &bin, secs, &mix, &rrqs, &app)
             })?;
             rows.push((
                 format!(
@@ -346,26 +574,37 @@ fn run(cli: Cli) -> Result<()> {
                 v[0],
                 v[1],
             ));
-            let _ = std::fs::remove_dir_all(&cache);
         }
         remove_hugepage_files(&h.file_prefix);
     }
     println!(
-        "{:<28} {:>15} {:>15} {:>7}",
+        "{:<40} {:>15} {:>15} {:>7}",
         "ports", "bootcache Mpps", "testpmd Mpps", "ratio"
     );
-    let mut json = String::from("[\n");
-    for (i, (name, b, t)) in rows.iter().enumerate() {
-        println!("{name:<34} {b:>15.2} {t:>15.2} {:>7.3}", b / t);
-        json += &format!(
-            "  {{\"ports\": \"{name}\", \"bootcache_mpps\": {b:.3}, \"testpmd_mpps\": {t:.3}, \"ratio\": {:.4}}}{}\n",
-            b / t,
-            if i + 1 < rows.len() { "," } else { "" }
-        );
+    let mut json = Vec::new();
+    for (name, b, t) in &rows {
+        println!("{name:<40} {b:>15.2} {t:>15.2} {:>7.3}", b / t);
+        json.push(serde_json::json!({
+            "ports": name,
+            "bootcache_mpps": (b * 1000.0).round() / 1000.0,
+            "testpmd_mpps": (t * 1000.0).round() / 1000.0,
+            "ratio": (b / t * 10000.0).round() / 10000.0,
+        }));
     }
-    json += "]\n";
+    for n in &notes {
+        println!("{n}");
+    }
+    println!(
+        "(medians of {} round(s) of {secs} s; bootcache {})",
+        cli.rounds.max(1),
+        bin.display()
+    );
     std::fs::create_dir_all(&cli.results)?;
-    std::fs::write(cli.results.join("forward.json"), json)?;
+    let doc = serde_json::json!({ "rows": json, "notes": notes });
+    std::fs::write(
+        cli.results.join("bench-forward.json"),
+        serde_json::to_string_pretty(&doc)? + "\n",
+    )?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
