@@ -168,6 +168,11 @@ const ALLOW_FUNCTIONS: &[&str] = &[
     "rte_ring_create",
     "rte_ring_free",
     "rte_ring_count",
+    // Flow steering (rte_flow, part of librte_ethdev).
+    "rte_flow_validate",
+    "rte_flow_create",
+    "rte_flow_destroy",
+    "rte_flow_flush",
 ];
 
 const ALLOW_TYPES: &[&str] = &[
@@ -184,6 +189,21 @@ const ALLOW_TYPES: &[&str] = &[
     "rte_lcore_state_t",
     "lcore_function_t",
     "rte_proc_type_t",
+    // Flow steering: rule attributes, pattern items, actions, verbose errors,
+    // the opaque rule handle, and the item/action/error type enums (constants
+    // without the enum name, like every other enum here).
+    "rte_flow",
+    "rte_flow_attr",
+    "rte_flow_item",
+    "rte_flow_action",
+    "rte_flow_error",
+    "rte_flow_item_eth",
+    "rte_flow_item_ipv4",
+    "rte_flow_item_udp",
+    "rte_flow_action_queue",
+    "rte_flow_item_type",
+    "rte_flow_action_type",
+    "rte_flow_error_type",
 ];
 
 const ALLOW_VARS: &[&str] = &[

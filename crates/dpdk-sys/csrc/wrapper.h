@@ -10,6 +10,7 @@
 #include <rte_mempool.h>
 #include <rte_mbuf.h>
 #include <rte_ethdev.h>
+#include <rte_flow.h> /* not included by rte_ethdev.h */
 #include <rte_ring.h>
 #include <rte_bus_vdev.h>
 #include "shim.h"
