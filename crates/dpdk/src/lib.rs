@@ -8,6 +8,7 @@
 
 mod eal;
 mod error;
+pub mod flow;
 pub mod lcore;
 mod mapped;
 mod mbuf;
