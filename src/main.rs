@@ -216,6 +216,12 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         );
     }
 
+    if !cfg.boot_servers().is_empty() {
+        for port in &ports {
+            log::info!("{}", steering_capability(port, &cfg.boot_servers()));
+        }
+    }
+
     let addressed = match &cfg.addressed {
         Some(a) => {
             let mac = match a.mac().context("config")? {
@@ -364,6 +370,30 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         }
     }
     worker_result.and(finish_result)
+}
+
+/// Whether the port could steer the boot traffic to a queue of its own in
+/// hardware (`rte_flow_validate` of every rule; nothing is created): one
+/// line for the log. bootcache finds boot traffic in software (the filter's
+/// first stage) either way; see the README's "Hardware steering".
+fn steering_capability(port: &Port, servers: &[std::net::Ipv4Addr]) -> String {
+    let rules = dpdk::flow::boot_traffic(servers);
+    let refused = rules
+        .iter()
+        .find_map(|r| dpdk::flow::validate_steer(port, r, 0).err());
+    match refused {
+        None => format!(
+            "port {} ({}): rte_flow validates all {} boot-traffic steering rules (hardware steering possible; bootcache classifies in software)",
+            port.id(),
+            port.name(),
+            rules.len()
+        ),
+        Some(e) => format!(
+            "port {} ({}): no rte_flow steering ({e}): boot traffic is found in software by the filter's first stage",
+            port.id(),
+            port.name()
+        ),
+    }
 }
 
 fn side_name(side: usize) -> &'static str {
