@@ -17,6 +17,11 @@
 //! Rates on net_null and net_pcap come from DPDK telemetry (`opackets`
 //! summed over both ports). Prints Mpps for both and the ratio; writes
 //! bench/results/bench-forward.json.
+//!
+//! `--callgrind SECS` instead counts instructions per forwarded frame: each
+//! device runs under `valgrind --tool=callgrind` (no hardware counters on
+//! these VMs) on net_null and on the pcap mix, boot server configured; the
+//! forwarding thread's instructions ÷ the frames it forwarded.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +89,14 @@ struct Cli {
     /// Boot traffic in the pcap mix, per mille.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pcap_boot_per_mille: u32,
+    /// Instead of rates: instructions per frame under valgrind's callgrind,
+    /// each device running this many seconds per port pair.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..=600))]
+    callgrind: Option<u64>,
+    /// Only write the pcap mix (mix-client.pcap, mix-server.pcap) into this
+    /// directory, e.g. to look at it with tcpdump -r, and exit.
+    #[arg(long, value_name = "DIR")]
+    write_mix: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -362,6 +375,168 @@ fn run_virtio(
     result
 }
 
+/// Writes the mix's two pcap files into `dir`; returns the net_pcap vdevs
+/// that replay them (client side as port 0). No tx_pcap: the PMD drops
+/// what is sent and counts it.
+fn write_mix(dir: &Path, spec: &MixSpec) -> Result<Vec<String>> {
+    let mut vdevs = Vec::new();
+    for (side, name) in ["client", "server"].iter().enumerate() {
+        let file = dir.join(format!("mix-{name}.pcap"));
+        pcap::write(&file, &mix::frames(side, spec))?;
+        vdevs.push(format!(
+            "net_pcap{side},rx_pcap={},infinite_rx=1",
+            file.display()
+        ));
+    }
+    Ok(vdevs)
+}
+
+/// Instructions per forwarded frame of `dut` on `vdevs` under callgrind,
+/// over a run of `secs` seconds: the busiest thread's instructions (the
+/// forwarding lcore's; the main lcores mostly sleep) ÷ the frames sent.
+fn callgrind_run(
+    dut: Dut,
+    bin: &Path,
+    dir: &Path,
+    secs: u64,
+    vdevs: &[String],
+    app: &[&str],
+) -> Result<(f64, u64)> {
+    let tag = format!("cg-{}-{}", dut.name(), std::process::id());
+    let out_base = dir.join(&tag);
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--tool=callgrind",
+        "--separate-threads=yes",
+        "--dump-instr=no",
+    ])
+    .arg(format!("--callgrind-out-file={}.%p", out_base.display()));
+    match dut {
+        Dut::Bootcache => cmd.arg(bin),
+        Dut::Testpmd => cmd.arg("dpdk-testpmd"),
+    };
+    // No hugepages under valgrind; mbufs as bootcache's default pool.
+    cmd.args([
+        "--lcores",
+        lcores(1),
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-shconf",
+    ])
+    .args([
+        "--file-prefix",
+        &tag,
+        "--no-pci",
+        "--log-level",
+        "lib.eal:warning",
+    ]);
+    for v in vdevs {
+        cmd.arg("--vdev").arg(v);
+    }
+    cmd.arg("--");
+    match dut {
+        // The slow path is slow under valgrind too: without a long
+        // heartbeat timeout the bridge would bypass the filter.
+        Dut::Bootcache => cmd.args(app).args(["--slowpath-timeout-ms", "600000"]),
+        Dut::Testpmd => cmd.args(testpmd_io_args(1)).arg("--total-num-mbufs=16383"),
+    };
+    let log = dir.join(format!("{tag}.out"));
+    let f = std::fs::File::create(&log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .env("RUST_LOG", "warn");
+    let mut child = cmd
+        .spawn()
+        .context("starting valgrind (apt-get install valgrind)")?;
+    // valgrind takes a while to bring the EAL up; then `secs` of forwarding.
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "{} under valgrind exited early: {}",
+                dut.name(),
+                text.lines().rev().take(4).collect::<Vec<_>>().join(" / ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let frames: u64 = match dut {
+        Dut::Bootcache => bootcache_bench::process::parse_final_stats(&text)
+            .iter()
+            .map(|p| p.tx_packets)
+            .sum(),
+        // testpmd at exit: "Accumulated forward statistics for all ports",
+        // then "TX-packets: N ...".
+        Dut::Testpmd => text
+            .split("Accumulated forward statistics")
+            .nth(1)
+            .and_then(|s| s.split("TX-packets:").nth(1))
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    };
+    // One file per thread: <base>.<pid>-NN; their "totals:" lines.
+    let mut busiest = 0u64;
+    let prefix = format!("{tag}.{}", child.id());
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let ir = t
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        busiest = busiest.max(ir);
+        let _ = std::fs::remove_file(e.path());
+    }
+    remove_hugepage_files(&tag);
+    if frames == 0 || busiest == 0 {
+        bail!(
+            "{} under callgrind: {frames} frames, {busiest} instructions (see {})",
+            dut.name(),
+            log.display()
+        );
+    }
+    Ok((busiest as f64 / frames as f64, frames))
+}
+
+/// `--callgrind`: instructions per frame of both devices on net_null and
+/// on the pcap mix, boot server configured.
+fn callgrind(
+    bin: &Path,
+    dir: &Path,
+    secs: u64,
+    null_vdevs: &[String],
+    pcap_vdevs: &[String],
+    app: &[&str],
+) -> Result<()> {
+    for (what, vdevs) in [("net_null", null_vdevs), ("net_pcap mix", pcap_vdevs)] {
+        let (b, bf) = callgrind_run(Dut::Bootcache, bin, dir, secs, vdevs, app)?;
+        let (t, tf) = callgrind_run(Dut::Testpmd, bin, dir, secs, vdevs, app)?;
+        println!(
+            "instructions per frame (callgrind, forwarding thread), {what}, boot server configured: bootcache {b:.1} ({bf} frames), testpmd io {t:.1} ({tf} frames), ratio {:.3}; difference {:.1} instructions per frame",
+            b / t,
+            b - t
+        );
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -430,6 +605,25 @@ fn run(cli: Cli) -> Result<()> {
     )?;
     let server_app = ["--config", server_cfg.to_str().unwrap_or_default()];
     let null_vdevs = ["net_null0".to_string(), "net_null1".to_string()];
+    let spec = MixSpec {
+        frames: cli.pcap_frames as usize,
+        boot_per_mille: cli.pcap_boot_per_mille as usize,
+        ..MixSpec::default()
+    };
+    if let Some(out) = &cli.write_mix {
+        std::fs::create_dir_all(out)?;
+        for v in write_mix(out, &spec)? {
+            println!("{v}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
+    let pcap_vdevs = write_mix(&dir, &spec)?;
+    if let Some(secs) = cli.callgrind {
+        let r = callgrind(&bin, &dir, secs, &null_vdevs, &pcap_vdevs, &server_app);
+        let _ = std::fs::remove_dir_all(&dir);
+        return r;
+    }
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let secs = cli.seconds;
@@ -456,20 +650,7 @@ fn run(cli: Cli) -> Result<()> {
         rows.push((what.into(), r[0], r[1]));
     }
     if wanted("pcap") {
-        let spec = MixSpec {
-            frames: cli.pcap_frames as usize,
-            boot_per_mille: cli.pcap_boot_per_mille as usize,
-            ..MixSpec::default()
-        };
-        let mut vdevs = Vec::new();
-        for (side, name) in ["client", "server"].iter().enumerate() {
-            let file = dir.join(format!("mix-{name}.pcap"));
-            pcap::write(&file, &mix::frames(side, &spec))?;
-            vdevs.push(format!(
-                "net_pcap{side},rx_pcap={},infinite_rx=1",
-                file.display()
-            ));
-        }
+        let vdevs = &pcap_vdevs;
         let mean = |side| {
             let f = mix::frames(side, &spec);
             f.iter().map(Vec::len).sum::<usize>() as f64 / f.len() as f64
@@ -485,7 +666,7 @@ fn run(cli: Cli) -> Result<()> {
         );
         let run = PortRun {
             tag: "pcap",
-            vdevs: &vdevs,
+            vdevs,
             app: &server_app,
             fwd: 1,
             report: true,
