@@ -218,6 +218,9 @@ pub struct Options {
     /// The bootcache binary (default: [`process::default_bootcache_bin`]);
     /// `bootcache-agent` is taken from the same directory.
     pub bootcache_bin: Option<PathBuf>,
+    /// EAL `--lcores` of bootcache and of testpmd in its place (default:
+    /// the main lcore on either CPU, the forwarding lcore on CPU 1).
+    pub lcores: Option<String>,
 }
 
 /// A boot LAN split by bootcache: server and client namespaces, the veth
@@ -254,6 +257,7 @@ pub struct Topology {
     testpmd: Option<Child>,
     testpmd_runs: u32,
     bootcache_cmdline: String,
+    lcores: String,
 }
 
 impl Topology {
@@ -344,6 +348,7 @@ impl Topology {
             testpmd: None,
             testpmd_runs: 0,
             bootcache_cmdline: String::new(),
+            lcores: opts.lcores.clone().unwrap_or_else(|| LCORES.to_string()),
         };
         t.build().context("building the topology")?;
         Ok(t)
@@ -660,7 +665,7 @@ impl Topology {
     pub fn testpmd_args(&self) -> Vec<String> {
         let mut v: Vec<String> = [
             "--lcores",
-            LCORES,
+            &self.lcores,
             "--file-prefix",
             &format!("bct-{}", self.prefix),
         ]
@@ -747,14 +752,14 @@ impl Topology {
         app.extend(app_args.iter().map(|s| s.to_string()));
         let prefix = format!("bce-{}", self.prefix);
         self.bootcache_cmdline = std::iter::once(bin.display().to_string())
-            .chain(["--lcores", LCORES, "--file-prefix", &prefix].map(String::from))
+            .chain(["--lcores", &self.lcores, "--file-prefix", &prefix].map(String::from))
             .chain(eal.iter().cloned())
             .chain(std::iter::once("--".to_string()))
             .chain(app.iter().cloned())
             .map(|a| shell_word(&a))
             .collect::<Vec<_>>()
             .join(" ");
-        let mut bc = Bootcache::spawn_logged(&bin, &prefix, LCORES, &eal, &app, &log_dir)?;
+        let mut bc = Bootcache::spawn_logged(&bin, &prefix, &self.lcores, &eal, &app, &log_dir)?;
         self.own_pid(bc.pid());
         let t = Instant::now();
         loop {

@@ -50,6 +50,10 @@ struct Args {
     /// More bootcache options, one string split at spaces (e.g. "--drain-us 1").
     #[arg(long, allow_hyphen_values = true, default_value = "")]
     bootcache_args: String,
+    /// EAL --lcores of bootcache and of testpmd (default '0@(0,1),1@1': the
+    /// slow path on either CPU, the forwarding lcore on CPU 1).
+    #[arg(long)]
+    lcores: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,7 +126,10 @@ fn serve(args: &Args) -> Result<()> {
         bail!("--client both: only in --mode inline");
     };
     netns::check_prerequisites(false)?;
-    let mut t = Topology::create(&netns::Options::default())?;
+    let mut t = Topology::create(&netns::Options {
+        lcores: args.lcores.clone(),
+        ..netns::Options::default()
+    })?;
     t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
     let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
     t.start_origin()?;
@@ -246,7 +253,10 @@ fn inline(args: &Args) -> Result<()> {
     let mib = args.mib.unwrap_or(16) as usize;
     let clients = clients(args, ClientArg::Both);
     netns::check_prerequisites(false)?;
-    let mut t = Topology::create(&netns::Options::default())?;
+    let mut t = Topology::create(&netns::Options {
+        lcores: args.lcores.clone(),
+        ..netns::Options::default()
+    })?;
     t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
     t.put_file("warmup.img", &netns::test_content(64 << 10, 65))?;
     let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;

@@ -126,7 +126,7 @@ fn run(args: &Args) -> Result<()> {
     let mut t = Topology::create(&netns::Options {
         prefix: Some(args.prefix.clone()),
         keep_dir: args.keep,
-        bootcache_bin: None,
+        ..netns::Options::default()
     })?;
     println!(
         "demo: namespaces {} (boot server) and {} (PXE client), bootcache ports {} (client side) and {} (server side), work dir {}",
