@@ -22,6 +22,11 @@
 //! on its peer's last address byte (is it possibly a boot server?), a scan of
 //! the few server addresses only when that passes, then at most one probe of
 //! the dynamic hash table, plus compares of ports and the DSCP value.
+//! Before all that, [`Table::may_match`] (issue 11) reads a few fixed header
+//! offsets and clears the frames no rule can match — unmarked TCP, ICMP and
+//! non-DHCP UDP between hosts that are neither boot servers nor bootcache —
+//! so the bridge forwards them without classifying; [`Table::lookup_frame`]
+//! is both stages in one call.
 //!
 //! Updates are RCU-style: the slow path's [`FilterWriter`] batches changes and
 //! [`FilterWriter::publish`] swaps a new immutable [`Table`] in with
@@ -73,6 +78,7 @@ use arc_swap::{ArcSwap, Cache};
 use wire::classify::v4_mapped;
 
 mod counters;
+mod prefilter;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -80,6 +86,7 @@ mod tests;
 pub use counters::{FilterCounters, FilterSnapshot, SharedFilterCounters};
 pub use table::Table;
 
+use prefilter::Prefilter;
 use table::{addr_words, hash, shard_of, tag, Entry, Key, Shard, NO_SERVER, PROBE_LIMIT, SHARDS};
 
 /// Number of static rules; dynamic rule ids start here.
@@ -363,6 +370,7 @@ impl FilterWriter {
             statics,
             dscp_mark,
             own,
+            pre: Prefilter::new(&servers, &statics, dscp_mark, own),
         };
         let current = Arc::new(table);
         let first_dynamic = STATIC_RULES as u32;
@@ -598,6 +606,12 @@ impl FilterWriter {
             statics: self.statics,
             dscp_mark: self.current.dscp_mark,
             own: self.current.own,
+            pre: Prefilter::new(
+                &self.servers,
+                &self.statics,
+                self.current.dscp_mark,
+                self.current.own,
+            ),
         };
         if !self.rebuild_dirty(&mut next, PROBE_LIMIT) {
             // Some shard has a probe run past the limit: bad luck or

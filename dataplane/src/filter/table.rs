@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use wire::classify::{Class, IpVersion, Kind};
 
+use super::prefilter::Prefilter;
 use super::{Action, RuleId, StaticRule, STATIC_RULES};
 
 /// Dynamic-rule shards; a power of two, selected by the top hash bits.
@@ -27,8 +28,8 @@ const OCCUPIED: u64 = 1 << 63;
 const PINNED: u8 = 1;
 const TRAP: u8 = 2;
 
-const PROTO_UDP: u8 = 17;
-const ETHERTYPE_ARP: u16 = 0x0806;
+pub(super) const PROTO_UDP: u8 = 17;
+pub(super) const ETHERTYPE_ARP: u16 = 0x0806;
 const PORT_DHCP_SERVER: u16 = 67;
 const PORT_DHCP_CLIENT: u16 = 68;
 const PORT_TFTP: u16 = 69;
@@ -214,6 +215,8 @@ pub struct Table {
     pub(super) dscp_mark: u16,
     /// Addressed mode's own IPv4 address (IPv4-mapped), or [`NO_SERVER`].
     pub(super) own: u128,
+    /// What [`Table::may_match`] compares, derived from the fields above.
+    pub(super) pre: Prefilter,
 }
 
 /// Fills free server indexes: ff..ff is the all-nodes-style multicast

@@ -844,3 +844,560 @@ fn own_address_traps_what_is_addressed_to_bootcache_on_either_side() {
         Action::Forward
     );
 }
+
+// The first stage (`Table::may_match`, issue 11). The contract, for every
+// byte string and side: `!may_match` implies `lookup(classify) == Forward`;
+// equivalently `lookup_frame` equals `lookup(classify)`.
+
+/// Shares SERVER's last byte: passes a last-byte bitmap, not an exact set.
+const TWIN: [u8; 4] = [192, 168, 57, 1];
+const OWN: [u8; 4] = [192, 168, 56, 5];
+
+/// The addresses structured frames and table configurations draw from.
+const POOL: [[u8; 4]; 12] = [
+    SERVER,
+    TWIN,
+    CLIENT,
+    OTHER,
+    OWN,
+    [10, 0, 0, 1],
+    [10, 0, 0, 2],
+    [10, 0, 0, 3],
+    [10, 0, 0, 4],
+    [10, 0, 1, 1],
+    [255, 255, 255, 255],
+    [0, 0, 0, 0],
+];
+
+/// Ethernet header with `tags` VLAN tags (TPID, VID), `ethertype`, `l3`,
+/// padded to the 60-byte minimum.
+fn ether(tags: &[(u16, u16)], ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64 + l3.len());
+    f.extend_from_slice(&MAC_B.0);
+    f.extend_from_slice(&MAC_A.0);
+    for &(tpid, vid) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&vid.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// An IPv4 packet with consistent lengths; `ver_ihl` other than 0x45 adds
+/// zeroed option bytes (an IHL below 5 adds none).
+fn ipv4_packet(
+    ver_ihl: u8,
+    tos: u8,
+    frag: u16,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    l4: &[u8],
+) -> Vec<u8> {
+    let hlen = (usize::from(ver_ihl & 0x0f) * 4).max(20);
+    let total = (hlen + l4.len()) as u16;
+    let mut p = vec![ver_ihl, tos];
+    p.extend_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0x12, 0x34]);
+    p.extend_from_slice(&frag.to_be_bytes());
+    p.extend_from_slice(&[64, proto, 0, 0]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.resize(hlen, 0);
+    p.extend_from_slice(l4);
+    p
+}
+
+/// A UDP header with a consistent length, and `len` payload bytes.
+fn udp_l4(sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + len);
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.resize(8 + len, 0xa5);
+    u
+}
+
+/// A bare TCP ACK.
+fn tcp_l4(sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20);
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+fn ipv6_packet(tclass: u8, next: u8, src: [u8; 16], dst: [u8; 16], l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60 | tclass >> 4, tclass << 4, 0, 0];
+    p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    p.extend_from_slice(&[next, 64]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(l4);
+    p
+}
+
+fn arp_body(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&MAC_A.0);
+    a.extend_from_slice(&sender);
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&target);
+    a
+}
+
+fn v4_frame(tos: u8, proto: u8, src: [u8; 4], dst: [u8; 4], ports: (u16, u16)) -> Vec<u8> {
+    let l4 = match proto {
+        17 => udp_l4(ports.0, ports.1, 18),
+        6 => tcp_l4(ports.0, ports.1),
+        _ => vec![8, 0, 0, 0, 0, 1, 0, 1],
+    };
+    ether(
+        &[],
+        0x0800,
+        &ipv4_packet(0x45, tos, 0x4000, proto, src, dst, &l4),
+    )
+}
+
+/// A table configuration, built by [`TableSpec::build`].
+#[derive(Debug, Clone)]
+struct TableSpec {
+    /// (POOL index, configured as an IPv4-mapped IPv6 address).
+    servers: Vec<(usize, bool)>,
+    server6: bool,
+    dscp_mark: Option<u8>,
+    own: Option<usize>,
+    copy_server_udp: bool,
+    /// (server POOL index, client POOL index, client port, pin, trap).
+    dynamic: Vec<(usize, usize, u16, Option<u16>, bool)>,
+    /// Dynamic rules removed again (by position in `dynamic`), after a publish.
+    removed: usize,
+    static_traps: Vec<(usize, bool)>,
+}
+
+impl TableSpec {
+    fn build(&self) -> FilterWriter {
+        let mut servers: Vec<IpAddr> = self
+            .servers
+            .iter()
+            .map(|&(i, mapped)| {
+                let a = Ipv4Addr::from(POOL[i]);
+                if mapped {
+                    IpAddr::V6(a.to_ipv6_mapped())
+                } else {
+                    IpAddr::V4(a)
+                }
+            })
+            .collect();
+        if self.server6 {
+            servers.push(IpAddr::V6(Ipv6Addr::from(SERVER6)));
+        }
+        let mut w = FilterWriter::new(&FilterConfig {
+            servers,
+            dscp_mark: self.dscp_mark,
+            max_dynamic: 64,
+            copy_server_udp: self.copy_server_udp,
+            own_address: self.own.map(|i| Ipv4Addr::from(POOL[i])),
+        })
+        .expect("valid config");
+        for &(s, c, port, pin, trap) in &self.dynamic {
+            let (server, client) = (ip(POOL[s]), sock(POOL[c], port));
+            w.expect(server, client).expect("room");
+            if let Some(tid) = pin {
+                w.pin(SocketAddr::new(server, tid), client)
+                    .expect("expected");
+            }
+            w.set_trap(server, client, trap).expect("expected");
+        }
+        for &(r, trap) in &self.static_traps {
+            w.set_static_trap(StaticRule::ALL[r % STATIC_RULES], trap);
+        }
+        w.publish();
+        for &(s, c, port, ..) in self.dynamic.iter().take(self.removed) {
+            w.remove(ip(POOL[s]), sock(POOL[c], port));
+        }
+        w.publish();
+        w
+    }
+}
+
+const PORTS: [u16; 8] = [67, 68, 69, 4011, 2070, 50123, 53, 443];
+
+fn arb_port() -> impl Strategy<Value = u16> {
+    prop_oneof![3 => proptest::sample::select(&PORTS[..]), 1 => any::<u16>()]
+}
+
+prop_compose! {
+    fn arb_table()(
+        servers in proptest::collection::vec((0..POOL.len(), any::<bool>()), 0..7),
+        server6 in any::<bool>(),
+        dscp_mark in prop_oneof![Just(None), Just(Some(10u8)), Just(Some(46)), (1u8..64).prop_map(Some)],
+        own in prop_oneof![Just(None), Just(Some(4usize)), (0..POOL.len()).prop_map(Some)],
+        copy_server_udp in any::<bool>(),
+        dynamic in proptest::collection::vec(
+            (0..POOL.len(), 0..POOL.len(), arb_port(), proptest::option::of(arb_port()), any::<bool>()),
+            0..5,
+        ),
+        removed in 0usize..3,
+        static_traps in proptest::collection::vec((0..STATIC_RULES, any::<bool>()), 0..3),
+    ) -> TableSpec {
+        TableSpec { servers, server6, dscp_mark, own, copy_server_udp, dynamic, removed, static_traps }
+    }
+}
+
+fn arb_v4() -> impl Strategy<Value = [u8; 4]> {
+    prop_oneof![3 => proptest::sample::select(&POOL[..]), 1 => any::<[u8; 4]>()]
+}
+
+/// TOS bytes carrying the marks the tables use, or anything.
+fn arb_tos() -> impl Strategy<Value = u8> {
+    prop_oneof![Just(10u8 << 2), Just(46 << 2 | 1), any::<u8>(),]
+}
+
+fn arb_tags() -> impl Strategy<Value = Vec<(u16, u16)>> {
+    let tpid = proptest::sample::select(&[0x8100u16, 0x88a8, 0x9100][..]);
+    prop_oneof![
+        4 => Just(Vec::new()),
+        2 => (tpid.clone(), any::<u16>()).prop_map(|t| vec![t]),
+        1 => proptest::collection::vec((tpid, any::<u16>()), 2..4),
+    ]
+}
+
+/// Frames around the configured addresses, ports and marks: IPv4 (options,
+/// fragments, any protocol), IPv6, ARP, other EtherTypes, with VLAN tags,
+/// then perhaps truncated or with a byte overwritten.
+fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
+    let ipv4 = (
+        prop_oneof![6 => Just(0x45u8), 1 => Just(0x46), 1 => any::<u8>()],
+        arb_tos(),
+        prop_oneof![
+            Just(0u16),
+            Just(0x4000),
+            Just(0x2000),
+            Just(185),
+            any::<u16>()
+        ],
+        prop_oneof![4 => Just(17u8), 2 => Just(6), 1 => Just(1), 1 => any::<u8>()],
+        arb_v4(),
+        arb_v4(),
+        arb_port(),
+        arb_port(),
+        0usize..40,
+    )
+        .prop_map(|(ver_ihl, tos, frag, proto, src, dst, sport, dport, len)| {
+            let l4 = match proto {
+                17 => udp_l4(sport, dport, len),
+                6 => tcp_l4(sport, dport),
+                _ => vec![0x5a; len],
+            };
+            (
+                0x0800,
+                ipv4_packet(ver_ihl, tos, frag, proto, src, dst, &l4),
+            )
+        });
+    let addr6 = prop_oneof![
+        arb_v4().prop_map(v4_mapped),
+        Just(Ipv6Addr::from(SERVER6).octets()),
+        any::<[u8; 16]>(),
+    ];
+    let ipv6 = (
+        arb_tos(),
+        prop_oneof![
+            Just(17u8),
+            Just(6),
+            Just(58),
+            Just(0),
+            Just(44),
+            any::<u8>()
+        ],
+        addr6.clone(),
+        addr6,
+        arb_port(),
+        arb_port(),
+    )
+        .prop_map(|(tc, next, src, dst, sport, dport)| {
+            let l4 = if next == 6 {
+                tcp_l4(sport, dport)
+            } else {
+                udp_l4(sport, dport, 10)
+            };
+            (0x86dd, ipv6_packet(tc, next, src, dst, &l4))
+        });
+    let arp = (arb_v4(), arb_v4()).prop_map(|(s, t)| (0x0806, arp_body(s, t)));
+    let other = (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..60));
+    (
+        arb_tags(),
+        prop_oneof![6 => ipv4, 2 => ipv6, 2 => arp, 1 => other],
+        prop_oneof![4 => Just(None), 1 => (0usize..80).prop_map(Some)],
+        prop_oneof![4 => Just(None), 1 => (0usize..80, any::<u8>()).prop_map(Some)],
+    )
+        .prop_map(|(tags, (ethertype, l3), cut, poke)| {
+            let mut f = ether(&tags, ethertype, &l3);
+            if let Some((at, b)) = poke {
+                if let Some(x) = f.get_mut(at) {
+                    *x = b;
+                }
+            }
+            if let Some(n) = cut {
+                f.truncate(n);
+            }
+            f
+        })
+}
+
+/// Starts of headers after the MACs, for the arbitrary-bytes test: IPv4,
+/// Ethernet/IPv4 ARP, IPv6, tagged IPv4, nothing.
+const PREFIXES: &[&[u8]] = &[
+    &[],
+    &[0x08, 0x00, 0x45],
+    &[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 0x06, 0x04],
+    &[0x86, 0xdd, 0x60],
+    &[0x81, 0x00, 0x00, 0x07, 0x08, 0x00, 0x45],
+];
+
+/// Asserts the contract for `frame` on sides 0, 1 and 2.
+fn check_first_stage(t: &Table, frame: &[u8]) -> Result<(), TestCaseError> {
+    let c = classify(frame);
+    for side in 0..3 {
+        let full = t.lookup(side, &c);
+        if !t.may_match(side, frame) {
+            prop_assert_eq!(full, Action::Forward, "side {} frame {:02x?}", side, frame);
+        }
+        prop_assert_eq!(t.lookup_frame(side, frame), full);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn first_stage_never_misses_a_structured_frame(spec in arb_table(), frames in proptest::collection::vec(arb_frame(), 1..16)) {
+        let w = spec.build();
+        for f in &frames {
+            check_first_stage(w.table(), f)?;
+        }
+    }
+
+    #[test]
+    fn first_stage_never_misses_arbitrary_bytes(
+        spec in arb_table(),
+        prefix in proptest::sample::select(PREFIXES),
+        bytes in proptest::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let w = spec.build();
+        // MACs, then a start of headers, then the random bytes.
+        let mut f = [MAC_B.0, MAC_A.0].concat();
+        f.extend_from_slice(prefix);
+        f.extend_from_slice(&bytes);
+        check_first_stage(w.table(), &bytes)?;
+        check_first_stage(w.table(), &f)?;
+    }
+
+    /// TCP, UDP and ICMP between hosts that are neither boot servers nor
+    /// bootcache, without the mark, DHCP ports or IP options, untagged or
+    /// behind one VLAN tag, over IPv4 (and TCP over IPv6): all cleared,
+    /// whatever the table holds for the other hosts.
+    #[test]
+    fn first_stage_clears_ordinary_traffic(
+        spec in arb_table(),
+        hosts in (any::<[u8; 4]>(), any::<[u8; 4]>()),
+        proto in proptest::sample::select(&[6u8, 17, 1][..]),
+        ports in (1024u16.., 1024u16..),
+        dscp in 0u8..64,
+        tagged in any::<bool>(),
+        side in 0usize..3,
+    ) {
+        let w = spec.build();
+        let t = w.table();
+        // Hosts outside POOL (servers, bootcache and rule clients all are
+        // in it), not even sharing a last byte with it (beyond four IPv4
+        // servers the first stage tests only that byte), whose DSCP is not
+        // the mark.
+        prop_assume!(POOL.iter().all(|p| p[3] != hosts.0[3] && p[3] != hosts.1[3]));
+        prop_assume!(Some(dscp) != spec.dscp_mark);
+        let tos = dscp << 2;
+        let f = v4_frame(tos, proto, hosts.0, hosts.1, ports);
+        prop_assert!(!t.may_match(side, &f), "{:02x?}", f);
+        if tagged {
+            let mut g = f.clone();
+            g.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+            prop_assert!(!t.may_match(side, &g), "{:02x?}", g);
+        }
+        let six = ether(&[], 0x86dd, &ipv6_packet(tos, 6, v4_mapped(hosts.0), any_v6(hosts.1), &tcp_l4(ports.0, ports.1)));
+        prop_assert!(!t.may_match(side, &six));
+        check_first_stage(t, &f)?;
+    }
+}
+
+fn any_v6(a: [u8; 4]) -> [u8; 16] {
+    let mut b = Ipv6Addr::from(CLIENT6).octets();
+    b[12..].copy_from_slice(&a);
+    b
+}
+
+/// The bridge's everyday traffic against a table like bootcache's: a
+/// server, the mark, addressed mode, copied server UDP and live transfers.
+#[test]
+fn first_stage_clears_what_no_rule_wants_and_passes_the_rest() {
+    let (mut w, mut r) = setup(FilterConfig {
+        servers: vec![ip(SERVER)],
+        dscp_mark: Some(46),
+        own_address: Some(Ipv4Addr::from(OWN)),
+        copy_server_udp: true,
+        ..FilterConfig::default()
+    });
+    w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+    w.publish();
+    let t = r.load();
+    let cleared = [
+        (0, v4_frame(0, 6, CLIENT, OTHER, (40000, 443))),
+        (1, v4_frame(0, 6, OTHER, CLIENT, (443, 40000))),
+        // TCP and ICMP with the boot server: only its UDP interests a rule.
+        (1, v4_frame(0, 6, SERVER, CLIENT, (22, 40000))),
+        (0, v4_frame(0, 1, CLIENT, SERVER, (0, 0))),
+        (0, v4_frame(0, 17, CLIENT, OTHER, (40000, 53))),
+        // TFTP between other hosts, one sharing the server's last byte.
+        (1, v4_frame(0, 17, TWIN, CLIENT, (50123, 2070))),
+        (0, v4_frame(0, 17, CLIENT, TWIN, (2070, 69))),
+        // UDP from the server seen on the client side, and to it on the server side.
+        (0, v4_frame(0, 17, SERVER, CLIENT, (50123, 2070))),
+        (1, v4_frame(0, 17, CLIENT, SERVER, (2070, 50123))),
+        // DHCP ports the wrong way round for the side.
+        (1, v4_frame(0, 17, CLIENT, OTHER, (68, 67))),
+        (0, v4_frame(0, 17, OTHER, CLIENT, (67, 68))),
+        // Another DSCP value, one VLAN tag, IPv6 TCP and ICMPv6.
+        (0, v4_frame(45 << 2, 6, CLIENT, OTHER, (40000, 443))),
+        (
+            0,
+            ether(
+                &[(0x8100, 100)],
+                0x0800,
+                &ipv4_packet(0x45, 0, 0, 6, CLIENT, OTHER, &tcp_l4(1, 2)),
+            ),
+        ),
+        (
+            0,
+            ether(
+                &[],
+                0x86dd,
+                &ipv6_packet(0, 6, any_v6(CLIENT), any_v6(OTHER), &tcp_l4(1, 2)),
+            ),
+        ),
+        (
+            0,
+            ether(
+                &[],
+                0x86dd,
+                &ipv6_packet(0, 58, any_v6(CLIENT), any_v6(OTHER), &[128, 0, 0, 0]),
+            ),
+        ),
+        // ARP for another host; LLDP.
+        (0, ether(&[], 0x0806, &arp_body(CLIENT, OTHER))),
+        (0, ether(&[], 0x88cc, &[2, 7, 4, 0, 1, 2, 3, 4, 5, 6])),
+    ];
+    for (side, f) in &cleared {
+        assert!(!t.may_match(*side, f), "side {side} {f:02x?}");
+        assert_eq!(t.lookup(*side, &classify(f)), Action::Forward);
+    }
+    let passed = [
+        (0, v4_frame(0, 17, CLIENT, SERVER, (2070, 69))),
+        (1, v4_frame(0, 17, SERVER, CLIENT, (50123, 2070))),
+        (0, v4_frame(0, 17, CLIENT, [255, 255, 255, 255], (68, 67))),
+        (1, v4_frame(0, 17, OTHER, [255, 255, 255, 255], (67, 68))),
+        (0, v4_frame(46 << 2, 6, CLIENT, OTHER, (40000, 443))),
+        (0, v4_frame(0, 6, CLIENT, OWN, (40000, 80))),
+        (1, v4_frame(0, 1, SERVER, OWN, (0, 0))),
+        (0, ether(&[], 0x0806, &arp_body(CLIENT, OWN))),
+        (
+            0,
+            ether(
+                &[(0x8100, 100)],
+                0x0800,
+                &ipv4_packet(0x45, 0, 0, 17, CLIENT, SERVER, &udp_l4(2070, 69, 20)),
+            ),
+        ),
+        (
+            0,
+            ether(
+                &[],
+                0x86dd,
+                &ipv6_packet(46 << 2, 6, any_v6(CLIENT), any_v6(OTHER), &tcp_l4(1, 2)),
+            ),
+        ),
+    ];
+    for (side, f) in &passed {
+        assert!(t.may_match(*side, f), "side {side} {f:02x?}");
+        assert_ne!(t.lookup(*side, &classify(f)), Action::Forward);
+    }
+    // Unsure, so passed on: IP options (the ports move), QinQ, IPv6 UDP,
+    // frames too short to read.
+    let unsure = [
+        ether(
+            &[],
+            0x0800,
+            &ipv4_packet(0x46, 0, 0, 17, CLIENT, OTHER, &udp_l4(1, 2, 8)),
+        ),
+        ether(
+            &[(0x88a8, 1), (0x8100, 2)],
+            0x0800,
+            &ipv4_packet(0x45, 0, 0, 6, CLIENT, OTHER, &tcp_l4(1, 2)),
+        ),
+        ether(
+            &[],
+            0x86dd,
+            &ipv6_packet(0, 17, any_v6(CLIENT), any_v6(OTHER), &udp_l4(1, 2, 8)),
+        ),
+        vec![0; 13],
+        v4_frame(0, 6, CLIENT, OTHER, (1, 2))[..40].to_vec(),
+    ];
+    for f in &unsure {
+        assert!(t.may_match(0, f), "{f:02x?}");
+    }
+}
+
+/// More IPv4 servers than the exact set holds, learned servers, and
+/// rules switched off: the precomputed sets follow every publish.
+#[test]
+fn first_stage_follows_servers_learned_and_forgotten() {
+    let many: Vec<[u8; 4]> = (1..=6).map(|i| [10, 0, 0, i]).collect();
+    let (mut w, mut r) = setup(FilterConfig {
+        servers: many.iter().map(|&a| ip(a)).collect(),
+        ..FilterConfig::default()
+    });
+    for &s in &many {
+        assert!(r
+            .load()
+            .may_match(1, &v4_frame(0, 17, s, CLIENT, (50123, 2070))));
+        assert!(r
+            .load()
+            .may_match(0, &v4_frame(0, 17, CLIENT, s, (2070, 69))));
+    }
+    // A host whose last byte no server has.
+    assert!(!r
+        .load()
+        .may_match(1, &v4_frame(0, 17, [10, 0, 0, 99], CLIENT, (1, 2))));
+    // A server learned from a transfer, then forgotten.
+    let learned = [172, 16, 0, 9];
+    let udp_from = v4_frame(0, 17, learned, CLIENT, (50123, 2070));
+    assert!(!r.load().may_match(1, &udp_from));
+    w.expect(ip(learned), sock(CLIENT, 2070)).unwrap();
+    w.publish();
+    assert!(r.load().may_match(1, &udp_from));
+    assert_ne!(r.load().lookup_frame(1, &udp_from), Action::Forward);
+    w.remove(ip(learned), sock(CLIENT, 2070));
+    w.publish();
+    assert!(!r.load().may_match(1, &udp_from));
+    // No servers at all: the exact set holds 0.0.0.0, which only sends
+    // UDP to or from that address on to classify (and lookup forwards it).
+    let (_w, mut r) = setup(FilterConfig::default());
+    let t = r.load();
+    let to_nobody = v4_frame(0, 17, CLIENT, [0, 0, 0, 0], (1, 2));
+    assert!(t.may_match(0, &to_nobody));
+    assert_eq!(t.lookup_frame(0, &to_nobody), Action::Forward);
+    assert!(!t.may_match(0, &v4_frame(0, 17, CLIENT, [10, 0, 0, 1], (1, 2))));
+    assert!(!t.may_match(1, &v4_frame(0, 17, [10, 0, 0, 1], CLIENT, (1, 2))));
+}
