@@ -1,0 +1,91 @@
+//! The header filter's first stage (`Table::may_match`) against the full
+//! classification + lookup: the input is one configuration byte, then a
+//! frame. For every side, `may_match` false must mean `lookup(classify)`
+//! is `Forward`, `lookup_frame` must equal `lookup(classify)`, and neither
+//! may allocate.
+//!
+//! The configuration byte picks a table (built once per value): boot
+//! servers (one, or six: more than the first stage's exact set), as IPv4
+//! or IPv4-mapped IPv6, the DSCP mark, addressed mode's own address, copied
+//! server UDP, dynamic rules (one for a learned server), pinned or not.
+//! Its addresses are those of the seeds' captures (10.77.0.0/16).
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
+
+use dataplane::filter::{Action, FilterConfig, FilterWriter};
+use libfuzzer_sys::fuzz_target;
+use wire::classify::classify;
+
+#[path = "alloc_cap.rs"]
+mod alloc_cap;
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const OWN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+const LEARNED: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 9);
+
+static TABLES: [OnceLock<FilterWriter>; 256] = [const { OnceLock::new() }; 256];
+
+fn build(bits: u8) -> FilterWriter {
+    let on = |b: u8| bits & (1 << b) != 0;
+    let as_config = |a: Ipv4Addr| {
+        if on(7) {
+            IpAddr::V6(a.to_ipv6_mapped())
+        } else {
+            IpAddr::V4(a)
+        }
+    };
+    let mut servers = Vec::new();
+    if on(0) {
+        servers.push(as_config(SERVER));
+    }
+    if on(1) {
+        servers.extend((1..=5).map(|i| as_config(Ipv4Addr::new(10, 77, 1, i))));
+    }
+    let mut w = FilterWriter::new(&FilterConfig {
+        servers,
+        dscp_mark: on(2).then_some(48),
+        max_dynamic: 8,
+        copy_server_udp: on(4),
+        own_address: on(3).then_some(OWN),
+    })
+    .expect("valid configuration");
+    if on(5) {
+        for (server, port) in [(SERVER, 55643), (LEARNED, 2070)] {
+            let client = SocketAddr::from((CLIENT, port));
+            w.expect(IpAddr::V4(server), client).expect("room");
+            if on(6) {
+                w.pin(SocketAddr::from((server, 58535)), client)
+                    .expect("expected");
+            }
+        }
+    }
+    w.publish();
+    w
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&bits, frame)) = data.split_first() else {
+        return;
+    };
+    let table = TABLES[usize::from(bits)]
+        .get_or_init(|| build(bits))
+        .table();
+    let class = classify(frame);
+    for side in 0..3 {
+        let full = table.lookup(side, &class);
+        let (may, two) = alloc_cap::capped(0, || {
+            (
+                table.may_match(side, frame),
+                table.lookup_frame(side, frame),
+            )
+        });
+        assert!(
+            may || full == Action::Forward,
+            "first stage missed {full:?} on side {side}"
+        );
+        assert_eq!(two, full, "two stages disagree on side {side}");
+    }
+});
