@@ -221,6 +221,9 @@ pub struct Options {
     /// EAL `--lcores` of bootcache and of testpmd in its place (default:
     /// the main lcore on either CPU, the forwarding lcore on CPU 1).
     pub lcores: Option<String>,
+    /// Run the programs in the namespaces (clients, origin) on these CPUs
+    /// only (`taskset -c`), e.g. "0", away from the bridge's polling CPU.
+    pub programs_cpus: Option<String>,
 }
 
 /// A boot LAN split by bootcache: server and client namespaces, the veth
@@ -258,6 +261,7 @@ pub struct Topology {
     testpmd_runs: u32,
     bootcache_cmdline: String,
     lcores: String,
+    programs_cpus: Option<String>,
 }
 
 impl Topology {
@@ -349,6 +353,7 @@ impl Topology {
             testpmd_runs: 0,
             bootcache_cmdline: String::new(),
             lcores: opts.lcores.clone().unwrap_or_else(|| LCORES.to_string()),
+            programs_cpus: opts.programs_cpus.clone(),
         };
         t.build().context("building the topology")?;
         Ok(t)
@@ -444,15 +449,21 @@ impl Topology {
 
     /// A command run in the client namespace.
     pub fn client_cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.client_ns, program]);
-        c
+        self.ns_cmd(&self.client_ns, program)
     }
 
     /// A command run in the server namespace.
     pub fn server_cmd(&self, program: &str) -> Command {
+        self.ns_cmd(&self.server_ns, program)
+    }
+
+    fn ns_cmd(&self, ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.server_ns, program]);
+        c.args(["netns", "exec", ns]);
+        if let Some(cpus) = &self.programs_cpus {
+            c.args(["taskset", "-c", cpus]);
+        }
+        c.arg(program);
         c
     }
 

@@ -54,6 +54,16 @@ struct Args {
     /// slow path on either CPU, the forwarding lcore on CPU 1).
     #[arg(long)]
     lcores: Option<String>,
+    /// Run the clients and the origin on these CPUs only (taskset -c), e.g.
+    /// 0: away from the forwarding lcore's CPU 1 (default: anywhere).
+    #[arg(long)]
+    programs_cpus: Option<String>,
+    /// With --programs-cpus: keep those CPUs out of idle with a busy loop at
+    /// nice 19, so that a client's or the origin's wake-up does not wait
+    /// for the VM to leave idle (bootcache's slow path polls there for a
+    /// while after each frame; testpmd's main lcore sleeps).
+    #[arg(long, requires = "programs_cpus")]
+    awake: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,6 +138,7 @@ fn serve(args: &Args) -> Result<()> {
     netns::check_prerequisites(false)?;
     let mut t = Topology::create(&netns::Options {
         lcores: args.lcores.clone(),
+        programs_cpus: args.programs_cpus.clone(),
         ..netns::Options::default()
     })?;
     t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
@@ -249,12 +260,47 @@ fn inline_read(
     Ok((r?, fill))
 }
 
+/// A busy loop at nice 19 on `cpus` (see `--awake`), stopped on drop.
+struct Spinner(std::process::Child);
+
+impl Spinner {
+    fn start(cpus: &str) -> Result<Spinner> {
+        let child = std::process::Command::new("nice")
+            .args([
+                "-n",
+                "19",
+                "taskset",
+                "-c",
+                cpus,
+                "sh",
+                "-c",
+                "while :; do :; done",
+            ])
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting the busy loop (nice, taskset)")?;
+        Ok(Spinner(child))
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn inline(args: &Args) -> Result<()> {
     let mib = args.mib.unwrap_or(16) as usize;
     let clients = clients(args, ClientArg::Both);
     netns::check_prerequisites(false)?;
+    let _spinner = match (&args.programs_cpus, args.awake) {
+        (Some(cpus), true) => Some(Spinner::start(cpus)?),
+        _ => None,
+    };
     let mut t = Topology::create(&netns::Options {
         lcores: args.lcores.clone(),
+        programs_cpus: args.programs_cpus.clone(),
         ..netns::Options::default()
     })?;
     t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
