@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use dpdk::{Burst, Port};
-use wire::classify::classify;
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
 use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
@@ -261,7 +260,8 @@ fn redirect_burst(
             if let Some(nx) = next {
                 nx.prefetch_data();
             }
-            let action = table.lookup(side, &classify(m.data()));
+            // First stage, then classify + lookup for candidates only.
+            let action = table.lookup_frame(side, m.data());
             hits.record(action);
             match action {
                 Action::Forward => false,
