@@ -70,20 +70,28 @@ fn load_config(cli: &Cli) -> Result<Config> {
 }
 
 fn run(argv: &[String], cli: &Cli, cfg: &Config) -> Result<()> {
+    // First of all: a SIGTERM while the ports start (a supervisor that
+    // gives up, a test that stops at once) must stop bootcache cleanly,
+    // not kill it with the default action.
+    let quit = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&quit))
+            .context("installing signal handlers")?;
+    }
     let eal_argv = cli::eal_args(argv);
     let eal = Eal::init(eal_argv)
         .context(
             "EAL initialisation failed (check the EAL options before `--`; see bootcache --help)",
         )?
         .eal;
-    let result = run_bridge(cli, cfg);
+    let result = run_bridge(cli, cfg, quit);
     if let Err(e) = eal.cleanup() {
         log::warn!("{e}");
     }
     result
 }
 
-fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
+fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     let nports = Port::count();
     if nports < 2 {
         bail!(
@@ -250,11 +258,6 @@ fn run_bridge(cli: &Cli, cfg: &Config) -> Result<()> {
         None => None,
     };
 
-    let quit = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&quit))
-            .context("installing signal handlers")?;
-    }
     let health = Arc::new(SlowPathHealth::new());
     let inject = Arc::new(dataplane::InjectRing::new(cfg.limits.redirect_ring));
     let mut rings = Vec::new();
