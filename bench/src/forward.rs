@@ -626,6 +626,57 @@ mod tests {
     use super::*;
 
     #[test]
+    fn low_rate_table_merges_rounds_and_divides() {
+        let cfg = ForwardConfig::new(true);
+        let sample = |dut, round, base: u64| {
+            let mut h = Histogram::new();
+            for i in 0..100 {
+                h.record(base + i);
+            }
+            Sample {
+                filter: "empty",
+                size: FrameSize::Fixed(64),
+                dut,
+                round,
+                mpps: 1.0,
+                gbps: 1.0,
+                offered_mpps: 1.0,
+                zero_loss_mpps: None,
+                latency: None,
+                latency_lost: 0,
+                low_rate: Some(h),
+                low_rate_lost: 1,
+            }
+        };
+        let samples = [
+            sample(Dut::Bootcache, 1, 20_000),
+            sample(Dut::Bootcache, 2, 20_000),
+            sample(Dut::Testpmd, 1, 10_000),
+            sample(Dut::Testpmd, 2, 10_000),
+        ];
+        let t = low_rate_table(&cfg, &samples, &["empty"]);
+        assert_eq!(t.rows.len(), 1);
+        let get = |c: &str| {
+            let i = t.columns.iter().position(|x| x == c).unwrap();
+            t.rows[0][i].clone()
+        };
+        assert_eq!(get("rate_kpps"), "10.0");
+        assert_eq!(get("bootcache_frames"), "200");
+        assert_eq!(get("testpmd_lost"), "2");
+        let ratio: f64 = get("p50_ratio").parse().unwrap();
+        assert!((ratio - 2.0).abs() < 0.05, "{ratio}");
+        let lines = low_rate_lines(&t);
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("latency at 10.0 kpps, filter empty, 64 B: bootcache p50 20."));
+        // Skipped: no table.
+        let off = ForwardConfig {
+            low_rate_pps: None,
+            ..cfg
+        };
+        assert!(low_rate_table(&off, &samples, &["empty"]).rows.is_empty());
+    }
+
+    #[test]
     fn thin_cdf_keeps_the_shape_and_the_tail() {
         let mut h = Histogram::new();
         // Log-uniform over 1 µs–1 ms: each bucket holds about 0.16 %.

@@ -41,6 +41,10 @@ struct Cli {
     /// Device starts per configuration in `forward` (default 3, 1 with --quick).
     #[arg(long, global = true)]
     rounds: Option<usize>,
+    /// EAL --lcores of the device under test (default 0@0,1@1: the main
+    /// lcore, bootcache's slow path, shares CPU 0 with the generator).
+    #[arg(long, global = true)]
+    dut_lcores: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -200,7 +204,7 @@ fn run(cli: &Cli) -> Result<()> {
     let _pages = Prefix(h.file_prefix.clone());
     let base = DutConfig {
         bootcache_bin: bin,
-        lcores: "0@0,1@1".into(),
+        lcores: cli.dut_lcores.clone().unwrap_or_else(|| "0@0,1@1".into()),
         memory_mb: 512,
         bootcache_args: Vec::new(),
     };
