@@ -433,6 +433,17 @@ impl Worker {
                 .collect::<Vec<_>>()
                 .iter(),
         );
+        // Frames each forwarding lcore received (both ports): how evenly
+        // RSS or the peer spread the traffic.
+        let per_lcore = self
+            .bridge_counters
+            .iter()
+            .map(|c| {
+                let p = c.snapshot().ports;
+                (p[0].rx_packets + p[1].rx_packets).to_string()
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         let mut f = FilterSnapshot::default();
         for c in &self.filter_counters {
             f.merge(&c.snapshot());
@@ -451,7 +462,7 @@ impl Worker {
         format!(
             "stats: client rx={} tx={} drop={} | server rx={} tx={} drop={} | redirect copied={} trapped={} \
              copy_drops={} trap_drops={} injected={} | failopen bypassing={} bypass_periods={} bypassed={} \
-             degraded={} degraded_periods={} restarts={} save_errors={} | rules {rules} | {}",
+             degraded={} degraded_periods={} restarts={} save_errors={} | lcores rx={per_lcore} | rules {rules} | {}",
             c.rx_packets,
             c.tx_packets,
             c.tx_dropped,

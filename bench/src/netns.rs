@@ -224,6 +224,10 @@ pub struct Options {
     /// Run the programs in the namespaces (clients, origin) on these CPUs
     /// only (`taskset -c`), e.g. "0", away from the bridge's polling CPU.
     pub programs_cpus: Option<String>,
+    /// Queue pairs of each `net_af_packet` port (`qpairs=N`; default 1):
+    /// with N forwarding lcores in `lcores`, the kernel's packet fanout
+    /// spreads flows over the queues.
+    pub qpairs: Option<u16>,
 }
 
 /// A boot LAN split by bootcache: server and client namespaces, the veth
@@ -261,6 +265,7 @@ pub struct Topology {
     testpmd_runs: u32,
     bootcache_cmdline: String,
     lcores: String,
+    qpairs: u16,
     programs_cpus: Option<String>,
 }
 
@@ -353,6 +358,7 @@ impl Topology {
             testpmd_runs: 0,
             bootcache_cmdline: String::new(),
             lcores: opts.lcores.clone().unwrap_or_else(|| LCORES.to_string()),
+            qpairs: opts.qpairs.unwrap_or(1).max(1),
             programs_cpus: opts.programs_cpus.clone(),
         };
         t.build().context("building the topology")?;
@@ -656,9 +662,15 @@ impl Topology {
             "--log-level",
             "lib.eal:warning",
             "--vdev",
-            &format!("net_af_packet0,iface={}", self.client_link),
+            &format!(
+                "net_af_packet0,iface={},qpairs={}",
+                self.client_link, self.qpairs
+            ),
             "--vdev",
-            &format!("net_af_packet1,iface={}", self.server_link),
+            &format!(
+                "net_af_packet1,iface={},qpairs={}",
+                self.server_link, self.qpairs
+            ),
         ]
         .map(String::from)
         .to_vec()
