@@ -36,11 +36,7 @@ fn start_all(t: &mut Topology, agent_extra: &str) {
 }
 
 fn sha_of(bytes: &[u8], dir: &Path, name: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    let s = sha256_file(&p).unwrap();
-    std::fs::remove_file(&p).unwrap();
-    s
+    netns::sha256_bytes(bytes, dir, name).unwrap()
 }
 
 /// Issue 5: a 64 MiB file cold through bootcache from dnsmasq, then warm

@@ -65,11 +65,7 @@ fn mount(args: &[&str], dir: &Path) {
 }
 
 fn sha_of(bytes: &[u8], dir: &Path, name: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    let s = sha256_file(&p).unwrap();
-    std::fs::remove_file(&p).unwrap();
-    s
+    netns::sha256_bytes(bytes, dir, name).unwrap()
 }
 
 /// Waits until bootcache's `section key` equals `want`.

@@ -16,11 +16,7 @@ use bootcache_bench::netns::{self, check_prerequisites, sha256_file, test_conten
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 
 fn sha_of(bytes: &[u8], dir: &Path, name: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    let s = sha256_file(&p).unwrap();
-    std::fs::remove_file(&p).unwrap();
-    s
+    netns::sha256_bytes(bytes, dir, name).unwrap()
 }
 
 #[test]

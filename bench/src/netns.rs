@@ -1132,6 +1132,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("sha256sum {}: no output", path.display()))
 }
 
+/// SHA-256 of `bytes`, hex, the way [`sha256_file`] prints it (through a
+/// scratch file in `dir`: the tests compare against `sha256sum`'s output).
+pub fn sha256_bytes(bytes: &[u8], dir: &Path, name: &str) -> Result<String> {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes)?;
+    let s = sha256_file(&p);
+    let _ = std::fs::remove_file(&p);
+    s
+}
+
 /// `len` bytes of deterministic pseudo-random content (xorshift), distinct
 /// per `seed`: incompressible and quick to make.
 pub fn test_content(len: usize, seed: u64) -> Vec<u8> {
