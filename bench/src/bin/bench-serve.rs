@@ -61,7 +61,9 @@ struct Args {
     /// With --programs-cpus: keep those CPUs out of idle with a busy loop at
     /// nice 19, so that a client's or the origin's wake-up does not wait
     /// for the VM to leave idle (bootcache's slow path polls there for a
-    /// while after each frame; testpmd's main lcore sleeps).
+    /// while after each frame; testpmd's main lcore sleeps). Measured: it
+    /// steadies curl's reads, but tftp-hpa's get 2.5-5 times slower through
+    /// either bridge: use it with --client curl.
     #[arg(long, requires = "programs_cpus")]
     awake: bool,
 }
