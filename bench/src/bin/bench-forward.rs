@@ -591,6 +591,8 @@ fn run(cli: Cli) -> Result<()> {
     // an image map: give it a directory of ours.
     let dir = std::env::temp_dir().join(format!("bench-forward-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Removed however the run ends (an error included).
+    let _scratch = RemoveOnDrop(dir.clone());
     let plain_cache = dir.join("plain-cache");
     let plain_app = ["--cache-dir", plain_cache.to_str().unwrap_or_default()];
     // A boot server configured: its traffic is copied to the slow path.
@@ -615,14 +617,11 @@ fn run(cli: Cli) -> Result<()> {
         for v in write_mix(out, &spec)? {
             println!("{v}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
     let pcap_vdevs = write_mix(&dir, &spec)?;
     if let Some(secs) = cli.callgrind {
-        let r = callgrind(&bin, &dir, secs, &null_vdevs, &pcap_vdevs, &server_app);
-        let _ = std::fs::remove_dir_all(&dir);
-        return r;
+        return callgrind(&bin, &dir, secs, &null_vdevs, &pcap_vdevs, &server_app);
     }
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
@@ -786,6 +785,14 @@ fn run(cli: Cli) -> Result<()> {
         cli.results.join("bench-forward.json"),
         serde_json::to_string_pretty(&doc)? + "\n",
     )?;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Removes a scratch directory when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
