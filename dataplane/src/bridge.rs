@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use dpdk::{Burst, Port};
+use wire::classify::classify;
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
 use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
@@ -238,6 +239,19 @@ impl Bridge {
 /// The filter's work on the frames a burst added to `buf` from index
 /// `start`: copies go on the redirect ring (the original stays), trapped
 /// frames move there.
+///
+/// Two passes, so that the common burst (nothing to redirect) costs only
+/// the first stage: run the filter's first stage
+/// ([`crate::filter::Table::may_match`]) over the burst into a bitmask;
+/// then, only for the candidates, classify and look up. Only a trap moves
+/// frames out of the TX buffer.
+///
+/// No software prefetch: every PMD here (net_null, net_pcap, af_packet,
+/// virtio-user) hands over frames it just wrote or copied, so their first
+/// line is in cache, and prefetching the burst cost 6% of the net_null rate
+/// (0.77 vs 0.82 of testpmd). The loads of the first stage are independent
+/// from frame to frame, so where a NIC's DMA left them in memory the core
+/// overlaps the misses.
 #[inline(always)]
 fn redirect_burst(
     side: usize,
@@ -250,36 +264,51 @@ fn redirect_burst(
 ) {
     let table = link.filter.load();
     let ring = &*link.ring;
-    let (mut copied, mut copy_drops, mut trapped, mut trap_drops) = (0u64, 0u64, 0u64, 0u64);
-    if let Some(first) = buf.as_slice().get(start) {
-        first.prefetch_data();
+    let frames = buf.as_slice().get(start..).unwrap_or_default();
+    // A burst holds at most 32 frames (dpdk::BURST_SIZE): one bit each.
+    let mut candidates = 0u32;
+    for (i, m) in frames.iter().enumerate() {
+        candidates |= u32::from(table.may_match(side, m.data())) << (i & 31);
     }
+    if candidates == 0 {
+        return;
+    }
+    let r = &mut c.redirect;
+    let mut traps = 0u32;
+    let mut rest = candidates;
+    while rest != 0 {
+        let i = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        let Some(m) = frames.get(i) else { break };
+        let action = table.lookup(side, &classify(m.data()));
+        hits.record(action);
+        match action {
+            Action::Forward => {}
+            Action::Copy(_) => {
+                let copy = Redirected {
+                    mbuf: m.share(),
+                    side: side as u8,
+                    tsc: now,
+                    trapped: false,
+                };
+                match ring.push(copy) {
+                    Ok(()) => r.copied += 1,
+                    Err(_) => r.copy_drops += 1,
+                }
+            }
+            Action::Trap(_) => traps |= 1 << i,
+        }
+    }
+    if traps == 0 {
+        return;
+    }
+    let mut i = 0u32;
     buf.extract_from(
         start,
-        |m, next| {
-            if let Some(nx) = next {
-                nx.prefetch_data();
-            }
-            // First stage, then classify + lookup for candidates only.
-            let action = table.lookup_frame(side, m.data());
-            hits.record(action);
-            match action {
-                Action::Forward => false,
-                Action::Copy(_) => {
-                    let copy = Redirected {
-                        mbuf: m.share(),
-                        side: side as u8,
-                        tsc: now,
-                        trapped: false,
-                    };
-                    match ring.push(copy) {
-                        Ok(()) => copied += 1,
-                        Err(_) => copy_drops += 1,
-                    }
-                    false
-                }
-                Action::Trap(_) => true,
-            }
+        |_, _| {
+            let take = traps >> (i & 31) & 1 != 0;
+            i += 1;
+            take
         },
         |m| match ring.push(Redirected {
             mbuf: m,
@@ -287,15 +316,10 @@ fn redirect_burst(
             tsc: now,
             trapped: true,
         }) {
-            Ok(()) => trapped += 1,
-            Err(_) => trap_drops += 1,
+            Ok(()) => r.trapped += 1,
+            Err(_) => r.trap_drops += 1,
         },
     );
-    let r = &mut c.redirect;
-    r.copied += copied;
-    r.copy_drops += copy_drops;
-    r.trapped += trapped;
-    r.trap_drops += trap_drops;
 }
 
 fn flush_all(ports: &[Port; 2], queue: u16, tx: &mut [Burst; 2], c: &mut BridgeCounters) {
