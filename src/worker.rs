@@ -41,7 +41,12 @@ const TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// p99 through the bridge was 29 µs against testpmd's 4 µs at 5,000
 /// wake-ups a second). The sleep starts at IDLE_SLEEP and doubles while
 /// nothing arrives, up to IDLE_SLEEP_MAX: ~200 wake-ups a second when idle.
+/// Copies alone (cache fill: nobody waits for them) do not reset it: each
+/// wake-up drains what accumulated, and the sleep halves when a wake-up
+/// found more than an eighth of the ring (so a fast transfer never fills
+/// it) and doubles when it found less than a 32nd.
 const IDLE_SLEEP: Duration = Duration::from_micros(200);
+const IDLE_SLEEP_MIN: Duration = Duration::from_micros(20);
 const IDLE_SLEEP_MAX: Duration = Duration::from_millis(5);
 /// For this long after the last trapped frame, and while serving sessions
 /// are active, the worker sleeps only BUSY_SLEEP when idle: a lock-step
@@ -206,6 +211,9 @@ impl Worker {
         let mut next_timer_check = Instant::now();
         let mut last_busy = Instant::now();
         let mut idle_sleep = IDLE_SLEEP;
+        // Frames handled since the last sleep, and the smallest ring.
+        let mut found = 0usize;
+        let ring_cap = self.rings.iter().map(|r| r.capacity()).min().unwrap_or(1);
         while !self.quit.load(Ordering::Relaxed) {
             self.health.beat();
             let handled = self.handle_batch();
@@ -241,12 +249,21 @@ impl Worker {
             }
             if handled > 0 {
                 // More may be waiting: poll again at once.
-                idle_sleep = IDLE_SLEEP;
+                found += handled;
             } else if now.duration_since(last_busy) < BUSY_WINDOW {
+                found = 0;
+                idle_sleep = IDLE_SLEEP;
                 std::thread::sleep(BUSY_SLEEP);
             } else {
+                idle_sleep = if found > ring_cap / 8 {
+                    (idle_sleep / 2).max(IDLE_SLEEP_MIN)
+                } else if found < ring_cap / 32 {
+                    (idle_sleep * 2).min(IDLE_SLEEP_MAX)
+                } else {
+                    idle_sleep
+                };
+                found = 0;
                 std::thread::sleep(idle_sleep);
-                idle_sleep = (idle_sleep * 2).min(IDLE_SLEEP_MAX);
             }
         }
     }

@@ -161,7 +161,7 @@ pub fn run(
         work.join("plain-cache").display().to_string(),
     ];
     let cache = work.join("forward-cache");
-    let full_args = crate::dut::write_config(
+    let mut full_args = crate::dut::write_config(
         &work.join("forward.toml"),
         &cache,
         &format!(
@@ -170,6 +170,9 @@ pub fn run(
             2 * u32::from(cfg.entries) + 16
         ),
     )?;
+    // The pool must leave the 16384-slot ring its room after the
+    // descriptors (bootcache caps the ring otherwise).
+    full_args.extend(["--mbufs".to_string(), "32767".to_string()]);
     let mut filters: Vec<(&'static str, Vec<String>)> = vec![("empty", plain_args)];
     if cfg.entries > 0 {
         filters.push(("full", full_args));

@@ -180,6 +180,20 @@ impl Harness {
                 fin.stderr.lines().last().unwrap_or("").trim()
             );
         }
+        // The links come up when the virtio-user ports start, a moment
+        // before bootcache polls them: frames sent in between were seen
+        // lost (rarely) on a loaded machine. Wait until it bridges.
+        let t = Instant::now();
+        while !bc.stderr_so_far().contains("bridging on lcore") {
+            if !bc.is_running() || t.elapsed() > Duration::from_secs(30) {
+                let fin = bc.wait(Duration::from_secs(2))?;
+                bail!(
+                    "bootcache did not start bridging: {}",
+                    fin.stderr.lines().last().unwrap_or("").trim()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.drain();
         Ok(bc)
     }

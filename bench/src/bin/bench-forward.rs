@@ -742,7 +742,14 @@ fn run(cli: Cli) -> Result<()> {
                     2 * u32::from(cli.filter_entries) + 16
                 ),
             )?;
-            let app = ["--config", cfg.to_str().unwrap_or_default()];
+            // The pool must leave the 16384-slot ring its room after the
+            // descriptors (bootcache caps the ring otherwise).
+            let app = [
+                "--config",
+                cfg.to_str().unwrap_or_default(),
+                "--mbufs",
+                "32767",
+            ];
             let v = alternate("virtio with rules", cli.rounds, |dut| {
                 run_virtio(&h, dut, &bin, secs, &mix, &rrqs, &app)
             })?;
