@@ -110,11 +110,28 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
         cli::check_mtu_fits(mtu, cli.mbuf_size).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
 
-    // The slow path first: a cache directory that cannot be opened is a
-    // configuration error, found before any port starts.
-    let logic =
-        slowpath::CacheLogic::new(&cfg.cache_dir, cfg.slowpath_limits(), cfg.boot_servers())
-            .with_context(|| format!("opening the cache directory {}", cfg.cache_dir.display()))?;
+    // The slow path first. A cache that cannot be opened (a read-only or
+    // failed disk at boot) must not keep the segment down: bootcache starts
+    // forwarding only, on a placeholder cache, and opens the real one when
+    // it can (fail open).
+    let (logic, unopened) = match slowpath::CacheLogic::new(
+        &cfg.cache_dir,
+        cfg.slowpath_limits(),
+        cfg.boot_servers(),
+    ) {
+        Ok(l) => (l, None),
+        Err(e) => {
+            let why = format!("{}: {e}", cfg.cache_dir.display());
+            log::error!("cache {why}: forwarding only until it can be opened");
+            let placeholder =
+                std::env::temp_dir().join(format!("bootcache-unopened-{}", std::process::id()));
+            let l = slowpath::CacheLogic::new(&placeholder, cfg.slowpath_limits(), Vec::new())
+                .with_context(|| {
+                    format!("opening the cache directory {} (and a placeholder)", why)
+                })?;
+            (l, Some(why))
+        }
+    };
     if cfg.boot_servers().is_empty() {
         log::warn!("no boot servers configured (--config, `servers`): DHCP/PXE is mapped, nothing is cached");
     }
@@ -338,6 +355,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             );
             Box::new(move || slowpath::CacheLogic::new(&dir, limits.clone(), servers.clone()))
         },
+        unopened,
     });
     let worker_result = worker.run();
     // The bridge watches the same flag; make sure it stops even if the worker failed.

@@ -81,6 +81,10 @@ pub(crate) struct Parts {
     pub(crate) serve: Option<crate::serve::Serve>,
     pub(crate) inject: Arc<InjectRing>,
     pub(crate) reopen: Reopen,
+    /// The cache could not be opened at start (why): `logic` is a
+    /// placeholder on an empty directory, the worker starts degraded and
+    /// opens the real cache when it can.
+    pub(crate) unopened: Option<String>,
 }
 
 /// Fail-open state and counters.
@@ -96,6 +100,8 @@ pub(crate) struct FailOpen {
     pub(crate) save_errors: u64,
     io_seen: u64,
     next_retry: Option<Instant>,
+    /// The real cache is not open yet (`logic` is a placeholder).
+    unopened: bool,
 }
 
 /// The slow path's state, owned by the main lcore.
@@ -131,7 +137,8 @@ impl Worker {
     /// A worker over `p`.
     pub(crate) fn new(p: Parts) -> Worker {
         let io_seen = p.logic.counters().discarded.get(DiscardReason::Io);
-        Worker {
+        let unopened = p.unopened.clone();
+        let mut w = Worker {
             logic: p.logic,
             filter: p.filter,
             heads: p.rings.iter().map(|_| None).collect(),
@@ -153,7 +160,15 @@ impl Worker {
                 ..FailOpen::default()
             },
             reopen: p.reopen,
+        };
+        if let Some(why) = unopened {
+            w.fail.unopened = true;
+            w.degrade(
+                Instant::now(),
+                format!("the cache could not be opened: {why}"),
+            );
         }
+        w
     }
 
     /// Runs until the quit flag is set; the bridge may still be running.
@@ -195,6 +210,7 @@ impl Worker {
         match (self.reopen)() {
             Ok(logic) => {
                 self.logic = logic;
+                self.fail.unopened = false;
                 self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
                 if self.fail.reason.is_none() {
                     self.health.set_forward_only(false);
@@ -308,6 +324,23 @@ impl Worker {
         };
         if now < at {
             return;
+        }
+        if self.fail.unopened {
+            match (self.reopen)() {
+                Ok(logic) => {
+                    let placeholder = self.logic.filestore().dir().to_path_buf();
+                    self.logic = logic;
+                    self.fail.unopened = false;
+                    self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
+                    let _ = std::fs::remove_dir_all(placeholder);
+                    log::warn!("cache opened: copying and serving start");
+                }
+                Err(e) => {
+                    log::debug!("cache still cannot be opened: {e}");
+                    self.fail.next_retry = Some(now + RETRY_PERIOD);
+                    return;
+                }
+            }
         }
         match self.probe() {
             Ok(()) => {

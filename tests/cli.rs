@@ -318,3 +318,64 @@ fn a_redirect_ring_larger_than_the_pool_allows_is_capped() {
     assert!(!o.status.success());
     assert!(last_line(&o).contains("raise --mbufs"), "{}", last_line(&o));
 }
+
+/// A cache that cannot be opened at start (here its path is a file) does
+/// not keep the segment down: bootcache forwards only, says why, and opens
+/// the cache once the path is usable.
+#[test]
+fn an_unopenable_cache_forwards_only_until_it_can_be_opened() {
+    let cache = std::env::temp_dir().join(format!("bootcache-unopen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::write(&cache, b"not a directory").unwrap();
+    let child = Command::new(BOOTCACHE)
+        .args(null_eal(
+            "cli9",
+            "0@0,1@1",
+            2,
+            &[
+                "--",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--stats-interval",
+                "1",
+            ],
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The path becomes usable: the next retry (every 2 s) opens it.
+    std::fs::remove_file(&cache).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("forwarding only until it can be opened"),
+        "{err}"
+    );
+    assert!(err.contains("cache opened"), "{err}");
+    assert!(
+        cache.join("files").is_dir(),
+        "the real cache was not created"
+    );
+    let stats = bootcache_bench::process::parse_final_stats(&out);
+    assert!(stats[0].rx_packets > 1000, "{stats:?}");
+    assert_eq!(
+        bootcache_bench::netns::stat(&out, "failopen", "degraded"),
+        Some(0),
+        "{out}"
+    );
+    assert_eq!(
+        bootcache_bench::netns::stat(&out, "failopen", "degraded_periods"),
+        Some(1),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -16,12 +16,27 @@
 //! ([`SlowPathHealth`]); when it is stale, or the slow path asked for it, the
 //! bridge forwards only: nothing is classified, copied or trapped.
 //!
-//! Per frame: a prefetch of the next frame, the filter's first stage
-//! ([`crate::filter::Table::may_match`], a few fixed header offsets), and only
-//! for candidates one classification and one filter probe; nothing is
-//! allocated, locked, logged or written to the frame. Counters are plain
-//! integers on this lcore, published to atomics at each housekeeping tick
-//! (bridge) and every `publish_ms` (per-rule hits).
+//! Per frame: the filter's first stage ([`crate::filter::Table::may_match`],
+//! a few fixed header offsets), and only for candidates one classification
+//! and one filter probe; nothing is allocated, locked, logged or written to
+//! the frame. Counters are plain integers on this lcore, published to
+//! atomics at each housekeeping tick (bridge) and every `publish_ms`
+//! (per-rule hits).
+//!
+//! Measured cost per frame, by stage (2026-12-01, this 2-vCPU VM, no
+//! hardware counters: rates against testpmd io in the same run of
+//! `bench-forward --only null-config`, instructions under callgrind):
+//!
+//! | stage                                   | × testpmd rate | instructions |
+//! |-----------------------------------------|----------------|--------------|
+//! | rx + TX buffer + tx (PMD, mempool)      | 0.97           | ~125 (same as testpmd) |
+//! | loop over the burst, frames not read    | 0.90           | ~2 |
+//! | first stage reading each frame          | 0.82           | ~2.7 |
+//! | classify + lookup (candidates only, ~1%)| —              | <1 |
+//! | (software prefetch of the burst: removed) | 0.77         | ~1 |
+//!
+//! The gap left is cycles, not instructions: each frame's first cache line
+//! is read, which testpmd io never does.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
