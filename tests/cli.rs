@@ -137,29 +137,16 @@ fn eal_failure_is_one_clear_line() {
 
 #[test]
 fn sigterm_stops_cleanly_with_statistics() {
-    let cache = std::env::temp_dir().join(format!("bootcache-cli-{}", std::process::id()));
-    let child = Command::new(BOOTCACHE)
-        .args(null_eal(
-            "cli2",
-            "0@0,1@1",
-            2,
-            &["--", "--cache-dir", cache.to_str().unwrap()],
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = run_for("cli2", "0@0,1@1", 1500, &[], &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_forwarded_both_ways(&o);
+}
+
+/// net_null generates frames endlessly: both sides forwarded plenty, and
+/// what one port received is what the other sent or dropped.
+fn assert_forwarded_both_ways(o: &Output) {
     let stats = bootcache_bench::process::parse_final_stats(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(stats.len(), 2);
-    // net_null generates frames endlessly: both sides forwarded plenty, and
-    // what one port received is what the other sent or dropped.
     for side in 0..2 {
         assert!(stats[side].rx_packets > 1000, "{stats:?}");
         assert_eq!(
@@ -250,14 +237,7 @@ fn two_worker_lcores_forward_on_two_queue_pairs() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("bridging on lcore 1,2"), "{err}");
     assert!(err.contains("2 queue pair(s)"), "{err}");
-    let stats = bootcache_bench::process::parse_final_stats(&String::from_utf8_lossy(&o.stdout));
-    for side in 0..2 {
-        assert!(stats[side].rx_packets > 1000, "{stats:?}");
-        assert_eq!(
-            stats[side].rx_packets,
-            stats[side ^ 1].tx_packets + stats[side ^ 1].tx_dropped
-        );
-    }
+    assert_forwarded_both_ways(&o);
 }
 
 /// systemd's notify protocol on a socket of the test's own: READY=1 once

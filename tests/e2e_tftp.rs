@@ -10,21 +10,17 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, check_prerequisites, sha256_file, test_content, Topology};
+use bootcache_bench::netns::{self, sha256_file, test_content, Topology};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 /// One topology at a time: each bootcache busy-polls a core of the two.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn topology() -> Topology {
-    if let Err(e) = check_prerequisites(false) {
-        panic!("end-to-end prerequisites: {e:#}");
-    }
-    Topology::create(&netns::Options {
+    netns::test_topology(&netns::Options {
         bootcache_bin: Some(BOOTCACHE.into()),
         ..Default::default()
     })
-    .expect("creating the namespaces")
 }
 
 fn start_all(t: &mut Topology, agent_extra: &str) {
@@ -196,7 +192,7 @@ fn restart_change_on_the_server_and_agent_down() {
 #[test]
 fn a_taken_name_is_a_clear_error_and_nothing_is_left_behind() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = check_prerequisites(false) {
+    if let Err(e) = netns::check_prerequisites(false) {
         panic!("end-to-end prerequisites: {e:#}");
     }
     let prefix = format!("bt{}", std::process::id() % 100_000);

@@ -14,21 +14,17 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, check_prerequisites, sha256_file, test_content, Topology};
+use bootcache_bench::netns::{self, sha256_file, test_content, Topology};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 /// One topology at a time: each bootcache busy-polls a core of the two.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn topology() -> Topology {
-    if let Err(e) = check_prerequisites(false) {
-        panic!("end-to-end prerequisites: {e:#}");
-    }
-    Topology::create(&netns::Options {
+    netns::test_topology(&netns::Options {
         bootcache_bin: Some(BOOTCACHE.into()),
         ..Default::default()
     })
-    .expect("creating the namespaces")
 }
 
 /// A tmpfs mounted on the cache directory; unmounted on drop.

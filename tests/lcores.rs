@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, check_prerequisites, sha256_file, test_content, Topology};
+use bootcache_bench::netns::{self, sha256_file, test_content, Topology};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 
@@ -21,17 +21,13 @@ fn sha_of(bytes: &[u8], dir: &Path, name: &str) -> String {
 
 #[test]
 fn two_forwarding_lcores_on_two_queue_pairs_fill_and_serve_byte_identical() {
-    if let Err(e) = check_prerequisites(false) {
-        panic!("end-to-end prerequisites: {e:#}");
-    }
-    let mut t = Topology::create(&netns::Options {
+    let mut t = netns::test_topology(&netns::Options {
         bootcache_bin: Some(BOOTCACHE.into()),
         // Main lcore (slow path) on either CPU, forwarding lcores on each.
         lcores: Some("0@(0,1),1@1,2@0".into()),
         qpairs: Some(2),
         ..Default::default()
-    })
-    .expect("creating the namespaces");
+    });
     let names = ["a.img", "b.img", "c.img", "d.img"];
     let mut want = Vec::new();
     for (i, n) in names.iter().enumerate() {

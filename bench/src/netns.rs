@@ -1132,6 +1132,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         .ok_or_else(|| anyhow!("sha256sum {}: no output", path.display()))
 }
 
+/// A topology for an end-to-end test: the prerequisites are checked first
+/// (a missing program or too few hugepages fails the test with its
+/// one-line cause, never skips it), then the namespaces are created.
+pub fn test_topology(opts: &Options) -> Topology {
+    if let Err(e) = check_prerequisites(false) {
+        panic!("end-to-end prerequisites: {e:#}");
+    }
+    Topology::create(opts).unwrap_or_else(|e| panic!("creating the namespaces: {e:#}"))
+}
+
 /// SHA-256 of `bytes`, hex, the way [`sha256_file`] prints it (through a
 /// scratch file in `dir`: the tests compare against `sha256sum`'s output).
 pub fn sha256_bytes(bytes: &[u8], dir: &Path, name: &str) -> Result<String> {
