@@ -40,9 +40,17 @@
 //! - Blocks number from 1 and wrap from 65535 to 0, as tftp-hpa does.
 //! - The last block is short, zero bytes long if the file size is a multiple
 //!   of the block size.
-//! - Timeout: the whole unacknowledged window (or the OACK) is sent again;
-//!   after `max_retries` timeouts in a row without progress the session ends
-//!   as [`Outcome::TimedOut`].
+//! - Retransmission (RFC 6298, as TCP): the timer is the measured round
+//!   trip, smoothed, plus four times its variation, at least
+//!   [`ServerConfig::min_rto`] and at most the negotiated `timeout` (which is
+//!   also the timer until the first sample). A lost ACK then costs a few
+//!   milliseconds, not the seconds of `timeout`. Round trips are sampled one
+//!   block at a time, never from a block that was sent twice (Karn's rule:
+//!   its ACK may answer either copy). On expiry the whole unacknowledged
+//!   window (or the OACK) is sent again, from the first unacknowledged
+//!   block, and the timer doubles up to `timeout`; after `max_retries + 1`
+//!   expiries of the full `timeout` in a row without progress the session
+//!   ends as [`Outcome::TimedOut`].
 //! - A client ERROR ends the session; anything but ACK or ERROR is answered
 //!   with ERROR 4 and ends it.
 
@@ -155,9 +163,16 @@ pub struct ServerConfig {
     pub offer_windowsize: bool,
     /// Largest `windowsize` granted (clamped to 1–[`MAX_WINDOWSIZE`]).
     pub max_windowsize: u16,
-    /// Retransmission timeout when the client does not ask for `timeout`.
+    /// Retransmission timeout when the client does not ask for `timeout`:
+    /// the adaptive timer's ceiling, and the timer before the first round
+    /// trip is measured.
     pub default_timeout: Duration,
-    /// Timeouts in a row, without progress, before the session gives up.
+    /// Floor of the adaptive retransmission timer. A few milliseconds: far
+    /// above a LAN round trip, so a client that is a little slow for once is
+    /// not sent blocks again, yet a lost ACK costs milliseconds.
+    pub min_rto: Duration,
+    /// Expiries of the full timeout in a row, without progress, before the
+    /// session gives up (the shorter, backed-off ones before do not count).
     pub max_retries: u32,
 }
 
@@ -168,6 +183,7 @@ impl Default for ServerConfig {
             offer_windowsize: true,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
+            min_rto: Duration::from_millis(5),
             max_retries: 5,
         }
     }
@@ -419,7 +435,11 @@ pub struct ServerSession<F> {
     high_water: u64,
     /// Retransmission deadline, armed by each send.
     deadline: Option<Instant>,
-    /// Timeouts in a row without progress.
+    rto: Rto,
+    /// The block being timed (absolute; 0 is the OACK) and when it was sent:
+    /// one round-trip sample at a time, as TCP does without timestamps.
+    timing: Option<(u64, Instant)>,
+    /// Expiries of the full timeout in a row without progress.
     retries: u32,
     /// An ERROR to send before the session is finished.
     error_due: Option<(ErrorCode, &'static str)>,
@@ -459,6 +479,8 @@ impl<F: FileSource> ServerSession<F> {
             next: 1,
             high_water: 0,
             deadline: None,
+            rto: Rto::new(config.min_rto, params.timeout),
+            timing: None,
             retries: 0,
             error_due: None,
             outcome: None,
@@ -476,6 +498,18 @@ impl<F: FileSource> ServerSession<F> {
     /// [`Transmit::Data`] range).
     pub fn file(&self) -> &F {
         &self.file
+    }
+
+    /// The retransmission timer now: adapted to the measured round trip,
+    /// backed off after expiries, between [`ServerConfig::min_rto`] and the
+    /// negotiated timeout.
+    pub fn rto(&self) -> Duration {
+        self.rto.current
+    }
+
+    /// The smoothed round trip (from a send to its ACK), once measured.
+    pub fn smoothed_rtt(&self) -> Option<Duration> {
+        self.rto.srtt
     }
 
     /// What the session did so far.
@@ -510,9 +544,11 @@ impl<F: FileSource> ServerSession<F> {
                 self.oack_due = false;
                 if self.oack_sent {
                     self.counters.retransmits += 1;
+                } else {
+                    self.timing = Some((0, now));
                 }
                 self.oack_sent = true;
-                self.deadline = Some(now + self.params.timeout);
+                self.deadline = Some(now + self.rto.current);
                 self.params.oack.map(Transmit::Oack)
             }
             State::Data => {
@@ -524,15 +560,22 @@ impl<F: FileSource> ServerSession<F> {
                 self.next += 1;
                 if block <= self.high_water {
                     self.counters.retransmits += 1;
+                    // Karn: an ACK for it may answer either copy.
+                    if self.timing.is_some_and(|(b, _)| b >= block) {
+                        self.timing = None;
+                    }
                 } else {
                     self.high_water = block;
+                    if self.timing.is_none() {
+                        self.timing = Some((block, now));
+                    }
                 }
                 let bs = u64::from(self.params.blksize);
                 let start = (block - 1) * bs;
                 let range = start..(start + bs).min(self.len);
                 self.counters.blocks_sent += 1;
                 self.counters.payload_bytes += range.end - range.start;
-                self.deadline = Some(now + self.params.timeout);
+                self.deadline = Some(now + self.rto.current);
                 Some(Transmit::Data {
                     // Wire block numbers are the absolute ones modulo 2^16.
                     block: block as u16,
@@ -552,7 +595,8 @@ impl<F: FileSource> ServerSession<F> {
     }
 
     /// Handles the passage of time: on expiry, queues the unacknowledged
-    /// window (or the OACK) again, or gives up after `max_retries`.
+    /// window (or the OACK) again with the timer doubled, or gives up after
+    /// `max_retries + 1` expiries of the full timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.deadline {
             Some(d) if self.outcome.is_none() && now >= d => {}
@@ -560,13 +604,18 @@ impl<F: FileSource> ServerSession<F> {
         }
         self.deadline = None;
         self.counters.timeouts += 1;
-        self.retries += 1;
-        if self.retries > self.max_retries {
-            self.outcome = Some(Outcome::TimedOut {
-                acked_bytes: self.acked_bytes(),
-            });
-            return;
+        // Everything unacknowledged is sent again: no sample from it.
+        self.timing = None;
+        if self.rto.at_ceiling() {
+            self.retries += 1;
+            if self.retries > self.max_retries {
+                self.outcome = Some(Outcome::TimedOut {
+                    acked_bytes: self.acked_bytes(),
+                });
+                return;
+            }
         }
+        self.rto.back_off();
         match self.state {
             State::Oack => self.oack_due = true,
             State::Data => self.next = self.acked + 1,
@@ -642,6 +691,7 @@ impl<F: FileSource> ServerSession<F> {
                     return;
                 }
                 self.state = State::Data;
+                self.sample_rtt(now);
                 self.progress();
             }
             State::Data => {
@@ -653,6 +703,7 @@ impl<F: FileSource> ServerSession<F> {
                     return;
                 }
                 self.acked += delta;
+                self.sample_rtt(now);
                 if self.acked == self.total_blocks {
                     self.deadline = None;
                     self.outcome = Some(Outcome::Completed {
@@ -669,6 +720,17 @@ impl<F: FileSource> ServerSession<F> {
         }
     }
 
+    /// A round-trip sample if the ACK covers the timed block. If it does
+    /// not, the blocks after the ACK are sent again (a partial window), so
+    /// the timed one no longer gives a sample.
+    fn sample_rtt(&mut self, now: Instant) {
+        if let Some((block, sent)) = self.timing.take() {
+            if block <= self.acked {
+                self.rto.sample(now.saturating_duration_since(sent));
+            }
+        }
+    }
+
     /// The client moved forward: the retry budget starts again and the timer
     /// waits for the next send.
     fn progress(&mut self) {
@@ -678,5 +740,51 @@ impl<F: FileSource> ServerSession<F> {
 
     fn acked_bytes(&self) -> u64 {
         (self.acked * u64::from(self.params.blksize)).min(self.len)
+    }
+}
+
+/// The retransmission timer of RFC 6298: smoothed round trip plus four
+/// times its mean deviation, between a floor and a ceiling, doubled on each
+/// expiry until the next sample.
+#[derive(Clone, Copy, Debug)]
+struct Rto {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    current: Duration,
+    floor: Duration,
+    ceiling: Duration,
+}
+
+impl Rto {
+    /// Before any sample the timer is the ceiling (the negotiated timeout):
+    /// nothing is known of the path yet.
+    fn new(floor: Duration, ceiling: Duration) -> Rto {
+        let floor = floor.min(ceiling);
+        Rto {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            current: ceiling,
+            floor,
+            ceiling,
+        }
+    }
+
+    fn sample(&mut self, rtt: Duration) {
+        let (srtt, rttvar) = match self.srtt {
+            None => (rtt, rtt / 2),
+            // RFC 6298 2.3: beta = 1/4, alpha = 1/8.
+            Some(s) => ((s * 7 + rtt) / 8, (self.rttvar * 3 + s.abs_diff(rtt)) / 4),
+        };
+        self.srtt = Some(srtt);
+        self.rttvar = rttvar;
+        self.current = (srtt + rttvar * 4).clamp(self.floor, self.ceiling);
+    }
+
+    fn back_off(&mut self) {
+        self.current = (self.current * 2).min(self.ceiling);
+    }
+
+    fn at_ceiling(&self) -> bool {
+        self.current >= self.ceiling
     }
 }

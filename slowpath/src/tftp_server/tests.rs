@@ -44,6 +44,7 @@ fn config() -> ServerConfig {
         offer_windowsize: true,
         max_windowsize: 64,
         default_timeout: Duration::from_millis(200),
+        min_rto: Duration::from_millis(5),
         max_retries: 5,
     }
 }
@@ -149,7 +150,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(options: &Options<'_>, probe: bool, now: Instant) -> Client {
+    fn new(options: &Options<'_>, probe: bool, now: Instant, timeout: Duration) -> Client {
         Client {
             asked_options: !options.is_empty(),
             probe,
@@ -163,7 +164,7 @@ impl Client {
             gone: false,
             tsize: None,
             last_ack: None,
-            timeout: Duration::from_millis(350),
+            timeout,
             // Waits for the first answer to its RRQ.
             deadline: Some(now + Duration::from_secs(3)),
             retries: 0,
@@ -275,9 +276,13 @@ impl Rng {
 #[derive(Clone, Copy, Debug, Default)]
 struct Impair {
     loss: u32,
+    /// Loss of the client's packets only (ACKs), in percent, on top of `loss`.
+    ack_loss: u32,
     dup: u32,
     /// Extra random delay, up to this many milliseconds: reorders packets.
     jitter_ms: u64,
+    /// How long the client waits before it ACKs again (default 350 ms).
+    client_timeout: Option<Duration>,
 }
 
 /// A packet in flight: arrival time, sequence number (ties keep send order),
@@ -295,6 +300,9 @@ struct Channel {
 impl Channel {
     fn send(&mut self, now: Instant, to_client: bool, bytes: Vec<u8>) {
         if self.rng.percent(self.impair.loss) {
+            return;
+        }
+        if !to_client && self.rng.percent(self.impair.ack_loss) {
             return;
         }
         let copies = if self.rng.percent(self.impair.dup) {
@@ -339,7 +347,8 @@ fn simulate(
     let mut now = t0;
     let req = request(options.clone());
     let mut server = ServerSession::new(now, &req, file, config).unwrap();
-    let mut client = Client::new(&options, probe, now);
+    let client_timeout = impair.client_timeout.unwrap_or(Duration::from_millis(350));
+    let mut client = Client::new(&options, probe, now, client_timeout);
     let mut net = Channel {
         rng: Rng(seed | 1),
         impair,
@@ -795,6 +804,7 @@ fn windowed_rollover_under_loss() {
         loss: 2,
         dup: 2,
         jitter_ms: 2,
+        ..Impair::default()
     };
     let run = simulate(
         &f,
@@ -852,40 +862,230 @@ fn duplicate_acks_never_trigger_retransmits() {
         loss: 0,
         dup: 50,
         jitter_ms: 5,
+        ..Impair::default()
     };
     let run = simulate(&f, Options::default(), &config(), impair, 3, false);
     assert_completed(&run, &f);
-    assert_eq!(run.counters.retransmits, 0);
+    // The adaptive timer may expire when a delay beats the round trips
+    // measured so far; every retransmission is such an expiry, none is a
+    // duplicate ACK's.
+    assert!(
+        run.counters.retransmits <= run.counters.timeouts,
+        "{:?}",
+        run.counters
+    );
     assert!(run.counters.duplicate_acks > 50, "{:?}", run.counters);
 }
 
+/// A session serving `f` to a client without options (lock-step).
+fn lock_step<'a>(f: &'a [u8], now: Instant, cfg: &ServerConfig) -> ServerSession<&'a [u8]> {
+    ServerSession::new(now, &request(Options::default()), f, cfg).unwrap()
+}
+
 #[test]
-fn timeouts_retransmit_then_give_up() {
+fn timeouts_back_off_to_the_timeout_then_give_up() {
     let f = file(512 * 3);
     let t0 = Instant::now();
     let cfg = config();
-    let mut s = ServerSession::new(t0, &request(Options::default()), &f[..], &cfg).unwrap();
+    let mut s = lock_step(&f, t0, &cfg);
     drain(&mut s, t0);
-    s.handle_packet(t0, &ack(1));
-    assert_eq!(data_blocks(&drain(&mut s, t0)), [(2, 512)]);
-    let mut now = t0;
+    // A round trip of 1 ms: the timer drops to its 5 ms floor.
+    let t1 = t0 + Duration::from_millis(1);
+    s.handle_packet(t1, &ack(1));
+    assert_eq!(s.rto(), cfg.min_rto);
+    assert_eq!(data_blocks(&drain(&mut s, t1)), [(2, 512)]);
     // Early wake-ups do nothing.
-    s.handle_timeout(now + cfg.default_timeout / 2);
-    assert_eq!(drain(&mut s, now), []);
-    for i in 1..=cfg.max_retries {
-        now = s.poll_timeout().unwrap();
-        assert_eq!(now, t0 + cfg.default_timeout * i);
+    s.handle_timeout(t1 + cfg.min_rto / 2);
+    assert_eq!(drain(&mut s, t1), []);
+    // Doubling from 5 ms up to the 200 ms timeout, then max_retries + 1
+    // expiries of the full timeout.
+    let ms = Duration::from_millis;
+    let mut waits = vec![ms(5), ms(10), ms(20), ms(40), ms(80), ms(160)];
+    waits.extend(std::iter::repeat_n(ms(200), cfg.max_retries as usize + 1));
+    let mut now = t1;
+    for (i, wait) in waits.iter().enumerate() {
+        let at = s.poll_timeout().unwrap();
+        assert_eq!(at - now, *wait, "expiry {i}");
+        now = at;
         s.handle_timeout(now);
-        assert_eq!(data_blocks(&drain(&mut s, now)), [(2, 512)]);
+        if i + 1 < waits.len() {
+            assert_eq!(data_blocks(&drain(&mut s, now)), [(2, 512)], "expiry {i}");
+        }
     }
-    now = s.poll_timeout().unwrap();
-    s.handle_timeout(now);
     assert_eq!(s.outcome(), Some(Outcome::TimedOut { acked_bytes: 512 }));
     assert!(s.is_finished());
     assert_eq!(s.poll_timeout(), None);
     assert_eq!(drain(&mut s, now), []);
     let c = s.counters();
-    assert_eq!((c.retransmits, c.timeouts), (u64::from(cfg.max_retries), 6));
+    let expiries = waits.len() as u64;
+    assert_eq!((c.retransmits, c.timeouts), (expiries - 1, expiries));
+}
+
+#[test]
+fn the_timer_follows_the_measured_round_trip() {
+    let f = file(512 * 100);
+    let t0 = Instant::now();
+    let cfg = config();
+    let mut s = lock_step(&f, t0, &cfg);
+    // Nothing measured yet: the timeout.
+    assert_eq!(s.rto(), cfg.default_timeout);
+    assert_eq!(s.smoothed_rtt(), None);
+    let rtt = Duration::from_millis(20);
+    let mut now = t0;
+    let mut rtos = Vec::new();
+    for block in 1..=40u16 {
+        assert_eq!(data_blocks(&drain(&mut s, now))[0].0, block);
+        now += rtt;
+        s.handle_packet(now, &ack(block));
+        rtos.push(s.rto());
+    }
+    // RFC 6298: the first sample gives RTT + 4 * RTT / 2; the variation
+    // then decays by a quarter per sample towards the RTT itself.
+    assert_eq!(rtos[0], rtt * 3);
+    assert_eq!(rtos[1], rtt + rtt / 2 * 3 / 4 * 4);
+    assert!(rtos.windows(2).all(|w| w[1] <= w[0]), "{rtos:?}");
+    assert!(rtos[39] >= rtt && rtos[39] < rtt + Duration::from_millis(1));
+    assert_eq!(s.smoothed_rtt(), Some(rtt));
+    // A lost ACK costs the measured timer, not the 200 ms timeout.
+    let sent = now;
+    assert_eq!(data_blocks(&drain(&mut s, now))[0].0, 41);
+    assert_eq!(s.poll_timeout(), Some(sent + rtos[39]));
+    // A slower path raises the timer, up to the timeout and no further.
+    for block in 41..=60u16 {
+        now += Duration::from_millis(150);
+        s.handle_packet(now, &ack(block));
+        drain(&mut s, now);
+    }
+    assert_eq!(s.rto(), cfg.default_timeout);
+}
+
+#[test]
+fn the_floor_holds_on_a_fast_path_and_the_timeout_caps_it() {
+    let f = file(512 * 10);
+    let t0 = Instant::now();
+    let cfg = ServerConfig {
+        min_rto: Duration::from_millis(5),
+        ..config()
+    };
+    let mut s = lock_step(&f, t0, &cfg);
+    let mut now = t0;
+    for block in 1..=5u16 {
+        drain(&mut s, now);
+        now += Duration::from_micros(30);
+        s.handle_packet(now, &ack(block));
+    }
+    assert_eq!(s.rto(), Duration::from_millis(5));
+    assert_eq!(s.smoothed_rtt(), Some(Duration::from_micros(30)));
+    // A floor above the timeout (timeout 1 s, floor 2 s) is the timeout.
+    let cfg = ServerConfig {
+        min_rto: Duration::from_secs(2),
+        ..config()
+    };
+    let req = request(opts(None, false, Some(1), None));
+    let mut s = ServerSession::new(t0, &req, &f[..], &cfg).unwrap();
+    drain(&mut s, t0);
+    s.handle_packet(t0, &ack(0));
+    assert_eq!(s.rto(), Duration::from_secs(1));
+}
+
+#[test]
+fn no_round_trip_is_sampled_from_a_block_sent_twice() {
+    let f = file(512 * 10);
+    let t0 = Instant::now();
+    let cfg = config();
+    let mut s = lock_step(&f, t0, &cfg);
+    let ms = Duration::from_millis;
+    let mut now = t0;
+    for block in 1..=3u16 {
+        drain(&mut s, now);
+        now += ms(1);
+        s.handle_packet(now, &ack(block));
+    }
+    let (srtt, rto) = (s.smoothed_rtt(), s.rto());
+    assert_eq!(srtt, Some(ms(1)));
+    assert_eq!(rto, cfg.min_rto);
+    // Block 4's ACK is late: it expires, is sent again, and the ACK that
+    // comes 60 ms after the first copy (1 ms after the second) is ambiguous.
+    assert_eq!(data_blocks(&drain(&mut s, now)), [(4, 512)]);
+    now = s.poll_timeout().unwrap();
+    s.handle_timeout(now);
+    assert_eq!(data_blocks(&drain(&mut s, now)), [(4, 512)]);
+    assert_eq!(s.rto(), rto * 2);
+    now += ms(1);
+    s.handle_packet(now, &ack(4));
+    assert_eq!(s.smoothed_rtt(), srtt, "sampled a retransmitted block");
+    // The backed-off timer stays until a block sent once is acknowledged.
+    assert_eq!(s.rto(), rto * 2);
+    assert_eq!(data_blocks(&drain(&mut s, now)), [(5, 512)]);
+    now += ms(1);
+    s.handle_packet(now, &ack(5));
+    assert_eq!(s.smoothed_rtt(), srtt);
+    assert_eq!(s.rto(), rto);
+}
+
+#[test]
+fn a_window_is_timed_and_resent_from_its_first_unacknowledged_block() {
+    let f = file(512 * 40);
+    let t0 = Instant::now();
+    let cfg = config();
+    let req = request(opts(None, false, None, Some(4)));
+    let mut s = ServerSession::new(t0, &req, &f[..], &cfg).unwrap();
+    let ms = Duration::from_millis;
+    // OACK to ACK 0 is the first sample.
+    drain(&mut s, t0);
+    let mut now = t0 + ms(2);
+    s.handle_packet(now, &ack(0));
+    assert_eq!(s.smoothed_rtt(), Some(ms(2)));
+    // The window's ACK times its first block.
+    let blocks = |w: Vec<Wire>| data_blocks(&w).iter().map(|b| b.0).collect::<Vec<_>>();
+    assert_eq!(blocks(drain(&mut s, now)), [1, 2, 3, 4]);
+    now += ms(2);
+    s.handle_packet(now, &ack(4));
+    let rto = s.rto();
+    assert_eq!(s.smoothed_rtt(), Some(ms(2)));
+    assert_eq!(blocks(drain(&mut s, now)), [5, 6, 7, 8]);
+    // The ACK is lost: after one timer (not the timeout) the window is
+    // sent again from its first block.
+    assert_eq!(s.poll_timeout(), Some(now + rto));
+    now += rto;
+    s.handle_timeout(now);
+    assert_eq!(blocks(drain(&mut s, now)), [5, 6, 7, 8]);
+    // The client missed 7: it ACKs 6 (no sample: the window was sent
+    // twice) and the window goes on from 7.
+    now += ms(1);
+    s.handle_packet(now, &ack(6));
+    assert_eq!(s.smoothed_rtt(), Some(ms(2)));
+    assert_eq!(blocks(drain(&mut s, now)), [7, 8, 9, 10]);
+    // 9 is the first block sent once since: ACK 10 samples it.
+    now += ms(1);
+    s.handle_packet(now, &ack(10));
+    assert_eq!(s.smoothed_rtt(), Some((ms(2) * 7 + ms(1)) / 8));
+}
+
+#[test]
+fn lost_acks_cost_a_round_trip_not_the_timeout() {
+    // 400 lock-step blocks, 5% of the client's ACKs lost, a 5 s timeout on
+    // both ends (a client that waits as long as the server would).
+    let f = file(512 * 400);
+    let cfg = ServerConfig {
+        default_timeout: Duration::from_secs(5),
+        ..config()
+    };
+    let impair = Impair {
+        ack_loss: 5,
+        client_timeout: Some(Duration::from_secs(5)),
+        ..Impair::default()
+    };
+    let run = simulate(&f, Options::default(), &cfg, impair, 11, false);
+    assert_completed(&run, &f);
+    let c = run.counters;
+    assert!(c.timeouts >= 10, "too few losses to mean anything: {c:?}");
+    // A round trip is 1 ms: 400 of them, plus a timer of a few ms per loss.
+    let Outcome::Completed { elapsed, .. } = run.outcome else {
+        unreachable!()
+    };
+    let budget = Duration::from_millis(400) + cfg.min_rto * 4 * c.timeouts as u32;
+    assert!(elapsed < budget, "{elapsed:?} for {c:?}");
 }
 
 #[test]
@@ -970,7 +1170,7 @@ proptest! {
     ) {
         let cfg = ServerConfig { max_blksize: 1024, max_retries: 6, ..config() };
         let f = file(len);
-        let impair = Impair { loss, dup, jitter_ms };
+        let impair = Impair { loss, dup, jitter_ms, ..Impair::default() };
         let run = simulate(&f, opts(blksize, tsize, None, window), &cfg, impair, seed, false);
         match run.outcome {
             Outcome::Completed { bytes, .. } => {
