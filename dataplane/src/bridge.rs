@@ -281,10 +281,7 @@ fn redirect_burst(
     let ring = &*link.ring;
     let frames = buf.as_slice().get(start..).unwrap_or_default();
     // A burst holds at most 32 frames (dpdk::BURST_SIZE): one bit each.
-    let mut candidates = 0u32;
-    for (i, m) in frames.iter().enumerate() {
-        candidates |= u32::from(table.may_match(side, m.data())) << (i & 31);
-    }
+    let candidates = table.may_match_burst(side, frames, |m| m.data());
     if candidates == 0 {
         return;
     }

@@ -24,6 +24,12 @@ const PROTO_ICMPV6: u8 = 58;
 /// IPv4 boot servers compared exactly; the others go to a last-byte bitmap.
 const EXACT_SERVERS: usize = 4;
 
+/// Shapes of the server set, for [`V4Stage::shaped`]: one address, up to
+/// four, more.
+const ONE: u8 = 1;
+const FOUR: u8 = 4;
+const MANY: u8 = 0xff;
+
 /// Fits no `u32` address: an unused own address never matches.
 const NO_ADDRESS: u64 = u64::MAX;
 
@@ -136,19 +142,6 @@ impl Prefilter {
             dhcp: [client, server],
         }
     }
-
-    /// True if the IPv4 address `addr` (a [`word`]) may be a boot server.
-    #[inline(always)]
-    fn may_be_server(&self, addr: u32) -> bool {
-        let s = &self.servers;
-        let exact = (addr == s[0]) | (addr == s[1]) | (addr == s[2]) | (addr == s[3]);
-        if self.many {
-            let last = addr.to_le_bytes()[3];
-            exact | ((self.overflow[usize::from(last >> 6)] >> (last & 63)) & 1 != 0)
-        } else {
-            exact
-        }
-    }
 }
 
 /// The IPv4 address of an IPv4-mapped key (`::ffff:a.b.c.d`); `None` for
@@ -157,6 +150,139 @@ fn v4_octets(key: u128) -> Option<[u8; 4]> {
     match key.to_ne_bytes() {
         [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d] => Some([a, b, c, d]),
         _ => None,
+    }
+}
+
+/// The (inner) EtherType and the 28 bytes after it: an IPv4 header
+/// without options and the UDP ports, an ARP body up to its target
+/// address, or the start of an IPv6 header; `None` for frames shorter than
+/// 46 bytes (the first stage is unsure of those).
+#[inline(always)]
+fn header(frame: &[u8]) -> Option<&[u8; 30]> {
+    let f = frame.first_chunk::<46>()?;
+    // 802.1Q only: other TPIDs (QinQ's outer 0x88a8, 0x9100) land on
+    // `may_match_other`, which sends them on to the classifier.
+    let tagged = u16::from_be_bytes([f[12], f[13]]) == 0x8100;
+    f.get(12 + 4 * usize::from(tagged)..)
+        .and_then(|r| r.first_chunk::<30>())
+}
+
+/// The IPv4 part of the first stage for one side, its constants copied out
+/// of the table once per frame or burst.
+#[derive(Clone, Copy)]
+struct V4Stage {
+    servers: [u32; EXACT_SERVERS],
+    many: bool,
+    overflow: [u64; 4],
+    own: u64,
+    dscp: u32,
+    /// Shift of the address pair that leaves the peer (the possible boot
+    /// server) in the low half: the destination on side 0, the source on
+    /// side 1.
+    peer_shift: u32,
+    /// DHCP `(mask, value)` over the port word of this side.
+    dhcp: (u32, u32),
+}
+
+impl V4Stage {
+    #[inline(always)]
+    fn new(p: &Prefilter, side: usize) -> V4Stage {
+        V4Stage {
+            servers: p.servers,
+            many: p.many,
+            overflow: p.overflow,
+            own: p.own,
+            dscp: p.dscp,
+            peer_shift: 32 * u32::from(side == 0),
+            dhcp: p.dhcp[usize::from(side != 0)],
+        }
+    }
+
+    /// The answer for `h`, read as IPv4 without options (whatever it is).
+    #[inline(always)]
+    fn may_match(&self, h: &[u8; 30]) -> bool {
+        self.shaped::<MANY, true>(h)
+    }
+
+    /// True if the IPv4 address `peer` (a [`word`]) may be a boot server,
+    /// for a server set of shape `SERVERS` (see [`Self::shaped`]).
+    #[inline(always)]
+    fn is_server<const SERVERS: u8>(&self, peer: u32) -> bool {
+        let s = &self.servers;
+        let mut server = peer == s[0];
+        if SERVERS != ONE {
+            server |= (peer == s[1]) | (peer == s[2]) | (peer == s[3]);
+        }
+        if SERVERS == MANY {
+            let last = peer.to_le_bytes()[3];
+            server |= (self.overflow[usize::from(last >> 6)] >> (last & 63)) & 1 != 0;
+        }
+        server
+    }
+
+    /// [`Self::may_match`] for a table whose shape is known: `SERVERS` is
+    /// [`ONE`] when every exact server is the same address, [`FOUR`] for
+    /// up to four, [`MANY`] beyond; `EXTRA` when the own address or the
+    /// DSCP mark is live. Equal to it when the shape is right (what a
+    /// shape leaves out could never match).
+    #[inline(always)]
+    fn shaped<const SERVERS: u8, const EXTRA: bool>(&self, h: &[u8; 30]) -> bool {
+        let pair = u64::from_le_bytes(bytes(h, 14));
+        let peer = (pair >> self.peer_shift) as u32;
+        let (mask, value) = self.dhcp;
+        let ports = word(bytes(h, 22));
+        let udp =
+            (h[11] == PROTO_UDP) & (self.is_server::<SERVERS>(peer) | (ports & mask == value));
+        if EXTRA {
+            let head = word(bytes(h, 0));
+            let dst = (pair >> 32) as u32;
+            udp | (u64::from(dst) == self.own) | (head >> 26 == self.dscp)
+        } else {
+            udp
+        }
+    }
+
+    /// The loop of [`Table::may_match_burst`] for one table shape (see
+    /// [`Self::shaped`]): one bit per frame, clear only where
+    /// [`Table::may_match`] is false. A superset, cheaper than the exact
+    /// answer: untagged IPv4 without options whose peer is not a boot
+    /// server and whose ports are not DHCP's (and, with `EXTRA`, not to the
+    /// own address nor marked) is cleared, and so is 802.3; the rest (any
+    /// protocol to or from a server, VLAN-tagged, IPv6, ARP, IPv4 with
+    /// options, short frames) is set, for the exact answer. Backwards, so
+    /// that each frame's bit is shifted in rather than placed by its index.
+    #[inline(always)]
+    fn candidates<const SERVERS: u8, const EXTRA: bool, T>(
+        &self,
+        frames: &[T],
+        data: &impl Fn(&T) -> &[u8],
+    ) -> u32 {
+        let mut cand = 0u32;
+        for f in frames.iter().rev() {
+            let Some(h) = data(f)
+                .first_chunk::<46>()
+                .and_then(|f| f.get(12..).and_then(|r| r.first_chunk::<30>()))
+            else {
+                cand = cand << 1 | 1;
+                continue;
+            };
+            let head = word(bytes(h, 0));
+            let not_v4 = head & 0x00ff_ffff != IPV4_IHL5;
+            // 802.3 lengths (below 0x0600) cannot match.
+            let ethernet_ii = (head as u16).swap_bytes() >= 0x0600;
+            let pair = u64::from_le_bytes(bytes(h, 14));
+            let peer = (pair >> self.peer_shift) as u32;
+            let ports = word(bytes(h, 22));
+            let (mask, value) = self.dhcp;
+            let mut c =
+                (not_v4 & ethernet_ii) | self.is_server::<SERVERS>(peer) | (ports & mask == value);
+            if EXTRA {
+                let dst = (pair >> 32) as u32;
+                c |= (u64::from(dst) == self.own) | (head >> 26 == self.dscp);
+            }
+            cand = cand << 1 | u32::from(c);
+        }
+        cand
     }
 }
 
@@ -188,36 +314,57 @@ impl Table {
     /// against 7.3 ns to classify alone; it passes only the matching 1%.
     #[inline(always)]
     pub fn may_match(&self, side: usize, frame: &[u8]) -> bool {
-        let Some(f) = frame.first_chunk::<46>() else {
+        let Some(h) = header(frame) else {
             return true;
         };
-        // 802.1Q only: other TPIDs (QinQ's outer 0x88a8, 0x9100) land on
-        // `may_match_other`, which sends them on to the classifier.
-        let tagged = u16::from_be_bytes([f[12], f[13]]) == 0x8100;
-        // The (inner) EtherType, then 28 bytes of L3: an IPv4 header without
-        // options and the UDP ports, an ARP body up to its target address,
-        // or the start of an IPv6 header.
-        let Some(h) = f
-            .get(12 + 4 * usize::from(tagged)..)
-            .and_then(|r| r.first_chunk::<30>())
-        else {
-            return true;
-        };
-        let head = word(bytes(h, 0));
-        if head & 0x00ff_ffff != IPV4_IHL5 {
+        let v4 = V4Stage::new(&self.pre, side);
+        if word(bytes(h, 0)) & 0x00ff_ffff != IPV4_IHL5 {
             return self.may_match_other(h);
         }
-        let p = &self.pre;
-        // Source and destination address: the peer (the possible boot
-        // server) is the destination on side 0, the source on side 1.
-        let pair = u64::from_le_bytes(bytes(h, 14));
-        let dst = (pair >> 32) as u32;
-        let peer = (pair >> (32 * u32::from(side == 0))) as u32;
-        let (mask, value) = p.dhcp[usize::from(side != 0)];
-        let ports = word(bytes(h, 22));
-        (u64::from(dst) == p.own)
-            | (head >> 26 == p.dscp)
-            | ((h[11] == PROTO_UDP) & (p.may_be_server(peer) | (ports & mask == value)))
+        v4.may_match(h)
+    }
+
+    /// [`Self::may_match`] of up to 32 frames at once (the rest are not
+    /// looked at): bit `i` of the answer is `may_match(side,
+    /// data(&frames[i]))`.
+    ///
+    /// Built for the bridge's burst, in two passes. The first reads three
+    /// words of each frame at fixed offsets (EtherType and IPv4 version,
+    /// the peer address, the UDP ports) with the table's constants in
+    /// registers and no data-dependent branch, and keeps a superset of the
+    /// answer (see `V4Stage::candidates`): ~15% of a realistic mix
+    /// (VLAN-tagged, IPv6, ARP, IPv4 with options, boot traffic). The
+    /// second gives those the exact answer, one by one. Measured with
+    /// callgrind on the bridge (`bench-forward --callgrind 5`): ~25
+    /// instructions per frame, against ~37 for `may_match` frame by frame.
+    #[inline(always)]
+    pub fn may_match_burst<T>(&self, side: usize, frames: &[T], data: impl Fn(&T) -> &[u8]) -> u32 {
+        let v4 = V4Stage::new(&self.pre, side);
+        let frames = frames.get(..32).unwrap_or(frames);
+        // One loop per shape of the table, so that what it does not use
+        // (three of the four exact servers, the overflow bitmap, the own
+        // address and mark) costs neither instructions nor registers.
+        let extra = v4.own != NO_ADDRESS || v4.dscp != NO_DSCP;
+        let one = v4.servers.iter().all(|&a| a == v4.servers[0]);
+        let mut cand = match (v4.many, one, extra) {
+            (false, true, false) => v4.candidates::<ONE, false, T>(frames, &data),
+            (false, true, true) => v4.candidates::<ONE, true, T>(frames, &data),
+            (false, false, false) => v4.candidates::<FOUR, false, T>(frames, &data),
+            (false, false, true) => v4.candidates::<FOUR, true, T>(frames, &data),
+            (true, _, false) => v4.candidates::<MANY, false, T>(frames, &data),
+            (true, _, true) => v4.candidates::<MANY, true, T>(frames, &data),
+        };
+        // The exact answer for the candidates (~15% of a realistic mix:
+        // VLAN-tagged, IPv6, ARP, boot traffic), one by one.
+        let mut maybe = 0u32;
+        while cand != 0 {
+            let i = cand.trailing_zeros() as usize;
+            cand &= cand - 1;
+            if let Some(f) = frames.get(i) {
+                maybe |= u32::from(self.may_match(side, data(f))) << (i & 31);
+            }
+        }
+        maybe
     }
 
     /// [`Self::may_match`] for everything but IPv4 without options; `h` is

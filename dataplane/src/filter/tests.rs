@@ -1197,6 +1197,33 @@ proptest! {
         check_first_stage(w.table(), &f)?;
     }
 
+    /// The burst form answers for each frame what the single form does,
+    /// whatever mix of structured frames, arbitrary bytes and short
+    /// frames a burst holds, and never looks past 32 frames.
+    #[test]
+    fn first_stage_burst_equals_one_by_one(
+        spec in arb_table(),
+        frames in proptest::collection::vec(
+            prop_oneof![
+                arb_frame(),
+                (proptest::sample::select(PREFIXES), proptest::collection::vec(any::<u8>(), 0..60))
+                    .prop_map(|(p, b)| [MAC_B.0.as_slice(), MAC_A.0.as_slice(), p, &b].concat()),
+            ],
+            0..40,
+        ),
+        side in 0usize..3,
+    ) {
+        let w = spec.build();
+        let t = w.table();
+        let mask = t.may_match_burst(side, &frames, |f| f.as_slice());
+        for (i, f) in frames.iter().enumerate().take(32) {
+            prop_assert_eq!(mask >> i & 1 != 0, t.may_match(side, f), "frame {} {:02x?}", i, f);
+        }
+        if frames.len() < 32 {
+            prop_assert_eq!(mask >> frames.len(), 0);
+        }
+    }
+
     /// TCP, UDP and ICMP between hosts that are neither boot servers nor
     /// bootcache, without the mark, DHCP ports or IP options, untagged or
     /// behind one VLAN tag, over IPv4 (and TCP over IPv6): all cleared,
