@@ -67,6 +67,13 @@ pub(crate) struct Cli {
     /// beaten for this long, in milliseconds: a stuck cache never stops the segment.
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub(crate) slowpath_timeout_ms: u64,
+    /// The slow path (the main lcore) has a CPU of its own (e.g. `--lcores
+    /// 0@2,1@3`): while it serves a session from the cache it spins between
+    /// polls. Without it, it yields between polls then (whatever else runs
+    /// on its CPU goes first); either way it sleeps when nothing is served,
+    /// backing off to 5 ms when idle.
+    #[arg(long)]
+    pub(crate) slowpath_poll: bool,
     /// Receive descriptors per port.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u16).range(64..=16384))]
     pub(crate) rx_desc: u16,

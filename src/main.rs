@@ -347,6 +347,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
         serve: serving
             .then(|| serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link, addressed)),
         inject,
+        poll: cli.slowpath_poll,
         reopen: {
             let (dir, limits, servers) = (
                 cfg.cache_dir.clone(),

@@ -22,12 +22,15 @@ use bootcache_agent::{Key, RequestId, Validator, ValidatorConfig, Verdict};
 use dataplane::{FilterWriter, InjectRing, Injected, Redirected};
 use dpdk::{MappedFile, Mbuf, Mempool};
 use slowpath::imagemap::ServedFrom;
+use slowpath::tftp_server::Transmit;
 use slowpath::{CacheLogic, Entry, FileSource, ServeOutcome, ServerConfig, ServerSession};
 use wire::frame::UdpFrameRepr;
 use wire::tftp::Packet;
 
 mod addressed;
+mod turnaround;
 pub(crate) use addressed::{Addressed, OwnAddress};
+pub(crate) use turnaround::Turnaround;
 
 /// Most slots of the inject ring kept free (an eighth of a small ring) for
 /// ARP, ping, errors and fetches when serving sessions fill it.
@@ -146,6 +149,9 @@ pub(crate) struct ServeCounters {
     pub(crate) frames: u64,
     /// Frames lost because no buffer or no ring slot was free.
     pub(crate) frame_drops: u64,
+    /// DATA and OACK packets of ended sessions sent again (a lost ACK, or
+    /// a retransmission timer that expired early).
+    pub(crate) retransmits: u64,
 }
 
 /// The serving side of the slow path.
@@ -158,6 +164,8 @@ pub(crate) struct Serve {
     sessions: HashMap<(SocketAddrV4, u16), Served>,
     next_tid: u16,
     pub(crate) counters: ServeCounters,
+    /// ACK-to-next-DATA turnarounds of the sessions.
+    pub(crate) turnaround: Turnaround,
     /// Addressed mode, when configured.
     pub(crate) addressed: Option<Addressed>,
     /// Sessions with frames to send that waited for room in the inject
@@ -185,6 +193,7 @@ impl Serve {
             sessions: HashMap::new(),
             next_tid: TID_BASE,
             counters: ServeCounters::default(),
+            turnaround: Turnaround::new(dpdk::tsc_hz()),
             addressed,
             blocked: std::collections::HashSet::new(),
         }
@@ -260,6 +269,11 @@ impl Serve {
         let Some(agent) = &mut self.agent else {
             return Vec::new();
         };
+        // Nothing asked, nothing to wait for: no syscall on this pass (the
+        // loop runs it every few microseconds while serving).
+        if agent.pending.is_empty() {
+            return Vec::new();
+        }
         let mut buf = [0u8; 2048];
         while let Ok((n, _)) = agent.socket.recv_from(&mut buf) {
             agent.validator.handle_datagram(wall, &buf[..n]);
@@ -323,7 +337,7 @@ impl Serve {
         };
         if let Some(s) = self.sessions.get_mut(&(client, dst.port())) {
             s.session.handle_packet(now, payload);
-            self.pump((client, dst.port()), now);
+            self.pump((client, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
@@ -451,7 +465,7 @@ impl Serve {
                 rules: own_mac.is_none(),
             },
         );
-        self.pump((client, tid), now);
+        self.pump((client, tid), now, None);
         true
     }
 
@@ -464,7 +478,7 @@ impl Serve {
     ) {
         self.handle_own_timers(now, logic, filter);
         for key in std::mem::take(&mut self.blocked) {
-            self.pump(key, now);
+            self.pump(key, now, None);
         }
         let due: Vec<_> = self
             .sessions
@@ -476,13 +490,15 @@ impl Serve {
             if let Some(s) = self.sessions.get_mut(&key) {
                 s.session.handle_timeout(now);
             }
-            self.pump(key, now);
+            self.pump(key, now, None);
         }
         self.reap(filter);
     }
 
     /// Sends whatever the session has to send, as frames to the client.
-    fn pump(&mut self, key: (SocketAddrV4, u16), now: Instant) {
+    /// `ack_tsc`: the receive TSC of the client's packet that this answers;
+    /// the first DATA pushed records the turnaround.
+    fn pump(&mut self, key: (SocketAddrV4, u16), now: Instant, mut ack_tsc: Option<u64>) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -521,7 +537,13 @@ impl Serve {
                 mbuf: m,
                 side: s.side,
             }) {
-                Ok(()) => self.counters.frames += 1,
+                Ok(()) => {
+                    self.counters.frames += 1;
+                    if let (Some(at), Transmit::Data { .. }) = (ack_tsc, &t) {
+                        self.turnaround.record_tsc(at, dpdk::tsc());
+                        ack_tsc = None;
+                    }
+                }
                 Err(_) => self.counters.frame_drops += 1,
             }
         }
@@ -543,6 +565,7 @@ impl Serve {
                 continue;
             };
             let c = &mut self.counters;
+            c.retransmits += s.session.counters().retransmits;
             match s.session.outcome() {
                 Some(ServeOutcome::Completed { bytes, elapsed }) => {
                     c.completed += 1;

@@ -185,7 +185,7 @@ impl Serve {
         a.arp.learn(now, *src.ip(), repr.src_mac);
         if let Some(s) = self.sessions.get_mut(&(src, dst.port())) {
             s.session.handle_packet(now, payload);
-            self.pump((src, dst.port()), now);
+            self.pump((src, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
