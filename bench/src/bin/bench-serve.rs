@@ -10,9 +10,16 @@
 //!   no `serve_max_age`: every read goes to the origin and is copied to the
 //!   cache), against the same read through `dpdk-testpmd --forward-mode=io`
 //!   on the same two ports; devices alternate, medians and their ratio.
+//! - `warm` (issue 12): the read answered by bootcache from its cache
+//!   against the same read from the origin through `dpdk-testpmd
+//!   --forward-mode=io` on the same ports (devices alternate, medians and
+//!   their ratio), with bootcache's ACK-to-next-DATA turnaround; with
+//!   `--ack-loss P`, nftables in the client namespace drops P% of the
+//!   client's ACKs for both devices.
 //!
 //!   sudo ./target/release/bench-serve [--mib 64] [--client curl|tftp] [--blksize 1428] [--warm-rounds 3]
 //!   sudo ./target/release/bench-serve --mode inline [--mib 16] [--client both] [--rounds 3]
+//!   sudo ./target/release/bench-serve --mode warm [--mib 16] [--client both] [--rounds 3] [--ack-loss 5]
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,7 +35,8 @@ use clap::{Parser, ValueEnum};
 )]
 struct Args {
     /// serve: warm (bootcache's cache) vs cold (origin); inline: bootcache
-    /// filling its cache vs dpdk-testpmd io on the same ports.
+    /// filling its cache vs dpdk-testpmd io on the same ports; warm:
+    /// bootcache serving from its cache vs the origin through testpmd io.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
     /// File size in MiB (default 64; 16 in inline mode).
@@ -66,12 +74,17 @@ struct Args {
     /// either bridge: use it with --client curl.
     #[arg(long, requires = "programs_cpus")]
     awake: bool,
+    /// Warm mode: drop this share of the client's ACKs (percent, nftables
+    /// in the client namespace), for bootcache and the origin alike.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
+    ack_loss: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
     Serve,
     Inline,
+    Warm,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -98,9 +111,11 @@ impl Client {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let r = match args.mode {
-        Mode::Serve => serve(&args),
-        Mode::Inline => inline(&args),
+    let r = match (args.mode, args.ack_loss) {
+        (Mode::Warm, _) => compare(&args, true),
+        (_, Some(_)) => Err(anyhow::anyhow!("--ack-loss: only in --mode warm")),
+        (Mode::Serve, None) => serve(&args),
+        (Mode::Inline, None) => compare(&args, false),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,7 +210,8 @@ enum Bridge {
     Testpmd,
 }
 
-/// What one bootcache run (one timed read) did to its cache.
+/// What one bootcache run (one timed read) did: to its cache (inline
+/// mode), and serving from it (warm mode).
 #[derive(Debug, Default, Clone, Copy)]
 struct Fill {
     completed: u64,
@@ -203,6 +219,10 @@ struct Fill {
     refreshed: u64,
     copy_drops: u64,
     serve_hits: u64,
+    serve_retransmits: u64,
+    /// ACK-to-next-DATA turnaround of the run, nanoseconds.
+    turnaround_p50: u64,
+    turnaround_p99: u64,
 }
 
 fn median(v: &[Duration]) -> Duration {
@@ -214,13 +234,15 @@ fn median(v: &[Duration]) -> Duration {
 /// Starts `bridge`, reads a small file (not timed: ARP, the bridge's first
 /// frames), then times `client` reading `bench.img`, checks the bytes, and
 /// stops the bridge. For bootcache, waits until both transfers were
-/// verified into the cache first, and returns its fill counters.
-fn inline_read(
+/// verified into the cache (inline mode) or served from it (warm mode)
+/// first, and returns its counters.
+fn bridge_read(
     t: &mut Topology,
     bridge: Bridge,
     client: Client,
     args: &Args,
     want: &str,
+    warm: bool,
 ) -> Result<(Duration, Option<Fill>)> {
     let out = t.dir.join("read.img");
     match bridge {
@@ -237,8 +259,14 @@ fn inline_read(
         if netns::sha256_file(&out)? != want {
             bail!("{bridge:?}: wrong bytes read");
         }
-        if bridge == Bridge::Bootcache {
-            t.wait_stat("transfers", "completed", 2, Duration::from_secs(60))?;
+        match (bridge, warm) {
+            (Bridge::Bootcache, false) => {
+                t.wait_stat("transfers", "completed", 2, Duration::from_secs(60))?
+            }
+            (Bridge::Bootcache, true) => {
+                t.wait_stat("serve", "completed", 2, Duration::from_secs(60))?
+            }
+            (Bridge::Testpmd, _) => {}
         }
         Ok(d)
     })();
@@ -252,6 +280,9 @@ fn inline_read(
                 refreshed: s("files", "refreshed"),
                 copy_drops: s("redirect", "copy_drops"),
                 serve_hits: s("serve", "hits"),
+                serve_retransmits: s("serve", "retransmits"),
+                turnaround_p50: s("turnaround", "p50_ns"),
+                turnaround_p99: s("turnaround", "p99_ns"),
             })
         }
         Bridge::Testpmd => {
@@ -292,7 +323,67 @@ impl Drop for Spinner {
     }
 }
 
-fn inline(args: &Args) -> Result<()> {
+/// A table in the client namespace that drops `percent`% of the client's
+/// TFTP ACKs (opcode 4, to any port but 69) as they leave its veth, counting
+/// them. At the veth's egress, not in the output hook: a packet dropped
+/// there fails the client's sendto (EPERM), and curl gives up on that.
+const LOSS_TABLE: &str = "bench_serve_loss";
+
+fn add_ack_loss(t: &Topology, percent: u32) -> Result<()> {
+    let server = netns::SERVER_IP;
+    let script = format!(
+        "nft add table netdev {LOSS_TABLE} && \
+         nft add chain netdev {LOSS_TABLE} out '{{ type filter hook egress device eth0 priority 0; }}' && \
+         nft add rule netdev {LOSS_TABLE} out ip daddr {server} udp dport != 69 @th,64,16 4 numgen random mod 100 '<' {percent} counter drop"
+    );
+    let out = t
+        .client_cmd("sh")
+        .args(["-c", &script])
+        .output()
+        .context("nft (Debian package nftables: run scripts/setup)")?;
+    if !out.status.success() {
+        bail!(
+            "nft: {} (Debian package nftables: run scripts/setup)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// ACKs the loss rule dropped so far.
+fn acks_dropped(t: &Topology) -> u64 {
+    let out = t
+        .client_cmd("nft")
+        .args(["list", "table", "netdev", LOSS_TABLE])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.split_once("counter packets ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Warm mode's setup: the agent, bootcache's full configuration, and a cold
+/// read of both files (through bootcache, from the origin) that fills the
+/// cache.
+fn fill_cache(t: &mut Topology, args: &Args) -> Result<()> {
+    t.start_agent()?;
+    t.write_bootcache_config("")?;
+    t.start_bootcache(&["--stats-interval", "1"])?;
+    let out = t.dir.join("read.img");
+    for name in ["warmup.img", "bench.img"] {
+        read(t, Client::Curl, args.blksize, name, &out)
+            .with_context(|| format!("filling {name}"))?;
+    }
+    let r = t.wait_stat("files", "in_store", 2, Duration::from_secs(60));
+    t.stop_bootcache()?;
+    r
+}
+
+/// inline (`warm` false): bootcache filling its cache vs testpmd io, both
+/// reading from the origin; warm: bootcache serving from its cache vs
+/// testpmd io reading from the origin. Devices alternate; medians.
+fn compare(args: &Args, warm: bool) -> Result<()> {
     let mib = args.mib.unwrap_or(16) as usize;
     let clients = clients(args, ClientArg::Both);
     netns::check_prerequisites(false)?;
@@ -309,22 +400,49 @@ fn inline(args: &Args) -> Result<()> {
     t.put_file("warmup.img", &netns::test_content(64 << 10, 65))?;
     let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
     t.start_origin()?;
-    t.write_fill_only_config()?;
+    if warm {
+        fill_cache(&mut t, args)?;
+    } else {
+        t.write_fill_only_config()?;
+    }
+    if let Some(p) = args.ack_loss {
+        add_ack_loss(&t, p)?;
+    }
+    let loss = args
+        .ack_loss
+        .map(|p| format!(", {p}% of the client's ACKs dropped"))
+        .unwrap_or_default();
     let command = std::iter::once("bench-serve".to_string())
         .chain(std::env::args().skip(1))
         .map(|a| netns::shell_word(&a))
         .collect::<Vec<_>>()
         .join(" ");
+    let (mode, mine, target) = if warm {
+        // Under loss: no longer than the origin (issue 12's item 3).
+        let target = if args.ack_loss.is_some() {
+            "1.0"
+        } else {
+            "0.5"
+        };
+        ("warm", "bootcache from its cache", target)
+    } else {
+        (
+            "inline",
+            "bootcache (cache fill on: boot server configured, no agent, no serve_max_age)",
+            "1.05",
+        )
+    };
     println!(
-        "inline: {mib} MiB, lock-step, {} read(s) per device and client, alternating bootcache (cache fill on: boot server configured, no agent, no serve_max_age) and dpdk-testpmd io on the same af_packet veths",
+        "{mode}: {mib} MiB, lock-step{loss}, {} read(s) per device and client, alternating {mine} and the origin through dpdk-testpmd io on the same af_packet veths",
         args.rounds
     );
-    let mut reads = 0usize;
+    let mut origin_reads = 0usize;
     let mut summary = Vec::new();
     for client in clients {
         let what = client.describe(args.blksize);
         let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         let mut fill = Fill::default();
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
         for round in 1..=args.rounds {
             // Each round starts with the other device, so neither always
             // reads right after the other one's run.
@@ -335,9 +453,11 @@ fn inline(args: &Args) -> Result<()> {
             };
             let mut line = [Duration::ZERO; 2];
             for bridge in order {
-                let (d, f) = inline_read(&mut t, bridge, client, args, &want)
+                let (d, f) = bridge_read(&mut t, bridge, client, args, &want, warm)
                     .with_context(|| format!("{what} through {bridge:?}, round {round}"))?;
-                reads += 1;
+                if bridge == Bridge::Testpmd || !warm {
+                    origin_reads += 1;
+                }
                 let i = usize::from(bridge == Bridge::Testpmd);
                 times[i].push(d);
                 line[i] = d;
@@ -347,6 +467,9 @@ fn inline(args: &Args) -> Result<()> {
                     fill.refreshed += f.refreshed;
                     fill.copy_drops += f.copy_drops;
                     fill.serve_hits += f.serve_hits;
+                    fill.serve_retransmits += f.serve_retransmits;
+                    p50s.push(Duration::from_nanos(f.turnaround_p50));
+                    p99s.push(Duration::from_nanos(f.turnaround_p99));
                 }
             }
             println!(
@@ -357,23 +480,37 @@ fn inline(args: &Args) -> Result<()> {
             );
         }
         let (b, tp) = (median(&times[0]), median(&times[1]));
+        let counters = if warm {
+            format!(
+                "ACK-to-DATA turnaround p50 {:.1} us p99 {:.1} us (medians of the runs); serve hits={} retransmits={}",
+                median(&p50s).as_secs_f64() * 1e6,
+                median(&p99s).as_secs_f64() * 1e6,
+                fill.serve_hits,
+                fill.serve_retransmits
+            )
+        } else {
+            format!(
+                "cache fill: transfers completed={} (files cached={} refreshed={}) copy_drops={} serve hits={}",
+                fill.completed, fill.cached, fill.refreshed, fill.copy_drops, fill.serve_hits
+            )
+        };
         summary.push(format!(
-            "inline {mib} MiB with {what}: bootcache {:.3} s, testpmd io {:.3} s (medians of {}), ratio {:.3} [target <= 1.05]; cache fill: transfers completed={} (files cached={} refreshed={}) copy_drops={} serve hits={}; command: {command}",
+            "{mode} {mib} MiB with {what}{loss}: bootcache {:.3} s, testpmd io {:.3} s (medians of {}), ratio {:.3} [target <= {target}]; {counters}; command: {command}",
             b.as_secs_f64(),
             tp.as_secs_f64(),
             times[0].len(),
             b.as_secs_f64() / tp.as_secs_f64(),
-            fill.completed,
-            fill.cached,
-            fill.refreshed,
-            fill.copy_drops,
-            fill.serve_hits,
         ));
     }
-    // Every timed read went to the origin (nothing was served).
+    // Every read through testpmd went to the origin, and in warm mode no
+    // read through bootcache did (the fill was one more).
     let sent = t.origin_count("bench.img");
-    if sent != reads {
-        bail!("the origin sent bench.img {sent} times for {reads} reads");
+    let expected = origin_reads + usize::from(warm);
+    if sent != expected {
+        bail!("the origin sent bench.img {sent} times, expected {expected}");
+    }
+    if args.ack_loss.is_some() {
+        println!("ACKs dropped by nftables: {}", acks_dropped(&t));
     }
     println!("bootcache: {}", t.bootcache_cmdline());
     println!(
