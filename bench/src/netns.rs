@@ -31,6 +31,8 @@ use crate::process::{self, Bootcache, Finished};
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 1);
 /// The plain clients' address (client namespace, `br0`).
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 50);
+/// The nftables table of [`Topology::drop_client_acks`].
+const LOSS_TABLE: &str = "bootcache_ack_loss";
 /// What the test initrd prints on the serial console once its network is up.
 pub const MARKER: &str = "BOOTCACHE-PXE-OK";
 /// The agent's UDP port on the management link.
@@ -923,6 +925,51 @@ impl Topology {
              boot\n"
         );
         self.put_file(IPXE_SCRIPT, script.as_bytes())
+    }
+
+    /// Drops `percent`% of the client's TFTP ACKs (opcode 4, to the
+    /// server at any port but 69) as they leave the client namespace's veth
+    /// (nftables, egress hook), counting them. Not in the output hook: a
+    /// packet dropped there fails the client's sendto (EPERM), which curl
+    /// takes for a fatal error.
+    pub fn drop_client_acks(&self, percent: u32) -> Result<()> {
+        let script = format!(
+            "nft add table netdev {LOSS_TABLE} && \\
+             nft add chain netdev {LOSS_TABLE} out '{{ type filter hook egress device eth0 priority 0; }}' && \\
+             nft add rule netdev {LOSS_TABLE} out ip daddr {SERVER_IP} udp dport != 69 @th,64,16 4 numgen random mod 100 '<' {percent} counter drop"
+        );
+        let out = self
+            .ns_cmd_plain(&self.client_ns, "sh")
+            .args(["-c", &script])
+            .output()
+            .context("nft (Debian package nftables: run scripts/setup)")?;
+        if !out.status.success() {
+            bail!(
+                "nft: {} (Debian package nftables: run scripts/setup)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// ACKs [`Topology::drop_client_acks`] dropped so far.
+    pub fn client_acks_dropped(&self) -> u64 {
+        let out = self
+            .ns_cmd_plain(&self.client_ns, "nft")
+            .args(["list", "table", "netdev", LOSS_TABLE])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.split_once("counter packets ")
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A command in namespace `ns`, on any CPU (setup, not a measured program).
+    fn ns_cmd_plain(&self, ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
     }
 
     /// Reads `name` with curl (`tftp://`, blksize option when given; curl

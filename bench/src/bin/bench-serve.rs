@@ -323,46 +323,6 @@ impl Drop for Spinner {
     }
 }
 
-/// A table in the client namespace that drops `percent`% of the client's
-/// TFTP ACKs (opcode 4, to any port but 69) as they leave its veth, counting
-/// them. At the veth's egress, not in the output hook: a packet dropped
-/// there fails the client's sendto (EPERM), and curl gives up on that.
-const LOSS_TABLE: &str = "bench_serve_loss";
-
-fn add_ack_loss(t: &Topology, percent: u32) -> Result<()> {
-    let server = netns::SERVER_IP;
-    let script = format!(
-        "nft add table netdev {LOSS_TABLE} && \
-         nft add chain netdev {LOSS_TABLE} out '{{ type filter hook egress device eth0 priority 0; }}' && \
-         nft add rule netdev {LOSS_TABLE} out ip daddr {server} udp dport != 69 @th,64,16 4 numgen random mod 100 '<' {percent} counter drop"
-    );
-    let out = t
-        .client_cmd("sh")
-        .args(["-c", &script])
-        .output()
-        .context("nft (Debian package nftables: run scripts/setup)")?;
-    if !out.status.success() {
-        bail!(
-            "nft: {} (Debian package nftables: run scripts/setup)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-/// ACKs the loss rule dropped so far.
-fn acks_dropped(t: &Topology) -> u64 {
-    let out = t
-        .client_cmd("nft")
-        .args(["list", "table", "netdev", LOSS_TABLE])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    out.split_once("counter packets ")
-        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Warm mode's setup: the agent, bootcache's full configuration, and a cold
 /// read of both files (through bootcache, from the origin) that fills the
 /// cache.
@@ -406,7 +366,7 @@ fn compare(args: &Args, warm: bool) -> Result<()> {
         t.write_fill_only_config()?;
     }
     if let Some(p) = args.ack_loss {
-        add_ack_loss(&t, p)?;
+        t.drop_client_acks(p)?;
     }
     let loss = args
         .ack_loss
@@ -510,7 +470,7 @@ fn compare(args: &Args, warm: bool) -> Result<()> {
         bail!("the origin sent bench.img {sent} times, expected {expected}");
     }
     if args.ack_loss.is_some() {
-        println!("ACKs dropped by nftables: {}", acks_dropped(&t));
+        println!("ACKs dropped by nftables: {}", t.client_acks_dropped());
     }
     println!("bootcache: {}", t.bootcache_cmdline());
     println!(
