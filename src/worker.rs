@@ -459,6 +459,8 @@ impl Worker {
             } else {
                 self.logic
                     .handle_frame(now, wall, r.side == 0, r.mbuf.data());
+                // Freed by the lcore that copied it (see RedirectRing).
+                self.rings[i].give_back(r.mbuf);
             }
             n += 1;
         }

@@ -157,6 +157,7 @@ impl Bridge {
         let mut hits = FilterCounters::new(link.rule_count);
         let mut tx = [Burst::new(), Burst::new()];
         let mut inject_tx = [Burst::new(), Burst::new()];
+        let mut given_back = Burst::new();
         // When each TX buffer's oldest frame arrived, and whether the port
         // that fills it delivered a full burst in this pass.
         let mut since = [0u64; 2];
@@ -174,6 +175,7 @@ impl Bridge {
                 bypass = b;
                 c.bypassing = b;
                 shared.publish(&c);
+                link.ring.free_given_back(&mut given_back);
                 if now.wrapping_sub(last_publish) >= publish_cycles {
                     link.filter_counters.publish(&hits);
                     last_publish = now;

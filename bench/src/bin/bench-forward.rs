@@ -95,6 +95,12 @@ struct Cli {
     callgrind: Option<u64>,
     /// Only write the pcap mix (mix-client.pcap, mix-server.pcap) into this
     /// directory, e.g. to look at it with tcpdump -r, and exit.
+    /// Rates of net_null and net_pcap runs per second of the forwarding
+    /// lcores' own CPU time (from /proc/PID/task/TID/schedstat) rather than
+    /// wall time: on a machine that other jobs share, time the forwarding
+    /// thread spent preempted does not count against either device.
+    #[arg(long)]
+    cpu_time: bool,
     #[arg(long, value_name = "DIR")]
     write_mix: Option<PathBuf>,
 }
@@ -292,6 +298,26 @@ struct PortRun<'a> {
     app: &'a [&'a str],
     fwd: usize,
     report: bool,
+    /// Frames per second of the forwarding lcores' own CPU time instead of
+    /// wall time (`--cpu-time`).
+    cpu_time: bool,
+}
+
+/// CPU time the forwarding lcores of process `pid` have run (the EAL names
+/// their threads `rte-worker-N`), in ns, from the kernel's schedstat.
+fn forwarding_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("rte-worker") || c.starts_with("lcore-worker"))
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 fn run_ports(dut: Dut, bin: &Path, secs: u64, r: &PortRun<'_>) -> Result<f64> {
@@ -301,10 +327,24 @@ fn run_ports(dut: Dut, bin: &Path, secs: u64, r: &PortRun<'_>) -> Result<f64> {
         wait_telemetry(&mut child, dut, &prefix)?;
         // Ports started, forwarding settled.
         std::thread::sleep(Duration::from_secs(1));
-        let (a, t0) = (telemetry_opackets(&prefix)?, Instant::now());
+        let pid = child.id();
+        let (a, t0, c0) = (
+            telemetry_opackets(&prefix)?,
+            Instant::now(),
+            forwarding_cpu_ns(pid),
+        );
         std::thread::sleep(Duration::from_secs(secs));
-        let (b, t1) = (telemetry_opackets(&prefix)?, Instant::now());
-        Ok((b - a) as f64 / (t1 - t0).as_secs_f64() / 1e6)
+        let (b, t1, c1) = (
+            telemetry_opackets(&prefix)?,
+            Instant::now(),
+            forwarding_cpu_ns(pid),
+        );
+        let secs = if r.cpu_time {
+            (c1 - c0) as f64 / 1e9
+        } else {
+            (t1 - t0).as_secs_f64()
+        };
+        Ok((b - a) as f64 / secs.max(1e-9) / 1e6)
     })();
     stop(child, &prefix);
     let _ = std::fs::remove_file(err_file(&prefix));
@@ -644,6 +684,7 @@ fn run(cli: Cli) -> Result<()> {
             app,
             fwd: 1,
             report: false,
+            cpu_time: cli.cpu_time,
         };
         let r = alternate(what, cli.rounds, |dut| run_ports(dut, &bin, secs, &run))?;
         rows.push((what.into(), r[0], r[1]));
@@ -669,6 +710,7 @@ fn run(cli: Cli) -> Result<()> {
             app: &server_app,
             fwd: 1,
             report: true,
+            cpu_time: cli.cpu_time,
         };
         let r = alternate("net_pcap mix, boot server configured", cli.rounds, |dut| {
             run_ports(dut, &bin, secs, &run)
@@ -688,6 +730,7 @@ fn run(cli: Cli) -> Result<()> {
                         app: &plain_app,
                         fwd,
                         report: false,
+                        cpu_time: cli.cpu_time,
                     };
                     let r = run_ports(dut, &bin, secs, &run)?;
                     rates[d][fwd - 1].push(r);
