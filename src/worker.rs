@@ -606,8 +606,8 @@ impl Worker {
             out += &format!(" defrag_{}={n}", reason.name());
         }
         out += &format!(
-            " | dhcp={} bad_checksum={}",
-            k.dhcp_messages, k.bad_checksum
+            " | dhcp={} bad_checksum={} wrong_side={}",
+            k.dhcp_messages, k.bad_checksum, k.wrong_side
         );
         if let Some(s) = &self.serve {
             let c = &s.counters;

@@ -74,6 +74,12 @@ pub struct Counters {
     /// Frames, and reassembled datagrams, whose UDP checksum (or headers)
     /// did not verify.
     pub bad_checksum: u64,
+    /// Frames that came in on the wrong side for what they claim to be:
+    /// from a boot server (or a DHCP/PXE reply) received on the client
+    /// side, or to a boot server (or a DHCP request) on the server side.
+    /// Ignored: the side a frame entered on is the root of trust, whatever
+    /// its addresses say.
+    pub wrong_side: u64,
     /// IPv4 fragments of UDP to or from a boot server: fragments seen,
     /// datagrams reassembled, fragments and datagrams dropped by reason.
     pub defrag: DefragStats,
@@ -135,6 +141,14 @@ pub enum CacheError {
     /// The filestore could not be opened.
     #[error("filestore: {0}")]
     Filestore(#[from] FilestoreError),
+}
+
+/// True when a datagram going `dir` may have entered on that side: towards
+/// a server only from the client side, from a server only from the server
+/// side. A host on the client side can put any addresses in a frame, never
+/// the port it arrives on.
+fn side_fits(from_client_side: bool, dir: Direction) -> bool {
+    from_client_side == (dir == Direction::ToServer)
 }
 
 /// The slow path's cache logic: TFTP tracking, reassembly, the filestore
@@ -252,6 +266,17 @@ impl CacheLogic {
             self.counters.not_ours += 1;
             return;
         }
+        // Before reassembly: a fragment spoofed on the client side must
+        // never complete a server's datagram.
+        let dir = if self.servers.contains(&dst_ip) {
+            Direction::ToServer
+        } else {
+            Direction::FromServer
+        };
+        if !side_fits(from_client_side, dir) {
+            self.counters.wrong_side += 1;
+            return;
+        }
         let tags = usize::from(c.outer_vlan.is_some()) + usize::from(c.inner_vlan.is_some());
         let ip_packet = frame.get(14 + 4 * tags..).unwrap_or_default();
         let outcome = self.defrag.handle(now, ip_packet);
@@ -277,7 +302,9 @@ impl CacheLogic {
         }
     }
 
-    /// Where a UDP datagram between `src` and `dst` goes, if anywhere.
+    /// Where a UDP datagram between `src` and `dst` goes, if anywhere (by
+    /// its addresses and ports; [`side_fits`] then checks them against the
+    /// side it came in on).
     fn route(&self, src: SocketAddrV4, dst: SocketAddrV4) -> Option<Route> {
         if DHCP_PORTS.contains(&dst.port()) || src.port() == 4011 {
             Some(Route::Dhcp)
@@ -301,7 +328,22 @@ impl CacheLogic {
         dst: SocketAddrV4,
         payload: &[u8],
     ) {
-        match self.route(src, dst) {
+        let route = self.route(src, dst);
+        let dir = match route {
+            Some(Route::Tftp(dir)) => Some(dir),
+            // A BOOTP reply (op 2: DHCP or PXE boot service, to a client or
+            // a relay) comes from the server side, a request from the
+            // client side. The ports cannot tell: relay and server both
+            // use 67.
+            Some(Route::Dhcp) if payload.first() == Some(&2) => Some(Direction::FromServer),
+            Some(Route::Dhcp) => Some(Direction::ToServer),
+            None => None,
+        };
+        if dir.is_some_and(|d| !side_fits(from_client_side, d)) {
+            self.counters.wrong_side += 1;
+            return;
+        }
+        match route {
             None => self.counters.not_ours += 1,
             Some(Route::Dhcp) => {
                 self.counters.dhcp_messages += 1;

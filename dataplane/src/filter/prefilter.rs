@@ -192,7 +192,8 @@ impl V4Stage {
             many: p.many,
             overflow: p.overflow,
             own: p.own,
-            dscp: p.dscp,
+            // The mark counts on the server side only (see `Table::lookup`).
+            dscp: if side == 0 { NO_DSCP } else { p.dscp },
             peer_shift: 32 * u32::from(side == 0),
             dhcp: p.dhcp[usize::from(side != 0)],
         }

@@ -251,7 +251,7 @@ impl Table {
     ///
     /// Precedence: bootcache's own address (addressed mode), then a dynamic
     /// rule (so a transfer can be trapped whatever its ports), then the
-    /// static port rules, then the DSCP mark.
+    /// static port rules, then the DSCP mark (server side only).
     ///
     /// Measured cost (`cargo bench -p dataplane --bench filter`, this 2-core
     /// AMD EPYC VM, bursts of 32 with one [`super::FilterReader::load`]
@@ -327,7 +327,10 @@ impl Table {
             }
             _ => {}
         }
-        if u16::from(c.dscp) == self.dscp_mark {
+        // The mark is the boot server's: only the server side can carry it
+        // (a host on the client side can set any DSCP, and must not get
+        // its frames copied as the server's).
+        if !from_client && u16::from(c.dscp) == self.dscp_mark {
             return self.statics[StaticRule::DscpMark as usize];
         }
         Action::Forward

@@ -170,16 +170,20 @@ fn ipv6_boot_server() {
     );
 }
 
+/// The mark is the boot server's: it counts on the server side whatever
+/// the ports, and never on the client side (issue 13: a host there could
+/// mark frames spoofed from the server and get them copied as its data).
 #[test]
-fn dscp_mark_matches_whatever_the_ports() {
+fn dscp_mark_matches_whatever_the_ports_on_the_server_side_only() {
     let (_w, mut r) = setup(FilterConfig {
         dscp_mark: Some(42),
         ..FilterConfig::default()
     });
     let t = r.load();
-    let marked = udp_dscp((CLIENT, 40000), (OTHER, 8080), 42);
-    assert_eq!(t.lookup(0, &marked), copy(StaticRule::DscpMark));
+    let marked = udp_dscp((OTHER, 8080), (CLIENT, 40000), 42);
     assert_eq!(t.lookup(1, &marked), copy(StaticRule::DscpMark));
+    assert_eq!(t.lookup(0, &marked), Action::Forward);
+    assert_eq!(t.lookup(2, &marked), copy(StaticRule::DscpMark));
     let other_mark = udp_dscp((CLIENT, 40000), (OTHER, 8080), 43);
     assert_eq!(t.lookup(0, &other_mark), Action::Forward);
     // No mark configured: DSCP is ignored.
@@ -1335,7 +1339,7 @@ fn first_stage_clears_what_no_rule_wants_and_passes_the_rest() {
         (1, v4_frame(0, 17, SERVER, CLIENT, (50123, 2070))),
         (0, v4_frame(0, 17, CLIENT, [255, 255, 255, 255], (68, 67))),
         (1, v4_frame(0, 17, OTHER, [255, 255, 255, 255], (67, 68))),
-        (0, v4_frame(46 << 2, 6, CLIENT, OTHER, (40000, 443))),
+        (1, v4_frame(46 << 2, 6, OTHER, CLIENT, (443, 40000))),
         (0, v4_frame(0, 6, CLIENT, OWN, (40000, 80))),
         (1, v4_frame(0, 1, SERVER, OWN, (0, 0))),
         (0, ether(&[], 0x0806, &arp_body(CLIENT, OWN))),
@@ -1348,11 +1352,11 @@ fn first_stage_clears_what_no_rule_wants_and_passes_the_rest() {
             ),
         ),
         (
-            0,
+            1,
             ether(
                 &[],
                 0x86dd,
-                &ipv6_packet(46 << 2, 6, any_v6(CLIENT), any_v6(OTHER), &tcp_l4(1, 2)),
+                &ipv6_packet(46 << 2, 6, any_v6(OTHER), any_v6(CLIENT), &tcp_l4(1, 2)),
             ),
         ),
     ];

@@ -1043,3 +1043,139 @@ proptest! {
         prop_assert_eq!(sim.logic.active_transfers(), 0);
     }
 }
+
+// Direction is the root of trust (issue 13): the side a frame entered on
+// decides what it may be, never its addresses.
+
+impl Sim {
+    /// `p` with its true addressing, but entering on `from_client_side`.
+    fn send_on_side(&mut self, spec: &Spec, p: &Pkt, from_client_side: bool) {
+        self.now += Duration::from_micros(20);
+        let (src, dst, mac) = addressing(spec, p);
+        let f = frame(src, dst, mac, &p.payload);
+        let wall = self.wall();
+        self.logic
+            .handle_frame(self.now, wall, from_client_side, &f);
+        while let Some(u) = self.logic.poll_filter_update() {
+            self.updates.push(u);
+        }
+    }
+}
+
+/// A host on the client side plays both ends of a transfer: its own
+/// request, then the server's OACK and DATA spoofed from the server's
+/// address. Nothing is cached, every spoofed frame is counted, and the
+/// real server's transfer of the same name afterwards is cached as sent.
+#[test]
+fn server_frames_spoofed_on_the_client_side_are_never_cached() {
+    let spec = Spec::opts("grubx64.efi", 1428, 4);
+    let poison = content(30_000, 0xee);
+    let pkts = spec.packets(&poison);
+    let mut sim = Sim::new();
+    for p in &pkts {
+        sim.send_on_side(&spec, p, true);
+    }
+    sim.settle();
+    let from_server = pkts.iter().filter(|p| !p.from_client).count() as u64;
+    let c = *sim.logic.counters();
+    assert_eq!(c.wrong_side, from_server);
+    assert_eq!((c.transfers_completed, c.files_cached), (0, 0));
+    assert!(sim.cached("grubx64.efi").is_none());
+    assert!(sim.tmp_is_empty());
+    // The real transfer, each frame on its own side.
+    let real = content(30_000, 0x11);
+    let spec = Spec {
+        client: client(2),
+        ..spec
+    };
+    sim.play(&spec, &spec.packets(&real));
+    assert!(sim.cached("grubx64.efi").as_deref() == Some(&real[..]));
+    assert_eq!(sim.logic.counters().wrong_side, from_server);
+}
+
+/// The same from the other side: a frame to the server that shows up on
+/// the server side (a host there spoofing a client's request or ACKs) is
+/// not taken as the client's.
+#[test]
+fn client_frames_on_the_server_side_are_ignored() {
+    let spec = Spec::plain("pxelinux.0");
+    let data = content(3000, 3);
+    let pkts = spec.packets(&data);
+    let mut sim = Sim::new();
+    sim.send_on_side(&spec, &pkts[0], false);
+    let c = *sim.logic.counters();
+    assert_eq!((c.wrong_side, c.transfers_seen()), (1, 0));
+    assert!(sim.updates.is_empty(), "no rule for a spoofed request");
+}
+
+/// A fragment spoofed on the client side never completes (or spoils) a
+/// server's datagram: it is dropped before reassembly, and the real
+/// fragments still reassemble and cache.
+#[test]
+fn a_fragment_spoofed_on_the_client_side_never_reaches_reassembly() {
+    let spec = Spec::opts("boot.sdi", 8192, 1);
+    let data = content(20_000, 8);
+    let pkts = spec.packets(&data);
+    let mut sim = Sim::new();
+    for p in &pkts[..3] {
+        sim.send(&spec, p); // RRQ, OACK, ACK 0
+    }
+    let f = frame(
+        SocketAddrV4::new(SERVER, TID),
+        spec.client,
+        SERVER_MAC,
+        &pkts[3].payload,
+    );
+    let frags = fragment(&f, 1500, 9);
+    // A forged fragment 1 on the client side, before the real ones.
+    let mut forged = frags[1].clone();
+    forged[200] ^= 0xff;
+    sim.logic.handle_frame(sim.now, sim.wall(), true, &forged);
+    let c = *sim.logic.counters();
+    assert_eq!((c.wrong_side, c.defrag.fragments), (1, 0));
+    for f in &frags {
+        sim.logic.handle_frame(sim.now, sim.wall(), false, f);
+    }
+    for p in &pkts[4..] {
+        sim.send_fragmented(&spec, p, 1500, false);
+    }
+    assert!(sim.cached("boot.sdi").as_deref() == Some(&data[..]));
+    let c = *sim.logic.counters();
+    assert_eq!(c.defrag.dropped.total(), 0);
+}
+
+/// BOOTP replies (op 2) count only from the server side, requests only
+/// from the client side: a rogue DHCP server on the client side cannot
+/// write the image map.
+#[test]
+fn dhcp_replies_from_the_client_side_are_ignored() {
+    let mut sim = Sim::new();
+    let mut reply = vec![0u8; 300];
+    reply[0] = 2; // BOOTREPLY
+    let rogue = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 66), 67);
+    let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+    let f = frame(rogue, bcast, CLIENT_MAC, &reply);
+    sim.logic.handle_frame(sim.now, sim.wall(), true, &f);
+    let mut request = reply.clone();
+    request[0] = 1; // BOOTREQUEST
+    let f = frame(
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        SERVER_MAC,
+        &request,
+    );
+    sim.logic.handle_frame(sim.now, sim.wall(), false, &f);
+    let c = *sim.logic.counters();
+    assert_eq!((c.wrong_side, c.dhcp_messages), (2, 0));
+    // On their own sides both reach the image map.
+    let f = frame(rogue, bcast, SERVER_MAC, &reply);
+    sim.logic.handle_frame(sim.now, sim.wall(), false, &f);
+    let f = frame(
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        CLIENT_MAC,
+        &request,
+    );
+    sim.logic.handle_frame(sim.now, sim.wall(), true, &f);
+    assert_eq!(sim.logic.counters().dhcp_messages, 2);
+}

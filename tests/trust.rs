@@ -1,0 +1,116 @@
+//! Direction is the root of trust (issue 13), end to end through
+//! virtio-user: a host on the client side that plays both ends of a TFTP
+//! transfer — its own read request, then the server's answers spoofed from
+//! the server's address, DSCP-marked as the server marks what it wants
+//! cached — gets nothing cached, while the same transfer from the real
+//! server side is cached byte for byte.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bootcache_bench::harness::{assert_crossed, shared, Harness};
+use bootcache_bench::process::Finished;
+use bootcache_bench::scenario::{test_file, tftp_read, Endpoints, Script, TransferShape};
+use slowpath::filestore::Filestore;
+use wire::frame::ipv4;
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
+/// The caching mark the configuration names (Expedited Forwarding).
+const MARK: u8 = 46;
+
+fn cache_dir(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("bootcache-trust-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("bootcache.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "servers = [\"{SERVER}\"]\ndscp = {MARK}\ncache_dir = \"{}\"\n",
+            dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    (dir.join("cache"), cfg)
+}
+
+/// Runs bootcache while `frames` are replayed through it; its final output.
+fn run(h: &Harness, tag: &str, cfg: &Path, frames: &Script) -> Finished {
+    let prefix = format!("bct-{tag}-{}", std::process::id());
+    let bc = h
+        .start_bootcache(
+            BOOTCACHE.as_ref(),
+            &prefix,
+            &["--config", cfg.to_str().unwrap()],
+        )
+        .unwrap();
+    let reps = h.replay(frames, 64, Duration::from_secs(3)).unwrap();
+    assert_crossed(tag, &reps);
+    h.stop_bootcache(bc).unwrap()
+}
+
+/// The server's frames of `script` marked with the caching DSCP (IPv4
+/// header checksum redone), as the boot server marks what it wants cached.
+fn marked(script: Script) -> Script {
+    script
+        .into_iter()
+        .map(|(side, mut f)| {
+            if side == 1 {
+                let mut p = ipv4::Packet::new_unchecked(&mut f[14..]);
+                p.set_dscp_ecn(MARK, 0);
+                p.fill_checksum();
+            }
+            (side, f)
+        })
+        .collect()
+}
+
+fn read(name: &str, content: &[u8], client_port: u16) -> Script {
+    let ep = Endpoints {
+        client: SocketAddrV4::new(CLIENT, client_port),
+        server: SERVER,
+        server_tid: 40000 + client_port % 1000,
+    };
+    let shape = TransferShape {
+        blksize: Some(1428),
+        windowsize: 4,
+        ..Default::default()
+    };
+    tftp_read(ep, name, content, shape)
+}
+
+/// `script` with every frame entering on the client side: the attacker's
+/// own request and ACKs, and the server's answers spoofed.
+fn all_from_the_client_side(script: Script) -> Script {
+    script.into_iter().map(|(_, f)| (0, f)).collect()
+}
+
+#[test]
+fn server_answers_spoofed_on_the_client_side_are_never_cached() {
+    let h = shared("trust");
+    let (cache, cfg) = cache_dir("spoof");
+    let poison = test_file(300_000, 0xe1);
+    let real = test_file(300_000, 0x17);
+    // Marked and unmarked spoofed transfers, under two names.
+    let mut attack = all_from_the_client_side(marked(read("grubx64.efi", &poison, 49152)));
+    attack.extend(all_from_the_client_side(read("vmlinuz", &poison, 49153)));
+    let fin = run(&h, "spoof", &cfg, &attack);
+    let store = Filestore::open(&cache).unwrap();
+    assert!(
+        store.lookup(SERVER, "grubx64.efi").is_none() && store.lookup(SERVER, "vmlinuz").is_none(),
+        "a transfer played from the client side was cached; final output:\n{}",
+        fin.stdout
+    );
+    assert_eq!(store.len(), 0);
+    // The same name from the real server side, marked: cached as sent (the
+    // test can see a cached file).
+    let fin = run(&h, "real", &cfg, &marked(read("grubx64.efi", &real, 49154)));
+    let store = Filestore::open(&cache).unwrap();
+    let e = store
+        .lookup(SERVER, "grubx64.efi")
+        .unwrap_or_else(|| panic!("the real transfer was not cached:\n{}", fin.stdout));
+    assert!(std::fs::read(store.path_of(e)).unwrap() == real);
+}
