@@ -642,7 +642,7 @@ impl Worker {
                 let c = &a.counters;
                 let arp = a.arp_counters();
                 out += &format!(
-                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={}",
+                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
                     c.requests,
                     c.fetches,
                     c.fetch_joins,
@@ -656,6 +656,7 @@ impl Worker {
                     arp.requests_answered,
                     arp.requests_sent,
                     arp.failed,
+                    arp.wrong_side,
                 );
             }
         }

@@ -77,6 +77,11 @@ pub struct ArpConfig {
     pub max_retries: u32,
     /// Most entries, resolved and pending together (default 4096).
     pub max_entries: usize,
+    /// Addresses learned from one side of the bridge only, as `(address,
+    /// side)`: addressed mode pins the origin to the server side, so that
+    /// a host on the client side claiming the origin's address (in ARP or
+    /// in any frame) is ignored, never believed (default: none).
+    pub pinned: Vec<(Ipv4Addr, u8)>,
 }
 
 impl ArpConfig {
@@ -89,6 +94,7 @@ impl ArpConfig {
             retry: Duration::from_secs(1),
             max_retries: 3,
             max_entries: 4096,
+            pinned: Vec::new(),
         }
     }
 }
@@ -169,6 +175,9 @@ pub struct ArpCounters {
     pub refused: u64,
     /// Frames dropped because [`MAX_QUEUED_TRANSMITS`] were waiting.
     pub tx_dropped: u64,
+    /// ARP frames and learned addresses ignored because a pinned address
+    /// ([`ArpConfig::pinned`]) came from the other side.
+    pub wrong_side: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +255,10 @@ impl ArpResolver {
         if !sender_ok || arp.target_ip != self.cfg.own_ip {
             return ArpEvent::Ignored;
         }
+        if !self.side_ok(side, arp.sender_ip) {
+            self.counters.wrong_side += 1;
+            return ArpEvent::Ignored;
+        }
         match arp.operation {
             ArpOperation::Request => {
                 let Some(reply) = repr
@@ -268,6 +281,22 @@ impl ArpResolver {
             }
             _ => ArpEvent::Ignored,
         }
+    }
+
+    /// [`Self::learn`] of what a frame received on `side` says, unless
+    /// `ip` is pinned to the other side ([`ArpConfig::pinned`]): then it is
+    /// ignored and counted.
+    pub fn learn_from(&mut self, now: Instant, side: u8, ip: Ipv4Addr, mac: MacAddr) {
+        if self.side_ok(side, ip) {
+            self.learn(now, ip, mac);
+        } else {
+            self.counters.wrong_side += 1;
+        }
+    }
+
+    /// False when `ip` is pinned to a side other than `side`.
+    fn side_ok(&self, side: u8, ip: Ipv4Addr) -> bool {
+        self.cfg.pinned.iter().all(|&(p, s)| p != ip || s == side)
     }
 
     /// Learn a neighbour from elsewhere (e.g. an IPv4 frame from it to us).

@@ -25,9 +25,12 @@ use wire::tftp::{ErrorCode, Packet, TransferMode};
 
 use super::{Serve, ServeCounters, Trapped};
 
-/// First local port for origin fetches and error replies; walks up and wraps.
+/// Local ports for origin fetches and error replies, picked at random (a
+/// host that could guess a fetch's port could race the origin's answer).
 const FETCH_PORT_BASE: u16 = 40960;
 const FETCH_PORT_END: u16 = 49151;
+/// Random picks tried before a scan of the whole range.
+const PORT_TRIES: usize = 16;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const PROTO_ICMP: u8 = 1;
 
@@ -85,20 +88,26 @@ pub(crate) struct Addressed {
     fetches: HashMap<String, Fetch>,
     /// Fetch file names by our port.
     ports: HashMap<u16, String>,
-    next_port: u16,
+    /// Keyed hasher (random keys per process) drawing the ports.
+    port_rng: std::collections::hash_map::RandomState,
+    port_draws: u64,
     pub(crate) counters: AddressedCounters,
 }
 
 impl Addressed {
     /// Addressed mode as `own`, with nothing resolved or fetched yet.
     pub(crate) fn new(own: OwnAddress) -> Addressed {
-        let arp = ArpResolver::new(ArpConfig::new(own.ip, own.mac));
+        // The origin is believed on the server side only (issue 13).
+        let mut cfg = ArpConfig::new(own.ip, own.mac);
+        cfg.pinned = vec![(own.origin, 1)];
+        let arp = ArpResolver::new(cfg);
         Addressed {
             own,
             arp,
             fetches: HashMap::new(),
             ports: HashMap::new(),
-            next_port: FETCH_PORT_BASE,
+            port_rng: std::collections::hash_map::RandomState::new(),
+            port_draws: 0,
             counters: AddressedCounters::default(),
         }
     }
@@ -118,18 +127,28 @@ impl Addressed {
         self.arp.counters()
     }
 
-    fn allocate_port(&mut self) -> u16 {
-        loop {
-            let p = self.next_port;
-            self.next_port = if p >= FETCH_PORT_END {
-                FETCH_PORT_BASE
-            } else {
-                p + 1
-            };
+    /// A random port of the fetch range.
+    fn random_port(&mut self) -> u16 {
+        use std::hash::BuildHasher;
+        self.port_draws += 1;
+        let span = u64::from(FETCH_PORT_END - FETCH_PORT_BASE) + 1;
+        FETCH_PORT_BASE + (self.port_rng.hash_one(self.port_draws) % span) as u16
+    }
+
+    /// A free fetch port, at random: a few random picks, then a scan from a
+    /// random start; `None` when every port of the range is in use (never
+    /// a loop that spins).
+    fn allocate_port(&mut self) -> Option<u16> {
+        for _ in 0..PORT_TRIES {
+            let p = self.random_port();
             if !self.ports.contains_key(&p) {
-                return p;
+                return Some(p);
             }
         }
+        let start = self.random_port();
+        (start..=FETCH_PORT_END)
+            .chain(FETCH_PORT_BASE..start)
+            .find(|p| !self.ports.contains_key(p))
     }
 }
 
@@ -182,14 +201,17 @@ impl Serve {
             return Trapped::Forward;
         };
         // Whoever talks to us is a neighbour: no ARP needed to answer it.
-        a.arp.learn(now, *src.ip(), repr.src_mac);
+        // (The origin only from the server side: see ArpConfig::pinned.)
+        a.arp.learn_from(now, r.side, *src.ip(), repr.src_mac);
         if let Some(s) = self.sessions.get_mut(&(src, dst.port())) {
             s.session.handle_packet(now, payload);
             self.pump((src, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
-        if *src.ip() == a.own.origin {
+        // The origin's answers count from the server side only: a host on
+        // the client side can spoof its address, not the port it is on.
+        if *src.ip() == a.own.origin && r.side == 1 {
             if let Some(name) = a.ports.get(&dst.port()).cloned() {
                 // The fill follows the fetch like any transfer on the wire.
                 logic.handle_frame(now, SystemTime::now(), false, frame);
@@ -286,7 +308,11 @@ impl Serve {
                 return;
             }
         };
-        let port = a.allocate_port();
+        let Some(port) = a.allocate_port() else {
+            log::warn!("addressed: no free fetch port for {name:?}");
+            self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
+            return;
+        };
         a.counters.fetches += 1;
         log::info!(
             "addressed: fetching {name:?} from {} for a client",
@@ -528,7 +554,8 @@ impl Serve {
         let SocketAddr::V4(client) = req.src() else {
             return;
         };
-        let port = a.allocate_port();
+        // One frame, nothing to receive: any port of the range will do.
+        let port = a.random_port();
         let mut repr = UdpFrameRepr::ipv4(
             a.own.mac,
             req.src_mac,

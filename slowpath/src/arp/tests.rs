@@ -345,3 +345,41 @@ fn many_resolutions_time_out_together() {
     assert!(arp.is_empty());
     assert_eq!(arp.poll_timeout(), None);
 }
+
+/// Addressed mode pins the origin to the server side (issue 13): ARP or a
+/// frame claiming the origin's address on the client side is ignored and
+/// counted, whatever it says; on the server side it is learned.
+#[test]
+fn a_pinned_address_is_learned_from_its_own_side_only() {
+    let mut cfg = ArpConfig::new(MY_IP, ME);
+    cfg.pinned = vec![(SERVER_IP, 1)];
+    let mut arp = ArpResolver::new(cfg);
+    let t0 = Instant::now();
+    assert_eq!(arp.resolve(t0, 1, SERVER_IP), None);
+    let (_, request) = arp.poll_transmit().unwrap();
+    let request = ArpFrameRepr::parse(request.as_slice()).unwrap();
+    // The attacker on the client side answers first, and claims the
+    // address in a UDP frame too.
+    let forged = request.reply_to(CLIENT).unwrap();
+    let mut buf = [0u8; 64];
+    let len = forged.emit(&mut buf).unwrap();
+    assert_eq!(arp.handle_frame(t0, 0, &buf[..len]), ArpEvent::Ignored);
+    arp.learn_from(t0, 0, SERVER_IP, CLIENT);
+    assert_eq!(arp.counters().wrong_side, 2);
+    assert_eq!(arp.resolve(t0, 1, SERVER_IP), None, "still unresolved");
+    // The real server, on the server side.
+    let real = request.reply_to(SERVER).unwrap();
+    let len = real.emit(&mut buf).unwrap();
+    assert_eq!(
+        arp.handle_frame(t0, 1, &buf[..len]),
+        ArpEvent::Learned(SERVER_IP)
+    );
+    assert_eq!(arp.resolve(t0, 1, SERVER_IP), Some(SERVER));
+    // Other addresses are learned from either side.
+    arp.learn_from(t0, 0, Ipv4Addr::new(10, 0, 0, 77), CLIENT);
+    assert_eq!(
+        arp.resolve(t0, 0, Ipv4Addr::new(10, 0, 0, 77)),
+        Some(CLIENT)
+    );
+    assert_eq!(arp.counters().wrong_side, 2);
+}
