@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootcache_bench::frames::{CLIENT_MAC, SERVER_MAC};
-use bootcache_bench::harness::{shared, Harness};
+use bootcache_bench::harness::{shared, wait_cached, Harness};
 use bootcache_bench::process::{Bootcache, Finished};
 use bootcache_bench::scenario::test_file;
 use bootcache_bench::tftp_client::send;
@@ -687,7 +687,12 @@ fn a_hundred_concurrent_clients_get_byte_identical_files_in_both_modes() {
             .all(|o| matches!(o, Some(ClientOutcome::Completed { .. }))),
         "{outcomes:?}"
     );
-    std::thread::sleep(Duration::from_millis(300)); // publishing is asynchronous
+    // Publishing is asynchronous: the warm reads need all four in the cache.
+    let cache = dir.join("cache");
+    for (name, file) in names.iter().zip(&files) {
+        let size = file.len() as u64;
+        wait_cached(&cache, ORIGIN, name, size, Duration::from_secs(10)).unwrap();
+    }
     let before = origin.rrqs.len();
     let (_, mut cs) = hundred_clients(6000);
     let outcomes = run_against(&h, &mut origin, &mut cs, BOOT_SERVER);

@@ -98,8 +98,15 @@ fn ipxe_boots_twice_the_second_from_the_cache_then_change_and_agent_down() {
 
     // (c) The boot script changes on the server: the new one reaches the
     // client (its kernel command line shows it), the rest is still cached.
+    let rehashed = t.agent_log_count(&format!("{IPXE_SCRIPT}: modified"));
     t.install_ipxe_script("2").unwrap();
-    std::thread::sleep(Duration::from_secs(1)); // the agent's debounce
+    // The agent rehashes once the script stayed quiet for its debounce.
+    t.wait_agent_log(
+        &format!("{IPXE_SCRIPT}: modified"),
+        rehashed + 1,
+        Duration::from_secs(10),
+    )
+    .unwrap();
     boot(&t, "changed", "2");
     assert_eq!(counts(&t), [2, 1, 1], "{:?}", t.origin_transfers());
 

@@ -148,8 +148,15 @@ fn restart_change_on_the_server_and_agent_down() {
     // cache is refreshed; the next read is served the new version.
     let v2 = test_content(3 << 20, 12);
     let v2_sha = sha_of(&v2, &t.dir, "v2");
+    let rehashed = t.agent_log_count("boot/kernel: modified");
     t.put_file("boot/kernel", &v2).unwrap();
-    std::thread::sleep(Duration::from_secs(1)); // the agent rehashes after its debounce
+    // The agent rehashes once the file stayed quiet for its debounce.
+    t.wait_agent_log(
+        "boot/kernel: modified",
+        rehashed + 1,
+        Duration::from_secs(10),
+    )
+    .unwrap();
     assert_eq!(get(&t, "1428"), v2_sha, "the client got the stale file");
     assert_eq!(
         t.origin_count("boot/kernel"),

@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, Harness};
+use bootcache_bench::harness::{assert_crossed, shared, wait_cached, Harness};
 use bootcache_bench::process::Bootcache;
 use bootcache_bench::scenario::{test_file, tftp_read, udp_frame, Endpoints, TransferShape};
 use bootcache_bench::tftp_client::{client_read, ClientRead};
@@ -16,6 +16,8 @@ use wire::tftp::{Mode, Options, Packet, Request};
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
+/// How long a cold read's file may take to appear in the cache's index.
+const PUBLISHED: Duration = Duration::from_secs(10);
 
 /// Starts bootcache with the boot server, a cache in `dir` and `extra`
 /// configuration (the serving policy).
@@ -36,8 +38,9 @@ fn start(h: &Harness, dir: &std::path::Path, tag: &str, extra: &str) -> Bootcach
 }
 
 /// A first client's read of `name` crosses to the origin (scripted server
-/// on the far side) and fills the cache.
-fn cold_fill(h: &Harness, client_port: u16, name: &str, content: &[u8]) {
+/// on the far side) and fills the cache in `dir`; returns once the cache's
+/// index lists it.
+fn cold_fill(h: &Harness, dir: &std::path::Path, client_port: u16, name: &str, content: &[u8]) {
     let ep = Endpoints {
         client: SocketAddrV4::new(CLIENT, client_port),
         server: SERVER,
@@ -56,7 +59,8 @@ fn cold_fill(h: &Harness, client_port: u16, name: &str, content: &[u8]) {
         )
         .unwrap();
     assert_crossed("cold read", &reps);
-    std::thread::sleep(Duration::from_millis(300)); // publishing is asynchronous
+    let cache = dir.join("cache");
+    wait_cached(&cache, SERVER, name, content.len() as u64, PUBLISHED).unwrap();
 }
 
 fn read(
@@ -80,7 +84,7 @@ fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
     // Cold: the first client's read crosses to the origin (the RRQ is
     // trapped, found missing, and handed on unchanged) and fills the cache.
     let content = test_file(300_000, 7);
-    cold_fill(&h, 49152, "boot/vmlinuz", &content);
+    cold_fill(&h, &dir, 49152, "boot/vmlinuz", &content);
 
     // Warm, lock-step with options: answered by bootcache as the server.
     let mut opts = Options::default();
@@ -250,7 +254,7 @@ fn hits_are_validated_with_the_agent_stale_bad_hmac_and_unreachable_go_to_the_or
     let bc = start(&h, &dir, "agent", &agent_cfg);
 
     // Cold: fills the cache through the bridge.
-    cold_fill(&h, 49160, "boot/initrd.img", &content);
+    cold_fill(&h, &dir, 49160, "boot/initrd.img", &content);
 
     // Current for the agent: served from the cache, the server sees nothing.
     let warm = read(

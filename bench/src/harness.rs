@@ -1,6 +1,7 @@
 //! The vhost side of the wire: two `net_vhost` ports in this process whose
 //! sockets a `bootcache` child opens as virtio-user ports.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -82,6 +83,38 @@ pub fn assert_crossed(what: &str, reps: &[TransferReport]) {
             "{what}: from side {side}, frames changed or reordered at {:?}",
             r.mismatches
         );
+    }
+}
+
+/// Waits until the cache in `cache_dir` lists `name` from `server`, `size`
+/// bytes long: publishing is asynchronous (the slow path writes the index
+/// after the transfer's last block has crossed). Reads the index as
+/// `bootcache cache ls` does, changing nothing; fails after `timeout`.
+pub fn wait_cached(
+    cache_dir: &Path,
+    server: Ipv4Addr,
+    name: &str,
+    size: u64,
+    timeout: Duration,
+) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        // A missing or half-replaced index reads as "not yet".
+        let entries = slowpath::filestore::read_index(cache_dir).unwrap_or_default();
+        if entries
+            .iter()
+            .any(|e| e.server == server && e.name == name && e.size == size)
+        {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "{name} ({size} bytes from {server}) not in {}'s index after {timeout:?}; it lists {:?}",
+                cache_dir.display(),
+                entries.iter().map(|e| (&e.name, e.size)).collect::<Vec<_>>()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -389,5 +422,20 @@ impl Harness {
         self.transfer(from, count, window, Duration::from_secs(2), |i, buf| {
             test_frame(from, i, len(i), buf)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_cached_fails_once_its_deadline_passes() {
+        let dir = std::env::temp_dir().join(format!("bootcache-no-cache-{}", std::process::id()));
+        let server = Ipv4Addr::new(10, 77, 0, 1);
+        let t = Instant::now();
+        let e = wait_cached(&dir, server, "pxelinux.0", 1, Duration::from_millis(50)).unwrap_err();
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert!(e.to_string().contains("pxelinux.0"), "{e}");
     }
 }

@@ -614,6 +614,33 @@ impl Topology {
             .map_err(|e| anyhow!("bootcache-agent did not start: {e}"))
     }
 
+    /// How many lines of the agent's log (since it last started) contain
+    /// `text`.
+    pub fn agent_log_count(&self, text: &str) -> usize {
+        std::fs::read_to_string(self.dir.join("agent.log"))
+            .map(|s| s.lines().filter(|l| l.contains(text)).count())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `n` lines of the agent's log contain `text`: e.g. its
+    /// `<file>: modified` line once it rehashed a changed file (after the
+    /// file stayed quiet for its debounce interval).
+    pub fn wait_agent_log(&self, text: &str, n: usize, timeout: Duration) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            let have = self.agent_log_count(text);
+            if have >= n {
+                return Ok(());
+            }
+            if t.elapsed() > timeout {
+                bail!(
+                    "{have} lines with {text:?} in the agent's log after {timeout:?}, expected {n}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the agent.
     pub fn stop_agent(&mut self) {
         let c = self.agent.take();
