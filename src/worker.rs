@@ -72,8 +72,16 @@ const IDLE_SLEEP_MAX: Duration = Duration::from_millis(5);
 /// (medians of 5; README): sleeping 1.66 s, ACK-to-DATA p50 28.7 us;
 /// spinning 0.36 s, 8.2 us (the spinner took the client's CPU); yielding
 /// 0.19 s, 3.2 us.
+///
+/// A yield hands the CPU to a CPU-bound neighbour for a whole time slice
+/// (a TCG qemu PXE client: p50 6.8 ms a block, the warm boot never ended),
+/// while a waking sleeper preempts it. So a yield that took longer than
+/// YIELD_STOLEN makes the worker sleep BUSY_SLEEP instead for YIELD_BACKOFF,
+/// then try yielding again.
 const BUSY_WINDOW: Duration = Duration::from_millis(2);
 const BUSY_SLEEP: Duration = Duration::from_micros(20);
+const YIELD_STOLEN: Duration = Duration::from_micros(200);
+const YIELD_BACKOFF: Duration = Duration::from_millis(100);
 /// A degraded cache is probed this often.
 pub(crate) const RETRY_PERIOD: Duration = Duration::from_secs(2);
 
@@ -247,6 +255,8 @@ impl Worker {
         let mut next_timer_check = Instant::now();
         let mut last_busy = Instant::now();
         let mut idle_sleep = IDLE_SLEEP;
+        // Until when yields cost a time slice: sleep instead.
+        let mut sleep_until = Instant::now();
         // Frames handled since the last sleep, and the smallest ring.
         let mut found = 0usize;
         let ring_cap = self.rings.iter().map(|r| r.capacity()).min().unwrap_or(1);
@@ -291,8 +301,14 @@ impl Worker {
                 idle_sleep = IDLE_SLEEP;
                 match (serving, self.poll) {
                     (true, true) => std::hint::spin_loop(),
-                    (true, false) => std::thread::yield_now(),
-                    (false, _) => std::thread::sleep(BUSY_SLEEP),
+                    (true, false) if now >= sleep_until => {
+                        let before = Instant::now();
+                        std::thread::yield_now();
+                        if before.elapsed() > YIELD_STOLEN {
+                            sleep_until = now + YIELD_BACKOFF;
+                        }
+                    }
+                    _ => std::thread::sleep(BUSY_SLEEP),
                 }
             } else {
                 idle_sleep = if found > ring_cap / 8 {
