@@ -40,8 +40,9 @@ fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, last)
 }
 
-/// Where `save` writes: one directory per process, on tmpfs when there is
-/// one (it syncs every file it writes).
+/// Where `save` writes (it creates the directory): one per process, on
+/// tmpfs when there is one (it syncs every file it writes), removed after
+/// each round trip.
 fn save_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -51,9 +52,7 @@ fn save_dir() -> &'static PathBuf {
         } else {
             std::env::temp_dir()
         };
-        let d = base.join(format!("bootcache-fuzz-imagemap-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("creating the save directory");
-        d
+        base.join(format!("bootcache-fuzz-imagemap-{}", std::process::id()))
     })
 }
 
@@ -174,6 +173,7 @@ fuzz_target!(|data: &[u8]| {
     if round_trip {
         map.save().expect("saving the image map");
         let back = ImageMap::load_with(save_dir(), limits).expect("loading what was saved");
+        std::fs::remove_dir_all(save_dir()).expect("removing the saved map");
         assert_eq!(
             sorted(&back),
             sorted(&map),
