@@ -15,40 +15,18 @@ use sha2::{Digest, Sha256};
 
 use crate::wire::{Answer, FileState, MAX_PATH_LEN};
 
-/// Why a requested file name is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    /// Nothing left after normalisation.
-    #[error("empty file name")]
-    Empty,
-    /// A `..` component: the name would escape the TFTP root.
-    #[error("file name escapes the root")]
-    Escapes,
-    /// A NUL byte, or longer than the protocol allows.
-    #[error("invalid file name")]
-    Invalid,
-}
+/// Why a requested file name is refused (the names bootcache's cache keys
+/// use: one type for both ends).
+pub type PathError = ::wire::tftp::NameError;
 
-/// Normalises a file name the way TFTP servers resolve it against their root:
-/// backslashes become slashes (dnsmasq does this for Windows clients), leading
-/// slashes are dropped (tftpd-hpa `-s` and dnsmasq serve "/f" and "f" as the
-/// same file), empty and `.` components vanish, `..` is refused.
+/// Normalises a file name the way TFTP servers resolve it against their
+/// root ([`::wire::tftp::normalize_name`], which bootcache's cache keys use
+/// too), within the protocol's length limit.
 pub fn normalize(name: &str) -> Result<String, PathError> {
-    if name.len() > MAX_PATH_LEN || name.contains('\0') {
+    if name.len() > MAX_PATH_LEN {
         return Err(PathError::Invalid);
     }
-    let mut parts = Vec::new();
-    for c in name.split(['/', '\\']) {
-        match c {
-            "" | "." => {}
-            ".." => return Err(PathError::Escapes),
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        return Err(PathError::Empty);
-    }
-    Ok(parts.join("/"))
+    ::wire::tftp::normalize_name(name)
 }
 
 /// One file of the table.

@@ -469,6 +469,12 @@ impl CacheLogic {
                                 );
                             }
                         }
+                        // The tracker normalises names: not reached, but
+                        // not the disk's fault either.
+                        Err(e @ FilestoreError::BadName { .. }) => {
+                            self.counters.discarded.bump(DiscardReason::UnsupportedName);
+                            warn!("not cached: {e}");
+                        }
                         Err(e) => {
                             self.counters.discarded.bump(DiscardReason::Io);
                             error!("could not cache {:?}: {e}", done.filename);

@@ -55,6 +55,15 @@ pub enum FilestoreError {
         /// The parse error.
         source: serde_json::Error,
     },
+    /// The name names no file under a server's root (see
+    /// [`wire::tftp::normalize_name`]).
+    #[error("file name {name:?}: {reason}")]
+    BadName {
+        /// The name as given.
+        name: String,
+        /// Why it names no file.
+        reason: wire::tftp::NameError,
+    },
     /// Publishing the file would exceed the quota.
     #[error("quota of {quota} bytes full ({used} used, {needed} more needed)")]
     QuotaFull {
@@ -269,7 +278,14 @@ impl Filestore {
         for entry in entries.unwrap_or_default() {
             let expected = stored_name(entry.server, &entry.name, &entry.sha256);
             let key = (entry.server, entry.name.clone());
-            if entry.stored_as != expected || store.index.contains_key(&key) {
+            // Names are stored normalised; an entry of an older version
+            // under another spelling could never be looked up: dropped
+            // (the next transfer of the file caches it again).
+            let normal = wire::tftp::normalize_name(&entry.name).ok();
+            if entry.stored_as != expected
+                || store.index.contains_key(&key)
+                || normal.as_deref() != Some(entry.name.as_str())
+            {
                 store.report.invalid += 1;
                 dropped = true;
                 continue;
@@ -365,9 +381,12 @@ impl Filestore {
         self.dir.join(TMP)
     }
 
-    /// The entry for `name` from `server`.
+    /// The entry for `name` from `server`, the name normalised as the
+    /// server resolves it ([`wire::tftp::normalize_name`]: "x", "/x" and
+    /// "./x" are one entry; a name with `..` has none).
     pub fn lookup(&self, server: Ipv4Addr, name: &str) -> Option<&Entry> {
-        self.index.get(&(server, name.to_owned()))
+        let name = wire::tftp::normalize_name(name).ok()?;
+        self.index.get(&(server, name))
     }
 
     /// Every entry, ordered by server then name.
@@ -408,6 +427,10 @@ impl Filestore {
         size: u64,
         sha256: [u8; 32],
     ) -> Result<Published, FilestoreError> {
+        let name = &wire::tftp::normalize_name(name).map_err(|e| FilestoreError::BadName {
+            name: name.to_owned(),
+            reason: e,
+        })?;
         let key = (server, name.to_owned());
         let sha256 = Digest256(sha256);
         // What the index can store, so that memory and disk agree.
@@ -595,25 +618,39 @@ mod tests {
             long.as_str(),
             "\u{202e}fdp.exe",
         ];
+        let mut stored = 0;
         for (i, name) in names.iter().enumerate() {
             let content = vec![i as u8; 100 + i];
+            // Names are stored as servers resolve them; names that resolve
+            // to no file under a root are refused.
+            let Ok(normal) = wire::tftp::normalize_name(name) else {
+                assert!(matches!(
+                    publish(&mut store, name, &content),
+                    Err(FilestoreError::BadName { .. })
+                ));
+                assert!(store.lookup(SERVER, name).is_none());
+                continue;
+            };
             assert_eq!(publish(&mut store, name, &content).unwrap(), Published::New);
+            stored += 1;
             let e = store.lookup(SERVER, name).unwrap().clone();
-            assert_eq!(e.name, *name);
+            assert_eq!(e.name, normal);
             let path = store.path_of(&e);
             assert_eq!(path.parent().unwrap(), cache.join("files"));
             assert_eq!(fs::read(&path).unwrap(), content);
         }
-        // Exactly one file per name under files/, the index, and nothing else.
+        assert_eq!(stored, 7);
+        // Exactly one file per stored name under files/, the index, and
+        // nothing else.
         let files = all_files(dir.path());
-        assert_eq!(files.len(), names.len() + 1);
+        assert_eq!(files.len(), stored + 1);
         assert!(files.contains(&cache.join("index.json")));
         assert!(files
             .iter()
             .all(|f| f.starts_with(cache.join("files")) || f == &cache.join("index.json")));
         let reopened = Filestore::open(&cache).unwrap();
-        assert_eq!(reopened.len(), names.len());
-        assert_eq!(reopened.load_report().loaded, names.len() as u64);
+        assert_eq!(reopened.len(), stored);
+        assert_eq!(reopened.load_report().loaded, stored as u64);
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub enum DiscardReason {
     Superseded,
     /// Not octet mode: followed but not cached.
     UnsupportedMode,
-    /// The file name is not UTF-8: followed but not cached.
+    /// The file name is not UTF-8, or names no file under a server's root
+    /// (`..`, empty, NUL; see [`wire::tftp::normalize_name`]): followed but
+    /// not cached.
     UnsupportedName,
     /// Larger than [`Limits::max_file_size`].
     TooLarge,
@@ -424,7 +426,11 @@ impl Tracker {
             });
             return;
         }
-        let name = std::str::from_utf8(req.filename).ok().map(str::to_owned);
+        // The cache key is the name as the server resolves it: "x", "/x"
+        // and "./x" are one file.
+        let name = std::str::from_utf8(req.filename)
+            .ok()
+            .and_then(|n| wire::tftp::normalize_name(n).ok());
         let not_cached = if req.mode.kind() != TransferMode::Octet {
             Some(DiscardReason::UnsupportedMode)
         } else if name.is_none() {

@@ -257,6 +257,13 @@ impl Serve {
             self.send_error(r, ErrorCode::FileNotFound, "file name is not UTF-8");
             return Trapped::Consumed;
         };
+        // One key (and one fetch) for every spelling of a file: "x", "/x"
+        // and "./x" are the same to the origin.
+        let Ok(name) = wire::tftp::normalize_name(name) else {
+            self.send_error(r, ErrorCode::FileNotFound, "no such file under the root");
+            return Trapped::Consumed;
+        };
+        let name = name.as_str();
         match logic.filestore().lookup(origin, name) {
             Some(entry) => Trapped::Hit(entry.clone()),
             None => {

@@ -13,6 +13,9 @@
 //! The fast path reads DATA headers with [`parse_data_header`], which checks
 //! only the opcode and length and never allocates.
 
+mod name;
+pub use name::{normalize_name, NameError};
+
 use core::fmt;
 
 use nom::bytes::complete::{tag, take_till};

@@ -1179,3 +1179,35 @@ fn dhcp_replies_from_the_client_side_are_ignored() {
     sim.logic.handle_frame(sim.now, sim.wall(), true, &f);
     assert_eq!(sim.logic.counters().dhcp_messages, 2);
 }
+
+/// Names are keys as the server resolves them (issue 13): "x", "/x" and
+/// "./x" are one cache entry; a name that climbs out of the root is
+/// followed but never cached.
+#[test]
+fn the_spellings_of_one_file_are_one_entry() {
+    let data = content(4000, 4);
+    let mut sim = Sim::new();
+    for (i, name) in ["boot/x.efi", "/boot/x.efi", "./boot//x.efi"]
+        .iter()
+        .enumerate()
+    {
+        let spec = Spec {
+            client: client(10 + i as u8),
+            ..Spec::plain(name)
+        };
+        sim.play(&spec, &spec.packets(&data));
+    }
+    let c = *sim.logic.counters();
+    assert_eq!((c.files_cached, c.files_refreshed), (1, 2));
+    assert_eq!(sim.logic.filestore().len(), 1);
+    for name in ["boot/x.efi", "/boot/x.efi", "\\boot\\x.efi"] {
+        assert!(sim.cached(name).as_deref() == Some(&data[..]), "{name}");
+    }
+    let spec = Spec {
+        client: client(20),
+        ..Spec::plain("../etc/passwd")
+    };
+    sim.play(&spec, &spec.packets(&data));
+    assert_eq!(sim.discarded(DiscardReason::UnsupportedName), 1);
+    assert_eq!(sim.logic.filestore().len(), 1);
+}
