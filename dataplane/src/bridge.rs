@@ -24,19 +24,21 @@
 //! (per-rule hits).
 //!
 //! Measured cost per frame, by stage (2026-12-01, this 2-vCPU VM, no
-//! hardware counters: rates against testpmd io in the same run of
-//! `bench-forward --only null-config`, instructions under callgrind):
+//! hardware counters: rates against testpmd io in one run of
+//! `bench-forward --cpu-time --only null-config,pcap`, stages taken out in
+//! a scratch build; instructions under `bench-forward --callgrind 5`):
 //!
-//! | stage                                   | × testpmd rate | instructions |
-//! |-----------------------------------------|----------------|--------------|
-//! | rx + TX buffer + tx (PMD, mempool)      | 0.97           | ~125 (same as testpmd) |
-//! | loop over the burst, frames not read    | 0.90           | ~2 |
-//! | first stage reading each frame          | 0.82           | ~2.7 |
-//! | classify + lookup (candidates only, ~1%)| —              | <1 |
-//! | (software prefetch of the burst: removed) | 0.77         | ~1 |
+//! | stage                                        | × testpmd (pcap mix) | instructions |
+//! |----------------------------------------------|----------------------|--------------|
+//! | rx + TX buffer + tx (PMD, mempool)           | 0.96                 | as testpmd   |
+//! | first stage over the burst (`may_match_burst`) | 0.83               | ~25          |
+//! | classify + lookup + copy of the ~1% boot traffic | 0.70–0.76        | ~10 (amortised) |
 //!
-//! The gap left is cycles, not instructions: each frame's first cache line
-//! is read, which testpmd io never does.
+//! A copy costs ~500 ns of this core's time although its instructions are
+//! few: the slow path reads the copied frame whole, and the PMD's next
+//! write of that buffer pays for the lines. Copies are given back and
+//! freed here ([`RedirectRing::free_given_back`]) so that at least their
+//! headers stay in this lcore's cache.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
