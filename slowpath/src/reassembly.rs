@@ -14,7 +14,11 @@
 //!   transfer [`ReassemblyError::Inconsistent`].
 //!
 //! Memory per transfer: the write buffer plus a bitmap of the blocks received
-//! beyond the contiguous prefix (one bit per block of reordering span).
+//! beyond the contiguous prefix (one bit per block of reordering span),
+//! at most [`MAX_SPAN`] blocks: 8 KiB, whatever block numbers or block size
+//! a sender forges. A block further ahead of the prefix ends the transfer
+//! ([`ReassemblyError::TooFarAhead`]): no TFTP window is that wide (RFC 7440
+//! caps windowsize at 65535), so the blocks in between were lost anyway.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -23,6 +27,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+/// Most blocks a stored block may lie beyond the contiguous prefix.
+pub const MAX_SPAN: u64 = 65_536;
 
 /// Bytes of in-order data gathered before one `pwrite`.
 pub const WRITE_BUFFER: usize = 128 * 1024;
@@ -50,6 +57,15 @@ pub enum ReassemblyError {
     TooLarge {
         /// The limit in bytes.
         limit: u64,
+    },
+    /// A block lies more than [`MAX_SPAN`] blocks beyond the contiguous
+    /// prefix: the blocks in between cannot arrive any more.
+    #[error("block {block} is more than {MAX_SPAN} blocks ahead of block {hashed}")]
+    TooFarAhead {
+        /// Absolute index of the offending block.
+        block: u64,
+        /// Blocks in the contiguous prefix.
+        hashed: u64,
     },
     /// Not every block arrived (finishing an incomplete reassembly).
     #[error("blocks missing")]
@@ -229,6 +245,12 @@ impl Reassembly {
                     expected: t,
                 });
             }
+        }
+        if index.saturating_sub(self.hashed) > MAX_SPAN {
+            return Err(ReassemblyError::TooFarAhead {
+                block: index,
+                hashed: self.hashed,
+            });
         }
         if self.is_received(index) {
             return self.compare(index, data);
@@ -485,6 +507,30 @@ mod tests {
         r.insert(3, &[]).unwrap();
         let done = r.finish().unwrap();
         assert_eq!((done.size, done.sha256), (1024, sha(&content)));
+    }
+
+    /// A forged block number far beyond the prefix (blksize 8, a 1 GiB
+    /// limit: 128 Mi blocks) is refused instead of growing the bitmap; one
+    /// at the edge of the span is stored, and the bitmap stays 8 KiB.
+    #[test]
+    fn the_reordering_span_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = new(dir.path(), 8, None);
+        r.insert(1, &[1; 8]).unwrap();
+        assert!(matches!(
+            r.insert(100_000_000, &[2; 8]),
+            Err(ReassemblyError::TooFarAhead {
+                block: 100_000_000,
+                hashed: 1
+            })
+        ));
+        assert!(r.bits.is_empty());
+        assert_eq!(r.insert(1 + MAX_SPAN, &[3; 8]).unwrap(), Inserted::New);
+        assert!(r.bits.len() as u64 <= MAX_SPAN / 64 + 1);
+        assert!(matches!(
+            r.insert(2 + MAX_SPAN, &[3; 8]),
+            Err(ReassemblyError::TooFarAhead { .. })
+        ));
     }
 
     #[test]

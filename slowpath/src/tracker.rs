@@ -830,7 +830,9 @@ impl Transfer {
             ReassemblyError::SizeMismatch { .. } => DiscardReason::SizeMismatch,
             ReassemblyError::TooLarge { .. } if self.quota_limited => DiscardReason::QuotaFull,
             ReassemblyError::TooLarge { .. } => DiscardReason::TooLarge,
-            ReassemblyError::Incomplete => DiscardReason::MissingBlocks,
+            ReassemblyError::Incomplete | ReassemblyError::TooFarAhead { .. } => {
+                DiscardReason::MissingBlocks
+            }
             ReassemblyError::Io { .. } => DiscardReason::Io,
         }
     }
