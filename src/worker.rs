@@ -157,6 +157,8 @@ pub(crate) struct Worker {
     pub(crate) fail: FailOpen,
     reopen: Reopen,
     poll: bool,
+    /// Yields that took over YIELD_STOLEN (sleeps followed for YIELD_BACKOFF).
+    yield_fallbacks: u64,
 }
 
 impl Worker {
@@ -187,6 +189,7 @@ impl Worker {
             },
             reopen: p.reopen,
             poll: p.poll,
+            yield_fallbacks: 0,
         };
         if let Some(why) = unopened {
             w.fail.unopened = true;
@@ -306,6 +309,7 @@ impl Worker {
                         std::thread::yield_now();
                         if before.elapsed() > YIELD_STOLEN {
                             sleep_until = now + YIELD_BACKOFF;
+                            self.yield_fallbacks += 1;
                         }
                     }
                     _ => std::thread::sleep(BUSY_SLEEP),
@@ -648,11 +652,12 @@ impl Worker {
             );
             let t = &s.turnaround;
             out += &format!(
-                " | turnaround samples={} p50_ns={} p99_ns={} max_ns={}",
+                " | turnaround samples={} p50_ns={} p99_ns={} max_ns={} yield_fallbacks={}",
                 t.samples(),
                 t.quantile_ns(0.5),
                 t.quantile_ns(0.99),
-                t.max_ns()
+                t.max_ns(),
+                self.yield_fallbacks
             );
             if let Some(a) = &s.addressed {
                 let c = &a.counters;

@@ -223,6 +223,8 @@ struct Fill {
     /// ACK-to-next-DATA turnaround of the run, nanoseconds.
     turnaround_p50: u64,
     turnaround_p99: u64,
+    /// Times the slow path fell back from yielding to sleeping.
+    yield_fallbacks: u64,
 }
 
 fn median(v: &[Duration]) -> Duration {
@@ -283,6 +285,7 @@ fn bridge_read(
                 serve_retransmits: s("serve", "retransmits"),
                 turnaround_p50: s("turnaround", "p50_ns"),
                 turnaround_p99: s("turnaround", "p99_ns"),
+                yield_fallbacks: s("turnaround", "yield_fallbacks"),
             })
         }
         Bridge::Testpmd => {
@@ -428,6 +431,7 @@ fn compare(args: &Args, warm: bool) -> Result<()> {
                     fill.copy_drops += f.copy_drops;
                     fill.serve_hits += f.serve_hits;
                     fill.serve_retransmits += f.serve_retransmits;
+                    fill.yield_fallbacks += f.yield_fallbacks;
                     p50s.push(Duration::from_nanos(f.turnaround_p50));
                     p99s.push(Duration::from_nanos(f.turnaround_p99));
                 }
@@ -442,11 +446,12 @@ fn compare(args: &Args, warm: bool) -> Result<()> {
         let (b, tp) = (median(&times[0]), median(&times[1]));
         let counters = if warm {
             format!(
-                "ACK-to-DATA turnaround p50 {:.1} us p99 {:.1} us (medians of the runs); serve hits={} retransmits={}",
+                "ACK-to-DATA turnaround p50 {:.1} us p99 {:.1} us (medians of the runs); serve hits={} retransmits={}; slow path yield fallbacks={}",
                 median(&p50s).as_secs_f64() * 1e6,
                 median(&p99s).as_secs_f64() * 1e6,
                 fill.serve_hits,
-                fill.serve_retransmits
+                fill.serve_retransmits,
+                fill.yield_fallbacks
             )
         } else {
             format!(
