@@ -199,6 +199,12 @@ impl Serve {
         }
     }
 
+    /// The largest clock difference seen between the agent's answers and
+    /// this host, in ms (0 without an agent).
+    pub(crate) fn agent_skew_ms(&self) -> u64 {
+        self.agent.as_ref().map_or(0, |a| a.validator.max_skew_ms())
+    }
+
     /// Sessions in progress.
     pub(crate) fn active(&self) -> usize {
         self.sessions.len()
@@ -232,10 +238,13 @@ impl Serve {
             }
             Trapped::Hit(entry) => match &mut self.agent {
                 Some(agent) => {
-                    let id =
-                        agent
-                            .validator
-                            .validate(wall, agent.addr, &entry.name, entry.sha256.0);
+                    let id = agent.validator.validate(
+                        now,
+                        wall,
+                        agent.addr,
+                        &entry.name,
+                        entry.sha256.0,
+                    );
                     agent.pending.insert(id, Parked { r, entry });
                     None
                 }
@@ -276,10 +285,12 @@ impl Serve {
         }
         let mut buf = [0u8; 2048];
         while let Ok((n, _)) = agent.socket.recv_from(&mut buf) {
-            agent.validator.handle_datagram(wall, &buf[..n]);
+            agent.validator.handle_datagram(now, wall, &buf[..n]);
         }
-        if agent.validator.poll_timeout().is_some_and(|t| t <= wall) {
-            agent.validator.handle_timeout(wall);
+        // Retries run on the monotonic clock (a wall clock stepped back
+        // must not hold requests forever); `wall` only stamps requests.
+        if agent.validator.poll_timeout().is_some_and(|t| t <= now) {
+            agent.validator.handle_timeout(now, wall);
         }
         while let Some(t) = agent.validator.poll_transmit() {
             if let Err(e) = agent.socket.send_to(&t.payload, t.destination) {

@@ -632,12 +632,13 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={}",
+                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={}",
                 c.hits,
                 c.misses,
                 c.stale,
                 c.validated_current,
                 c.agent_unreachable,
+                s.agent_skew_ms(),
                 s.active(),
                 c.completed,
                 c.size_probes,

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::replay::{unix_ms, ReplayGuard};
 use crate::responder::Counters;
@@ -81,7 +81,9 @@ type CacheKey = (SocketAddr, String, [u8; 32]);
 struct Pending {
     key: CacheKey,
     tries: u32,
-    deadline: SystemTime,
+    /// On the monotonic clock: a wall clock stepped back must not keep a
+    /// question (and the read requests behind it) waiting forever.
+    deadline: Instant,
     /// Validations waiting for this question (the first is the question's id).
     waiters: Vec<RequestId>,
 }
@@ -96,11 +98,12 @@ pub struct Validator {
     window: ReplayGuard,
     pending: HashMap<RequestId, Pending>,
     inflight: HashMap<CacheKey, RequestId>,
-    cache: HashMap<CacheKey, (SystemTime, Verdict)>,
+    cache: HashMap<CacheKey, (Instant, Verdict)>,
     transmits: VecDeque<Transmit>,
     results: VecDeque<(RequestId, Verdict)>,
     counters: Counters,
     cache_hits: u64,
+    max_skew_ms: u64,
 }
 
 impl Validator {
@@ -121,6 +124,7 @@ impl Validator {
             results: VecDeque::new(),
             counters: Counters::default(),
             cache_hits: 0,
+            max_skew_ms: 0,
         }
     }
 
@@ -131,9 +135,14 @@ impl Validator {
     ///
     /// `file` is sent as given (the agent normalises it); names longer than
     /// [`wire::MAX_PATH_LEN`] or empty get `Unknown` without asking.
+    ///
+    /// Time comes in twice, here and in every `handle_*`: `now` (monotonic)
+    /// runs the retries and the answer cache, `wall` only stamps requests
+    /// and checks the answers' timestamps (the replay window).
     pub fn validate(
         &mut self,
-        now: SystemTime,
+        now: Instant,
+        wall: SystemTime,
         server: SocketAddr,
         file: &str,
         sha256: [u8; 32],
@@ -168,11 +177,11 @@ impl Validator {
             },
         );
         self.inflight.insert(key, id);
-        self.send(now, id);
+        self.send(now, wall, id);
         id
     }
 
-    fn send(&mut self, now: SystemTime, id: RequestId) {
+    fn send(&mut self, now: Instant, wall: SystemTime, id: RequestId) {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };
@@ -180,7 +189,7 @@ impl Validator {
         p.deadline = now + self.config.retry_interval;
         let req = Request {
             envelope: Envelope {
-                timestamp_ms: unix_ms(now),
+                timestamp_ms: unix_ms(wall),
                 // A fresh nonce per datagram: a retry must not look like a
                 // replay of the first try to the agent.
                 nonce: self.nonces.next(),
@@ -197,10 +206,13 @@ impl Validator {
 
     /// Feeds a datagram received from an agent. Returns true if it answered
     /// a pending question; everything else is dropped and counted.
-    pub fn handle_datagram(&mut self, now: SystemTime, bytes: &[u8]) -> bool {
+    pub fn handle_datagram(&mut self, now: Instant, wall: SystemTime, bytes: &[u8]) -> bool {
         self.counters.received += 1;
         let result = wire::decode_response(bytes, &self.key).and_then(|r| {
-            if !self.window.in_window(now, r.envelope.timestamp_ms) {
+            // Authentic: the agent's clock against ours.
+            let skew = unix_ms(wall).abs_diff(r.envelope.timestamp_ms);
+            self.max_skew_ms = self.max_skew_ms.max(skew);
+            if !self.window.in_window(wall, r.envelope.timestamp_ms) {
                 Err(DropReason::OutsideWindow)
             } else if !self.pending.contains_key(&r.envelope.request_id) {
                 // Late duplicate or replayed answer to a finished question.
@@ -237,7 +249,7 @@ impl Validator {
         true
     }
 
-    fn evict(&mut self, now: SystemTime) {
+    fn evict(&mut self, now: Instant) {
         self.cache.retain(|_, (exp, _)| now < *exp);
         if self.cache.len() >= self.config.max_cached {
             if let Some(k) = self
@@ -262,13 +274,13 @@ impl Validator {
     }
 
     /// When [`Validator::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Option<SystemTime> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.pending.values().map(|p| p.deadline).min()
     }
 
     /// Retries questions whose deadline passed, or gives up on them with
     /// [`Verdict::Unreachable`] after `max_tries` datagrams.
-    pub fn handle_timeout(&mut self, now: SystemTime) {
+    pub fn handle_timeout(&mut self, now: Instant, wall: SystemTime) {
         let due: Vec<RequestId> = self
             .pending
             .iter()
@@ -283,7 +295,7 @@ impl Validator {
                     self.results.push_back((w, Verdict::Unreachable));
                 }
             } else {
-                self.send(now, id);
+                self.send(now, wall, id);
             }
         }
     }
@@ -301,6 +313,13 @@ impl Validator {
     /// Validations answered from the TTL cache.
     pub fn cache_hits(&self) -> u64 {
         self.cache_hits
+    }
+
+    /// The largest difference seen between an authentic answer's
+    /// timestamp and our wall clock, in ms: the clocks must agree within
+    /// the window ([`ValidatorConfig::window`]) for answers to count.
+    pub fn max_skew_ms(&self) -> u64 {
+        self.max_skew_ms
     }
 }
 
@@ -356,7 +375,10 @@ mod tests {
     struct World {
         v: Validator,
         agent: Responder,
+        /// The wall clock (the agent's too).
         now: SystemTime,
+        /// The monotonic clock, advanced with it.
+        mono: Instant,
         /// Drop every datagram to the agent while true.
         lose: bool,
         sent: usize,
@@ -368,9 +390,16 @@ mod tests {
                 v: Validator::new(key(), config, 1),
                 agent: Responder::new(key(), Duration::from_secs(30), 1024, 2),
                 now: t0(),
+                mono: Instant::now(),
                 lose: false,
                 sent: 0,
             }
+        }
+
+        /// Both clocks move on by `d`.
+        fn advance(&mut self, d: Duration) {
+            self.now += d;
+            self.mono += d;
         }
 
         /// Delivers pending datagrams both ways (10 ms latency each way).
@@ -381,16 +410,18 @@ mod tests {
                 if self.lose {
                     continue;
                 }
-                self.now += ms(10);
+                self.advance(ms(10));
                 if let Some(resp) = self.agent.handle(self.now, &tx.payload, lookup) {
-                    self.now += ms(10);
-                    assert!(self.v.handle_datagram(self.now, &resp));
+                    self.advance(ms(10));
+                    assert!(self.v.handle_datagram(self.mono, self.now, &resp));
                 }
             }
         }
 
         fn ask(&mut self, file: &str, sha: [u8; 32]) -> (RequestId, Verdict) {
-            let id = self.v.validate(self.now, AGENT.parse().unwrap(), file, sha);
+            let id = self
+                .v
+                .validate(self.mono, self.now, AGENT.parse().unwrap(), file, sha);
             loop {
                 self.pump();
                 if let Some(r) = self.v.poll_result() {
@@ -400,9 +431,9 @@ mod tests {
                     .v
                     .poll_timeout()
                     .expect("pending question has a timeout");
-                assert!(t > self.now || self.lose);
-                self.now = self.now.max(t);
-                self.v.handle_timeout(self.now);
+                assert!(t > self.mono || self.lose);
+                self.advance(t.saturating_duration_since(self.mono));
+                self.v.handle_timeout(self.mono, self.now);
                 let _ = id;
             }
         }
@@ -437,9 +468,9 @@ mod tests {
         });
         w.ask("pxelinux.0", GOOD);
         assert_eq!(w.sent, 1);
-        w.now += Duration::from_secs(4);
+        w.advance(Duration::from_secs(4));
         let id =
-            w.v.validate(w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
         assert!(w.v.poll_transmit().is_none());
         assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
         assert_eq!(w.v.cache_hits(), 1);
@@ -447,7 +478,7 @@ mod tests {
         w.ask("pxelinux.0", NEW);
         assert_eq!(w.sent, 2);
         // After the TTL the agent is asked again.
-        w.now += Duration::from_secs(2);
+        w.advance(Duration::from_secs(2));
         w.ask("pxelinux.0", GOOD);
         assert_eq!(w.sent, 3);
     }
@@ -457,7 +488,7 @@ mod tests {
         let mut w = World::new(ValidatorConfig::default());
         let ids: Vec<RequestId> = (0..50)
             .map(|_| {
-                w.v.validate(w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
+                w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
             })
             .collect();
         w.pump();
@@ -490,30 +521,83 @@ mod tests {
         assert!(matches!(v, Verdict::Current(_)));
     }
 
+    /// Issue 13: the wall clock steps back an hour while a question is
+    /// out; its retries and its end still come on time (monotonic), and
+    /// answers stamped by a clock that differs are judged by the window
+    /// alone, the largest difference kept for the operator.
+    #[test]
+    fn timers_ignore_the_wall_clock_and_the_skew_is_kept() {
+        let mut w = World::new(ValidatorConfig {
+            retry_interval: ms(500),
+            max_tries: 3,
+            ..Default::default()
+        });
+        w.lose = true;
+        w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+        w.pump();
+        w.now -= Duration::from_secs(3600);
+        let start = w.mono;
+        let mut verdict = None;
+        while verdict.is_none() {
+            let t = w.v.poll_timeout().expect("the question is still pending");
+            assert!(
+                t <= start + ms(1500),
+                "a deadline moved with the wall clock"
+            );
+            w.advance(t.saturating_duration_since(w.mono));
+            w.v.handle_timeout(w.mono, w.now);
+            w.pump();
+            verdict = w.v.poll_result();
+        }
+        assert_eq!(verdict.map(|(_, v)| v), Some(Verdict::Unreachable));
+        assert_eq!(w.mono.duration_since(start), ms(1500));
+        // The agent's clock 10 s ahead of ours: inside the window, counted.
+        w.lose = false;
+        let mut agent_clock = w.now + Duration::from_secs(10);
+        let id =
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "vmlinuz", NEW);
+        let tx = w.v.poll_transmit().unwrap();
+        w.agent = Responder::new(key(), Duration::from_secs(30), 1024, 5);
+        let resp = w.agent.handle(agent_clock, &tx.payload, lookup).unwrap();
+        assert!(w.v.handle_datagram(w.mono, w.now, &resp));
+        assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
+        assert_eq!(w.v.max_skew_ms(), 10_000);
+        // 40 s ahead: outside the window, dropped, and the skew still seen.
+        agent_clock += Duration::from_secs(30);
+        w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", NEW);
+        let tx = w.v.poll_transmit().unwrap();
+        w.agent = Responder::new(key(), Duration::from_secs(60), 1024, 6);
+        let resp = w.agent.handle(agent_clock, &tx.payload, lookup).unwrap();
+        assert!(!w.v.handle_datagram(w.mono, w.now, &resp));
+        assert_eq!(w.v.counters().outside_window, 1);
+        assert_eq!(w.v.max_skew_ms(), 40_000);
+    }
+
     #[test]
     fn retry_after_lost_answer_is_not_a_replay() {
         let mut w = World::new(ValidatorConfig::default());
         let id =
-            w.v.validate(w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
         // The first request reaches the agent but its answer is lost.
         let tx = w.v.poll_transmit().unwrap();
         assert!(w.agent.handle(w.now, &tx.payload, lookup).is_some());
-        w.now += ms(500);
-        w.v.handle_timeout(w.now);
+        w.advance(ms(500));
+        w.v.handle_timeout(w.mono, w.now);
         let retry = w.v.poll_transmit().unwrap();
         assert_ne!(retry.payload, tx.payload);
         let resp = w.agent.handle(w.now, &retry.payload, lookup).unwrap();
-        assert!(w.v.handle_datagram(w.now, &resp));
+        assert!(w.v.handle_datagram(w.mono, w.now, &resp));
         assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
         // A duplicate of that answer is unexpected now.
-        assert!(!w.v.handle_datagram(w.now, &resp));
+        assert!(!w.v.handle_datagram(w.mono, w.now, &resp));
         assert_eq!(w.v.counters().unexpected, 1);
     }
 
     #[test]
     fn forged_and_old_answers_are_dropped() {
         let mut w = World::new(ValidatorConfig::default());
-        let id = w.v.validate(w.now, AGENT.parse().unwrap(), "vmlinuz", GOOD);
+        let id =
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "vmlinuz", GOOD);
         let _ = w.v.poll_transmit().unwrap();
         let forged = |k: &Key, ts: SystemTime| {
             wire::encode_response(
@@ -533,14 +617,16 @@ mod tests {
             )
         };
         let other = Key::new(vec![9; 32]).unwrap();
-        assert!(!w.v.handle_datagram(w.now, &forged(&other, w.now)));
-        assert!(!w
-            .v
-            .handle_datagram(w.now, &forged(&key(), w.now - Duration::from_secs(31))));
+        assert!(!w.v.handle_datagram(w.mono, w.now, &forged(&other, w.now)));
+        assert!(!w.v.handle_datagram(
+            w.mono,
+            w.now,
+            &forged(&key(), w.now - Duration::from_secs(31))
+        ));
         let mut t = forged(&key(), w.now);
         t[40] ^= 1;
-        assert!(!w.v.handle_datagram(w.now, &t));
-        assert!(!w.v.handle_datagram(w.now, &t[..20]));
+        assert!(!w.v.handle_datagram(w.mono, w.now, &t));
+        assert!(!w.v.handle_datagram(w.mono, w.now, &t[..20]));
         let c = w.v.counters();
         assert_eq!((c.bad_mac, c.outside_window, c.malformed), (2, 1, 1));
         assert!(w.v.poll_result().is_none());

@@ -68,7 +68,7 @@ fn validate(
     file: &str,
     h: [u8; 32],
 ) -> Verdict {
-    let id = v.validate(SystemTime::now(), agent, file, h);
+    let id = v.validate(Instant::now(), SystemTime::now(), agent, file, h);
     let mut buf = [0u8; 2048];
     loop {
         while let Some(tx) = v.poll_transmit() {
@@ -80,15 +80,14 @@ fn validate(
         }
         let deadline = v.poll_timeout().expect("question pending");
         let wait = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::from_millis(1))
+            .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         sock.set_read_timeout(Some(wait)).unwrap();
         match sock.recv_from(&mut buf) {
             Ok((n, _)) => {
-                v.handle_datagram(SystemTime::now(), &buf[..n]);
+                v.handle_datagram(Instant::now(), SystemTime::now(), &buf[..n]);
             }
-            Err(_) => v.handle_timeout(SystemTime::now()),
+            Err(_) => v.handle_timeout(Instant::now(), SystemTime::now()),
         }
     }
 }

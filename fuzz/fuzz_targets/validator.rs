@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bootcache_agent::replay::unix_ms;
 use bootcache_agent::wire::{decode_request, HEADER_LEN, MAGIC, VERSION};
@@ -112,6 +112,11 @@ fuzz_target!(|data: &[u8]| {
     let mut v = Validator::new(key.clone(), config, 1);
     let mut agent = Responder::new(key.clone(), Duration::from_secs(30), 4096, 2);
     let mut now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    // The validator's timers run on a monotonic clock: here it moves with
+    // `now`, which only goes forward in this target.
+    let (start, t0) = (now, Instant::now());
+    let mono = |w: SystemTime| t0 + w.duration_since(start).unwrap_or_default();
+    let wall = |t: Instant| start + t.duration_since(t0);
 
     let mut w = World {
         key: key.clone(),
@@ -141,14 +146,14 @@ fuzz_target!(|data: &[u8]| {
                     };
                     let sha = [ctl >> 6; 32];
                     w.questions.insert((server, file.clone(), sha));
-                    let id = v.validate(now, server, &file, sha);
+                    let id = v.validate(mono(now), now, server, &file, sha);
                     assert!(w.asked.insert(id, false).is_none(), "a request id twice");
                 }
                 1 => {
                     // Time passes.
                     now += Duration::from_millis(u64::from(ctl >> 2) * 50);
-                    if v.poll_timeout().is_some_and(|t| t <= now) {
-                        v.handle_timeout(now);
+                    if v.poll_timeout().is_some_and(|t| t <= mono(now)) {
+                        v.handle_timeout(mono(now), now);
                     }
                 }
                 2 => {
@@ -164,7 +169,7 @@ fuzz_target!(|data: &[u8]| {
                     };
                     if let Some(resp) = agent.handle(now, req, |_, _| answer) {
                         delivered += 1;
-                        if v.handle_datagram(now, &resp) {
+                        if v.handle_datagram(mono(now), now, &resp) {
                             w.accepted += 1;
                         }
                     }
@@ -211,7 +216,7 @@ fuzz_target!(|data: &[u8]| {
                         d[at] ^= 1;
                     }
                     delivered += 1;
-                    if v.handle_datagram(now, &d) {
+                    if v.handle_datagram(mono(now), now, &d) {
                         w.accepted += 1;
                         assert!(authentic && !tamper, "accepted a forged or tampered answer");
                         assert!(id_sent, "accepted an answer to a question never sent");
@@ -229,8 +234,8 @@ fuzz_target!(|data: &[u8]| {
         let expiries = (config.max_tries as usize + 1) * (w.sent_ids.len() + 1);
         for _ in 0..expiries {
             let Some(t) = v.poll_timeout() else { break };
-            now = now.max(t);
-            v.handle_timeout(now);
+            now = now.max(wall(t));
+            v.handle_timeout(mono(now), now);
             w.pump(&mut v);
         }
         assert!(
