@@ -42,8 +42,9 @@
 //!   of the block size.
 //! - Retransmission (RFC 6298, as TCP): the timer is the measured round
 //!   trip, smoothed, plus four times its variation, at least
-//!   [`ServerConfig::min_rto`] and at most the negotiated `timeout` (which is
-//!   also the timer until the first sample). A lost ACK then costs a few
+//!   [`ServerConfig::min_rto`] and at most the negotiated `timeout`; until
+//!   the first sample it is [`ServerConfig::initial_rto`] (1 s, as RFC 6298
+//!   says, or the timeout if shorter). A lost ACK then costs a few
 //!   milliseconds, not the seconds of `timeout`. Round trips are sampled one
 //!   block at a time, never from a block that was sent twice (Karn's rule:
 //!   its ACK may answer either copy). On expiry the whole unacknowledged
@@ -164,9 +165,12 @@ pub struct ServerConfig {
     /// Largest `windowsize` granted (clamped to 1–[`MAX_WINDOWSIZE`]).
     pub max_windowsize: u16,
     /// Retransmission timeout when the client does not ask for `timeout`:
-    /// the adaptive timer's ceiling, and the timer before the first round
-    /// trip is measured.
+    /// the adaptive timer's ceiling.
     pub default_timeout: Duration,
+    /// The timer before the first round trip is measured (capped by the
+    /// timeout). Clients ask for long timeouts (curl: seconds); a lost
+    /// first ACK should not cost that long.
+    pub initial_rto: Duration,
     /// Floor of the adaptive retransmission timer. A few milliseconds: far
     /// above a LAN round trip, so a client that is a little slow for once is
     /// not sent blocks again, yet a lost ACK costs milliseconds.
@@ -183,6 +187,7 @@ impl Default for ServerConfig {
             offer_windowsize: true,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
+            initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(5),
             max_retries: 5,
         }
@@ -479,7 +484,7 @@ impl<F: FileSource> ServerSession<F> {
             next: 1,
             high_water: 0,
             deadline: None,
-            rto: Rto::new(config.min_rto, params.timeout),
+            rto: Rto::new(config.min_rto, config.initial_rto, params.timeout),
             timing: None,
             retries: 0,
             error_due: None,
@@ -756,14 +761,13 @@ struct Rto {
 }
 
 impl Rto {
-    /// Before any sample the timer is the ceiling (the negotiated timeout):
-    /// nothing is known of the path yet.
-    fn new(floor: Duration, ceiling: Duration) -> Rto {
+    /// Before any sample the timer is `initial`, within floor and ceiling.
+    fn new(floor: Duration, initial: Duration, ceiling: Duration) -> Rto {
         let floor = floor.min(ceiling);
         Rto {
             srtt: None,
             rttvar: Duration::ZERO,
-            current: ceiling,
+            current: initial.clamp(floor, ceiling),
             floor,
             ceiling,
         }

@@ -33,6 +33,7 @@ fn server_config() -> ServerConfig {
         offer_windowsize: true,
         max_windowsize: 64,
         default_timeout: Duration::from_millis(200),
+        initial_rto: Duration::from_secs(1),
         min_rto: Duration::from_millis(5),
         max_retries: 5,
     }

@@ -44,6 +44,7 @@ fn config() -> ServerConfig {
         offer_windowsize: true,
         max_windowsize: 64,
         default_timeout: Duration::from_millis(200),
+        initial_rto: Duration::from_secs(1),
         min_rto: Duration::from_millis(5),
         max_retries: 5,
     }
@@ -512,7 +513,16 @@ fn timeout_option_is_echoed_and_used() {
         drain(&mut s, now),
         [Wire::Oack(opts(None, false, Some(3), None))]
     );
-    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(3)));
+    // Before any round trip is measured: the initial timer (1 s), not the
+    // 3 s asked for; 3 s is the ceiling the backoff stops at.
+    let mut at = now + Duration::from_secs(1);
+    assert_eq!(s.poll_timeout(), Some(at));
+    for wait in [2, 3, 3] {
+        s.handle_timeout(at);
+        drain(&mut s, at);
+        at += Duration::from_secs(wait);
+        assert_eq!(s.poll_timeout(), Some(at));
+    }
 }
 
 #[test]
