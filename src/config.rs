@@ -137,6 +137,13 @@ pub(crate) struct Limits {
     pub(crate) max_filter_entries: usize,
     /// Slots of the redirect ring between fast and slow path (power of two).
     pub(crate) redirect_ring: usize,
+    /// Clients served from the cache at once; one client address gets at
+    /// most a sixteenth (at least 4). Past either, requests go to the origin.
+    pub(crate) max_sessions: usize,
+    /// Read requests held while the agent is asked; one client address
+    /// gets at most a sixteenth (at least 4). Past either, requests go to
+    /// the origin.
+    pub(crate) max_held_requests: usize,
 }
 
 /// A byte count written as a number or as e.g. "4G".
@@ -211,6 +218,8 @@ impl Default for Limits {
             cache_quota: Size(64 << 30),
             max_filter_entries: 65536,
             redirect_ring: 4096,
+            max_sessions: 4096,
+            max_held_requests: 1024,
         }
     }
 }
@@ -312,6 +321,9 @@ impl Config {
         }
         if l.max_filter_entries < 2 {
             bail!("limits.max_filter_entries: must be at least 2");
+        }
+        if l.max_sessions == 0 || l.max_held_requests == 0 {
+            bail!("limits.max_sessions and limits.max_held_requests: must be at least 1");
         }
         if !(64..=1 << 20).contains(&l.redirect_ring) || !l.redirect_ring.is_power_of_two() {
             bail!("limits.redirect_ring: must be a power of two from 64 to 1048576");

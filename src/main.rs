@@ -344,8 +344,20 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
         throttle: (cli.slowpath_throttle_us > 0)
             .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
         panic_after: cli.slowpath_panic_after,
-        serve: serving
-            .then(|| serve::Serve::new(pool, Arc::clone(&inject), max_age, agent_link, addressed)),
+        serve: serving.then(|| {
+            let limits = serve::ServeLimits {
+                sessions: cfg.limits.max_sessions,
+                held: cfg.limits.max_held_requests,
+            };
+            serve::Serve::new(
+                pool,
+                Arc::clone(&inject),
+                max_age,
+                agent_link,
+                addressed,
+                limits,
+            )
+        }),
         inject,
         poll: cli.slowpath_poll,
         reopen: {

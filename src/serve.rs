@@ -40,7 +40,10 @@ const INJECT_HEADROOM: usize = 64;
 const TID_BASE: u16 = 49152;
 
 /// A cached file, mapped.
-struct CachedFile(MappedFile);
+/// A cached file's mapping, shared by every session reading it (one
+/// mapping per file, whatever the number of clients: a storm of requests
+/// must not run into the kernel's limit on mappings).
+struct CachedFile(Arc<MappedFile>);
 
 impl FileSource for CachedFile {
     fn len(&self) -> u64 {
@@ -69,6 +72,8 @@ struct Served {
 struct Parked {
     r: Redirected,
     entry: Entry,
+    /// The requesting client's address (its share of the held requests).
+    client: Option<std::net::IpAddr>,
 }
 
 enum Trapped {
@@ -152,6 +157,12 @@ pub(crate) struct ServeCounters {
     /// DATA and OACK packets of ended sessions sent again (a lost ACK, or
     /// a retransmission timer that expired early).
     pub(crate) retransmits: u64,
+    /// Requests sent to the origin because serving had as many sessions as
+    /// `[limits] max_sessions` allows (or the client had its share).
+    pub(crate) sessions_refused: u64,
+    /// Requests sent to the origin because as many were held for the agent
+    /// as `[limits] max_held_requests` allows (or the client had its share).
+    pub(crate) held_refused: u64,
 }
 
 /// The serving side of the slow path.
@@ -172,6 +183,27 @@ pub(crate) struct Serve {
     /// ring (the port is slower than the sessions' windows); sent first on
     /// the next pass.
     blocked: std::collections::HashSet<(SocketAddrV4, u16)>,
+    /// Mappings of the files being served, by path (dead entries pruned
+    /// as sessions end).
+    maps: HashMap<std::path::PathBuf, std::sync::Weak<MappedFile>>,
+    limits: ServeLimits,
+}
+
+/// Bounds of the tables serving keeps per client request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServeLimits {
+    /// Sessions at once (`[limits] max_sessions`).
+    pub(crate) sessions: usize,
+    /// Requests held for the agent at once (`[limits] max_held_requests`).
+    pub(crate) held: usize,
+}
+
+impl ServeLimits {
+    /// One client address's share of a table of `total`: a sixteenth, at
+    /// least 4 (never more than the table).
+    fn per_source(total: usize) -> usize {
+        (total / 16).max(4).min(total)
+    }
 }
 
 impl Serve {
@@ -183,6 +215,7 @@ impl Serve {
         max_age: Duration,
         agent: Option<AgentLink>,
         addressed: Option<Addressed>,
+        limits: ServeLimits,
     ) -> Serve {
         Serve {
             pool,
@@ -196,7 +229,27 @@ impl Serve {
             turnaround: Turnaround::new(dpdk::tsc_hz()),
             addressed,
             blocked: std::collections::HashSet::new(),
+            maps: HashMap::new(),
+            limits,
         }
+    }
+
+    /// The mapping of `path`, shared with the sessions already reading it.
+    fn mapping(&mut self, path: &std::path::Path) -> std::io::Result<Arc<MappedFile>> {
+        if let Some(m) = self.maps.get(path).and_then(std::sync::Weak::upgrade) {
+            return Ok(m);
+        }
+        let m = Arc::new(MappedFile::open(path)?);
+        // Mappings whose sessions all ended (the table stays as small as
+        // the set of files being served).
+        self.maps.retain(|_, w| w.strong_count() > 0);
+        self.maps.insert(path.to_owned(), Arc::downgrade(&m));
+        Ok(m)
+    }
+
+    /// Files mapped for serving right now.
+    pub(crate) fn mapped_files(&self) -> usize {
+        self.maps.values().filter(|w| w.strong_count() > 0).count()
     }
 
     /// The largest clock difference seen between the agent's answers and
@@ -237,6 +290,12 @@ impl Serve {
                 None
             }
             Trapped::Hit(entry) => match &mut self.agent {
+                Some(agent) if !held_room(agent, client_of(&r), self.limits.held) => {
+                    // Held requests pin receive buffers: past the bound (or
+                    // this client's share of it) the origin answers.
+                    self.counters.held_refused += 1;
+                    Some(r)
+                }
                 Some(agent) => {
                     let id = agent.validator.validate(
                         now,
@@ -245,7 +304,8 @@ impl Serve {
                         &entry.name,
                         entry.sha256.0,
                     );
-                    agent.pending.insert(id, Parked { r, entry });
+                    let client = client_of(&r);
+                    agent.pending.insert(id, Parked { r, entry, client });
                     None
                 }
                 None => {
@@ -411,7 +471,18 @@ impl Serve {
         };
         let server = *dst.ip();
         let name = entry.name.as_str();
-        let file = match MappedFile::open(&logic.filestore().path_of(entry)) {
+        let from_client = self
+            .sessions
+            .keys()
+            .filter(|(c, _)| c.ip() == client.ip())
+            .count();
+        if self.sessions.len() >= self.limits.sessions
+            || from_client >= ServeLimits::per_source(self.limits.sessions)
+        {
+            self.counters.sessions_refused += 1;
+            return false;
+        }
+        let file = match self.mapping(&logic.filestore().path_of(entry)) {
             Ok(f) if f.bytes().len() as u64 == entry.size => CachedFile(f),
             Ok(_) | Err(_) => {
                 log::warn!(
@@ -623,4 +694,23 @@ impl Serve {
             }
         }
     }
+}
+
+/// The source address of a trapped request.
+fn client_of(r: &Redirected) -> Option<std::net::IpAddr> {
+    UdpFrameRepr::parse(r.mbuf.data())
+        .ok()
+        .map(|(repr, _)| repr.src().ip())
+}
+
+/// Room for one more held request from `client`: under `total`, and under
+/// that client address's share of it.
+fn held_room(agent: &AgentLink, client: Option<std::net::IpAddr>, total: usize) -> bool {
+    agent.pending.len() < total
+        && agent
+            .pending
+            .values()
+            .filter(|p| p.client == client)
+            .count()
+            < ServeLimits::per_source(total)
 }

@@ -632,7 +632,7 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={}",
+                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} mapped_files={}",
                 c.hits,
                 c.misses,
                 c.stale,
@@ -649,7 +649,10 @@ impl Worker {
                 c.retransmits,
                 c.frames,
                 c.frame_drops,
-                self.reinject_drops
+                self.reinject_drops,
+                c.sessions_refused,
+                c.held_refused,
+                s.mapped_files(),
             );
             let t = &s.turnaround;
             out += &format!(
