@@ -8,10 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, wait_cached};
-use bootcache_bench::scenario::{
-    test_file, tftp_read, udp_frame, Endpoints, Script, TransferShape,
-};
+use bootcache_bench::harness::{shared, test_config};
+use bootcache_bench::scenario::{test_file, udp_frame, Script};
 use bootcache_bench::tftp_client::client_read;
 use wire::tftp::{Mode, Options, Packet, Request};
 
@@ -27,53 +25,20 @@ const FLOOD: u16 = 100;
 #[test]
 fn a_flood_of_read_requests_from_one_address_gets_its_share_of_sessions() {
     let h = shared("bounds");
-    let dir = std::env::temp_dir().join(format!("bootcache-bounds-{}-cache", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("bootcache.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "servers = [\"{SERVER}\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n[limits]\nmax_sessions = {MAX_SESSIONS}\n",
-            dir.join("cache").display()
-        ),
-    )
-    .unwrap();
-    let prefix = format!("bcl-{}", std::process::id());
+    let extra = format!("serve_max_age = 3600\n[limits]\nmax_sessions = {MAX_SESSIONS}\n");
+    let (cache, cfg) = test_config("bounds", SERVER, &extra).unwrap();
     let bc = h
-        .start_bootcache(
-            BOOTCACHE.as_ref(),
-            &prefix,
-            &["--config", cfg.to_str().unwrap()],
-        )
+        .start_with_config(BOOTCACHE.as_ref(), "bounds", &cfg)
         .unwrap();
 
     // Cold: a first read fills the cache.
     let content = test_file(200_000, 9);
-    let ep = Endpoints {
-        client: SocketAddrV4::new(CLIENT, 49152),
-        server: SERVER,
-        server_tid: 40152,
-    };
-    let shape = TransferShape {
-        blksize: Some(1428),
-        windowsize: 1,
-        ..Default::default()
-    };
-    let reps = h
-        .replay(
-            &tftp_read(ep, "boot/vmlinuz", &content, shape),
-            256,
-            Duration::from_secs(3),
-        )
-        .unwrap();
-    assert_crossed("cold read", &reps);
-    wait_cached(
-        &dir.join("cache"),
+    h.cold_fill(
+        &cache,
+        SocketAddrV4::new(CLIENT, 49152),
         SERVER,
         "boot/vmlinuz",
-        content.len() as u64,
-        Duration::from_secs(10),
+        &content,
     )
     .unwrap();
 

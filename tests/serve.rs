@@ -6,9 +6,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, wait_cached, Harness};
+use bootcache_bench::harness::{assert_crossed, shared, Harness};
 use bootcache_bench::process::Bootcache;
-use bootcache_bench::scenario::{test_file, tftp_read, udp_frame, Endpoints, TransferShape};
+use bootcache_bench::scenario::{test_file, udp_frame};
 use bootcache_bench::tftp_client::{client_read, ClientRead};
 use slowpath::imagemap::{ImageMap, ServedFrom};
 use wire::tftp::{Mode, Options, Packet, Request};
@@ -16,8 +16,6 @@ use wire::tftp::{Mode, Options, Packet, Request};
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
-/// How long a cold read's file may take to appear in the cache's index.
-const PUBLISHED: Duration = Duration::from_secs(10);
 
 /// Starts bootcache with the boot server, a cache in `dir` and `extra`
 /// configuration (the serving policy).
@@ -41,26 +39,9 @@ fn start(h: &Harness, dir: &std::path::Path, tag: &str, extra: &str) -> Bootcach
 /// on the far side) and fills the cache in `dir`; returns once the cache's
 /// index lists it.
 fn cold_fill(h: &Harness, dir: &std::path::Path, client_port: u16, name: &str, content: &[u8]) {
-    let ep = Endpoints {
-        client: SocketAddrV4::new(CLIENT, client_port),
-        server: SERVER,
-        server_tid: 40000 + client_port % 1000,
-    };
-    let shape = TransferShape {
-        blksize: Some(1428),
-        windowsize: 1,
-        ..Default::default()
-    };
-    let reps = h
-        .replay(
-            &tftp_read(ep, name, content, shape),
-            256,
-            Duration::from_secs(3),
-        )
+    let client = SocketAddrV4::new(CLIENT, client_port);
+    h.cold_fill(&dir.join("cache"), client, SERVER, name, content)
         .unwrap();
-    assert_crossed("cold read", &reps);
-    let cache = dir.join("cache");
-    wait_cached(&cache, SERVER, name, content.len() as u64, PUBLISHED).unwrap();
 }
 
 fn read(

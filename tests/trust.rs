@@ -6,10 +6,10 @@
 //! server side is cached byte for byte.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, Harness};
+use bootcache_bench::harness::{assert_crossed, shared, test_config, Harness};
 use bootcache_bench::process::Finished;
 use bootcache_bench::scenario::{test_file, tftp_read, Endpoints, Script, TransferShape};
 use slowpath::filestore::Filestore;
@@ -21,32 +21,9 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 115);
 /// The caching mark the configuration names (Expedited Forwarding).
 const MARK: u8 = 46;
 
-fn cache_dir(tag: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("bootcache-trust-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("bootcache.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "servers = [\"{SERVER}\"]\ndscp = {MARK}\ncache_dir = \"{}\"\n",
-            dir.join("cache").display()
-        ),
-    )
-    .unwrap();
-    (dir.join("cache"), cfg)
-}
-
 /// Runs bootcache while `frames` are replayed through it; its final output.
 fn run(h: &Harness, tag: &str, cfg: &Path, frames: &Script) -> Finished {
-    let prefix = format!("bct-{tag}-{}", std::process::id());
-    let bc = h
-        .start_bootcache(
-            BOOTCACHE.as_ref(),
-            &prefix,
-            &["--config", cfg.to_str().unwrap()],
-        )
-        .unwrap();
+    let bc = h.start_with_config(BOOTCACHE.as_ref(), tag, cfg).unwrap();
     let reps = h.replay(frames, 64, Duration::from_secs(3)).unwrap();
     assert_crossed(tag, &reps);
     h.stop_bootcache(bc).unwrap()
@@ -91,7 +68,7 @@ fn all_from_the_client_side(script: Script) -> Script {
 #[test]
 fn server_answers_spoofed_on_the_client_side_are_never_cached() {
     let h = shared("trust");
-    let (cache, cfg) = cache_dir("spoof");
+    let (cache, cfg) = test_config("trust", SERVER, &format!("dscp = {MARK}\n")).unwrap();
     let poison = test_file(300_000, 0xe1);
     let real = test_file(300_000, 0x17);
     // Marked and unmarked spoofed transfers, under two names.

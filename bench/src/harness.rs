@@ -86,6 +86,24 @@ pub fn assert_crossed(what: &str, reps: &[TransferReport]) {
     }
 }
 
+/// A fresh directory for one end-to-end test under the temp dir (named by
+/// `tag` and this process, never a harness's socket directory), holding a
+/// configuration for `server` with its cache in `cache/` and `extra` TOML
+/// after it. Returns (cache directory, configuration file).
+pub fn test_config(tag: &str, server: Ipv4Addr, extra: &str) -> Result<(PathBuf, PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("bootcache-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cache = dir.join("cache");
+    let cfg = dir.join("bootcache.toml");
+    let text = format!(
+        "servers = [\"{server}\"]\ncache_dir = \"{}\"\n{extra}",
+        cache.display()
+    );
+    std::fs::write(&cfg, text).with_context(|| format!("writing {}", cfg.display()))?;
+    Ok((cache, cfg))
+}
+
 /// Waits until the cache in `cache_dir` lists `name` from `server`, `size`
 /// bytes long: publishing is asynchronous (the slow path writes the index
 /// after the transfer's last block has crossed). Reads the index as
@@ -119,6 +137,46 @@ pub fn wait_cached(
 }
 
 impl Harness {
+    /// Starts `bootcache` with `--config cfg` on this harness's ports
+    /// (file prefix from `tag` and this process).
+    pub fn start_with_config(&self, bootcache: &Path, tag: &str, cfg: &Path) -> Result<Bootcache> {
+        let prefix = format!("bcx-{tag}-{}", std::process::id());
+        let cfg = cfg.to_str().context("configuration path is not UTF-8")?;
+        self.start_bootcache(bootcache, &prefix, &["--config", cfg])
+    }
+
+    /// A whole scripted TFTP read of `content` as `name` from `server` by
+    /// `client` (its TID `client_port`, blksize 1428, lock-step) through the
+    /// bridge, every frame crossing; returns once the cache in `cache`
+    /// lists the file (bootcache caching it, as a cold read does).
+    pub fn cold_fill(
+        &self,
+        cache: &Path,
+        client: std::net::SocketAddrV4,
+        server: Ipv4Addr,
+        name: &str,
+        content: &[u8],
+    ) -> Result<()> {
+        let ep = crate::scenario::Endpoints {
+            client,
+            server,
+            server_tid: 40000 + client.port() % 1000,
+        };
+        let shape = crate::scenario::TransferShape {
+            blksize: Some(1428),
+            windowsize: 1,
+            ..Default::default()
+        };
+        let script = crate::scenario::tftp_read(ep, name, content, shape);
+        let reps = self.replay(&script, 256, Duration::from_secs(3))?;
+        for (side, r) in reps.iter().enumerate() {
+            if r.received != r.sent || r.mismatch_count != 0 {
+                bail!("cold read of {name}: from side {side}, {} of {} frames arrived, {} differed", r.received, r.sent, r.mismatch_count);
+            }
+        }
+        wait_cached(cache, server, name, content.len() as u64, Duration::from_secs(10))
+    }
+
     /// Initialises the EAL in this process (once) with two vhost ports whose
     /// sockets are created in `dir`, and starts them.
     pub fn start(dir: &Path, file_prefix: &str, lcores: &str) -> Result<Harness> {
