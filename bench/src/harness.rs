@@ -171,10 +171,21 @@ impl Harness {
         let reps = self.replay(&script, 256, Duration::from_secs(3))?;
         for (side, r) in reps.iter().enumerate() {
             if r.received != r.sent || r.mismatch_count != 0 {
-                bail!("cold read of {name}: from side {side}, {} of {} frames arrived, {} differed", r.received, r.sent, r.mismatch_count);
+                bail!(
+                    "cold read of {name}: from side {side}, {} of {} frames arrived, {} differed",
+                    r.received,
+                    r.sent,
+                    r.mismatch_count
+                );
             }
         }
-        wait_cached(cache, server, name, content.len() as u64, Duration::from_secs(10))
+        wait_cached(
+            cache,
+            server,
+            name,
+            content.len() as u64,
+            Duration::from_secs(10),
+        )
     }
 
     /// Initialises the EAL in this process (once) with two vhost ports whose
