@@ -178,6 +178,11 @@ pub struct ServerConfig {
     /// Expiries of the full timeout in a row, without progress, before the
     /// session gives up (the shorter, backed-off ones before do not count).
     pub max_retries: u32,
+    /// Longest time without progress before the session gives up, whatever
+    /// `timeout` the client asked for (issue 13: a client asking `timeout
+    /// 255` and never acknowledging would otherwise hold its session ~25
+    /// minutes).
+    pub max_stall: Duration,
 }
 
 impl Default for ServerConfig {
@@ -190,6 +195,7 @@ impl Default for ServerConfig {
             initial_rto: Duration::from_secs(1),
             min_rto: Duration::from_millis(5),
             max_retries: 5,
+            max_stall: Duration::from_secs(30),
         }
     }
 }
@@ -446,6 +452,9 @@ pub struct ServerSession<F> {
     timing: Option<(u64, Instant)>,
     /// Expiries of the full timeout in a row without progress.
     retries: u32,
+    /// The start, or the last time the client moved forward.
+    last_progress: Instant,
+    max_stall: Duration,
     /// An ERROR to send before the session is finished.
     error_due: Option<(ErrorCode, &'static str)>,
     outcome: Option<Outcome>,
@@ -490,6 +499,8 @@ impl<F: FileSource> ServerSession<F> {
             error_due: None,
             outcome: None,
             started: now,
+            last_progress: now,
+            max_stall: config.max_stall,
             counters: SessionCounters::default(),
         })
     }
@@ -611,9 +622,10 @@ impl<F: FileSource> ServerSession<F> {
         self.counters.timeouts += 1;
         // Everything unacknowledged is sent again: no sample from it.
         self.timing = None;
-        if self.rto.at_ceiling() {
+        let stalled = now.saturating_duration_since(self.last_progress) >= self.max_stall;
+        if self.rto.at_ceiling() || stalled {
             self.retries += 1;
-            if self.retries > self.max_retries {
+            if self.retries > self.max_retries || stalled {
                 self.outcome = Some(Outcome::TimedOut {
                     acked_bytes: self.acked_bytes(),
                 });
@@ -697,7 +709,7 @@ impl<F: FileSource> ServerSession<F> {
                 }
                 self.state = State::Data;
                 self.sample_rtt(now);
-                self.progress();
+                self.progress(now);
             }
             State::Data => {
                 // Distance forward from the last acknowledged block, modulo
@@ -717,7 +729,7 @@ impl<F: FileSource> ServerSession<F> {
                     });
                     return;
                 }
-                self.progress();
+                self.progress(now);
                 // RFC 7440: the next window starts after the acknowledged
                 // block, also when the ACK falls inside the window.
                 self.next = self.acked + 1;
@@ -738,9 +750,10 @@ impl<F: FileSource> ServerSession<F> {
 
     /// The client moved forward: the retry budget starts again and the timer
     /// waits for the next send.
-    fn progress(&mut self) {
+    fn progress(&mut self, now: Instant) {
         self.retries = 0;
         self.deadline = None;
+        self.last_progress = now;
     }
 
     fn acked_bytes(&self) -> u64 {

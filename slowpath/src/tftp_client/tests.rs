@@ -36,6 +36,7 @@ fn server_config() -> ServerConfig {
         initial_rto: Duration::from_secs(1),
         min_rto: Duration::from_millis(5),
         max_retries: 5,
+        max_stall: Duration::from_secs(30),
     }
 }
 

@@ -47,6 +47,7 @@ fn config() -> ServerConfig {
         initial_rto: Duration::from_secs(1),
         min_rto: Duration::from_millis(5),
         max_retries: 5,
+        max_stall: Duration::from_secs(30),
     }
 }
 
@@ -523,6 +524,30 @@ fn timeout_option_is_echoed_and_used() {
         at += Duration::from_secs(wait);
         assert_eq!(s.poll_timeout(), Some(at));
     }
+}
+
+/// Issue 13: a client asking `timeout 255` that never acknowledges holds
+/// its session for `max_stall` (30 s), not `max_retries` × 255 s.
+#[test]
+fn a_silent_client_is_given_up_after_max_stall_whatever_its_timeout() {
+    let f = file(100);
+    let now = Instant::now();
+    let req = request(opts(None, false, Some(255), None));
+    let mut s = ServerSession::new(now, &req, &f[..], &config()).unwrap();
+    drain(&mut s, now);
+    let mut at = now;
+    while let Some(t) = s.poll_timeout() {
+        at = t;
+        s.handle_timeout(at);
+        drain(&mut s, at);
+    }
+    assert!(s.is_finished());
+    let held = at.duration_since(now);
+    assert!(
+        held >= Duration::from_secs(30) && held < Duration::from_secs(30 + 255),
+        "held {held:?}"
+    );
+    assert!(held <= Duration::from_secs(64), "held {held:?}");
 }
 
 #[test]
