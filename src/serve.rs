@@ -157,6 +157,9 @@ pub(crate) struct ServeCounters {
     /// DATA and OACK packets of ended sessions sent again (a lost ACK, or
     /// a retransmission timer that expired early).
     pub(crate) retransmits: u64,
+    /// Cached files hashed again before their first client since the cache
+    /// was opened (those that no longer matched: `files corrupt_removed`).
+    pub(crate) rehashed: u64,
     /// Requests sent to the origin because serving had as many sessions as
     /// `[limits] max_sessions` allows (or the client had its share).
     pub(crate) sessions_refused: u64,
@@ -481,6 +484,19 @@ impl Serve {
         {
             self.counters.sessions_refused += 1;
             return false;
+        }
+        // Verified stays verified: a file this process did not hash (the
+        // cache was reopened) is hashed before its first client; one that no
+        // longer matches is removed and the origin answers.
+        if !logic.filestore().is_verified(entry) {
+            match logic.filestore_mut().verify(entry) {
+                Ok(true) => self.counters.rehashed += 1,
+                Ok(false) => return false,
+                Err(e) => {
+                    log::warn!("cache: {name:?} from {server}: {e}; forwarding to the origin");
+                    return false;
+                }
+            }
         }
         let file = match self.mapping(&logic.filestore().path_of(entry)) {
             Ok(f) if f.bytes().len() as u64 == entry.size => CachedFile(f),

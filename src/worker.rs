@@ -607,13 +607,14 @@ impl Worker {
         }
         let d = &k.defrag;
         out += &format!(
-            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} | bounds transfers={} file_size={} quota={} \
+            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} corrupt_removed={} | bounds transfers={} file_size={} quota={} \
              | origin_bytes={} | defrag fragments={} reassembled={} dropped={}",
             k.files_cached,
             k.files_refreshed,
             k.files_replaced,
             k.bytes_cached,
             self.logic.filestore().len(),
+            self.logic.filestore().corrupt_removed(),
             b.transfers,
             b.file_size,
             b.quota,
@@ -632,7 +633,7 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} mapped_files={}",
+                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} mapped_files={} rehashed={}",
                 c.hits,
                 c.misses,
                 c.stale,
@@ -653,6 +654,7 @@ impl Worker {
                 c.sessions_refused,
                 c.held_refused,
                 s.mapped_files(),
+                c.rehashed,
             );
             let t = &s.turnaround;
             out += &format!(

@@ -391,6 +391,11 @@ impl CacheLogic {
         &self.filestore
     }
 
+    /// The verified cache, mutable ([`Filestore::verify`]).
+    pub fn filestore_mut(&mut self) -> &mut Filestore {
+        &mut self.filestore
+    }
+
     /// The image map (the worker saves it when [`ImageMap::is_dirty`]).
     pub fn image_map(&self) -> &ImageMap {
         &self.image_map

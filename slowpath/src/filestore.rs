@@ -225,6 +225,12 @@ pub struct Filestore {
     used: u64,
     quota: u64,
     report: LoadReport,
+    /// Entries whose file was hashed by this process (published by it, or
+    /// checked by [`Filestore::verify`]); the others were only checked for
+    /// size when the index was loaded.
+    verified: std::collections::BTreeSet<(Ipv4Addr, String)>,
+    /// Entries removed because their file no longer hashed to the index.
+    corrupt_removed: u64,
 }
 
 impl Filestore {
@@ -272,6 +278,8 @@ impl Filestore {
             used: 0,
             quota: u64::MAX,
             report,
+            verified: Default::default(),
+            corrupt_removed: 0,
         };
         let listed = entries.is_some();
         let mut dropped = false;
@@ -444,6 +452,8 @@ impl Filestore {
                 e.last_seen = wall;
                 drop(temp);
                 self.write_index()?;
+                // The transfer just hashed to it, but the file on disk was
+                // not read: leave its state as it was.
                 return Ok(Published::Refreshed);
             }
         }
@@ -473,6 +483,7 @@ impl Filestore {
             stored_as,
         };
         self.index.insert(key.clone(), entry);
+        self.verified.insert(key.clone());
         self.used = used_after + size;
         if let Err(e) = self.write_index() {
             // Not in the index on disk: undo in memory too, and drop the file
@@ -492,6 +503,46 @@ impl Filestore {
             }
             None => Ok(Published::New),
         }
+    }
+
+    /// Whether `entry`'s file was hashed by this process ([`Self::verify`],
+    /// or published by it).
+    pub fn is_verified(&self, entry: &Entry) -> bool {
+        self.verified.contains(&(entry.server, entry.name.clone()))
+    }
+
+    /// Re-hashes `entry`'s file: true when it still is the bytes that were
+    /// verified (size and SHA-256 of the index). When it is not (a disk
+    /// error, a file changed behind the cache's back), the entry and its
+    /// file are removed and counted ([`Self::corrupt_removed`]): never
+    /// served. Errors only when the index cannot be rewritten.
+    pub fn verify(&mut self, entry: &Entry) -> Result<bool, FilestoreError> {
+        let key = (entry.server, entry.name.clone());
+        let Some(e) = self.index.get(&key).cloned() else {
+            return Ok(false);
+        };
+        let path = self.path_of(&e);
+        let good = hash_file(&path).is_ok_and(|(size, sha)| size == e.size && sha == e.sha256.0);
+        if good {
+            self.verified.insert(key);
+            return Ok(true);
+        }
+        warn!(
+            "cache: {:?} from {} no longer hashes to its index entry: removed",
+            e.name, e.server
+        );
+        self.index.remove(&key);
+        self.verified.remove(&key);
+        self.used -= e.size;
+        self.corrupt_removed += 1;
+        let _ = fs::remove_file(&path);
+        self.write_index()?;
+        Ok(false)
+    }
+
+    /// Entries removed by [`Self::verify`] since the cache was opened.
+    pub fn corrupt_removed(&self) -> u64 {
+        self.corrupt_removed
     }
 
     /// Writes `index.json` atomically: temp file, fsync, rename, fsync dir.
@@ -546,6 +597,23 @@ pub fn read_index(dir: &Path) -> Result<Vec<Entry>, FilestoreError> {
     }
 }
 
+/// Size and SHA-256 of the file at `path`, read in 1 MiB pieces.
+fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, h.finalize().into()));
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,6 +664,36 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// Issue 13: after a restart a cached file counts as verified only once
+    /// it was hashed again; a file whose bytes changed on disk (same size)
+    /// is removed and counted, never served.
+    #[test]
+    fn verify_rehashes_and_removes_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "good", &[1; 5000]).unwrap();
+        publish(&mut store, "bad", &[2; 5000]).unwrap();
+        let good = store.lookup(SERVER, "good").unwrap().clone();
+        assert!(store.is_verified(&good), "published by this process");
+        let bad = store.lookup(SERVER, "bad").unwrap().clone();
+        // A bit flips on disk; the size stays.
+        let path = store.path_of(&bad);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[4000] ^= 0x10;
+        fs::write(&path, bytes).unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 2, "the size check alone passes both");
+        assert!(!store.is_verified(&good) && !store.is_verified(&bad));
+        assert!(store.verify(&good).unwrap());
+        assert!(store.is_verified(&good));
+        assert!(!store.verify(&bad).unwrap());
+        assert!(store.lookup(SERVER, "bad").is_none());
+        assert!(!path.exists());
+        assert_eq!(store.corrupt_removed(), 1);
+        let reopened = Filestore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 1);
     }
 
     #[test]
