@@ -906,7 +906,18 @@ pub fn run(
             let p = DutProcess::start(h, dut, &dcfg, &prefix)?;
             let cold = if dut == Dut::Bootcache {
                 let c = run_phase(h.ports, &pool, &files, cfg.shape, 0, 1)?;
-                std::thread::sleep(Duration::from_millis(500)); // publishing is asynchronous
+                // Publishing is asynchronous: the warm storm starts once the
+                // cache lists both files.
+                for (name, f) in [(NBP_NAME, &files.nbp), (IMAGE_NAME, &files.image)] {
+                    let size = f.len() as u64;
+                    crate::harness::wait_cached(
+                        &cache,
+                        SERVER_IP,
+                        name,
+                        size,
+                        Duration::from_secs(10),
+                    )?;
+                }
                 Some(c)
             } else {
                 None
