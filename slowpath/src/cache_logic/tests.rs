@@ -911,25 +911,41 @@ fn a_corrupt_fragment_fails_the_checksum_and_nothing_is_cached() {
     assert!(sim.tmp_is_empty());
 }
 
+impl Sim {
+    /// Plays the first three packets of `pkts` (RRQ, OACK, ACK 0) and
+    /// returns the fragments of DATA block 1 at a 1500-byte MTU
+    /// (identification `ident`), plus a forged fragment 1 (one byte
+    /// different), none of them sent.
+    fn start_fragmented(
+        &mut self,
+        spec: &Spec,
+        pkts: &[Pkt],
+        ident: u16,
+    ) -> (Vec<Vec<u8>>, Vec<u8>) {
+        for p in &pkts[..3] {
+            self.send(spec, p);
+        }
+        let f = frame(
+            SocketAddrV4::new(SERVER, TID),
+            spec.client,
+            SERVER_MAC,
+            &pkts[3].payload,
+        );
+        let frags = fragment(&f, 1500, ident);
+        let mut forged = frags[1].clone();
+        forged[200] ^= 0xff;
+        (frags, forged)
+    }
+}
+
 #[test]
 fn conflicting_fragments_are_counted_and_drop_the_block() {
     let spec = Spec::opts("initrd", 8192, 1);
     let data = content(20_000, 7);
     let pkts = spec.packets(&data);
     let mut sim = Sim::new();
-    for p in &pkts[..3] {
-        sim.send(&spec, p); // RRQ, OACK, ACK 0
-    }
-    let f = frame(
-        SocketAddrV4::new(SERVER, TID),
-        spec.client,
-        SERVER_MAC,
-        &pkts[3].payload,
-    );
-    let frags = fragment(&f, 1500, 7);
+    let (frags, forged) = sim.start_fragmented(&spec, &pkts, 7);
     // A forged copy of fragment 1 with other bytes, then the real ones.
-    let mut forged = frags[1].clone();
-    forged[200] ^= 0xff;
     for f in std::iter::once(&forged).chain(&frags) {
         sim.logic.handle_frame(sim.now, sim.wall(), false, f);
     }
@@ -1117,19 +1133,8 @@ fn a_fragment_spoofed_on_the_client_side_never_reaches_reassembly() {
     let data = content(20_000, 8);
     let pkts = spec.packets(&data);
     let mut sim = Sim::new();
-    for p in &pkts[..3] {
-        sim.send(&spec, p); // RRQ, OACK, ACK 0
-    }
-    let f = frame(
-        SocketAddrV4::new(SERVER, TID),
-        spec.client,
-        SERVER_MAC,
-        &pkts[3].payload,
-    );
-    let frags = fragment(&f, 1500, 9);
+    let (frags, forged) = sim.start_fragmented(&spec, &pkts, 9);
     // A forged fragment 1 on the client side, before the real ones.
-    let mut forged = frags[1].clone();
-    forged[200] ^= 0xff;
     sim.logic.handle_frame(sim.now, sim.wall(), true, &forged);
     let c = *sim.logic.counters();
     assert_eq!((c.wrong_side, c.defrag.fragments), (1, 0));
