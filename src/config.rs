@@ -31,6 +31,27 @@ pub(crate) struct Config {
     pub(crate) addressed: Option<AddressedConfig>,
     /// Resource bounds.
     pub(crate) limits: Limits,
+    /// The cache on disk.
+    pub(crate) cache: CacheConfig,
+}
+
+/// The cache on disk.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CacheConfig {
+    /// Bytes per second the background scrub re-hashes cached files at
+    /// (a size: "8M" is 8 MiB/s); 0 turns it off.
+    pub(crate) scrub_rate: Size,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        // Gentle: a 1 GiB cache is checked every ~2 minutes, at well under
+        // a tenth of one core.
+        CacheConfig {
+            scrub_rate: Size(8 << 20),
+        }
+    }
 }
 
 /// Addressed mode's settings.
@@ -206,6 +227,7 @@ impl Default for Config {
             agent: None,
             addressed: None,
             limits: Limits::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -231,6 +253,7 @@ impl Config {
             max_transfers: self.limits.max_transfers,
             max_file_size: self.limits.max_file_size.0,
             quota_bytes: self.limits.cache_quota.0,
+            scrub_rate: self.cache.scrub_rate.0,
             ..slowpath::CacheLimits::default()
         }
     }
@@ -410,6 +433,9 @@ mod tests {
             ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),
             ("[limits]\ncache_quota = \"1M\"", "limits.cache_quota"),
             ("[limits]\nbogus = 1", "bogus"),
+            ("[cache]\nscrub_rate = \"fast\"", "fast"),
+            ("[cache]\nscrub_rate = -1", "cache.scrub_rate"),
+            ("[cache]\nscrub = 1", "scrub"),
             ("[addressed]\naddress = \"10.0.0.5\"", "addressed.origin"),
             (
                 "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.1\"",
@@ -438,6 +464,16 @@ mod tests {
             assert!(err.contains(field), "{text:?} → {err}");
             assert!(!err.contains('\n'), "multi-line error for {text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn scrub_rate_is_a_size_and_zero_turns_it_off() {
+        let c = Config::parse("[cache]\nscrub_rate = \"50MiB\"").unwrap();
+        assert_eq!(c.cache.scrub_rate, Size(50 << 20));
+        assert_eq!(c.slowpath_limits().scrub_rate, 50 << 20);
+        let c = Config::parse("[cache]\nscrub_rate = 0").unwrap();
+        assert_eq!(c.slowpath_limits().scrub_rate, 0);
+        assert_eq!(Config::default().cache.scrub_rate, Size(8 << 20));
     }
 
     #[test]

@@ -157,8 +157,9 @@ pub(crate) struct ServeCounters {
     /// DATA and OACK packets of ended sessions sent again (a lost ACK, or
     /// a retransmission timer that expired early).
     pub(crate) retransmits: u64,
-    /// Cached files hashed again before their first client since the cache
-    /// was opened (those that no longer matched: `files corrupt_removed`).
+    /// Hits sent to the origin because the cached file was not hashed
+    /// again since the cache was opened: its re-hash is queued on the
+    /// writer thread (those that no longer matched: `files corrupt_removed`).
     pub(crate) rehashed: u64,
     /// Requests sent to the origin because serving had as many sessions as
     /// `[limits] max_sessions` allows (or the client had its share).
@@ -486,17 +487,12 @@ impl Serve {
             return false;
         }
         // Verified stays verified: a file this process did not hash (the
-        // cache was reopened) is hashed before its first client; one that no
-        // longer matches is removed and the origin answers.
-        if !logic.filestore().is_verified(entry) {
-            match logic.filestore_mut().verify(entry) {
-                Ok(true) => self.counters.rehashed += 1,
-                Ok(false) => return false,
-                Err(e) => {
-                    log::warn!("cache: {name:?} from {server}: {e}; forwarding to the origin");
-                    return false;
-                }
-            }
+        // cache was reopened) is hashed on the writer thread before its
+        // first client; meanwhile the origin answers (never a wait here).
+        // One that no longer matches is removed there.
+        if !logic.filestore_mut().check_verified(entry) {
+            self.counters.rehashed += 1;
+            return false;
         }
         let file = match self.mapping(&logic.filestore().path_of(entry)) {
             Ok(f) if f.bytes().len() as u64 == entry.size => CachedFile(f),

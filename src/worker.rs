@@ -27,8 +27,9 @@ use slowpath::{CacheError, CacheLogic, DiscardReason, FilterUpdate};
 
 /// Frames handled between checks of the clock, timers and the quit flag.
 const BATCH: usize = 256;
-/// The image map is saved at most this often (and at exit): a boot storm
-/// changes it with every request, and each save is a write and an fsync.
+/// The image map's changes are handed to the cache's writer thread at most
+/// this often (and at exit): a boot storm changes it with every request,
+/// and one record per changed client a second is plenty.
 const SAVE_PERIOD: Duration = Duration::from_secs(1);
 /// Timers (transfer idle timeouts, fragment timeouts) are checked this often:
 /// their periods are seconds, and finding the next deadline walks every
@@ -124,6 +125,8 @@ pub(crate) struct FailOpen {
     /// Image map saves that failed.
     pub(crate) save_errors: u64,
     io_seen: u64,
+    /// Failed writes of the cache's writer thread, as last seen.
+    persist_errors_seen: u64,
     next_retry: Option<Instant>,
     /// The real cache is not open yet (`logic` is a placeholder).
     unopened: bool,
@@ -228,8 +231,10 @@ impl Worker {
     }
 
     /// After a panic: what was in flight is dropped (clients retransmit),
-    /// the transfer rules are cleared, the cache is reopened from disk.
+    /// the transfer rules are cleared, the cache is reopened from disk (its
+    /// writer thread stopped first: one writer per cache directory).
     fn recover(&mut self) {
+        self.logic.filestore_mut().close();
         for h in &mut self.heads {
             *h = None;
         }
@@ -243,6 +248,7 @@ impl Worker {
                 self.logic = logic;
                 self.fail.unopened = false;
                 self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
+                self.fail.persist_errors_seen = 0;
                 if self.fail.reason.is_none() {
                     self.health.set_forward_only(false);
                     log::info!("slow path recovered: cache reopened, copying and serving resumed");
@@ -274,6 +280,8 @@ impl Worker {
                     self.forward_trapped(now, wall, r);
                 }
             }
+            // Publishes in place and hashes checked by the writer thread.
+            self.logic.filestore_mut().poll();
             if now >= next_timer_check {
                 if self.logic.poll_timeout().is_some_and(|t| t <= now) {
                     self.logic.handle_timeout(now);
@@ -328,28 +336,25 @@ impl Worker {
         }
     }
 
-    /// After the bridge stopped: handle what is still queued, then save.
+    /// After the bridge stopped: handle what is still queued, then hand
+    /// the image map's changes to the writer and wait for it to finish.
     pub(crate) fn finish(&mut self) -> Result<()> {
         while self.handle_batch() > 0 {}
         self.apply_filter_updates();
-        let map = self.logic.image_map();
-        if map.is_dirty() {
-            if let Err(e) = map.save() {
-                log::error!("saving the image map at exit: {e}");
-            }
+        self.logic.filestore_mut().sync();
+        if let Err(e) = self.logic.image_map_mut().persist() {
+            log::error!("saving the image map at exit: {e}");
         }
+        self.logic.filestore_mut().sync();
         Ok(())
     }
 
-    /// The image map is saved (atomically) whenever it changed; writes are
-    /// rare next to the frames that cause them. A failure degrades the cache.
+    /// The image map's changes go to the writer thread (records, never a
+    /// whole rewrite, never a wait). A failure degrades the cache.
     fn save_image_map(&mut self, now: Instant) {
-        let map = self.logic.image_map();
-        if map.is_dirty() {
-            if let Err(e) = map.save() {
-                self.fail.save_errors += 1;
-                self.degrade(now, format!("saving the image map failed: {e}"));
-            }
+        if let Err(e) = self.logic.image_map_mut().persist() {
+            self.fail.save_errors += 1;
+            self.degrade(now, format!("saving the image map failed: {e}"));
         }
     }
 
@@ -363,6 +368,14 @@ impl Worker {
                 "writing to the cache failed (transfers discarded with reason io)".into(),
             );
         }
+        let persist = self.logic.filestore().persist_counters().errors;
+        if persist > self.fail.persist_errors_seen {
+            self.fail.persist_errors_seen = persist;
+            self.degrade(
+                now,
+                "the cache's writer thread could not write (persist errors)".into(),
+            );
+        }
         let Some(at) = self.fail.next_retry else {
             return;
         };
@@ -370,6 +383,7 @@ impl Worker {
             return;
         }
         if self.fail.unopened {
+            self.logic.filestore_mut().close();
             match (self.reopen)() {
                 Ok(logic) => {
                     let placeholder = self.logic.filestore().dir().to_path_buf();
@@ -412,7 +426,7 @@ impl Worker {
     }
 
     /// Can the cache be written again? A block written, synced and removed
-    /// in its tmp directory, and the image map saved if it waits.
+    /// in its tmp directory (the writer thread retries its own writes).
     fn probe(&self) -> std::io::Result<()> {
         use std::io::Write;
         let path = self.logic.filestore().tmp_dir().join(".probe");
@@ -421,12 +435,7 @@ impl Worker {
             f.sync_all()
         });
         let _ = std::fs::remove_file(&path);
-        res?;
-        let map = self.logic.image_map();
-        if map.is_dirty() {
-            map.save().map_err(std::io::Error::other)?;
-        }
-        Ok(())
+        res
     }
 
     /// Up to [`BATCH`] redirected frames, oldest first across the rings
@@ -626,6 +635,19 @@ impl Worker {
         for (reason, n) in d.dropped.iter().filter(|(_, n)| *n > 0) {
             out += &format!(" defrag_{}={n}", reason.name());
         }
+        let p = self.logic.filestore().persist_counters();
+        out += &format!(
+            " | persist queued={} deferred={} errors={} records={} compactions={} publish_failed={} rehashed_files={} scrubbed_files={} scrubbed_bytes={}",
+            p.queued,
+            p.deferred,
+            p.errors,
+            p.records,
+            p.compactions,
+            self.logic.filestore().publish_failed(),
+            p.verified_files,
+            p.scrubbed_files,
+            p.scrubbed_bytes,
+        );
         out += &format!(
             " | dhcp={} bad_checksum={} wrong_side={}",
             k.dhcp_messages, k.bad_checksum, k.wrong_side

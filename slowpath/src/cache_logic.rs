@@ -177,7 +177,8 @@ impl CacheLogic {
     ) -> Result<Self, CacheError> {
         let mut filestore = Filestore::open(cache_dir)?;
         filestore.set_quota(limits.quota_bytes);
-        let image_map = match ImageMap::load_with(cache_dir, limits.image_map) {
+        filestore.set_scrub_rate(limits.scrub_rate);
+        let mut image_map = match ImageMap::load_with(cache_dir, limits.image_map) {
             Ok(m) => m,
             Err(e) => {
                 // The map is advisory; the cache is not lost with it.
@@ -185,6 +186,8 @@ impl CacheLogic {
                 ImageMap::new(cache_dir, limits.image_map)
             }
         };
+        // From now on both persist on the filestore's writer thread.
+        image_map.attach(filestore.writer());
         let mut tracker = Tracker::new(filestore.tmp_dir(), limits);
         tracker.set_space_left(filestore.space_left());
         Ok(CacheLogic {
@@ -391,12 +394,12 @@ impl CacheLogic {
         &self.filestore
     }
 
-    /// The verified cache, mutable ([`Filestore::verify`]).
+    /// The verified cache, mutable ([`Filestore::check_verified`], [`Filestore::poll`]).
     pub fn filestore_mut(&mut self) -> &mut Filestore {
         &mut self.filestore
     }
 
-    /// The image map (the worker saves it when [`ImageMap::is_dirty`]).
+    /// The image map (the worker persists it with [`ImageMap::persist`]).
     pub fn image_map(&self) -> &ImageMap {
         &self.image_map
     }
@@ -476,6 +479,11 @@ impl CacheLogic {
                         }
                         // The tracker normalises names: not reached, but
                         // not the disk's fault either.
+                        // Counted by the writer (persist deferred): the
+                        // disk is busy, not failing.
+                        Err(FilestoreError::Deferred) => {
+                            debug!("not cached (writer queue full): {:?}", done.filename);
+                        }
                         Err(e @ FilestoreError::BadName { .. }) => {
                             self.counters.discarded.bump(DiscardReason::UnsupportedName);
                             warn!("not cached: {e}");

@@ -3,7 +3,8 @@
 //! Layout of a cache directory:
 //!
 //! ```text
-//! <cache_dir>/index.json      entries, written atomically (temp, fsync, rename)
+//! <cache_dir>/index.json      snapshot of the entries (rewritten atomically)
+//! <cache_dir>/index.journal   entry records since the snapshot (appended)
 //! <cache_dir>/files/<name>    one file per entry, never partial
 //! <cache_dir>/tmp/            reassemblies in progress; emptied at open
 //! ```
@@ -16,22 +17,37 @@
 //! switches to it, so the index never points at content other than what it
 //! describes, whatever moment a crash picks. [`Filestore::path_of`] derives the
 //! path from the entry's key and hash and never trusts a path from the index.
+//!
+//! Disk writes run on the cache's writer thread ([`crate::writer`]): the
+//! caller of [`Filestore::publish`] only queues the file, and the entry
+//! appears in [`Filestore::lookup`] once the writer reports its bytes in
+//! place ([`Filestore::poll`]). The index is persisted incrementally: one
+//! journal record (see [`crate::journal`]) per new, refreshed or removed
+//! entry, folded into `index.json` when the journal grows past a few records
+//! per entry, and at every open. An `index.json` of an older version (no
+//! journal) is a snapshot like any other.
 
-use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::journal;
 use crate::reassembly::TempFile;
+use crate::writer::{Done, Job, JournalStart, PersistCounters, Writer, WriterHandle};
 
-const INDEX: &str = "index.json";
-const INDEX_TMP: &str = "index.json.tmp";
+/// The index snapshot's file name.
+pub(crate) const INDEX: &str = "index.json";
+/// The index journal's file name.
+pub(crate) const INDEX_JOURNAL: &str = "index.journal";
+/// The temporary file of versions that rewrote `index.json` in place.
+const INDEX_TMP_OLD: &str = "index.json.tmp";
 const FILES: &str = "files";
 const TMP: &str = "tmp";
 const INDEX_VERSION: u32 = 1;
@@ -74,6 +90,10 @@ pub enum FilestoreError {
         /// The quota.
         quota: u64,
     },
+    /// The writer's queue is full: the file is not cached this time (the
+    /// next transfer of it caches it).
+    #[error("the cache writer's queue is full: not cached this time")]
+    Deferred,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FilestoreError + '_ {
@@ -181,10 +201,90 @@ pub struct Entry {
     pub stored_as: String,
 }
 
-#[derive(Serialize, Deserialize)]
+/// An entry's key. Everything that builds or compares keys goes through
+/// [`key_of`] and [`IndexRecord::key`], so that a key gains a field in one
+/// place.
+pub(crate) type Key = (Ipv4Addr, String);
+
+/// The key of `entry`.
+pub(crate) fn key_of(entry: &Entry) -> Key {
+    (entry.server, entry.name.clone())
+}
+
+/// The path of `entry`'s content in the cache `dir`, derived from its key
+/// and hash.
+pub(crate) fn path_in(dir: &Path, entry: &Entry) -> PathBuf {
+    dir.join(FILES)
+        .join(stored_name(entry.server, &entry.name, &entry.sha256))
+}
+
+/// One record of the index journal: the whole entry of a key, or its removal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum IndexRecord {
+    /// The entry (new, refreshed or replaced).
+    Put {
+        /// The whole entry.
+        entry: Entry,
+    },
+    /// The key has no entry any more.
+    Del {
+        /// The key's server.
+        server: Ipv4Addr,
+        /// The key's (normalised) name.
+        name: String,
+    },
+}
+
+impl IndexRecord {
+    /// The removal of `entry`'s key.
+    pub(crate) fn del(entry: &Entry) -> Self {
+        IndexRecord::Del {
+            server: entry.server,
+            name: entry.name.clone(),
+        }
+    }
+
+    fn key(&self) -> Key {
+        match self {
+            IndexRecord::Put { entry } => key_of(entry),
+            IndexRecord::Del { server, name } => (*server, name.clone()),
+        }
+    }
+}
+
+/// Applies one journal record to an index.
+pub(crate) fn apply_record(index: &mut BTreeMap<Key, Entry>, r: IndexRecord) {
+    let key = r.key();
+    match r {
+        IndexRecord::Put { entry } => {
+            index.insert(key, entry);
+        }
+        IndexRecord::Del { .. } => {
+            index.remove(&key);
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct IndexFile {
     version: u32,
     entries: Vec<Entry>,
+}
+
+#[derive(Serialize)]
+struct IndexFileRef<'a> {
+    version: u32,
+    entries: Vec<&'a Entry>,
+}
+
+/// `index.json` holding `entries`.
+pub(crate) fn snapshot_bytes<'a>(entries: impl Iterator<Item = &'a Entry>) -> Vec<u8> {
+    let f = IndexFileRef {
+        version: INDEX_VERSION,
+        entries: entries.collect(),
+    };
+    serde_json::to_vec(&f).unwrap_or_default()
 }
 
 /// What [`Filestore::open`] found.
@@ -204,6 +304,12 @@ pub struct LoadReport {
     pub orphans_removed: u64,
     /// The index was unreadable and set aside as `index.json.corrupt`.
     pub index_corrupt: bool,
+    /// Journal records replayed.
+    pub journal_records: u64,
+    /// Journal records dropped (bad checksum, not a record).
+    pub journal_bad: u64,
+    /// The journal ended in a partial record (a crash mid-write), dropped.
+    pub journal_torn: bool,
 }
 
 /// What [`Filestore::publish`] did.
@@ -217,26 +323,137 @@ pub enum Published {
     Replaced,
 }
 
+/// The index as read from a cache directory: the snapshot with the journal
+/// applied, not yet checked against the files.
+struct Loaded {
+    /// `None`: the snapshot was corrupt (the journal is not applied: it
+    /// holds only the changes since a snapshot that is lost).
+    entries: Option<Vec<Entry>>,
+    /// Snapshot entries whose key came earlier in it.
+    duplicates: u64,
+    journal: JournalStart,
+    journal_bad: u64,
+    journal_torn: bool,
+}
+
+/// Reads `index.json` then `index.journal` of `dir`. A corrupt snapshot is
+/// an error unless `set_aside`, which renames it (and the journal) out of
+/// the way and reports no entries.
+fn load(dir: &Path, set_aside: bool) -> Result<Loaded, FilestoreError> {
+    let index_path = dir.join(INDEX);
+    let snapshot = match fs::read(&index_path) {
+        Ok(bytes) => match serde_json::from_slice::<IndexFile>(&bytes) {
+            Ok(f) => {
+                if f.version != INDEX_VERSION {
+                    warn!(
+                        "{}: index version {} read as version {INDEX_VERSION}",
+                        index_path.display(),
+                        f.version
+                    );
+                }
+                Some(f.entries)
+            }
+            Err(e) if set_aside => {
+                // Keep the evidence and the files; start empty.
+                warn!("{}: corrupt index ({e}), set aside", index_path.display());
+                fs::rename(&index_path, dir.join("index.json.corrupt"))
+                    .map_err(io_err(&index_path))?;
+                let j = dir.join(INDEX_JOURNAL);
+                let _ = fs::rename(&j, dir.join("index.journal.corrupt"));
+                None
+            }
+            Err(e) => {
+                return Err(FilestoreError::CorruptIndex {
+                    path: index_path,
+                    source: e,
+                })
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Vec::new()),
+        Err(e) => return Err(io_err(&index_path)(e)),
+    };
+    let Some(snapshot) = snapshot else {
+        return Ok(Loaded {
+            entries: None,
+            duplicates: 0,
+            journal: JournalStart::default(),
+            journal_bad: 0,
+            journal_torn: false,
+        });
+    };
+    let jpath = dir.join(INDEX_JOURNAL);
+    let decoded = journal::read::<IndexRecord>(&jpath).map_err(io_err(&jpath))?;
+    let mut index = BTreeMap::new();
+    // Order of first appearance, so that the snapshot's order survives.
+    let mut duplicates = 0;
+    for e in snapshot {
+        let key = key_of(&e);
+        match index.entry(key) {
+            std::collections::btree_map::Entry::Occupied(_) => duplicates += 1,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(e);
+            }
+        }
+    }
+    let records = decoded.records.len() as u64;
+    for r in decoded.records {
+        apply_record(&mut index, r);
+    }
+    if decoded.torn || decoded.bad > 0 {
+        warn!(
+            "{}: {} bad record(s){} dropped",
+            jpath.display(),
+            decoded.bad,
+            if decoded.torn { " and a torn tail" } else { "" }
+        );
+    }
+    Ok(Loaded {
+        entries: Some(index.into_values().collect()),
+        duplicates,
+        journal: JournalStart {
+            len: decoded.valid_len,
+            records,
+        },
+        journal_bad: decoded.bad,
+        journal_torn: decoded.torn,
+    })
+}
+
 /// The verified cache in one directory.
 #[derive(Debug)]
 pub struct Filestore {
     dir: PathBuf,
-    index: BTreeMap<(Ipv4Addr, String), Entry>,
+    index: BTreeMap<Key, Entry>,
+    /// Bytes of the entries and of the publishes under way.
     used: u64,
     quota: u64,
     report: LoadReport,
     /// Entries whose file was hashed by this process (published by it, or
-    /// checked by [`Filestore::verify`]); the others were only checked for
-    /// size when the index was loaded.
-    verified: std::collections::BTreeSet<(Ipv4Addr, String)>,
+    /// checked by the writer); the others were only checked for size when
+    /// the index was loaded.
+    verified: BTreeSet<Key>,
+    /// Entries whose hash the writer was asked for and has not reported.
+    verifying: BTreeSet<Key>,
+    /// Publishes queued to the writer and not reported yet.
+    pending: BTreeMap<(Key, Digest256), Entry>,
+    /// Keys whose refreshed entry did not fit in the writer's queue: sent
+    /// again by [`Filestore::poll`].
+    deferred: BTreeSet<Key>,
     /// Entries removed because their file no longer hashed to the index.
     corrupt_removed: u64,
+    /// Publishes the writer could not complete.
+    publish_failed: u64,
+    writer: Writer,
 }
 
 impl Filestore {
     /// Opens (creating if needed) the cache in `dir`: removes leftovers in
-    /// `tmp/`, reloads the index, and drops entries whose file is missing or
-    /// of the wrong size. The quota is unlimited until [`Filestore::set_quota`].
+    /// `tmp/`, reloads the index (snapshot and journal), drops entries whose
+    /// file is missing or of the wrong size, removes files no entry names,
+    /// and starts the writer thread (which folds the journal into a new
+    /// snapshot first). The quota is unlimited until
+    /// [`Filestore::set_quota`]; the scrub is off until
+    /// [`Filestore::set_scrub_rate`].
     pub fn open(dir: &Path) -> Result<Filestore, FilestoreError> {
         let files = dir.join(FILES);
         let tmp = dir.join(TMP);
@@ -253,104 +470,86 @@ impl Filestore {
             r.map_err(io_err(&path))?;
             report.tmp_removed += 1;
         }
-        let _ = fs::remove_file(dir.join(INDEX_TMP));
+        let _ = fs::remove_file(dir.join(INDEX_TMP_OLD));
 
-        let index_path = dir.join(INDEX);
-        let entries = match fs::read(&index_path) {
-            Ok(bytes) => match serde_json::from_slice::<IndexFile>(&bytes) {
-                Ok(f) => Some(f.entries),
-                Err(e) => {
-                    // Keep the evidence and the files; start empty.
-                    warn!("{}: corrupt index ({e}), set aside", index_path.display());
-                    let aside = dir.join("index.json.corrupt");
-                    fs::rename(&index_path, &aside).map_err(io_err(&index_path))?;
-                    report.index_corrupt = true;
-                    None
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Some(Vec::new()),
-            Err(e) => return Err(io_err(&index_path)(e)),
-        };
-
-        let mut store = Filestore {
-            dir: dir.to_owned(),
-            index: BTreeMap::new(),
-            used: 0,
-            quota: u64::MAX,
-            report,
-            verified: Default::default(),
-            corrupt_removed: 0,
-        };
-        let listed = entries.is_some();
-        let mut dropped = false;
-        for entry in entries.unwrap_or_default() {
+        let loaded = load(dir, true)?;
+        report.index_corrupt = loaded.entries.is_none();
+        report.invalid = loaded.duplicates;
+        report.journal_records = loaded.journal.records;
+        report.journal_bad = loaded.journal_bad;
+        report.journal_torn = loaded.journal_torn;
+        let listed = loaded.entries.is_some();
+        let mut index = BTreeMap::new();
+        let mut used = 0;
+        for entry in loaded.entries.unwrap_or_default() {
             let expected = stored_name(entry.server, &entry.name, &entry.sha256);
-            let key = (entry.server, entry.name.clone());
             // Names are stored normalised; an entry of an older version
             // under another spelling could never be looked up: dropped
             // (the next transfer of the file caches it again).
             let normal = wire::tftp::normalize_name(&entry.name).ok();
-            if entry.stored_as != expected
-                || store.index.contains_key(&key)
-                || normal.as_deref() != Some(entry.name.as_str())
-            {
-                store.report.invalid += 1;
-                dropped = true;
+            if entry.stored_as != expected || normal.as_deref() != Some(entry.name.as_str()) {
+                report.invalid += 1;
                 continue;
             }
-            let path = store.path_of(&entry);
-            match fs::metadata(&path) {
+            match fs::metadata(path_in(dir, &entry)) {
                 Ok(m) if m.is_file() && m.len() == entry.size => {
-                    store.used += entry.size;
-                    store.index.insert(key, entry);
-                    store.report.loaded += 1;
+                    used += entry.size;
+                    index.insert(key_of(&entry), entry);
+                    report.loaded += 1;
                 }
                 Ok(_) => {
                     warn!(
                         "cache: {:?} from {}: size differs, dropped",
                         entry.name, entry.server
                     );
-                    store.report.size_mismatch += 1;
-                    dropped = true;
+                    report.size_mismatch += 1;
                 }
                 Err(_) => {
                     warn!(
                         "cache: {:?} from {}: file missing, dropped",
                         entry.name, entry.server
                     );
-                    store.report.missing += 1;
-                    dropped = true;
+                    report.missing += 1;
                 }
             }
         }
         // Files no entry names are from a crash between publishing a file and
-        // writing the index: incomplete as far as the index knows.
+        // recording it: unknown as far as the index knows, and their stored
+        // name (hashes only) cannot tell which key they were for.
         if listed {
+            let known: BTreeSet<&str> = index.values().map(|e| e.stored_as.as_str()).collect();
             for e in fs::read_dir(&files).map_err(io_err(&files))? {
                 let e = e.map_err(io_err(&files))?;
                 let name = e.file_name();
-                let known = store
-                    .index
-                    .values()
-                    .any(|en| std::ffi::OsStr::new(&en.stored_as) == name);
-                if !known {
+                if !name.to_str().is_some_and(|n| known.contains(n)) {
                     let path = e.path();
                     let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
-                    store.report.orphans_removed += 1;
+                    report.orphans_removed += 1;
                 }
             }
         }
-        if dropped {
-            store.write_index()?;
-        }
+        let writer = Writer::spawn(dir, index.clone(), loaded.journal).map_err(io_err(dir))?;
         info!(
             "cache {}: {} files, {} bytes ({:?})",
             dir.display(),
-            store.index.len(),
-            store.used,
-            store.report
+            index.len(),
+            used,
+            report
         );
-        Ok(store)
+        Ok(Filestore {
+            dir: dir.to_owned(),
+            index,
+            used,
+            quota: u64::MAX,
+            report,
+            verified: BTreeSet::new(),
+            verifying: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            deferred: BTreeSet::new(),
+            corrupt_removed: 0,
+            publish_failed: 0,
+            writer,
+        })
     }
 
     /// Sets the quota in bytes; files that would take the total over it are
@@ -364,7 +563,16 @@ impl Filestore {
         self.quota
     }
 
-    /// Bytes of cached files.
+    /// Sets the background scrub's rate in bytes per second (0: off): the
+    /// writer re-hashes every entry's file in turn at that pace, removing
+    /// (and counting) one that no longer matches.
+    pub fn set_scrub_rate(&mut self, bytes_per_sec: u64) {
+        self.writer
+            .handle()
+            .send_blocking(Job::ScrubRate(bytes_per_sec));
+    }
+
+    /// Bytes of cached files (and of files being published).
     pub fn used_bytes(&self) -> u64 {
         self.used
     }
@@ -414,18 +622,19 @@ impl Filestore {
 
     /// The path of an entry's content, derived from its key and hash.
     pub fn path_of(&self, entry: &Entry) -> PathBuf {
-        self.dir
-            .join(FILES)
-            .join(stored_name(entry.server, &entry.name, &entry.sha256))
+        path_in(&self.dir, entry)
     }
 
     /// Publishes a verified file: `temp` (under [`Filestore::tmp_dir`]) holds
     /// `size` bytes hashing to `sha256`, requested as `name` from `server`.
     ///
-    /// The same content again only bumps the entry; new content is fsynced,
-    /// renamed into `files/`, then the index is rewritten atomically, then an
-    /// old version is removed. On error nothing is published and `temp` is
-    /// removed.
+    /// The same content again only bumps the entry (a journal record is
+    /// queued). New content is queued to the writer, which fsyncs it,
+    /// renames it into `files/` and records it; the entry appears once
+    /// [`Filestore::poll`] hears so, and an old version's file is removed
+    /// then. Never waits for the disk: a full queue refuses the file
+    /// ([`FilestoreError::Deferred`]). On error nothing is published and
+    /// `temp` is removed.
     pub fn publish(
         &mut self,
         wall: SystemTime,
@@ -439,7 +648,7 @@ impl Filestore {
             name: name.to_owned(),
             reason: e,
         })?;
-        let key = (server, name.to_owned());
+        let key: Key = (server, name.to_owned());
         let sha256 = Digest256(sha256);
         // What the index can store, so that memory and disk agree.
         let wall = UNIX_EPOCH
@@ -451,11 +660,19 @@ impl Filestore {
                 e.times_seen += 1;
                 e.last_seen = wall;
                 drop(temp);
-                self.write_index()?;
+                self.queue_record(key);
                 // The transfer just hashed to it, but the file on disk was
                 // not read: leave its state as it was.
                 return Ok(Published::Refreshed);
             }
+        }
+        if let Some(p) = self.pending.get_mut(&(key.clone(), sha256)) {
+            // The same content is on its way into the cache already: the
+            // entry it becomes is bumped, and recorded once it is in place.
+            p.times_seen += 1;
+            p.last_seen = wall;
+            self.deferred.insert(key);
+            return Ok(Published::Refreshed);
         }
         let freed = old.as_ref().map_or(0, |o| o.size);
         let used_after = self.used - freed;
@@ -466,12 +683,6 @@ impl Filestore {
                 quota: self.quota,
             });
         }
-        let stored_as = stored_name(server, name, &sha256);
-        let dest = self.dir.join(FILES).join(&stored_as);
-        // The reassembly fsynced the data; the rename and the directory
-        // entry are made durable here.
-        temp.persist(&dest).map_err(io_err(&dest))?;
-        sync_dir(&self.dir.join(FILES))?;
         let entry = Entry {
             server,
             name: name.to_owned(),
@@ -480,91 +691,171 @@ impl Filestore {
             first_seen: old.as_ref().map_or(wall, |o| o.first_seen),
             last_seen: wall,
             times_seen: old.as_ref().map_or(0, |o| o.times_seen) + 1,
-            stored_as,
+            stored_as: stored_name(server, name, &sha256),
         };
-        self.index.insert(key.clone(), entry);
-        self.verified.insert(key.clone());
-        self.used = used_after + size;
-        if let Err(e) = self.write_index() {
-            // Not in the index on disk: undo in memory too, and drop the file
-            // (an orphan would be removed at the next open anyway).
-            match old.clone() {
-                Some(o) => self.index.insert(key, o),
-                None => self.index.remove(&key),
-            };
-            self.used = self.used - size + freed;
-            let _ = fs::remove_file(&dest);
-            return Err(e);
+        let job = Job::Publish {
+            temp,
+            entry: entry.clone(),
+        };
+        // A refused job is dropped here, and with it the temporary file.
+        if !self.writer.handle().try_send(job) {
+            return Err(FilestoreError::Deferred);
         }
-        match old {
-            Some(o) => {
-                let _ = fs::remove_file(self.path_of(&o));
-                Ok(Published::Replaced)
+        self.pending.insert((key, sha256), entry);
+        self.used += size;
+        Ok(if old.is_some() {
+            Published::Replaced
+        } else {
+            Published::New
+        })
+    }
+
+    /// Queues the current entry of `key` as a journal record, or keeps the
+    /// key for [`Filestore::poll`] to send when the queue is full.
+    fn queue_record(&mut self, key: Key) {
+        let Some(e) = self.index.get(&key) else {
+            return;
+        };
+        let r = IndexRecord::Put { entry: e.clone() };
+        if !self.writer.handle().try_send(Job::Index(r)) {
+            self.deferred.insert(key);
+        }
+    }
+
+    /// Takes in what the writer reported (publishes in place, hashes
+    /// checked) and sends deferred records again. Call it often (every pass
+    /// of the worker's loop): it never waits.
+    pub fn poll(&mut self) {
+        while let Some(done) = self.writer.poll() {
+            self.apply(done);
+        }
+        while let Some(key) = self.deferred.first().cloned() {
+            let publishing = self.pending.keys().any(|(k, _)| *k == key);
+            if publishing {
+                // Its entry is about to change: sent after the change.
+                break;
             }
-            None => Ok(Published::New),
+            let Some(e) = self.index.get(&key) else {
+                self.deferred.remove(&key);
+                continue;
+            };
+            let r = IndexRecord::Put { entry: e.clone() };
+            if !self.writer.handle().try_send(Job::Index(r)) {
+                break;
+            }
+            self.deferred.remove(&key);
         }
     }
 
-    /// Whether `entry`'s file was hashed by this process ([`Self::verify`],
-    /// or published by it).
+    fn apply(&mut self, done: Done) {
+        match done {
+            Done::Published(e) => {
+                let key = key_of(&e);
+                // Bumped meanwhile (the same content again): that entry.
+                let e = self.pending.remove(&(key.clone(), e.sha256)).unwrap_or(e);
+                self.verified.insert(key.clone());
+                if let Some(old) = self.index.insert(key, e.clone()) {
+                    self.used -= old.size;
+                    if old.sha256 != e.sha256 {
+                        let _ = self
+                            .writer
+                            .handle()
+                            .try_send(Job::RemoveFile(self.path_of(&old)));
+                    }
+                }
+            }
+            Done::PublishFailed(e) => {
+                self.pending.remove(&(key_of(&e), e.sha256));
+                self.used -= e.size;
+                self.publish_failed += 1;
+            }
+            Done::Verified(e) => {
+                let key = key_of(&e);
+                self.verifying.remove(&key);
+                if self.index.get(&key).is_some_and(|c| c.sha256 == e.sha256) {
+                    self.verified.insert(key);
+                }
+            }
+            Done::Corrupt(e) => {
+                let key = key_of(&e);
+                self.verifying.remove(&key);
+                if self.index.get(&key).is_some_and(|c| c.sha256 == e.sha256) {
+                    self.index.remove(&key);
+                    self.verified.remove(&key);
+                    self.used -= e.size;
+                    self.corrupt_removed += 1;
+                }
+            }
+            Done::Stale(e) => {
+                self.verifying.remove(&key_of(&e));
+            }
+        }
+    }
+
+    /// Whether `entry`'s file was hashed by this process (published by it,
+    /// or checked by the writer since the cache was opened).
     pub fn is_verified(&self, entry: &Entry) -> bool {
-        self.verified.contains(&(entry.server, entry.name.clone()))
+        self.verified.contains(&key_of(entry))
     }
 
-    /// Re-hashes `entry`'s file: true when it still is the bytes that were
-    /// verified (size and SHA-256 of the index). When it is not (a disk
-    /// error, a file changed behind the cache's back), the entry and its
-    /// file are removed and counted ([`Self::corrupt_removed`]): never
-    /// served. Errors only when the index cannot be rewritten.
-    pub fn verify(&mut self, entry: &Entry) -> Result<bool, FilestoreError> {
-        let key = (entry.server, entry.name.clone());
-        let Some(e) = self.index.get(&key).cloned() else {
-            return Ok(false);
-        };
-        let path = self.path_of(&e);
-        let good = hash_file(&path).is_ok_and(|(size, sha)| size == e.size && sha == e.sha256.0);
-        if good {
-            self.verified.insert(key);
-            return Ok(true);
+    /// Whether `entry` may be served now. If its file was not hashed by
+    /// this process yet, the writer is asked to (once) and the answer is
+    /// no: the caller goes to the origin meanwhile. A file that no longer
+    /// hashes to its entry is removed by the writer and counted
+    /// ([`Self::corrupt_removed`]) when [`Self::poll`] hears of it.
+    pub fn check_verified(&mut self, entry: &Entry) -> bool {
+        let key = key_of(entry);
+        if self.verified.contains(&key) {
+            return true;
         }
-        warn!(
-            "cache: {:?} from {} no longer hashes to its index entry: removed",
-            e.name, e.server
-        );
-        self.index.remove(&key);
-        self.verified.remove(&key);
-        self.used -= e.size;
-        self.corrupt_removed += 1;
-        let _ = fs::remove_file(&path);
-        self.write_index()?;
-        Ok(false)
+        if !self.verifying.contains(&key)
+            && self.writer.handle().try_send(Job::Verify(entry.clone()))
+        {
+            debug!(
+                "cache: {:?} from {}: hashing it again before its first serve",
+                entry.name, entry.server
+            );
+            self.verifying.insert(key);
+        }
+        false
     }
 
-    /// Entries removed by [`Self::verify`] since the cache was opened.
+    /// Entries removed since the cache was opened because their file no
+    /// longer hashed to the index.
     pub fn corrupt_removed(&self) -> u64 {
         self.corrupt_removed
     }
 
-    /// Writes `index.json` atomically: temp file, fsync, rename, fsync dir.
-    fn write_index(&self) -> Result<(), FilestoreError> {
-        let tmp = self.dir.join(INDEX_TMP);
-        let index = IndexFile {
-            version: INDEX_VERSION,
-            entries: self.index.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&index).expect("an index always serializes");
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        let path = self.dir.join(INDEX);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&self.dir)
+    /// Publishes the writer could not complete (the disk refused the file).
+    pub fn publish_failed(&self) -> u64 {
+        self.publish_failed
+    }
+
+    /// The writer's counters.
+    pub fn persist_counters(&self) -> PersistCounters {
+        self.writer.handle().counters()
+    }
+
+    /// The writer's sending side (the image map persists through it).
+    pub fn writer(&self) -> WriterHandle {
+        self.writer.handle().clone()
+    }
+
+    /// Waits until the writer has done everything queued so far and takes
+    /// in its reports: for tests and for a clean exit, never on the
+    /// serving path.
+    pub fn sync(&mut self) {
+        // Twice: taking in reports may queue removals of old versions.
+        for _ in 0..2 {
+            self.writer.barrier();
+            self.poll();
+        }
+    }
+
+    /// Finishes the writer's queued work and stops it; the store persists
+    /// nothing afterwards. Before the cache is opened again in this process.
+    pub fn close(&mut self) {
+        self.writer.stop();
     }
 }
 
@@ -577,41 +868,12 @@ fn stored_name(server: Ipv4Addr, name: &str, sha256: &Digest256) -> String {
     format!("{}-{}", hex(&h.finalize()), sha256.to_hex())
 }
 
-fn sync_dir(dir: &Path) -> Result<(), FilestoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
-}
-
-/// The index of the cache in `dir`, read without changing anything (for
-/// listing it while bootcache runs: the index is replaced atomically). A
-/// missing index is an empty cache.
+/// The index of the cache in `dir` (snapshot and journal), read without
+/// changing anything (for listing it while bootcache runs). A missing index
+/// is an empty cache. Read during a compaction it may miss the entries the
+/// journal held a moment before: read again.
 pub fn read_index(dir: &Path) -> Result<Vec<Entry>, FilestoreError> {
-    let index_path = dir.join(INDEX);
-    match fs::read(&index_path) {
-        Ok(bytes) => serde_json::from_slice::<IndexFile>(&bytes)
-            .map(|f| f.entries)
-            .map_err(|e| io_err(&index_path)(io::Error::new(io::ErrorKind::InvalidData, e))),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_err(&index_path)(e)),
-    }
-}
-
-/// Size and SHA-256 of the file at `path`, read in 1 MiB pieces.
-fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
-    use std::io::Read;
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok((size, h.finalize().into()));
-        }
-        h.update(&buf[..n]);
-        size += n as u64;
-    }
+    Ok(load(dir, false)?.entries.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -646,7 +908,23 @@ mod tests {
         content: &[u8],
     ) -> Result<Published, FilestoreError> {
         let (t, size, sha) = temp(store, content);
-        store.publish(SystemTime::now(), SERVER, name, t, size, sha)
+        let r = store.publish(SystemTime::now(), SERVER, name, t, size, sha);
+        store.sync();
+        r
+    }
+
+    /// Waits (with a deadline) until `f` holds, taking in the writer's
+    /// reports meanwhile.
+    fn poll_until(store: &mut Filestore, what: &str, f: impl Fn(&Filestore) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f(store) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+            store.poll();
+        }
     }
 
     fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -667,10 +945,11 @@ mod tests {
     }
 
     /// Issue 13: after a restart a cached file counts as verified only once
-    /// it was hashed again; a file whose bytes changed on disk (same size)
-    /// is removed and counted, never served.
+    /// the writer hashed it again; until then `check_verified` says no
+    /// (the caller goes to the origin). A file whose bytes changed on disk
+    /// (same size) is removed and counted, never served.
     #[test]
-    fn verify_rehashes_and_removes_what_changed() {
+    fn verification_runs_on_the_writer_and_removes_what_changed() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Filestore::open(dir.path()).unwrap();
         publish(&mut store, "good", &[1; 5000]).unwrap();
@@ -683,17 +962,228 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[4000] ^= 0x10;
         fs::write(&path, bytes).unwrap();
+        drop(store);
         let mut store = Filestore::open(dir.path()).unwrap();
         assert_eq!(store.len(), 2, "the size check alone passes both");
         assert!(!store.is_verified(&good) && !store.is_verified(&bad));
-        assert!(store.verify(&good).unwrap());
-        assert!(store.is_verified(&good));
-        assert!(!store.verify(&bad).unwrap());
+        // Asked twice before the answer: hashed once.
+        assert!(!store.check_verified(&good));
+        assert!(!store.check_verified(&good));
+        assert!(!store.check_verified(&bad));
+        store.sync();
+        assert_eq!(store.persist_counters().verified_files, 2);
+        assert!(store.check_verified(&good));
         assert!(store.lookup(SERVER, "bad").is_none());
         assert!(!path.exists());
         assert_eq!(store.corrupt_removed(), 1);
+        drop(store);
         let reopened = Filestore::open(dir.path()).unwrap();
         assert_eq!(reopened.len(), 1);
+    }
+
+    /// The background scrub hashes every file in turn at its rate: a file
+    /// changed on disk behind the cache's back is removed and counted, the
+    /// others become verified.
+    #[test]
+    fn scrub_finds_a_flipped_bit_and_counts_what_it_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            publish(&mut store, n, &vec![i as u8; 300_000]).unwrap();
+        }
+        let b = store.lookup(SERVER, "b").unwrap().clone();
+        let path = store.path_of(&b);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[123_456] ^= 0x80;
+        fs::write(&path, bytes).unwrap();
+        drop(store);
+        let mut store = Filestore::open(dir.path()).unwrap();
+        store.set_scrub_rate(64 << 20);
+        poll_until(&mut store, "the scrub to remove b", |s| {
+            s.corrupt_removed() == 1
+                && ["a", "c"]
+                    .iter()
+                    .all(|n| s.lookup(SERVER, n).is_some_and(|e| s.is_verified(e)))
+        });
+        assert!(store.lookup(SERVER, "b").is_none() && !path.exists());
+        let c = store.persist_counters();
+        assert!(c.scrubbed_files >= 3, "{c:?}");
+        assert!(c.scrubbed_bytes >= 900_000, "{c:?}");
+    }
+
+    /// The index persists as a journal of per-entry records: a record cut
+    /// short by a crash is dropped (the others load), and the next records
+    /// go after the last whole one.
+    #[test]
+    fn torn_last_record_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "a", b"alpha").unwrap();
+        publish(&mut store, "b", b"beta").unwrap();
+        drop(store);
+        let j = dir.path().join(INDEX_JOURNAL);
+        let whole = fs::read(&j).unwrap();
+        assert_eq!(whole.iter().filter(|&&b| b == b'\n').count(), 2);
+        // Half of a third record, as a crash mid-append leaves it.
+        let mut third = Vec::new();
+        journal::encode(
+            &IndexRecord::Del {
+                server: SERVER,
+                name: "a".into(),
+            },
+            &mut third,
+        );
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&third[..third.len() / 2]);
+        fs::write(&j, &torn).unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        let r = *store.load_report();
+        assert!(r.journal_torn);
+        assert_eq!((r.loaded, r.journal_records, r.journal_bad), (2, 2, 0));
+        publish(&mut store, "c", b"gamma").unwrap();
+        drop(store);
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 3);
+        assert!(!store.load_report().journal_torn);
+    }
+
+    /// A garbage line or a record whose checksum fails is skipped and
+    /// counted; the records around it still apply.
+    #[test]
+    fn garbage_record_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "a", b"alpha").unwrap();
+        drop(store);
+        let j = dir.path().join(INDEX_JOURNAL);
+        let mut bytes = fs::read(&j).unwrap();
+        bytes.extend_from_slice(b"\x00\xffgarbage\t0123456789abcdef\n");
+        // A removal of "a" with one bit flipped: not applied.
+        let mut del = Vec::new();
+        journal::encode(
+            &IndexRecord::Del {
+                server: SERVER,
+                name: "a".into(),
+            },
+            &mut del,
+        );
+        del[3] ^= 0x01;
+        bytes.extend_from_slice(&del);
+        fs::write(&j, &bytes).unwrap();
+        let store = Filestore::open(dir.path()).unwrap();
+        let r = *store.load_report();
+        assert_eq!((r.loaded, r.journal_bad), (1, 2));
+        assert!(store.lookup(SERVER, "a").is_some());
+    }
+
+    /// Every open folds the journal into `index.json`, and so does the
+    /// writer once the journal holds more than COMPACT_FACTOR records per
+    /// entry (at least COMPACT_MIN): refreshes do not grow it without end.
+    #[test]
+    fn journal_is_compacted() {
+        use crate::writer::{COMPACT_FACTOR, COMPACT_MIN};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        let refreshes = COMPACT_MIN + 10;
+        assert!(refreshes > COMPACT_FACTOR);
+        publish(&mut store, "x", b"same bytes").unwrap();
+        for _ in 0..refreshes {
+            let (t, size, sha) = temp(&store, b"same bytes");
+            let r = store.publish(SystemTime::now(), SERVER, "x", t, size, sha);
+            assert_eq!(r.unwrap(), Published::Refreshed);
+        }
+        store.sync();
+        let c = store.persist_counters();
+        assert_eq!(c.compactions, 2, "one at open, one past the bound: {c:?}");
+        let j = dir.path().join(INDEX_JOURNAL);
+        let left = journal::read::<IndexRecord>(&j).unwrap().records.len() as u64;
+        assert!(left < 20, "{left} records left after compaction");
+        let text = fs::read_to_string(dir.path().join(INDEX)).unwrap();
+        assert!(text.contains("\"times_seen\""));
+        drop(store);
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.lookup(SERVER, "x").unwrap().times_seen, refreshes + 1);
+        assert_eq!(read_index(dir.path()).unwrap().len(), 1);
+    }
+
+    /// An `index.json` as earlier versions wrote it (pretty JSON, no
+    /// journal) loads as the snapshot, and is rewritten with the journal
+    /// folded in.
+    #[test]
+    fn old_index_without_journal_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "boot/pxelinux.0", b"pxe").unwrap();
+        publish(&mut store, "vmlinuz", &[9; 3000]).unwrap();
+        let entries: Vec<Entry> = store.entries().cloned().collect();
+        drop(store);
+        let old = serde_json::json!({ "version": 1, "entries": entries });
+        fs::write(
+            dir.path().join(INDEX),
+            serde_json::to_vec_pretty(&old).unwrap(),
+        )
+        .unwrap();
+        fs::remove_file(dir.path().join(INDEX_JOURNAL)).unwrap();
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.load_report().loaded, 2);
+        assert_eq!(store.entries().cloned().collect::<Vec<_>>(), entries);
+    }
+
+    /// A crash between the rename into files/ and the record leaves a file
+    /// no record names: removed at the next open (its stored name holds
+    /// hashes only, so it cannot be adopted). A record whose file is gone
+    /// is dropped.
+    #[test]
+    fn crash_between_rename_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "kept", b"kept").unwrap();
+        // What the writer had renamed when the crash came.
+        let unrecorded = Entry {
+            server: SERVER,
+            name: "late".into(),
+            size: 4,
+            sha256: Digest256([7; 32]),
+            first_seen: UNIX_EPOCH,
+            last_seen: UNIX_EPOCH,
+            times_seen: 1,
+            stored_as: stored_name(SERVER, "late", &Digest256([7; 32])),
+        };
+        fs::write(store.path_of(&unrecorded), b"late").unwrap();
+        drop(store);
+        // And a record whose file never made it.
+        let ghost = Entry {
+            name: "ghost".into(),
+            stored_as: stored_name(SERVER, "ghost", &Digest256([8; 32])),
+            sha256: Digest256([8; 32]),
+            ..unrecorded.clone()
+        };
+        let mut line = Vec::new();
+        journal::encode(&IndexRecord::Put { entry: ghost }, &mut line);
+        let j = dir.path().join(INDEX_JOURNAL);
+        let mut bytes = fs::read(&j).unwrap();
+        bytes.extend_from_slice(&line);
+        fs::write(&j, bytes).unwrap();
+        let store = Filestore::open(dir.path()).unwrap();
+        let r = *store.load_report();
+        assert_eq!((r.loaded, r.missing, r.orphans_removed), (1, 1, 1));
+        assert!(!store.path_of(&unrecorded).exists());
+        assert!(store.lookup(SERVER, "kept").is_some());
+    }
+
+    /// Publishing returns at once; the entry appears when the writer has
+    /// put the bytes in place, never before.
+    #[test]
+    fn entry_appears_only_once_its_file_is_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        let (t, size, sha) = temp(&store, &[5; 70_000]);
+        let r = store.publish(SystemTime::now(), SERVER, "f", t, size, sha);
+        assert_eq!(r.unwrap(), Published::New);
+        assert_eq!(store.used_bytes(), 70_000, "reserved at once");
+        poll_until(&mut store, "the publish", |s| {
+            s.lookup(SERVER, "f").is_some_and(|e| s.path_of(e).exists())
+        });
     }
 
     #[test]
@@ -738,14 +1228,15 @@ mod tests {
             assert_eq!(fs::read(&path).unwrap(), content);
         }
         assert_eq!(stored, 7);
-        // Exactly one file per stored name under files/, the index, and
-        // nothing else.
+        // Exactly one file per stored name under files/, the index and its
+        // journal, and nothing else.
         let files = all_files(dir.path());
-        assert_eq!(files.len(), stored + 1);
-        assert!(files.contains(&cache.join("index.json")));
+        assert_eq!(files.len(), stored + 2);
+        let (index, journal) = (cache.join(INDEX), cache.join(INDEX_JOURNAL));
+        assert!(files.contains(&index) && files.contains(&journal));
         assert!(files
             .iter()
-            .all(|f| f.starts_with(cache.join("files")) || f == &cache.join("index.json")));
+            .all(|f| f.starts_with(cache.join("files")) || f == &index || f == &journal));
         let reopened = Filestore::open(&cache).unwrap();
         assert_eq!(reopened.len(), stored);
         assert_eq!(reopened.load_report().loaded, stored as u64);
@@ -816,6 +1307,7 @@ mod tests {
         assert_eq!(store.lookup(SERVER, "keep"), Some(&keep));
         assert_eq!(store.len(), 1);
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        drop(store);
         // The cleaned index is what a third open sees.
         let again = Filestore::open(dir.path()).unwrap();
         assert_eq!(again.load_report().loaded, 1);
@@ -828,6 +1320,8 @@ mod tests {
         let mut store = Filestore::open(dir.path()).unwrap();
         publish(&mut store, "x", b"hello").unwrap();
         drop(store);
+        // Opening folds the journal into index.json.
+        drop(Filestore::open(dir.path()).unwrap());
         let index = dir.path().join("index.json");
         let text = fs::read_to_string(&index).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -836,6 +1330,7 @@ mod tests {
         let store = Filestore::open(dir.path()).unwrap();
         assert_eq!(store.load_report().invalid, 1);
         assert!(store.is_empty());
+        drop(store);
 
         fs::write(&index, b"{not json").unwrap();
         let store = Filestore::open(dir.path()).unwrap();

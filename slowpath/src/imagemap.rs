@@ -7,30 +7,40 @@
 //!   whose DHCP was never seen gets an IP-only record, merged into the MAC's
 //!   record once DHCP ties that IP to a MAC.
 //! - Fed by [`ImageMap::handle_dhcp`] (through [`crate::dhcp`]) and
-//!   [`ImageMap::record_file`]; sans-I/O except [`ImageMap::load`] and
-//!   [`ImageMap::save`], which the worker calls (on start, and when
-//!   [`ImageMap::is_dirty`]).
+//!   [`ImageMap::record_file`]; sans-I/O except [`ImageMap::load`] (on
+//!   start) and [`ImageMap::save`] (tests, tools).
+//! - Persisted incrementally: once [`ImageMap::attach`]ed to the cache's
+//!   writer thread, [`ImageMap::persist`] (the worker calls it about once a
+//!   second) queues one journal record per client that changed or left
+//!   since the last call, never waiting for the disk; the writer appends
+//!   them to `imagemap.journal` and folds the journal into `imagemap.json`
+//!   now and then. Loading reads the snapshot, then replays the journal (a
+//!   torn or damaged record is dropped). A client is identified by its MAC,
+//!   or by its IP when it has none.
 //! - Bounded ([`Limits`]): past the bounds the least recently seen client,
 //!   and within a client the least recently requested file, is evicted and
 //!   counted: the map keeps what clients boot now.
 //! - File names are hostile input: stored as given (JSON escapes them), shown
 //!   escaped by [`render_listing`], never used as paths.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dhcp::{BootDirective, BootVia, HandlerCounters, Learned, MessageHandler, PxeClass};
+use crate::journal;
+use crate::writer::{Job, WriterHandle};
 
 /// The image map's file in the cache directory.
 pub const IMAGEMAP_FILE: &str = "imagemap.json";
+/// The image map's journal (records since the snapshot) in the cache directory.
+pub const IMAGEMAP_JOURNAL: &str = "imagemap.journal";
 /// The format version written by [`ImageMap::save`].
 const FORMAT_VERSION: u32 = 1;
 /// Boot directives kept per client (chain loading tells a client a few NBPs:
@@ -254,6 +264,81 @@ struct StoredRef<'a> {
     clients: Vec<&'a ClientRecord>,
 }
 
+/// `imagemap.json` holding `clients`.
+pub(crate) fn snapshot_bytes<'a>(clients: impl Iterator<Item = &'a ClientRecord>) -> Vec<u8> {
+    let stored = StoredRef {
+        version: FORMAT_VERSION,
+        clients: clients.collect(),
+    };
+    serde_json::to_vec(&stored).unwrap_or_default()
+}
+
+/// What identifies a client across restarts: its MAC, or its IP when it
+/// has no MAC (an IP-only record keeps its IP for its whole life).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKey {
+    /// A client known by MAC.
+    Mac(#[serde(with = "mac_hex")] [u8; 6]),
+    /// A client seen only by IP.
+    Ip(Ipv4Addr),
+}
+
+impl ClientKey {
+    /// The key of `c`; `None` for a record with neither MAC nor IP.
+    pub fn of(c: &ClientRecord) -> Option<ClientKey> {
+        c.mac.map(ClientKey::Mac).or(c.ip.map(ClientKey::Ip))
+    }
+}
+
+/// One record of the image map's journal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ClientOp {
+    /// A client's whole record (new or changed).
+    Put {
+        /// The record.
+        client: ClientRecord,
+    },
+    /// A client left the map.
+    Del {
+        /// Which.
+        key: ClientKey,
+    },
+}
+
+/// Applies one journal record to a map keyed by [`ClientKey`]. A record
+/// with neither MAC nor IP is ignored.
+pub(crate) fn apply_op(map: &mut BTreeMap<ClientKey, ClientRecord>, op: ClientOp) {
+    match op {
+        ClientOp::Put { client } => {
+            if let Some(k) = ClientKey::of(&client) {
+                map.insert(k, client);
+            }
+        }
+        ClientOp::Del { key } => {
+            map.remove(&key);
+        }
+    }
+}
+
+/// After a journal replay: an IP held by several records (a record that
+/// gave it up was lost with a torn tail) stays with the most recently seen
+/// one; an IP-only record that loses it is dropped.
+fn settle_ips(map: BTreeMap<ClientKey, ClientRecord>) -> Vec<ClientRecord> {
+    let mut clients: Vec<ClientRecord> = map.into_values().collect();
+    clients.sort_by_key(|c| std::cmp::Reverse(c.last_seen));
+    let mut held = HashSet::new();
+    clients.retain_mut(|c| match c.ip {
+        Some(ip) if !held.insert(ip) => {
+            c.ip = None;
+            c.mac.is_some()
+        }
+        _ => true,
+    });
+    clients
+}
+
 /// What [`ImageMap::load`] reads.
 #[derive(Deserialize)]
 struct Stored {
@@ -280,8 +365,15 @@ pub struct ImageMap {
     next_seq: u64,
     handler: MessageHandler,
     counters: Counters,
-    /// Set on any change, cleared by `save` (which takes `&self`).
-    dirty: AtomicBool,
+    /// Clients changed since the last persist or save.
+    changed: HashSet<Id>,
+    /// Keys of clients removed since then.
+    removed: HashSet<ClientKey>,
+    /// Too much changed to list (more removals than the map holds): the
+    /// next persist sends the whole map.
+    rewrite: bool,
+    /// The cache's writer thread, once attached.
+    writer: Option<WriterHandle>,
 }
 
 impl ImageMap {
@@ -299,7 +391,10 @@ impl ImageMap {
             next_seq: 0,
             handler: MessageHandler::default(),
             counters: Counters::default(),
-            dirty: AtomicBool::new(false),
+            changed: HashSet::new(),
+            removed: HashSet::new(),
+            rewrite: false,
+            writer: None,
         }
     }
 
@@ -309,15 +404,19 @@ impl ImageMap {
         Self::load_with(dir, Limits::default())
     }
 
-    /// Loads `<dir>/imagemap.json`: an empty map if there is none, an error
-    /// naming the file if it is corrupt (the caller decides whether to start
-    /// empty). Records past `limits` are evicted as they would have been.
+    /// Loads `<dir>/imagemap.json`, then replays `<dir>/imagemap.journal`:
+    /// an empty map if there is neither, an error naming the snapshot if it
+    /// is corrupt (the caller decides whether to start empty); damaged
+    /// journal records are dropped. Records past `limits` are evicted as
+    /// they would have been.
     pub fn load_with(dir: &Path, limits: Limits) -> Result<ImageMap, ImageMapError> {
         let path = dir.join(IMAGEMAP_FILE);
         let mut map = ImageMap::new(dir, limits);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(map),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                b"{\"version\":1,\"clients\":[]}".to_vec()
+            }
             Err(source) => return Err(ImageMapError::Io { path, source }),
         };
         let stored: Stored =
@@ -335,23 +434,52 @@ impl ImageMap {
             path: path.clone(),
             reason,
         };
-        let mut clients = stored.clients;
-        // Replay in last-seen order so that the LRU order survives a restart.
-        clients.sort_by_key(|c| c.last_seen);
-        for mut c in clients {
-            if c.mac.is_none() && c.ip.is_none() {
+        // The snapshot must be consistent (it is written whole); the
+        // journal's records then apply one by one.
+        let mut keyed = BTreeMap::new();
+        let mut ips = HashSet::new();
+        for c in stored.clients {
+            let Some(key) = ClientKey::of(&c) else {
                 return Err(inconsistent("a client with neither MAC nor IP".into()));
-            }
-            if let Some(mac) = c.mac {
-                if map.by_mac.contains_key(&mac) {
-                    return Err(inconsistent(format!("MAC {} twice", fmt_mac(&mac))));
-                }
+            };
+            if keyed.contains_key(&key) {
+                let what = match key {
+                    ClientKey::Mac(m) => format!("MAC {}", fmt_mac(&m)),
+                    ClientKey::Ip(ip) => format!("IP {ip}"),
+                };
+                return Err(inconsistent(format!("{what} twice")));
             }
             if let Some(ip) = c.ip {
-                if map.by_ip.contains_key(&ip) {
+                if !ips.insert(ip) {
                     return Err(inconsistent(format!("IP {ip} twice")));
                 }
             }
+            keyed.insert(key, c);
+        }
+        let jpath = dir.join(IMAGEMAP_JOURNAL);
+        let replayed = journal::read::<ClientOp>(&jpath).map_err(|source| ImageMapError::Io {
+            path: jpath.clone(),
+            source,
+        })?;
+        if replayed.torn || replayed.bad > 0 {
+            log::warn!(
+                "{}: {} bad record(s){} dropped",
+                jpath.display(),
+                replayed.bad,
+                if replayed.torn {
+                    " and a torn tail"
+                } else {
+                    ""
+                }
+            );
+        }
+        for op in replayed.records {
+            apply_op(&mut keyed, op);
+        }
+        let mut clients = settle_ips(keyed);
+        // Replay in last-seen order so that the LRU order survives a restart.
+        clients.sort_by_key(|c| c.last_seen);
+        for mut c in clients {
             while c.files.len() > limits.max_files_per_client {
                 evict_file(&mut c.files, &mut map.counters);
             }
@@ -366,42 +494,76 @@ impl ImageMap {
             map.remove(victim);
             map.counters.clients_evicted += 1;
         }
-        map.dirty.store(false, Ordering::Relaxed);
+        map.clear_dirty();
         Ok(map)
     }
 
-    /// Writes the map to `<dir>/imagemap.json` atomically: a temporary file
-    /// in the same directory, fsync, rename over the old file, fsync of the
-    /// directory. A crash leaves the old or the new map, never a mix.
-    pub fn save(&self) -> Result<(), ImageMapError> {
-        let path = self.dir.join(IMAGEMAP_FILE);
-        let tmp = self.dir.join(format!(".{IMAGEMAP_FILE}.tmp"));
+    /// Writes the whole map to `<dir>/imagemap.json` atomically (a
+    /// temporary file, fsync, rename, fsync of the directory) and empties
+    /// the journal, on the calling thread. For a map without a writer
+    /// (tests, tools); an attached map persists with [`ImageMap::persist`].
+    pub fn save(&mut self) -> Result<(), ImageMapError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ImageMapError::Io { path, source }
         };
-        let stored = StoredRef {
-            version: FORMAT_VERSION,
-            clients: self.clients.values().collect(),
-        };
-        // Serialising plain records into memory cannot fail; keep the error
-        // path anyway rather than panic.
-        let json = serde_json::to_vec_pretty(&stored).map_err(|e| ImageMapError::Io {
-            path: path.clone(),
-            source: io::Error::other(e),
-        })?;
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
-        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&json).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        // The rename is durable only once the directory is synced.
-        fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.dir))?;
-        self.dirty.store(false, Ordering::Relaxed);
+        let bytes = snapshot_bytes(self.clients.values());
+        journal::write_atomic(&self.dir, IMAGEMAP_FILE, &bytes)
+            .map_err(io_err(&self.dir.join(IMAGEMAP_FILE)))?;
+        let jpath = self.dir.join(IMAGEMAP_JOURNAL);
+        match fs::remove_file(&jpath) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&jpath)(e)),
+            _ => {}
+        }
+        self.clear_dirty();
         Ok(())
+    }
+
+    /// Persists through the cache's writer thread from now on: the whole
+    /// map is queued once as its new snapshot (waiting for room in the
+    /// queue: call it when opening the cache, before serving).
+    pub fn attach(&mut self, writer: WriterHandle) {
+        writer.send_blocking(Job::ClientSnapshot(
+            self.clients.values().cloned().collect(),
+        ));
+        self.clear_dirty();
+        self.writer = Some(writer);
+    }
+
+    /// Queues what changed since the last call to the writer (one record
+    /// per changed or removed client), never waiting: when the writer's
+    /// queue is full the changes stay for the next call (counted as
+    /// deferred by the writer). Without a writer, saves the whole map
+    /// ([`ImageMap::save`]).
+    pub fn persist(&mut self) -> Result<(), ImageMapError> {
+        let Some(w) = &self.writer else {
+            return if self.is_dirty() { self.save() } else { Ok(()) };
+        };
+        if !self.is_dirty() {
+            return Ok(());
+        }
+        let job = if self.rewrite {
+            Job::ClientSnapshot(self.clients.values().cloned().collect())
+        } else {
+            let dels = self.removed.iter().map(|&key| ClientOp::Del { key });
+            let puts = self
+                .changed
+                .iter()
+                .filter_map(|id| self.clients.get(id))
+                .map(|c| ClientOp::Put { client: c.clone() });
+            Job::Clients(dels.chain(puts).collect())
+        };
+        if w.try_send(job) {
+            self.clear_dirty();
+        }
+        Ok(())
+    }
+
+    fn clear_dirty(&mut self) {
+        self.changed.clear();
+        self.removed.clear();
+        self.rewrite = false;
     }
 
     /// The directory the map saves into.
@@ -409,9 +571,9 @@ impl ImageMap {
         &self.dir
     }
 
-    /// Whether the map changed since it was loaded or last saved.
+    /// Whether the map changed since it was loaded or last persisted.
     pub fn is_dirty(&self) -> bool {
-        self.dirty.load(Ordering::Relaxed)
+        self.rewrite || !self.changed.is_empty() || !self.removed.is_empty()
     }
 
     /// The counters so far.
@@ -544,11 +706,12 @@ impl ImageMap {
                 served_from: from,
             });
         }
-        self.mark_dirty();
+        self.mark_dirty(id);
     }
 
-    fn mark_dirty(&self) {
-        self.dirty.store(true, Ordering::Relaxed);
+    /// `id`'s record changed: persisted at the next [`ImageMap::persist`].
+    fn mark_dirty(&mut self, id: Id) {
+        self.changed.insert(id);
     }
 
     /// Folds one message's facts into the client's record.
@@ -579,7 +742,7 @@ impl ImageMap {
         if let Some(d) = l.boot {
             told(c, d, wall, &mut self.counters);
         }
-        self.mark_dirty();
+        self.mark_dirty(id);
     }
 
     fn create(&mut self, mac: Option<[u8; 6]>, wall: SystemTime) -> Id {
@@ -606,7 +769,7 @@ impl ImageMap {
             self.by_ip.insert(ip, id);
         }
         self.clients.insert(id, c);
-        self.mark_dirty();
+        self.mark_dirty(id);
         id
     }
 
@@ -621,7 +784,17 @@ impl ImageMap {
         if let Some(seq) = self.seq_of.remove(&id) {
             self.lru.remove(&seq);
         }
-        self.mark_dirty();
+        self.changed.remove(&id);
+        if let Some(key) = ClientKey::of(&c) {
+            // Bounded: past one removal per client the map is sent whole.
+            if self.removed.len() >= self.limits.max_clients.max(1) {
+                self.rewrite = true;
+                self.removed.clear();
+            }
+            if !self.rewrite {
+                self.removed.insert(key);
+            }
+        }
         Some(c)
     }
 
@@ -649,6 +822,7 @@ impl ImageMap {
                 } else if let Some(h) = self.clients.get_mut(&holder) {
                     h.ip = None;
                     self.by_ip.remove(&ip);
+                    self.mark_dirty(holder);
                 }
             }
             None => {}
@@ -660,7 +834,7 @@ impl ImageMap {
             self.by_ip.remove(&old);
         }
         self.by_ip.insert(ip, id);
-        self.mark_dirty();
+        self.mark_dirty(id);
     }
 
     /// Moves an IP-only record's history into `id`.
@@ -780,6 +954,20 @@ mod mac_opt {
         Option::<String>::deserialize(d)?
             .map(|s| super::parse_hex(&s).ok_or_else(|| D::Error::custom("bad MAC address")))
             .transpose()
+    }
+}
+
+/// Serde for `[u8; 6]` as "aa:bb:cc:dd:ee:ff".
+mod mac_hex {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(m: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::fmt_mac(m))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 6], D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_hex(&s).ok_or_else(|| D::Error::custom("bad MAC address"))
     }
 }
 
@@ -1130,7 +1318,7 @@ mod tests {
         assert!(map.is_dirty());
         map.save().unwrap();
         assert!(!map.is_dirty());
-        let loaded = ImageMap::load(dir.path()).unwrap();
+        let mut loaded = ImageMap::load(dir.path()).unwrap();
         assert!(!loaded.is_dirty());
         let a: Vec<_> = map.clients().collect();
         let mut b: Vec<_> = loaded.clients().collect();
@@ -1162,7 +1350,7 @@ mod tests {
     #[test]
     fn missing_file_is_an_empty_map() {
         let dir = tmp();
-        let map = ImageMap::load(&dir.path().join("not-yet")).unwrap();
+        let mut map = ImageMap::load(&dir.path().join("not-yet")).unwrap();
         assert_eq!(map.clients().count(), 0);
         assert!(!map.is_dirty());
         // Saving creates the directory.

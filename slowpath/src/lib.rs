@@ -23,11 +23,13 @@ pub mod defrag;
 pub mod dhcp;
 pub mod filestore;
 pub mod imagemap;
+pub mod journal;
 pub mod limits;
 pub mod reassembly;
 pub mod tftp_client;
 pub mod tftp_server;
 pub mod tracker;
+pub mod writer;
 
 pub use arp::{ArpConfig, ArpCounters, ArpEvent, ArpFrameBuf, ArpResolver};
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};

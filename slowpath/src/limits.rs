@@ -19,6 +19,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Bounds of the image map (clients, files per client).
     pub image_map: crate::imagemap::Limits,
+    /// Bytes per second the background scrub re-hashes cached files at
+    /// (0: no scrub).
+    pub scrub_rate: u64,
 }
 
 impl Default for Limits {
@@ -29,6 +32,7 @@ impl Default for Limits {
             quota_bytes: 64 << 30,
             idle_timeout: Duration::from_secs(30),
             image_map: crate::imagemap::Limits::default(),
+            scrub_rate: 0,
         }
     }
 }

@@ -89,7 +89,7 @@ pub enum Inserted {
     Duplicate,
 }
 
-/// A completed, hashed and fsynced temporary file; removed on drop unless
+/// A completed and hashed temporary file; removed on drop unless
 /// [`TempFile::persist`] moved it.
 #[derive(Debug)]
 pub struct TempFile {
@@ -123,7 +123,7 @@ impl Drop for TempFile {
 /// A verified reassembly result.
 #[derive(Debug)]
 pub struct Reassembled {
-    /// The temporary file holding exactly the transferred bytes, fsynced.
+    /// The temporary file holding exactly the transferred bytes.
     pub file: TempFile,
     /// Its length in bytes.
     pub size: u64,
@@ -275,7 +275,9 @@ impl Reassembly {
         Ok(Inserted::New)
     }
 
-    /// Flushes, checks completeness and `tsize`, fsyncs and hands over the file.
+    /// Flushes, checks completeness and `tsize`, and hands over the file
+    /// (not fsynced: the cache's writer thread does that before publishing
+    /// it, off the thread that feeds frames).
     pub fn finish(mut self) -> Result<Reassembled, ReassemblyError> {
         if !self.is_complete() {
             return Err(ReassemblyError::Incomplete);
@@ -294,7 +296,6 @@ impl Reassembly {
         // only if a block lied about the end, which `insert` refuses; set the
         // length anyway so the file is exactly what was hashed.
         self.file.set_len(size).map_err(|e| self.io(e))?;
-        self.file.sync_all().map_err(|e| self.io(e))?;
         let sha256: [u8; 32] = self.hasher.finalize().into();
         Ok(Reassembled {
             file: self.temp,

@@ -249,10 +249,13 @@ impl Sim {
         }
     }
 
+    /// Plays `pkts`, then waits for the cache's writer thread to publish
+    /// what completed (publishing is asynchronous).
     fn play(&mut self, spec: &Spec, pkts: &[Pkt]) {
         for p in pkts {
             self.send(spec, p);
         }
+        self.logic.filestore_mut().sync();
     }
 
     /// Runs the timers until no transfer is left.
@@ -264,9 +267,11 @@ impl Sim {
                 self.updates.push(u);
             }
         }
+        self.logic.filestore_mut().sync();
     }
 
-    fn cached(&self, name: &str) -> Option<Vec<u8>> {
+    fn cached(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.logic.filestore_mut().sync();
         let fs = self.logic.filestore();
         let e = fs.lookup(SERVER, name)?;
         let data = std::fs::read(fs.path_of(e)).unwrap();
