@@ -772,8 +772,13 @@ impl Filestore {
             Done::Verified(e) => {
                 let key = key_of(&e);
                 self.verifying.remove(&key);
-                if self.index.get(&key).is_some_and(|c| c.sha256 == e.sha256) {
-                    self.verified.insert(key);
+                if self.index.get(&key).is_some_and(|c| c.sha256 == e.sha256)
+                    && self.verified.insert(key)
+                {
+                    info!(
+                        "cache: {:?} from {}: hashed again, matches its entry: served from the cache",
+                        e.name, e.server
+                    );
                 }
             }
             Done::Corrupt(e) => {

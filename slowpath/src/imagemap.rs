@@ -1457,6 +1457,139 @@ mod tests {
         assert_eq!(map.client_by_ip(ip).unwrap().files.len(), names.len());
     }
 
+    /// The map's records as sorted JSON, to compare maps as sets.
+    fn as_set(map: &ImageMap) -> Vec<String> {
+        let mut v: Vec<String> = map
+            .clients()
+            .map(|c| serde_json::to_string(c).unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn journal_lines(dir: &Path) -> usize {
+        fs::read(dir.join(IMAGEMAP_JOURNAL))
+            .map(|b| b.iter().filter(|&&x| x == b'\n').count())
+            .unwrap_or(0)
+    }
+
+    /// Attached to the writer, the map persists one record per client that
+    /// changed, not the whole map; a reload (snapshot, then journal)
+    /// gives the same map, leases that moved included.
+    #[test]
+    fn journal_holds_one_record_per_changed_client() {
+        let dir = tmp();
+        let mut store = crate::filestore::Filestore::open(dir.path()).unwrap();
+        let mut map = ImageMap::new(dir.path(), Limits::default());
+        map.attach(store.writer());
+        full_flow(&mut map, [2, 0, 0, 0, 0, 7], [10, 0, 0, 7], 10);
+        full_flow(&mut map, [2, 0, 0, 0, 0, 8], [10, 0, 0, 8], 20);
+        map.record_file(t(30), Ipv4Addr::new(10, 9, 9, 9), None, SERVER, "ipxe.efi");
+        assert!(map.is_dirty());
+        map.persist().unwrap();
+        assert!(!map.is_dirty());
+        store.sync();
+        assert_eq!(journal_lines(dir.path()), 3);
+        // The lease of 10.0.0.7 moves to a new client: two records (the new
+        // client, the one that lost the address), not three.
+        full_flow(&mut map, [2, 0, 0, 0, 0, 9], [10, 0, 0, 7], 40);
+        map.persist().unwrap();
+        store.sync();
+        assert_eq!(journal_lines(dir.path()), 5);
+        let loaded = ImageMap::load(dir.path()).unwrap();
+        assert_eq!(as_set(&loaded), as_set(&map));
+        let holder = loaded.client_by_ip(Ipv4Addr::new(10, 0, 0, 7)).unwrap();
+        assert_eq!(holder.mac, Some([2, 0, 0, 0, 0, 9]));
+        // Nothing changed: nothing written.
+        map.persist().unwrap();
+        store.sync();
+        assert_eq!(journal_lines(dir.path()), 5);
+    }
+
+    /// A torn last record and a damaged one are dropped; the others load.
+    /// Evictions are records too (removals).
+    #[test]
+    fn torn_or_damaged_client_records_are_dropped_and_removals_replay() {
+        let dir = tmp();
+        let mut store = crate::filestore::Filestore::open(dir.path()).unwrap();
+        let limits = Limits {
+            max_clients: 2,
+            ..Limits::default()
+        };
+        let mut map = ImageMap::new(dir.path(), limits);
+        map.attach(store.writer());
+        for i in 1..=3u8 {
+            map.record_file(
+                t(u64::from(i)),
+                Ipv4Addr::new(10, 1, 0, i),
+                None,
+                SERVER,
+                "a",
+            );
+            map.persist().unwrap();
+        }
+        store.sync();
+        drop(store);
+        let want = as_set(&map);
+        assert_eq!(want.len(), 2, "the first client was evicted");
+        let loaded = ImageMap::load_with(dir.path(), limits).unwrap();
+        assert_eq!(as_set(&loaded), want);
+        let j = dir.path().join(IMAGEMAP_JOURNAL);
+        let mut bytes = fs::read(&j).unwrap();
+        bytes.extend_from_slice(b"{\"op\":\"del\"}\tffffffffffffffff\n");
+        let mut put = Vec::new();
+        let extra = ClientRecord::new(Some([2, 0, 0, 0, 0, 1]), t(9));
+        journal::encode(&ClientOp::Put { client: extra }, &mut put);
+        bytes.extend_from_slice(&put[..put.len() - 3]);
+        fs::write(&j, bytes).unwrap();
+        let loaded = ImageMap::load_with(dir.path(), limits).unwrap();
+        assert_eq!(as_set(&loaded), want);
+    }
+
+    /// The writer folds the image map's journal into imagemap.json once it
+    /// holds more than COMPACT_FACTOR records per client (at least
+    /// COMPACT_MIN): a busy client does not grow it without end.
+    #[test]
+    fn client_journal_is_compacted() {
+        use crate::writer::COMPACT_MIN;
+        let dir = tmp();
+        let mut store = crate::filestore::Filestore::open(dir.path()).unwrap();
+        let mut map = ImageMap::new(dir.path(), Limits::default());
+        map.attach(store.writer());
+        let before = {
+            store.sync();
+            store.persist_counters().compactions
+        };
+        for i in 0..COMPACT_MIN + 10 {
+            map.record_file(t(i), Ipv4Addr::new(10, 1, 0, 1), None, SERVER, "a");
+            map.persist().unwrap();
+            // One job each (a full queue would fold changes together).
+            store.sync();
+        }
+        assert_eq!(store.persist_counters().compactions, before + 1);
+        assert!(journal_lines(dir.path()) < 20);
+        let loaded = ImageMap::load(dir.path()).unwrap();
+        assert_eq!(as_set(&loaded), as_set(&map));
+        let c = loaded.client_by_ip(Ipv4Addr::new(10, 1, 0, 1)).unwrap();
+        assert_eq!(c.files[0].times_requested, COMPACT_MIN + 10);
+    }
+
+    /// An image map as earlier versions saved it (pretty JSON, no journal)
+    /// loads as the snapshot.
+    #[test]
+    fn old_pretty_snapshot_loads() {
+        let dir = tmp();
+        let mut map = ImageMap::new(dir.path(), Limits::default());
+        full_flow(&mut map, [2, 0, 0, 0, 0, 7], [10, 0, 0, 7], 10);
+        let old = serde_json::json!({ "version": 1, "clients": map.clients().collect::<Vec<_>>() });
+        fs::write(
+            dir.path().join(IMAGEMAP_FILE),
+            serde_json::to_vec_pretty(&old).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(as_set(&ImageMap::load(dir.path()).unwrap()), as_set(&map));
+    }
+
     #[test]
     fn clients_are_bounded_least_recently_seen_evicted() {
         let dir = tmp();

@@ -111,7 +111,9 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> io::Result<Decoded<T>> {
     }
 }
 
-/// A journal open for appending (on the writer thread).
+/// A journal appended to by the writer thread. The file is open only from
+/// an append to the next sync: a file held open for writing would keep the
+/// file system from being remounted read-only.
 #[derive(Debug)]
 pub(crate) struct Appender {
     path: PathBuf,
@@ -175,14 +177,16 @@ impl Appender {
             }
             Err(e) => {
                 let _ = f.set_len(self.len);
+                self.file = None;
                 Err(e)
             }
         }
     }
 
-    /// Makes the appended records durable.
+    /// Makes the appended records durable, and closes the file.
     pub(crate) fn sync(&mut self) -> io::Result<()> {
-        if let (true, Some(f)) = (self.unsynced, &self.file) {
+        let f = self.file.take();
+        if let (true, Some(f)) = (self.unsynced, &f) {
             f.sync_data()?;
         }
         self.unsynced = false;
@@ -204,7 +208,7 @@ impl Appender {
             .write(true)
             .open(&self.path)?;
         f.sync_all()?;
-        self.file = Some(f);
+        self.file = None;
         self.len = 0;
         self.records = 0;
         self.unsynced = false;
