@@ -797,6 +797,19 @@ impl Filestore {
         }
     }
 
+    /// Whether a file for `name` from `server` was handed to the writer and
+    /// is not in place yet (then [`Self::lookup`] still gives the previous
+    /// entry, if any).
+    pub fn is_publishing(&self, server: Ipv4Addr, name: &str) -> bool {
+        let Ok(name) = wire::tftp::normalize_name(name) else {
+            return false;
+        };
+        let key: Key = (server, name);
+        let lo = (key.clone(), Digest256([0; 32]));
+        let hi = (key, Digest256([0xff; 32]));
+        self.pending.range(lo..=hi).next().is_some()
+    }
+
     /// Whether `entry`'s file was hashed by this process (published by it,
     /// or checked by the writer since the cache was opened).
     pub fn is_verified(&self, entry: &Entry) -> bool {

@@ -415,6 +415,14 @@ impl Serve {
         let origin = a.own.origin;
         let wall = SystemTime::now();
         let (code, message) = match outcome {
+            // On its way into the cache (the writer thread puts the bytes in
+            // place): the fetch and its waiters stay until it is there. Its
+            // session has ended; this is asked again at every pass.
+            ClientOutcome::Completed { .. } if logic.filestore().is_publishing(origin, name) => {
+                a.ports.insert(f.port, name.to_owned());
+                a.fetches.insert(name.to_owned(), f);
+                return;
+            }
             ClientOutcome::Completed { size } => {
                 a.counters.fetches_completed += 1;
                 a.counters.fetched_bytes += size;
