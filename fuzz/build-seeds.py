@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Builds the hand-made fuzz seeds of the targets whose input is a control
-byte or records rather than a captured packet: agent, tftp_client, validator
-and imagemap (see each target's doc comment for its input format).
+byte or records rather than a captured packet: agent, tftp_client, validator,
+imagemap and journal (see each target's doc comment for its input format).
 
 agent: unsigned request and response datagrams (the target signs them);
 tftp_client: whole transfers (lock-step, OACK with tsize, windowed,
 blksize 8), a server ERROR, a stray; validator: questions,
 the agent's answers, a built response, time passing; imagemap: the DHCP
 payloads of seeds/dhcp/ (run extract-seeds.py first) with client MACs and
-addresses set to known ones, then read requests. The seed folders are
+addresses set to known ones, then read requests; journal: index and
+image-map journals (puts, a removal, a torn tail). The seed folders are
 rebuilt from scratch, so a rerun changes nothing. Run from anywhere:
 python3 fuzz/build-seeds.py
 """
+import hashlib
+import json
 import pathlib
 import shutil
 import struct
@@ -116,11 +119,43 @@ def imagemap():
     write("imagemap", "tftp-only", [2 << 3 | 1] + rrq + rrq)
 
 
-for target in ("agent", "tftp_client", "validator", "imagemap"):
+def journal_line(record):
+    # As slowpath::journal::encode writes it: JSON, a tab, the first 8 bytes
+    # of the JSON's SHA-256 in hex, a newline.
+    body = json.dumps(record, separators=(",", ":")).encode()
+    return body + b"\t" + hashlib.sha256(body).hexdigest()[:16].encode() + b"\n"
+
+
+def journal():
+    # First byte: bit 0 also open a cache with it, bit 1 as the image map's
+    # journal (else the index's). The rest: the journal.
+    sha = "ab" * 32
+    entry = {"server": "10.0.0.1", "name": "boot/x.efi", "size": 10, "sha256": sha,
+             "first_seen": 1, "last_seen": 2, "times_seen": 1, "stored_as": "00-" + sha}
+    index = (journal_line({"op": "put", "entry": entry})
+             + journal_line({"op": "del", "server": "10.0.0.1", "name": "real.efi"})
+             + journal_line({"op": "put", "entry": dict(entry, times_seen=2)}))
+    t = {"secs_since_epoch": 1_700_000_000, "nanos_since_epoch": 0}
+    client = {"mac": "02:00:00:00:00:01", "ip": "10.0.0.7", "uuid": None, "arch": 7,
+              "pxe_class": None, "vendor_class": "PXEClient", "user_class": None,
+              "boot_item": None, "boot": [],
+              "files": [{"server": "10.0.0.1", "name": "ipxe.efi", "first_requested": t,
+                         "last_requested": t, "times_requested": 1, "served_from": "origin"}],
+              "first_seen": t, "last_seen": t}
+    clients = (journal_line({"op": "put", "client": client})
+               + journal_line({"op": "put", "client": dict(client, mac=None, ip="10.0.0.8")})
+               + journal_line({"op": "del", "key": {"mac": "02:00:00:00:00:01"}}))
+    write("journal", "index", b"\x00" + index)
+    write("journal", "index-opened-torn", b"\x01" + index + index[:40])
+    write("journal", "imagemap-opened", b"\x03" + clients)
+
+
+for target in ("agent", "tftp_client", "validator", "imagemap", "journal"):
     shutil.rmtree(here / "seeds" / target, ignore_errors=True)
 agent()
 tftp_client()
 validator()
 imagemap()
-for target in ("agent", "tftp_client", "validator", "imagemap"):
+journal()
+for target in ("agent", "tftp_client", "validator", "imagemap", "journal"):
     print(target, len(list((here / "seeds" / target).iterdir())), "seeds")

@@ -27,6 +27,8 @@ use slowpath::{render_listing, ClientRecord, ImageMap, Limits, ServedFrom};
 
 #[path = "alloc_cap.rs"]
 mod alloc_cap;
+#[path = "scratch_dir.rs"]
+mod scratch_dir;
 
 const MACS: [[u8; 6]; 4] = [
     [0x52, 0x54, 0, 0, 0, 1],
@@ -40,20 +42,11 @@ fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, last)
 }
 
-/// Where `save` writes (it creates the directory): one per process, on
-/// tmpfs when there is one (it syncs every file it writes), removed after
-/// each round trip.
+/// Where `save` writes (it creates the directory), removed after each
+/// round trip.
 fn save_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = PathBuf::from("/dev/shm");
-        let base = if base.is_dir() {
-            base
-        } else {
-            std::env::temp_dir()
-        };
-        base.join(format!("bootcache-fuzz-imagemap-{}", std::process::id()))
-    })
+    DIR.get_or_init(|| scratch_dir::scratch_dir("imagemap"))
 }
 
 fn check(map: &ImageMap, limits: Limits) {

@@ -17,7 +17,16 @@
 //!   `--ack-loss P`, nftables in the client namespace drops P% of the
 //!   client's ACKs for both devices.
 //!
+//! - `burst` (issue 13): the read answered from the cache, again and again,
+//!   while `--burst-files` other files are read cold through bootcache
+//!   (`--burst-parallel` at a time), each filled into the cache: a burst of
+//!   publishes (fsync, rename, index and image-map records) while serving.
+//!   Prints bootcache's ACK-to-next-DATA turnaround over the serving
+//!   (p50, p99, max): what disk work on the serving thread costs clients.
+//!   `BOOTCACHE_BIN` picks the binary (to compare two builds).
+//!
 //!   sudo ./target/release/bench-serve [--mib 64] [--client curl|tftp] [--blksize 1428] [--warm-rounds 3]
+//!   sudo ./target/release/bench-serve --mode burst [--mib 4] [--burst-files 64] [--burst-kib 1024] [--burst-parallel 4]
 //!   sudo ./target/release/bench-serve --mode inline [--mib 16] [--client both] [--rounds 3]
 //!   sudo ./target/release/bench-serve --mode warm [--mib 16] [--client both] [--rounds 3] [--ack-loss 5]
 
@@ -78,6 +87,15 @@ struct Args {
     /// in the client namespace), for bootcache and the origin alike.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=50))]
     ack_loss: Option<u32>,
+    /// Burst mode: files read cold (and published) while the warm file is served.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    burst_files: u32,
+    /// Burst mode: size of each of those files, KiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    burst_kib: u32,
+    /// Burst mode: cold reads at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    burst_parallel: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +103,7 @@ enum Mode {
     Serve,
     Inline,
     Warm,
+    Burst,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,6 +134,7 @@ fn main() -> ExitCode {
         (Mode::Warm, _) => compare(&args, true),
         (_, Some(_)) => Err(anyhow::anyhow!("--ack-loss: only in --mode warm")),
         (Mode::Serve, None) => serve(&args),
+        (Mode::Burst, None) => burst(&args),
         (Mode::Inline, None) => compare(&args, false),
     };
     match r {
@@ -199,6 +219,107 @@ fn serve(args: &Args) -> Result<()> {
         w.as_secs_f64(),
         mib as f64 / w.as_secs_f64(),
         w.as_secs_f64() / cold.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Burst mode: the warm file served from the cache, read after read, while
+/// a pool of cold reads of other files fills the cache (a burst of
+/// publishes); bootcache's turnaround over all the serving.
+fn burst(args: &Args) -> Result<()> {
+    let mib = args.mib.unwrap_or(4) as usize;
+    let (files, kib, parallel) = (args.burst_files, args.burst_kib, args.burst_parallel);
+    netns::check_prerequisites(false)?;
+    let mut t = Topology::create(&netns::Options {
+        lcores: args.lcores.clone(),
+        programs_cpus: args.programs_cpus.clone(),
+        ..netns::Options::default()
+    })?;
+    t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
+    for i in 0..files {
+        let seed = 1000 + u64::from(i);
+        t.put_file(
+            &format!("burst{i}.img"),
+            &netns::test_content((kib as usize) << 10, seed),
+        )?;
+    }
+    let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
+    t.start_origin()?;
+    t.start_agent()?;
+    t.write_bootcache_config("")?;
+    let mut bc_args = vec!["--stats-interval", "1"];
+    bc_args.extend(args.bootcache_args.split_whitespace());
+    t.start_bootcache(&bc_args)?;
+    let out = t.dir.join("read.img");
+    read(&t, Client::Curl, args.blksize, "bench.img", &out).context("cold read")?;
+    t.wait_stat("files", "in_store", 1, Duration::from_secs(60))?;
+
+    // The pool of cold reads, and warm reads until the pool is done.
+    let started = std::time::Instant::now();
+    let mut next = 0u32;
+    let mut running: Vec<(u32, std::process::Child)> = Vec::new();
+    let mut warm = Vec::new();
+    loop {
+        let mut still = Vec::new();
+        for (i, mut c) in running {
+            match c.try_wait()? {
+                Some(st) if st.success() => {}
+                Some(st) => bail!("cold read of burst{i}.img: curl {st}"),
+                None => still.push((i, c)),
+            }
+        }
+        running = still;
+        while next < files && running.len() < parallel as usize {
+            let child = t
+                .client_cmd("curl")
+                .args(["-sS", "--max-time", "300", "-o", "/dev/null"])
+                .args(["--tftp-blksize", &args.blksize.to_string()])
+                .arg(format!("tftp://{}/burst{next}.img", netns::SERVER_IP))
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .context("starting curl")?;
+            running.push((next, child));
+            next += 1;
+        }
+        if running.is_empty() {
+            break;
+        }
+        let d = read(&t, Client::Curl, args.blksize, "bench.img", &out).context("warm read")?;
+        if netns::sha256_file(&out)? != want {
+            bail!("warm read: wrong bytes");
+        }
+        warm.push(d);
+    }
+    let burst_time = started.elapsed();
+    let all = 1 + u64::from(files);
+    t.wait_stat("files", "in_store", all, Duration::from_secs(120))
+        .context("the burst's files were not all cached")?;
+    let fin = t.stop_bootcache()?;
+    if t.origin_count("bench.img") != 1 {
+        bail!("warm reads reached the origin: {:?}", t.origin_transfers());
+    }
+    let s = |sec, key| netns::stat(&fin.stdout, sec, key).unwrap_or(0);
+    let command = std::iter::once("bench-serve".to_string())
+        .chain(std::env::args().skip(1))
+        .map(|a| netns::shell_word(&a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    println!(
+        "burst: {files} files of {kib} KiB read cold ({parallel} at a time) and published in {:.2} s, while {} warm reads of {mib} MiB (median {:.3} s) were served; serve hits={} retransmits={}; files cached={}",
+        burst_time.as_secs_f64(),
+        warm.len(),
+        if warm.is_empty() { 0.0 } else { median(&warm).as_secs_f64() },
+        s("serve", "hits"),
+        s("serve", "retransmits"),
+        s("files", "cached"),
+    );
+    println!(
+        "burst: ACK-to-DATA turnaround while publishing: samples={} p50 {:.1} us p99 {:.1} us max {:.1} us; bootcache {}; command: {command}",
+        s("turnaround", "samples"),
+        s("turnaround", "p50_ns") as f64 / 1e3,
+        s("turnaround", "p99_ns") as f64 / 1e3,
+        s("turnaround", "max_ns") as f64 / 1e3,
+        t.bootcache_cmdline(),
     );
     Ok(())
 }
