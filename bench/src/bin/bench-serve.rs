@@ -167,11 +167,14 @@ fn read(
     }
 }
 
-fn serve(args: &Args) -> Result<()> {
-    let mib = args.mib.unwrap_or(64) as usize;
-    let [client] = clients(args, ClientArg::Curl)[..] else {
-        bail!("--client both: only in --mode inline");
-    };
+/// The namespace topology with `bench.img` (`mib` MiB) and `others` on
+/// the origin, the origin and the agent started, and bootcache serving
+/// (statistics every second); returns it and bench.img's SHA-256.
+fn serving_topology(
+    args: &Args,
+    mib: usize,
+    others: &[(String, Vec<u8>)],
+) -> Result<(Topology, String)> {
     netns::check_prerequisites(false)?;
     let mut t = Topology::create(&netns::Options {
         lcores: args.lcores.clone(),
@@ -179,6 +182,9 @@ fn serve(args: &Args) -> Result<()> {
         ..netns::Options::default()
     })?;
     t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
+    for (name, content) in others {
+        t.put_file(name, content)?;
+    }
     let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
     t.start_origin()?;
     t.start_agent()?;
@@ -186,6 +192,15 @@ fn serve(args: &Args) -> Result<()> {
     let mut bc_args = vec!["--stats-interval", "1"];
     bc_args.extend(args.bootcache_args.split_whitespace());
     t.start_bootcache(&bc_args)?;
+    Ok((t, want))
+}
+
+fn serve(args: &Args) -> Result<()> {
+    let mib = args.mib.unwrap_or(64) as usize;
+    let [client] = clients(args, ClientArg::Curl)[..] else {
+        bail!("--client both: only in --mode inline");
+    };
+    let (mut t, want) = serving_topology(args, mib, &[])?;
     let out = t.dir.join("read.img");
     let what = client.describe(args.blksize);
 
@@ -229,27 +244,13 @@ fn serve(args: &Args) -> Result<()> {
 fn burst(args: &Args) -> Result<()> {
     let mib = args.mib.unwrap_or(4) as usize;
     let (files, kib, parallel) = (args.burst_files, args.burst_kib, args.burst_parallel);
-    netns::check_prerequisites(false)?;
-    let mut t = Topology::create(&netns::Options {
-        lcores: args.lcores.clone(),
-        programs_cpus: args.programs_cpus.clone(),
-        ..netns::Options::default()
-    })?;
-    t.put_file("bench.img", &netns::test_content(mib << 20, 64))?;
-    for i in 0..files {
-        let seed = 1000 + u64::from(i);
-        t.put_file(
-            &format!("burst{i}.img"),
-            &netns::test_content((kib as usize) << 10, seed),
-        )?;
-    }
-    let want = netns::sha256_file(&t.tftp_root.join("bench.img"))?;
-    t.start_origin()?;
-    t.start_agent()?;
-    t.write_bootcache_config("")?;
-    let mut bc_args = vec!["--stats-interval", "1"];
-    bc_args.extend(args.bootcache_args.split_whitespace());
-    t.start_bootcache(&bc_args)?;
+    let others: Vec<(String, Vec<u8>)> = (0..files)
+        .map(|i| {
+            let content = netns::test_content((kib as usize) << 10, 1000 + u64::from(i));
+            (format!("burst{i}.img"), content)
+        })
+        .collect();
+    let (mut t, want) = serving_topology(args, mib, &others)?;
     let out = t.dir.join("read.img");
     read(&t, Client::Curl, args.blksize, "bench.img", &out).context("cold read")?;
     t.wait_stat("files", "in_store", 1, Duration::from_secs(60))?;
