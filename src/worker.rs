@@ -616,13 +616,14 @@ impl Worker {
         }
         let d = &k.defrag;
         out += &format!(
-            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} corrupt_removed={} | bounds transfers={} file_size={} quota={} \
+            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} verified={} corrupt_removed={} | bounds transfers={} file_size={} quota={} \
              | origin_bytes={} | defrag fragments={} reassembled={} dropped={}",
             k.files_cached,
             k.files_refreshed,
             k.files_replaced,
             k.bytes_cached,
             self.logic.filestore().len(),
+            self.logic.filestore().verified_count(),
             self.logic.filestore().corrupt_removed(),
             b.transfers,
             b.file_size,

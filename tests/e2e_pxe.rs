@@ -84,6 +84,10 @@ fn ipxe_boots_twice_the_second_from_the_cache_then_change_and_agent_down() {
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "{}", fin.stderr);
     t.start_bootcache(&["--stats-interval", "1"]).unwrap();
+    // Served once hashed again (issue 13: on the writer thread, right
+    // after the start; a request before that goes to the origin).
+    t.wait_stat("files", "verified", 3, Duration::from_secs(20))
+        .unwrap();
     boot(&t, "warm", "1");
     assert_eq!(
         counts(&t),

@@ -133,6 +133,10 @@ fn restart_change_on_the_server_and_agent_down() {
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "{}", fin.stderr);
     t.start_bootcache(&["--stats-interval", "1"]).unwrap();
+    // Served once hashed again (issue 13: on the writer thread, right
+    // after the start; a request before that goes to the origin).
+    t.wait_stat("files", "verified", 1, Duration::from_secs(20))
+        .unwrap();
     assert_eq!(get(&t, "1428"), v1_sha);
     assert_eq!(
         t.origin_count("boot/kernel"),

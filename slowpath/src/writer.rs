@@ -13,10 +13,13 @@
 //! - appends index and image-map records to their journals (one fsync per
 //!   batch of jobs), and compacts a journal into its snapshot when it holds
 //!   more than [`COMPACT_FACTOR`] records per live entry;
-//! - re-hashes files: on request before a file's first serve after a
-//!   restart ([`Job::Verify`]), and a background scrub of every entry in
-//!   turn, limited to a rate in bytes per second. A file whose bytes no
-//!   longer hash to its entry is removed with its record ([`Done::Corrupt`]).
+//! - re-hashes files: every entry it starts with (what the cache held when
+//!   it was opened), one file at a time at full speed whenever no job
+//!   waits, so that a restarted cache is servable again within seconds;
+//!   a file asked for first ([`Job::Verify`]: a client wants it) goes ahead
+//!   of that pass; and a background scrub of every entry in turn, limited
+//!   to a rate in bytes per second. A file whose bytes no longer hash to
+//!   its entry is removed with its record ([`Done::Corrupt`]).
 //!
 //! The writer keeps its own copy of the index (and of the image map, once
 //! given a snapshot of it) so that it compacts without asking anyone.
@@ -25,7 +28,7 @@
 //! first time and at every power of two: a full or read-only disk stops
 //! persistence, never serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -34,7 +37,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{
+    bounded, unbounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError,
+};
 use log::{error, info, warn};
 use sha2::{Digest, Sha256};
 
@@ -111,7 +116,8 @@ pub struct PersistStats {
     pub scrubbed_files: AtomicU64,
     /// Bytes the background scrub read.
     pub scrubbed_bytes: AtomicU64,
-    /// Files re-hashed on request (before their first serve).
+    /// Files re-hashed since the cache was opened, before their first
+    /// serve (the pass over what the cache held, and requests).
     pub verified_files: AtomicU64,
 }
 
@@ -220,6 +226,7 @@ impl Writer {
         index_journal.resume(journal.len, journal.records);
         let state = State {
             dir: dir.to_owned(),
+            startup: index.values().cloned().collect(),
             index,
             index_journal,
             clients: None,
@@ -297,6 +304,8 @@ struct Hashing {
 /// The writer thread's state.
 struct State {
     dir: PathBuf,
+    /// Entries the cache held when opened, not hashed again yet.
+    startup: VecDeque<Entry>,
     index: BTreeMap<Key, Entry>,
     index_journal: Appender,
     /// The image map as persisted, once a snapshot of it was given.
@@ -311,18 +320,33 @@ impl State {
     fn run(mut self, rx: Receiver<Job>) {
         self.compact_index();
         'outer: loop {
-            let first = match self.scrub_due() {
-                Some(at) => match rx.recv_deadline(at) {
-                    Ok(j) => j,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.scrub_step();
+            let first = if self.startup.is_empty() {
+                None
+            } else {
+                match rx.try_recv() {
+                    Ok(j) => Some(j),
+                    Err(TryRecvError::Empty) => {
+                        self.startup_step();
                         continue;
                     }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => break,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            };
+            let first = match first {
+                Some(j) => j,
+                None => match self.scrub_due() {
+                    Some(at) => match rx.recv_deadline(at) {
+                        Ok(j) => j,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.scrub_step();
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match rx.recv() {
+                        Ok(j) => j,
+                        Err(_) => break,
+                    },
                 },
             };
             let mut next = Some(first);
@@ -361,15 +385,9 @@ impl State {
                 }
             }
             Job::Verify(entry) => {
-                let current = self.index.get(&filestore::key_of(&entry));
-                if current.is_some_and(|c| c.sha256 == entry.sha256) {
-                    let good = hash_file(&filestore::path_in(&self.dir, &entry))
-                        .is_ok_and(|(size, sha)| size == entry.size && sha == entry.sha256.0);
-                    self.stats.verified_files.fetch_add(1, Ordering::Relaxed);
-                    self.checked(entry, good);
-                } else {
-                    let _ = self.done.send(Done::Stale(entry));
-                }
+                // Ahead of the pass over what the cache held, and not twice.
+                self.startup.retain(|e| e != &entry);
+                self.verify(entry);
             }
             Job::Clients(ops) => {
                 let mut lines = Vec::new();
@@ -410,6 +428,27 @@ impl State {
             Job::Stop => return false,
         }
         true
+    }
+
+    /// Hashes `entry`'s file now, whole, if it is still the current entry.
+    fn verify(&mut self, entry: Entry) {
+        let current = self.index.get(&filestore::key_of(&entry));
+        if current.is_some_and(|c| c.sha256 == entry.sha256) {
+            let good = hash_file(&filestore::path_in(&self.dir, &entry))
+                .is_ok_and(|(size, sha)| size == entry.size && sha == entry.sha256.0);
+            self.stats.verified_files.fetch_add(1, Ordering::Relaxed);
+            self.checked(entry, good);
+        } else {
+            let _ = self.done.send(Done::Stale(entry));
+        }
+    }
+
+    /// One file of the pass over what the cache held when it was opened.
+    fn startup_step(&mut self) {
+        if let Some(entry) = self.startup.pop_front() {
+            self.verify(entry);
+            self.sync_journals();
+        }
     }
 
     fn publish(&mut self, temp: TempFile, entry: Entry) {
