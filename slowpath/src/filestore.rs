@@ -1014,8 +1014,10 @@ mod tests {
     fn reopened_cache_is_hashed_again_without_requests() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Filestore::open(dir.path()).unwrap();
-        for n in ["a", "b", "c"] {
-            publish(&mut store, n, n.repeat(70_000).as_bytes()).unwrap();
+        // "a" takes several steps of the pass.
+        let big = crate::writer::REHASH_CHUNK * 5 / 2;
+        for (n, len) in [("a", big), ("b", 70_000), ("c", 70_000)] {
+            publish(&mut store, n, &vec![n.as_bytes()[0]; len]).unwrap();
         }
         drop(store);
         let mut store = Filestore::open(dir.path()).unwrap();

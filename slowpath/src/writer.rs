@@ -14,12 +14,13 @@
 //!   batch of jobs), and compacts a journal into its snapshot when it holds
 //!   more than [`COMPACT_FACTOR`] records per live entry;
 //! - re-hashes files: every entry it starts with (what the cache held when
-//!   it was opened), one file at a time at full speed whenever no job
-//!   waits, so that a restarted cache is servable again within seconds;
-//!   a file asked for first ([`Job::Verify`]: a client wants it) goes ahead
-//!   of that pass; and a background scrub of every entry in turn, limited
-//!   to a rate in bytes per second. A file whose bytes no longer hash to
-//!   its entry is removed with its record ([`Done::Corrupt`]).
+//!   it was opened), at full speed in [`REHASH_CHUNK`] pieces whenever no
+//!   job waits (a large file never holds up publishing for long), so that
+//!   a restarted cache is servable again within seconds; a file asked for
+//!   ([`Job::Verify`]: a client wants it) goes to the front of that pass;
+//!   and a background scrub of every entry in turn, limited to a rate in
+//!   bytes per second. A file whose bytes no longer hash to its entry is
+//!   removed with its record ([`Done::Corrupt`]).
 //!
 //! The writer keeps its own copy of the index (and of the image map, once
 //! given a snapshot of it) so that it compacts without asking anyone.
@@ -59,6 +60,8 @@ pub const COMPACT_MIN: u64 = 1024;
 const BATCH: usize = 256;
 /// Bytes the scrub reads per step (less when the rate is lower).
 const SCRUB_CHUNK: u64 = 256 << 10;
+/// Bytes the re-hash after opening reads between two looks at the queue.
+pub const REHASH_CHUNK: usize = 1 << 20;
 /// The scrub's pause when there is nothing to scrub.
 const SCRUB_IDLE: Duration = Duration::from_secs(1);
 
@@ -227,6 +230,7 @@ impl Writer {
         let state = State {
             dir: dir.to_owned(),
             startup: index.values().cloned().collect(),
+            rehashing: None,
             index,
             index_journal,
             clients: None,
@@ -304,8 +308,11 @@ struct Hashing {
 /// The writer thread's state.
 struct State {
     dir: PathBuf,
-    /// Entries the cache held when opened, not hashed again yet.
+    /// Entries the cache held when opened (or asked for), not hashed
+    /// again yet.
     startup: VecDeque<Entry>,
+    /// The file of that pass being hashed.
+    rehashing: Option<Hashing>,
     index: BTreeMap<Key, Entry>,
     index_journal: Appender,
     /// The image map as persisted, once a snapshot of it was given.
@@ -320,7 +327,7 @@ impl State {
     fn run(mut self, rx: Receiver<Job>) {
         self.compact_index();
         'outer: loop {
-            let first = if self.startup.is_empty() {
+            let first = if self.startup.is_empty() && self.rehashing.is_none() {
                 None
             } else {
                 match rx.try_recv() {
@@ -387,7 +394,9 @@ impl State {
             Job::Verify(entry) => {
                 // Ahead of the pass over what the cache held, and not twice.
                 self.startup.retain(|e| e != &entry);
-                self.verify(entry);
+                if self.rehashing.as_ref().is_none_or(|h| h.entry != entry) {
+                    self.startup.push_front(entry);
+                }
             }
             Job::Clients(ops) => {
                 let mut lines = Vec::new();
@@ -430,24 +439,31 @@ impl State {
         true
     }
 
-    /// Hashes `entry`'s file now, whole, if it is still the current entry.
-    fn verify(&mut self, entry: Entry) {
-        let current = self.index.get(&filestore::key_of(&entry));
-        if current.is_some_and(|c| c.sha256 == entry.sha256) {
-            let good = hash_file(&filestore::path_in(&self.dir, &entry))
-                .is_ok_and(|(size, sha)| size == entry.size && sha == entry.sha256.0);
-            self.stats.verified_files.fetch_add(1, Ordering::Relaxed);
-            self.checked(entry, good);
-        } else {
-            let _ = self.done.send(Done::Stale(entry));
-        }
-    }
-
-    /// One file of the pass over what the cache held when it was opened.
+    /// One piece of the pass over what the cache held when it was opened:
+    /// the next chunk of the file being hashed, or the next file.
     fn startup_step(&mut self) {
-        if let Some(entry) = self.startup.pop_front() {
-            self.verify(entry);
-            self.sync_journals();
+        let Some(mut h) = self.rehashing.take() else {
+            let Some(entry) = self.startup.pop_front() else {
+                return;
+            };
+            let current = self.index.get(&filestore::key_of(&entry));
+            if current.is_none_or(|c| c.sha256 != entry.sha256) {
+                let _ = self.done.send(Done::Stale(entry));
+                return;
+            }
+            self.rehashing = Hashing::open(&self.dir, &entry);
+            if self.rehashing.is_none() {
+                self.checked(entry, false);
+            }
+            return;
+        };
+        match h.step(REHASH_CHUNK) {
+            Ok(None) => self.rehashing = Some(h),
+            Ok(Some(good)) => {
+                self.stats.verified_files.fetch_add(1, Ordering::Relaxed);
+                self.checked(h.entry, good);
+            }
+            Err(_) => self.checked(h.entry, false),
         }
     }
 
@@ -601,21 +617,16 @@ impl State {
             return;
         };
         let chunk = SCRUB_CHUNK.min(self.scrub.rate).max(1) as usize;
-        let mut buf = vec![0u8; chunk];
-        match h.file.read(&mut buf) {
-            Ok(0) => {
+        let before = h.read;
+        match h.step(chunk) {
+            Ok(Some(good)) => {
                 self.stats.scrubbed_files.fetch_add(1, Ordering::Relaxed);
-                let sha: [u8; 32] = h.hasher.finalize().into();
-                let good = h.read == h.entry.size && sha == h.entry.sha256.0;
                 self.checked(h.entry, good);
                 self.scrub.next_at = Some(now);
             }
-            Ok(n) => {
-                h.hasher.update(&buf[..n]);
-                h.read += n as u64;
-                self.stats
-                    .scrubbed_bytes
-                    .fetch_add(n as u64, Ordering::Relaxed);
+            Ok(None) => {
+                let n = h.read - before;
+                self.stats.scrubbed_bytes.fetch_add(n, Ordering::Relaxed);
                 let pause = Duration::from_secs_f64(n as f64 / self.scrub.rate as f64);
                 self.scrub.next_at = Some(now + pause);
                 self.scrub.current = Some(h);
@@ -640,33 +651,39 @@ impl State {
         let (key, entry) = after.or_else(|| self.index.iter().next())?;
         self.scrub.cursor = Some(key.clone());
         let entry = entry.clone();
-        match File::open(filestore::path_in(&self.dir, &entry)) {
-            Ok(file) => Some(Hashing {
-                entry,
-                file,
-                hasher: Sha256::new(),
-                read: 0,
-            }),
-            Err(_) => {
-                self.checked(entry, false);
-                None
-            }
+        let h = Hashing::open(&self.dir, &entry);
+        if h.is_none() {
+            self.checked(entry, false);
         }
+        h
     }
 }
 
-/// Size and SHA-256 of the file at `path`, read in 1 MiB pieces.
-pub(crate) fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
+impl Hashing {
+    /// `entry`'s file in the cache `dir`, opened; `None` if it cannot be.
+    fn open(dir: &Path, entry: &Entry) -> Option<Hashing> {
+        let file = File::open(filestore::path_in(dir, entry)).ok()?;
+        Some(Hashing {
+            entry: entry.clone(),
+            file,
+            hasher: Sha256::new(),
+            read: 0,
+        })
+    }
+
+    /// Hashes up to `chunk` more bytes; at the end of the file, whether it
+    /// is the entry's size and SHA-256.
+    fn step(&mut self, chunk: usize) -> io::Result<Option<bool>> {
+        let mut buf = vec![0u8; chunk];
+        let n = self.file.read(&mut buf)?;
         if n == 0 {
-            return Ok((size, h.finalize().into()));
+            let sha: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+            return Ok(Some(
+                self.read == self.entry.size && sha == self.entry.sha256.0,
+            ));
         }
-        h.update(&buf[..n]);
-        size += n as u64;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(None)
     }
 }
