@@ -713,6 +713,12 @@ impl Filestore {
     /// Queues the current entry of `key` as a journal record, or keeps the
     /// key for [`Filestore::poll`] to send when the queue is full.
     fn queue_record(&mut self, key: Key) {
+        if self.publishing(&key) {
+            // Its entry is about to be replaced: recorded after that, or
+            // this record would land after the new one's and undo it.
+            self.deferred.insert(key);
+            return;
+        }
         let Some(e) = self.index.get(&key) else {
             return;
         };
@@ -729,19 +735,21 @@ impl Filestore {
         while let Some(done) = self.writer.poll() {
             self.apply(done);
         }
-        while let Some(key) = self.deferred.first().cloned() {
-            let publishing = self.pending.keys().any(|(k, _)| *k == key);
-            if publishing {
+        if self.deferred.is_empty() {
+            return;
+        }
+        // Rare (the queue was full): the keys are copied out to be sent.
+        let keys: Vec<Key> = self.deferred.iter().cloned().collect();
+        for key in keys {
+            if self.publishing(&key) {
                 // Its entry is about to change: sent after the change.
-                break;
-            }
-            let Some(e) = self.index.get(&key) else {
-                self.deferred.remove(&key);
                 continue;
-            };
-            let r = IndexRecord::Put { entry: e.clone() };
-            if !self.writer.handle().try_send(Job::Index(r)) {
-                break;
+            }
+            if let Some(e) = self.index.get(&key) {
+                let r = IndexRecord::Put { entry: e.clone() };
+                if !self.writer.handle().try_send(Job::Index(r)) {
+                    break;
+                }
             }
             self.deferred.remove(&key);
         }
@@ -801,12 +809,13 @@ impl Filestore {
     /// is not in place yet (then [`Self::lookup`] still gives the previous
     /// entry, if any).
     pub fn is_publishing(&self, server: Ipv4Addr, name: &str) -> bool {
-        let Ok(name) = wire::tftp::normalize_name(name) else {
-            return false;
-        };
-        let key: Key = (server, name);
+        wire::tftp::normalize_name(name).is_ok_and(|name| self.publishing(&(server, name)))
+    }
+
+    /// Whether a publish of `key` is under way.
+    fn publishing(&self, key: &Key) -> bool {
         let lo = (key.clone(), Digest256([0; 32]));
-        let hi = (key, Digest256([0xff; 32]));
+        let hi = (key.clone(), Digest256([0xff; 32]));
         self.pending.range(lo..=hi).next().is_some()
     }
 
@@ -1213,6 +1222,43 @@ mod tests {
         assert_eq!((r.loaded, r.missing, r.orphans_removed), (1, 1, 1));
         assert!(!store.path_of(&unrecorded).exists());
         assert!(store.lookup(SERVER, "kept").is_some());
+    }
+
+    /// A writer stuck on a slow disk never blocks the caller: with its
+    /// queue full, refreshed entries' records wait in memory (sent once
+    /// there is room, nothing lost), a new file is refused and its
+    /// temporary file removed, and both are counted.
+    #[test]
+    fn a_full_queue_defers_and_never_blocks() {
+        use crate::writer::QUEUE;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "x", b"same bytes").unwrap();
+        let (unpause, paused) = crossbeam::channel::bounded::<()>(0);
+        assert!(store.writer.handle().try_send(Job::Pause(paused)));
+        let started = std::time::Instant::now();
+        for _ in 0..QUEUE + 10 {
+            let (t, size, sha) = temp(&store, b"same bytes");
+            let r = store.publish(SystemTime::now(), SERVER, "x", t, size, sha);
+            assert_eq!(r.unwrap(), Published::Refreshed);
+        }
+        let (t, size, sha) = temp(&store, b"new file");
+        let r = store.publish(SystemTime::now(), SERVER, "y", t, size, sha);
+        assert!(matches!(r, Err(FilestoreError::Deferred)), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        assert!(store.persist_counters().deferred >= 10);
+        drop(unpause);
+        store.sync();
+        drop(store);
+        let store = Filestore::open(dir.path()).unwrap();
+        let e = store.lookup(SERVER, "x").unwrap();
+        assert_eq!(
+            e.times_seen,
+            QUEUE as u64 + 11,
+            "the last refresh is recorded"
+        );
+        assert!(store.lookup(SERVER, "y").is_none());
     }
 
     /// Publishing returns at once; the entry appears when the writer has

@@ -86,6 +86,10 @@ pub(crate) enum Job {
     Barrier(Sender<()>),
     /// Finish: sync and end the thread.
     Stop,
+    /// Tests: wait until the sender is dropped (a writer stuck on a slow
+    /// disk).
+    #[cfg(test)]
+    Pause(Receiver<()>),
 }
 
 /// What the writer reports back.
@@ -435,6 +439,10 @@ impl State {
                 let _ = reply.send(());
             }
             Job::Stop => return false,
+            #[cfg(test)]
+            Job::Pause(rx) => {
+                let _ = rx.recv();
+            }
         }
         true
     }
