@@ -390,6 +390,7 @@ impl Worker {
                     self.logic = logic;
                     self.fail.unopened = false;
                     self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
+                    self.fail.persist_errors_seen = 0;
                     let _ = std::fs::remove_dir_all(placeholder);
                     log::warn!("cache opened: copying and serving start");
                 }
