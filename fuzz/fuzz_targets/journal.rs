@@ -65,7 +65,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let dir = cache_dir();
-    let _ = std::fs::remove_dir_all(dir);
     // A cache with one real entry, then the input as a journal.
     let mut store = Filestore::open(dir).expect("opening an empty cache");
     drop(store);
@@ -109,4 +108,5 @@ fuzz_target!(|data: &[u8]| {
     }
     drop(store);
     let _ = ImageMap::load(dir);
+    std::fs::remove_dir_all(dir).expect("removing the cache directory");
 });
