@@ -271,6 +271,10 @@ impl Worker {
         let ring_cap = self.rings.iter().map(|r| r.capacity()).min().unwrap_or(1);
         while !self.quit.load(Ordering::Relaxed) {
             self.health.beat();
+            // Publishes in place and hashes checked by the writer thread,
+            // taken in before the frames: a request that follows a publish
+            // finds the file.
+            self.logic.filestore_mut().poll();
             let handled = self.handle_batch();
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
@@ -280,8 +284,6 @@ impl Worker {
                     self.forward_trapped(now, wall, r);
                 }
             }
-            // Publishes in place and hashes checked by the writer thread.
-            self.logic.filestore_mut().poll();
             if now >= next_timer_check {
                 if self.logic.poll_timeout().is_some_and(|t| t <= now) {
                     self.logic.handle_timeout(now);

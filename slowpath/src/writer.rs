@@ -490,14 +490,15 @@ impl State {
             let _ = self.done.send(Done::PublishFailed(entry));
             return;
         }
-        let r = IndexRecord::Put {
-            entry: entry.clone(),
-        };
+        // Servable from here on: the bytes are in place. Reported before
+        // the record is written, so that whoever sees the record (`cache
+        // ls`, a test) finds the entry in the serving thread's index too.
+        let _ = self.done.send(Done::Published(entry.clone()));
+        let r = IndexRecord::Put { entry };
         // Not recorded, the file is still whole and served now; after a
         // restart it is an orphan and removed.
         self.append_index(&r);
         filestore::apply_record(&mut self.index, r);
-        let _ = self.done.send(Done::Published(entry));
     }
 
     fn append_index(&mut self, r: &IndexRecord) {
