@@ -853,6 +853,37 @@ impl Filestore {
         false
     }
 
+    /// Re-hashes `entry`'s file on the calling thread, whole: true when it
+    /// still is the bytes that were verified. One that is not is removed
+    /// with its record (queued to the writer) and counted
+    /// ([`Self::corrupt_removed`]). For tools that own the cache (`bootcache
+    /// cache verify`), never the serving thread ([`Self::check_verified`]).
+    pub fn verify(&mut self, entry: &Entry) -> Result<bool, FilestoreError> {
+        let key = key_of(entry);
+        let Some(e) = self.index.get(&key).cloned() else {
+            return Ok(false);
+        };
+        let path = self.path_of(&e);
+        let good = hash_file(&path).is_ok_and(|(size, sha)| size == e.size && sha == e.sha256.0);
+        if good {
+            self.verified.insert(key);
+            return Ok(true);
+        }
+        warn!(
+            "cache: {:?} from {} no longer hashes to its index entry: removed",
+            e.name, e.server
+        );
+        let _ = fs::remove_file(&path);
+        self.index.remove(&key);
+        self.verified.remove(&key);
+        self.used -= e.size;
+        self.corrupt_removed += 1;
+        self.writer
+            .handle()
+            .send_blocking(Job::Index(IndexRecord::del(&e)));
+        Ok(false)
+    }
+
     /// Entries removed since the cache was opened because their file no
     /// longer hashed to the index.
     pub fn corrupt_removed(&self) -> u64 {
@@ -900,6 +931,23 @@ fn stored_name(server: Ipv4Addr, name: &str, sha256: &Digest256) -> String {
     h.update([0]);
     h.update(name.as_bytes());
     format!("{}-{}", hex(&h.finalize()), sha256.to_hex())
+}
+
+/// Size and SHA-256 of the file at `path`, read in 1 MiB pieces.
+fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
+    use std::io::Read;
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, h.finalize().into()));
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
 }
 
 /// The index of the cache in `dir` (snapshot and journal), read without
@@ -1017,6 +1065,34 @@ mod tests {
         drop(store);
         let reopened = Filestore::open(dir.path()).unwrap();
         assert_eq!(reopened.len(), 1);
+    }
+
+    /// `verify` (for `bootcache cache verify`): hashes on the calling
+    /// thread, removes a changed file with its record, at once.
+    #[test]
+    fn verify_on_the_calling_thread_for_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "good", &[1; 5000]).unwrap();
+        publish(&mut store, "bad", &[2; 5000]).unwrap();
+        let good = store.lookup(SERVER, "good").unwrap().clone();
+        let bad = store.lookup(SERVER, "bad").unwrap().clone();
+        let path = store.path_of(&bad);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&path, bytes).unwrap();
+        assert!(store.verify(&good).unwrap());
+        assert!(!store.verify(&bad).unwrap());
+        assert!(store.lookup(SERVER, "bad").is_none() && !path.exists());
+        assert_eq!(store.corrupt_removed(), 1);
+        drop(store);
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 1);
+        assert_eq!(
+            store.load_report().missing,
+            0,
+            "the record went with the file"
+        );
     }
 
     /// After a restart the writer hashes everything the cache held, with
