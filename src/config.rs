@@ -106,10 +106,25 @@ pub(crate) struct AgentConfig {
     /// could be stale) or "serve".
     #[serde(default)]
     pub(crate) on_unreachable: Unreachable,
+    /// A question unanswered for this long is asked again, in ms (an agent
+    /// across a slow link needs more than the default 500).
+    #[serde(default = "default_retry_ms")]
+    pub(crate) retry_ms: u64,
+    /// Questions asked before the agent counts as unreachable (default 3).
+    #[serde(default = "default_tries")]
+    pub(crate) tries: u32,
 }
 
 fn default_answer_ttl() -> u64 {
     5
+}
+
+fn default_retry_ms() -> u64 {
+    500
+}
+
+fn default_tries() -> u32 {
+    3
 }
 
 /// Policy when the agent does not answer.
@@ -140,10 +155,14 @@ pub(crate) struct Limits {
     /// Clients served from the cache at once; one client address gets at
     /// most a sixteenth (at least 4). Past either, requests go to the origin.
     pub(crate) max_sessions: usize,
-    /// Read requests held while the agent is asked; one client address
-    /// gets at most a sixteenth (at least 4). Past either, requests go to
-    /// the origin.
+    /// Read requests held while the agent is asked or an origin fetch
+    /// runs (addressed mode); one client address gets at most a sixteenth
+    /// (at least 4). Past either, requests go to the origin (addressed
+    /// mode: a TFTP ERROR "busy").
     pub(crate) max_held_requests: usize,
+    /// Origin fetches at once (addressed mode); past it, a TFTP ERROR
+    /// "busy".
+    pub(crate) max_fetches: usize,
 }
 
 /// A byte count written as a number or as e.g. "4G".
@@ -220,6 +239,7 @@ impl Default for Limits {
             redirect_ring: 4096,
             max_sessions: 4096,
             max_held_requests: 1024,
+            max_fetches: 64,
         }
     }
 }
@@ -276,6 +296,14 @@ impl Config {
                 bail!("servers: {s} cannot be a boot server address");
             }
         }
+        if let Some(a) = &self.agent {
+            if !(1..=60_000).contains(&a.retry_ms) {
+                bail!("agent.retry_ms: must be from 1 to 60000 (ms)");
+            }
+            if !(1..=20).contains(&a.tries) {
+                bail!("agent.tries: must be from 1 to 20");
+            }
+        }
         if self.serve_max_age == Some(0) {
             bail!("serve_max_age: 0 would never serve; leave it out to disable serving");
         }
@@ -322,8 +350,8 @@ impl Config {
         if l.max_filter_entries < 2 {
             bail!("limits.max_filter_entries: must be at least 2");
         }
-        if l.max_sessions == 0 || l.max_held_requests == 0 {
-            bail!("limits.max_sessions and limits.max_held_requests: must be at least 1");
+        if l.max_sessions == 0 || l.max_held_requests == 0 || l.max_fetches == 0 {
+            bail!("limits.max_sessions, limits.max_held_requests and limits.max_fetches: must be at least 1");
         }
         if !(64..=1 << 20).contains(&l.redirect_ring) || !l.redirect_ring.is_power_of_two() {
             bail!("limits.redirect_ring: must be a power of two from 64 to 1048576");

@@ -155,10 +155,16 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             let key = bootcache_agent::Key::from_file_contents(&bytes).map_err(|e| {
                 anyhow::anyhow!("config: agent.key_file {}: {e}", a.key_file.display())
             })?;
+            let validation = bootcache_agent::ValidatorConfig {
+                ttl: Duration::from_secs(a.answer_ttl),
+                retry_interval: Duration::from_millis(a.retry_ms),
+                max_tries: a.tries,
+                ..bootcache_agent::ValidatorConfig::default()
+            };
             let link = serve::AgentLink::new(
                 a.address,
                 key,
-                Duration::from_secs(a.answer_ttl),
+                validation,
                 a.on_unreachable == config::Unreachable::Serve,
             )
             .context("opening the agent's management socket")?;
@@ -348,6 +354,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             let limits = serve::ServeLimits {
                 sessions: cfg.limits.max_sessions,
                 held: cfg.limits.max_held_requests,
+                fetches: cfg.limits.max_fetches,
             };
             serve::Serve::new(
                 pool,

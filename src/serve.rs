@@ -28,8 +28,10 @@ use wire::frame::UdpFrameRepr;
 use wire::tftp::Packet;
 
 mod addressed;
+mod held;
 mod turnaround;
 pub(crate) use addressed::{Addressed, OwnAddress};
+use held::{HeldRequest, Request};
 pub(crate) use turnaround::Turnaround;
 
 /// Most slots of the inject ring kept free (an eighth of a small ring) for
@@ -70,10 +72,8 @@ struct Served {
 
 /// A request held while the agent is asked about its cached copy.
 struct Parked {
-    r: Redirected,
+    r: HeldRequest,
     entry: Entry,
-    /// The requesting client's address (its share of the held requests).
-    client: Option<std::net::IpAddr>,
 }
 
 enum Trapped {
@@ -100,11 +100,12 @@ pub(crate) struct AgentLink {
 }
 
 impl AgentLink {
-    /// A link to the agent at `addr`, authenticating with `key`.
+    /// A link to the agent at `addr`, authenticating with `key`, asking as
+    /// `config` says.
     pub(crate) fn new(
         addr: SocketAddr,
         key: Key,
-        answer_ttl: Duration,
+        config: ValidatorConfig,
         serve_when_unreachable: bool,
     ) -> std::io::Result<AgentLink> {
         let socket = UdpSocket::bind(if addr.is_ipv4() {
@@ -113,10 +114,6 @@ impl AgentLink {
             "[::]:0"
         })?;
         socket.set_nonblocking(true)?;
-        let config = ValidatorConfig {
-            ttl: answer_ttl,
-            ..ValidatorConfig::default()
-        };
         Ok(AgentLink {
             validator: Validator::new(key, config, bootcache_agent::random_seed()),
             socket,
@@ -163,8 +160,9 @@ pub(crate) struct ServeCounters {
     /// Requests sent to the origin because serving had as many sessions as
     /// `[limits] max_sessions` allows (or the client had its share).
     pub(crate) sessions_refused: u64,
-    /// Requests sent to the origin because as many were held for the agent
-    /// as `[limits] max_held_requests` allows (or the client had its share).
+    /// Requests sent to the origin (or, in addressed mode, answered "busy")
+    /// because as many were held for the agent or an origin fetch as
+    /// `[limits] max_held_requests` allows (or the client had its share).
     pub(crate) held_refused: u64,
 }
 
@@ -197,8 +195,11 @@ pub(crate) struct Serve {
 pub(crate) struct ServeLimits {
     /// Sessions at once (`[limits] max_sessions`).
     pub(crate) sessions: usize,
-    /// Requests held for the agent at once (`[limits] max_held_requests`).
+    /// Requests held for the agent or an origin fetch at once (`[limits]
+    /// max_held_requests`).
     pub(crate) held: usize,
+    /// Origin fetches at once, addressed mode (`[limits] max_fetches`).
+    pub(crate) fetches: usize,
 }
 
 impl ServeLimits {
@@ -289,17 +290,22 @@ impl Serve {
             Trapped::Forward if own => None,
             Trapped::Forward => Some(r),
             Trapped::Miss(name) => {
-                self.join_fetch(now, r, &name, logic);
+                if let Some(held) = HeldRequest::new(r) {
+                    self.join_fetch(now, held, &name, logic);
+                }
                 None
             }
+            Trapped::Hit(entry) if self.agent.is_some() && !self.held_room(&r) => {
+                // Past the bound (or this client's share of it) the origin
+                // answers.
+                self.counters.held_refused += 1;
+                self.not_served(now, r, &entry.name, logic)
+            }
             Trapped::Hit(entry) => match &mut self.agent {
-                Some(agent) if !held_room(agent, client_of(&r), self.limits.held) => {
-                    // Held requests pin receive buffers: past the bound (or
-                    // this client's share of it) the origin answers.
-                    self.counters.held_refused += 1;
-                    Some(r)
-                }
                 Some(agent) => {
+                    let Some(held) = HeldRequest::new(r) else {
+                        return None; // not an IPv4 request: classified as one above
+                    };
                     let id = agent.validator.validate(
                         now,
                         wall,
@@ -307,8 +313,7 @@ impl Serve {
                         &entry.name,
                         entry.sha256.0,
                     );
-                    let client = client_of(&r);
-                    agent.pending.insert(id, Parked { r, entry, client });
+                    agent.pending.insert(id, Parked { r: held, entry });
                     None
                 }
                 None => {
@@ -384,8 +389,12 @@ impl Serve {
                 }
             };
             if !(serve && self.start_session(now, wall, &p.r, &p.entry, logic, filter)) {
-                if let Some(r) = self.not_served(now, p.r, &p.entry.name, logic) {
+                if self.is_own(p.r.data()) {
+                    self.join_fetch(now, p.r, &p.entry.name, logic);
+                } else if let Some(r) = p.r.into_redirected(&self.pool) {
                     forward.push(r);
+                } else {
+                    self.counters.frame_drops += 1; // the client asks again
                 }
             }
         }
@@ -440,16 +449,31 @@ impl Serve {
     /// or its RRQ held for the agent or for an origin fetch. A retransmitted
     /// RRQ of such a client is dropped: the first one is being taken care of.
     fn in_progress(&self, client: SocketAddrV4) -> bool {
-        let held = self
-            .agent
+        self.held().any(|h| h.client() == client) || self.sessions.keys().any(|(c, _)| *c == client)
+    }
+
+    /// Every request held, for the agent or for an origin fetch.
+    fn held(&self) -> impl Iterator<Item = &HeldRequest> {
+        self.agent
             .iter()
             .flat_map(|a| a.pending.values().map(|p| &p.r))
             .chain(self.addressed.iter().flat_map(|a| a.waiters()))
-            .any(|r| {
-                UdpFrameRepr::parse(r.mbuf.data())
-                    .is_ok_and(|(repr, _)| repr.src() == SocketAddr::V4(client))
-            });
-        held || self.sessions.keys().any(|(c, _)| *c == client)
+    }
+
+    /// Room for one more held request from the sender of `r`: under
+    /// `[limits] max_held_requests`, and under that client address's share
+    /// of it (one host cannot take the table for itself).
+    fn held_room(&self, r: &impl Request) -> bool {
+        let Ok((repr, _)) = UdpFrameRepr::parse(r.data()) else {
+            return false;
+        };
+        let client = repr.src().ip();
+        let (mut total, mut from_client) = (0, 0);
+        for h in self.held() {
+            total += 1;
+            from_client += usize::from(std::net::IpAddr::V4(*h.client().ip()) == client);
+        }
+        total < self.limits.held && from_client < ServeLimits::per_source(self.limits.held)
     }
 
     /// Starts serving the RRQ in `frame` from the cached `entry`; false if
@@ -458,12 +482,12 @@ impl Serve {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        r: &Redirected,
+        r: &impl Request,
         entry: &Entry,
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
     ) -> bool {
-        let Ok((repr, payload)) = UdpFrameRepr::parse(r.mbuf.data()) else {
+        let Ok((repr, payload)) = UdpFrameRepr::parse(r.data()) else {
             return false;
         };
         let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
@@ -559,7 +583,7 @@ impl Serve {
                 session,
                 reply,
                 server,
-                side: r.side,
+                side: r.side(),
                 rules: own_mac.is_none(),
             },
         );
@@ -710,23 +734,4 @@ impl Serve {
             }
         }
     }
-}
-
-/// The source address of a trapped request.
-fn client_of(r: &Redirected) -> Option<std::net::IpAddr> {
-    UdpFrameRepr::parse(r.mbuf.data())
-        .ok()
-        .map(|(repr, _)| repr.src().ip())
-}
-
-/// Room for one more held request from `client`: under `total`, and under
-/// that client address's share of it.
-fn held_room(agent: &AgentLink, client: Option<std::net::IpAddr>, total: usize) -> bool {
-    agent.pending.len() < total
-        && agent
-            .pending
-            .values()
-            .filter(|p| p.client == client)
-            .count()
-            < ServeLimits::per_source(total)
 }

@@ -669,13 +669,14 @@ impl Worker {
                 let c = &a.counters;
                 let arp = a.arp_counters();
                 out += &format!(
-                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
+                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
                     c.requests,
                     c.fetches,
                     c.fetch_joins,
                     a.active_fetches(),
                     c.fetches_completed,
                     c.fetches_failed,
+                    c.fetches_refused,
                     c.fetched_bytes,
                     c.errors_sent,
                     c.pings,

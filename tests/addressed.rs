@@ -725,3 +725,96 @@ fn a_hundred_concurrent_clients_get_byte_identical_files_in_both_modes() {
         fin.stdout
     );
 }
+
+/// Addressed mode's tables are bounded (issue 13): past `[limits]
+/// max_fetches` fetches under way, and past one client address's share of
+/// the requests held for them, a request is answered with a TFTP ERROR
+/// "busy" at once; the origin sees only the fetches allowed.
+#[test]
+fn fetches_and_the_requests_waiting_for_them_are_bounded() {
+    let h = shared("addressed");
+    let dir = std::env::temp_dir().join(format!("bootcache-addressed-lim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A share of max_held_requests is a sixteenth, at least 4.
+    let bc = start(
+        &h,
+        &dir,
+        "serve_max_age = 3600\n[limits]\nmax_fetches = 2\nmax_held_requests = 64",
+    );
+    // The origin answers ARP, never a read request: fetches stay under way.
+    let mut origin = Origin::new(&[]);
+    let a = Ipv4Addr::new(10, 78, 0, 100);
+    let b = Ipv4Addr::new(10, 78, 0, 101);
+    let rrq = |name: &str| {
+        Packet::Rrq(wire::tftp::Request {
+            filename: name.as_bytes(),
+            mode: wire::tftp::Mode::OCTET,
+            options: wire::tftp::Options::default(),
+        })
+        .to_vec()
+        .unwrap()
+    };
+    // Client a: six files, two fetches allowed, four refused. Client b: six
+    // requests for a file being fetched, its share (4) waits, two refused.
+    let mut requests: Vec<(SocketAddrV4, Vec<u8>)> = (0..6u16)
+        .map(|i| (SocketAddrV4::new(a, 5000 + i), rrq(&format!("f{i}"))))
+        .collect();
+    requests.extend((0..6u16).map(|i| (SocketAddrV4::new(b, 6000 + i), rrq("f0"))));
+    let to = SocketAddrV4::new(OWN, 69);
+    let mut busy = Vec::new();
+    let mut fetched = std::collections::BTreeSet::new();
+    let mut burst = Burst::new();
+    // All at once: one queue, taken in order (the order decides which are
+    // refused).
+    for (from, payload) in &requests {
+        send_udp(&h, 0, CLIENT_MAC, OWN_MAC, *from, to, payload);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (busy.len() < 6 || fetched.len() < 2) && Instant::now() < deadline {
+        let now = Instant::now();
+        if h.ports[1].rx_burst(0, &mut burst) > 0 {
+            for m in burst.drain() {
+                if let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) {
+                    if let Ok(Packet::Rrq(req)) = Packet::parse(payload) {
+                        assert_eq!(repr.dst(), SocketAddr::V4(SocketAddrV4::new(ORIGIN, 69)));
+                        fetched.insert(String::from_utf8_lossy(req.filename).into_owned());
+                    }
+                    continue;
+                }
+                origin.handle(&h, now, m.data());
+            }
+        }
+        if h.ports[0].rx_burst(0, &mut burst) > 0 {
+            for m in burst.drain() {
+                let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) else {
+                    continue;
+                };
+                if let Ok(Packet::Error { message, .. }) = Packet::parse(payload) {
+                    let message = String::from_utf8_lossy(message);
+                    assert!(message.contains("busy"), "{message}");
+                    busy.push(repr.dst());
+                }
+            }
+        }
+    }
+    let fin = bc.stop();
+    assert_eq!(
+        fetched.into_iter().collect::<Vec<_>>(),
+        ["f0", "f1"],
+        "the origin was asked for"
+    );
+    let expected: Vec<SocketAddr> = [2, 3, 4, 5]
+        .map(|i| SocketAddr::V4(SocketAddrV4::new(a, 5000 + i)))
+        .into_iter()
+        .chain([4, 5].map(|i| SocketAddr::V4(SocketAddrV4::new(b, 6000 + i))))
+        .collect();
+    assert_eq!(busy, expected, "answered busy\n{}", fin.stdout);
+    assert!(fin.stdout.contains("fetches_refused=4"), "{}", fin.stdout);
+    assert!(fin.stdout.contains("held_refused=2 "), "{}", fin.stdout);
+    assert!(
+        fin.stdout.contains("fetches=2 fetch_joins=4"),
+        "{}",
+        fin.stdout
+    );
+}

@@ -23,7 +23,8 @@ use wire::frame::icmpv4::EchoFrameRepr;
 use wire::frame::{MacAddr, UdpFrameRepr};
 use wire::tftp::{ErrorCode, Packet, TransferMode};
 
-use super::{Serve, ServeCounters, Trapped};
+use super::held::build_raw;
+use super::{HeldRequest, Request, Serve, ServeCounters, Trapped};
 
 /// Local ports for origin fetches and error replies, picked at random (a
 /// host that could guess a fetch's port could race the origin's answer).
@@ -54,6 +55,9 @@ pub(crate) struct AddressedCounters {
     pub(crate) requests: u64,
     /// Origin fetches started.
     pub(crate) fetches: u64,
+    /// Requests answered "busy" because `[limits] max_fetches` fetches were
+    /// under way.
+    pub(crate) fetches_refused: u64,
     /// Requests that joined a fetch already under way.
     pub(crate) fetch_joins: u64,
     /// Fetches that brought the whole file.
@@ -77,7 +81,7 @@ struct Fetch {
     /// Our UDP port (the fetch's TID).
     port: u16,
     /// The clients' read requests, served when the file is in the cache.
-    waiters: Vec<Redirected>,
+    waiters: Vec<HeldRequest>,
 }
 
 /// Addressed mode's state, owned by [`Serve`].
@@ -113,7 +117,7 @@ impl Addressed {
     }
 
     /// The read requests waiting for fetches.
-    pub(super) fn waiters(&self) -> impl Iterator<Item = &Redirected> {
+    pub(super) fn waiters(&self) -> impl Iterator<Item = &HeldRequest> {
         self.fetches.values().flat_map(|f| &f.waiters)
     }
 
@@ -286,7 +290,9 @@ impl Serve {
         if !self.is_own(r.mbuf.data()) {
             return Some(r);
         }
-        self.join_fetch(now, r, name, logic);
+        if let Some(held) = HeldRequest::new(r) {
+            self.join_fetch(now, held, name, logic);
+        }
         None
     }
 
@@ -295,10 +301,19 @@ impl Serve {
     pub(super) fn join_fetch(
         &mut self,
         now: Instant,
-        r: Redirected,
+        r: HeldRequest,
         name: &str,
         logic: &mut CacheLogic,
     ) {
+        // Waiting requests are held like those asked about: bounded, and
+        // one client's share of the bound (a flood of requests for names
+        // the origin never answers must not crowd out other clients).
+        if !self.held_room(&r) {
+            self.counters.held_refused += 1;
+            self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
+            return;
+        }
+        let max_fetches = self.limits.fetches;
         let Some(a) = &mut self.addressed else {
             return;
         };
@@ -315,6 +330,12 @@ impl Serve {
                 return;
             }
         };
+        if a.fetches.len() >= max_fetches {
+            a.counters.fetches_refused += 1;
+            log::debug!("addressed: {max_fetches} fetches under way; {name:?} refused");
+            self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
+            return;
+        }
         let Some(port) = a.allocate_port() else {
             log::warn!("addressed: no free fetch port for {name:?}");
             self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
@@ -551,11 +572,11 @@ impl Serve {
 
     /// Answers the read request in `r` with a TFTP ERROR from bootcache's
     /// address (from a fresh port, as a server answers a request it refuses).
-    fn send_error(&mut self, r: &Redirected, code: ErrorCode, message: &str) {
+    fn send_error(&mut self, r: &impl Request, code: ErrorCode, message: &str) {
         let Some(a) = &mut self.addressed else {
             return;
         };
-        let Ok((req, _)) = UdpFrameRepr::parse(r.mbuf.data()) else {
+        let Ok((req, _)) = UdpFrameRepr::parse(r.data()) else {
             return;
         };
         let SocketAddr::V4(client) = req.src() else {
@@ -576,7 +597,7 @@ impl Serve {
             self.counters.frame_drops += 1;
             return;
         };
-        push_frame(&self.inject, &mut self.counters, m, r.side);
+        push_frame(&self.inject, &mut self.counters, m, r.side());
     }
 }
 
@@ -595,13 +616,5 @@ fn build_udp(pool: &dpdk::Mempool, repr: &UdpFrameRepr, payload: &[u8]) -> Optio
     let buf = m.append(u16::try_from(len).ok()?)?;
     buf.fill(0);
     repr.emit(buf, payload).ok()?;
-    Some(m)
-}
-
-/// A copy of `frame` in a new buffer.
-fn build_raw(pool: &dpdk::Mempool, frame: &[u8]) -> Option<Mbuf> {
-    let mut m = Mbuf::alloc(pool).ok()?;
-    m.append(u16::try_from(frame.len()).ok()?)?
-        .copy_from_slice(frame);
     Some(m)
 }
