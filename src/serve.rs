@@ -202,14 +202,6 @@ pub(crate) struct ServeLimits {
     pub(crate) fetches: usize,
 }
 
-impl ServeLimits {
-    /// One client address's share of a table of `total`: a sixteenth, at
-    /// least 4 (never more than the table).
-    fn per_source(total: usize) -> usize {
-        (total / 16).max(4).min(total)
-    }
-}
-
 impl Serve {
     /// Serving with the agent's validation when `agent` is given, else with
     /// the `max_age` policy.
@@ -473,7 +465,7 @@ impl Serve {
             total += 1;
             from_client += usize::from(std::net::IpAddr::V4(*h.client().ip()) == client);
         }
-        total < self.limits.held && from_client < ServeLimits::per_source(self.limits.held)
+        total < self.limits.held && from_client < slowpath::limits::per_source(self.limits.held)
     }
 
     /// Starts serving the RRQ in `frame` from the cached `entry`; false if
@@ -504,7 +496,7 @@ impl Serve {
             .filter(|(c, _)| c.ip() == client.ip())
             .count();
         if self.sessions.len() >= self.limits.sessions
-            || from_client >= ServeLimits::per_source(self.limits.sessions)
+            || from_client >= slowpath::limits::per_source(self.limits.sessions)
         {
             self.counters.sessions_refused += 1;
             return false;

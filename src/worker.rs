@@ -607,7 +607,7 @@ impl Worker {
         }
         let d = &k.defrag;
         out += &format!(
-            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} corrupt_removed={} | bounds transfers={} file_size={} quota={} \
+            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} corrupt_removed={} | bounds transfers={} client_share={} file_size={} quota={} \
              | origin_bytes={} | defrag fragments={} reassembled={} dropped={}",
             k.files_cached,
             k.files_refreshed,
@@ -616,6 +616,7 @@ impl Worker {
             self.logic.filestore().len(),
             self.logic.filestore().corrupt_removed(),
             b.transfers,
+            k.tracker.over_client_share,
             b.file_size,
             b.quota,
             k.origin_bytes,

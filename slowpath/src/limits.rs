@@ -6,7 +6,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Transfers tracked at once; further read requests are ignored (not
-    /// followed, not cached) and counted.
+    /// followed, not cached) and counted. One client address gets at most
+    /// its [`per_source`] share of them.
     pub max_transfers: usize,
     /// Largest file cached, in bytes; a transfer whose data or announced
     /// `tsize` goes past it is discarded.
@@ -31,4 +32,12 @@ impl Default for Limits {
             image_map: crate::imagemap::Limits::default(),
         }
     }
+}
+
+/// One client address's share of a table of `total` entries keyed by
+/// network input: a sixteenth, at least 4 (never more than the table). A
+/// host flooding requests fills its own share, not the table every other
+/// client needs.
+pub fn per_source(total: usize) -> usize {
+    (total / 16).max(4).min(total)
 }

@@ -228,8 +228,12 @@ pub struct TrackerStats {
     pub requests: u64,
     /// Transfers started (tracked).
     pub transfers_started: u64,
-    /// Read requests ignored because [`Limits::max_transfers`] were tracked.
+    /// Read requests ignored because [`Limits::max_transfers`] were tracked,
+    /// or the client address had its share of them.
     pub over_transfer_limit: u64,
+    /// Of those, requests ignored because their client address had its
+    /// share ([`crate::limits::per_source`]).
+    pub over_client_share: u64,
     /// Packets that belong to no tracked transfer.
     pub stray: u64,
     /// Packets from or to another TID than the pinned one.
@@ -249,6 +253,8 @@ pub struct Tracker {
     limits: Limits,
     space_left: u64,
     transfers: HashMap<Key, Transfer>,
+    /// Transfers tracked per client address (its share of the table).
+    per_client: HashMap<Ipv4Addr, usize>,
     updates: VecDeque<FilterUpdate>,
     events: VecDeque<Event>,
     stats: TrackerStats,
@@ -263,6 +269,7 @@ impl Tracker {
             space_left: limits.quota_bytes,
             limits,
             transfers: HashMap::new(),
+            per_client: HashMap::new(),
             updates: VecDeque::new(),
             events: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -411,8 +418,11 @@ impl Tracker {
         }
         self.stats.requests += 1;
         // A superseded transfer was removed above, so it frees its own slot.
-        if self.transfers.len() >= self.limits.max_transfers {
+        let from_client = self.per_client.get(key.1.ip()).copied().unwrap_or(0);
+        let over_share = from_client >= crate::limits::per_source(self.limits.max_transfers);
+        if self.transfers.len() >= self.limits.max_transfers || over_share {
             self.stats.over_transfer_limit += 1;
+            self.stats.over_client_share += u64::from(over_share);
             if self.stats.over_transfer_limit.is_power_of_two() {
                 warn!(
                     "transfer limit ({}) reached: request from {} not followed ({} so far)",
@@ -464,6 +474,7 @@ impl Tracker {
             filename: t.name_lossy(),
         });
         self.transfers.insert(key, t);
+        *self.per_client.entry(*key.1.ip()).or_default() += 1;
         self.updates.push_back(FilterUpdate::Expect {
             server: key.0,
             client: key.1,
@@ -674,6 +685,14 @@ impl Tracker {
         let Some(mut t) = self.transfers.remove(&key) else {
             return false;
         };
+        if let std::collections::hash_map::Entry::Occupied(mut n) =
+            self.per_client.entry(*key.1.ip())
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
         let (server, client) = key;
         let filename = t.name_lossy();
         let event = match outcome {

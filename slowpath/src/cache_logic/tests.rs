@@ -696,6 +696,49 @@ fn transfer_limit() {
     assert!(sim.cached("b").is_some());
 }
 
+/// A flood of read requests from one client address, never answered,
+/// takes that address's share of the transfer table (a sixteenth, at least
+/// 4), not the table: another client's transfer is still followed and
+/// cached; and once the flooder's transfers end, its share is free again.
+#[test]
+fn one_client_address_gets_its_share_of_transfers() {
+    let mut sim = Sim::with_limits(Limits {
+        max_transfers: 64,
+        ..Limits::default()
+    });
+    let share = crate::limits::per_source(64);
+    assert_eq!(share, 4);
+    let flood: Vec<Spec> = (0..40u16)
+        .map(|i| Spec {
+            client: SocketAddrV4::new(*client(9).ip(), 3000 + i),
+            tid: TID + 100 + i,
+            ..Spec::plain("missing")
+        })
+        .collect();
+    for f in &flood {
+        let rrq = f.packets(&content(10, 1));
+        sim.send(f, &rrq[0]);
+    }
+    let c = sim.logic.counters();
+    assert_eq!(c.tracker.over_transfer_limit, 40 - share as u64);
+    assert_eq!(c.tracker.over_client_share, 40 - share as u64);
+    assert_eq!(sim.logic.active_transfers(), share);
+    let other = Spec {
+        client: client(2),
+        tid: TID + 1,
+        ..Spec::plain("b")
+    };
+    let data = content(3000, 2);
+    sim.play(&other, &other.packets(&data));
+    assert!(sim.cached("b").as_deref() == Some(&data[..]));
+    // The flooder's transfers time out: its share is free again.
+    sim.settle();
+    assert_eq!(sim.logic.active_transfers(), 0);
+    let again = flood[0].packets(&content(10, 1));
+    sim.send(&flood[0], &again[0]);
+    assert_eq!(sim.logic.active_transfers(), 1);
+}
+
 #[test]
 fn file_size_limit() {
     let limits = Limits {
