@@ -818,3 +818,92 @@ fn fetches_and_the_requests_waiting_for_them_are_bounded() {
         fin.stdout
     );
 }
+
+/// Direction is the root of trust in addressed mode too (issue 13): while
+/// a fetch waits for the origin, a host on the client side claims the
+/// origin's address by ARP and answers the fetch itself from the origin's
+/// address on every port of the fetch range. None of it is believed: the
+/// origin is resolved and heard on the server side only, and the client
+/// gets (and the cache keeps) the origin's bytes.
+#[test]
+fn the_origin_is_believed_on_the_server_side_only() {
+    const EVIL_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x66];
+    let h = shared("addressed");
+    let dir =
+        std::env::temp_dir().join(format!("bootcache-addressed-spoof-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bc = start(&h, &dir, "serve_max_age = 3600");
+    let real = Arc::new(test_file(150_000, 8));
+    let mut origin = Origin::new(&[("pxelinux.0", &real)]);
+    // The origin is slow to answer ARP: the fetch waits.
+    origin.answer_arp = false;
+    let mut cs = clients(&[("pxelinux.0", ClientOptions::default())], 4300);
+    flush_client(&h, &mut cs[0], Instant::now(), BOOTCACHE_ITSELF);
+
+    // The attacker, on the client side: "the origin is at EVIL_MAC" ...
+    let poison = ArpFrameRepr::request(MacAddr(OWN_MAC), OWN, ORIGIN)
+        .reply_to(MacAddr(EVIL_MAC))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = poison.emit(&mut buf).unwrap();
+    send(&h, 0, &buf[..n]).unwrap();
+    // ... and the origin's one and last DATA block on every fetch port.
+    let evil = Packet::Data {
+        block: 1,
+        payload: b"evil",
+    }
+    .to_vec()
+    .unwrap();
+    for port in 40960..=49151u16 {
+        send_udp(
+            &h,
+            0,
+            EVIL_MAC,
+            OWN_MAC,
+            SocketAddrV4::new(ORIGIN, 30000),
+            SocketAddrV4::new(OWN, port),
+            &evil,
+        );
+    }
+
+    // Now the real origin answers, on the server side.
+    origin.answer_arp = true;
+    let outcomes = run(&h, &mut origin, &mut cs);
+    assert!(
+        matches!(outcomes[0], Some(ClientOutcome::Completed { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        cs[0].file == *real,
+        "the client got {} other bytes",
+        cs[0].file.len()
+    );
+    assert_eq!(origin.rrqs.len(), 1, "one fetch, from the origin");
+    let fin = bc.stop();
+    // Both the ARP claim and the spoofed answers were counted and dropped.
+    let arp_wrong_side = addressed_stat(&fin.stdout, "wrong_side");
+    assert!(arp_wrong_side >= 1, "{}", fin.stdout);
+    // Every spoofed answer was dropped by the slow path, or before it
+    // when the burst overflowed the redirect ring.
+    let trap_drops = bootcache_bench::netns::stat(&fin.stdout, "redirect", "trap_drops").unwrap();
+    assert!(
+        addressed_stat(&fin.stdout, "dropped") + trap_drops >= 8192,
+        "{}",
+        fin.stdout
+    );
+    let entries = slowpath::filestore::read_index(&dir.join("cache")).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].size,
+        real.len() as u64,
+        "the cache holds another file"
+    );
+}
+
+/// The last value of `key` in the `addressed` section of the final
+/// statistics.
+fn addressed_stat(stdout: &str, key: &str) -> u64 {
+    bootcache_bench::netns::stat(stdout, "addressed", key)
+        .unwrap_or_else(|| panic!("no addressed {key} in:\n{stdout}"))
+}
