@@ -31,6 +31,9 @@ use crate::process::{self, Bootcache, Finished};
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 1);
 /// The plain clients' address (client namespace, `br0`).
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 50);
+/// bootcache's own address in addressed mode
+/// ([`Topology::write_addressed_config`]).
+pub const OWN_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 5);
 /// The nftables table of [`Topology::drop_client_acks`].
 const LOSS_TABLE: &str = "bootcache_ack_loss";
 /// What the test initrd prints on the serial console once its network is up.
@@ -269,6 +272,8 @@ pub struct Topology {
     lcores: String,
     qpairs: u16,
     programs_cpus: Option<String>,
+    /// The next-server dnsmasq hands to clients (default: itself).
+    next_server: Option<Ipv4Addr>,
 }
 
 impl Topology {
@@ -362,6 +367,7 @@ impl Topology {
             lcores: opts.lcores.clone().unwrap_or_else(|| LCORES.to_string()),
             qpairs: opts.qpairs.unwrap_or(1).max(1),
             programs_cpus: opts.programs_cpus.clone(),
+            next_server: None,
         };
         t.build().context("building the topology")?;
         Ok(t)
@@ -506,12 +512,17 @@ impl Topology {
     /// IPv6 autoconfiguration) and TFTP server, logging every transfer.
     pub fn start_origin(&mut self) -> Result<()> {
         let d = &self.dir;
+        // dhcp-boot=<file>,<server name>,<server address>: next-server.
+        let next_server = self
+            .next_server
+            .map(|ip| format!(",,{ip}"))
+            .unwrap_or_default();
         let conf = format!(
             "port=0\ninterface=eth0\nbind-interfaces\nno-resolv\nno-hosts\nuser=root\ngroup=root\n\
              log-facility={log}\ndhcp-leasefile={leases}\n\
              dhcp-range=10.80.0.100,10.80.0.199,255.255.255.0,1h\n\
              enable-ra\ndhcp-range=::,constructor:eth0,ra-only\n\
-             dhcp-match=set:ipxe,175\ndhcp-boot=tag:ipxe,{IPXE_SCRIPT}\n\
+             dhcp-match=set:ipxe,175\ndhcp-boot=tag:ipxe,{IPXE_SCRIPT}{next_server}\n\
              enable-tftp\ntftp-root={root}\n",
             log = self.origin_log().display(),
             leases = d.join("dnsmasq.leases").display(),
@@ -532,6 +543,13 @@ impl Topology {
             let out = std::fs::read_to_string(d.join("dnsmasq.out")).unwrap_or_default();
             anyhow!("dnsmasq did not start: {e}: {}", out.trim())
         })
+    }
+
+    /// Makes the next [`Topology::start_origin`] hand clients `ip` as their
+    /// next-server (TFTP server), e.g. bootcache's own address in addressed
+    /// mode, instead of dnsmasq itself.
+    pub fn set_next_server(&mut self, ip: Ipv4Addr) {
+        self.next_server = Some(ip);
     }
 
     /// Stops dnsmasq.
@@ -557,6 +575,11 @@ impl Topology {
                 Some(path.strip_prefix(&root).unwrap_or(path).to_string())
             })
             .collect()
+    }
+
+    /// [`Topology::origin_count`] of each of `names`.
+    pub fn origin_counts(&self, names: &[&str]) -> Vec<usize> {
+        names.iter().map(|n| self.origin_count(n)).collect()
     }
 
     /// Origin transfers of `name` so far.
@@ -661,6 +684,18 @@ impl Topology {
             self.mgmt_server,
             self.key_file()?.display()
         );
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// bootcache's configuration for addressed mode: as
+    /// [`Topology::write_bootcache_config`], and bootcache owns [`OWN_IP`]
+    /// (clients ask it; it fetches misses from the origin, validated by
+    /// the agent).
+    pub fn write_addressed_config(&self) -> Result<PathBuf> {
+        let p = self.write_bootcache_config("")?;
+        let mut text = std::fs::read_to_string(&p)?;
+        text += &format!("\n[addressed]\naddress = \"{OWN_IP}\"\nmac = \"02:bc:00:00:00:05\"\n");
         std::fs::write(&p, text)?;
         Ok(p)
     }
@@ -1002,25 +1037,41 @@ impl Topology {
     /// Reads `name` with curl (`tftp://`, blksize option when given; curl
     /// always asks for tsize) from the client namespace into `out`.
     pub fn curl_get(&self, name: &str, blksize: Option<u16>, out: &Path) -> Result<Duration> {
+        self.curl_get_from(SERVER_IP, name, blksize, out)
+    }
+
+    /// [`Topology::curl_get`] from the TFTP server at `host`.
+    pub fn curl_get_from(
+        &self,
+        host: Ipv4Addr,
+        name: &str,
+        blksize: Option<u16>,
+        out: &Path,
+    ) -> Result<Duration> {
         let mut cmd = self.client_cmd("curl");
         cmd.args(["-sS", "--max-time", "300", "-o"]).arg(out);
         if let Some(b) = blksize {
             cmd.args(["--tftp-blksize", &b.to_string()]);
         }
-        cmd.arg(format!("tftp://{SERVER_IP}/{name}"));
+        cmd.arg(format!("tftp://{host}/{name}"));
         timed(&mut cmd)
     }
 
     /// Reads `name` with tftp-hpa's `tftp` (binary mode, no options: RFC 1350
     /// lock-step with 512-byte blocks) into `out`.
     pub fn tftp_hpa_get(&self, name: &str, out: &Path) -> Result<Duration> {
+        self.tftp_hpa_get_from(SERVER_IP, name, out)
+    }
+
+    /// [`Topology::tftp_hpa_get`] from the TFTP server at `host`.
+    pub fn tftp_hpa_get_from(&self, host: Ipv4Addr, name: &str, out: &Path) -> Result<Duration> {
         let mut cmd = self.client_cmd("timeout");
         cmd.args([
             "300",
             "tftp",
             "-m",
             "binary",
-            &SERVER_IP.to_string(),
+            &host.to_string(),
             "-c",
             "get",
             name,
@@ -1032,6 +1083,32 @@ impl Topology {
             bail!("tftp get {name}: no file written");
         }
         Ok(d)
+    }
+
+    /// [`Topology::boot_pxe`], required to succeed: the marker on the serial
+    /// console with `bcvariant=variant` (the iPXE script's variant) and a
+    /// DHCP lease; otherwise an error with the console, what the origin
+    /// sent and [`Topology::diagnostics`].
+    pub fn boot_to_marker(&self, tag: &str, variant: &str, timeout: Duration) -> Result<Boot> {
+        let b = self.boot_pxe(tag, timeout)?;
+        let Some(marker) = b.marker.clone() else {
+            bail!(
+                "boot {tag}: no {MARKER} on the serial console after {:.0?} (timed out: {}); console:\n{}\norigin sent: {:?}\n{}",
+                b.elapsed,
+                b.timed_out,
+                b.serial,
+                self.origin_transfers(),
+                self.diagnostics()
+            );
+        };
+        if !marker.contains(&format!("variant={variant} ")) {
+            bail!("boot {tag}: variant {variant} expected: {marker}");
+        }
+        if !marker.contains("ip=10.80.0.") {
+            bail!("boot {tag}: no DHCP lease: {marker}");
+        }
+        eprintln!("boot {tag}: {:.1} s: {marker}", b.elapsed.as_secs_f64());
+        Ok(b)
     }
 
     /// Boots a qemu PXE client (iPXE ROM, virtio-net on `tap0`) and waits
@@ -1214,6 +1291,26 @@ pub fn test_topology(opts: &Options) -> Topology {
         panic!("end-to-end prerequisites: {e:#}");
     }
     Topology::create(opts).unwrap_or_else(|e| panic!("creating the namespaces: {e:#}"))
+}
+
+/// The files an iPXE boot of the test client loads, in order.
+pub const PXE_FILES: [&str; 3] = [IPXE_SCRIPT, "vmlinuz", "initrd.gz"];
+
+/// A topology for a PXE boot test: the prerequisites (qemu, iPXE, the
+/// images of `scripts/pxe-images` in `BOOTCACHE_PXE_DIR` or
+/// [`DEFAULT_IMAGES`]) checked as [`test_topology`] does, the namespaces
+/// created and the PXE files installed on the origin.
+pub fn pxe_test_topology(opts: &Options) -> Topology {
+    if let Err(e) = check_prerequisites(true) {
+        panic!("end-to-end prerequisites: {e:#}");
+    }
+    let t = Topology::create(opts).unwrap_or_else(|e| panic!("creating the namespaces: {e:#}"));
+    let images = std::env::var_os("BOOTCACHE_PXE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_IMAGES.into());
+    t.install_pxe_files(&images)
+        .unwrap_or_else(|e| panic!("installing the PXE files: {e:#}"));
+    t
 }
 
 /// SHA-256 of `bytes`, hex, the way [`sha256_file`] prints it (through a
