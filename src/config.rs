@@ -144,6 +144,12 @@ pub(crate) struct Limits {
     /// gets at most a sixteenth (at least 4). Past either, requests go to
     /// the origin.
     pub(crate) max_held_requests: usize,
+    /// Distinct questions out to the agent at once; past it, requests go
+    /// to the origin.
+    pub(crate) max_validations: usize,
+    /// Held requests waiting on one question to the agent; past it, the
+    /// request goes to the origin.
+    pub(crate) max_waiters_per_validation: usize,
 }
 
 /// A byte count written as a number or as e.g. "4G".
@@ -220,6 +226,8 @@ impl Default for Limits {
             redirect_ring: 4096,
             max_sessions: 4096,
             max_held_requests: 1024,
+            max_validations: 256,
+            max_waiters_per_validation: 512,
         }
     }
 }
@@ -325,6 +333,11 @@ impl Config {
         if l.max_sessions == 0 || l.max_held_requests == 0 {
             bail!("limits.max_sessions and limits.max_held_requests: must be at least 1");
         }
+        if l.max_validations == 0 || l.max_waiters_per_validation == 0 {
+            bail!(
+                "limits.max_validations and limits.max_waiters_per_validation: must be at least 1"
+            );
+        }
         if !(64..=1 << 20).contains(&l.redirect_ring) || !l.redirect_ring.is_power_of_two() {
             bail!("limits.redirect_ring: must be a power of two from 64 to 1048576");
         }
@@ -379,10 +392,14 @@ mod tests {
             cache_quota = 1073741824
             max_filter_entries = 100
             redirect_ring = 1024
+            max_validations = 8
+            max_waiters_per_validation = 16
             "#,
         )
         .unwrap();
         assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.limits.max_validations, 8);
+        assert_eq!(c.limits.max_waiters_per_validation, 16);
         assert_eq!(c.dscp, Some(46));
         assert_eq!(c.limits.max_file_size, Size(512 << 20));
         assert_eq!(c.limits.cache_quota, Size(1 << 30));
@@ -410,6 +427,11 @@ mod tests {
             ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),
             ("[limits]\ncache_quota = \"1M\"", "limits.cache_quota"),
             ("[limits]\nbogus = 1", "bogus"),
+            ("[limits]\nmax_validations = 0", "limits.max_validations"),
+            (
+                "[limits]\nmax_waiters_per_validation = 0",
+                "limits.max_waiters_per_validation",
+            ),
             ("[addressed]\naddress = \"10.0.0.5\"", "addressed.origin"),
             (
                 "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.1\"",

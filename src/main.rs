@@ -160,6 +160,10 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 key,
                 Duration::from_secs(a.answer_ttl),
                 a.on_unreachable == config::Unreachable::Serve,
+                serve::ValidationLimits {
+                    questions: cfg.limits.max_validations,
+                    waiters: cfg.limits.max_waiters_per_validation,
+                },
             )
             .context("opening the agent's management socket")?;
             Some(link)

@@ -106,6 +106,7 @@ impl AgentLink {
         key: Key,
         answer_ttl: Duration,
         serve_when_unreachable: bool,
+        limits: ValidationLimits,
     ) -> std::io::Result<AgentLink> {
         let socket = UdpSocket::bind(if addr.is_ipv4() {
             "0.0.0.0:0"
@@ -115,6 +116,8 @@ impl AgentLink {
         socket.set_nonblocking(true)?;
         let config = ValidatorConfig {
             ttl: answer_ttl,
+            max_pending: limits.questions,
+            max_waiters: limits.waiters,
             ..ValidatorConfig::default()
         };
         Ok(AgentLink {
@@ -125,6 +128,16 @@ impl AgentLink {
             pending: HashMap::new(),
         })
     }
+}
+
+/// Bounds of the validator's tables (`[limits] max_validations`,
+/// `max_waiters_per_validation`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ValidationLimits {
+    /// Distinct questions out to the agent at once.
+    pub(crate) questions: usize,
+    /// Held requests waiting on one question.
+    pub(crate) waiters: usize,
 }
 
 /// What serving did, for the operator.
@@ -166,6 +179,10 @@ pub(crate) struct ServeCounters {
     /// Requests sent to the origin because as many were held for the agent
     /// as `[limits] max_held_requests` allows (or the client had its share).
     pub(crate) held_refused: u64,
+    /// Requests sent to the origin because the validator had as many
+    /// questions out, or as many requests waiting on this one, as
+    /// `[limits] max_validations` / `max_waiters_per_validation` allow.
+    pub(crate) validations_refused: u64,
 }
 
 /// The serving side of the slow path.
@@ -300,16 +317,25 @@ impl Serve {
                     Some(r)
                 }
                 Some(agent) => {
-                    let id = agent.validator.validate(
+                    match agent.validator.validate(
                         now,
                         wall,
                         agent.addr,
                         &entry.name,
                         entry.sha256.0,
-                    );
-                    let client = client_of(&r);
-                    agent.pending.insert(id, Parked { r, entry, client });
-                    None
+                    ) {
+                        Ok(id) => {
+                            let client = client_of(&r);
+                            agent.pending.insert(id, Parked { r, entry, client });
+                            None
+                        }
+                        // The validator is full: the origin answers, as
+                        // past `held_room`.
+                        Err(_) => {
+                            self.counters.validations_refused += 1;
+                            Some(r)
+                        }
+                    }
                 }
                 None => {
                     let fresh =

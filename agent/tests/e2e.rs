@@ -68,7 +68,9 @@ fn validate(
     file: &str,
     h: [u8; 32],
 ) -> Verdict {
-    let id = v.validate(Instant::now(), SystemTime::now(), agent, file, h);
+    let id = v
+        .validate(Instant::now(), SystemTime::now(), agent, file, h)
+        .expect("room for a question");
     let mut buf = [0u8; 2048];
     loop {
         while let Some(tx) = v.poll_transmit() {
