@@ -618,4 +618,114 @@ mod tests {
         assert!(t.get("boot/vmlinuz").is_none());
         assert_eq!(t.len(), 1);
     }
+    /// Links are served as what they point to: hashed as their final
+    /// target, with every hop on the way remembered; links leaving the
+    /// root, dangling links and links to directories answer unknown.
+    #[test]
+    fn links_hash_their_target_and_know_their_chain() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        fs::create_dir(r.join("images")).unwrap();
+        fs::write(r.join("images/vmlinuz-1"), b"kernel one").unwrap();
+        symlink("images/vmlinuz-1", r.join("vmlinuz")).unwrap();
+        symlink("vmlinuz", r.join("current")).unwrap(); // a link to a link
+        fs::write(outside.path().join("x"), b"outside").unwrap();
+        symlink(outside.path().join("x"), r.join("out")).unwrap();
+        symlink("nowhere", r.join("dangling")).unwrap();
+        symlink("images", r.join("imgdir")).unwrap();
+        let t = Table::scan(r).unwrap();
+        let root = t.root().to_path_buf();
+        assert!(matches!(
+            t.query("vmlinuz", &sha(b"kernel one")),
+            Answer::Current(_)
+        ));
+        assert!(matches!(
+            t.query("current", &sha(b"kernel one")),
+            Answer::Current(_)
+        ));
+        assert_eq!(t.query("out", &sha(b"outside")), Answer::Unknown);
+        assert_eq!(t.query("dangling", &sha(b"")), Answer::Unknown);
+        assert_eq!(
+            t.query("imgdir/vmlinuz-1", &sha(b"kernel one")),
+            Answer::Unknown
+        );
+        assert_eq!((t.len(), t.links(), t.outside_root()), (3, 2, 1));
+        // The target's change concerns both links; the middle link's, one.
+        assert_eq!(
+            t.links_through(&root.join("images/vmlinuz-1")),
+            vec!["current".to_string(), "vmlinuz".to_string()]
+        );
+        assert_eq!(
+            t.links_through(&root.join("vmlinuz")),
+            vec!["current".to_string()]
+        );
+        // A directory on the way, renamed: everything through it.
+        assert_eq!(t.links_through(&root.join("images")).len(), 2);
+        assert!(t.outside_dirs().is_empty());
+
+        // Followed on request; its directory is then one to watch.
+        let t = Table::scan_with(r, true).unwrap();
+        assert!(matches!(
+            t.query("out", &sha(b"outside")),
+            Answer::Current(_)
+        ));
+        assert_eq!(t.outside_root(), 0);
+        let outside_dir = outside.path().canonicalize().unwrap();
+        assert!(t.outside_dirs().contains(&outside_dir));
+
+        // Retargeted and refreshed: the new content, the new chain.
+        let mut t = Table::scan(r).unwrap();
+        fs::write(r.join("images/vmlinuz-2"), b"kernel two").unwrap();
+        fs::remove_file(r.join("vmlinuz")).unwrap();
+        symlink("images/vmlinuz-2", r.join("vmlinuz")).unwrap();
+        assert!(t.refresh("vmlinuz").unwrap());
+        assert!(matches!(
+            t.query("vmlinuz", &sha(b"kernel one")),
+            Answer::Stale(s) if s.sha256 == sha(b"kernel two")
+        ));
+        assert_eq!(
+            t.links_through(&root.join("images/vmlinuz-1")),
+            vec!["current".to_string()]
+        );
+        // Removed: its hops are forgotten too.
+        t.remove("current");
+        assert!(t.links_through(&root.join("images/vmlinuz-1")).is_empty());
+        assert_eq!(t.links(), 1);
+    }
+
+    /// A rescan fills a fresh table without the live one's lock; swapped
+    /// in, unchanged files keep their versions, changed ones get new ones
+    /// (never a version seen before), and paths being written stay unknown.
+    #[test]
+    fn a_rescan_table_keeps_versions_and_pending_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("same"), b"same").unwrap();
+        fs::write(dir.path().join("changed"), b"old").unwrap();
+        fs::write(dir.path().join("busy"), b"busy").unwrap();
+        let mut live = Table::scan(dir.path()).unwrap();
+        let version = |t: &Table, f: &str| t.get(f).unwrap().state.version;
+        let (v_same, v_changed) = (version(&live, "same"), version(&live, "changed"));
+        let highest = v_same.max(v_changed).max(version(&live, "busy"));
+        fs::write(dir.path().join("changed"), b"new").unwrap();
+        fs::write(dir.path().join("added"), b"added").unwrap();
+        live.mark_changing("busy");
+
+        let mut fresh = live.fresh();
+        fresh
+            .scan_under("", &|rel| live.get(rel).map(|e| e.state))
+            .unwrap();
+        live.replace_with(fresh);
+        assert_eq!(live.len(), 4);
+        assert_eq!(version(&live, "same"), v_same);
+        assert!(version(&live, "changed") > highest);
+        assert!(version(&live, "added") > highest);
+        assert_ne!(version(&live, "added"), version(&live, "changed"));
+        assert_eq!(live.query("busy", &sha(b"busy")), Answer::Unknown);
+        assert!(matches!(
+            live.query("same", &sha(b"same")),
+            Answer::Current(_)
+        ));
+    }
 }

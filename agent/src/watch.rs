@@ -480,4 +480,83 @@ mod tests {
         let v = table.read().unwrap().get("img").unwrap().state.version;
         assert!(v - v0 <= 2, "version moved {} times", v - v0);
     }
+
+    /// Issue 13: a link's hash follows its target. The target rewritten,
+    /// the link retargeted, a followed link's target outside the root
+    /// rewritten: each time the link answers with the new content.
+    #[test]
+    fn links_follow_their_targets() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        fs::write(r.join("vmlinuz-1"), b"one").unwrap();
+        fs::write(r.join("vmlinuz-2"), b"two").unwrap();
+        symlink("vmlinuz-1", r.join("vmlinuz")).unwrap();
+        fs::write(outside.path().join("initrd"), b"initrd one").unwrap();
+        symlink(outside.path().join("initrd"), r.join("initrd.img")).unwrap();
+        let table = Arc::new(RwLock::new(Table::scan_with(r, true).unwrap()));
+        let _w = spawn(
+            table.clone(),
+            WatchConfig {
+                debounce: Duration::from_millis(50),
+                max_delay: Duration::from_secs(2),
+            },
+        )
+        .unwrap();
+        let q = |f: &str, b: &[u8]| table.read().unwrap().query(f, &sha(b));
+        assert!(matches!(q("vmlinuz", b"one"), Answer::Current(_)));
+
+        fs::write(r.join("vmlinuz-1"), b"one, patched").unwrap();
+        eventually("the link follows its target's new content", || {
+            matches!(q("vmlinuz", b"one, patched"), Answer::Current(_))
+        });
+
+        // Retargeted atomically, as `ln -sfn` through a rename does.
+        symlink("vmlinuz-2", r.join("vmlinuz.new")).unwrap();
+        fs::rename(r.join("vmlinuz.new"), r.join("vmlinuz")).unwrap();
+        eventually("the link follows its new target", || {
+            matches!(q("vmlinuz", b"two"), Answer::Current(_))
+        });
+        // The old target is no longer its business.
+        fs::write(r.join("vmlinuz-1"), b"one again").unwrap();
+        eventually("the old target rehashed", || {
+            matches!(q("vmlinuz-1", b"one again"), Answer::Current(_))
+        });
+        assert!(matches!(q("vmlinuz", b"two"), Answer::Current(_)));
+
+        fs::write(outside.path().join("initrd"), b"initrd two").unwrap();
+        eventually(
+            "a followed link outside the root follows its target",
+            || matches!(q("initrd.img", b"initrd two"), Answer::Current(_)),
+        );
+    }
+
+    /// A full rescan runs beside the watcher: requested, it reports, and
+    /// what it found is in the table.
+    #[test]
+    fn a_requested_rescan_reports_and_swaps_in() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"a").unwrap();
+        let table = Arc::new(RwLock::new(Table::scan(dir.path()).unwrap()));
+        let w = spawn(table.clone(), WatchConfig::default()).unwrap();
+        // The first one, from spawn.
+        eventually("the first rescan", || w.poll_report().is_some());
+        fs::write(dir.path().join("b"), b"b").unwrap();
+        w.request_rescan();
+        let mut report = None;
+        eventually("a requested rescan", || {
+            report = w.poll_report();
+            report.is_some()
+        });
+        let r = report.unwrap();
+        assert_eq!(r.files, 2);
+        assert!(r.finished_ms >= r.started_ms);
+        // Written just now, so it may still answer unknown (pending), but
+        // the rescan's table holds it.
+        assert_eq!(
+            table.read().unwrap().get("b").map(|e| e.state.sha256),
+            Some(sha(b"b"))
+        );
+    }
 }
