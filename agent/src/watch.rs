@@ -397,18 +397,20 @@ mod tests {
         panic!("timed out waiting for: {what}");
     }
 
+    /// A watcher with a short debounce, for tests.
+    fn watch_fast(table: &Arc<RwLock<Table>>) -> Watcher {
+        let config = WatchConfig {
+            debounce: Duration::from_millis(50),
+            max_delay: Duration::from_secs(2),
+        };
+        spawn(table.clone(), config).unwrap()
+    }
+
     #[test]
     fn table_follows_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         let table = Arc::new(RwLock::new(Table::scan(dir.path()).unwrap()));
-        let _w = spawn(
-            table.clone(),
-            WatchConfig {
-                debounce: Duration::from_millis(50),
-                max_delay: Duration::from_secs(2),
-            },
-        )
-        .unwrap();
+        let _w = watch_fast(&table);
         let q = |f: &str, b: &[u8]| table.read().unwrap().query(f, &sha(b));
 
         // Create.
@@ -496,14 +498,7 @@ mod tests {
         fs::write(outside.path().join("initrd"), b"initrd one").unwrap();
         symlink(outside.path().join("initrd"), r.join("initrd.img")).unwrap();
         let table = Arc::new(RwLock::new(Table::scan_with(r, true).unwrap()));
-        let _w = spawn(
-            table.clone(),
-            WatchConfig {
-                debounce: Duration::from_millis(50),
-                max_delay: Duration::from_secs(2),
-            },
-        )
-        .unwrap();
+        let _w = watch_fast(&table);
         let q = |f: &str, b: &[u8]| table.read().unwrap().query(f, &sha(b));
         assert!(matches!(q("vmlinuz", b"one"), Answer::Current(_)));
 
