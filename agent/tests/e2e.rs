@@ -7,13 +7,11 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use bootcache_agent::replay::unix_ms;
-use bootcache_agent::{
-    encode_request, Envelope, Key, Request, RequestId, Validator, ValidatorConfig, Verdict,
-};
+use bootcache_agent::{encode_request, Envelope, Key, Request, RequestId, Verdict};
 
 mod common;
 
-use common::{sha, start, validate, KEY_HEX};
+use common::{key_file, sha, start, validate, validator};
 
 fn expect_silence(sock: &UdpSocket, what: &str) {
     sock.set_read_timeout(Some(Duration::from_millis(400)))
@@ -31,19 +29,11 @@ fn agent_answers_follows_changes_and_ignores_forgeries() {
     std::fs::write(root.path().join("pxelinux.0"), b"nbp v1").unwrap();
     std::fs::write(root.path().join("boot/vmlinuz"), b"kernel").unwrap();
     let keydir = tempfile::tempdir().unwrap();
-    let key_file = keydir.path().join("agent.key");
-    std::fs::write(&key_file, format!("{KEY_HEX}\n")).unwrap();
-    let key = Key::from_file_contents(KEY_HEX.as_bytes()).unwrap();
+    let (key_file, key) = key_file(keydir.path());
 
     let mut agent = start(root.path(), &key_file, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let config = ValidatorConfig {
-        retry_interval: Duration::from_millis(300),
-        max_tries: 3,
-        ttl: Duration::ZERO, // every validation asks the agent
-        ..Default::default()
-    };
-    let mut v = Validator::new(key.clone(), config, bootcache_agent::random_seed());
+    let mut v = validator(&key, Duration::from_millis(300));
     let a = agent.addr;
 
     assert!(matches!(
@@ -117,13 +107,14 @@ fn agent_answers_follows_changes_and_ignores_forgeries() {
     expect_silence(&sock, "replay");
 
     // SIGTERM: counters printed, clean exit.
-    let status = Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    agent.signal("-TERM");
     let mut rest = String::new();
-    agent.stdout.read_to_string(&mut rest).unwrap();
+    agent
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
     let exit = agent.child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     assert!(rest.contains("counters:"), "{rest}");

@@ -7,9 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bootcache_agent::{Validator, Verdict};
+use bootcache_agent::{Key, Validator, ValidatorConfig, Verdict};
 use sha2::{Digest, Sha256};
 
 /// The shared key, hex, as a key file holds it.
@@ -22,9 +23,37 @@ pub fn sha(b: &[u8]) -> [u8; 32] {
 
 /// Kills the agent if a test fails half-way.
 pub struct Agent {
+    /// The agent process.
     pub child: Child,
-    pub stdout: BufReader<ChildStdout>,
+    /// Its stdout after the ready line (until [`Agent::lines`] takes it).
+    pub stdout: Option<BufReader<ChildStdout>>,
+    /// Where it listens.
     pub addr: SocketAddr,
+}
+
+impl Agent {
+    /// Its stdout lines as they come, read on a thread of their own.
+    pub fn lines(&mut self) -> mpsc::Receiver<String> {
+        let stdout = self.stdout.take().expect("stdout not taken yet");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Sends the agent a signal (`-HUP`, `-TERM`).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} failed");
+    }
 }
 
 impl Drop for Agent {
@@ -58,9 +87,27 @@ pub fn start(root: &Path, key_file: &Path, extra: &[&str]) -> Agent {
         .unwrap();
     Agent {
         child,
-        stdout,
+        stdout: Some(stdout),
         addr,
     }
+}
+
+/// A key file holding [`KEY_HEX`] in `dir`, and the key.
+pub fn key_file(dir: &Path) -> (std::path::PathBuf, Key) {
+    let path = dir.join("agent.key");
+    std::fs::write(&path, format!("{KEY_HEX}\n")).unwrap();
+    (path, Key::from_file_contents(KEY_HEX.as_bytes()).unwrap())
+}
+
+/// A validator that asks the agent every time (no answer cache).
+pub fn validator(key: &Key, retry_interval: Duration) -> Validator {
+    let config = ValidatorConfig {
+        retry_interval,
+        max_tries: 3,
+        ttl: Duration::ZERO,
+        ..Default::default()
+    };
+    Validator::new(key.clone(), config, bootcache_agent::random_seed())
 }
 
 /// Drives the sans-I/O validator over a real socket until it yields a verdict.
