@@ -110,8 +110,8 @@ fn run(args: Args) -> Result<(), String> {
         while let Some(r) = watcher.poll_report() {
             // One line per rescan: operators and tests line answers up with it.
             println!(
-                "bootcache-agent: rescan files={} started_ms={} finished_ms={}",
-                r.files, r.started_ms, r.finished_ms
+                "bootcache-agent: rescan files={} started_ms={} finished_ms={} swapped_ms={}",
+                r.files, r.started_ms, r.finished_ms, r.swapped_ms
             );
             let _ = std::io::stdout().flush();
         }

@@ -56,11 +56,14 @@ impl Default for WatchConfig {
 pub struct RescanReport {
     /// Files in the new table (links to files included).
     pub files: usize,
-    /// When the rescan started and when its table was swapped in, in ms
-    /// since the Unix epoch (to line up with answers seen elsewhere).
+    /// When the rescan thread started and finished scanning, in ms since
+    /// the Unix epoch (to line up with answers seen elsewhere).
     pub started_ms: u64,
     /// See `started_ms`.
     pub finished_ms: u64,
+    /// When its table was swapped in (the watch thread picks it up on its
+    /// next pass, within 100 ms).
+    pub swapped_ms: u64,
 }
 
 /// A running watcher; stops its thread when dropped.
@@ -155,10 +158,16 @@ impl Drop for Watcher {
     }
 }
 
+/// What a rescan thread hands back: its table and when it scanned.
+struct Scanned {
+    table: std::io::Result<Table>,
+    started_ms: u64,
+    finished_ms: u64,
+}
+
 /// A rescan in progress: its result arrives on `done`.
 struct Running {
-    started_ms: u64,
-    done: Receiver<std::io::Result<Table>>,
+    done: Receiver<Scanned>,
 }
 
 /// The watch thread's state.
@@ -234,14 +243,15 @@ impl Loop {
     /// Starts a requested rescan, or swaps in a finished one.
     fn poll_rescan(&mut self) {
         if let Some(r) = &self.running {
-            let scanned = match r.done.try_recv() {
-                Ok(s) => s,
+            let (scanned, started_ms, finished_ms) = match r.done.try_recv() {
+                Ok(s) => (s.table, s.started_ms, s.finished_ms),
                 Err(mpsc::TryRecvError::Empty) => return,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    Err(std::io::Error::other("rescan thread ended without a table"))
-                }
+                Err(mpsc::TryRecvError::Disconnected) => (
+                    Err(std::io::Error::other("rescan thread ended without a table")),
+                    0,
+                    0,
+                ),
             };
-            let started_ms = r.started_ms;
             self.running = None;
             match scanned {
                 Ok(scanned) => {
@@ -257,7 +267,7 @@ impl Loop {
                         });
                     }
                     drop(t);
-                    let finished_ms = unix_ms(SystemTime::now());
+                    let swapped_ms = unix_ms(SystemTime::now());
                     log::info!(
                         "rescan: {files} files in {} ms",
                         finished_ms.saturating_sub(started_ms)
@@ -266,6 +276,7 @@ impl Loop {
                         files,
                         started_ms,
                         finished_ms,
+                        swapped_ms,
                     });
                     self.sync_outside_watches();
                 }
@@ -279,18 +290,23 @@ impl Loop {
             let fresh = read(&self.table).fresh();
             let live = Arc::clone(&self.table);
             let (tx, done) = mpsc::channel();
-            let started_ms = unix_ms(SystemTime::now());
             let spawned = std::thread::Builder::new()
                 .name("agent-rescan".into())
                 .spawn(move || {
+                    let started_ms = unix_ms(SystemTime::now());
                     let mut fresh = fresh;
                     // Unchanged files keep their versions: a short read
                     // lock per file, never one across the scan.
                     let prior = |rel: &str| read(&live).get(rel).map(|e| e.state);
-                    let _ = tx.send(fresh.scan_under("", &prior).map(|()| fresh));
+                    let table = fresh.scan_under("", &prior).map(|()| fresh);
+                    let _ = tx.send(Scanned {
+                        table,
+                        started_ms,
+                        finished_ms: unix_ms(SystemTime::now()),
+                    });
                 });
             match spawned {
-                Ok(_) => self.running = Some(Running { started_ms, done }),
+                Ok(_) => self.running = Some(Running { done }),
                 Err(e) => log::error!("cannot start a rescan: {e}"),
             }
         }

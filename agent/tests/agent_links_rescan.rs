@@ -146,11 +146,12 @@ fn big_tree(root: &Path) -> Vec<(String, [u8; 32])> {
 
 /// SIGHUP starts a full rescan in the background; the questions asked
 /// meanwhile are answered from the table as it was. Measured with the
-/// agent's own timestamps of the rescan (its `rescan ... started_ms=
-/// finished_ms=` line, wall clock ms) against the wall-clock times each
-/// question was asked and answered: some questions were asked and answered
-/// entirely inside the rescan, which a rescan holding the table would not
-/// allow. Latencies are printed, not asserted.
+/// agent's own timestamps of the scan (its `rescan ... started_ms=
+/// finished_ms=` line, wall clock ms, taken by the scanning thread)
+/// against the wall-clock times each question was asked and answered:
+/// some questions were asked and answered entirely inside the scan, which
+/// a scan holding the table would not allow (checked: with the write lock
+/// held across the scan, none is). Latencies are printed, not asserted.
 #[test]
 fn a_rescan_of_a_big_tree_does_not_hold_answers() {
     let root = tempfile::tempdir().unwrap();
@@ -195,7 +196,9 @@ fn a_rescan_of_a_big_tree_does_not_hold_answers() {
     assert_eq!(field(&report, "files"), (DIRS * PER_DIR) as u64, "{report}");
     let during: Vec<Duration> = answers
         .iter()
-        .filter(|(asked, answered, _)| *asked >= started && *answered <= finished)
+        // Strictly inside, whole milliseconds: an answer in the scan's
+        // first or last millisecond may have slipped in before or after it.
+        .filter(|(asked, answered, _)| *asked > started && *answered < finished)
         .map(|(_, _, took)| *took)
         .collect();
     let mut lat: Vec<Duration> = answers.iter().map(|a| a.2).collect();
