@@ -16,7 +16,7 @@
 //! the agent would look. Links to directories are not followed (loops);
 //! names through them answer `Unknown`, so the cache asks the origin.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -154,8 +154,9 @@ pub struct Table {
     changing: HashSet<String>,
     /// Link name → the paths its content depends on ([`Resolved::File`]).
     links: HashMap<String, Vec<PathBuf>>,
-    /// The reverse: a path → the links through it.
-    through: HashMap<PathBuf, HashSet<String>>,
+    /// The reverse: a path → the links through it. Ordered, so that all
+    /// the paths below a directory are one range.
+    through: BTreeMap<PathBuf, HashSet<String>>,
     /// Links refused because they lead outside the root.
     outside: HashSet<String>,
     /// Global change counter, shared with the tables a rescan builds; a
@@ -212,7 +213,7 @@ impl Table {
             entries: HashMap::new(),
             changing: HashSet::new(),
             links: HashMap::new(),
-            through: HashMap::new(),
+            through: BTreeMap::new(),
             outside: HashSet::new(),
             generation: Arc::new(AtomicU64::new(0)),
         };
@@ -230,7 +231,7 @@ impl Table {
             entries: HashMap::new(),
             changing: HashSet::new(),
             links: HashMap::new(),
-            through: HashMap::new(),
+            through: BTreeMap::new(),
             outside: HashSet::new(),
             generation: Arc::clone(&self.generation),
         }
@@ -306,20 +307,15 @@ impl Table {
     /// The links whose content depends on the absolute path `abs` (it is
     /// one of their hops), or on anything below it.
     pub fn links_through(&self, abs: &Path) -> Vec<String> {
+        // The path itself, then (a directory on the way renamed or
+        // removed: one event for all below it) its descendants, which
+        // follow it in the components' order.
         let mut out: Vec<String> = self
             .through
-            .get(abs)
-            .into_iter()
-            .flatten()
-            .cloned()
+            .range(abs.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(abs))
+            .flat_map(|(_, links)| links.iter().cloned())
             .collect();
-        // A directory on the way renamed or removed: one event for all
-        // below it.
-        for (p, links) in &self.through {
-            if p != abs && p.starts_with(abs) {
-                out.extend(links.iter().cloned());
-            }
-        }
         out.sort();
         out.dedup();
         out

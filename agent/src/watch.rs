@@ -216,27 +216,35 @@ impl Loop {
             _ => true,
         };
         let now = Instant::now();
-        let mut t = write(&self.table);
-        for p in &ev.paths {
-            let mut rels = t.links_through(p);
-            if p != &self.root {
-                rels.extend(t.relative(p));
-            }
-            for rel in rels {
-                if suspect {
-                    t.mark_changing(&rel);
+        // Found under the read lock; the write lock only marks.
+        let rels: Vec<String> = {
+            let t = read(&self.table);
+            let mut rels = Vec::new();
+            for p in &ev.paths {
+                rels.extend(t.links_through(p));
+                if p != &self.root {
+                    rels.extend(t.relative(p));
                 }
-                if self.running.is_some() {
-                    self.touched.insert(rel.clone());
-                }
-                self.dirty
-                    .entry(rel)
-                    .and_modify(|d| d.last = now)
-                    .or_insert(Dirty {
-                        first: now,
-                        last: now,
-                    });
             }
+            rels
+        };
+        if suspect && !rels.is_empty() {
+            let mut t = write(&self.table);
+            for rel in &rels {
+                t.mark_changing(rel);
+            }
+        }
+        for rel in rels {
+            if self.running.is_some() {
+                self.touched.insert(rel.clone());
+            }
+            self.dirty
+                .entry(rel)
+                .and_modify(|d| d.last = now)
+                .or_insert(Dirty {
+                    first: now,
+                    last: now,
+                });
         }
     }
 
