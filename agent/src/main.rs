@@ -70,10 +70,18 @@ fn run(args: Args) -> Result<(), String> {
     let table = Table::scan_with(&args.root, args.follow_outside_root)
         .map_err(|e| format!("cannot scan --root {}: {e}", args.root.display()))?;
     log::info!(
-        "verification table: {} files under {}",
+        "verification table: {} files ({} through links) under {}",
         table.len(),
+        table.links(),
         table.root().display()
     );
+    if table.outside_root() > 0 {
+        log::warn!(
+            "{} links lead outside {} and answer unknown (--follow-outside-root follows them)",
+            table.outside_root(),
+            table.root().display()
+        );
+    }
     let table = Arc::new(RwLock::new(table));
     let watcher = watch::spawn(
         table.clone(),

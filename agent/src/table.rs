@@ -391,9 +391,8 @@ impl Table {
     /// Forgets `rel` (and anything below it) and counts it as a link that
     /// leads outside the root.
     pub fn refuse_outside(&mut self, rel: &str) {
-        if !self.outside.contains(rel) {
-            log::warn!("{rel}: link leads outside the root: refused (answered unknown)");
-        }
+        // Counted ([`Table::outside_root`]); the watcher warns of new ones.
+        log::debug!("{rel}: link leads outside the root: refused (answered unknown)");
         self.remove(rel);
         self.outside.insert(rel.to_owned());
     }
@@ -497,11 +496,6 @@ impl Table {
     ) -> Change {
         let prior = self.entries.get(rel).map(|e| e.state);
         self.apply_with_prior(rel, hops, hashed, prior)
-    }
-
-    /// [`Table::apply`] for a plain file.
-    pub fn apply_hash(&mut self, rel: &str, hashed: Option<(u64, [u8; 32], SystemTime)>) -> Change {
-        self.apply(rel, Vec::new(), hashed)
     }
 
     fn apply_with_prior(

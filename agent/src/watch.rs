@@ -360,6 +360,7 @@ impl Loop {
                     true
                 }
                 Resolved::Outside => {
+                    log::warn!("{rel}: link leads outside the root: refused (answered unknown)");
                     write(&self.table).refuse_outside(&rel);
                     true
                 }
