@@ -7,21 +7,10 @@ use slowpath::filestore::read_index;
 use slowpath::imagemap::{escape_name, fmt_time, render_listing, ImageMap};
 
 use crate::cli::CacheLs;
-use crate::config::Config;
 
 /// Prints the listing.
 pub(crate) fn run(ls: &CacheLs) -> Result<()> {
-    let dir = match (&ls.cache_dir, &ls.config) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => Config::load(c)?.cache_dir,
-        (None, None) => Config::default().cache_dir,
-    };
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "no cache directory at {} (give --cache-dir or --config)",
-            dir.display()
-        );
-    }
+    let dir = ls.dir.resolve()?;
     let mut entries =
         read_index(&dir).with_context(|| format!("reading the filestore in {}", dir.display()))?;
     entries.sort_by(|a, b| (a.server, &a.name).cmp(&(b.server, &b.name)));

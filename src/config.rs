@@ -163,6 +163,12 @@ pub(crate) struct Limits {
     /// Origin fetches at once (addressed mode); past it, a TFTP ERROR
     /// "busy".
     pub(crate) max_fetches: usize,
+    /// Distinct questions out to the agent at once; past it, requests go
+    /// to the origin.
+    pub(crate) max_validations: usize,
+    /// Held requests waiting on one question to the agent; past it, the
+    /// request goes to the origin.
+    pub(crate) max_waiters_per_validation: usize,
 }
 
 /// A byte count written as a number or as e.g. "4G".
@@ -240,6 +246,8 @@ impl Default for Limits {
             max_sessions: 4096,
             max_held_requests: 1024,
             max_fetches: 64,
+            max_validations: 256,
+            max_waiters_per_validation: 512,
         }
     }
 }
@@ -353,6 +361,11 @@ impl Config {
         if l.max_sessions == 0 || l.max_held_requests == 0 || l.max_fetches == 0 {
             bail!("limits.max_sessions, limits.max_held_requests and limits.max_fetches: must be at least 1");
         }
+        if l.max_validations == 0 || l.max_waiters_per_validation == 0 {
+            bail!(
+                "limits.max_validations and limits.max_waiters_per_validation: must be at least 1"
+            );
+        }
         if !(64..=1 << 20).contains(&l.redirect_ring) || !l.redirect_ring.is_power_of_two() {
             bail!("limits.redirect_ring: must be a power of two from 64 to 1048576");
         }
@@ -407,10 +420,14 @@ mod tests {
             cache_quota = 1073741824
             max_filter_entries = 100
             redirect_ring = 1024
+            max_validations = 8
+            max_waiters_per_validation = 16
             "#,
         )
         .unwrap();
         assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.limits.max_validations, 8);
+        assert_eq!(c.limits.max_waiters_per_validation, 16);
         assert_eq!(c.dscp, Some(46));
         assert_eq!(c.limits.max_file_size, Size(512 << 20));
         assert_eq!(c.limits.cache_quota, Size(1 << 30));
@@ -438,6 +455,11 @@ mod tests {
             ("[limits]\nredirect_ring = 1000", "limits.redirect_ring"),
             ("[limits]\ncache_quota = \"1M\"", "limits.cache_quota"),
             ("[limits]\nbogus = 1", "bogus"),
+            ("[limits]\nmax_validations = 0", "limits.max_validations"),
+            (
+                "[limits]\nmax_waiters_per_validation = 0",
+                "limits.max_waiters_per_validation",
+            ),
             ("[addressed]\naddress = \"10.0.0.5\"", "addressed.origin"),
             (
                 "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.1\"",

@@ -107,6 +107,7 @@ impl AgentLink {
         key: Key,
         config: ValidatorConfig,
         serve_when_unreachable: bool,
+        limits: ValidationLimits,
     ) -> std::io::Result<AgentLink> {
         let socket = UdpSocket::bind(if addr.is_ipv4() {
             "0.0.0.0:0"
@@ -114,6 +115,11 @@ impl AgentLink {
             "[::]:0"
         })?;
         socket.set_nonblocking(true)?;
+        let config = ValidatorConfig {
+            max_pending: limits.questions,
+            max_waiters: limits.waiters,
+            ..config
+        };
         Ok(AgentLink {
             validator: Validator::new(key, config, bootcache_agent::random_seed()),
             socket,
@@ -122,6 +128,16 @@ impl AgentLink {
             pending: HashMap::new(),
         })
     }
+}
+
+/// Bounds of the validator's tables (`[limits] max_validations`,
+/// `max_waiters_per_validation`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ValidationLimits {
+    /// Distinct questions out to the agent at once.
+    pub(crate) questions: usize,
+    /// Held requests waiting on one question.
+    pub(crate) waiters: usize,
 }
 
 /// What serving did, for the operator.
@@ -164,6 +180,10 @@ pub(crate) struct ServeCounters {
     /// because as many were held for the agent or an origin fetch as
     /// `[limits] max_held_requests` allows (or the client had its share).
     pub(crate) held_refused: u64,
+    /// Requests sent to the origin because the validator had as many
+    /// questions out, or as many requests waiting on this one, as
+    /// `[limits] max_validations` / `max_waiters_per_validation` allow.
+    pub(crate) validations_refused: u64,
 }
 
 /// The serving side of the slow path.
@@ -295,18 +315,26 @@ impl Serve {
             }
             Trapped::Hit(entry) => match &mut self.agent {
                 Some(agent) => {
-                    let Some(held) = HeldRequest::new(r) else {
-                        return None; // not an IPv4 request: classified as one above
-                    };
-                    let id = agent.validator.validate(
+                    match agent.validator.validate(
                         now,
                         wall,
                         agent.addr,
                         &entry.name,
                         entry.sha256.0,
-                    );
-                    agent.pending.insert(id, Parked { r: held, entry });
-                    None
+                    ) {
+                        Ok(id) => {
+                            if let Some(held) = HeldRequest::new(r) {
+                                agent.pending.insert(id, Parked { r: held, entry });
+                            }
+                            None
+                        }
+                        // The validator is full: the origin answers, as
+                        // past `held_room`.
+                        Err(_) => {
+                            self.counters.validations_refused += 1;
+                            self.not_served(now, r, &entry.name, logic)
+                        }
+                    }
                 }
                 None => {
                     let fresh =

@@ -634,7 +634,7 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} mapped_files={} rehashed={}",
+                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} validations_refused={} mapped_files={} rehashed={}",
                 c.hits,
                 c.misses,
                 c.stale,
@@ -654,6 +654,7 @@ impl Worker {
                 self.reinject_drops,
                 c.sessions_refused,
                 c.held_refused,
+                c.validations_refused,
                 s.mapped_files(),
                 c.rehashed,
             );

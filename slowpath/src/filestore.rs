@@ -614,6 +614,52 @@ fn hash_file(path: &Path) -> io::Result<(u64, [u8; 32])> {
     }
 }
 
+/// The lock file of a cache directory.
+const LOCK: &str = "lock";
+
+/// An exclusive advisory lock (`flock`) on a cache directory's `lock`
+/// file, taken by a running bridge and by `bootcache cache verify`: one
+/// owner of the directory's files at a time. The kernel releases it when
+/// the holder exits, however it exits.
+#[derive(Debug)]
+pub struct DirLock {
+    // Held open for the lock's sake: closing it releases the lock.
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock without waiting and writes our pid into the file.
+    /// Held by another process: an `Io` error of kind `WouldBlock`
+    /// ([`DirLock::holder`] names it).
+    pub fn acquire(dir: &Path) -> Result<DirLock, FilestoreError> {
+        let path = dir.join(LOCK);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| match Self::holder(dir) {
+                Some(pid) if e == rustix::io::Errno::WOULDBLOCK => io_err(&path)(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("locked by pid {pid}"),
+                )),
+                _ => io_err(&path)(e.into()),
+            },
+        )?;
+        f.set_len(0).map_err(io_err(&path))?;
+        writeln!(f, "{}", std::process::id()).map_err(io_err(&path))?;
+        Ok(DirLock { _file: f })
+    }
+
+    /// The pid written by the lock's holder, if any.
+    pub fn holder(dir: &Path) -> Option<u32> {
+        fs::read_to_string(dir.join(LOCK)).ok()?.trim().parse().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +740,21 @@ mod tests {
         assert_eq!(store.corrupt_removed(), 1);
         let reopened = Filestore::open(dir.path()).unwrap();
         assert_eq!(reopened.len(), 1);
+    }
+
+    #[test]
+    fn one_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        assert_eq!(DirLock::holder(dir.path()), Some(std::process::id()));
+        // flock belongs to the open file: a second open conflicts, even here.
+        let e = DirLock::acquire(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, FilestoreError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock),
+            "{e}"
+        );
+        drop(lock);
+        DirLock::acquire(dir.path()).unwrap();
     }
 
     #[test]
