@@ -107,14 +107,16 @@ fn held_requests_leave_the_receive_buffers_to_the_ports() {
     const EACH: u16 = 250;
     let h = shared("bounds");
     // An agent that never answers (the questions are read by no one): the
-    // requests are held for tries × retry_ms, far longer than this test.
+    // requests are held for tries × retry_ms, far longer than this test
+    // (all waiting on one question: the validator's waiter bound is raised
+    // to the held bound, which is what this test is about).
     let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (cache, cfg) = test_config("bounds-held", SERVER, "").unwrap();
     let key_file = cfg.with_file_name("agent.key");
     std::fs::write(&key_file, [0x5au8; 32]).unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap()
         + &format!(
-            "[agent]\naddress = \"{}\"\nkey_file = \"{}\"\nretry_ms = 20000\ntries = 3\n[limits]\nmax_held_requests = {HELD_MAX}\n",
+            "[agent]\naddress = \"{}\"\nkey_file = \"{}\"\nretry_ms = 20000\ntries = 3\n[limits]\nmax_held_requests = {HELD_MAX}\nmax_waiters_per_validation = {HELD_MAX}\n",
             agent.local_addr().unwrap(),
             key_file.display()
         );
