@@ -3,7 +3,8 @@
 //! The tracker sees copies of what crosses the bridge, in both directions.
 //! Copies may be lost (the redirect ring was full), duplicated or reordered,
 //! so nothing here assumes it sees every packet: a transfer is keyed by
-//! (server IP, client IP:port), starts with the client's RRQ to port 69, pins
+//! (VLAN scope, server IP, client IP:port) — two VLANs may reuse the same
+//! addresses and ports for two different servers — starts with the client's RRQ to port 69, pins
 //! the server's TID at the first reply, and feeds DATA into a
 //! [`Reassembly`]. It ends as exactly one [`Event`]: a verified file
 //! ([`Event::Completed`]), a [`Event::SizeProbe`], or a [`Event::Discarded`]
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use wire::frame::VlanScope;
 use wire::tftp::{self, ErrorCode, Packet, TransferMode};
 
 use crate::limits::Limits;
@@ -48,13 +50,15 @@ pub const LINGER: Duration = Duration::from_secs(1);
 
 /// Header-filter rule changes the fast path needs for the transfers tracked.
 ///
-/// The filter holds at most one dynamic rule per (server IP, client) pair:
-/// `Expect` and `Pin` replace the pair's rule, `Remove` deletes it.
+/// The filter holds at most one dynamic rule per (VLAN scope, server IP,
+/// client): `Expect` and `Pin` replace its rule, `Remove` deletes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FilterUpdate {
     /// Copy frames from `server` (any port) to `client`, and back: the server
     /// has not answered yet, so its TID is unknown.
     Expect {
+        /// The VLANs the transfer is on.
+        scope: VlanScope,
         /// The boot server's address.
         server: Ipv4Addr,
         /// The client's address and port.
@@ -62,6 +66,8 @@ pub enum FilterUpdate {
     },
     /// Copy frames of the 5-tuple `server` (IP and TID) ↔ `client`.
     Pin {
+        /// The VLANs the transfer is on.
+        scope: VlanScope,
         /// The boot server's address and TID.
         server: SocketAddrV4,
         /// The client's address and port.
@@ -69,6 +75,8 @@ pub enum FilterUpdate {
     },
     /// The transfer is over: drop the pair's rule.
     Remove {
+        /// The VLANs the transfer is on.
+        scope: VlanScope,
         /// The boot server's address.
         server: Ipv4Addr,
         /// The client's address and port.
@@ -158,6 +166,8 @@ impl std::fmt::Display for DiscardReason {
 /// temporary file under the cache's `tmp/`, ready to be published.
 #[derive(Debug)]
 pub struct Completed {
+    /// The VLANs the transfer was on (part of the cache key).
+    pub scope: VlanScope,
     /// The boot server.
     pub server: Ipv4Addr,
     /// The client that downloaded it.
@@ -240,7 +250,8 @@ pub struct TrackerStats {
     pub ignored: u64,
 }
 
-type Key = (Ipv4Addr, SocketAddrV4);
+/// (VLANs, server, client): the tags keep two VLANs' transfers apart.
+type Key = (VlanScope, Ipv4Addr, SocketAddrV4);
 
 /// Tracks every TFTP read transfer to or from the configured servers.
 #[derive(Debug)]
@@ -287,19 +298,20 @@ impl Tracker {
     }
 
     /// Handles one TFTP packet copy: the UDP payload `payload` of a datagram
-    /// from `src` to `dst`, going `dir`.
+    /// from `src` to `dst` on the VLANs `scope`, going `dir`.
     pub fn handle(
         &mut self,
         now: Instant,
         dir: Direction,
+        scope: VlanScope,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         payload: &[u8],
     ) {
         self.stats.packets += 1;
         match dir {
-            Direction::ToServer => self.handle_client_packet(now, src, dst, payload),
-            Direction::FromServer => self.handle_server_packet(now, src, dst, payload),
+            Direction::ToServer => self.handle_client_packet(now, scope, src, dst, payload),
+            Direction::FromServer => self.handle_server_packet(now, scope, src, dst, payload),
         }
     }
 
@@ -350,11 +362,12 @@ impl Tracker {
     fn handle_client_packet(
         &mut self,
         now: Instant,
+        scope: VlanScope,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         p: &[u8],
     ) {
-        let key = (*dst.ip(), src);
+        let key = (scope, *dst.ip(), src);
         if dst.port() == TFTP_PORT {
             match Packet::parse(p) {
                 Ok(Packet::Rrq(req)) => self.request(now, key, &req, p),
@@ -416,12 +429,12 @@ impl Tracker {
             if self.stats.over_transfer_limit.is_power_of_two() {
                 warn!(
                     "transfer limit ({}) reached: request from {} not followed ({} so far)",
-                    self.limits.max_transfers, key.1, self.stats.over_transfer_limit
+                    self.limits.max_transfers, key.2, self.stats.over_transfer_limit
                 );
             }
             self.events.push_back(Event::RequestSeen {
-                client: key.1,
-                server: key.0,
+                client: key.2,
+                server: key.1,
                 filename: String::from_utf8_lossy(req.filename).into_owned(),
             });
             return;
@@ -459,25 +472,27 @@ impl Tracker {
         };
         self.stats.transfers_started += 1;
         self.events.push_back(Event::RequestSeen {
-            client: key.1,
-            server: key.0,
+            client: key.2,
+            server: key.1,
             filename: t.name_lossy(),
         });
         self.transfers.insert(key, t);
         self.updates.push_back(FilterUpdate::Expect {
-            server: key.0,
-            client: key.1,
+            scope: key.0,
+            server: key.1,
+            client: key.2,
         });
     }
 
     fn handle_server_packet(
         &mut self,
         now: Instant,
+        scope: VlanScope,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         p: &[u8],
     ) {
-        let key = (*src.ip(), dst);
+        let key = (scope, *src.ip(), dst);
         let Some(t) = self.transfers.get_mut(&key) else {
             self.stats.stray += 1;
             return;
@@ -491,6 +506,7 @@ impl Tracker {
             None => {
                 t.tid = Some(src.port());
                 self.updates.push_back(FilterUpdate::Pin {
+                    scope,
                     server: src,
                     client: dst,
                 });
@@ -552,8 +568,8 @@ impl Tracker {
 
     fn too_large(&self, key: Key, size: u64) {
         warn!(
-            "file size limit ({} bytes) hit: {} bytes from {} to {}",
-            self.limits.max_file_size, size, key.0, key.1
+            "file size limit ({} bytes) hit: {} bytes from {} to {} ({})",
+            self.limits.max_file_size, size, key.1, key.2, key.0
         );
     }
 
@@ -566,7 +582,10 @@ impl Tracker {
         if first && t.oack.is_none() && t.oack_may_be_lost() {
             // Without the OACK the block size is unknown, and guessing 512
             // could take a full small block for the last one.
-            debug!("transfer {} -> {}: OACK not seen, not cached", key.0, key.1);
+            debug!(
+                "transfer {} -> {} ({}): OACK not seen, not cached",
+                key.1, key.2, key.0
+            );
             self.end(key, End::Discard(DiscardReason::MissingBlocks));
             return;
         }
@@ -654,8 +673,8 @@ impl Tracker {
     fn fail(&mut self, key: Key, reason: DiscardReason, e: &ReassemblyError) {
         match reason {
             DiscardReason::TooLarge => self.too_large(key, 0),
-            DiscardReason::Io => warn!("transfer {} -> {}: {e}", key.0, key.1),
-            _ => debug!("transfer {} -> {}: {e}", key.0, key.1),
+            DiscardReason::Io => warn!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0),
+            _ => debug!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0),
         }
         self.end(key, End::Discard(reason));
     }
@@ -663,8 +682,9 @@ impl Tracker {
     fn end(&mut self, key: Key, outcome: End) {
         if self.end_quiet(key, outcome) {
             self.updates.push_back(FilterUpdate::Remove {
-                server: key.0,
-                client: key.1,
+                scope: key.0,
+                server: key.1,
+                client: key.2,
             });
         }
     }
@@ -674,7 +694,7 @@ impl Tracker {
         let Some(mut t) = self.transfers.remove(&key) else {
             return false;
         };
-        let (server, client) = key;
+        let (scope, server, client) = key;
         let filename = t.name_lossy();
         let event = match outcome {
             End::Probe => Event::SizeProbe {
@@ -692,6 +712,7 @@ impl Tracker {
                 let r = t.reasm.take().map(Reassembly::finish);
                 match r {
                     Some(Ok(done)) => Event::Completed(Completed {
+                        scope,
                         server,
                         client,
                         filename,
