@@ -1294,7 +1294,9 @@ impl Topology {
                 .arg(&source)
                 .arg("-o")
                 .arg(&object))
-            .context("compiling the VLAN tc program")?;
+            .context(
+                "compiling the VLAN tc program (clang and the kernel headers: run scripts/setup)",
+            )?;
             let o = object.display();
             // One trunk filter per VLAN, by preference: a frame of another
             // VLAN, or untagged, goes on to the next and then the stack.
