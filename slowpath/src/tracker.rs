@@ -1026,6 +1026,99 @@ mod tests {
         out
     }
 
+    /// The same server, client address and client port on two VLANs are
+    /// two transfers: each gets its own rule updates (in its scope), its
+    /// own TID and its own data; ending one leaves the other.
+    #[test]
+    fn the_same_addresses_on_two_vlans_are_two_transfers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(dir.path().to_owned(), Limits::default());
+        let now = Instant::now();
+        let server = Ipv4Addr::new(10, 0, 0, 1);
+        let client = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 5), 2070);
+        let (v100, v200) = (
+            VlanScope::new(Some(100), None),
+            VlanScope::new(Some(200), None),
+        );
+        let rrq = Packet::Rrq(tftp::Request {
+            filename: b"f",
+            mode: tftp::Mode::OCTET,
+            options: tftp::Options::default(),
+        })
+        .to_vec()
+        .unwrap();
+        let to_server = |port| SocketAddrV4::new(server, port);
+        for scope in [v100, v200] {
+            t.handle(now, Direction::ToServer, scope, client, to_server(69), &rrq);
+        }
+        assert_eq!((t.active(), t.stats().transfers_started), (2, 2));
+        // Each answers from its own TID; a block from VLAN 100's TID on
+        // VLAN 200 is another TID there, not VLAN 100's data.
+        let data = |block: u16, byte: u8, len: usize| {
+            Packet::Data {
+                block,
+                payload: &vec![byte; len],
+            }
+            .to_vec()
+            .unwrap()
+        };
+        let dir_s = Direction::FromServer;
+        t.handle(now, dir_s, v100, to_server(40000), client, &data(1, 1, 512));
+        t.handle(now, dir_s, v200, to_server(50000), client, &data(1, 2, 512));
+        t.handle(now, dir_s, v200, to_server(40000), client, &data(2, 9, 3));
+        assert_eq!(t.stats().other_tid, 1);
+        t.handle(now, dir_s, v100, to_server(40000), client, &data(2, 1, 3));
+        t.handle(now, dir_s, v200, to_server(50000), client, &data(2, 2, 3));
+        let updates: Vec<_> = std::iter::from_fn(|| t.poll_filter_update()).collect();
+        assert_eq!(
+            updates,
+            [
+                FilterUpdate::Expect {
+                    scope: v100,
+                    server,
+                    client
+                },
+                FilterUpdate::Expect {
+                    scope: v200,
+                    server,
+                    client
+                },
+                FilterUpdate::Pin {
+                    scope: v100,
+                    server: to_server(40000),
+                    client
+                },
+                FilterUpdate::Pin {
+                    scope: v200,
+                    server: to_server(50000),
+                    client
+                },
+                FilterUpdate::Remove {
+                    scope: v100,
+                    server,
+                    client
+                },
+                FilterUpdate::Remove {
+                    scope: v200,
+                    server,
+                    client
+                },
+            ]
+        );
+        // The short blocks were the last: both complete, each with its own
+        // bytes and scope.
+        let done: Vec<_> = std::iter::from_fn(|| t.poll_event())
+            .filter_map(|e| match e {
+                Event::Completed(c) => Some((c.scope, c.sha256)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.len(), 2);
+        assert_eq!((done[0].0, done[1].0), (v100, v200));
+        assert_ne!(done[0].1, done[1].1);
+        assert_eq!(t.active(), 0);
+    }
+
     #[test]
     fn wrap_to_zero_and_to_one_with_reordering() {
         // Wrap to 0, the window straddling the wrap and reordered in it.
