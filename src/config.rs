@@ -31,6 +31,19 @@ pub(crate) struct Config {
     pub(crate) addressed: Option<AddressedConfig>,
     /// Resource bounds.
     pub(crate) limits: Limits,
+    /// How cached files are keyed.
+    pub(crate) cache: CacheConfig,
+}
+
+/// `[cache]`: how cached files are keyed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CacheConfig {
+    /// One cache for every VLAN: a file filled on one VLAN is served on
+    /// all. Off by default, where the VLAN tags are part of the cache key
+    /// (two VLANs may hold two different servers at one address). Transfers
+    /// and filter rules keep their VLAN either way.
+    pub(crate) share_across_vlans: bool,
 }
 
 /// Addressed mode's settings.
@@ -231,6 +244,7 @@ impl Default for Config {
             agent: None,
             addressed: None,
             limits: Limits::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -259,6 +273,7 @@ impl Config {
             max_transfers: self.limits.max_transfers,
             max_file_size: self.limits.max_file_size.0,
             quota_bytes: self.limits.cache_quota.0,
+            share_across_vlans: self.cache.share_across_vlans,
             ..slowpath::CacheLimits::default()
         }
     }
@@ -422,9 +437,12 @@ mod tests {
             redirect_ring = 1024
             max_validations = 8
             max_waiters_per_validation = 16
+            [cache]
+            share_across_vlans = true
             "#,
         )
         .unwrap();
+        assert!(c.cache.share_across_vlans);
         assert_eq!(c.servers.len(), 2);
         assert_eq!(c.limits.max_validations, 8);
         assert_eq!(c.limits.max_waiters_per_validation, 16);

@@ -24,7 +24,7 @@ use dpdk::{MappedFile, Mbuf, Mempool};
 use slowpath::imagemap::ServedFrom;
 use slowpath::tftp_server::Transmit;
 use slowpath::{CacheLogic, Entry, FileSource, ServeOutcome, ServerConfig, ServerSession};
-use wire::frame::UdpFrameRepr;
+use wire::frame::{UdpFrameRepr, VlanScope};
 use wire::tftp::Packet;
 
 mod addressed;
@@ -56,6 +56,10 @@ impl FileSource for CachedFile {
         &self.0.bytes()[range.start as usize..range.end as usize]
     }
 }
+
+/// A session's key: the client's VLANs, its address and port, our TID.
+/// Two VLANs may hold two clients with one address and port.
+type SessionKey = (VlanScope, SocketAddrV4, u16);
 
 struct Served {
     session: ServerSession<CachedFile>,
@@ -193,7 +197,7 @@ pub(crate) struct Serve {
     config: ServerConfig,
     max_age: Duration,
     agent: Option<AgentLink>,
-    sessions: HashMap<(SocketAddrV4, u16), Served>,
+    sessions: HashMap<SessionKey, Served>,
     next_tid: u16,
     pub(crate) counters: ServeCounters,
     /// ACK-to-next-DATA turnarounds of the sessions.
@@ -203,7 +207,7 @@ pub(crate) struct Serve {
     /// Sessions with frames to send that waited for room in the inject
     /// ring (the port is slower than the sessions' windows); sent first on
     /// the next pass.
-    blocked: std::collections::HashSet<(SocketAddrV4, u16)>,
+    blocked: std::collections::HashSet<SessionKey>,
     /// Mappings of the files being served, by path (dead entries pruned
     /// as sessions end).
     maps: HashMap<std::path::PathBuf, std::sync::Weak<MappedFile>>,
@@ -438,16 +442,17 @@ impl Serve {
         let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
             return Trapped::Forward;
         };
-        if let Some(s) = self.sessions.get_mut(&(client, dst.port())) {
+        let scope = repr.vlan_scope();
+        if let Some(s) = self.sessions.get_mut(&(scope, client, dst.port())) {
             s.session.handle_packet(now, payload);
-            self.pump((client, dst.port()), now, Some(r.tsc));
+            self.pump((scope, client, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
         if dst.port() != 69 {
             return Trapped::Forward;
         }
-        if self.in_progress(client) {
+        if self.in_progress(scope, client) {
             return Trapped::Consumed;
         }
         let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
@@ -456,7 +461,7 @@ impl Serve {
         let Ok(name) = std::str::from_utf8(req.filename) else {
             return Trapped::Forward;
         };
-        match logic.filestore().lookup(*dst.ip(), name) {
+        match logic.filestore().lookup(scope, *dst.ip(), name) {
             Some(entry) => Trapped::Hit(entry.clone()),
             None => {
                 self.counters.misses += 1;
@@ -465,11 +470,17 @@ impl Serve {
         }
     }
 
-    /// True when `client` has a request under way: a session serving it,
-    /// or its RRQ held for the agent or for an origin fetch. A retransmitted
-    /// RRQ of such a client is dropped: the first one is being taken care of.
-    fn in_progress(&self, client: SocketAddrV4) -> bool {
-        self.held().any(|h| h.client() == client) || self.sessions.keys().any(|(c, _)| *c == client)
+    /// True when `client` on `scope` has a request under way: a session
+    /// serving it, or its RRQ held for the agent or for an origin fetch. A
+    /// retransmitted RRQ of such a client is dropped: the first one is
+    /// being taken care of.
+    fn in_progress(&self, scope: VlanScope, client: SocketAddrV4) -> bool {
+        self.held()
+            .any(|h| (h.scope(), h.client()) == (scope, client))
+            || self
+                .sessions
+                .keys()
+                .any(|&(s, c, _)| (s, c) == (scope, client))
     }
 
     /// Every request held, for the agent or for an origin fetch.
@@ -481,17 +492,18 @@ impl Serve {
     }
 
     /// Room for one more held request from the sender of `r`: under
-    /// `[limits] max_held_requests`, and under that client address's share
-    /// of it (one host cannot take the table for itself).
+    /// `[limits] max_held_requests`, and under that client's share of it
+    /// (one host, an address on a VLAN, cannot take the table for itself).
     fn held_room(&self, r: &impl Request) -> bool {
         let Ok((repr, _)) = UdpFrameRepr::parse(r.data()) else {
             return false;
         };
-        let client = repr.src().ip();
+        let (scope, client) = (repr.vlan_scope(), repr.src().ip());
         let (mut total, mut from_client) = (0, 0);
         for h in self.held() {
             total += 1;
-            from_client += usize::from(std::net::IpAddr::V4(*h.client().ip()) == client);
+            from_client +=
+                usize::from((h.scope(), std::net::IpAddr::V4(*h.client().ip())) == (scope, client));
         }
         total < self.limits.held && from_client < slowpath::limits::per_source(self.limits.held)
     }
@@ -517,11 +529,12 @@ impl Serve {
             return false;
         };
         let server = *dst.ip();
+        let scope = repr.vlan_scope();
         let name = entry.name.as_str();
         let from_client = self
             .sessions
             .keys()
-            .filter(|(c, _)| c.ip() == client.ip())
+            .filter(|(s, c, _)| (*s, c.ip()) == (scope, client.ip()))
             .count();
         if self.sessions.len() >= self.limits.sessions
             || from_client >= slowpath::limits::per_source(self.limits.sessions)
@@ -554,7 +567,7 @@ impl Serve {
         let Ok(session) = ServerSession::new(now, &req, file, &self.config) else {
             return false; // e.g. netascii: the origin answers
         };
-        let tid = self.allocate_tid(client);
+        let tid = self.allocate_tid(scope, client);
         // Addressed mode: the client asked bootcache itself, whose address
         // traps everything sent to it; no rules needed.
         let own_mac = self
@@ -566,12 +579,12 @@ impl Serve {
             // The client's ACKs and ERRORs to our TID must come to us, not the origin.
             let (srv, cli) = (std::net::IpAddr::V4(server), SocketAddr::V4(client));
             let installed = filter
-                .expect(srv, cli)
-                .and_then(|_| filter.pin(SocketAddrV4::new(server, tid).into(), cli))
-                .and_then(|_| filter.set_trap(srv, cli, true));
+                .expect(scope, srv, cli)
+                .and_then(|_| filter.pin(scope, SocketAddrV4::new(server, tid).into(), cli))
+                .and_then(|_| filter.set_trap(scope, srv, cli, true));
             if let Err(e) = installed {
                 log::warn!("cache hit for {name:?} not served: {e}");
-                let _ = filter.remove(srv, cli);
+                let _ = filter.remove(scope, srv, cli);
                 return false;
             }
             filter.publish();
@@ -598,7 +611,7 @@ impl Serve {
             entry.size
         );
         self.sessions.insert(
-            (client, tid),
+            (scope, client, tid),
             Served {
                 session,
                 reply,
@@ -607,7 +620,7 @@ impl Serve {
                 rules: own_mac.is_none(),
             },
         );
-        self.pump((client, tid), now, None);
+        self.pump((scope, client, tid), now, None);
         true
     }
 
@@ -640,7 +653,7 @@ impl Serve {
     /// Sends whatever the session has to send, as frames to the client.
     /// `ack_tsc`: the receive TSC of the client's packet that this answers;
     /// the first DATA pushed records the turnaround.
-    fn pump(&mut self, key: (SocketAddrV4, u16), now: Instant, mut ack_tsc: Option<u64>) {
+    fn pump(&mut self, key: SessionKey, now: Instant, mut ack_tsc: Option<u64>) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -713,7 +726,8 @@ impl Serve {
                     c.completed += 1;
                     c.served_bytes += bytes;
                     log::info!(
-                        "served {bytes} bytes to {} from the cache in {elapsed:?}",
+                        "served {bytes} bytes to {} ({}) from the cache in {elapsed:?}",
+                        key.1,
                         key.0
                     );
                 }
@@ -728,20 +742,21 @@ impl Serve {
                         Some(ServeOutcome::Aborted(_)) | None => c.aborted += 1,
                         Some(ServeOutcome::Completed { .. }) => {}
                     }
-                    log::info!("cache session with {} ended: {other:?}", key.0);
+                    log::info!("cache session with {} ({}) ended: {other:?}", key.1, key.0);
                 }
             }
             if s.rules {
                 filter.remove(
+                    key.0,
                     std::net::IpAddr::V4(s.server),
-                    std::net::SocketAddr::V4(key.0),
+                    std::net::SocketAddr::V4(key.1),
                 );
             }
         }
         filter.publish();
     }
 
-    fn allocate_tid(&mut self, client: SocketAddrV4) -> u16 {
+    fn allocate_tid(&mut self, scope: VlanScope, client: SocketAddrV4) -> u16 {
         loop {
             let tid = self.next_tid;
             self.next_tid = if self.next_tid == u16::MAX {
@@ -749,7 +764,7 @@ impl Serve {
             } else {
                 self.next_tid + 1
             };
-            if !self.sessions.contains_key(&(client, tid)) {
+            if !self.sessions.contains_key(&(scope, client, tid)) {
                 return tid;
             }
         }

@@ -509,14 +509,28 @@ impl Worker {
         while let Some(u) = self.logic.poll_filter_update() {
             changed = true;
             let res = match u {
-                FilterUpdate::Expect { server, client } => {
-                    self.filter.expect(server.into(), client.into()).map(drop)
-                }
-                FilterUpdate::Pin { server, client } => {
-                    self.filter.pin(server.into(), client.into()).map(drop)
-                }
-                FilterUpdate::Remove { server, client } => {
-                    self.filter.remove(server.into(), client.into());
+                FilterUpdate::Expect {
+                    scope,
+                    server,
+                    client,
+                } => self
+                    .filter
+                    .expect(scope, server.into(), client.into())
+                    .map(drop),
+                FilterUpdate::Pin {
+                    scope,
+                    server,
+                    client,
+                } => self
+                    .filter
+                    .pin(scope, server.into(), client.into())
+                    .map(drop),
+                FilterUpdate::Remove {
+                    scope,
+                    server,
+                    client,
+                } => {
+                    self.filter.remove(scope, server.into(), client.into());
                     Ok(())
                 }
             };

@@ -430,7 +430,10 @@ fn cache_with(dir: &std::path::Path, files: &[(&str, &[u8])]) -> slowpath::Files
         store
             .publish(
                 std::time::SystemTime::now(),
-                std::net::Ipv4Addr::new(192, 0, 2, 1),
+                (
+                    wire::frame::VlanScope::UNTAGGED,
+                    std::net::Ipv4Addr::new(192, 0, 2, 1),
+                ),
                 name,
                 done.file,
                 done.size,
@@ -456,7 +459,11 @@ fn cache_verify_removes_a_flipped_byte_and_exits_1() {
         ],
     );
     let kernel = store
-        .lookup(std::net::Ipv4Addr::new(192, 0, 2, 1), "boot/vmlinuz")
+        .lookup(
+            wire::frame::VlanScope::UNTAGGED,
+            std::net::Ipv4Addr::new(192, 0, 2, 1),
+            "boot/vmlinuz",
+        )
         .unwrap()
         .clone();
     let kernel_path = store.path_of(&kernel);

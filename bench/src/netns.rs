@@ -562,19 +562,7 @@ impl Topology {
     /// the TFTP root, in order (dnsmasq logs `sent <path> to <client>` or
     /// `failed sending <path> to <client>` when a transfer ends).
     pub fn origin_transfers(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(self.origin_log()).unwrap_or_default();
-        let root = format!("{}/", self.tftp_root.display());
-        log.lines()
-            .filter_map(|l| {
-                let rest = l.split_once("dnsmasq-tftp")?.1;
-                let path = rest
-                    .split_once(": sent ")
-                    .or_else(|| rest.split_once(": failed sending "))?
-                    .1;
-                let path = path.rsplit_once(" to ")?.0;
-                Some(path.strip_prefix(&root).unwrap_or(path).to_string())
-            })
-            .collect()
+        dnsmasq_transfers(&self.origin_log(), &self.tftp_root)
     }
 
     /// [`Topology::origin_count`] of each of `names`.
@@ -1037,7 +1025,7 @@ impl Topology {
     /// Reads `name` with curl (`tftp://`, blksize option when given; curl
     /// always asks for tsize) from the client namespace into `out`.
     pub fn curl_get(&self, name: &str, blksize: Option<u16>, out: &Path) -> Result<Duration> {
-        self.curl_get_from(SERVER_IP, name, blksize, out)
+        self.curl_get_in(&self.client_ns, SERVER_IP, name, blksize, out)
     }
 
     /// [`Topology::curl_get`] from the TFTP server at `host`.
@@ -1048,30 +1036,53 @@ impl Topology {
         blksize: Option<u16>,
         out: &Path,
     ) -> Result<Duration> {
-        let mut cmd = self.client_cmd("curl");
+        self.curl_get_in(&self.client_ns, host, name, blksize, out)
+    }
+
+    /// [`Topology::curl_get`] from namespace `ns`, from `server`.
+    fn curl_get_in(
+        &self,
+        ns: &str,
+        server: Ipv4Addr,
+        name: &str,
+        blksize: Option<u16>,
+        out: &Path,
+    ) -> Result<Duration> {
+        let mut cmd = self.ns_cmd(ns, "curl");
         cmd.args(["-sS", "--max-time", "300", "-o"]).arg(out);
         if let Some(b) = blksize {
             cmd.args(["--tftp-blksize", &b.to_string()]);
         }
-        cmd.arg(format!("tftp://{host}/{name}"));
+        cmd.arg(format!("tftp://{server}/{name}"));
         timed(&mut cmd)
     }
 
     /// Reads `name` with tftp-hpa's `tftp` (binary mode, no options: RFC 1350
     /// lock-step with 512-byte blocks) into `out`.
     pub fn tftp_hpa_get(&self, name: &str, out: &Path) -> Result<Duration> {
-        self.tftp_hpa_get_from(SERVER_IP, name, out)
+        self.tftp_hpa_get_in(&self.client_ns, SERVER_IP, name, out)
     }
 
     /// [`Topology::tftp_hpa_get`] from the TFTP server at `host`.
     pub fn tftp_hpa_get_from(&self, host: Ipv4Addr, name: &str, out: &Path) -> Result<Duration> {
-        let mut cmd = self.client_cmd("timeout");
+        self.tftp_hpa_get_in(&self.client_ns, host, name, out)
+    }
+
+    /// [`Topology::tftp_hpa_get`] from namespace `ns`, from `server`.
+    fn tftp_hpa_get_in(
+        &self,
+        ns: &str,
+        server: Ipv4Addr,
+        name: &str,
+        out: &Path,
+    ) -> Result<Duration> {
+        let mut cmd = self.ns_cmd(ns, "timeout");
         cmd.args([
             "300",
             "tftp",
             "-m",
             "binary",
-            &host.to_string(),
+            &server.to_string(),
             "-c",
             "get",
             name,
@@ -1197,6 +1208,241 @@ pub struct Boot {
     pub serial: String,
 }
 
+// VLANs (issue 13): boot LANs on VLANs of the one bridged segment, each
+// with the same addresses, so that only the tags tell them apart. Kept in
+// one block: `add_vlan` builds on a topology and registers what it creates
+// with it (cleanup by `Drop` and `cleanup_all` as for the rest).
+
+/// The boot server's address on every VLAN of [`Topology::add_vlan`]: the
+/// same on each, as sites with overlapping subnets have it.
+pub const VLAN_SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 81, 0, 1);
+/// The client's address on every VLAN, the same on each too.
+pub const VLAN_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 81, 0, 50);
+
+/// The tc programs of a VLAN's switch port (compiled per VLAN with `VID`,
+/// the access veth's `ACCESS` and the trunk's `TRUNK` ifindex): on the
+/// trunk's ingress, frames of `VID` lose their tag and go to the access
+/// link, others go on to the next filter; on the access link's ingress,
+/// frames get the tag and go out of the trunk. The kernel has moved a
+/// received tag into the packet's metadata before tc runs.
+pub const VLAN_TC_PROGRAM: &str = r#"
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_skb_vlan_push)(struct __sk_buff *skb, __be16 proto, __u16 tci) =
+    (void *)BPF_FUNC_skb_vlan_push;
+static long (*bpf_skb_vlan_pop)(struct __sk_buff *skb) = (void *)BPF_FUNC_skb_vlan_pop;
+
+__attribute__((section("tc/trunk"), used)) int trunk(struct __sk_buff *skb)
+{
+    if (!skb->vlan_present || (skb->vlan_tci & 0x0fff) != VID)
+        return TC_ACT_UNSPEC;
+    if (bpf_skb_vlan_pop(skb))
+        return TC_ACT_SHOT;
+    return bpf_redirect(ACCESS, 0);
+}
+
+__attribute__((section("tc/access"), used)) int access(struct __sk_buff *skb)
+{
+    if (bpf_skb_vlan_push(skb, __builtin_bswap16(0x8100), VID))
+        return TC_ACT_SHOT;
+    return bpf_redirect(TRUNK, 0);
+}
+
+char _license[] __attribute__((section("license"), used)) = "GPL";
+"#;
+
+/// One VLAN of a topology: a server namespace with its own TFTP server
+/// (dnsmasq, TFTP only) and root, and a client namespace.
+#[derive(Debug)]
+pub struct Vlan {
+    /// The VLAN ID.
+    pub vid: u16,
+    /// The VLAN's boot server namespace (`eth0` is `eth0.<vid>` of the
+    /// topology's server veth, [`VLAN_SERVER_IP`]).
+    pub server_ns: String,
+    /// The VLAN's client namespace (`eth0` is `br0.<vid>` of the client
+    /// bridge, [`VLAN_CLIENT_IP`]).
+    pub client_ns: String,
+    /// Its TFTP server's root.
+    pub tftp_root: PathBuf,
+    /// Its TFTP server's log (every transfer).
+    pub log: PathBuf,
+}
+
+impl Vlan {
+    /// Writes `content` as `name` into this VLAN's TFTP root.
+    pub fn put_file(&self, name: &str, content: &[u8]) -> Result<()> {
+        let p = self.tftp_root.join(name);
+        std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Transfers this VLAN's TFTP server sent or tried to send.
+    pub fn origin_transfers(&self) -> Vec<String> {
+        dnsmasq_transfers(&self.log, &self.tftp_root)
+    }
+
+    /// Transfers of `name` this VLAN's TFTP server sent so far.
+    pub fn origin_count(&self, name: &str) -> usize {
+        self.origin_transfers()
+            .iter()
+            .filter(|n| *n == name)
+            .count()
+    }
+}
+
+impl Topology {
+    /// Adds VLAN `vid` (1–4094) and starts its TFTP server: namespace
+    /// `<prefix>-s<vid>` ([`VLAN_SERVER_IP`]) hangs off the server namespace's
+    /// `eth0`, `<prefix>-c<vid>` ([`VLAN_CLIENT_IP`]) off the client
+    /// namespace's, each through a veth pair whose frames the kernel tags
+    /// with `vid` on their way to the trunk (the `eth0` facing bootcache)
+    /// and untags on their way back: a VLAN-aware switch port, done by
+    /// [`VLAN_TC_PROGRAM`] (this machine's kernels lack 802.1Q devices and
+    /// bridge VLAN filtering). Frames cross bootcache tagged.
+    pub fn add_vlan(&self, vid: u16) -> Result<Vlan> {
+        if !(1..=4094).contains(&vid) {
+            bail!("VLAN ID {vid}: 1-4094");
+        }
+        let clang = find_tool("clang")
+            .ok_or_else(|| anyhow!("clang not found (Debian package clang): run scripts/setup"))?;
+        let v = Vlan {
+            vid,
+            server_ns: format!("{}-s{vid}", self.prefix),
+            client_ns: format!("{}-c{vid}", self.prefix),
+            tftp_root: self.dir.join(format!("tftp-vlan{vid}")),
+            log: self.dir.join(format!("dnsmasq-vlan{vid}.log")),
+        };
+        std::fs::create_dir_all(&v.tftp_root)?;
+        let source = self.dir.join("vlan_tc.c");
+        std::fs::write(&source, VLAN_TC_PROGRAM)?;
+        live(|m| {
+            if let Some(o) = m.get_mut(&self.prefix) {
+                o.namespaces
+                    .extend([v.server_ns.clone(), v.client_ns.clone()]);
+            }
+        });
+        let off = "tx off rx off sg off gso off tso off gro off";
+        let access = format!("vl{vid}");
+        for (trunk_ns, ns, addr, side) in [
+            (&self.server_ns, &v.server_ns, VLAN_SERVER_IP, "s"),
+            (&self.client_ns, &v.client_ns, VLAN_CLIENT_IP, "c"),
+        ] {
+            ip(&["netns", "add", ns])?;
+            in_ns(
+                trunk_ns,
+                &format!(
+                    "ip link add {access} type veth peer name {access}p
+                     ip link set {access}p netns {ns}
+                     ethtool -K {access} {off} >/dev/null 2>&1 || true
+                     ip link set {access} up"
+                ),
+            )?;
+            in_ns(
+                ns,
+                &format!(
+                    "ip link set lo up
+                     sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+                     ip link set {access}p name eth0
+                     ethtool -K eth0 {off} >/dev/null 2>&1 || true
+                     ip link set eth0 up
+                     ip addr add {addr}/24 dev eth0"
+                ),
+            )?;
+            let ifindex = |dev: &str| -> Result<u32> {
+                let line = in_ns(trunk_ns, &format!("ip -o link show dev {dev}"))?;
+                line.split(':')
+                    .next()
+                    .and_then(|n| n.trim().parse().ok())
+                    .ok_or_else(|| anyhow!("no ifindex for {dev} in {trunk_ns}: {line}"))
+            };
+            let object = self.dir.join(format!("vlan_tc_{side}{vid}.o"));
+            run(Command::new(&clang)
+                .args(["-O2", "-target", "bpf", "-c"])
+                // Debian keeps asm/ under the multiarch directory.
+                .arg(format!(
+                    "-I/usr/include/{}-linux-gnu",
+                    std::env::consts::ARCH
+                ))
+                .arg(format!("-DVID={vid}"))
+                .arg(format!("-DACCESS={}", ifindex(&access)?))
+                .arg(format!("-DTRUNK={}", ifindex("eth0")?))
+                .arg(&source)
+                .arg("-o")
+                .arg(&object))
+            .context(
+                "compiling the VLAN tc program (clang and the kernel headers: run scripts/setup)",
+            )?;
+            let o = object.display();
+            // One trunk filter per VLAN, by preference: a frame of another
+            // VLAN, or untagged, goes on to the next and then the stack.
+            in_ns(
+                trunk_ns,
+                &format!(
+                    "tc qdisc show dev eth0 | grep -q clsact || tc qdisc add dev eth0 clsact
+                     tc filter add dev eth0 ingress pref {vid} bpf da obj {o} sec tc/trunk
+                     tc qdisc add dev {access} clsact
+                     tc filter add dev {access} ingress bpf da obj {o} sec tc/access"
+                ),
+            )?;
+        }
+        let conf = format!(
+            "port=0\ninterface=eth0\nbind-interfaces\nno-resolv\nno-hosts\nuser=root\ngroup=root\n\
+             log-facility={}\nenable-tftp\ntftp-root={}\n",
+            v.log.display(),
+            v.tftp_root.display(),
+        );
+        let conf_path = self.dir.join(format!("dnsmasq-vlan{vid}.conf"));
+        std::fs::write(&conf_path, conf)?;
+        let dnsmasq =
+            find_tool("dnsmasq").ok_or_else(|| anyhow!("dnsmasq not found: run scripts/setup"))?;
+        let mut cmd = self.ns_cmd(&v.server_ns, &dnsmasq.to_string_lossy());
+        cmd.arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", conf_path.display()))
+            .arg("--pid-file=");
+        let out = self.dir.join(format!("dnsmasq-vlan{vid}.out"));
+        // Owned by the topology: stopped with it.
+        self.spawn_logged(cmd, &out)?;
+        wait_for_text(&v.log, "TFTP root is", Duration::from_secs(10)).map_err(|e| {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            anyhow!("dnsmasq on VLAN {vid} did not start: {e}: {}", text.trim())
+        })?;
+        Ok(v)
+    }
+
+    /// bootcache's configuration for the VLANs: [`VLAN_SERVER_IP`] as boot
+    /// server, cache hits served while younger than an hour (no agent: one
+    /// agent address cannot stand for a server per VLAN), and
+    /// `share_across_vlans` as given.
+    pub fn write_vlan_config(&self, share_across_vlans: bool) -> Result<PathBuf> {
+        let p = self.dir.join("bootcache.toml");
+        let text = format!(
+            "servers = [\"{VLAN_SERVER_IP}\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n\n\
+             [cache]\nshare_across_vlans = {share_across_vlans}\n\n[limits]\nredirect_ring = {REDIRECT_RING}\n",
+            self.cache_dir.display(),
+        );
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// Reads `name` with curl from VLAN `v`'s client, from its server.
+    pub fn vlan_curl_get(
+        &self,
+        v: &Vlan,
+        name: &str,
+        blksize: Option<u16>,
+        out: &Path,
+    ) -> Result<Duration> {
+        self.curl_get_in(&v.client_ns, VLAN_SERVER_IP, name, blksize, out)
+    }
+
+    /// Reads `name` with tftp-hpa's `tftp` from VLAN `v`'s client.
+    pub fn vlan_tftp_hpa_get(&self, v: &Vlan, name: &str, out: &Path) -> Result<Duration> {
+        self.tftp_hpa_get_in(&v.client_ns, VLAN_SERVER_IP, name, out)
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         if let Some(bc) = self.bootcache.take() {
@@ -1235,6 +1481,23 @@ pub fn shell_word(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// The TFTP transfers a dnsmasq logged in `log`, by path relative to `root`.
+fn dnsmasq_transfers(log: &Path, root: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let root = format!("{}/", root.display());
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split_once("dnsmasq-tftp")?.1;
+            let path = rest
+                .split_once(": sent ")
+                .or_else(|| rest.split_once(": failed sending "))?
+                .1;
+            let path = path.rsplit_once(" to ")?.0;
+            Some(path.strip_prefix(&root).unwrap_or(path).to_string())
+        })
+        .collect()
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {

@@ -8,9 +8,15 @@
 //! <cache_dir>/tmp/            reassemblies in progress; emptied at open
 //! ```
 //!
-//! Entries are keyed by (server address, file name). File names are hostile
-//! input, so they never reach the file system: a cached file is stored as
-//! `hex(SHA-256(server ‖ 0 ‖ name)) "-" hex(SHA-256(content))`, and the
+//! Entries are keyed by (server address, VLAN scope, file name): two VLANs
+//! may reuse one server address for two different servers, so a file filled
+//! on VLAN 100 is never served on VLAN 200 — unless the cache is shared
+//! across VLANs ([`Filestore::set_share_across_vlans`], `[cache]
+//! share_across_vlans`), in which case the key has no scope. File names are
+//! hostile input, so they never reach the file system: a cached file is
+//! stored as `hex(SHA-256(server ‖ 0 ‖ name [‖ 0 ‖ scope])) "-"
+//! hex(SHA-256(content))` (the scope part only for a tagged or shared
+//! entry, so untagged entries keep the names they always had), and the
 //! original name is kept in the index only. The content hash in the stored
 //! name means a changed file is published under a new name before the index
 //! switches to it, so the index never points at content other than what it
@@ -27,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wire::frame::VlanScope;
 
 use crate::reassembly::TempFile;
 
@@ -157,11 +164,35 @@ mod unix_secs {
     }
 }
 
+/// A VLAN scope stored as `[outer, inner]` (0 for no tag).
+mod vlan_pair {
+    use super::*;
+
+    pub(super) fn serialize<S: serde::Serializer>(v: &VlanScope, s: S) -> Result<S::Ok, S::Error> {
+        [v.outer, v.inner].serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<VlanScope, D::Error> {
+        let [outer, inner] = <[u16; 2]>::deserialize(d)?;
+        Ok(VlanScope::new(Some(outer), Some(inner)))
+    }
+}
+
 /// One cached file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The boot server it came from.
     pub server: Ipv4Addr,
+    /// The VLANs it was filled on (entries written before VLANs were part
+    /// of the key load as untagged).
+    #[serde(default, with = "vlan_pair")]
+    pub vlan: VlanScope,
+    /// Filled while the cache was shared across VLANs: its key has no
+    /// scope, it is served on every VLAN (and only while sharing is on).
+    #[serde(default)]
+    pub shared: bool,
     /// The file name as the client requested it (hostile: display escaped).
     pub name: String,
     /// Length in bytes.
@@ -217,20 +248,29 @@ pub enum Published {
     Replaced,
 }
 
+/// An entry's key: server, VLAN scope (`None`: shared across VLANs), name.
+type Key = (Ipv4Addr, Option<VlanScope>, String);
+
+fn key_of(e: &Entry) -> Key {
+    (e.server, (!e.shared).then_some(e.vlan), e.name.clone())
+}
+
 /// The verified cache in one directory.
 #[derive(Debug)]
 pub struct Filestore {
     dir: PathBuf,
-    index: BTreeMap<(Ipv4Addr, String), Entry>,
+    index: BTreeMap<Key, Entry>,
     used: u64,
     quota: u64,
     report: LoadReport,
     /// Entries whose file was hashed by this process (published by it, or
     /// checked by [`Filestore::verify`]); the others were only checked for
     /// size when the index was loaded.
-    verified: std::collections::BTreeSet<(Ipv4Addr, String)>,
+    verified: std::collections::BTreeSet<Key>,
     /// Entries removed because their file no longer hashed to the index.
     corrupt_removed: u64,
+    /// One cache for every VLAN (`[cache] share_across_vlans`).
+    share_across_vlans: bool,
 }
 
 impl Filestore {
@@ -280,12 +320,13 @@ impl Filestore {
             report,
             verified: Default::default(),
             corrupt_removed: 0,
+            share_across_vlans: false,
         };
         let listed = entries.is_some();
         let mut dropped = false;
         for entry in entries.unwrap_or_default() {
-            let expected = stored_name(entry.server, &entry.name, &entry.sha256);
-            let key = (entry.server, entry.name.clone());
+            let key = key_of(&entry);
+            let expected = stored_name(&key, &entry.sha256);
             // Names are stored normalised; an entry of an older version
             // under another spelling could never be looked up: dropped
             // (the next transfer of the file caches it again).
@@ -359,6 +400,19 @@ impl Filestore {
         self.quota = bytes;
     }
 
+    /// Shares the cache across VLANs (`true`): files are looked up and
+    /// published without their VLAN scope. Off by default: two VLANs may
+    /// hold two different servers at one address. Entries filled in the
+    /// other mode stay in the index but are not served until it returns.
+    pub fn set_share_across_vlans(&mut self, share: bool) {
+        self.share_across_vlans = share;
+    }
+
+    /// The key of `name` from `server` asked on `scope`, under this mode.
+    fn key(&self, scope: VlanScope, server: Ipv4Addr, name: String) -> Key {
+        (server, (!self.share_across_vlans).then_some(scope), name)
+    }
+
     /// The quota in bytes.
     pub fn quota(&self) -> u64 {
         self.quota
@@ -389,15 +443,16 @@ impl Filestore {
         self.dir.join(TMP)
     }
 
-    /// The entry for `name` from `server`, the name normalised as the
-    /// server resolves it ([`wire::tftp::normalize_name`]: "x", "/x" and
-    /// "./x" are one entry; a name with `..` has none).
-    pub fn lookup(&self, server: Ipv4Addr, name: &str) -> Option<&Entry> {
+    /// The entry for `name` from `server` as asked on the VLANs `scope`
+    /// (any VLAN when shared), the name normalised as the server resolves
+    /// it ([`wire::tftp::normalize_name`]: "x", "/x" and "./x" are one
+    /// entry; a name with `..` has none).
+    pub fn lookup(&self, scope: VlanScope, server: Ipv4Addr, name: &str) -> Option<&Entry> {
         let name = wire::tftp::normalize_name(name).ok()?;
-        self.index.get(&(server, name))
+        self.index.get(&self.key(scope, server, name))
     }
 
-    /// Every entry, ordered by server then name.
+    /// Every entry, ordered by server, scope (shared first), then name.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.index.values()
     }
@@ -416,11 +471,12 @@ impl Filestore {
     pub fn path_of(&self, entry: &Entry) -> PathBuf {
         self.dir
             .join(FILES)
-            .join(stored_name(entry.server, &entry.name, &entry.sha256))
+            .join(stored_name(&key_of(entry), &entry.sha256))
     }
 
     /// Publishes a verified file: `temp` (under [`Filestore::tmp_dir`]) holds
-    /// `size` bytes hashing to `sha256`, requested as `name` from `server`.
+    /// `size` bytes hashing to `sha256`, requested as `name` on the VLANs
+    /// `scope` from `server` (the pair the tracker keyed the transfer by).
     ///
     /// The same content again only bumps the entry; new content is fsynced,
     /// renamed into `files/`, then the index is rewritten atomically, then an
@@ -429,7 +485,7 @@ impl Filestore {
     pub fn publish(
         &mut self,
         wall: SystemTime,
-        server: Ipv4Addr,
+        (scope, server): (VlanScope, Ipv4Addr),
         name: &str,
         temp: TempFile,
         size: u64,
@@ -439,7 +495,7 @@ impl Filestore {
             name: name.to_owned(),
             reason: e,
         })?;
-        let key = (server, name.to_owned());
+        let key = self.key(scope, server, name.to_owned());
         let sha256 = Digest256(sha256);
         // What the index can store, so that memory and disk agree.
         let wall = UNIX_EPOCH
@@ -466,7 +522,7 @@ impl Filestore {
                 quota: self.quota,
             });
         }
-        let stored_as = stored_name(server, name, &sha256);
+        let stored_as = stored_name(&key, &sha256);
         let dest = self.dir.join(FILES).join(&stored_as);
         // The reassembly fsynced the data; the rename and the directory
         // entry are made durable here.
@@ -474,6 +530,8 @@ impl Filestore {
         sync_dir(&self.dir.join(FILES))?;
         let entry = Entry {
             server,
+            vlan: scope,
+            shared: self.share_across_vlans,
             name: name.to_owned(),
             size,
             sha256,
@@ -508,7 +566,7 @@ impl Filestore {
     /// Whether `entry`'s file was hashed by this process ([`Self::verify`],
     /// or published by it).
     pub fn is_verified(&self, entry: &Entry) -> bool {
-        self.verified.contains(&(entry.server, entry.name.clone()))
+        self.verified.contains(&key_of(entry))
     }
 
     /// Re-hashes `entry`'s file: true when it still is the bytes that were
@@ -517,7 +575,7 @@ impl Filestore {
     /// file are removed and counted ([`Self::corrupt_removed`]): never
     /// served. Errors only when the index cannot be rewritten.
     pub fn verify(&mut self, entry: &Entry) -> Result<bool, FilestoreError> {
-        let key = (entry.server, entry.name.clone());
+        let key = key_of(entry);
         let Some(e) = self.index.get(&key).cloned() else {
             return Ok(false);
         };
@@ -569,11 +627,23 @@ impl Filestore {
 }
 
 /// The safe on-disk name of a file: hashes only, whatever the name holds.
-fn stored_name(server: Ipv4Addr, name: &str, sha256: &Digest256) -> String {
+/// The scope is hashed after a NUL (never in a normalised name) for tagged
+/// and shared keys only: untagged entries keep their names from before.
+fn stored_name(key: &Key, sha256: &Digest256) -> String {
+    let (server, scope, name) = key;
     let mut h = Sha256::new();
     h.update(server.octets());
     h.update([0]);
     h.update(name.as_bytes());
+    match scope {
+        Some(s) if s.is_untagged() => {}
+        Some(s) => {
+            h.update([0, b'v']);
+            h.update(s.outer.to_be_bytes());
+            h.update(s.inner.to_be_bytes());
+        }
+        None => h.update([0, b's']),
+    }
     format!("{}-{}", hex(&h.finalize()), sha256.to_hex())
 }
 
@@ -666,6 +736,7 @@ mod tests {
     use crate::reassembly::Reassembly;
 
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const U: VlanScope = VlanScope::UNTAGGED;
 
     /// A finished temporary file with `content`, as the tracker hands over.
     fn temp(store: &Filestore, content: &[u8]) -> (TempFile, u64, [u8; 32]) {
@@ -692,7 +763,7 @@ mod tests {
         content: &[u8],
     ) -> Result<Published, FilestoreError> {
         let (t, size, sha) = temp(store, content);
-        store.publish(SystemTime::now(), SERVER, name, t, size, sha)
+        store.publish(SystemTime::now(), (U, SERVER), name, t, size, sha)
     }
 
     fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -721,9 +792,9 @@ mod tests {
         let mut store = Filestore::open(dir.path()).unwrap();
         publish(&mut store, "good", &[1; 5000]).unwrap();
         publish(&mut store, "bad", &[2; 5000]).unwrap();
-        let good = store.lookup(SERVER, "good").unwrap().clone();
+        let good = store.lookup(U, SERVER, "good").unwrap().clone();
         assert!(store.is_verified(&good), "published by this process");
-        let bad = store.lookup(SERVER, "bad").unwrap().clone();
+        let bad = store.lookup(U, SERVER, "bad").unwrap().clone();
         // A bit flips on disk; the size stays.
         let path = store.path_of(&bad);
         let mut bytes = fs::read(&path).unwrap();
@@ -735,7 +806,7 @@ mod tests {
         assert!(store.verify(&good).unwrap());
         assert!(store.is_verified(&good));
         assert!(!store.verify(&bad).unwrap());
-        assert!(store.lookup(SERVER, "bad").is_none());
+        assert!(store.lookup(U, SERVER, "bad").is_none());
         assert!(!path.exists());
         assert_eq!(store.corrupt_removed(), 1);
         let reopened = Filestore::open(dir.path()).unwrap();
@@ -787,12 +858,12 @@ mod tests {
                     publish(&mut store, name, &content),
                     Err(FilestoreError::BadName { .. })
                 ));
-                assert!(store.lookup(SERVER, name).is_none());
+                assert!(store.lookup(U, SERVER, name).is_none());
                 continue;
             };
             assert_eq!(publish(&mut store, name, &content).unwrap(), Published::New);
             stored += 1;
-            let e = store.lookup(SERVER, name).unwrap().clone();
+            let e = store.lookup(U, SERVER, name).unwrap().clone();
             assert_eq!(e.name, normal);
             let path = store.path_of(&e);
             assert_eq!(path.parent().unwrap(), cache.join("files"));
@@ -822,21 +893,21 @@ mod tests {
             publish(&mut store, "a", &[1; 600]).unwrap(),
             Published::Refreshed
         );
-        let e = store.lookup(SERVER, "a").unwrap().clone();
+        let e = store.lookup(U, SERVER, "a").unwrap().clone();
         assert_eq!(e.times_seen, 2);
         // Too big next to "a"; the refused file leaves nothing behind.
         assert!(matches!(
             publish(&mut store, "b", &[2; 500]),
             Err(FilestoreError::QuotaFull { .. })
         ));
-        assert!(store.lookup(SERVER, "b").is_none());
+        assert!(store.lookup(U, SERVER, "b").is_none());
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         // Replacing "a" frees its old size first.
         assert_eq!(
             publish(&mut store, "a", &[3; 900]).unwrap(),
             Published::Replaced
         );
-        let e2 = store.lookup(SERVER, "a").unwrap().clone();
+        let e2 = store.lookup(U, SERVER, "a").unwrap().clone();
         assert_eq!(
             (e2.size, e2.times_seen, e2.first_seen),
             (900, 3, e.first_seen)
@@ -853,9 +924,9 @@ mod tests {
         for n in ["keep", "gone", "short"] {
             publish(&mut store, n, n.repeat(300).as_bytes()).unwrap();
         }
-        let gone = store.path_of(store.lookup(SERVER, "gone").unwrap());
-        let short = store.path_of(store.lookup(SERVER, "short").unwrap());
-        let keep = store.lookup(SERVER, "keep").unwrap().clone();
+        let gone = store.path_of(store.lookup(U, SERVER, "gone").unwrap());
+        let short = store.path_of(store.lookup(U, SERVER, "short").unwrap());
+        let keep = store.lookup(U, SERVER, "keep").unwrap().clone();
         drop(store);
         fs::remove_file(gone).unwrap();
         fs::write(&short, b"truncated").unwrap();
@@ -874,13 +945,116 @@ mod tests {
             ),
             (1, 1, 1, 1, 2) // the truncated file is an orphan once dropped
         );
-        assert_eq!(store.lookup(SERVER, "keep"), Some(&keep));
+        assert_eq!(store.lookup(U, SERVER, "keep"), Some(&keep));
         assert_eq!(store.len(), 1);
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         // The cleaned index is what a third open sees.
         let again = Filestore::open(dir.path()).unwrap();
         assert_eq!(again.load_report().loaded, 1);
         assert_eq!(again.load_report().missing, 0);
+    }
+
+    fn publish_on(
+        store: &mut Filestore,
+        scope: VlanScope,
+        name: &str,
+        content: &[u8],
+    ) -> Result<Published, FilestoreError> {
+        let (t, size, sha) = temp(store, content);
+        store.publish(SystemTime::now(), (scope, SERVER), name, t, size, sha)
+    }
+
+    /// Issue 13: the VLAN is part of the key. The same server address and
+    /// name on two VLANs are two entries and two files, even with the same
+    /// content (replacing one never removes the other's file); neither is
+    /// found untagged; both survive a restart.
+    #[test]
+    fn two_vlans_are_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        let (v100, v200) = (
+            VlanScope::new(Some(100), None),
+            VlanScope::new(Some(200), None),
+        );
+        assert_eq!(
+            publish_on(&mut store, v100, "f", b"same").unwrap(),
+            Published::New
+        );
+        assert_eq!(
+            publish_on(&mut store, v200, "f", b"same").unwrap(),
+            Published::New
+        );
+        assert_eq!(store.len(), 2);
+        assert!(store.lookup(U, SERVER, "f").is_none());
+        let a = store.lookup(v100, SERVER, "/f").unwrap().clone();
+        let b = store.lookup(v200, SERVER, "f").unwrap().clone();
+        assert_eq!((a.vlan, b.vlan, a.shared), (v100, v200, false));
+        assert_ne!(store.path_of(&a), store.path_of(&b));
+        assert_eq!(
+            publish_on(&mut store, v100, "f", b"new").unwrap(),
+            Published::Replaced
+        );
+        assert_eq!(fs::read(store.path_of(&b)).unwrap(), b"same");
+        let reopened = Filestore::open(dir.path()).unwrap();
+        assert_eq!(reopened.load_report().loaded, 2);
+        let a2 = reopened.lookup(v100, SERVER, "f").unwrap();
+        assert_eq!(fs::read(reopened.path_of(a2)).unwrap(), b"new");
+        assert_eq!(reopened.lookup(v200, SERVER, "f"), Some(&b));
+    }
+
+    /// `share_across_vlans`: one entry whatever VLAN fills or asks; entries
+    /// of the other mode stay but are not served.
+    #[test]
+    fn shared_across_vlans_is_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish_on(&mut store, VlanScope::new(Some(7), None), "own", b"x").unwrap();
+        store.set_share_across_vlans(true);
+        let v = |o| VlanScope::new(Some(o), None);
+        assert_eq!(
+            publish_on(&mut store, v(100), "f", b"c").unwrap(),
+            Published::New
+        );
+        assert_eq!(
+            publish_on(&mut store, v(200), "f", b"c").unwrap(),
+            Published::Refreshed
+        );
+        for scope in [U, v(100), v(300)] {
+            assert!(store.lookup(scope, SERVER, "f").is_some_and(|e| e.shared));
+        }
+        assert!(store.lookup(v(7), SERVER, "own").is_none());
+        assert_eq!(store.len(), 2);
+        let mut reopened = Filestore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert!(
+            reopened.lookup(v(100), SERVER, "f").is_none(),
+            "sharing off"
+        );
+        assert!(reopened.lookup(v(7), SERVER, "own").is_some());
+        reopened.set_share_across_vlans(true);
+        assert!(reopened.lookup(v(100), SERVER, "f").is_some());
+    }
+
+    /// An index written before VLANs were keys (no `vlan`, no `shared`)
+    /// loads as untagged, under the same stored names.
+    #[test]
+    fn index_without_vlans_loads_as_untagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "old", b"bytes").unwrap();
+        drop(store);
+        let index = dir.path().join("index.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&index).unwrap()).unwrap();
+        let e = v["entries"][0].as_object_mut().unwrap();
+        assert_eq!(e["vlan"], serde_json::json!([0, 0]));
+        e.remove("vlan");
+        e.remove("shared");
+        fs::write(&index, serde_json::to_vec(&v).unwrap()).unwrap();
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.load_report().loaded, 1);
+        let e = store.lookup(U, SERVER, "old").unwrap();
+        assert_eq!((e.vlan, e.shared), (U, false));
+        assert_eq!(fs::read(store.path_of(e)).unwrap(), b"bytes");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Bounds of the image map (clients, files per client).
     pub image_map: crate::imagemap::Limits,
+    /// Not a bound, but it travels with them from the configuration: one
+    /// cache for every VLAN ([`crate::Filestore::set_share_across_vlans`]).
+    /// Off by default.
+    pub share_across_vlans: bool,
 }
 
 impl Default for Limits {
@@ -30,6 +34,7 @@ impl Default for Limits {
             quota_bytes: 64 << 30,
             idle_timeout: Duration::from_secs(30),
             image_map: crate::imagemap::Limits::default(),
+            share_across_vlans: false,
         }
     }
 }

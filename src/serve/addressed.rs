@@ -20,7 +20,7 @@ use slowpath::tftp_server::error_response;
 use slowpath::CacheLogic;
 use wire::classify::{classify, v4_mapped, IpVersion, Kind};
 use wire::frame::icmpv4::EchoFrameRepr;
-use wire::frame::{MacAddr, UdpFrameRepr};
+use wire::frame::{MacAddr, UdpFrameRepr, VlanScope};
 use wire::tftp::{ErrorCode, Packet, TransferMode};
 
 use super::held::build_raw;
@@ -34,6 +34,9 @@ const FETCH_PORT_END: u16 = 49151;
 const PORT_TRIES: usize = 16;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const PROTO_ICMP: u8 = 1;
+/// Fetches go to the origin untagged, so the fill files what they bring
+/// under the untagged scope, whatever VLAN the asking client is on.
+const FETCH_SCOPE: VlanScope = VlanScope::UNTAGGED;
 
 /// Who bootcache is in addressed mode.
 #[derive(Debug, Clone)]
@@ -207,9 +210,10 @@ impl Serve {
         // Whoever talks to us is a neighbour: no ARP needed to answer it.
         // (The origin only from the server side: see ArpConfig::pinned.)
         a.arp.learn_from(now, r.side, *src.ip(), repr.src_mac);
-        if let Some(s) = self.sessions.get_mut(&(src, dst.port())) {
+        let scope = repr.vlan_scope();
+        if let Some(s) = self.sessions.get_mut(&(scope, src, dst.port())) {
             s.session.handle_packet(now, payload);
-            self.pump((src, dst.port()), now, Some(r.tsc));
+            self.pump((scope, src, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
@@ -243,7 +247,7 @@ impl Serve {
             }
         };
         let origin = a.own.origin;
-        if self.in_progress(src) {
+        if self.in_progress(scope, src) {
             return Trapped::Consumed;
         }
         if let Some(a) = &mut self.addressed {
@@ -268,7 +272,7 @@ impl Serve {
             return Trapped::Consumed;
         };
         let name = name.as_str();
-        match logic.filestore().lookup(origin, name) {
+        match logic.filestore().lookup(FETCH_SCOPE, origin, name) {
             Some(entry) => Trapped::Hit(entry.clone()),
             None => {
                 self.counters.misses += 1;
@@ -439,7 +443,7 @@ impl Serve {
             ClientOutcome::Completed { size } => {
                 a.counters.fetches_completed += 1;
                 a.counters.fetched_bytes += size;
-                match logic.filestore().lookup(origin, name).cloned() {
+                match logic.filestore().lookup(FETCH_SCOPE, origin, name).cloned() {
                     Some(entry) => {
                         log::info!(
                             "addressed: fetched {name:?} ({size} bytes); serving {} request(s)",

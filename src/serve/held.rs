@@ -8,7 +8,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 
 use dataplane::Redirected;
 use dpdk::{Mbuf, Mempool};
-use wire::frame::UdpFrameRepr;
+use wire::frame::{UdpFrameRepr, VlanScope};
 
 /// A trapped frame serving answers: its bytes and the side it came in on.
 pub(crate) trait Request {
@@ -33,9 +33,10 @@ pub(crate) struct HeldRequest {
     frame: Box<[u8]>,
     side: u8,
     tsc: u64,
-    /// The requesting client (its share of the held requests; the check
-    /// for retransmitted requests), parsed once.
+    /// The requesting client and its VLAN scope (its share of the held
+    /// requests; the check for retransmitted requests), parsed once.
     client: SocketAddrV4,
+    scope: VlanScope,
 }
 
 impl HeldRequest {
@@ -51,12 +52,18 @@ impl HeldRequest {
             side: r.side,
             tsc: r.tsc,
             client,
+            scope: repr.vlan_scope(),
         })
     }
 
     /// The requesting client's address and port.
     pub(crate) fn client(&self) -> SocketAddrV4 {
         self.client
+    }
+
+    /// The VLAN scope the request came on.
+    pub(crate) fn scope(&self) -> VlanScope {
+        self.scope
     }
 
     /// The request in a new buffer from `pool`, as it was received (to go
