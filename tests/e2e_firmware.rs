@@ -115,17 +115,24 @@ fn boots_twice(t: &mut Topology, fw: Firmware) {
         );
     }
     // Whatever the firmware asked, the cache answered: every request with
-    // options got an OACK granting blksize as asked, and windowsize when
-    // asked.
+    // options for a file that exists got an OACK granting blksize as asked,
+    // and windowsize when asked (files that do not exist, such as
+    // pxelinux's per-client configurations, get the origin's ERROR 1).
     for (i, l) in warm_wire.iter().enumerate() {
         if !l.contains(" RRQ ") || !l.contains('=') {
             continue;
         }
-        let oack = warm_wire[i + 1..]
+        let answer = warm_wire[i + 1..]
             .iter()
-            .find(|n| n.contains(" OACK") || n.contains(" RRQ "))
-            .filter(|n| n.contains(" OACK"))
-            .unwrap_or_else(|| panic!("{name}: no OACK answered {l}: {warm_wire:?}"));
+            .find(|n| n.contains(" OACK") || n.contains(" ERROR "))
+            .unwrap_or_else(|| panic!("{name}: nothing answered {l}: {warm_wire:?}"));
+        let Some(oack) = Some(answer).filter(|a| a.contains(" OACK")) else {
+            assert!(
+                answer.contains(" ERROR 1 "),
+                "{name}: {l} answered {answer}"
+            );
+            continue;
+        };
         for opt in ["blksize=", "windowsize="] {
             if let Some(v) = l.split_whitespace().find(|w| w.starts_with(opt)) {
                 assert!(
