@@ -1394,6 +1394,16 @@ impl Firmware {
             .ok_or_else(|| anyhow!("unknown firmware {name:?}: one of ipxe, uefi, pxelinux, grub"))
     }
 
+    /// What boots, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Firmware::Ipxe => "SeaBIOS + iPXE ROM",
+            Firmware::Uefi => "OVMF UEFI PXE → iPXE snponly.efi",
+            Firmware::Pxelinux => "SeaBIOS + iPXE ROM → pxelinux",
+            Firmware::Grub => "SeaBIOS + iPXE ROM → GRUB i386-pc",
+        }
+    }
+
     /// Its directory in the TFTP root, with a trailing `/` (iPXE's files
     /// stay in the root, where the older tests expect them).
     pub fn dir(self) -> &'static str {
@@ -1658,6 +1668,69 @@ impl Topology {
     }
 }
 
+/// The option exchanges in [`Topology::tftp_captured`]'s lines: each
+/// distinct (options a request asked, what answered it) with how many
+/// requests it was. Sizes are left out (`tsize=<size>`), so requests for
+/// different files that were treated alike count together; a size probe
+/// shows as an OACK the client ended with ERROR 8.
+pub fn option_exchanges(lines: &[String]) -> Vec<(String, String, usize)> {
+    // "<from> RRQ <file> <options>" → "<options>".
+    let body = |l: &str| -> String {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let skip = if words.get(1) == Some(&"RRQ") { 3 } else { 2 };
+        let opts: Vec<String> = words
+            .iter()
+            .skip(skip)
+            .map(|w| match w.split_once('=') {
+                Some(("tsize", v)) if v != "0" => "tsize=<size>".to_string(),
+                _ => w.to_string(),
+            })
+            .collect();
+        if opts.is_empty() {
+            "no options".to_string()
+        } else {
+            opts.join(" ")
+        }
+    };
+    let mut out: Vec<(String, String, usize)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !l.contains(" RRQ ") {
+            continue;
+        }
+        let asked = body(l);
+        let rest = &lines[i + 1..];
+        let answered = match rest.iter().position(|n| !n.contains(" RRQ ")) {
+            Some(j) if rest[j].contains(" OACK") => {
+                let probe = rest.get(j + 1).is_some_and(|n| n.contains(" ERROR 8"));
+                format!(
+                    "OACK {}{}",
+                    body(&rest[j]),
+                    if probe {
+                        ", then the client's ERROR 8 (size probe)"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Some(j) if rest[j].contains(" ERROR ") => {
+                let code = rest[j].split_whitespace().nth(2).unwrap_or("?");
+                format!("ERROR {code}")
+            }
+            // No OACK: the server took none of the options (DATA follows,
+            // not captured).
+            _ => "no OACK".to_string(),
+        };
+        match out
+            .iter_mut()
+            .find(|(a, b, _)| *a == asked && *b == answered)
+        {
+            Some(e) => e.2 += 1,
+            None => out.push((asked, answered, 1)),
+        }
+    }
+    out
+}
+
 /// The frames of a classic pcap file in this machine's byte order (what
 /// tcpdump writes).
 fn pcap_frames(bytes: &[u8]) -> Result<Vec<&[u8]>> {
@@ -1748,6 +1821,82 @@ mod tests {
         assert_eq!(shell_word("0@(0,1),1@1"), "'0@(0,1),1@1'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn option_exchanges_group_requests_and_see_size_probes() {
+        let wire: Vec<String> = [
+            "10.80.0.108 RRQ uefi/snponly.efi blksize=1468 tsize=0 windowsize=4",
+            "10.80.0.1 OACK blksize=1468 tsize=173792 windowsize=4",
+            "10.80.0.108 ERROR 8 User aborted the transfer",
+            "10.80.0.108 RRQ uefi/snponly.efi blksize=1468 windowsize=4",
+            "10.80.0.1 OACK blksize=1468 windowsize=4",
+            "10.80.0.108 RRQ a blksize=1432 tsize=0",
+            "10.80.0.1 OACK blksize=1432 tsize=156",
+            "10.80.0.108 RRQ b blksize=1432 tsize=0",
+            "10.80.0.1 OACK blksize=1432 tsize=14190528",
+            "10.80.0.108 RRQ c.cfg blksize=1432 tsize=0",
+            "10.80.0.1 ERROR 1 file c.cfg not found",
+            "10.80.0.108 RRQ d",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ex = option_exchanges(&wire);
+        let s = |a: &str, b: &str, n| (a.to_string(), b.to_string(), n);
+        assert_eq!(
+            ex,
+            [
+                s(
+                    "blksize=1468 tsize=0 windowsize=4",
+                    "OACK blksize=1468 tsize=<size> windowsize=4, then the client's ERROR 8 (size probe)",
+                    1
+                ),
+                s("blksize=1468 windowsize=4", "OACK blksize=1468 windowsize=4", 1),
+                s("blksize=1432 tsize=0", "OACK blksize=1432 tsize=<size>", 2),
+                s("blksize=1432 tsize=0", "ERROR 1", 1),
+                s("no options", "no OACK", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn tftp_control_packets_are_summarised_from_frames() {
+        use wire::frame::{MacAddr, UdpFrameRepr};
+        use wire::tftp::{Packet, Request};
+        let rrq = b"\x00\x01vmlinuz\x00octet\x00blksize\x001024\x00tsize\x000\x00";
+        let repr = UdpFrameRepr::ipv4(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            "10.80.0.108:2000".parse().unwrap(),
+            "10.80.0.1:69".parse().unwrap(),
+        );
+        let mut frame = vec![0u8; repr.buffer_len(rrq.len())];
+        repr.emit(&mut frame, rrq).unwrap();
+        assert_eq!(
+            tftp_summary(&frame).as_deref(),
+            Some("10.80.0.108 RRQ vmlinuz blksize=1024 tsize=0")
+        );
+        assert!(matches!(
+            Packet::parse(rrq),
+            Ok(Packet::Rrq(Request { .. }))
+        ));
+        // DATA is not a control packet; a truncated frame is nothing.
+        let data = b"\x00\x03\x00\x01abc";
+        let mut frame = vec![0u8; repr.buffer_len(data.len())];
+        repr.emit(&mut frame, data).unwrap();
+        assert_eq!(tftp_summary(&frame), None);
+        assert_eq!(tftp_summary(&frame[..20]), None);
+        // A pcap file: header, one record, a record cut short.
+        let mut pcap = 0xa1b2_c3d4u32.to_ne_bytes().to_vec();
+        pcap.resize(24, 0);
+        for len in [frame.len() as u32, 99] {
+            pcap.extend([0u8; 8]);
+            pcap.extend(len.to_ne_bytes());
+            pcap.extend(len.to_ne_bytes());
+            pcap.extend(&frame);
+        }
+        assert_eq!(pcap_frames(&pcap).unwrap(), [frame.as_slice()]);
+        assert!(pcap_frames(b"not a pcap").is_err());
     }
 
     #[test]
