@@ -279,13 +279,13 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     println!(
-        "boot 1: {:.1} s, origin sent {} bytes ({} files)",
+        "boot 1: {:.1} s, origin sent {} bytes ({} transfers)",
         first.elapsed.as_secs_f64(),
         origin_bytes(&first),
         first.from_origin.len()
     );
     println!(
-        "boot 2: {:.1} s, origin sent {} bytes ({} files)",
+        "boot 2: {:.1} s, origin sent {} bytes ({} transfers)",
         second.elapsed.as_secs_f64(),
         origin_bytes(&second),
         second.from_origin.len()
