@@ -48,6 +48,7 @@ fn boots_twice(t: &mut Topology, fw: Firmware) {
 
     let in_store = stat(t, "files", "in_store");
     let probes = stat(t, "transfers", "size_probes");
+    let discarded = stat(t, "transfers", "discarded");
     let cap = t.capture_tftp(&format!("{name}-cold")).unwrap();
     t.boot_to_marker(&format!("{name}-cold"), "1", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -84,10 +85,18 @@ fn boots_twice(t: &mut Topology, fw: Firmware) {
             "{name}: size probe not counted\n{}",
             t.diagnostics()
         );
+        // UEFI asks only for files that exist: nothing else ends early.
+        assert_eq!(
+            stat(t, "transfers", "discarded"),
+            discarded,
+            "{name}: the size probe counted as a failed transfer\n{}",
+            t.diagnostics()
+        );
     }
 
     let served = stat(t, "serve", "completed");
     let serve_probes = stat(t, "serve", "size_probes");
+    let client_errors = stat(t, "serve", "client_errors");
     let cap = t.capture_tftp(&format!("{name}-warm")).unwrap();
     t.boot_to_marker(&format!("{name}-warm"), "1", BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -112,6 +121,11 @@ fn boots_twice(t: &mut Topology, fw: Firmware) {
         assert!(
             stat(t, "serve", "size_probes") > serve_probes,
             "{name}: the cache's size probe not counted"
+        );
+        assert_eq!(
+            stat(t, "serve", "client_errors"),
+            client_errors,
+            "{name}: the size probe counted as a client error"
         );
     }
     // Whatever the firmware asked, the cache answered: every request with
