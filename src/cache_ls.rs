@@ -7,24 +7,13 @@ use slowpath::filestore::read_index;
 use slowpath::imagemap::{escape_name, fmt_time, render_listing, ImageMap};
 
 use crate::cli::CacheLs;
-use crate::config::Config;
 
 /// Prints the listing.
 pub(crate) fn run(ls: &CacheLs) -> Result<()> {
-    let dir = match (&ls.cache_dir, &ls.config) {
-        (Some(d), _) => d.clone(),
-        (None, Some(c)) => Config::load(c)?.cache_dir,
-        (None, None) => Config::default().cache_dir,
-    };
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "no cache directory at {} (give --cache-dir or --config)",
-            dir.display()
-        );
-    }
+    let dir = ls.dir.resolve()?;
     let mut entries =
         read_index(&dir).with_context(|| format!("reading the filestore in {}", dir.display()))?;
-    entries.sort_by(|a, b| (a.server, &a.name).cmp(&(b.server, &b.name)));
+    entries.sort_by(|a, b| (a.server, a.vlan, &a.name).cmp(&(b.server, b.vlan, &b.name)));
     let bytes: u64 = entries.iter().map(|e| e.size).sum();
     println!(
         "files in {} ({} files, {bytes} bytes):",
@@ -32,13 +21,22 @@ pub(crate) fn run(ls: &CacheLs) -> Result<()> {
         entries.len()
     );
     println!(
-        "{:<15} {:>12}  {:<64}  {:>5}  {:<20}  name",
-        "origin", "size", "sha256", "seen", "last seen"
+        "{:<15} {:<9} {:>12}  {:<64}  {:>5}  {:<20}  name",
+        "origin", "vlan", "size", "sha256", "seen", "last seen"
     );
     for e in &entries {
+        // Two VLANs may hold two servers at one address: the VLAN tells
+        // their files apart ("shared": served on every VLAN).
+        let vlan = match (e.shared, e.vlan.outer, e.vlan.inner) {
+            (true, ..) => "shared".to_string(),
+            (false, 0, 0) => "-".to_string(),
+            (false, o, 0) => o.to_string(),
+            (false, o, i) => format!("{o}.{i}"),
+        };
         println!(
-            "{:<15} {:>12}  {:<64}  {:>5}  {:<20}  {}",
+            "{:<15} {:<9} {:>12}  {:<64}  {:>5}  {:<20}  {}",
             e.server.to_string(),
+            vlan,
             e.size,
             e.sha256.to_hex(),
             e.times_seen,

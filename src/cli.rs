@@ -44,7 +44,11 @@ the slow path (cache fill, image map) on the main lcore. SIGINT/SIGTERM stop
 it and print statistics. RUST_LOG sets the log level.
 
 Also: bootcache cache ls [--config FILE | --cache-dir DIR]
-  lists the cached files and the image map (no DPDK needed).";
+  lists the cached files and the image map (no DPDK needed).
+bootcache cache verify [--json] [--config FILE | --cache-dir DIR]
+  hashes every cached file again, removes those that no longer match
+  their index entry and exits 1 if any was (refused while a bridge runs
+  on the directory).";
 
 /// bootcache options (after `--`).
 #[derive(Debug, Parser)]
@@ -100,13 +104,9 @@ pub(crate) struct Cli {
     pub(crate) slowpath_panic_after: Option<u64>,
 }
 
-/// `bootcache cache ls` options.
-#[derive(Debug, Parser)]
-#[command(
-    name = "bootcache cache ls",
-    about = "List the filestore and the image map of a cache directory"
-)]
-pub(crate) struct CacheLs {
+/// Where a `bootcache cache ...` command finds the cache directory.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CacheDirArgs {
     /// The cache directory.
     #[arg(long, value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
@@ -115,12 +115,60 @@ pub(crate) struct CacheLs {
     pub(crate) config: Option<PathBuf>,
 }
 
+impl CacheDirArgs {
+    /// The directory: `--cache-dir`, the configuration's `cache_dir`, or the
+    /// default; it must exist (these commands never create a cache).
+    pub(crate) fn resolve(&self) -> anyhow::Result<PathBuf> {
+        let dir = match (&self.cache_dir, &self.config) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => crate::config::Config::load(c)?.cache_dir,
+            (None, None) => crate::config::Config::default().cache_dir,
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "no cache directory at {} (give --cache-dir or --config)",
+                dir.display()
+            );
+        }
+        Ok(dir)
+    }
+}
+
+/// `bootcache cache ls` options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootcache cache ls",
+    about = "List the filestore and the image map of a cache directory"
+)]
+pub(crate) struct CacheLs {
+    /// Where the cache is.
+    #[command(flatten)]
+    pub(crate) dir: CacheDirArgs,
+}
+
+/// `bootcache cache verify` options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootcache cache verify",
+    about = "Hash every cached file again against the index; remove those that no longer match (exit 1 if any)"
+)]
+pub(crate) struct CacheVerify {
+    /// Where the cache is.
+    #[command(flatten)]
+    pub(crate) dir: CacheDirArgs,
+    /// One JSON object (files, bytes, ok, removed) instead of a line per file.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
 /// What to do after looking at the command line.
 pub(crate) enum Parsed {
     /// Run with these options.
     Run(Cli),
     /// `bootcache cache ls`.
     CacheLs(CacheLs),
+    /// `bootcache cache verify`.
+    CacheVerify(CacheVerify),
     /// Help/version printed or the command line is wrong: exit with this code.
     Exit(ExitCode),
 }
@@ -138,16 +186,19 @@ pub(crate) fn eal_args(argv: &[String]) -> Vec<String> {
 pub(crate) fn parse(argv: &[String]) -> Parsed {
     let prog = argv.first().cloned().unwrap_or_else(|| "bootcache".into());
     if argv.get(1).map(String::as_str) == Some("cache") {
-        if argv.get(2).map(String::as_str) != Some("ls") {
-            eprintln!("bootcache: `bootcache cache` takes one command: ls");
-            return Parsed::Exit(ExitCode::from(2));
-        }
-        return match CacheLs::try_parse_from(
-            std::iter::once("bootcache cache ls".to_string()).chain(argv[3..].iter().cloned()),
-        ) {
-            Ok(ls) => Parsed::CacheLs(ls),
-            Err(e) => clap_exit(e),
+        let sub = argv.get(2).map(String::as_str);
+        let args = |name: &str| {
+            std::iter::once(format!("bootcache cache {name}")).chain(argv[3..].iter().cloned())
         };
+        return match sub {
+            Some("ls") => CacheLs::try_parse_from(args("ls")).map(Parsed::CacheLs),
+            Some("verify") => CacheVerify::try_parse_from(args("verify")).map(Parsed::CacheVerify),
+            _ => {
+                eprintln!("bootcache: `bootcache cache` takes a command: ls or verify");
+                return Parsed::Exit(ExitCode::from(2));
+            }
+        }
+        .unwrap_or_else(clap_exit);
     }
     let app: Vec<String> = match argv.iter().position(|a| a == "--") {
         Some(i) => argv[i + 1..].to_vec(),
@@ -252,7 +303,21 @@ mod cache_ls_tests {
             .map(|s| s.to_string())
             .collect();
         assert!(
-            matches!(parse(&a), Parsed::CacheLs(ls) if ls.cache_dir.as_deref() == Some(std::path::Path::new("/x")))
+            matches!(parse(&a), Parsed::CacheLs(ls) if ls.dir.cache_dir.as_deref() == Some(std::path::Path::new("/x")))
+        );
+        let a: Vec<String> = [
+            "bootcache",
+            "cache",
+            "verify",
+            "--json",
+            "--cache-dir",
+            "/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert!(
+            matches!(parse(&a), Parsed::CacheVerify(v) if v.json && v.dir.cache_dir.as_deref() == Some(std::path::Path::new("/x")))
         );
         let a: Vec<String> = ["bootcache", "cache", "rm"]
             .iter()

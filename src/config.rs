@@ -31,17 +31,22 @@ pub(crate) struct Config {
     pub(crate) addressed: Option<AddressedConfig>,
     /// Resource bounds.
     pub(crate) limits: Limits,
-    /// The cache on disk.
+    /// `[cache]`: how cached files are keyed and checked.
     pub(crate) cache: CacheConfig,
 }
 
-/// The cache on disk.
+/// `[cache]`: how cached files are keyed and checked.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CacheConfig {
     /// Bytes per second the background scrub re-hashes cached files at
     /// (a size: "8M" is 8 MiB/s); 0 turns it off.
     pub(crate) scrub_rate: Size,
+    /// One cache for every VLAN: a file filled on one VLAN is served on
+    /// all. Off by default, where the VLAN tags are part of the cache key
+    /// (two VLANs may hold two different servers at one address). Transfers
+    /// and filter rules keep their VLAN either way.
+    pub(crate) share_across_vlans: bool,
 }
 
 impl Default for CacheConfig {
@@ -50,6 +55,7 @@ impl Default for CacheConfig {
         // a tenth of one core.
         CacheConfig {
             scrub_rate: Size(8 << 20),
+            share_across_vlans: false,
         }
     }
 }
@@ -127,10 +133,25 @@ pub(crate) struct AgentConfig {
     /// could be stale) or "serve".
     #[serde(default)]
     pub(crate) on_unreachable: Unreachable,
+    /// A question unanswered for this long is asked again, in ms (an agent
+    /// across a slow link needs more than the default 500).
+    #[serde(default = "default_retry_ms")]
+    pub(crate) retry_ms: u64,
+    /// Questions asked before the agent counts as unreachable (default 3).
+    #[serde(default = "default_tries")]
+    pub(crate) tries: u32,
 }
 
 fn default_answer_ttl() -> u64 {
     5
+}
+
+fn default_retry_ms() -> u64 {
+    500
+}
+
+fn default_tries() -> u32 {
+    3
 }
 
 /// Policy when the agent does not answer.
@@ -161,10 +182,20 @@ pub(crate) struct Limits {
     /// Clients served from the cache at once; one client address gets at
     /// most a sixteenth (at least 4). Past either, requests go to the origin.
     pub(crate) max_sessions: usize,
-    /// Read requests held while the agent is asked; one client address
-    /// gets at most a sixteenth (at least 4). Past either, requests go to
-    /// the origin.
+    /// Read requests held while the agent is asked or an origin fetch
+    /// runs (addressed mode); one client address gets at most a sixteenth
+    /// (at least 4). Past either, requests go to the origin (addressed
+    /// mode: a TFTP ERROR "busy").
     pub(crate) max_held_requests: usize,
+    /// Origin fetches at once (addressed mode); past it, a TFTP ERROR
+    /// "busy".
+    pub(crate) max_fetches: usize,
+    /// Distinct questions out to the agent at once; past it, requests go
+    /// to the origin.
+    pub(crate) max_validations: usize,
+    /// Held requests waiting on one question to the agent; past it, the
+    /// request goes to the origin.
+    pub(crate) max_waiters_per_validation: usize,
 }
 
 /// A byte count written as a number or as e.g. "4G".
@@ -242,6 +273,9 @@ impl Default for Limits {
             redirect_ring: 4096,
             max_sessions: 4096,
             max_held_requests: 1024,
+            max_fetches: 64,
+            max_validations: 256,
+            max_waiters_per_validation: 512,
         }
     }
 }
@@ -254,6 +288,7 @@ impl Config {
             max_file_size: self.limits.max_file_size.0,
             quota_bytes: self.limits.cache_quota.0,
             scrub_rate: self.cache.scrub_rate.0,
+            share_across_vlans: self.cache.share_across_vlans,
             ..slowpath::CacheLimits::default()
         }
     }
@@ -297,6 +332,14 @@ impl Config {
         for s in &self.servers {
             if s.is_unspecified() || s.is_broadcast() || s.is_multicast() {
                 bail!("servers: {s} cannot be a boot server address");
+            }
+        }
+        if let Some(a) = &self.agent {
+            if !(1..=60_000).contains(&a.retry_ms) {
+                bail!("agent.retry_ms: must be from 1 to 60000 (ms)");
+            }
+            if !(1..=20).contains(&a.tries) {
+                bail!("agent.tries: must be from 1 to 20");
             }
         }
         if self.serve_max_age == Some(0) {
@@ -345,8 +388,13 @@ impl Config {
         if l.max_filter_entries < 2 {
             bail!("limits.max_filter_entries: must be at least 2");
         }
-        if l.max_sessions == 0 || l.max_held_requests == 0 {
-            bail!("limits.max_sessions and limits.max_held_requests: must be at least 1");
+        if l.max_sessions == 0 || l.max_held_requests == 0 || l.max_fetches == 0 {
+            bail!("limits.max_sessions, limits.max_held_requests and limits.max_fetches: must be at least 1");
+        }
+        if l.max_validations == 0 || l.max_waiters_per_validation == 0 {
+            bail!(
+                "limits.max_validations and limits.max_waiters_per_validation: must be at least 1"
+            );
         }
         if !(64..=1 << 20).contains(&l.redirect_ring) || !l.redirect_ring.is_power_of_two() {
             bail!("limits.redirect_ring: must be a power of two from 64 to 1048576");
@@ -402,10 +450,17 @@ mod tests {
             cache_quota = 1073741824
             max_filter_entries = 100
             redirect_ring = 1024
+            max_validations = 8
+            max_waiters_per_validation = 16
+            [cache]
+            share_across_vlans = true
             "#,
         )
         .unwrap();
+        assert!(c.cache.share_across_vlans);
         assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.limits.max_validations, 8);
+        assert_eq!(c.limits.max_waiters_per_validation, 16);
         assert_eq!(c.dscp, Some(46));
         assert_eq!(c.limits.max_file_size, Size(512 << 20));
         assert_eq!(c.limits.cache_quota, Size(1 << 30));
@@ -436,6 +491,11 @@ mod tests {
             ("[cache]\nscrub_rate = \"fast\"", "fast"),
             ("[cache]\nscrub_rate = -1", "cache.scrub_rate"),
             ("[cache]\nscrub = 1", "scrub"),
+            ("[limits]\nmax_validations = 0", "limits.max_validations"),
+            (
+                "[limits]\nmax_waiters_per_validation = 0",
+                "limits.max_waiters_per_validation",
+            ),
             ("[addressed]\naddress = \"10.0.0.5\"", "addressed.origin"),
             (
                 "servers = [\"10.0.0.1\"]\n[addressed]\naddress = \"10.0.0.1\"",

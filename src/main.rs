@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod cache_ls;
+mod cache_verify;
 mod cli;
 mod config;
 mod lcores;
@@ -41,6 +42,12 @@ fn main() -> ExitCode {
     let result = match cli::parse(&argv) {
         Parsed::Run(cli) => load_config(&cli).and_then(|cfg| run(&argv, &cli, &cfg)),
         Parsed::CacheLs(ls) => cache_ls::run(&ls),
+        Parsed::CacheVerify(v) => match cache_verify::run(&v) {
+            Ok(true) => return ExitCode::SUCCESS,
+            // Files removed or unreadable: said on stdout already.
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Parsed::Exit(code) => return code,
     };
     match result {
@@ -91,6 +98,23 @@ fn run(argv: &[String], cli: &Cli, cfg: &Config) -> Result<()> {
     result
 }
 
+/// Opens the cache under its directory's lock, taken once and kept (a
+/// `bootcache cache verify` holding it makes the cache unopenable until it
+/// is done: forwarding goes on meanwhile).
+fn open_cache(
+    dir: &std::path::Path,
+    limits: slowpath::CacheLimits,
+    servers: Vec<std::net::Ipv4Addr>,
+    lock: &mut Option<slowpath::DirLock>,
+) -> Result<slowpath::CacheLogic, slowpath::CacheError> {
+    if lock.is_none() {
+        // The lock file lives in the directory; the filestore would create it anyway.
+        let _ = std::fs::create_dir_all(dir);
+        *lock = Some(slowpath::DirLock::acquire(dir)?);
+    }
+    slowpath::CacheLogic::new(dir, limits, servers)
+}
+
 fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     let nports = Port::count();
     if nports < 2 {
@@ -114,10 +138,12 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     // failed disk at boot) must not keep the segment down: bootcache starts
     // forwarding only, on a placeholder cache, and opens the real one when
     // it can (fail open).
-    let (logic, unopened) = match slowpath::CacheLogic::new(
+    let mut dir_lock = None;
+    let (logic, unopened) = match open_cache(
         &cfg.cache_dir,
         cfg.slowpath_limits(),
         cfg.boot_servers(),
+        &mut dir_lock,
     ) {
         Ok(l) => (l, None),
         Err(e) => {
@@ -155,11 +181,21 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             let key = bootcache_agent::Key::from_file_contents(&bytes).map_err(|e| {
                 anyhow::anyhow!("config: agent.key_file {}: {e}", a.key_file.display())
             })?;
+            let validation = bootcache_agent::ValidatorConfig {
+                ttl: Duration::from_secs(a.answer_ttl),
+                retry_interval: Duration::from_millis(a.retry_ms),
+                max_tries: a.tries,
+                ..bootcache_agent::ValidatorConfig::default()
+            };
             let link = serve::AgentLink::new(
                 a.address,
                 key,
-                Duration::from_secs(a.answer_ttl),
+                validation,
                 a.on_unreachable == config::Unreachable::Serve,
+                serve::ValidationLimits {
+                    questions: cfg.limits.max_validations,
+                    waiters: cfg.limits.max_waiters_per_validation,
+                },
             )
             .context("opening the agent's management socket")?;
             Some(link)
@@ -348,6 +384,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             let limits = serve::ServeLimits {
                 sessions: cfg.limits.max_sessions,
                 held: cfg.limits.max_held_requests,
+                fetches: cfg.limits.max_fetches,
             };
             serve::Serve::new(
                 pool,
@@ -366,7 +403,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 cfg.slowpath_limits(),
                 cfg.boot_servers().to_vec(),
             );
-            Box::new(move || slowpath::CacheLogic::new(&dir, limits.clone(), servers.clone()))
+            Box::new(move || open_cache(&dir, limits.clone(), servers.clone(), &mut dir_lock))
         },
         unopened,
     });

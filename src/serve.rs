@@ -24,12 +24,14 @@ use dpdk::{MappedFile, Mbuf, Mempool};
 use slowpath::imagemap::ServedFrom;
 use slowpath::tftp_server::Transmit;
 use slowpath::{CacheLogic, Entry, FileSource, ServeOutcome, ServerConfig, ServerSession};
-use wire::frame::UdpFrameRepr;
+use wire::frame::{UdpFrameRepr, VlanScope};
 use wire::tftp::Packet;
 
 mod addressed;
+mod held;
 mod turnaround;
 pub(crate) use addressed::{Addressed, OwnAddress};
+use held::{HeldRequest, Request};
 pub(crate) use turnaround::Turnaround;
 
 /// Most slots of the inject ring kept free (an eighth of a small ring) for
@@ -55,6 +57,10 @@ impl FileSource for CachedFile {
     }
 }
 
+/// A session's key: the client's VLANs, its address and port, our TID.
+/// Two VLANs may hold two clients with one address and port.
+type SessionKey = (VlanScope, SocketAddrV4, u16);
+
 struct Served {
     session: ServerSession<CachedFile>,
     /// Headers of the frames to the client: server MAC/IP (or bootcache's
@@ -70,10 +76,8 @@ struct Served {
 
 /// A request held while the agent is asked about its cached copy.
 struct Parked {
-    r: Redirected,
+    r: HeldRequest,
     entry: Entry,
-    /// The requesting client's address (its share of the held requests).
-    client: Option<std::net::IpAddr>,
 }
 
 enum Trapped {
@@ -100,12 +104,14 @@ pub(crate) struct AgentLink {
 }
 
 impl AgentLink {
-    /// A link to the agent at `addr`, authenticating with `key`.
+    /// A link to the agent at `addr`, authenticating with `key`, asking as
+    /// `config` says.
     pub(crate) fn new(
         addr: SocketAddr,
         key: Key,
-        answer_ttl: Duration,
+        config: ValidatorConfig,
         serve_when_unreachable: bool,
+        limits: ValidationLimits,
     ) -> std::io::Result<AgentLink> {
         let socket = UdpSocket::bind(if addr.is_ipv4() {
             "0.0.0.0:0"
@@ -114,8 +120,9 @@ impl AgentLink {
         })?;
         socket.set_nonblocking(true)?;
         let config = ValidatorConfig {
-            ttl: answer_ttl,
-            ..ValidatorConfig::default()
+            max_pending: limits.questions,
+            max_waiters: limits.waiters,
+            ..config
         };
         Ok(AgentLink {
             validator: Validator::new(key, config, bootcache_agent::random_seed()),
@@ -125,6 +132,16 @@ impl AgentLink {
             pending: HashMap::new(),
         })
     }
+}
+
+/// Bounds of the validator's tables (`[limits] max_validations`,
+/// `max_waiters_per_validation`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ValidationLimits {
+    /// Distinct questions out to the agent at once.
+    pub(crate) questions: usize,
+    /// Held requests waiting on one question.
+    pub(crate) waiters: usize,
 }
 
 /// What serving did, for the operator.
@@ -164,9 +181,14 @@ pub(crate) struct ServeCounters {
     /// Requests sent to the origin because serving had as many sessions as
     /// `[limits] max_sessions` allows (or the client had its share).
     pub(crate) sessions_refused: u64,
-    /// Requests sent to the origin because as many were held for the agent
-    /// as `[limits] max_held_requests` allows (or the client had its share).
+    /// Requests sent to the origin (or, in addressed mode, answered "busy")
+    /// because as many were held for the agent or an origin fetch as
+    /// `[limits] max_held_requests` allows (or the client had its share).
     pub(crate) held_refused: u64,
+    /// Requests sent to the origin because the validator had as many
+    /// questions out, or as many requests waiting on this one, as
+    /// `[limits] max_validations` / `max_waiters_per_validation` allow.
+    pub(crate) validations_refused: u64,
 }
 
 /// The serving side of the slow path.
@@ -176,7 +198,7 @@ pub(crate) struct Serve {
     config: ServerConfig,
     max_age: Duration,
     agent: Option<AgentLink>,
-    sessions: HashMap<(SocketAddrV4, u16), Served>,
+    sessions: HashMap<SessionKey, Served>,
     next_tid: u16,
     pub(crate) counters: ServeCounters,
     /// ACK-to-next-DATA turnarounds of the sessions.
@@ -186,7 +208,7 @@ pub(crate) struct Serve {
     /// Sessions with frames to send that waited for room in the inject
     /// ring (the port is slower than the sessions' windows); sent first on
     /// the next pass.
-    blocked: std::collections::HashSet<(SocketAddrV4, u16)>,
+    blocked: std::collections::HashSet<SessionKey>,
     /// Mappings of the files being served, by path (dead entries pruned
     /// as sessions end).
     maps: HashMap<std::path::PathBuf, std::sync::Weak<MappedFile>>,
@@ -198,16 +220,11 @@ pub(crate) struct Serve {
 pub(crate) struct ServeLimits {
     /// Sessions at once (`[limits] max_sessions`).
     pub(crate) sessions: usize,
-    /// Requests held for the agent at once (`[limits] max_held_requests`).
+    /// Requests held for the agent or an origin fetch at once (`[limits]
+    /// max_held_requests`).
     pub(crate) held: usize,
-}
-
-impl ServeLimits {
-    /// One client address's share of a table of `total`: a sixteenth, at
-    /// least 4 (never more than the table).
-    fn per_source(total: usize) -> usize {
-        (total / 16).max(4).min(total)
-    }
+    /// Origin fetches at once, addressed mode (`[limits] max_fetches`).
+    pub(crate) fetches: usize,
 }
 
 impl Serve {
@@ -290,27 +307,39 @@ impl Serve {
             Trapped::Forward if own => None,
             Trapped::Forward => Some(r),
             Trapped::Miss(name) => {
-                self.join_fetch(now, r, &name, logic);
+                if let Some(held) = HeldRequest::new(r) {
+                    self.join_fetch(now, held, &name, logic);
+                }
                 None
             }
+            Trapped::Hit(entry) if self.agent.is_some() && !self.held_room(&r) => {
+                // Past the bound (or this client's share of it) the origin
+                // answers.
+                self.counters.held_refused += 1;
+                self.not_served(now, r, &entry.name, logic)
+            }
             Trapped::Hit(entry) => match &mut self.agent {
-                Some(agent) if !held_room(agent, client_of(&r), self.limits.held) => {
-                    // Held requests pin receive buffers: past the bound (or
-                    // this client's share of it) the origin answers.
-                    self.counters.held_refused += 1;
-                    Some(r)
-                }
                 Some(agent) => {
-                    let id = agent.validator.validate(
+                    match agent.validator.validate(
                         now,
                         wall,
                         agent.addr,
                         &entry.name,
                         entry.sha256.0,
-                    );
-                    let client = client_of(&r);
-                    agent.pending.insert(id, Parked { r, entry, client });
-                    None
+                    ) {
+                        Ok(id) => {
+                            if let Some(held) = HeldRequest::new(r) {
+                                agent.pending.insert(id, Parked { r: held, entry });
+                            }
+                            None
+                        }
+                        // The validator is full: the origin answers, as
+                        // past `held_room`.
+                        Err(_) => {
+                            self.counters.validations_refused += 1;
+                            self.not_served(now, r, &entry.name, logic)
+                        }
+                    }
                 }
                 None => {
                     let fresh =
@@ -385,8 +414,12 @@ impl Serve {
                 }
             };
             if !(serve && self.start_session(now, wall, &p.r, &p.entry, logic, filter)) {
-                if let Some(r) = self.not_served(now, p.r, &p.entry.name, logic) {
+                if self.is_own(p.r.data()) {
+                    self.join_fetch(now, p.r, &p.entry.name, logic);
+                } else if let Some(r) = p.r.into_redirected(&self.pool) {
                     forward.push(r);
+                } else {
+                    self.counters.frame_drops += 1; // the client asks again
                 }
             }
         }
@@ -410,16 +443,17 @@ impl Serve {
         let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
             return Trapped::Forward;
         };
-        if let Some(s) = self.sessions.get_mut(&(client, dst.port())) {
+        let scope = repr.vlan_scope();
+        if let Some(s) = self.sessions.get_mut(&(scope, client, dst.port())) {
             s.session.handle_packet(now, payload);
-            self.pump((client, dst.port()), now, Some(r.tsc));
+            self.pump((scope, client, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
         if dst.port() != 69 {
             return Trapped::Forward;
         }
-        if self.in_progress(client) {
+        if self.in_progress(scope, client) {
             return Trapped::Consumed;
         }
         let Ok(Packet::Rrq(req)) = Packet::parse(payload) else {
@@ -428,7 +462,7 @@ impl Serve {
         let Ok(name) = std::str::from_utf8(req.filename) else {
             return Trapped::Forward;
         };
-        match logic.filestore().lookup(*dst.ip(), name) {
+        match logic.filestore().lookup(scope, *dst.ip(), name) {
             Some(entry) => Trapped::Hit(entry.clone()),
             None => {
                 self.counters.misses += 1;
@@ -437,20 +471,42 @@ impl Serve {
         }
     }
 
-    /// True when `client` has a request under way: a session serving it,
-    /// or its RRQ held for the agent or for an origin fetch. A retransmitted
-    /// RRQ of such a client is dropped: the first one is being taken care of.
-    fn in_progress(&self, client: SocketAddrV4) -> bool {
-        let held = self
-            .agent
+    /// True when `client` on `scope` has a request under way: a session
+    /// serving it, or its RRQ held for the agent or for an origin fetch. A
+    /// retransmitted RRQ of such a client is dropped: the first one is
+    /// being taken care of.
+    fn in_progress(&self, scope: VlanScope, client: SocketAddrV4) -> bool {
+        self.held()
+            .any(|h| (h.scope(), h.client()) == (scope, client))
+            || self
+                .sessions
+                .keys()
+                .any(|&(s, c, _)| (s, c) == (scope, client))
+    }
+
+    /// Every request held, for the agent or for an origin fetch.
+    fn held(&self) -> impl Iterator<Item = &HeldRequest> {
+        self.agent
             .iter()
             .flat_map(|a| a.pending.values().map(|p| &p.r))
             .chain(self.addressed.iter().flat_map(|a| a.waiters()))
-            .any(|r| {
-                UdpFrameRepr::parse(r.mbuf.data())
-                    .is_ok_and(|(repr, _)| repr.src() == SocketAddr::V4(client))
-            });
-        held || self.sessions.keys().any(|(c, _)| *c == client)
+    }
+
+    /// Room for one more held request from the sender of `r`: under
+    /// `[limits] max_held_requests`, and under that client's share of it
+    /// (one host, an address on a VLAN, cannot take the table for itself).
+    fn held_room(&self, r: &impl Request) -> bool {
+        let Ok((repr, _)) = UdpFrameRepr::parse(r.data()) else {
+            return false;
+        };
+        let (scope, client) = (repr.vlan_scope(), repr.src().ip());
+        let (mut total, mut from_client) = (0, 0);
+        for h in self.held() {
+            total += 1;
+            from_client +=
+                usize::from((h.scope(), std::net::IpAddr::V4(*h.client().ip())) == (scope, client));
+        }
+        total < self.limits.held && from_client < slowpath::limits::per_source(self.limits.held)
     }
 
     /// Starts serving the RRQ in `frame` from the cached `entry`; false if
@@ -459,12 +515,12 @@ impl Serve {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        r: &Redirected,
+        r: &impl Request,
         entry: &Entry,
         logic: &mut CacheLogic,
         filter: &mut FilterWriter,
     ) -> bool {
-        let Ok((repr, payload)) = UdpFrameRepr::parse(r.mbuf.data()) else {
+        let Ok((repr, payload)) = UdpFrameRepr::parse(r.data()) else {
             return false;
         };
         let (SocketAddr::V4(client), SocketAddr::V4(dst)) = (repr.src(), repr.dst()) else {
@@ -474,14 +530,15 @@ impl Serve {
             return false;
         };
         let server = *dst.ip();
+        let scope = repr.vlan_scope();
         let name = entry.name.as_str();
         let from_client = self
             .sessions
             .keys()
-            .filter(|(c, _)| c.ip() == client.ip())
+            .filter(|(s, c, _)| (*s, c.ip()) == (scope, client.ip()))
             .count();
         if self.sessions.len() >= self.limits.sessions
-            || from_client >= ServeLimits::per_source(self.limits.sessions)
+            || from_client >= slowpath::limits::per_source(self.limits.sessions)
         {
             self.counters.sessions_refused += 1;
             return false;
@@ -506,7 +563,7 @@ impl Serve {
         let Ok(session) = ServerSession::new(now, &req, file, &self.config) else {
             return false; // e.g. netascii: the origin answers
         };
-        let tid = self.allocate_tid(client);
+        let tid = self.allocate_tid(scope, client);
         // Addressed mode: the client asked bootcache itself, whose address
         // traps everything sent to it; no rules needed.
         let own_mac = self
@@ -518,12 +575,12 @@ impl Serve {
             // The client's ACKs and ERRORs to our TID must come to us, not the origin.
             let (srv, cli) = (std::net::IpAddr::V4(server), SocketAddr::V4(client));
             let installed = filter
-                .expect(srv, cli)
-                .and_then(|_| filter.pin(SocketAddrV4::new(server, tid).into(), cli))
-                .and_then(|_| filter.set_trap(srv, cli, true));
+                .expect(scope, srv, cli)
+                .and_then(|_| filter.pin(scope, SocketAddrV4::new(server, tid).into(), cli))
+                .and_then(|_| filter.set_trap(scope, srv, cli, true));
             if let Err(e) = installed {
                 log::warn!("cache hit for {name:?} not served: {e}");
-                let _ = filter.remove(srv, cli);
+                let _ = filter.remove(scope, srv, cli);
                 return false;
             }
             filter.publish();
@@ -550,16 +607,16 @@ impl Serve {
             entry.size
         );
         self.sessions.insert(
-            (client, tid),
+            (scope, client, tid),
             Served {
                 session,
                 reply,
                 server,
-                side: r.side,
+                side: r.side(),
                 rules: own_mac.is_none(),
             },
         );
-        self.pump((client, tid), now, None);
+        self.pump((scope, client, tid), now, None);
         true
     }
 
@@ -592,7 +649,7 @@ impl Serve {
     /// Sends whatever the session has to send, as frames to the client.
     /// `ack_tsc`: the receive TSC of the client's packet that this answers;
     /// the first DATA pushed records the turnaround.
-    fn pump(&mut self, key: (SocketAddrV4, u16), now: Instant, mut ack_tsc: Option<u64>) {
+    fn pump(&mut self, key: SessionKey, now: Instant, mut ack_tsc: Option<u64>) {
         let Some(s) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -665,7 +722,8 @@ impl Serve {
                     c.completed += 1;
                     c.served_bytes += bytes;
                     log::info!(
-                        "served {bytes} bytes to {} from the cache in {elapsed:?}",
+                        "served {bytes} bytes to {} ({}) from the cache in {elapsed:?}",
+                        key.1,
                         key.0
                     );
                 }
@@ -680,20 +738,21 @@ impl Serve {
                         Some(ServeOutcome::Aborted(_)) | None => c.aborted += 1,
                         Some(ServeOutcome::Completed { .. }) => {}
                     }
-                    log::info!("cache session with {} ended: {other:?}", key.0);
+                    log::info!("cache session with {} ({}) ended: {other:?}", key.1, key.0);
                 }
             }
             if s.rules {
                 filter.remove(
+                    key.0,
                     std::net::IpAddr::V4(s.server),
-                    std::net::SocketAddr::V4(key.0),
+                    std::net::SocketAddr::V4(key.1),
                 );
             }
         }
         filter.publish();
     }
 
-    fn allocate_tid(&mut self, client: SocketAddrV4) -> u16 {
+    fn allocate_tid(&mut self, scope: VlanScope, client: SocketAddrV4) -> u16 {
         loop {
             let tid = self.next_tid;
             self.next_tid = if self.next_tid == u16::MAX {
@@ -701,28 +760,9 @@ impl Serve {
             } else {
                 self.next_tid + 1
             };
-            if !self.sessions.contains_key(&(client, tid)) {
+            if !self.sessions.contains_key(&(scope, client, tid)) {
                 return tid;
             }
         }
     }
-}
-
-/// The source address of a trapped request.
-fn client_of(r: &Redirected) -> Option<std::net::IpAddr> {
-    UdpFrameRepr::parse(r.mbuf.data())
-        .ok()
-        .map(|(repr, _)| repr.src().ip())
-}
-
-/// Room for one more held request from `client`: under `total`, and under
-/// that client address's share of it.
-fn held_room(agent: &AgentLink, client: Option<std::net::IpAddr>, total: usize) -> bool {
-    agent.pending.len() < total
-        && agent
-            .pending
-            .values()
-            .filter(|p| p.client == client)
-            .count()
-            < ServeLimits::per_source(total)
 }

@@ -521,14 +521,28 @@ impl Worker {
         while let Some(u) = self.logic.poll_filter_update() {
             changed = true;
             let res = match u {
-                FilterUpdate::Expect { server, client } => {
-                    self.filter.expect(server.into(), client.into()).map(drop)
-                }
-                FilterUpdate::Pin { server, client } => {
-                    self.filter.pin(server.into(), client.into()).map(drop)
-                }
-                FilterUpdate::Remove { server, client } => {
-                    self.filter.remove(server.into(), client.into());
+                FilterUpdate::Expect {
+                    scope,
+                    server,
+                    client,
+                } => self
+                    .filter
+                    .expect(scope, server.into(), client.into())
+                    .map(drop),
+                FilterUpdate::Pin {
+                    scope,
+                    server,
+                    client,
+                } => self
+                    .filter
+                    .pin(scope, server.into(), client.into())
+                    .map(drop),
+                FilterUpdate::Remove {
+                    scope,
+                    server,
+                    client,
+                } => {
+                    self.filter.remove(scope, server.into(), client.into());
                     Ok(())
                 }
             };
@@ -619,7 +633,7 @@ impl Worker {
         }
         let d = &k.defrag;
         out += &format!(
-            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} verified={} corrupt_removed={} | bounds transfers={} file_size={} quota={} \
+            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} verified={} corrupt_removed={} | bounds transfers={} client_share={} file_size={} quota={} \
              | origin_bytes={} | defrag fragments={} reassembled={} dropped={}",
             k.files_cached,
             k.files_refreshed,
@@ -629,6 +643,7 @@ impl Worker {
             self.logic.filestore().verified_count(),
             self.logic.filestore().corrupt_removed(),
             b.transfers,
+            k.tracker.over_client_share,
             b.file_size,
             b.quota,
             k.origin_bytes,
@@ -659,7 +674,7 @@ impl Worker {
         if let Some(s) = &self.serve {
             let c = &s.counters;
             out += &format!(
-                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} mapped_files={} rehashed={}",
+                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} validations_refused={} mapped_files={} rehashed={}",
                 c.hits,
                 c.misses,
                 c.stale,
@@ -679,6 +694,7 @@ impl Worker {
                 self.reinject_drops,
                 c.sessions_refused,
                 c.held_refused,
+                c.validations_refused,
                 s.mapped_files(),
                 c.rehashed,
             );
@@ -695,13 +711,14 @@ impl Worker {
                 let c = &a.counters;
                 let arp = a.arp_counters();
                 out += &format!(
-                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
+                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
                     c.requests,
                     c.fetches,
                     c.fetch_joins,
                     a.active_fetches(),
                     c.fetches_completed,
                     c.fetches_failed,
+                    c.fetches_refused,
                     c.fetched_bytes,
                     c.errors_sent,
                     c.pings,

@@ -725,3 +725,185 @@ fn a_hundred_concurrent_clients_get_byte_identical_files_in_both_modes() {
         fin.stdout
     );
 }
+
+/// Addressed mode's tables are bounded (issue 13): past `[limits]
+/// max_fetches` fetches under way, and past one client address's share of
+/// the requests held for them, a request is answered with a TFTP ERROR
+/// "busy" at once; the origin sees only the fetches allowed.
+#[test]
+fn fetches_and_the_requests_waiting_for_them_are_bounded() {
+    let h = shared("addressed");
+    let dir = std::env::temp_dir().join(format!("bootcache-addressed-lim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A share of max_held_requests is a sixteenth, at least 4.
+    let bc = start(
+        &h,
+        &dir,
+        "serve_max_age = 3600\n[limits]\nmax_fetches = 2\nmax_held_requests = 64",
+    );
+    // The origin answers ARP, never a read request: fetches stay under way.
+    let mut origin = Origin::new(&[]);
+    let a = Ipv4Addr::new(10, 78, 0, 100);
+    let b = Ipv4Addr::new(10, 78, 0, 101);
+    let rrq = |name: &str| {
+        Packet::Rrq(wire::tftp::Request {
+            filename: name.as_bytes(),
+            mode: wire::tftp::Mode::OCTET,
+            options: wire::tftp::Options::default(),
+        })
+        .to_vec()
+        .unwrap()
+    };
+    // Client a: six files, two fetches allowed, four refused. Client b: six
+    // requests for a file being fetched, its share (4) waits, two refused.
+    let mut requests: Vec<(SocketAddrV4, Vec<u8>)> = (0..6u16)
+        .map(|i| (SocketAddrV4::new(a, 5000 + i), rrq(&format!("f{i}"))))
+        .collect();
+    requests.extend((0..6u16).map(|i| (SocketAddrV4::new(b, 6000 + i), rrq("f0"))));
+    let to = SocketAddrV4::new(OWN, 69);
+    let mut busy = Vec::new();
+    let mut fetched = std::collections::BTreeSet::new();
+    let mut burst = Burst::new();
+    // All at once: one queue, taken in order (the order decides which are
+    // refused).
+    for (from, payload) in &requests {
+        send_udp(&h, 0, CLIENT_MAC, OWN_MAC, *from, to, payload);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (busy.len() < 6 || fetched.len() < 2) && Instant::now() < deadline {
+        let now = Instant::now();
+        if h.ports[1].rx_burst(0, &mut burst) > 0 {
+            for m in burst.drain() {
+                if let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) {
+                    if let Ok(Packet::Rrq(req)) = Packet::parse(payload) {
+                        assert_eq!(repr.dst(), SocketAddr::V4(SocketAddrV4::new(ORIGIN, 69)));
+                        fetched.insert(String::from_utf8_lossy(req.filename).into_owned());
+                    }
+                    continue;
+                }
+                origin.handle(&h, now, m.data());
+            }
+        }
+        if h.ports[0].rx_burst(0, &mut burst) > 0 {
+            for m in burst.drain() {
+                let Ok((repr, payload)) = UdpFrameRepr::parse(m.data()) else {
+                    continue;
+                };
+                if let Ok(Packet::Error { message, .. }) = Packet::parse(payload) {
+                    let message = String::from_utf8_lossy(message);
+                    assert!(message.contains("busy"), "{message}");
+                    busy.push(repr.dst());
+                }
+            }
+        }
+    }
+    let fin = bc.stop();
+    assert_eq!(
+        fetched.into_iter().collect::<Vec<_>>(),
+        ["f0", "f1"],
+        "the origin was asked for"
+    );
+    let expected: Vec<SocketAddr> = [2, 3, 4, 5]
+        .map(|i| SocketAddr::V4(SocketAddrV4::new(a, 5000 + i)))
+        .into_iter()
+        .chain([4, 5].map(|i| SocketAddr::V4(SocketAddrV4::new(b, 6000 + i))))
+        .collect();
+    assert_eq!(busy, expected, "answered busy\n{}", fin.stdout);
+    assert!(fin.stdout.contains("fetches_refused=4"), "{}", fin.stdout);
+    assert!(fin.stdout.contains("held_refused=2 "), "{}", fin.stdout);
+    assert!(
+        fin.stdout.contains("fetches=2 fetch_joins=4"),
+        "{}",
+        fin.stdout
+    );
+}
+
+/// Direction is the root of trust in addressed mode too (issue 13): while
+/// a fetch waits for the origin, a host on the client side claims the
+/// origin's address by ARP and answers the fetch itself from the origin's
+/// address on every port of the fetch range. None of it is believed: the
+/// origin is resolved and heard on the server side only, and the client
+/// gets (and the cache keeps) the origin's bytes.
+#[test]
+fn the_origin_is_believed_on_the_server_side_only() {
+    const EVIL_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x66];
+    let h = shared("addressed");
+    let dir =
+        std::env::temp_dir().join(format!("bootcache-addressed-spoof-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bc = start(&h, &dir, "serve_max_age = 3600");
+    let real = Arc::new(test_file(150_000, 8));
+    let mut origin = Origin::new(&[("pxelinux.0", &real)]);
+    // The origin is slow to answer ARP: the fetch waits.
+    origin.answer_arp = false;
+    let mut cs = clients(&[("pxelinux.0", ClientOptions::default())], 4300);
+    flush_client(&h, &mut cs[0], Instant::now(), BOOTCACHE_ITSELF);
+
+    // The attacker, on the client side: "the origin is at EVIL_MAC" ...
+    let poison = ArpFrameRepr::request(MacAddr(OWN_MAC), OWN, ORIGIN)
+        .reply_to(MacAddr(EVIL_MAC))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = poison.emit(&mut buf).unwrap();
+    send(&h, 0, &buf[..n]).unwrap();
+    // ... and the origin's one and last DATA block on every fetch port.
+    let evil = Packet::Data {
+        block: 1,
+        payload: b"evil",
+    }
+    .to_vec()
+    .unwrap();
+    for port in 40960..=49151u16 {
+        send_udp(
+            &h,
+            0,
+            EVIL_MAC,
+            OWN_MAC,
+            SocketAddrV4::new(ORIGIN, 30000),
+            SocketAddrV4::new(OWN, port),
+            &evil,
+        );
+    }
+
+    // Now the real origin answers, on the server side.
+    origin.answer_arp = true;
+    let outcomes = run(&h, &mut origin, &mut cs);
+    assert!(
+        matches!(outcomes[0], Some(ClientOutcome::Completed { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        cs[0].file == *real,
+        "the client got {} other bytes",
+        cs[0].file.len()
+    );
+    assert_eq!(origin.rrqs.len(), 1, "one fetch, from the origin");
+    let fin = bc.stop();
+    // Both the ARP claim and the spoofed answers were counted and dropped.
+    let arp_wrong_side = addressed_stat(&fin.stdout, "wrong_side");
+    assert!(arp_wrong_side >= 1, "{}", fin.stdout);
+    // Every spoofed answer was dropped by the slow path, or before it
+    // when the burst overflowed the redirect ring.
+    let trap_drops = bootcache_bench::netns::stat(&fin.stdout, "redirect", "trap_drops").unwrap();
+    assert!(
+        addressed_stat(&fin.stdout, "dropped") + trap_drops >= 8192,
+        "{}",
+        fin.stdout
+    );
+    let entries = slowpath::filestore::read_index(&dir.join("cache")).unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        entries[0].size,
+        real.len() as u64,
+        "the cache holds another file"
+    );
+}
+
+/// The last value of `key` in the `addressed` section of the final
+/// statistics.
+fn addressed_stat(stdout: &str, key: &str) -> u64 {
+    bootcache_bench::netns::stat(stdout, "addressed", key)
+        .unwrap_or_else(|| panic!("no addressed {key} in:\n{stdout}"))
+}

@@ -73,6 +73,7 @@ fn help_documents_every_option() {
         "--cache-dir",
         "--slowpath-throttle-us",
         "cache ls",
+        "cache verify",
         "[EAL options] --",
     ] {
         assert!(text.contains(opt), "--help lacks {opt}");
@@ -409,4 +410,183 @@ fn an_unopenable_cache_forwards_only_until_it_can_be_opened() {
         Some(1),
         "{out}"
     );
+}
+
+/// A cache in `dir` holding `files` (name, content) from 192.0.2.1, filled
+/// through the filestore as the bridge fills it.
+fn cache_with(dir: &std::path::Path, files: &[(&str, &[u8])]) -> slowpath::Filestore {
+    let mut store = slowpath::Filestore::open(dir).unwrap();
+    for (i, (name, content)) in files.iter().enumerate() {
+        let path = store.tmp_dir().join(format!("t{i}"));
+        let mut r = slowpath::reassembly::Reassembly::create(path, 512, None, u64::MAX).unwrap();
+        let mut blocks: Vec<&[u8]> = content.chunks(512).collect();
+        if content.len() % 512 == 0 {
+            blocks.push(&[]);
+        }
+        for (n, b) in blocks.iter().enumerate() {
+            r.insert(n as u64 + 1, b).unwrap();
+        }
+        let done = r.finish().unwrap();
+        store
+            .publish(
+                std::time::SystemTime::now(),
+                (
+                    wire::frame::VlanScope::UNTAGGED,
+                    std::net::Ipv4Addr::new(192, 0, 2, 1),
+                ),
+                name,
+                done.file,
+                done.size,
+                done.sha256,
+            )
+            .unwrap();
+    }
+    store
+}
+
+/// `bootcache cache verify`: a clean cache exits 0; a byte flipped on disk
+/// (same size, so loading the index alone cannot see it) is found, the
+/// file and its entry are removed, and it exits 1; run again, the cache is
+/// clean.
+#[test]
+fn cache_verify_removes_a_flipped_byte_and_exits_1() {
+    let dir = tempfile_dir("verify");
+    let store = cache_with(
+        &dir,
+        &[
+            ("pxelinux.0", &[7u8; 3000]),
+            ("boot/vmlinuz", &[9u8; 70_000]),
+        ],
+    );
+    let kernel = store
+        .lookup(
+            wire::frame::VlanScope::UNTAGGED,
+            std::net::Ipv4Addr::new(192, 0, 2, 1),
+            "boot/vmlinuz",
+        )
+        .unwrap()
+        .clone();
+    let kernel_path = store.path_of(&kernel);
+    drop(store);
+    let d = dir.to_str().unwrap();
+
+    let o = run(&["cache", "verify", "--cache-dir", d]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(": ok")).count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("2 files, 73000 bytes: 2 ok, 0 removed"),
+        "{out}"
+    );
+
+    let mut bytes = std::fs::read(&kernel_path).unwrap();
+    bytes[40_000] ^= 0x01;
+    std::fs::write(&kernel_path, bytes).unwrap();
+    let o = run(&["cache", "verify", "--json", "--cache-dir", d]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
+    for field in [
+        "\"files\":2,",
+        "\"bytes\":73000,",
+        "\"ok\":1,",
+        "\"removed\":1,",
+        "\"unreadable\":0,",
+        "\"name\":\"boot/vmlinuz\"",
+        "\"reason\":\"mismatch\"",
+    ] {
+        assert!(out.contains(field), "{field} not in {out}");
+    }
+    assert!(!kernel_path.exists(), "the corrupt file is still there");
+    let listed = slowpath::filestore::read_index(&dir).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name, "pxelinux.0");
+
+    let o = run(&["cache", "verify", "--cache-dir", d]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 files, 3000 bytes: 1 ok, 0 removed"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh directory under the temp dir for this test process.
+fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bootcache-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// While a bridge runs on a cache directory, `cache verify` refuses with
+/// one line naming it; while something else holds the directory (a
+/// verify), a starting bridge forwards only and opens its cache once the
+/// lock is free.
+#[test]
+fn cache_verify_is_refused_while_a_bridge_runs_and_the_bridge_waits_for_it() {
+    let cache = std::env::temp_dir()
+        .join(format!("bootcache-cli10-{}", std::process::id()))
+        .join("cache");
+    let held = std::cell::RefCell::new(None);
+    let mut refusal = None;
+    let o = run_until_with(
+        "cli10",
+        "0@0,1@1",
+        &["--stats-interval", "1"],
+        &[],
+        |path| {
+            std::fs::create_dir_all(path).unwrap();
+            *held.borrow_mut() = Some(slowpath::DirLock::acquire(path).unwrap());
+        },
+        |out, err| {
+            if err.contains("bridging on lcore") {
+                // Forwarding without the cache so far: let it go.
+                held.borrow_mut().take();
+            }
+            if refusal.is_none() && err.contains("cache opened") {
+                refusal = Some(run(&[
+                    "cache",
+                    "verify",
+                    "--cache-dir",
+                    cache.to_str().unwrap(),
+                ]));
+            }
+            refusal.is_some() && forwarded_plenty(out)
+        },
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("forwarding only until it can be opened"),
+        "{err}"
+    );
+    assert!(err.contains("locked by pid"), "{err}");
+    let r = refusal.unwrap();
+    assert_eq!(r.status.code(), Some(1));
+    let line = last_line(&r);
+    assert_eq!(
+        String::from_utf8_lossy(&r.stderr).lines().count(),
+        1,
+        "{line}"
+    );
+    assert!(
+        line.starts_with(&format!(
+            "bootcache: a bridge is running on {}",
+            cache.display()
+        )) && line.contains("(pid ")
+            && line.ends_with("stop it or wait for issue 15's control socket"),
+        "{line}"
+    );
+    assert!(r.stdout.is_empty());
 }

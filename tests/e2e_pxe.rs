@@ -9,48 +9,20 @@
 //! Needs root and `scripts/setup` (qemu-system-x86, ipxe-qemu, the kernel
 //! and initrd built by `scripts/pxe-images`).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, check_prerequisites, Boot, Topology, IPXE_SCRIPT};
+use bootcache_bench::netns::{self, Boot, Topology, IPXE_SCRIPT, PXE_FILES};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
-const FILES: [&str; 3] = [IPXE_SCRIPT, "vmlinuz", "initrd.gz"];
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn images() -> PathBuf {
-    std::env::var_os("BOOTCACHE_PXE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| netns::DEFAULT_IMAGES.into())
-}
-
 fn boot(t: &Topology, tag: &str, variant: &str) -> Boot {
-    let b = t.boot_pxe(tag, BOOT_TIMEOUT).expect("qemu");
-    let marker = b.marker.clone().unwrap_or_else(|| {
-        panic!(
-            "boot {tag}: no {} on the serial console after {:.0?} (timed out: {}); console:\n{}\norigin sent: {:?}\n{}",
-            netns::MARKER,
-            b.elapsed,
-            b.timed_out,
-            b.serial,
-            t.origin_transfers(),
-            t.diagnostics()
-        )
-    });
-    assert!(
-        marker.contains(&format!("variant={variant} ")),
-        "boot {tag}: {marker}"
-    );
-    assert!(
-        marker.contains("ip=10.80.0."),
-        "boot {tag}: no DHCP lease: {marker}"
-    );
-    eprintln!("boot {tag}: {:.1} s: {marker}", b.elapsed.as_secs_f64());
-    b
+    t.boot_to_marker(tag, variant, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn counts(t: &Topology) -> Vec<usize> {
-    FILES.iter().map(|f| t.origin_count(f)).collect()
+    t.origin_counts(&PXE_FILES)
 }
 
 /// (a) Two boots, the second served entirely from the cache, with (d) a
@@ -59,15 +31,10 @@ fn counts(t: &Topology) -> Vec<usize> {
 /// still succeeds, from the origin.
 #[test]
 fn ipxe_boots_twice_the_second_from_the_cache_then_change_and_agent_down() {
-    if let Err(e) = check_prerequisites(true) {
-        panic!("end-to-end prerequisites: {e:#}");
-    }
-    let mut t = Topology::create(&netns::Options {
+    let mut t = netns::pxe_test_topology(&netns::Options {
         bootcache_bin: Some(BOOTCACHE.into()),
         ..Default::default()
-    })
-    .expect("creating the namespaces");
-    t.install_pxe_files(&images()).unwrap();
+    });
     t.start_origin().unwrap();
     t.start_agent().unwrap();
     t.write_bootcache_config("").unwrap();

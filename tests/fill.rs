@@ -15,6 +15,7 @@ use bootcache_bench::scenario::{
 use sha2::{Digest, Sha256};
 use slowpath::filestore::Filestore;
 use slowpath::imagemap::ImageMap;
+use wire::frame::VlanScope;
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -61,7 +62,7 @@ fn endpoints(client_port: u16) -> Endpoints {
 fn assert_cached(cache: &Path, name: &str, content: &[u8]) {
     let store = Filestore::open(cache).unwrap();
     let e = store
-        .lookup(SERVER, name)
+        .lookup(VlanScope::UNTAGGED, SERVER, name)
         .unwrap_or_else(|| panic!("{name} not cached"));
     assert_eq!(e.size, content.len() as u64, "{name} size");
     let sha: [u8; 32] = Sha256::digest(content).into();
@@ -196,7 +197,7 @@ fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partia
     assert!(
         Filestore::open(&cache)
             .unwrap()
-            .lookup(SERVER, "throttled.img")
+            .lookup(VlanScope::UNTAGGED, SERVER, "throttled.img")
             .is_none(),
         "a partial file was published"
     );

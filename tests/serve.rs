@@ -54,6 +54,21 @@ fn read(
     client_read(h, client, server, name, options).unwrap()
 }
 
+/// A read request for `name` from the client at `port` to the server.
+fn rrq_frame(port: u16, name: &[u8]) -> Vec<u8> {
+    let p = Packet::Rrq(Request {
+        filename: name,
+        mode: Mode::OCTET,
+        options: Options::default(),
+    });
+    udp_frame(
+        0,
+        SocketAddrV4::new(CLIENT, port),
+        SocketAddrV4::new(SERVER, 69),
+        &p.to_vec().unwrap(),
+    )
+}
+
 #[test]
 fn a_second_client_is_served_from_the_cache_and_the_server_sees_nothing() {
     let h = shared("serve");
@@ -256,19 +271,7 @@ fn hits_are_validated_with_the_agent_stale_bad_hmac_and_unreachable_go_to_the_or
         .unwrap()
         .refresh("boot/initrd.img")
         .unwrap();
-    let rrq = |port: u16| {
-        let p = Packet::Rrq(Request {
-            filename: b"boot/initrd.img",
-            mode: Mode::OCTET,
-            options: Options::default(),
-        });
-        udp_frame(
-            0,
-            SocketAddrV4::new(CLIENT, port),
-            SocketAddrV4::new(SERVER, 69),
-            &p.to_vec().unwrap(),
-        )
-    };
+    let rrq = |port: u16| rrq_frame(port, b"boot/initrd.img");
     let reps = h
         .replay(&[(0, rrq(50011))], 1, Duration::from_secs(5))
         .unwrap();
@@ -324,4 +327,55 @@ fn hits_are_validated_with_the_agent_stale_bad_hmac_and_unreachable_go_to_the_or
         "{}",
         fin.stdout
     );
+}
+
+/// Issue 13: the validator's tables are bounded. With room for one
+/// question and one waiter on it, and an agent that never answers, a
+/// second read request for the same cached file is refused by the
+/// validator and goes to the origin at once, untouched
+/// (`validations_refused`), overtaking the first, which is held until its
+/// question gives up (`agent_unreachable`) and then goes there too.
+#[test]
+fn validations_past_the_validators_bounds_go_to_the_origin() {
+    let h = shared("serve");
+    let dir = std::env::temp_dir().join(format!("bootcache-serve-vbounds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("agent.key"), [0x5au8; 32]).unwrap();
+    // Bound, never read: the agent's questions go unanswered.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cfg = format!(
+        "[agent]\naddress = \"{}\"\nkey_file = \"{}\"\nanswer_ttl = 0\n\
+         [limits]\nmax_validations = 1\nmax_waiters_per_validation = 1\n",
+        silent.local_addr().unwrap(),
+        dir.join("agent.key").display()
+    );
+    let bc = start(&h, &dir, "vbounds", &cfg);
+    let content = test_file(50_000, 11);
+    cold_fill(&h, &dir, 49170, "boot/vmlinuz", &content);
+
+    let reps = h
+        .replay(
+            &[
+                (0, rrq_frame(50020, b"boot/vmlinuz")),
+                (0, rrq_frame(50021, b"boot/vmlinuz")),
+            ],
+            2,
+            Duration::from_secs(8),
+        )
+        .unwrap();
+    assert_eq!(reps[0].received, 2, "both requests reach the origin");
+    // Both crossed, in the other order: the second was not held.
+    assert_eq!(reps[0].mismatch_count, 2, "{:?}", reps[0]);
+
+    let fin = h.stop_bootcache(bc).unwrap();
+    for want in [
+        "serve hits=0 ",
+        "agent_unreachable=1 ",
+        "held_refused=0 ",
+        "validations_refused=1 ",
+    ] {
+        assert!(fin.stdout.contains(want), "no {want:?} in {}", fin.stdout);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

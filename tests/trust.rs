@@ -18,7 +18,7 @@ use bootcache_bench::scenario::{
 };
 use bootcache_bench::tftp_client::client_read;
 use slowpath::filestore::Filestore;
-use wire::frame::ipv4;
+use wire::frame::{ipv4, VlanScope};
 use wire::tftp::{Mode, Options, Packet, Request};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
@@ -83,7 +83,12 @@ fn server_answers_spoofed_on_the_client_side_are_never_cached() {
     let fin = run(&h, "spoof", &cfg, &attack);
     let store = Filestore::open(&cache).unwrap();
     assert!(
-        store.lookup(SERVER, "grubx64.efi").is_none() && store.lookup(SERVER, "vmlinuz").is_none(),
+        store
+            .lookup(VlanScope::UNTAGGED, SERVER, "grubx64.efi")
+            .is_none()
+            && store
+                .lookup(VlanScope::UNTAGGED, SERVER, "vmlinuz")
+                .is_none(),
         "a transfer played from the client side was cached; final output:\n{}",
         fin.stdout
     );
@@ -93,7 +98,7 @@ fn server_answers_spoofed_on_the_client_side_are_never_cached() {
     let fin = run(&h, "real", &cfg, &marked(read("grubx64.efi", &real, 49154)));
     let store = Filestore::open(&cache).unwrap();
     let e = store
-        .lookup(SERVER, "grubx64.efi")
+        .lookup(VlanScope::UNTAGGED, SERVER, "grubx64.efi")
         .unwrap_or_else(|| panic!("the real transfer was not cached:\n{}", fin.stdout));
     assert!(std::fs::read(store.path_of(e)).unwrap() == real);
 }
@@ -133,7 +138,7 @@ fn a_file_corrupted_on_disk_is_never_served_after_a_restart() {
     };
     let path_of = |name: &str| {
         let store = Filestore::open(&cache).unwrap();
-        let path = store.path_of(store.lookup(SERVER, name).unwrap());
+        let path = store.path_of(store.lookup(VlanScope::UNTAGGED, SERVER, name).unwrap());
         path
     };
     // While bootcache is down.
@@ -174,7 +179,9 @@ fn a_file_corrupted_on_disk_is_never_served_after_a_restart() {
     assert!(fin.stdout.contains("corrupt_removed=1 "), "{}", fin.stdout);
     assert!(fin.stdout.contains("rehashed_files=2 "), "{}", fin.stdout);
     let store = Filestore::open(&cache).unwrap();
-    assert!(store.lookup(SERVER, "damaged.efi").is_none());
+    assert!(store
+        .lookup(VlanScope::UNTAGGED, SERVER, "damaged.efi")
+        .is_none());
     drop(store);
 
     // The scrub on: a bit flipped in the verified copy while bootcache

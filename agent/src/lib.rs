@@ -30,7 +30,7 @@ pub mod wire;
 pub use replay::ReplayGuard;
 pub use responder::{AnswerCounters, Counters, Responder};
 pub use table::{normalize, Entry, Table};
-pub use validator::{Transmit, Validator, ValidatorConfig, Verdict};
+pub use validator::{Refused, RefusedCounters, Transmit, Validator, ValidatorConfig, Verdict};
 pub use wire::{
     decode_request, decode_response, encode_request, encode_response, Answer, DropReason, Envelope,
     FileState, Request, RequestId, Response,

@@ -37,6 +37,12 @@ struct Args {
     /// Most nonces remembered for replay protection.
     #[arg(long, default_value_t = 1 << 16)]
     replay_capacity: usize,
+    /// Follow symbolic links whose target lies outside the root (a TFTP
+    /// server that does, outside a chroot). Default: such links answer
+    /// "unknown", as dnsmasq refuses them and tftpd-hpa --secure resolves
+    /// them inside its chroot.
+    #[arg(long)]
+    follow_outside_root: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,15 +67,23 @@ fn run(args: Args) -> Result<(), String> {
     }
     let window = Duration::from_secs(args.window);
 
-    let table = Table::scan(&args.root)
+    let table = Table::scan_with(&args.root, args.follow_outside_root)
         .map_err(|e| format!("cannot scan --root {}: {e}", args.root.display()))?;
     log::info!(
-        "verification table: {} files under {}",
+        "verification table: {} files ({} through links) under {}",
         table.len(),
+        table.links(),
         table.root().display()
     );
+    if table.outside_root() > 0 {
+        log::warn!(
+            "{} links lead outside {} and answer unknown (--follow-outside-root follows them)",
+            table.outside_root(),
+            table.root().display()
+        );
+    }
     let table = Arc::new(RwLock::new(table));
-    let _watcher = watch::spawn(
+    let watcher = watch::spawn(
         table.clone(),
         WatchConfig {
             debounce: Duration::from_millis(args.debounce_ms),
@@ -90,6 +104,9 @@ fn run(args: Args) -> Result<(), String> {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
+    // SIGHUP: a full rescan in the background (answers go on meanwhile).
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, watcher.rescan_flag())
+        .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
     let mut responder = Responder::new(key, window, args.replay_capacity, random_seed());
     // The ready line: scripts and tests wait for it (and learn the port).
@@ -98,6 +115,14 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
+        while let Some(r) = watcher.poll_report() {
+            // One line per rescan: operators and tests line answers up with it.
+            println!(
+                "bootcache-agent: rescan files={} started_ms={} finished_ms={} swapped_ms={}",
+                r.files, r.started_ms, r.finished_ms, r.swapped_ms
+            );
+            let _ = std::io::stdout().flush();
+        }
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
@@ -122,6 +147,15 @@ fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    {
+        let t = table.read().unwrap_or_else(|e| e.into_inner());
+        println!(
+            "bootcache-agent: table: files={} links={} links_outside_root={}",
+            t.len(),
+            t.links(),
+            t.outside_root()
+        );
+    }
     let c = responder.counters();
     let a = responder.answers();
     println!("bootcache-agent: counters: {c}");

@@ -4,11 +4,24 @@
 //! Rebuilt by a scan at start and kept current by [`crate::watch`]; persisted
 //! nowhere, so versions restart at 1 with the agent. The cache compares
 //! SHA-256 values, never versions across restarts.
+//!
+//! Symbolic links are what the TFTP server serves through them: a link to
+//! a regular file is hashed as its target's content, and the table keeps
+//! every path on the link's chain (each link and the final file), so a
+//! change to any of them rehashes the link ([`Table::links_through`]). A
+//! link whose final target lies outside the root is refused (answered
+//! `Unknown`, counted in [`Table::outside_root`]) unless the table was made
+//! with `follow_outside`: dnsmasq refuses such links, and tftpd-hpa
+//! `--secure` (Debian's default) resolves them inside its chroot, not where
+//! the agent would look. Links to directories are not followed (loops);
+//! names through them answer `Unknown`, so the cache asks the origin.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
@@ -51,17 +64,105 @@ pub enum Change {
     Removed,
 }
 
+/// Most links followed from one name (the kernel's own limit is 40).
+const MAX_HOPS: usize = 40;
+
+/// What a path under the root is, for the table. Found without the table
+/// (no lock held while the file system is asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// A regular file, directly or through links: hash `path`. `hops` is the
+    /// link chain (every link and the final file, absolute, their
+    /// directories canonical), empty for a plain file.
+    File {
+        /// The file to hash (the final target, for a link).
+        path: PathBuf,
+        /// The paths whose change changes what the name serves.
+        hops: Vec<PathBuf>,
+    },
+    /// A directory (not a link to one).
+    Dir,
+    /// A link whose final target lies outside the root: refused.
+    Outside,
+    /// Gone, a dangling or looping link, a link to a directory, or neither
+    /// file nor directory.
+    Other,
+}
+
+/// Resolves `rel` under `root` (canonical) as a TFTP server opening it would.
+pub fn resolve(root: &Path, follow_outside: bool, rel: &str) -> Resolved {
+    let abs = root.join(rel);
+    let Ok(meta) = fs::symlink_metadata(&abs) else {
+        return Resolved::Other;
+    };
+    if meta.is_file() {
+        return Resolved::File {
+            path: abs,
+            hops: Vec::new(),
+        };
+    }
+    if meta.is_dir() {
+        return Resolved::Dir;
+    }
+    if !meta.file_type().is_symlink() {
+        return Resolved::Other;
+    }
+    let Some(hops) = link_chain(&abs) else {
+        return Resolved::Other;
+    };
+    let target = hops.last().expect("a chain ends in its target").clone();
+    if !fs::metadata(&target).is_ok_and(|m| m.is_file()) {
+        return Resolved::Other;
+    }
+    if !follow_outside && !target.starts_with(root) {
+        return Resolved::Outside;
+    }
+    Resolved::File { path: target, hops }
+}
+
+/// The paths a link passes through, ending in its final target; `None` for
+/// a dangling link or a loop.
+fn link_chain(link: &Path) -> Option<Vec<PathBuf>> {
+    let mut hops = Vec::new();
+    let mut cur = link.to_path_buf();
+    for i in 0..MAX_HOPS {
+        let m = fs::symlink_metadata(&cur).ok()?;
+        // The link itself is not a hop: its own events name it.
+        if i > 0 {
+            hops.push(cur.clone());
+        }
+        if !m.file_type().is_symlink() {
+            return Some(hops);
+        }
+        let next = cur.parent()?.join(fs::read_link(&cur).ok()?);
+        // The directory canonical, the last component as is: the path
+        // inotify reports for a change of that very entry.
+        let dir = next.parent()?.canonicalize().ok()?;
+        cur = dir.join(next.file_name()?);
+    }
+    None
+}
+
 /// The verification table.
 #[derive(Debug)]
 pub struct Table {
     root: PathBuf,
+    follow_outside: bool,
     entries: HashMap<String, Entry>,
     /// Files with pending changes (written, not yet rehashed): the agent
     /// answers `Unknown` for them rather than vouch for content in flux.
     changing: HashSet<String>,
-    /// Global change counter; a file's version is the value it got when it
-    /// last changed, so versions never repeat, even across delete + recreate.
-    generation: u64,
+    /// Link name → the paths its content depends on ([`Resolved::File`]).
+    links: HashMap<String, Vec<PathBuf>>,
+    /// The reverse: a path → the links through it. Ordered, so that all
+    /// the paths below a directory are one range.
+    through: BTreeMap<PathBuf, HashSet<String>>,
+    /// Links refused because they lead outside the root.
+    outside: HashSet<String>,
+    /// Global change counter, shared with the tables a rescan builds; a
+    /// file's version is the value it got when it last changed, so versions
+    /// never repeat, even across delete + recreate or a rescan.
+    generation: Arc<AtomicU64>,
 }
 
 /// Hashes a file (no table lock needed), returning (size, SHA-256, mtime), or `None` if it changed
@@ -89,9 +190,16 @@ pub fn hash_file(path: &Path) -> io::Result<Option<(u64, [u8; 32], SystemTime)>>
 }
 
 impl Table {
-    /// Scans `root` recursively and hashes every regular file (symlinks to
-    /// files are followed; symlinked directories are not, to avoid loops).
+    /// Scans `root` recursively and hashes every regular file and every
+    /// link to one inside the root (symlinked directories are not
+    /// followed, to avoid loops).
     pub fn scan(root: &Path) -> io::Result<Table> {
+        Table::scan_with(root, false)
+    }
+
+    /// [`Table::scan`]; `follow_outside` also follows links whose target
+    /// lies outside the root (for a TFTP server that does, outside a chroot).
+    pub fn scan_with(root: &Path, follow_outside: bool) -> io::Result<Table> {
         let root = root.canonicalize()?;
         if !root.is_dir() {
             return Err(io::Error::new(
@@ -101,17 +209,74 @@ impl Table {
         }
         let mut t = Table {
             root,
+            follow_outside,
             entries: HashMap::new(),
             changing: HashSet::new(),
-            generation: 0,
+            links: HashMap::new(),
+            through: BTreeMap::new(),
+            outside: HashSet::new(),
+            generation: Arc::new(AtomicU64::new(0)),
         };
-        t.scan_dir("")?;
+        t.scan_dir("", &|_| None)?;
         Ok(t)
+    }
+
+    /// An empty table of the same root and settings, drawing versions from
+    /// the same counter: what a rescan (or a directory scan) fills without
+    /// holding the live table's lock.
+    pub fn fresh(&self) -> Table {
+        Table {
+            root: self.root.clone(),
+            follow_outside: self.follow_outside,
+            entries: HashMap::new(),
+            changing: HashSet::new(),
+            links: HashMap::new(),
+            through: BTreeMap::new(),
+            outside: HashSet::new(),
+            generation: Arc::clone(&self.generation),
+        }
+    }
+
+    /// Fills a [`Table::fresh`] table with the files under `rel` (all of
+    /// the root for `""`). `prior(rel)` is what the live table holds: a file
+    /// whose size and hash are unchanged keeps its version.
+    pub fn scan_under(
+        &mut self,
+        rel: &str,
+        prior: &dyn Fn(&str) -> Option<FileState>,
+    ) -> io::Result<()> {
+        self.scan_dir(rel, prior)
+    }
+
+    /// Takes what a rescan of the whole root found. Paths being written
+    /// stay `Unknown` until the watcher rehashes them.
+    pub fn replace_with(&mut self, scanned: Table) {
+        let changing = std::mem::take(&mut self.changing);
+        *self = scanned;
+        self.changing = changing;
+    }
+
+    /// Takes what a scan of the directory `rel` found ([`Table::scan_under`]
+    /// on a fresh table), replacing what was known below it.
+    pub fn merge_dir(&mut self, rel: &str, scanned: Table) {
+        self.remove_prefix(rel);
+        for (k, e) in scanned.entries {
+            self.entries.insert(k, e);
+        }
+        for (k, hops) in scanned.links {
+            self.set_link(&k, Some(hops));
+        }
+        self.outside.extend(scanned.outside);
     }
 
     /// The canonical TFTP root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether links leading outside the root are followed.
+    pub fn follow_outside(&self) -> bool {
+        self.follow_outside
     }
 
     /// Number of files in the table.
@@ -124,9 +289,46 @@ impl Table {
         self.entries.is_empty()
     }
 
+    /// Links in the table (each also counted by [`Table::len`]).
+    pub fn links(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Links refused because their target lies outside the root.
+    pub fn outside_root(&self) -> usize {
+        self.outside.len()
+    }
+
     /// The entry for a normalised relative path.
     pub fn get(&self, rel: &str) -> Option<&Entry> {
         self.entries.get(rel)
+    }
+
+    /// The links whose content depends on the absolute path `abs` (it is
+    /// one of their hops), or on anything below it.
+    pub fn links_through(&self, abs: &Path) -> Vec<String> {
+        // The path itself, then (a directory on the way renamed or
+        // removed: one event for all below it) its descendants, which
+        // follow it in the components' order.
+        let mut out: Vec<String> = self
+            .through
+            .range(abs.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(abs))
+            .flat_map(|(_, links)| links.iter().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The directories outside the root that hold a hop of a followed link:
+    /// the watcher watches them too.
+    pub fn outside_dirs(&self) -> HashSet<PathBuf> {
+        self.through
+            .keys()
+            .filter(|p| !p.starts_with(&self.root))
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .collect()
     }
 
     /// Answers "is `sha256` current for `file`?" (`file` as the client sent it).
@@ -155,28 +357,44 @@ impl Table {
         normalize(rel.to_str()?).ok()
     }
 
-    /// Re-reads one path (file or directory, relative to the root) and
-    /// updates the table. Returns `Ok(false)` if the file was still being
+    /// Re-reads one path (file, link or directory, relative to the root)
+    /// and updates the table, hashing under `&mut self` (the watcher hashes
+    /// without the lock instead: [`resolve`], [`hash_file`], then
+    /// [`Table::apply`]). Returns `Ok(false)` if the file was still being
     /// written and should be retried.
     pub fn refresh(&mut self, rel: &str) -> io::Result<bool> {
-        let abs = self.root.join(rel);
-        match fs::metadata(&abs) {
-            Ok(m) if m.is_file() => {
-                self.refresh_file(rel, &abs)?;
+        match resolve(&self.root, self.follow_outside, rel) {
+            Resolved::File { path, hops } => {
+                let hashed = hash_file(&path)?;
+                self.apply(rel, hops, hashed);
                 Ok(!self.changing.contains(rel))
             }
-            Ok(m) if m.is_dir() => {
+            Resolved::Dir => {
                 // A directory moved in, or one whose contents we lost track of:
                 // drop what was under it and rescan.
-                self.remove_prefix(rel);
-                self.scan_dir(rel)?;
+                let mut sub = self.fresh();
+                sub.scan_dir(rel, &|k| self.entries.get(k).map(|e| e.state))?;
+                self.merge_dir(rel, sub);
                 Ok(true)
             }
-            _ => {
+            Resolved::Outside => {
+                self.refuse_outside(rel);
+                Ok(true)
+            }
+            Resolved::Other => {
                 self.remove(rel);
                 Ok(true)
             }
         }
+    }
+
+    /// Forgets `rel` (and anything below it) and counts it as a link that
+    /// leads outside the root.
+    pub fn refuse_outside(&mut self, rel: &str) {
+        // Counted ([`Table::outside_root`]); the watcher warns of new ones.
+        log::debug!("{rel}: link leads outside the root: refused (answered unknown)");
+        self.remove(rel);
+        self.outside.insert(rel.to_owned());
     }
 
     /// Forgets a path and anything below it (deleted, moved away, or no
@@ -184,6 +402,8 @@ impl Table {
     pub fn remove(&mut self, rel: &str) -> Change {
         self.changing.remove(rel);
         self.remove_prefix(rel);
+        self.set_link(rel, None);
+        self.outside.remove(rel);
         if self.entries.remove(rel).is_some() {
             log::info!("{rel}: removed");
             Change::Removed
@@ -192,26 +412,46 @@ impl Table {
         }
     }
 
-    /// Full rescan, e.g. after the kernel's event queue overflowed.
-    pub fn rescan(&mut self) -> io::Result<()> {
-        let seen_before: Vec<String> = self.entries.keys().cloned().collect();
-        self.changing.clear();
-        self.scan_dir("")?;
-        for rel in seen_before {
-            if !self.root.join(&rel).is_file() {
-                self.entries.remove(&rel);
-            }
-        }
-        Ok(())
-    }
-
     fn remove_prefix(&mut self, rel: &str) {
         let prefix = format!("{rel}/");
         self.entries.retain(|k, _| !k.starts_with(&prefix));
         self.changing.retain(|k| !k.starts_with(&prefix));
+        self.outside.retain(|k| !k.starts_with(&prefix));
+        let gone: Vec<String> = self
+            .links
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.set_link(&k, None);
+        }
     }
 
-    fn scan_dir(&mut self, rel: &str) -> io::Result<()> {
+    /// Records (or forgets, with `None`) the hops of link `rel`.
+    fn set_link(&mut self, rel: &str, hops: Option<Vec<PathBuf>>) {
+        if let Some(old) = self.links.remove(rel) {
+            for p in old {
+                if let Some(s) = self.through.get_mut(&p) {
+                    s.remove(rel);
+                    if s.is_empty() {
+                        self.through.remove(&p);
+                    }
+                }
+            }
+        }
+        if let Some(hops) = hops.filter(|h| !h.is_empty()) {
+            for p in &hops {
+                self.through
+                    .entry(p.clone())
+                    .or_default()
+                    .insert(rel.to_owned());
+            }
+            self.links.insert(rel.to_owned(), hops);
+        }
+    }
+
+    fn scan_dir(&mut self, rel: &str, prior: &dyn Fn(&str) -> Option<FileState>) -> io::Result<()> {
         let dir = self.root.join(rel);
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -229,44 +469,70 @@ impl Table {
             } else {
                 format!("{rel}/{name}")
             };
-            let Ok(ft) = de.file_type() else { continue };
-            if ft.is_dir() {
-                self.scan_dir(&child)?;
-            } else if ft.is_file() || (ft.is_symlink() && de.path().is_file()) {
-                if let Err(e) = self.refresh_file(&child, &de.path()) {
-                    log::warn!("cannot hash {}: {e}", de.path().display());
-                }
+            match resolve(&self.root, self.follow_outside, &child) {
+                Resolved::Dir => self.scan_dir(&child, prior)?,
+                Resolved::File { path, hops } => match hash_file(&path) {
+                    Ok(hashed) => {
+                        self.apply_with_prior(&child, hops, hashed, prior(&child));
+                    }
+                    Err(e) => log::warn!("cannot hash {}: {e}", path.display()),
+                },
+                Resolved::Outside => self.refuse_outside(&child),
+                Resolved::Other => {}
             }
         }
         Ok(())
     }
 
-    fn refresh_file(&mut self, rel: &str, abs: &Path) -> io::Result<Change> {
-        let hashed = hash_file(abs)?;
-        Ok(self.apply_hash(rel, hashed))
-    }
-
-    /// Records the result of [`hash_file`] for `rel`, computed outside the
+    /// Records the result of [`hash_file`] for `rel` (with the link chain
+    /// [`resolve`] found, empty for a plain file), computed outside the
     /// table's lock so that queries are not stalled while a large image is
     /// hashed. `None` (torn read) leaves the file marked as changing.
-    pub fn apply_hash(&mut self, rel: &str, hashed: Option<(u64, [u8; 32], SystemTime)>) -> Change {
+    pub fn apply(
+        &mut self,
+        rel: &str,
+        hops: Vec<PathBuf>,
+        hashed: Option<(u64, [u8; 32], SystemTime)>,
+    ) -> Change {
+        let prior = self.entries.get(rel).map(|e| e.state);
+        self.apply_with_prior(rel, hops, hashed, prior)
+    }
+
+    fn apply_with_prior(
+        &mut self,
+        rel: &str,
+        hops: Vec<PathBuf>,
+        hashed: Option<(u64, [u8; 32], SystemTime)>,
+        prior: Option<FileState>,
+    ) -> Change {
+        self.outside.remove(rel);
+        self.set_link(rel, Some(hops));
         let Some((size, sha256, mtime)) = hashed else {
             self.changing.insert(rel.to_owned());
             return Change::None;
         };
         self.changing.remove(rel);
-        let change = match self.entries.get_mut(rel) {
-            Some(e) if e.state.sha256 == sha256 && e.state.size == size => {
-                e.mtime = mtime;
+        let version = match prior {
+            Some(p) if p.sha256 == sha256 && p.size == size => {
+                if let Some(e) = self.entries.get_mut(rel) {
+                    e.mtime = mtime;
+                    return Change::None;
+                }
+                // A rescan's table: same content, same version.
+                self.entries
+                    .insert(rel.to_owned(), Entry { state: p, mtime });
                 return Change::None;
             }
-            Some(_) => Change::Modified,
-            None => Change::Added,
+            _ => self.generation.fetch_add(1, Ordering::Relaxed) + 1,
         };
-        self.generation += 1;
+        let change = if prior.is_some() {
+            Change::Modified
+        } else {
+            Change::Added
+        };
         let state = FileState {
             size,
-            version: self.generation,
+            version,
             sha256,
         };
         log::info!(
@@ -341,5 +607,115 @@ mod tests {
         t.refresh("boot").unwrap();
         assert!(t.get("boot/vmlinuz").is_none());
         assert_eq!(t.len(), 1);
+    }
+    /// Links are served as what they point to: hashed as their final
+    /// target, with every hop on the way remembered; links leaving the
+    /// root, dangling links and links to directories answer unknown.
+    #[test]
+    fn links_hash_their_target_and_know_their_chain() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        fs::create_dir(r.join("images")).unwrap();
+        fs::write(r.join("images/vmlinuz-1"), b"kernel one").unwrap();
+        symlink("images/vmlinuz-1", r.join("vmlinuz")).unwrap();
+        symlink("vmlinuz", r.join("current")).unwrap(); // a link to a link
+        fs::write(outside.path().join("x"), b"outside").unwrap();
+        symlink(outside.path().join("x"), r.join("out")).unwrap();
+        symlink("nowhere", r.join("dangling")).unwrap();
+        symlink("images", r.join("imgdir")).unwrap();
+        let t = Table::scan(r).unwrap();
+        let root = t.root().to_path_buf();
+        assert!(matches!(
+            t.query("vmlinuz", &sha(b"kernel one")),
+            Answer::Current(_)
+        ));
+        assert!(matches!(
+            t.query("current", &sha(b"kernel one")),
+            Answer::Current(_)
+        ));
+        assert_eq!(t.query("out", &sha(b"outside")), Answer::Unknown);
+        assert_eq!(t.query("dangling", &sha(b"")), Answer::Unknown);
+        assert_eq!(
+            t.query("imgdir/vmlinuz-1", &sha(b"kernel one")),
+            Answer::Unknown
+        );
+        assert_eq!((t.len(), t.links(), t.outside_root()), (3, 2, 1));
+        // The target's change concerns both links; the middle link's, one.
+        assert_eq!(
+            t.links_through(&root.join("images/vmlinuz-1")),
+            vec!["current".to_string(), "vmlinuz".to_string()]
+        );
+        assert_eq!(
+            t.links_through(&root.join("vmlinuz")),
+            vec!["current".to_string()]
+        );
+        // A directory on the way, renamed: everything through it.
+        assert_eq!(t.links_through(&root.join("images")).len(), 2);
+        assert!(t.outside_dirs().is_empty());
+
+        // Followed on request; its directory is then one to watch.
+        let t = Table::scan_with(r, true).unwrap();
+        assert!(matches!(
+            t.query("out", &sha(b"outside")),
+            Answer::Current(_)
+        ));
+        assert_eq!(t.outside_root(), 0);
+        let outside_dir = outside.path().canonicalize().unwrap();
+        assert!(t.outside_dirs().contains(&outside_dir));
+
+        // Retargeted and refreshed: the new content, the new chain.
+        let mut t = Table::scan(r).unwrap();
+        fs::write(r.join("images/vmlinuz-2"), b"kernel two").unwrap();
+        fs::remove_file(r.join("vmlinuz")).unwrap();
+        symlink("images/vmlinuz-2", r.join("vmlinuz")).unwrap();
+        assert!(t.refresh("vmlinuz").unwrap());
+        assert!(matches!(
+            t.query("vmlinuz", &sha(b"kernel one")),
+            Answer::Stale(s) if s.sha256 == sha(b"kernel two")
+        ));
+        assert_eq!(
+            t.links_through(&root.join("images/vmlinuz-1")),
+            vec!["current".to_string()]
+        );
+        // Removed: its hops are forgotten too.
+        t.remove("current");
+        assert!(t.links_through(&root.join("images/vmlinuz-1")).is_empty());
+        assert_eq!(t.links(), 1);
+    }
+
+    /// A rescan fills a fresh table without the live one's lock; swapped
+    /// in, unchanged files keep their versions, changed ones get new ones
+    /// (never a version seen before), and paths being written stay unknown.
+    #[test]
+    fn a_rescan_table_keeps_versions_and_pending_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("same"), b"same").unwrap();
+        fs::write(dir.path().join("changed"), b"old").unwrap();
+        fs::write(dir.path().join("busy"), b"busy").unwrap();
+        let mut live = Table::scan(dir.path()).unwrap();
+        let version = |t: &Table, f: &str| t.get(f).unwrap().state.version;
+        let (v_same, v_changed) = (version(&live, "same"), version(&live, "changed"));
+        let highest = v_same.max(v_changed).max(version(&live, "busy"));
+        fs::write(dir.path().join("changed"), b"new").unwrap();
+        fs::write(dir.path().join("added"), b"added").unwrap();
+        live.mark_changing("busy");
+
+        let mut fresh = live.fresh();
+        fresh
+            .scan_under("", &|rel| live.get(rel).map(|e| e.state))
+            .unwrap();
+        live.replace_with(fresh);
+        assert_eq!(live.len(), 4);
+        assert_eq!(version(&live, "same"), v_same);
+        assert!(version(&live, "changed") > highest);
+        assert!(version(&live, "added") > highest);
+        assert_ne!(version(&live, "added"), version(&live, "changed"));
+        assert_eq!(live.query("busy", &sha(b"busy")), Answer::Unknown);
+        assert!(matches!(
+            live.query("same", &sha(b"same")),
+            Answer::Current(_)
+        ));
     }
 }

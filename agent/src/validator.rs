@@ -52,6 +52,12 @@ pub struct ValidatorConfig {
     pub window: Duration,
     /// Most answers kept in the cache; the oldest is evicted beyond it.
     pub max_cached: usize,
+    /// Most distinct questions out at once; a validation that would need
+    /// another is refused ([`Refused::Questions`]).
+    pub max_pending: usize,
+    /// Most validations waiting on one question; one more is refused
+    /// ([`Refused::Waiters`]).
+    pub max_waiters: usize,
 }
 
 impl Default for ValidatorConfig {
@@ -62,8 +68,33 @@ impl Default for ValidatorConfig {
             ttl: Duration::from_secs(5),
             window: Duration::from_secs(30),
             max_cached: 4096,
+            max_pending: 1024,
+            max_waiters: 1024,
         }
     }
+}
+
+/// Why [`Validator::validate`] refused a validation: its tables are full.
+/// Nothing was asked; the caller decides without the agent (bootcache
+/// sends the request on to the origin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// [`ValidatorConfig::max_pending`] questions are out already.
+    #[error("too many questions pending for the agent")]
+    Questions,
+    /// The question this validation would share has
+    /// [`ValidatorConfig::max_waiters`] waiting on it already.
+    #[error("too many validations waiting on one question")]
+    Waiters,
+}
+
+/// Validations refused, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusedCounters {
+    /// Refused with [`Refused::Questions`].
+    pub questions: u64,
+    /// Refused with [`Refused::Waiters`].
+    pub waiters: u64,
 }
 
 /// A datagram to send.
@@ -103,6 +134,7 @@ pub struct Validator {
     results: VecDeque<(RequestId, Verdict)>,
     counters: Counters,
     cache_hits: u64,
+    refused: RefusedCounters,
     max_skew_ms: u64,
 }
 
@@ -124,6 +156,7 @@ impl Validator {
             results: VecDeque::new(),
             counters: Counters::default(),
             cache_hits: 0,
+            refused: RefusedCounters::default(),
             max_skew_ms: 0,
         }
     }
@@ -139,6 +172,11 @@ impl Validator {
     /// Time comes in twice, here and in every `handle_*`: `now` (monotonic)
     /// runs the retries and the answer cache, `wall` only stamps requests
     /// and checks the answers' timestamps (the replay window).
+    ///
+    /// Refused (and counted, [`Validator::refused`]) when it would need a
+    /// question past [`ValidatorConfig::max_pending`] or a waiter past
+    /// [`ValidatorConfig::max_waiters`]; answers from the cache are never
+    /// refused, they take no room.
     pub fn validate(
         &mut self,
         now: Instant,
@@ -146,27 +184,40 @@ impl Validator {
         server: SocketAddr,
         file: &str,
         sha256: [u8; 32],
-    ) -> RequestId {
-        let id = RequestId(self.ids.next());
+    ) -> Result<RequestId, Refused> {
         if file.is_empty() || file.len() > wire::MAX_PATH_LEN {
+            let id = RequestId(self.ids.next());
             self.results.push_back((id, Verdict::Unknown));
-            return id;
+            return Ok(id);
         }
         let key = (server, file.to_owned(), sha256);
         if let Some(&(expires, verdict)) = self.cache.get(&key) {
             if now < expires {
+                let id = RequestId(self.ids.next());
                 self.cache_hits += 1;
                 self.results.push_back((id, verdict));
-                return id;
+                return Ok(id);
             }
             self.cache.remove(&key);
         }
-        if let Some(q) = self.inflight.get(&key) {
-            if let Some(p) = self.pending.get_mut(q) {
-                p.waiters.push(id);
-                return id;
+        if let Some(p) = self
+            .inflight
+            .get(&key)
+            .and_then(|q| self.pending.get_mut(q))
+        {
+            if p.waiters.len() >= self.config.max_waiters {
+                self.refused.waiters += 1;
+                return Err(Refused::Waiters);
             }
+            let id = RequestId(self.ids.next());
+            p.waiters.push(id);
+            return Ok(id);
         }
+        if self.pending.len() >= self.config.max_pending {
+            self.refused.questions += 1;
+            return Err(Refused::Questions);
+        }
+        let id = RequestId(self.ids.next());
         self.pending.insert(
             id,
             Pending {
@@ -178,7 +229,7 @@ impl Validator {
         );
         self.inflight.insert(key, id);
         self.send(now, wall, id);
-        id
+        Ok(id)
     }
 
     fn send(&mut self, now: Instant, wall: SystemTime, id: RequestId) {
@@ -315,6 +366,17 @@ impl Validator {
         self.cache_hits
     }
 
+    /// Validations refused because a bound was reached, by reason.
+    pub fn refused(&self) -> RefusedCounters {
+        self.refused
+    }
+
+    /// Questions out at once, and validations waiting on them.
+    pub fn pending(&self) -> (usize, usize) {
+        let waiters = self.pending.values().map(|p| p.waiters.len()).sum();
+        (self.pending.len(), waiters)
+    }
+
     /// The largest difference seen between an authentic answer's
     /// timestamp and our wall clock, in ms: the clocks must agree within
     /// the window ([`ValidatorConfig::window`]) for answers to count.
@@ -421,7 +483,8 @@ mod tests {
         fn ask(&mut self, file: &str, sha: [u8; 32]) -> (RequestId, Verdict) {
             let id = self
                 .v
-                .validate(self.mono, self.now, AGENT.parse().unwrap(), file, sha);
+                .validate(self.mono, self.now, AGENT.parse().unwrap(), file, sha)
+                .unwrap();
             loop {
                 self.pump();
                 if let Some(r) = self.v.poll_result() {
@@ -470,7 +533,8 @@ mod tests {
         assert_eq!(w.sent, 1);
         w.advance(Duration::from_secs(4));
         let id =
-            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
+                .unwrap();
         assert!(w.v.poll_transmit().is_none());
         assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
         assert_eq!(w.v.cache_hits(), 1);
@@ -489,6 +553,7 @@ mod tests {
         let ids: Vec<RequestId> = (0..50)
             .map(|_| {
                 w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
+                    .unwrap()
             })
             .collect();
         w.pump();
@@ -499,6 +564,70 @@ mod tests {
             got.push(id);
         }
         assert_eq!(got, ids);
+    }
+
+    /// Issue 13: the tables keyed by what clients ask are bounded. Past
+    /// `max_waiters` on one question, or `max_pending` questions, a
+    /// validation is refused at once (nothing sent, counted); cache hits
+    /// and the room freed by an answer or by giving up are not.
+    #[test]
+    fn bounded_questions_and_waiters() {
+        let mut w = World::new(ValidatorConfig {
+            max_pending: 2,
+            max_waiters: 3,
+            retry_interval: ms(500),
+            max_tries: 2,
+            ..Default::default()
+        });
+        let agent: SocketAddr = AGENT.parse().unwrap();
+        w.lose = true;
+        let ask = |w: &mut World, file: &str| w.v.validate(w.mono, w.now, agent, file, GOOD);
+        for _ in 0..3 {
+            ask(&mut w, "pxelinux.0").unwrap();
+        }
+        assert_eq!(ask(&mut w, "pxelinux.0"), Err(Refused::Waiters));
+        ask(&mut w, "vmlinuz").unwrap();
+        assert_eq!(ask(&mut w, "third"), Err(Refused::Questions));
+        assert_eq!(ask(&mut w, "fourth"), Err(Refused::Questions));
+        // A long or empty name is answered without a question: no room needed.
+        assert!(ask(&mut w, "").is_ok());
+        assert_eq!(w.v.pending(), (2, 4));
+        assert_eq!(
+            w.v.refused(),
+            RefusedCounters {
+                questions: 2,
+                waiters: 1
+            }
+        );
+        w.pump();
+        assert_eq!(w.sent, 2, "refused validations send nothing");
+        while w.v.poll_result().is_some() {}
+
+        // Giving up frees the room.
+        for _ in 0..2 {
+            w.advance(ms(500));
+            w.v.handle_timeout(w.mono, w.now);
+            w.pump();
+        }
+        assert_eq!(w.v.pending(), (0, 0));
+        let mut unreachable = 0;
+        while let Some((_, v)) = w.v.poll_result() {
+            assert_eq!(v, Verdict::Unreachable);
+            unreachable += 1;
+        }
+        assert_eq!(unreachable, 4, "every waiter that was taken gets a verdict");
+
+        // An answer frees it too, and a cached answer needs none.
+        w.lose = false;
+        let (_, v) = w.ask("pxelinux.0", GOOD);
+        assert!(matches!(v, Verdict::Current(_)));
+        w.lose = true;
+        ask(&mut w, "a").unwrap();
+        ask(&mut w, "b").unwrap();
+        assert_eq!(ask(&mut w, "c"), Err(Refused::Questions));
+        let id = ask(&mut w, "pxelinux.0").expect("a cache hit takes no room");
+        assert!(matches!(w.v.poll_result(), Some((i, Verdict::Current(_))) if i == id));
+        assert_eq!(w.v.refused().questions, 3);
     }
 
     #[test]
@@ -533,7 +662,8 @@ mod tests {
             ..Default::default()
         });
         w.lose = true;
-        w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+        w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
+            .unwrap();
         w.pump();
         w.now -= Duration::from_secs(3600);
         let start = w.mono;
@@ -555,7 +685,8 @@ mod tests {
         w.lose = false;
         let mut agent_clock = w.now + Duration::from_secs(10);
         let id =
-            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "vmlinuz", NEW);
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "vmlinuz", NEW)
+                .unwrap();
         let tx = w.v.poll_transmit().unwrap();
         w.agent = Responder::new(key(), Duration::from_secs(30), 1024, 5);
         let resp = w.agent.handle(agent_clock, &tx.payload, lookup).unwrap();
@@ -564,7 +695,8 @@ mod tests {
         assert_eq!(w.v.max_skew_ms(), 10_000);
         // 40 s ahead: outside the window, dropped, and the skew still seen.
         agent_clock += Duration::from_secs(30);
-        w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", NEW);
+        w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", NEW)
+            .unwrap();
         let tx = w.v.poll_transmit().unwrap();
         w.agent = Responder::new(key(), Duration::from_secs(60), 1024, 6);
         let resp = w.agent.handle(agent_clock, &tx.payload, lookup).unwrap();
@@ -577,7 +709,8 @@ mod tests {
     fn retry_after_lost_answer_is_not_a_replay() {
         let mut w = World::new(ValidatorConfig::default());
         let id =
-            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD);
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "pxelinux.0", GOOD)
+                .unwrap();
         // The first request reaches the agent but its answer is lost.
         let tx = w.v.poll_transmit().unwrap();
         assert!(w.agent.handle(w.now, &tx.payload, lookup).is_some());
@@ -597,7 +730,8 @@ mod tests {
     fn forged_and_old_answers_are_dropped() {
         let mut w = World::new(ValidatorConfig::default());
         let id =
-            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "vmlinuz", GOOD);
+            w.v.validate(w.mono, w.now, AGENT.parse().unwrap(), "vmlinuz", GOOD)
+                .unwrap();
         let _ = w.v.poll_transmit().unwrap();
         let forged = |k: &Key, ts: SystemTime| {
             wire::encode_response(

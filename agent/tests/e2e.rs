@@ -1,96 +1,17 @@
 //! End to end: the real `bootcache-agent` binary on 127.0.0.1, a temp TFTP
 //! root, and the library's `Validator` as the cache.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::io::Read;
+use std::net::UdpSocket;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use bootcache_agent::replay::unix_ms;
-use bootcache_agent::{
-    encode_request, Envelope, Key, Request, RequestId, Validator, ValidatorConfig, Verdict,
-};
-use sha2::{Digest, Sha256};
+use bootcache_agent::{encode_request, Envelope, Key, Request, RequestId, Verdict};
 
-const KEY_HEX: &str = "5f1d3c2b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f001";
+mod common;
 
-fn sha(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
-}
-
-/// Kills the agent if a test fails half-way.
-struct Agent {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    addr: SocketAddr,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(root: &Path, key_file: &Path) -> Agent {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bootcache-agent"))
-        .args(["--root", root.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--key-file", key_file.to_str().unwrap()])
-        .args(["--window", "30", "--debounce-ms", "50"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn bootcache-agent");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).expect("ready line");
-    let addr = line
-        .trim()
-        .strip_prefix("bootcache-agent: listening on ")
-        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"))
-        .parse()
-        .unwrap();
-    Agent {
-        child,
-        stdout,
-        addr,
-    }
-}
-
-/// Drives the sans-I/O validator over a real socket until it yields a verdict.
-fn validate(
-    v: &mut Validator,
-    sock: &UdpSocket,
-    agent: SocketAddr,
-    file: &str,
-    h: [u8; 32],
-) -> Verdict {
-    let id = v.validate(Instant::now(), SystemTime::now(), agent, file, h);
-    let mut buf = [0u8; 2048];
-    loop {
-        while let Some(tx) = v.poll_transmit() {
-            sock.send_to(&tx.payload, tx.destination).unwrap();
-        }
-        if let Some((got, verdict)) = v.poll_result() {
-            assert_eq!(got, id);
-            return verdict;
-        }
-        let deadline = v.poll_timeout().expect("question pending");
-        let wait = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait)).unwrap();
-        match sock.recv_from(&mut buf) {
-            Ok((n, _)) => {
-                v.handle_datagram(Instant::now(), SystemTime::now(), &buf[..n]);
-            }
-            Err(_) => v.handle_timeout(Instant::now(), SystemTime::now()),
-        }
-    }
-}
+use common::{key_file, sha, start, validate, validator};
 
 fn expect_silence(sock: &UdpSocket, what: &str) {
     sock.set_read_timeout(Some(Duration::from_millis(400)))
@@ -108,19 +29,11 @@ fn agent_answers_follows_changes_and_ignores_forgeries() {
     std::fs::write(root.path().join("pxelinux.0"), b"nbp v1").unwrap();
     std::fs::write(root.path().join("boot/vmlinuz"), b"kernel").unwrap();
     let keydir = tempfile::tempdir().unwrap();
-    let key_file = keydir.path().join("agent.key");
-    std::fs::write(&key_file, format!("{KEY_HEX}\n")).unwrap();
-    let key = Key::from_file_contents(KEY_HEX.as_bytes()).unwrap();
+    let (key_file, key) = key_file(keydir.path());
 
-    let mut agent = start(root.path(), &key_file);
+    let mut agent = start(root.path(), &key_file, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let config = ValidatorConfig {
-        retry_interval: Duration::from_millis(300),
-        max_tries: 3,
-        ttl: Duration::ZERO, // every validation asks the agent
-        ..Default::default()
-    };
-    let mut v = Validator::new(key.clone(), config, bootcache_agent::random_seed());
+    let mut v = validator(&key, Duration::from_millis(300));
     let a = agent.addr;
 
     assert!(matches!(
@@ -194,13 +107,14 @@ fn agent_answers_follows_changes_and_ignores_forgeries() {
     expect_silence(&sock, "replay");
 
     // SIGTERM: counters printed, clean exit.
-    let status = Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    agent.signal("-TERM");
     let mut rest = String::new();
-    agent.stdout.read_to_string(&mut rest).unwrap();
+    agent
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
     let exit = agent.child.wait().unwrap();
     assert!(exit.success(), "exit status {exit:?}");
     assert!(rest.contains("counters:"), "{rest}");

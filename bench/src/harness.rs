@@ -480,6 +480,51 @@ impl Harness {
         Ok(reps)
     }
 
+    /// Sends every frame of `frames` into side `from` as fast as the port
+    /// takes them (no window: frames the bridge keeps never hold the next
+    /// back), then waits until `arrivals` frames came out of the other side
+    /// and returns them; fails after `timeout` without them. For floods paced
+    /// by a marker frame the bridge is known to pass on after the others.
+    pub fn send_then_await(
+        &self,
+        from: usize,
+        frames: &[Vec<u8>],
+        arrivals: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>> {
+        let (tx_port, rx_port) = (self.ports[from], self.ports[from ^ 1]);
+        let mut got = Vec::new();
+        let mut inb = Burst::new();
+        let mut receive = |got: &mut Vec<Vec<u8>>| {
+            if rx_port.rx_burst(0, &mut inb) > 0 {
+                got.extend(inb.drain().map(|m| m.data().to_vec()));
+            }
+        };
+        let start = Instant::now();
+        for f in frames {
+            let mut one = Burst::new();
+            one.push(Mbuf::from_bytes(&self.pool, f).context("harness pool exhausted")?)
+                .ok();
+            while tx_port.tx_burst(0, &mut one) == 0 {
+                receive(&mut got);
+                if start.elapsed() > timeout {
+                    bail!("side {from} took no frame for {timeout:?}");
+                }
+            }
+        }
+        while got.len() < arrivals {
+            receive(&mut got);
+            if start.elapsed() > timeout {
+                bail!(
+                    "{} of {arrivals} frames out of side {} after {timeout:?}",
+                    got.len(),
+                    from ^ 1
+                );
+            }
+        }
+        Ok(got)
+    }
+
     /// [`Harness::transfer`] of harness test frames of length `len(i)`.
     pub fn transfer_test_frames(
         &self,

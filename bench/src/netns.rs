@@ -31,6 +31,9 @@ use crate::process::{self, Bootcache, Finished};
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 1);
 /// The plain clients' address (client namespace, `br0`).
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 50);
+/// bootcache's own address in addressed mode
+/// ([`Topology::write_addressed_config`]).
+pub const OWN_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 5);
 /// The nftables table of [`Topology::drop_client_acks`].
 const LOSS_TABLE: &str = "bootcache_ack_loss";
 /// What the test initrd prints on the serial console once its network is up.
@@ -269,6 +272,10 @@ pub struct Topology {
     lcores: String,
     qpairs: u16,
     programs_cpus: Option<String>,
+    /// The next-server dnsmasq hands to clients (default: itself).
+    next_server: Option<Ipv4Addr>,
+    /// What the qemu client boots and dnsmasq hands it ([`Topology::set_firmware`]).
+    firmware: Firmware,
 }
 
 impl Topology {
@@ -362,6 +369,8 @@ impl Topology {
             lcores: opts.lcores.clone().unwrap_or_else(|| LCORES.to_string()),
             qpairs: opts.qpairs.unwrap_or(1).max(1),
             programs_cpus: opts.programs_cpus.clone(),
+            next_server: None,
+            firmware: Firmware::Ipxe,
         };
         t.build().context("building the topology")?;
         Ok(t)
@@ -502,17 +511,22 @@ impl Topology {
     }
 
     /// Starts the origin: dnsmasq as DHCP server (iPXE clients get
-    /// [`IPXE_SCRIPT`]), IPv6 router advertiser (iPXE otherwise waits for
+    /// [`IPXE_SCRIPT`], or what [`Topology::set_firmware`] chose), IPv6 router advertiser (iPXE otherwise waits for
     /// IPv6 autoconfiguration) and TFTP server, logging every transfer.
     pub fn start_origin(&mut self) -> Result<()> {
         let d = &self.dir;
+        // dhcp-boot=<file>,<server name>,<server address>: next-server.
+        let next_server = self
+            .next_server
+            .map(|ip| format!(",,{ip}"))
+            .unwrap_or_default();
         let conf = format!(
             "port=0\ninterface=eth0\nbind-interfaces\nno-resolv\nno-hosts\nuser=root\ngroup=root\n\
              log-facility={log}\ndhcp-leasefile={leases}\n\
              dhcp-range=10.80.0.100,10.80.0.199,255.255.255.0,1h\n\
              enable-ra\ndhcp-range=::,constructor:eth0,ra-only\n\
-             dhcp-match=set:ipxe,175\ndhcp-boot=tag:ipxe,{IPXE_SCRIPT}\n\
-             enable-tftp\ntftp-root={root}\n",
+             {boot}enable-tftp\ntftp-root={root}\n",
+            boot = self.firmware.dhcp_conf(&next_server),
             log = self.origin_log().display(),
             leases = d.join("dnsmasq.leases").display(),
             root = self.tftp_root.display(),
@@ -534,6 +548,13 @@ impl Topology {
         })
     }
 
+    /// Makes the next [`Topology::start_origin`] hand clients `ip` as their
+    /// next-server (TFTP server), e.g. bootcache's own address in addressed
+    /// mode, instead of dnsmasq itself.
+    pub fn set_next_server(&mut self, ip: Ipv4Addr) {
+        self.next_server = Some(ip);
+    }
+
     /// Stops dnsmasq.
     pub fn stop_origin(&mut self) {
         let c = self.dnsmasq.take();
@@ -544,19 +565,12 @@ impl Topology {
     /// the TFTP root, in order (dnsmasq logs `sent <path> to <client>` or
     /// `failed sending <path> to <client>` when a transfer ends).
     pub fn origin_transfers(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(self.origin_log()).unwrap_or_default();
-        let root = format!("{}/", self.tftp_root.display());
-        log.lines()
-            .filter_map(|l| {
-                let rest = l.split_once("dnsmasq-tftp")?.1;
-                let path = rest
-                    .split_once(": sent ")
-                    .or_else(|| rest.split_once(": failed sending "))?
-                    .1;
-                let path = path.rsplit_once(" to ")?.0;
-                Some(path.strip_prefix(&root).unwrap_or(path).to_string())
-            })
-            .collect()
+        dnsmasq_transfers(&self.origin_log(), &self.tftp_root)
+    }
+
+    /// [`Topology::origin_count`] of each of `names`.
+    pub fn origin_counts(&self, names: &[&str]) -> Vec<usize> {
+        names.iter().map(|n| self.origin_count(n)).collect()
     }
 
     /// Origin transfers of `name` so far.
@@ -661,6 +675,18 @@ impl Topology {
             self.mgmt_server,
             self.key_file()?.display()
         );
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// bootcache's configuration for addressed mode: as
+    /// [`Topology::write_bootcache_config`], and bootcache owns [`OWN_IP`]
+    /// (clients ask it; it fetches misses from the origin, validated by
+    /// the agent).
+    pub fn write_addressed_config(&self) -> Result<PathBuf> {
+        let p = self.write_bootcache_config("")?;
+        let mut text = std::fs::read_to_string(&p)?;
+        text += &format!("\n[addressed]\naddress = \"{OWN_IP}\"\nmac = \"02:bc:00:00:00:05\"\n");
         std::fs::write(&p, text)?;
         Ok(p)
     }
@@ -927,6 +953,11 @@ impl Topology {
 
     /// The kernel and initrd only.
     pub fn install_pxe_images(&self, images: &Path) -> Result<()> {
+        self.install_images_into(images, "")
+    }
+
+    /// The kernel and initrd as `<dir>vmlinuz` and `<dir>initrd.gz`.
+    fn install_images_into(&self, images: &Path, dir: &str) -> Result<()> {
         for f in ["vmlinuz", "initrd.gz"] {
             let src = images.join(f);
             let bytes = std::fs::read(&src).with_context(|| {
@@ -935,7 +966,7 @@ impl Topology {
                     src.display()
                 )
             })?;
-            self.put_file(f, &bytes)?;
+            self.put_file(&format!("{dir}{f}"), &bytes)?;
         }
         Ok(())
     }
@@ -944,14 +975,7 @@ impl Topology {
     /// `variant` goes on the kernel command line and the initrd prints it
     /// with the marker, so a changed script is visible on the console.
     pub fn install_ipxe_script(&self, variant: &str) -> Result<()> {
-        // The kernel prints on the serial console only; quiet keeps the log short.
-        let script = format!(
-            "#!ipxe\n\
-             kernel tftp://${{next-server}}/vmlinuz console=ttyS0 quiet panic=-1 bcvariant={variant}\n\
-             initrd tftp://${{next-server}}/initrd.gz\n\
-             boot\n"
-        );
-        self.put_file(IPXE_SCRIPT, script.as_bytes())
+        self.install_boot_config(Firmware::Ipxe, variant)
     }
 
     /// Drops `percent`% of the client's TFTP ACKs (opcode 4, to the
@@ -1002,25 +1026,64 @@ impl Topology {
     /// Reads `name` with curl (`tftp://`, blksize option when given; curl
     /// always asks for tsize) from the client namespace into `out`.
     pub fn curl_get(&self, name: &str, blksize: Option<u16>, out: &Path) -> Result<Duration> {
-        let mut cmd = self.client_cmd("curl");
+        self.curl_get_in(&self.client_ns, SERVER_IP, name, blksize, out)
+    }
+
+    /// [`Topology::curl_get`] from the TFTP server at `host`.
+    pub fn curl_get_from(
+        &self,
+        host: Ipv4Addr,
+        name: &str,
+        blksize: Option<u16>,
+        out: &Path,
+    ) -> Result<Duration> {
+        self.curl_get_in(&self.client_ns, host, name, blksize, out)
+    }
+
+    /// [`Topology::curl_get`] from namespace `ns`, from `server`.
+    fn curl_get_in(
+        &self,
+        ns: &str,
+        server: Ipv4Addr,
+        name: &str,
+        blksize: Option<u16>,
+        out: &Path,
+    ) -> Result<Duration> {
+        let mut cmd = self.ns_cmd(ns, "curl");
         cmd.args(["-sS", "--max-time", "300", "-o"]).arg(out);
         if let Some(b) = blksize {
             cmd.args(["--tftp-blksize", &b.to_string()]);
         }
-        cmd.arg(format!("tftp://{SERVER_IP}/{name}"));
+        cmd.arg(format!("tftp://{server}/{name}"));
         timed(&mut cmd)
     }
 
     /// Reads `name` with tftp-hpa's `tftp` (binary mode, no options: RFC 1350
     /// lock-step with 512-byte blocks) into `out`.
     pub fn tftp_hpa_get(&self, name: &str, out: &Path) -> Result<Duration> {
-        let mut cmd = self.client_cmd("timeout");
+        self.tftp_hpa_get_in(&self.client_ns, SERVER_IP, name, out)
+    }
+
+    /// [`Topology::tftp_hpa_get`] from the TFTP server at `host`.
+    pub fn tftp_hpa_get_from(&self, host: Ipv4Addr, name: &str, out: &Path) -> Result<Duration> {
+        self.tftp_hpa_get_in(&self.client_ns, host, name, out)
+    }
+
+    /// [`Topology::tftp_hpa_get`] from namespace `ns`, from `server`.
+    fn tftp_hpa_get_in(
+        &self,
+        ns: &str,
+        server: Ipv4Addr,
+        name: &str,
+        out: &Path,
+    ) -> Result<Duration> {
+        let mut cmd = self.ns_cmd(ns, "timeout");
         cmd.args([
             "300",
             "tftp",
             "-m",
             "binary",
-            &SERVER_IP.to_string(),
+            &server.to_string(),
             "-c",
             "get",
             name,
@@ -1034,8 +1097,35 @@ impl Topology {
         Ok(d)
     }
 
-    /// Boots a qemu PXE client (iPXE ROM, virtio-net on `tap0`) and waits
-    /// until it powers off or `timeout` passes; `tag` names the serial log.
+    /// [`Topology::boot_pxe`], required to succeed: the marker on the serial
+    /// console with `bcvariant=variant` (the iPXE script's variant) and a
+    /// DHCP lease; otherwise an error with the console, what the origin
+    /// sent and [`Topology::diagnostics`].
+    pub fn boot_to_marker(&self, tag: &str, variant: &str, timeout: Duration) -> Result<Boot> {
+        let b = self.boot_pxe(tag, timeout)?;
+        let Some(marker) = b.marker.clone() else {
+            bail!(
+                "boot {tag}: no {MARKER} on the serial console after {:.0?} (timed out: {}); console:\n{}\norigin sent: {:?}\n{}",
+                b.elapsed,
+                b.timed_out,
+                b.serial,
+                self.origin_transfers(),
+                self.diagnostics()
+            );
+        };
+        if !marker.contains(&format!("variant={variant} ")) {
+            bail!("boot {tag}: variant {variant} expected: {marker}");
+        }
+        if !marker.contains("ip=10.80.0.") {
+            bail!("boot {tag}: no DHCP lease: {marker}");
+        }
+        eprintln!("boot {tag}: {:.1} s: {marker}", b.elapsed.as_secs_f64());
+        Ok(b)
+    }
+
+    /// Boots a qemu PXE client (virtio-net on `tap0`; the firmware
+    /// [`Topology::set_firmware`] chose, by default SeaBIOS and the iPXE
+    /// ROM) and waits until it powers off or `timeout` passes; `tag` names the serial log.
     pub fn boot_pxe(&self, tag: &str, timeout: Duration) -> Result<Boot> {
         let serial = self.dir.join(format!("serial-{tag}.log"));
         let _ = std::fs::remove_file(&serial);
@@ -1043,24 +1133,17 @@ impl Topology {
         // guest under KVM crashes in iPXE. BOOTCACHE_QEMU_ACCEL=kvm opts in.
         let accel = std::env::var("BOOTCACHE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut cmd = self.client_cmd("qemu-system-x86_64");
+        cmd.args(self.firmware.qemu_args(&accel, &self.dir, tag)?);
         // SeaBIOS runs the NIC's option ROM (iPXE) only when a VGA device
         // exists: keep qemu's default VGA, shown nowhere.
         cmd.args([
-            "-machine",
-            &format!("pc,accel={accel}"),
-            "-m",
-            "256",
             "-display",
             "none",
             "-monitor",
             "none",
             "-no-reboot",
-            "-boot",
-            "n",
             "-netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no,vnet_hdr=off",
-            "-device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:b0:07:01",
             "-serial",
         ])
         .arg(format!("file:{}", serial.display()))
@@ -1120,6 +1203,241 @@ pub struct Boot {
     pub serial: String,
 }
 
+// VLANs (issue 13): boot LANs on VLANs of the one bridged segment, each
+// with the same addresses, so that only the tags tell them apart. Kept in
+// one block: `add_vlan` builds on a topology and registers what it creates
+// with it (cleanup by `Drop` and `cleanup_all` as for the rest).
+
+/// The boot server's address on every VLAN of [`Topology::add_vlan`]: the
+/// same on each, as sites with overlapping subnets have it.
+pub const VLAN_SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 81, 0, 1);
+/// The client's address on every VLAN, the same on each too.
+pub const VLAN_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 81, 0, 50);
+
+/// The tc programs of a VLAN's switch port (compiled per VLAN with `VID`,
+/// the access veth's `ACCESS` and the trunk's `TRUNK` ifindex): on the
+/// trunk's ingress, frames of `VID` lose their tag and go to the access
+/// link, others go on to the next filter; on the access link's ingress,
+/// frames get the tag and go out of the trunk. The kernel has moved a
+/// received tag into the packet's metadata before tc runs.
+pub const VLAN_TC_PROGRAM: &str = r#"
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_skb_vlan_push)(struct __sk_buff *skb, __be16 proto, __u16 tci) =
+    (void *)BPF_FUNC_skb_vlan_push;
+static long (*bpf_skb_vlan_pop)(struct __sk_buff *skb) = (void *)BPF_FUNC_skb_vlan_pop;
+
+__attribute__((section("tc/trunk"), used)) int trunk(struct __sk_buff *skb)
+{
+    if (!skb->vlan_present || (skb->vlan_tci & 0x0fff) != VID)
+        return TC_ACT_UNSPEC;
+    if (bpf_skb_vlan_pop(skb))
+        return TC_ACT_SHOT;
+    return bpf_redirect(ACCESS, 0);
+}
+
+__attribute__((section("tc/access"), used)) int access(struct __sk_buff *skb)
+{
+    if (bpf_skb_vlan_push(skb, __builtin_bswap16(0x8100), VID))
+        return TC_ACT_SHOT;
+    return bpf_redirect(TRUNK, 0);
+}
+
+char _license[] __attribute__((section("license"), used)) = "GPL";
+"#;
+
+/// One VLAN of a topology: a server namespace with its own TFTP server
+/// (dnsmasq, TFTP only) and root, and a client namespace.
+#[derive(Debug)]
+pub struct Vlan {
+    /// The VLAN ID.
+    pub vid: u16,
+    /// The VLAN's boot server namespace (`eth0` is `eth0.<vid>` of the
+    /// topology's server veth, [`VLAN_SERVER_IP`]).
+    pub server_ns: String,
+    /// The VLAN's client namespace (`eth0` is `br0.<vid>` of the client
+    /// bridge, [`VLAN_CLIENT_IP`]).
+    pub client_ns: String,
+    /// Its TFTP server's root.
+    pub tftp_root: PathBuf,
+    /// Its TFTP server's log (every transfer).
+    pub log: PathBuf,
+}
+
+impl Vlan {
+    /// Writes `content` as `name` into this VLAN's TFTP root.
+    pub fn put_file(&self, name: &str, content: &[u8]) -> Result<()> {
+        let p = self.tftp_root.join(name);
+        std::fs::write(&p, content).with_context(|| format!("writing {}", p.display()))
+    }
+
+    /// Transfers this VLAN's TFTP server sent or tried to send.
+    pub fn origin_transfers(&self) -> Vec<String> {
+        dnsmasq_transfers(&self.log, &self.tftp_root)
+    }
+
+    /// Transfers of `name` this VLAN's TFTP server sent so far.
+    pub fn origin_count(&self, name: &str) -> usize {
+        self.origin_transfers()
+            .iter()
+            .filter(|n| *n == name)
+            .count()
+    }
+}
+
+impl Topology {
+    /// Adds VLAN `vid` (1–4094) and starts its TFTP server: namespace
+    /// `<prefix>-s<vid>` ([`VLAN_SERVER_IP`]) hangs off the server namespace's
+    /// `eth0`, `<prefix>-c<vid>` ([`VLAN_CLIENT_IP`]) off the client
+    /// namespace's, each through a veth pair whose frames the kernel tags
+    /// with `vid` on their way to the trunk (the `eth0` facing bootcache)
+    /// and untags on their way back: a VLAN-aware switch port, done by
+    /// [`VLAN_TC_PROGRAM`] (this machine's kernels lack 802.1Q devices and
+    /// bridge VLAN filtering). Frames cross bootcache tagged.
+    pub fn add_vlan(&self, vid: u16) -> Result<Vlan> {
+        if !(1..=4094).contains(&vid) {
+            bail!("VLAN ID {vid}: 1-4094");
+        }
+        let clang = find_tool("clang")
+            .ok_or_else(|| anyhow!("clang not found (Debian package clang): run scripts/setup"))?;
+        let v = Vlan {
+            vid,
+            server_ns: format!("{}-s{vid}", self.prefix),
+            client_ns: format!("{}-c{vid}", self.prefix),
+            tftp_root: self.dir.join(format!("tftp-vlan{vid}")),
+            log: self.dir.join(format!("dnsmasq-vlan{vid}.log")),
+        };
+        std::fs::create_dir_all(&v.tftp_root)?;
+        let source = self.dir.join("vlan_tc.c");
+        std::fs::write(&source, VLAN_TC_PROGRAM)?;
+        live(|m| {
+            if let Some(o) = m.get_mut(&self.prefix) {
+                o.namespaces
+                    .extend([v.server_ns.clone(), v.client_ns.clone()]);
+            }
+        });
+        let off = "tx off rx off sg off gso off tso off gro off";
+        let access = format!("vl{vid}");
+        for (trunk_ns, ns, addr, side) in [
+            (&self.server_ns, &v.server_ns, VLAN_SERVER_IP, "s"),
+            (&self.client_ns, &v.client_ns, VLAN_CLIENT_IP, "c"),
+        ] {
+            ip(&["netns", "add", ns])?;
+            in_ns(
+                trunk_ns,
+                &format!(
+                    "ip link add {access} type veth peer name {access}p
+                     ip link set {access}p netns {ns}
+                     ethtool -K {access} {off} >/dev/null 2>&1 || true
+                     ip link set {access} up"
+                ),
+            )?;
+            in_ns(
+                ns,
+                &format!(
+                    "ip link set lo up
+                     sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+                     ip link set {access}p name eth0
+                     ethtool -K eth0 {off} >/dev/null 2>&1 || true
+                     ip link set eth0 up
+                     ip addr add {addr}/24 dev eth0"
+                ),
+            )?;
+            let ifindex = |dev: &str| -> Result<u32> {
+                let line = in_ns(trunk_ns, &format!("ip -o link show dev {dev}"))?;
+                line.split(':')
+                    .next()
+                    .and_then(|n| n.trim().parse().ok())
+                    .ok_or_else(|| anyhow!("no ifindex for {dev} in {trunk_ns}: {line}"))
+            };
+            let object = self.dir.join(format!("vlan_tc_{side}{vid}.o"));
+            run(Command::new(&clang)
+                .args(["-O2", "-target", "bpf", "-c"])
+                // Debian keeps asm/ under the multiarch directory.
+                .arg(format!(
+                    "-I/usr/include/{}-linux-gnu",
+                    std::env::consts::ARCH
+                ))
+                .arg(format!("-DVID={vid}"))
+                .arg(format!("-DACCESS={}", ifindex(&access)?))
+                .arg(format!("-DTRUNK={}", ifindex("eth0")?))
+                .arg(&source)
+                .arg("-o")
+                .arg(&object))
+            .context(
+                "compiling the VLAN tc program (clang and the kernel headers: run scripts/setup)",
+            )?;
+            let o = object.display();
+            // One trunk filter per VLAN, by preference: a frame of another
+            // VLAN, or untagged, goes on to the next and then the stack.
+            in_ns(
+                trunk_ns,
+                &format!(
+                    "tc qdisc show dev eth0 | grep -q clsact || tc qdisc add dev eth0 clsact
+                     tc filter add dev eth0 ingress pref {vid} bpf da obj {o} sec tc/trunk
+                     tc qdisc add dev {access} clsact
+                     tc filter add dev {access} ingress bpf da obj {o} sec tc/access"
+                ),
+            )?;
+        }
+        let conf = format!(
+            "port=0\ninterface=eth0\nbind-interfaces\nno-resolv\nno-hosts\nuser=root\ngroup=root\n\
+             log-facility={}\nenable-tftp\ntftp-root={}\n",
+            v.log.display(),
+            v.tftp_root.display(),
+        );
+        let conf_path = self.dir.join(format!("dnsmasq-vlan{vid}.conf"));
+        std::fs::write(&conf_path, conf)?;
+        let dnsmasq =
+            find_tool("dnsmasq").ok_or_else(|| anyhow!("dnsmasq not found: run scripts/setup"))?;
+        let mut cmd = self.ns_cmd(&v.server_ns, &dnsmasq.to_string_lossy());
+        cmd.arg("--keep-in-foreground")
+            .arg(format!("--conf-file={}", conf_path.display()))
+            .arg("--pid-file=");
+        let out = self.dir.join(format!("dnsmasq-vlan{vid}.out"));
+        // Owned by the topology: stopped with it.
+        self.spawn_logged(cmd, &out)?;
+        wait_for_text(&v.log, "TFTP root is", Duration::from_secs(10)).map_err(|e| {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            anyhow!("dnsmasq on VLAN {vid} did not start: {e}: {}", text.trim())
+        })?;
+        Ok(v)
+    }
+
+    /// bootcache's configuration for the VLANs: [`VLAN_SERVER_IP`] as boot
+    /// server, cache hits served while younger than an hour (no agent: one
+    /// agent address cannot stand for a server per VLAN), and
+    /// `share_across_vlans` as given.
+    pub fn write_vlan_config(&self, share_across_vlans: bool) -> Result<PathBuf> {
+        let p = self.dir.join("bootcache.toml");
+        let text = format!(
+            "servers = [\"{VLAN_SERVER_IP}\"]\ncache_dir = \"{}\"\nserve_max_age = 3600\n\n\
+             [cache]\nshare_across_vlans = {share_across_vlans}\n\n[limits]\nredirect_ring = {REDIRECT_RING}\n",
+            self.cache_dir.display(),
+        );
+        std::fs::write(&p, text)?;
+        Ok(p)
+    }
+
+    /// Reads `name` with curl from VLAN `v`'s client, from its server.
+    pub fn vlan_curl_get(
+        &self,
+        v: &Vlan,
+        name: &str,
+        blksize: Option<u16>,
+        out: &Path,
+    ) -> Result<Duration> {
+        self.curl_get_in(&v.client_ns, VLAN_SERVER_IP, name, blksize, out)
+    }
+
+    /// Reads `name` with tftp-hpa's `tftp` from VLAN `v`'s client.
+    pub fn vlan_tftp_hpa_get(&self, v: &Vlan, name: &str, out: &Path) -> Result<Duration> {
+        self.tftp_hpa_get_in(&v.client_ns, VLAN_SERVER_IP, name, out)
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         if let Some(bc) = self.bootcache.take() {
@@ -1158,6 +1476,23 @@ pub fn shell_word(arg: &str) -> String {
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
     }
+}
+
+/// The TFTP transfers a dnsmasq logged in `log`, by path relative to `root`.
+fn dnsmasq_transfers(log: &Path, root: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let root = format!("{}/", root.display());
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split_once("dnsmasq-tftp")?.1;
+            let path = rest
+                .split_once(": sent ")
+                .or_else(|| rest.split_once(": failed sending "))?
+                .1;
+            let path = path.rsplit_once(" to ")?.0;
+            Some(path.strip_prefix(&root).unwrap_or(path).to_string())
+        })
+        .collect()
 }
 
 fn timed(cmd: &mut Command) -> Result<Duration> {
@@ -1216,6 +1551,26 @@ pub fn test_topology(opts: &Options) -> Topology {
     Topology::create(opts).unwrap_or_else(|e| panic!("creating the namespaces: {e:#}"))
 }
 
+/// The files an iPXE boot of the test client loads, in order.
+pub const PXE_FILES: [&str; 3] = [IPXE_SCRIPT, "vmlinuz", "initrd.gz"];
+
+/// A topology for a PXE boot test: the prerequisites (qemu, iPXE, the
+/// images of `scripts/pxe-images` in `BOOTCACHE_PXE_DIR` or
+/// [`DEFAULT_IMAGES`]) checked as [`test_topology`] does, the namespaces
+/// created and the PXE files installed on the origin.
+pub fn pxe_test_topology(opts: &Options) -> Topology {
+    if let Err(e) = check_prerequisites(true) {
+        panic!("end-to-end prerequisites: {e:#}");
+    }
+    let t = Topology::create(opts).unwrap_or_else(|e| panic!("creating the namespaces: {e:#}"));
+    let images = std::env::var_os("BOOTCACHE_PXE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_IMAGES.into());
+    t.install_pxe_files(&images)
+        .unwrap_or_else(|e| panic!("installing the PXE files: {e:#}"));
+    t
+}
+
 /// SHA-256 of `bytes`, hex, the way [`sha256_file`] prints it (through a
 /// scratch file in `dir`: the tests compare against `sha256sum`'s output).
 pub fn sha256_bytes(bytes: &[u8], dir: &Path, name: &str) -> Result<String> {
@@ -1241,6 +1596,471 @@ pub fn test_content(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+// ---------------------------------------------------------------------------
+// Boot firmware (issue 16): what each real firmware needs from the origin
+// (DHCP answer, files in the TFTP root) and from qemu.
+
+/// OVMF's code and variable-store template (Debian package `ovmf`).
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// iPXE for UEFI, driving the NIC through the firmware's SNP (package `ipxe`).
+const IPXE_EFI: &str = "/usr/lib/ipxe/snponly.efi";
+/// pxelinux and its one mandatory module (packages `pxelinux`, `syslinux-common`).
+const PXELINUX: &str = "/usr/lib/PXELINUX/pxelinux.0";
+const LDLINUX: &str = "/usr/lib/syslinux/modules/bios/ldlinux.c32";
+/// GRUB's BIOS modules, `grub-mknetdir`'s input (package `grub-pc-bin`).
+const GRUB_PC: &str = "/usr/lib/grub/i386-pc";
+
+/// A real boot firmware and network boot program the qemu client runs; each
+/// keeps its files in its own directory of the TFTP root, so that its first
+/// boot is cold even when another firmware booted before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firmware {
+    /// SeaBIOS and qemu's iPXE ROM: [`IPXE_SCRIPT`] → kernel + initrd.
+    #[default]
+    Ipxe,
+    /// OVMF (EDK2's own PXE, which probes each file's size first) →
+    /// iPXE's `snponly.efi` → `uefi/boot.ipxe` → kernel (EFI stub) + initrd.
+    Uefi,
+    /// SeaBIOS and the iPXE ROM → `pxelinux.0` → `ldlinux.c32` →
+    /// `pxelinux.cfg/default` → kernel + initrd.
+    Pxelinux,
+    /// SeaBIOS and the iPXE ROM → GRUB's `core.0` (i386-pc, from
+    /// `grub-mknetdir`) → its modules and `grub.cfg` → kernel + initrd.
+    Grub,
+}
+
+impl Firmware {
+    /// Every firmware, in the order the tests and the README list them.
+    pub const ALL: [Firmware; 4] = [
+        Firmware::Ipxe,
+        Firmware::Uefi,
+        Firmware::Pxelinux,
+        Firmware::Grub,
+    ];
+
+    /// The name on the command line (`--firmware`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Firmware::Ipxe => "ipxe",
+            Firmware::Uefi => "uefi",
+            Firmware::Pxelinux => "pxelinux",
+            Firmware::Grub => "grub",
+        }
+    }
+
+    /// The firmware called `name` ([`Firmware::name`]).
+    pub fn from_name(name: &str) -> Result<Firmware> {
+        Firmware::ALL
+            .into_iter()
+            .find(|f| f.name() == name)
+            .ok_or_else(|| anyhow!("unknown firmware {name:?}: one of ipxe, uefi, pxelinux, grub"))
+    }
+
+    /// What boots, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Firmware::Ipxe => "SeaBIOS + iPXE ROM",
+            Firmware::Uefi => "OVMF UEFI PXE → iPXE snponly.efi",
+            Firmware::Pxelinux => "SeaBIOS + iPXE ROM → pxelinux",
+            Firmware::Grub => "SeaBIOS + iPXE ROM → GRUB i386-pc",
+        }
+    }
+
+    /// Its directory in the TFTP root, with a trailing `/` (iPXE's files
+    /// stay in the root, where the older tests expect them).
+    pub fn dir(self) -> &'static str {
+        match self {
+            Firmware::Ipxe => "",
+            Firmware::Uefi => "uefi/",
+            Firmware::Pxelinux => "pxelinux/",
+            Firmware::Grub => "grub/",
+        }
+    }
+
+    /// The configuration it reads over TFTP (boot script or menu), relative
+    /// to the TFTP root.
+    pub fn config_file(self) -> String {
+        let name = match self {
+            Firmware::Ipxe | Firmware::Uefi => IPXE_SCRIPT,
+            Firmware::Pxelinux => "pxelinux.cfg/default",
+            Firmware::Grub => "grub.cfg",
+        };
+        format!("{}{name}", self.dir())
+    }
+
+    /// The files every boot loads over TFTP that the origin logs as sent,
+    /// in order (GRUB also loads some of its modules, not listed).
+    pub fn boot_files(self) -> Vec<String> {
+        let d = self.dir();
+        let first: &[&str] = match self {
+            Firmware::Ipxe => &[],
+            Firmware::Uefi => &["snponly.efi"],
+            Firmware::Pxelinux => &["pxelinux.0", "ldlinux.c32"],
+            Firmware::Grub => &["i386-pc/core.0"],
+        };
+        let mut v: Vec<String> = first.iter().map(|f| format!("{d}{f}")).collect();
+        v.push(self.config_file());
+        v.extend(["vmlinuz", "initrd.gz"].map(|f| format!("{d}{f}")));
+        v
+    }
+
+    /// dnsmasq's lines choosing the boot file (`next_server`: the
+    /// `,,<address>` suffix of `dhcp-boot`, or empty).
+    fn dhcp_conf(self, next_server: &str) -> String {
+        match self {
+            Firmware::Ipxe => {
+                format!("dhcp-match=set:ipxe,175\ndhcp-boot=tag:ipxe,{IPXE_SCRIPT}{next_server}\n")
+            }
+            // UEFI clients say their architecture in option 93 (7: x64 EFI
+            // BC, 9: x64 EFI); iPXE, once loaded, says it is iPXE (175) and
+            // gets the script instead.
+            Firmware::Uefi => format!(
+                "dhcp-match=set:ipxe,175\n\
+                 dhcp-match=set:efi64,option:client-arch,7\n\
+                 dhcp-match=set:efi64,option:client-arch,9\n\
+                 dhcp-boot=tag:efi64,tag:!ipxe,uefi/snponly.efi{next_server}\n\
+                 dhcp-boot=tag:ipxe,{}{next_server}\n",
+                self.config_file()
+            ),
+            // The BIOS ROM is iPXE, which runs any PXE boot program it is given.
+            Firmware::Pxelinux => format!("dhcp-boot=pxelinux/pxelinux.0{next_server}\n"),
+            Firmware::Grub => format!("dhcp-boot=grub/i386-pc/core.0{next_server}\n"),
+        }
+    }
+
+    /// The configuration's text: the kernel and initrd over TFTP with the
+    /// command line whose `bcvariant=` the initrd prints with the marker.
+    fn config_text(self, variant: &str) -> String {
+        // The kernel prints on the serial console only; quiet keeps the log short.
+        let args = format!("console=ttyS0 quiet panic=-1 bcvariant={variant}");
+        let d = self.dir();
+        let efi = if self == Firmware::Uefi {
+            "initrd=initrd.gz "
+        } else {
+            ""
+        };
+        match self {
+            // Debian's iPXE for EFI hands the initrd to the kernel's EFI
+            // stub as a file the stub loads by the name `initrd=` gives.
+            Firmware::Ipxe | Firmware::Uefi => format!(
+                "#!ipxe\n\
+                 kernel tftp://${{next-server}}/{d}vmlinuz {efi}{args}\n\
+                 initrd tftp://${{next-server}}/{d}initrd.gz\n\
+                 boot\n"
+            ),
+            // Relative names: pxelinux prefixes the directory it came from.
+            Firmware::Pxelinux => format!(
+                "DEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\
+                 LABEL linux\n  KERNEL vmlinuz\n  INITRD initrd.gz\n  APPEND {args}\n"
+            ),
+            // GRUB's root is the TFTP server it came from.
+            Firmware::Grub => format!(
+                "set timeout=0\n\
+                 linux /{d}vmlinuz {args}\n\
+                 initrd /{d}initrd.gz\n\
+                 boot\n"
+            ),
+        }
+    }
+
+    /// What it needs installed on this machine; each missing piece is one
+    /// line naming the package.
+    pub fn check(self) -> Result<()> {
+        let need: &[(&str, &str)] = match self {
+            Firmware::Ipxe => &[],
+            Firmware::Uefi => &[(OVMF_CODE, "ovmf"), (OVMF_VARS, "ovmf"), (IPXE_EFI, "ipxe")],
+            Firmware::Pxelinux => &[(PXELINUX, "pxelinux"), (LDLINUX, "syslinux-common")],
+            Firmware::Grub => &[(GRUB_PC, "grub-pc-bin")],
+        };
+        for (path, pkg) in need {
+            if !Path::new(path).exists() {
+                bail!("{path} missing (Debian package {pkg}): run scripts/setup");
+            }
+        }
+        if self == Firmware::Grub && !which("grub-mknetdir") {
+            bail!("grub-mknetdir not found (Debian package grub-common): run scripts/setup");
+        }
+        Ok(())
+    }
+
+    /// qemu's machine, memory, firmware and NIC for boot `tag` (UEFI's
+    /// variable store is copied into `dir`, fresh for each boot).
+    fn qemu_args(self, accel: &str, dir: &Path, tag: &str) -> Result<Vec<String>> {
+        let mac = "mac=52:54:00:b0:07:01";
+        let v: Vec<String> = match self {
+            Firmware::Ipxe | Firmware::Pxelinux | Firmware::Grub => [
+                "-machine",
+                &format!("pc,accel={accel}"),
+                "-m",
+                "256",
+                "-boot",
+                "n",
+                "-device",
+                &format!("virtio-net-pci,netdev=n0,{mac}"),
+            ]
+            .map(String::from)
+            .to_vec(),
+            Firmware::Uefi => {
+                let vars = dir.join(format!("OVMF_VARS-{tag}.fd"));
+                std::fs::copy(OVMF_VARS, &vars)
+                    .with_context(|| format!("copying {OVMF_VARS} (Debian package ovmf)"))?;
+                [
+                    "-machine",
+                    &format!("q35,accel={accel}"),
+                    "-m",
+                    "512",
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                    // No option ROM: EDK2's own virtio-net driver and PXE,
+                    // as on a machine whose NIC has no iPXE.
+                    "-device",
+                    &format!("virtio-net-pci,netdev=n0,{mac},romfile=,bootindex=1"),
+                ]
+                .map(String::from)
+                .to_vec()
+            }
+        };
+        Ok(v)
+    }
+}
+
+impl Topology {
+    /// Makes the next [`Topology::start_origin`] hand clients `fw`'s boot
+    /// file and [`Topology::boot_pxe`] boot qemu with `fw`.
+    pub fn set_firmware(&mut self, fw: Firmware) {
+        self.firmware = fw;
+    }
+
+    /// The firmware [`Topology::set_firmware`] chose.
+    pub fn firmware(&self) -> Firmware {
+        self.firmware
+    }
+
+    /// Puts `fw`'s files into its directory of the TFTP root: its boot
+    /// program, the kernel and initrd of `scripts/pxe-images` in `images`,
+    /// and its configuration with `bcvariant=1`.
+    pub fn install_firmware_files(&self, fw: Firmware, images: &Path) -> Result<()> {
+        fw.check()?;
+        let d = fw.dir();
+        self.install_images_into(images, d)?;
+        let copy = |src: &str, name: &str| -> Result<()> {
+            let bytes = std::fs::read(src).with_context(|| format!("reading {src}"))?;
+            self.put_file(&format!("{d}{name}"), &bytes)
+        };
+        match fw {
+            Firmware::Ipxe => {}
+            Firmware::Uefi => copy(IPXE_EFI, "snponly.efi")?,
+            Firmware::Pxelinux => {
+                copy(PXELINUX, "pxelinux.0")?;
+                copy(LDLINUX, "ldlinux.c32")?;
+            }
+            Firmware::Grub => {
+                // core.0 with the PXE and TFTP drivers built in; its prefix
+                // (the modules, grub.cfg) is grub/ on the same server.
+                let out = run(Command::new("grub-mknetdir")
+                    .arg(format!("--net-directory={}", self.tftp_root.display()))
+                    .arg("--subdir=grub")
+                    .args(["-d", GRUB_PC]));
+                out.context("grub-mknetdir")?;
+            }
+        }
+        self.install_boot_config(fw, "1")
+    }
+
+    /// `fw`'s configuration with `bcvariant=variant` on the kernel command
+    /// line (the initrd prints it with the marker).
+    pub fn install_boot_config(&self, fw: Firmware, variant: &str) -> Result<()> {
+        self.put_file(&fw.config_file(), fw.config_text(variant).as_bytes())
+    }
+}
+
+/// The TFTP requests, option acknowledgements and errors on the client
+/// side's wire ([`Topology::capture_tftp`]): `tcpdump` in the client
+/// namespace writes them (DATA and ACK filtered out) to a pcap file.
+pub struct TftpCapture {
+    child: Child,
+    pcap: PathBuf,
+}
+
+impl Topology {
+    /// Starts capturing the TFTP control packets on the client side
+    /// (requests, OACKs, errors; not DATA or ACK): what the firmware asks
+    /// and what the server — origin or bootcache — answers.
+    pub fn capture_tftp(&self, tag: &str) -> Result<TftpCapture> {
+        let tcpdump = find_tool("tcpdump").ok_or_else(|| {
+            anyhow!("tcpdump not found (Debian package tcpdump): run scripts/setup")
+        })?;
+        let pcap = self.dir.join(format!("tftp-{tag}.pcap"));
+        let mut cmd = self.ns_cmd_plain(&self.client_ns, &tcpdump.to_string_lossy());
+        // udp[8:2] is the TFTP opcode: 3 DATA, 4 ACK.
+        cmd.args(["-i", "br0", "-U", "-s", "400", "-w"])
+            .arg(&pcap)
+            .arg("udp and not port 67 and not port 68 and not port 546 and not port 547 and udp[8:2] != 3 and udp[8:2] != 4");
+        let log = self.dir.join(format!("tcpdump-{tag}.log"));
+        let child = self.spawn_logged(cmd, &log)?;
+        wait_for_text(&log, "listening on", Duration::from_secs(10))
+            .map_err(|e| anyhow!("tcpdump did not start: {e}"))?;
+        Ok(TftpCapture { child, pcap })
+    }
+
+    /// Stops `cap` and returns what it saw, one line a packet in wire order
+    /// (`RRQ <file> <options>` from the client, `OACK <options>` and
+    /// `ERROR <code> <message>` from either side, with the sender's
+    /// address), repeated packets (retransmissions) once.
+    pub fn tftp_captured(&self, cap: TftpCapture) -> Result<Vec<String>> {
+        // SIGINT: tcpdump flushes the file and exits.
+        terminate(cap.child.id(), Duration::from_secs(3));
+        let mut child = cap.child;
+        let _ = child.wait();
+        self.disown_pid(child.id());
+        let bytes =
+            std::fs::read(&cap.pcap).with_context(|| format!("reading {}", cap.pcap.display()))?;
+        let mut lines: Vec<String> = Vec::new();
+        for frame in pcap_frames(&bytes)? {
+            let Some(line) = tftp_summary(frame) else {
+                continue;
+            };
+            if lines.last() != Some(&line) {
+                lines.push(line);
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// The option exchanges in [`Topology::tftp_captured`]'s lines: each
+/// distinct (options a request asked, what answered it) with how many
+/// requests it was. Sizes are left out (`tsize=<size>`), so requests for
+/// different files that were treated alike count together; a size probe
+/// shows as an OACK the client ended with ERROR 8.
+pub fn option_exchanges(lines: &[String]) -> Vec<(String, String, usize)> {
+    // "<from> RRQ <file> <options>" → "<options>".
+    let body = |l: &str| -> String {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let skip = if words.get(1) == Some(&"RRQ") { 3 } else { 2 };
+        let opts: Vec<String> = words
+            .iter()
+            .skip(skip)
+            .map(|w| match w.split_once('=') {
+                Some(("tsize", v)) if v != "0" => "tsize=<size>".to_string(),
+                _ => w.to_string(),
+            })
+            .collect();
+        if opts.is_empty() {
+            "no options".to_string()
+        } else {
+            opts.join(" ")
+        }
+    };
+    let mut out: Vec<(String, String, usize)> = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        if !l.contains(" RRQ ") {
+            continue;
+        }
+        let asked = body(l);
+        let rest = &lines[i + 1..];
+        let answered = match rest.iter().position(|n| !n.contains(" RRQ ")) {
+            Some(j) if rest[j].contains(" OACK") => {
+                let probe = rest.get(j + 1).is_some_and(|n| n.contains(" ERROR 8"));
+                format!(
+                    "OACK {}{}",
+                    body(&rest[j]),
+                    if probe {
+                        ", then the client's ERROR 8 (size probe)"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Some(j) if rest[j].contains(" ERROR ") => {
+                let code = rest[j].split_whitespace().nth(2).unwrap_or("?");
+                format!("ERROR {code}")
+            }
+            // No OACK: the server took none of the options (DATA follows,
+            // not captured).
+            _ => "no OACK".to_string(),
+        };
+        match out
+            .iter_mut()
+            .find(|(a, b, _)| *a == asked && *b == answered)
+        {
+            Some(e) => e.2 += 1,
+            None => out.push((asked, answered, 1)),
+        }
+    }
+    out
+}
+
+/// The frames of a classic pcap file in this machine's byte order (what
+/// tcpdump writes).
+fn pcap_frames(bytes: &[u8]) -> Result<Vec<&[u8]>> {
+    let u32_at = |i: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(bytes.get(i..i + 4)?.try_into().ok()?))
+    };
+    if u32_at(0) != Some(0xa1b2_c3d4) {
+        bail!("not a pcap file in this machine's byte order (microsecond timestamps)");
+    }
+    let mut frames = Vec::new();
+    let mut i = 24;
+    while let Some(len) = u32_at(i + 8) {
+        let start = i + 16;
+        let end = start + len as usize;
+        // A record cut short: tcpdump was stopped while writing it.
+        let Some(f) = bytes.get(start..end) else {
+            break;
+        };
+        frames.push(f);
+        i = end;
+    }
+    Ok(frames)
+}
+
+/// One line for a TFTP control packet in an Ethernet frame, if it is one.
+fn tftp_summary(frame: &[u8]) -> Option<String> {
+    use wire::tftp::Packet;
+    let (udp, payload) = wire::frame::UdpFrameRepr::parse(frame).ok()?;
+    let opts = |o: &wire::tftp::Options<'_>| {
+        let mut s = String::new();
+        for (name, v) in [
+            ("blksize", o.blksize.map(u64::from)),
+            ("timeout", o.timeout.map(u64::from)),
+            ("tsize", o.tsize),
+            ("windowsize", o.windowsize.map(u64::from)),
+        ] {
+            if let Some(v) = v {
+                let _ = write!(s, " {name}={v}");
+            }
+        }
+        for u in &o.unknown {
+            let _ = write!(
+                s,
+                " {}={}",
+                String::from_utf8_lossy(u.name),
+                String::from_utf8_lossy(u.value)
+            );
+        }
+        s
+    };
+    let from = udp.src().ip();
+    Some(match Packet::parse(payload).ok()? {
+        Packet::Rrq(r) => format!(
+            "{from} RRQ {}{}",
+            String::from_utf8_lossy(r.filename),
+            opts(&r.options)
+        ),
+        Packet::Oack(o) => format!("{from} OACK{}", opts(&o)),
+        Packet::Error { code, message } => format!(
+            "{from} ERROR {} {}",
+            u16::from(code),
+            String::from_utf8_lossy(message)
+        ),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1264,6 +2084,82 @@ mod tests {
         assert_eq!(shell_word("0@(0,1),1@1"), "'0@(0,1),1@1'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word(""), "''");
+    }
+
+    #[test]
+    fn option_exchanges_group_requests_and_see_size_probes() {
+        let wire: Vec<String> = [
+            "10.80.0.108 RRQ uefi/snponly.efi blksize=1468 tsize=0 windowsize=4",
+            "10.80.0.1 OACK blksize=1468 tsize=173792 windowsize=4",
+            "10.80.0.108 ERROR 8 User aborted the transfer",
+            "10.80.0.108 RRQ uefi/snponly.efi blksize=1468 windowsize=4",
+            "10.80.0.1 OACK blksize=1468 windowsize=4",
+            "10.80.0.108 RRQ a blksize=1432 tsize=0",
+            "10.80.0.1 OACK blksize=1432 tsize=156",
+            "10.80.0.108 RRQ b blksize=1432 tsize=0",
+            "10.80.0.1 OACK blksize=1432 tsize=14190528",
+            "10.80.0.108 RRQ c.cfg blksize=1432 tsize=0",
+            "10.80.0.1 ERROR 1 file c.cfg not found",
+            "10.80.0.108 RRQ d",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ex = option_exchanges(&wire);
+        let s = |a: &str, b: &str, n| (a.to_string(), b.to_string(), n);
+        assert_eq!(
+            ex,
+            [
+                s(
+                    "blksize=1468 tsize=0 windowsize=4",
+                    "OACK blksize=1468 tsize=<size> windowsize=4, then the client's ERROR 8 (size probe)",
+                    1
+                ),
+                s("blksize=1468 windowsize=4", "OACK blksize=1468 windowsize=4", 1),
+                s("blksize=1432 tsize=0", "OACK blksize=1432 tsize=<size>", 2),
+                s("blksize=1432 tsize=0", "ERROR 1", 1),
+                s("no options", "no OACK", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn tftp_control_packets_are_summarised_from_frames() {
+        use wire::frame::{MacAddr, UdpFrameRepr};
+        use wire::tftp::{Packet, Request};
+        let rrq = b"\x00\x01vmlinuz\x00octet\x00blksize\x001024\x00tsize\x000\x00";
+        let repr = UdpFrameRepr::ipv4(
+            MacAddr([2, 0, 0, 0, 0, 1]),
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            "10.80.0.108:2000".parse().unwrap(),
+            "10.80.0.1:69".parse().unwrap(),
+        );
+        let mut frame = vec![0u8; repr.buffer_len(rrq.len())];
+        repr.emit(&mut frame, rrq).unwrap();
+        assert_eq!(
+            tftp_summary(&frame).as_deref(),
+            Some("10.80.0.108 RRQ vmlinuz blksize=1024 tsize=0")
+        );
+        assert!(matches!(
+            Packet::parse(rrq),
+            Ok(Packet::Rrq(Request { .. }))
+        ));
+        // DATA is not a control packet; a truncated frame is nothing.
+        let data = b"\x00\x03\x00\x01abc";
+        let mut frame = vec![0u8; repr.buffer_len(data.len())];
+        repr.emit(&mut frame, data).unwrap();
+        assert_eq!(tftp_summary(&frame), None);
+        assert_eq!(tftp_summary(&frame[..20]), None);
+        // A pcap file: header, one record, a record cut short.
+        let mut pcap = 0xa1b2_c3d4u32.to_ne_bytes().to_vec();
+        pcap.resize(24, 0);
+        for len in [frame.len() as u32, 99] {
+            pcap.extend([0u8; 8]);
+            pcap.extend(len.to_ne_bytes());
+            pcap.extend(len.to_ne_bytes());
+            pcap.extend(&frame);
+        }
+        assert_eq!(pcap_frames(&pcap).unwrap(), [frame.as_slice()]);
+        assert!(pcap_frames(b"not a pcap").is_err());
     }
 
     #[test]

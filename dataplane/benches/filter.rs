@@ -28,13 +28,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use dataplane::filter::{Action, FilterConfig, FilterCounters, FilterReader, FilterWriter};
+use dataplane::filter::{
+    Action, FilterConfig, FilterCounters, FilterReader, FilterWriter, VlanScope,
+};
 use wire::classify::{classify, Class};
 use wire::frame::{EtherType, MacAddr, UdpFrameRepr, VlanTag};
 
 const MIX_LEN: usize = 1024;
 const BURST: usize = 32;
 const RULES: u32 = 10_000;
+/// The rules are untagged, as the mix's transfer frames are.
+const U: VlanScope = VlanScope::UNTAGGED;
 
 const SERVER: [u8; 4] = [192, 168, 56, 1];
 const OTHER_TFTP: [u8; 4] = [192, 168, 57, 1];
@@ -172,11 +176,12 @@ fn filled() -> FilterWriter {
     let mut w = FilterWriter::new(&config()).expect("config");
     let server = IpAddr::V4(Ipv4Addr::from(SERVER));
     for i in 0..RULES {
-        w.expect(server, SocketAddr::V4(rule_client(i)))
+        w.expect(U, server, SocketAddr::V4(rule_client(i)))
             .expect("room");
         // Half the transfers are past their first DATA: pinned.
         if i % 2 == 0 {
             w.pin(
+                U,
                 SocketAddr::V4(v4(SERVER, rule_tid(i))),
                 SocketAddr::V4(rule_client(i)),
             )
@@ -411,9 +416,9 @@ fn main() {
         let start = Instant::now();
         for i in 0..reps {
             let client = SocketAddr::from(([172, 16, 0, 1], 1000 + i as u16));
-            w.expect(server, client).expect("room");
+            w.expect(U, server, client).expect("room");
             w.publish();
-            w.remove(server, client);
+            w.remove(U, server, client);
             w.publish();
         }
         start.elapsed().as_secs_f64() * 1e6 / f64::from(2 * reps)

@@ -18,7 +18,10 @@
 //! One key serves both directions because the rx side says which end is the
 //! server: (server, client address, client port) is (src, dst, dst port) on
 //! side 1 and (dst, src, src port) on side 0; the pinned server port is
-//! checked in the value. A frame costs, after classification, a bitmap test
+//! checked in the value. The frame's VLAN tags ([`VlanScope`]) are part of
+//! the key: two VLANs may use the same addresses and ports, and a transfer
+//! on one must not match a rule made for the other. The first stage does
+//! not look at them (it stays a superset); the exact match is here. A frame costs, after classification, a bitmap test
 //! on its peer's last address byte (is it possibly a boot server?), a scan of
 //! the few server addresses only when that passes, then at most one probe of
 //! the dynamic hash table, plus compares of ports and the DSCP value.
@@ -37,7 +40,7 @@
 //!
 //! ```
 //! use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-//! use dataplane::filter::{Action, FilterConfig, FilterCounters, FilterWriter};
+//! use dataplane::filter::{Action, FilterConfig, FilterCounters, FilterWriter, VlanScope};
 //! # use std::net::SocketAddrV4;
 //! # use wire::frame::{MacAddr, UdpFrameRepr};
 //! # let frame_from_server = {
@@ -56,7 +59,7 @@
 //!
 //! // Slow path: it saw the RRQ from 10.0.0.7:2070.
 //! let client = SocketAddr::from(([10, 0, 0, 7], 2070));
-//! let rule = writer.expect(server, client)?;
+//! let rule = writer.expect(VlanScope::UNTAGGED, server, client)?;
 //! writer.publish();
 //!
 //! // Fast path, once per burst, then per frame:
@@ -76,6 +79,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
 use wire::classify::v4_mapped;
+pub use wire::frame::VlanScope;
 
 mod counters;
 mod prefilter;
@@ -430,27 +434,38 @@ impl FilterWriter {
         self.servers.iter().position(|&s| s == k)
     }
 
-    fn key(&self, server: usize, client: SocketAddr) -> (Key, usize) {
+    fn key(&self, scope: VlanScope, server: usize, client: SocketAddr) -> (Key, usize) {
         let (lo, hi) = addr_words(&addr_key(client.ip()).to_ne_bytes());
-        let tag = tag(server, client.port());
+        let tag = tag(scope.packed(), server, client.port());
         ((lo, hi, tag), shard_of(hash(&self.seed, lo, hi, tag)))
     }
 
-    fn entry_mut(&mut self, server: IpAddr, client: SocketAddr) -> Option<&mut Entry> {
+    fn entry_mut(
+        &mut self,
+        scope: VlanScope,
+        server: IpAddr,
+        client: SocketAddr,
+    ) -> Option<&mut Entry> {
         let idx = self.server_index(server)?;
-        let (key, shard) = self.key(idx, client);
+        let (key, shard) = self.key(scope, idx, client);
         let e = self.shards[shard].get_mut(&key)?;
         self.dirty_shards |= 1 << shard;
         Some(e)
     }
 
-    /// Expects a transfer from `server` (from any port) to `client`, as on
-    /// seeing the client's RRQ: frames server → client and client → server
-    /// match it (copied) until [`Self::remove`]. If the rule exists it is
-    /// re-armed (unpinned), keeping its id and trap setting: the client
-    /// reused its port for a new request.
-    pub fn expect(&mut self, server: IpAddr, client: SocketAddr) -> Result<RuleId, FilterError> {
-        if let Some(e) = self.entry_mut(server, client) {
+    /// Expects a transfer from `server` (from any port) to `client` on the
+    /// VLANs `scope`, as on seeing the client's RRQ: frames server → client
+    /// and client → server with those tags match it (copied) until
+    /// [`Self::remove`]; the same addresses on another VLAN do not. If the
+    /// rule exists it is re-armed (unpinned), keeping its id and trap
+    /// setting: the client reused its port for a new request.
+    pub fn expect(
+        &mut self,
+        scope: VlanScope,
+        server: IpAddr,
+        client: SocketAddr,
+    ) -> Result<RuleId, FilterError> {
+        if let Some(e) = self.entry_mut(scope, server, client) {
             e.server_port = None;
             return Ok(e.rule);
         }
@@ -473,7 +488,7 @@ impl FilterWriter {
             self.stats.refused_full += 1;
             return Err(FilterError::Full(self.max_dynamic));
         };
-        let (key, shard) = self.key(idx, client);
+        let (key, shard) = self.key(scope, idx, client);
         let rule = RuleId(id);
         self.shards[shard].insert(
             key,
@@ -506,9 +521,14 @@ impl FilterWriter {
     /// Pins the expected transfer to the server's port (its TID), as on the
     /// first DATA or OACK: from then on frames from or to another server
     /// port do not match it.
-    pub fn pin(&mut self, server: SocketAddr, client: SocketAddr) -> Result<RuleId, FilterError> {
+    pub fn pin(
+        &mut self,
+        scope: VlanScope,
+        server: SocketAddr,
+        client: SocketAddr,
+    ) -> Result<RuleId, FilterError> {
         let e = self
-            .entry_mut(server.ip(), client)
+            .entry_mut(scope, server.ip(), client)
             .ok_or(FilterError::NotFound)?;
         e.server_port = Some(server.port());
         Ok(e.rule)
@@ -518,12 +538,13 @@ impl FilterWriter {
     /// or copy (`false`).
     pub fn set_trap(
         &mut self,
+        scope: VlanScope,
         server: IpAddr,
         client: SocketAddr,
         trap: bool,
     ) -> Result<RuleId, FilterError> {
         let e = self
-            .entry_mut(server, client)
+            .entry_mut(scope, server, client)
             .ok_or(FilterError::NotFound)?;
         e.trap = trap;
         Ok(e.rule)
@@ -540,11 +561,17 @@ impl FilterWriter {
         self.dirty_meta = true;
     }
 
-    /// Removes the dynamic rule for `server` and `client` (the transfer
-    /// ended or idled out); its id is freed. `None` if there was none.
-    pub fn remove(&mut self, server: IpAddr, client: SocketAddr) -> Option<RuleId> {
+    /// Removes the dynamic rule for `server` and `client` on `scope` (the
+    /// transfer ended or idled out); its id is freed. `None` if there was
+    /// none.
+    pub fn remove(
+        &mut self,
+        scope: VlanScope,
+        server: IpAddr,
+        client: SocketAddr,
+    ) -> Option<RuleId> {
         let idx = self.server_index(server)?;
-        let (key, shard) = self.key(idx, client);
+        let (key, shard) = self.key(scope, idx, client);
         let MapEntry::Occupied(o) = self.shards[shard].entry(key) else {
             return None;
         };

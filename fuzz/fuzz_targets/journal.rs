@@ -78,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
     store
         .publish(
             std::time::SystemTime::now(),
-            std::net::Ipv4Addr::new(10, 0, 0, 1),
+            (
+                wire::frame::VlanScope::UNTAGGED,
+                std::net::Ipv4Addr::new(10, 0, 0, 1),
+            ),
             name,
             done.file,
             done.size,
@@ -97,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(dir.join(target), journal).unwrap();
     let store = Filestore::open(dir).expect("a journal never makes the cache unopenable");
     let e = store
-        .lookup(std::net::Ipv4Addr::new(10, 0, 0, 1), name)
+        .lookup(
+            wire::frame::VlanScope::UNTAGGED,
+            std::net::Ipv4Addr::new(10, 0, 0, 1),
+            name,
+        )
         .filter(|e| e.sha256.0 == done.sha256);
     if let Some(e) = e {
         assert_eq!(std::fs::read(store.path_of(e)).unwrap(), content);

@@ -7,14 +7,15 @@
 //! The configuration byte picks a table (built once per value): boot
 //! servers (one, or six: more than the first stage's exact set), as IPv4
 //! or IPv4-mapped IPv6, the DSCP mark, addressed mode's own address, copied
-//! server UDP, dynamic rules (one for a learned server), pinned or not.
+//! server UDP, dynamic rules (one for a learned server; untagged and on
+//! VLAN 100), pinned or not.
 //! Its addresses are those of the seeds' captures (10.77.0.0/16).
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 
-use dataplane::filter::{Action, FilterConfig, FilterWriter};
+use dataplane::filter::{Action, FilterConfig, FilterWriter, VlanScope};
 use libfuzzer_sys::fuzz_target;
 use wire::classify::classify;
 
@@ -53,12 +54,16 @@ fn build(bits: u8) -> FilterWriter {
     })
     .expect("valid configuration");
     if on(5) {
-        for (server, port) in [(SERVER, 55643), (LEARNED, 2070)] {
-            let client = SocketAddr::from((CLIENT, port));
-            w.expect(IpAddr::V4(server), client).expect("room");
-            if on(6) {
-                w.pin(SocketAddr::from((server, 58535)), client)
-                    .expect("expected");
+        // Untagged and on VLAN 100, so that tagged frames (a 4-byte tag
+        // libFuzzer finds by comparison) reach dynamic rules too.
+        for scope in [VlanScope::UNTAGGED, VlanScope::new(Some(100), None)] {
+            for (server, port) in [(SERVER, 55643), (LEARNED, 2070)] {
+                let client = SocketAddr::from((CLIENT, port));
+                w.expect(scope, IpAddr::V4(server), client).expect("room");
+                if on(6) {
+                    w.pin(scope, SocketAddr::from((server, 58535)), client)
+                        .expect("expected");
+                }
             }
         }
     }

@@ -13,7 +13,8 @@
 //! the shared key, was tampered with, or answers a question it did not send;
 //! every validation gets exactly one verdict, at the latest once its retries
 //! ran out; it sends no more than `max_tries` datagrams per question;
-//! its counters add up.
+//! its counters add up; its questions and waiters stay within
+//! `max_pending` and `max_waiters`, and every refusal is counted.
 #![no_main]
 
 use std::collections::{HashMap, HashSet};
@@ -104,6 +105,8 @@ fuzz_target!(|data: &[u8]| {
         ttl: [Duration::ZERO, Duration::from_secs(5)][usize::from(cfg >> 2 & 1)],
         window: Duration::from_secs(30),
         max_cached: usize::from(cfg >> 3 & 3) + 1,
+        max_pending: usize::from(cfg >> 5 & 3) + 1,
+        max_waiters: usize::from(cfg >> 7) + 1,
     };
     let servers: [SocketAddr; 2] = [
         "192.0.2.1:4070".parse().unwrap(),
@@ -128,6 +131,7 @@ fuzz_target!(|data: &[u8]| {
         accepted: 0,
     };
     let mut delivered = 0u64;
+    let mut refused = 0u64;
 
     alloc_cap::capped(256 * data.len() + (1 << 20), || {
         let mut rest = rest;
@@ -146,8 +150,18 @@ fuzz_target!(|data: &[u8]| {
                     };
                     let sha = [ctl >> 6; 32];
                     w.questions.insert((server, file.clone(), sha));
-                    let id = v.validate(mono(now), now, server, &file, sha);
-                    assert!(w.asked.insert(id, false).is_none(), "a request id twice");
+                    match v.validate(mono(now), now, server, &file, sha) {
+                        Ok(id) => {
+                            assert!(w.asked.insert(id, false).is_none(), "a request id twice")
+                        }
+                        Err(_) => refused += 1,
+                    }
+                    let (questions, waiters) = v.pending();
+                    assert!(questions <= config.max_pending, "past max_pending");
+                    assert!(
+                        waiters <= questions * config.max_waiters,
+                        "past max_waiters"
+                    );
                 }
                 1 => {
                     // Time passes.
@@ -245,6 +259,8 @@ fuzz_target!(|data: &[u8]| {
         if let Some((id, _)) = w.asked.iter().find(|(_, done)| !**done) {
             panic!("validation {id:?} never got a verdict");
         }
+        let r = v.refused();
+        assert_eq!(r.questions + r.waiters, refused);
         let c = v.counters();
         assert_eq!(c.received, delivered);
         assert_eq!(c.accepted, w.accepted);

@@ -35,7 +35,7 @@ fn publish(store: &mut Filestore, name: &str, seed: u8, len: usize) -> Duration 
     store
         .publish(
             SystemTime::now(),
-            SERVER,
+            (wire::frame::VlanScope::UNTAGGED, SERVER),
             name,
             done.file,
             done.size,

@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
 use wire::classify::{classify, Class, IpVersion, Kind};
-use wire::frame::{IpProtocol, UdpFrameRepr};
+use wire::frame::{IpProtocol, UdpFrameRepr, VlanScope};
 
 use crate::defrag::{DefragLimits, DefragStats, Defragmenter, Outcome};
 use crate::filestore::{Filestore, FilestoreError, Published};
@@ -178,6 +178,7 @@ impl CacheLogic {
         let mut filestore = Filestore::open(cache_dir)?;
         filestore.set_quota(limits.quota_bytes);
         filestore.set_scrub_rate(limits.scrub_rate);
+        filestore.set_share_across_vlans(limits.share_across_vlans);
         let mut image_map = match ImageMap::load_with(cache_dir, limits.image_map) {
             Ok(m) => m,
             Err(e) => {
@@ -250,7 +251,12 @@ impl CacheLogic {
                 return;
             }
         };
-        self.handle_udp(now, from_client_side, src_mac(frame), src, dst, payload);
+        let link = Link {
+            from_client_side,
+            src_mac: src_mac(frame),
+            scope: c.vlan_scope(),
+        };
+        self.handle_udp(now, link, src, dst, payload);
     }
 
     /// An IPv4 fragment (first or later): UDP to or from a boot server is
@@ -289,7 +295,12 @@ impl CacheLogic {
                 Ok((src, dst, payload)) => {
                     // The completing fragment's MAC: all came from one sender.
                     if self.route(src, dst).is_some() {
-                        self.handle_udp(now, from_client_side, src_mac(frame), src, dst, payload);
+                        let link = Link {
+                            from_client_side,
+                            src_mac: src_mac(frame),
+                            scope: c.vlan_scope(),
+                        };
+                        self.handle_udp(now, link, src, dst, payload);
                     } else {
                         self.counters.not_ours += 1;
                     }
@@ -320,17 +331,21 @@ impl CacheLogic {
         }
     }
 
-    /// A verified UDP datagram (from a whole frame or reassembled) sent by
-    /// `src_mac`: DHCP/PXE to the image map, TFTP to the tracker.
+    /// A verified UDP datagram (from a whole frame or reassembled) that
+    /// came as `link` says: DHCP/PXE to the image map, TFTP to the tracker.
     fn handle_udp(
         &mut self,
         now: Instant,
-        from_client_side: bool,
-        src_mac: [u8; 6],
+        link: Link,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         payload: &[u8],
     ) {
+        let Link {
+            from_client_side,
+            src_mac,
+            scope,
+        } = link;
         let route = self.route(src, dst);
         let dir = match route {
             Some(Route::Tftp(dir)) => Some(dir),
@@ -354,7 +369,7 @@ impl CacheLogic {
                     .handle_dhcp(self.wall, src, dst, src_mac, payload);
             }
             Some(Route::Tftp(dir)) => {
-                self.tracker.handle(now, dir, src, dst, payload);
+                self.tracker.handle(now, dir, scope, src, dst, payload);
                 // A request's MAC is the client's when it came from the
                 // client side (a router's otherwise, which the map ignores).
                 let mac = (from_client_side && dir == Direction::ToServer).then_some(src_mac);
@@ -445,7 +460,7 @@ impl CacheLogic {
                     self.counters.origin_bytes += size;
                     let r = self.filestore.publish(
                         self.wall,
-                        server,
+                        (done.scope, server),
                         &done.filename,
                         done.file,
                         size,
@@ -462,8 +477,8 @@ impl CacheLogic {
                             if p != Published::Refreshed {
                                 self.counters.bytes_cached += size;
                                 info!(
-                                    "cached {:?} from {server}: {size} bytes ({p:?})",
-                                    done.filename
+                                    "cached {:?} from {server} ({}): {size} bytes ({p:?})",
+                                    done.filename, done.scope
                                 );
                             }
                         }
@@ -499,6 +514,15 @@ impl CacheLogic {
         }
         self.counters.tracker = *self.tracker.stats();
     }
+}
+
+/// How a datagram reached the bridge: the side it entered on, the sender's
+/// MAC and the VLANs, read once from the frame's headers.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    from_client_side: bool,
+    src_mac: [u8; 6],
+    scope: VlanScope,
 }
 
 /// Where a verified UDP datagram goes.

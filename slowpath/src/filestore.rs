@@ -9,9 +9,15 @@
 //! <cache_dir>/tmp/            reassemblies in progress; emptied at open
 //! ```
 //!
-//! Entries are keyed by (server address, file name). File names are hostile
-//! input, so they never reach the file system: a cached file is stored as
-//! `hex(SHA-256(server ‖ 0 ‖ name)) "-" hex(SHA-256(content))`, and the
+//! Entries are keyed by (server address, VLAN scope, file name): two VLANs
+//! may reuse one server address for two different servers, so a file filled
+//! on VLAN 100 is never served on VLAN 200 — unless the cache is shared
+//! across VLANs ([`Filestore::set_share_across_vlans`], `[cache]
+//! share_across_vlans`), in which case the key has no scope. File names are
+//! hostile input, so they never reach the file system: a cached file is
+//! stored as `hex(SHA-256(server ‖ 0 ‖ name [‖ 0 ‖ scope])) "-"
+//! hex(SHA-256(content))` (the scope part only for a tagged or shared
+//! entry, so untagged entries keep the names they always had), and the
 //! original name is kept in the index only. The content hash in the stored
 //! name means a changed file is published under a new name before the index
 //! switches to it, so the index never points at content other than what it
@@ -28,8 +34,8 @@
 //! journal) is a snapshot like any other.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -37,6 +43,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use wire::frame::VlanScope;
 
 use crate::journal;
 use crate::reassembly::TempFile;
@@ -177,11 +184,35 @@ mod unix_secs {
     }
 }
 
+/// A VLAN scope stored as `[outer, inner]` (0 for no tag).
+mod vlan_pair {
+    use super::*;
+
+    pub(super) fn serialize<S: serde::Serializer>(v: &VlanScope, s: S) -> Result<S::Ok, S::Error> {
+        [v.outer, v.inner].serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<VlanScope, D::Error> {
+        let [outer, inner] = <[u16; 2]>::deserialize(d)?;
+        Ok(VlanScope::new(Some(outer), Some(inner)))
+    }
+}
+
 /// One cached file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The boot server it came from.
     pub server: Ipv4Addr,
+    /// The VLANs it was filled on (entries written before VLANs were part
+    /// of the key load as untagged).
+    #[serde(default, with = "vlan_pair")]
+    pub vlan: VlanScope,
+    /// Filled while the cache was shared across VLANs: its key has no
+    /// scope, it is served on every VLAN (and only while sharing is on).
+    #[serde(default)]
+    pub shared: bool,
     /// The file name as the client requested it (hostile: display escaped).
     pub name: String,
     /// Length in bytes.
@@ -204,18 +235,23 @@ pub struct Entry {
 /// An entry's key. Everything that builds or compares keys goes through
 /// [`key_of`] and [`IndexRecord::key`], so that a key gains a field in one
 /// place.
-pub(crate) type Key = (Ipv4Addr, String);
+/// Server, VLAN scope (`None`: shared across VLANs), name.
+pub(crate) type Key = (Ipv4Addr, Option<VlanScope>, String);
 
 /// The key of `entry`.
 pub(crate) fn key_of(entry: &Entry) -> Key {
-    (entry.server, entry.name.clone())
+    (
+        entry.server,
+        (!entry.shared).then_some(entry.vlan),
+        entry.name.clone(),
+    )
 }
 
 /// The path of `entry`'s content in the cache `dir`, derived from its key
 /// and hash.
 pub(crate) fn path_in(dir: &Path, entry: &Entry) -> PathBuf {
     dir.join(FILES)
-        .join(stored_name(entry.server, &entry.name, &entry.sha256))
+        .join(stored_name(&key_of(entry), &entry.sha256))
 }
 
 /// One record of the index journal: the whole entry of a key, or its removal.
@@ -231,6 +267,13 @@ pub enum IndexRecord {
     Del {
         /// The key's server.
         server: Ipv4Addr,
+        /// The key's VLAN scope (records written before VLANs: untagged).
+        #[serde(default, with = "vlan_pair")]
+        vlan: VlanScope,
+        /// Whether the key is shared across VLANs (then `vlan` is not part
+        /// of it).
+        #[serde(default)]
+        shared: bool,
         /// The key's (normalised) name.
         name: String,
     },
@@ -241,6 +284,8 @@ impl IndexRecord {
     pub(crate) fn del(entry: &Entry) -> Self {
         IndexRecord::Del {
             server: entry.server,
+            vlan: entry.vlan,
+            shared: entry.shared,
             name: entry.name.clone(),
         }
     }
@@ -248,7 +293,12 @@ impl IndexRecord {
     fn key(&self) -> Key {
         match self {
             IndexRecord::Put { entry } => key_of(entry),
-            IndexRecord::Del { server, name } => (*server, name.clone()),
+            IndexRecord::Del {
+                server,
+                vlan,
+                shared,
+                name,
+            } => (*server, (!shared).then_some(*vlan), name.clone()),
         }
     }
 }
@@ -444,6 +494,8 @@ pub struct Filestore {
     /// Publishes the writer could not complete.
     publish_failed: u64,
     writer: Writer,
+    /// One cache for every VLAN (`[cache] share_across_vlans`).
+    share_across_vlans: bool,
 }
 
 impl Filestore {
@@ -482,7 +534,7 @@ impl Filestore {
         let mut index = BTreeMap::new();
         let mut used = 0;
         for entry in loaded.entries.unwrap_or_default() {
-            let expected = stored_name(entry.server, &entry.name, &entry.sha256);
+            let expected = stored_name(&key_of(&entry), &entry.sha256);
             // Names are stored normalised; an entry of an older version
             // under another spelling could never be looked up: dropped
             // (the next transfer of the file caches it again).
@@ -546,6 +598,7 @@ impl Filestore {
             verifying: BTreeSet::new(),
             pending: BTreeMap::new(),
             deferred: BTreeSet::new(),
+            share_across_vlans: false,
             corrupt_removed: 0,
             publish_failed: 0,
             writer,
@@ -556,6 +609,19 @@ impl Filestore {
     /// refused.
     pub fn set_quota(&mut self, bytes: u64) {
         self.quota = bytes;
+    }
+
+    /// Shares the cache across VLANs (`true`): files are looked up and
+    /// published without their VLAN scope. Off by default: two VLANs may
+    /// hold two different servers at one address. Entries filled in the
+    /// other mode stay in the index but are not served until it returns.
+    pub fn set_share_across_vlans(&mut self, share: bool) {
+        self.share_across_vlans = share;
+    }
+
+    /// The key of `name` from `server` asked on `scope`, under this mode.
+    fn key(&self, scope: VlanScope, server: Ipv4Addr, name: String) -> Key {
+        (server, (!self.share_across_vlans).then_some(scope), name)
     }
 
     /// The quota in bytes.
@@ -597,15 +663,16 @@ impl Filestore {
         self.dir.join(TMP)
     }
 
-    /// The entry for `name` from `server`, the name normalised as the
-    /// server resolves it ([`wire::tftp::normalize_name`]: "x", "/x" and
-    /// "./x" are one entry; a name with `..` has none).
-    pub fn lookup(&self, server: Ipv4Addr, name: &str) -> Option<&Entry> {
+    /// The entry for `name` from `server` as asked on the VLANs `scope`
+    /// (any VLAN when shared), the name normalised as the server resolves
+    /// it ([`wire::tftp::normalize_name`]: "x", "/x" and "./x" are one
+    /// entry; a name with `..` has none).
+    pub fn lookup(&self, scope: VlanScope, server: Ipv4Addr, name: &str) -> Option<&Entry> {
         let name = wire::tftp::normalize_name(name).ok()?;
-        self.index.get(&(server, name))
+        self.index.get(&self.key(scope, server, name))
     }
 
-    /// Every entry, ordered by server then name.
+    /// Every entry, ordered by server, scope (shared first), then name.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.index.values()
     }
@@ -626,7 +693,8 @@ impl Filestore {
     }
 
     /// Publishes a verified file: `temp` (under [`Filestore::tmp_dir`]) holds
-    /// `size` bytes hashing to `sha256`, requested as `name` from `server`.
+    /// `size` bytes hashing to `sha256`, requested as `name` on the VLANs
+    /// `scope` from `server` (the pair the tracker keyed the transfer by).
     ///
     /// The same content again only bumps the entry (a journal record is
     /// queued). New content is queued to the writer, which fsyncs it,
@@ -638,7 +706,7 @@ impl Filestore {
     pub fn publish(
         &mut self,
         wall: SystemTime,
-        server: Ipv4Addr,
+        (scope, server): (VlanScope, Ipv4Addr),
         name: &str,
         temp: TempFile,
         size: u64,
@@ -648,7 +716,7 @@ impl Filestore {
             name: name.to_owned(),
             reason: e,
         })?;
-        let key: Key = (server, name.to_owned());
+        let key = self.key(scope, server, name.to_owned());
         let sha256 = Digest256(sha256);
         // What the index can store, so that memory and disk agree.
         let wall = UNIX_EPOCH
@@ -685,13 +753,15 @@ impl Filestore {
         }
         let entry = Entry {
             server,
+            vlan: scope,
+            shared: self.share_across_vlans,
             name: name.to_owned(),
             size,
             sha256,
             first_seen: old.as_ref().map_or(wall, |o| o.first_seen),
             last_seen: wall,
             times_seen: old.as_ref().map_or(0, |o| o.times_seen) + 1,
-            stored_as: stored_name(server, name, &sha256),
+            stored_as: stored_name(&key, &sha256),
         };
         let job = Job::Publish {
             temp,
@@ -805,11 +875,12 @@ impl Filestore {
         }
     }
 
-    /// Whether a file for `name` from `server` was handed to the writer and
-    /// is not in place yet (then [`Self::lookup`] still gives the previous
-    /// entry, if any).
-    pub fn is_publishing(&self, server: Ipv4Addr, name: &str) -> bool {
-        wire::tftp::normalize_name(name).is_ok_and(|name| self.publishing(&(server, name)))
+    /// Whether a file for `name` from `server` on `scope` was handed to
+    /// the writer and is not in place yet (then [`Self::lookup`] still
+    /// gives the previous entry, if any).
+    pub fn is_publishing(&self, scope: VlanScope, server: Ipv4Addr, name: &str) -> bool {
+        wire::tftp::normalize_name(name)
+            .is_ok_and(|name| self.publishing(&self.key(scope, server, name)))
     }
 
     /// Whether a publish of `key` is under way.
@@ -925,11 +996,23 @@ impl Filestore {
 }
 
 /// The safe on-disk name of a file: hashes only, whatever the name holds.
-fn stored_name(server: Ipv4Addr, name: &str, sha256: &Digest256) -> String {
+/// The scope is hashed after a NUL (never in a normalised name) for tagged
+/// and shared keys only: untagged entries keep their names from before.
+fn stored_name(key: &Key, sha256: &Digest256) -> String {
+    let (server, scope, name) = key;
     let mut h = Sha256::new();
     h.update(server.octets());
     h.update([0]);
     h.update(name.as_bytes());
+    match scope {
+        Some(s) if s.is_untagged() => {}
+        Some(s) => {
+            h.update([0, b'v']);
+            h.update(s.outer.to_be_bytes());
+            h.update(s.inner.to_be_bytes());
+        }
+        None => h.update([0, b's']),
+    }
     format!("{}-{}", hex(&h.finalize()), sha256.to_hex())
 }
 
@@ -958,12 +1041,59 @@ pub fn read_index(dir: &Path) -> Result<Vec<Entry>, FilestoreError> {
     Ok(load(dir, false)?.entries.unwrap_or_default())
 }
 
+/// The lock file of a cache directory.
+const LOCK: &str = "lock";
+
+/// An exclusive advisory lock (`flock`) on a cache directory's `lock`
+/// file, taken by a running bridge and by `bootcache cache verify`: one
+/// owner of the directory's files at a time. The kernel releases it when
+/// the holder exits, however it exits.
+#[derive(Debug)]
+pub struct DirLock {
+    // Held open for the lock's sake: closing it releases the lock.
+    _file: File,
+}
+
+impl DirLock {
+    /// Takes the lock without waiting and writes our pid into the file.
+    /// Held by another process: an `Io` error of kind `WouldBlock`
+    /// ([`DirLock::holder`] names it).
+    pub fn acquire(dir: &Path) -> Result<DirLock, FilestoreError> {
+        let path = dir.join(LOCK);
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| match Self::holder(dir) {
+                Some(pid) if e == rustix::io::Errno::WOULDBLOCK => io_err(&path)(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("locked by pid {pid}"),
+                )),
+                _ => io_err(&path)(e.into()),
+            },
+        )?;
+        f.set_len(0).map_err(io_err(&path))?;
+        writeln!(f, "{}", std::process::id()).map_err(io_err(&path))?;
+        Ok(DirLock { _file: f })
+    }
+
+    /// The pid written by the lock's holder, if any.
+    pub fn holder(dir: &Path) -> Option<u32> {
+        fs::read_to_string(dir.join(LOCK)).ok()?.trim().parse().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reassembly::Reassembly;
 
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const U: VlanScope = VlanScope::UNTAGGED;
 
     /// A finished temporary file with `content`, as the tracker hands over.
     fn temp(store: &Filestore, content: &[u8]) -> (TempFile, u64, [u8; 32]) {
@@ -990,7 +1120,7 @@ mod tests {
         content: &[u8],
     ) -> Result<Published, FilestoreError> {
         let (t, size, sha) = temp(store, content);
-        let r = store.publish(SystemTime::now(), SERVER, name, t, size, sha);
+        let r = store.publish(SystemTime::now(), (U, SERVER), name, t, size, sha);
         store.sync();
         r
     }
@@ -1037,9 +1167,9 @@ mod tests {
         let mut store = Filestore::open(dir.path()).unwrap();
         publish(&mut store, "good", &[1; 5000]).unwrap();
         publish(&mut store, "bad", &[2; 5000]).unwrap();
-        let good = store.lookup(SERVER, "good").unwrap().clone();
+        let good = store.lookup(U, SERVER, "good").unwrap().clone();
         assert!(store.is_verified(&good), "published by this process");
-        let bad = store.lookup(SERVER, "bad").unwrap().clone();
+        let bad = store.lookup(U, SERVER, "bad").unwrap().clone();
         // A bit flips on disk; the size stays.
         let path = store.path_of(&bad);
         let mut bytes = fs::read(&path).unwrap();
@@ -1059,7 +1189,7 @@ mod tests {
         assert!(store.persist_counters().verified_files >= 2);
         assert!(store.check_verified(&good));
         assert_eq!(store.verified_count(), 1);
-        assert!(store.lookup(SERVER, "bad").is_none());
+        assert!(store.lookup(U, SERVER, "bad").is_none());
         assert!(!path.exists());
         assert_eq!(store.corrupt_removed(), 1);
         drop(store);
@@ -1075,15 +1205,15 @@ mod tests {
         let mut store = Filestore::open(dir.path()).unwrap();
         publish(&mut store, "good", &[1; 5000]).unwrap();
         publish(&mut store, "bad", &[2; 5000]).unwrap();
-        let good = store.lookup(SERVER, "good").unwrap().clone();
-        let bad = store.lookup(SERVER, "bad").unwrap().clone();
+        let good = store.lookup(U, SERVER, "good").unwrap().clone();
+        let bad = store.lookup(U, SERVER, "bad").unwrap().clone();
         let path = store.path_of(&bad);
         let mut bytes = fs::read(&path).unwrap();
         bytes[10] ^= 1;
         fs::write(&path, bytes).unwrap();
         assert!(store.verify(&good).unwrap());
         assert!(!store.verify(&bad).unwrap());
-        assert!(store.lookup(SERVER, "bad").is_none() && !path.exists());
+        assert!(store.lookup(U, SERVER, "bad").is_none() && !path.exists());
         assert_eq!(store.corrupt_removed(), 1);
         drop(store);
         let store = Filestore::open(dir.path()).unwrap();
@@ -1124,7 +1254,7 @@ mod tests {
         for (i, n) in ["a", "b", "c"].iter().enumerate() {
             publish(&mut store, n, &vec![i as u8; 300_000]).unwrap();
         }
-        let b = store.lookup(SERVER, "b").unwrap().clone();
+        let b = store.lookup(U, SERVER, "b").unwrap().clone();
         assert!(store.is_verified(&b));
         let path = store.path_of(&b);
         let mut bytes = fs::read(&path).unwrap();
@@ -1133,11 +1263,11 @@ mod tests {
         store.set_scrub_rate(64 << 20);
         poll_until(&mut store, "the scrub to remove b and read all", |s| {
             s.corrupt_removed() == 1
-                && s.lookup(SERVER, "b").is_none()
+                && s.lookup(U, SERVER, "b").is_none()
                 && s.persist_counters().scrubbed_files >= 3
         });
         assert_eq!(store.verified_count(), 2);
-        assert!(store.lookup(SERVER, "b").is_none() && !path.exists());
+        assert!(store.lookup(U, SERVER, "b").is_none() && !path.exists());
         let c = store.persist_counters();
         assert!(c.scrubbed_files >= 3, "{c:?}");
         assert!(c.scrubbed_bytes >= 900_000, "{c:?}");
@@ -1161,6 +1291,8 @@ mod tests {
         journal::encode(
             &IndexRecord::Del {
                 server: SERVER,
+                vlan: U,
+                shared: false,
                 name: "a".into(),
             },
             &mut third,
@@ -1195,6 +1327,8 @@ mod tests {
         journal::encode(
             &IndexRecord::Del {
                 server: SERVER,
+                vlan: U,
+                shared: false,
                 name: "a".into(),
             },
             &mut del,
@@ -1205,7 +1339,7 @@ mod tests {
         let store = Filestore::open(dir.path()).unwrap();
         let r = *store.load_report();
         assert_eq!((r.loaded, r.journal_bad), (1, 2));
-        assert!(store.lookup(SERVER, "a").is_some());
+        assert!(store.lookup(U, SERVER, "a").is_some());
     }
 
     /// Every open folds the journal into `index.json`, and so does the
@@ -1221,7 +1355,7 @@ mod tests {
         publish(&mut store, "x", b"same bytes").unwrap();
         for _ in 0..refreshes {
             let (t, size, sha) = temp(&store, b"same bytes");
-            let r = store.publish(SystemTime::now(), SERVER, "x", t, size, sha);
+            let r = store.publish(SystemTime::now(), (U, SERVER), "x", t, size, sha);
             assert_eq!(r.unwrap(), Published::Refreshed);
         }
         store.sync();
@@ -1234,7 +1368,7 @@ mod tests {
         assert!(text.contains("\"times_seen\""));
         drop(store);
         let store = Filestore::open(dir.path()).unwrap();
-        assert_eq!(store.lookup(SERVER, "x").unwrap().times_seen, refreshes + 1);
+        assert_eq!(store.lookup(U, SERVER, "x").unwrap().times_seen, refreshes + 1);
         assert_eq!(read_index(dir.path()).unwrap().len(), 1);
     }
 
@@ -1273,20 +1407,22 @@ mod tests {
         // What the writer had renamed when the crash came.
         let unrecorded = Entry {
             server: SERVER,
+            vlan: U,
+            shared: false,
             name: "late".into(),
             size: 4,
             sha256: Digest256([7; 32]),
             first_seen: UNIX_EPOCH,
             last_seen: UNIX_EPOCH,
             times_seen: 1,
-            stored_as: stored_name(SERVER, "late", &Digest256([7; 32])),
+            stored_as: stored_name(&(SERVER, Some(U), "late".into()), &Digest256([7; 32])),
         };
         fs::write(store.path_of(&unrecorded), b"late").unwrap();
         drop(store);
         // And a record whose file never made it.
         let ghost = Entry {
             name: "ghost".into(),
-            stored_as: stored_name(SERVER, "ghost", &Digest256([8; 32])),
+            stored_as: stored_name(&(SERVER, Some(U), "ghost".into()), &Digest256([8; 32])),
             sha256: Digest256([8; 32]),
             ..unrecorded.clone()
         };
@@ -1300,7 +1436,7 @@ mod tests {
         let r = *store.load_report();
         assert_eq!((r.loaded, r.missing, r.orphans_removed), (1, 1, 1));
         assert!(!store.path_of(&unrecorded).exists());
-        assert!(store.lookup(SERVER, "kept").is_some());
+        assert!(store.lookup(U, SERVER, "kept").is_some());
     }
 
     /// A writer stuck on a slow disk never blocks the caller: with its
@@ -1318,11 +1454,11 @@ mod tests {
         let started = std::time::Instant::now();
         for _ in 0..QUEUE + 10 {
             let (t, size, sha) = temp(&store, b"same bytes");
-            let r = store.publish(SystemTime::now(), SERVER, "x", t, size, sha);
+            let r = store.publish(SystemTime::now(), (U, SERVER), "x", t, size, sha);
             assert_eq!(r.unwrap(), Published::Refreshed);
         }
         let (t, size, sha) = temp(&store, b"new file");
-        let r = store.publish(SystemTime::now(), SERVER, "y", t, size, sha);
+        let r = store.publish(SystemTime::now(), (U, SERVER), "y", t, size, sha);
         assert!(matches!(r, Err(FilestoreError::Deferred)), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(5), "it waited");
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
@@ -1331,13 +1467,13 @@ mod tests {
         store.sync();
         drop(store);
         let store = Filestore::open(dir.path()).unwrap();
-        let e = store.lookup(SERVER, "x").unwrap();
+        let e = store.lookup(U, SERVER, "x").unwrap();
         assert_eq!(
             e.times_seen,
             QUEUE as u64 + 11,
             "the last refresh is recorded"
         );
-        assert!(store.lookup(SERVER, "y").is_none());
+        assert!(store.lookup(U, SERVER, "y").is_none());
     }
 
     /// Publishing returns at once; the entry appears when the writer has
@@ -1347,12 +1483,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Filestore::open(dir.path()).unwrap();
         let (t, size, sha) = temp(&store, &[5; 70_000]);
-        let r = store.publish(SystemTime::now(), SERVER, "f", t, size, sha);
+        let r = store.publish(SystemTime::now(), (U, SERVER), "f", t, size, sha);
         assert_eq!(r.unwrap(), Published::New);
         assert_eq!(store.used_bytes(), 70_000, "reserved at once");
         poll_until(&mut store, "the publish", |s| {
-            s.lookup(SERVER, "f").is_some_and(|e| s.path_of(e).exists())
+            s.lookup(U, SERVER, "f").is_some_and(|e| s.path_of(e).exists())
         });
+    }
+
+    #[test]
+    fn one_lock_holder_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        assert_eq!(DirLock::holder(dir.path()), Some(std::process::id()));
+        // flock belongs to the open file: a second open conflicts, even here.
+        let e = DirLock::acquire(dir.path()).unwrap_err();
+        assert!(
+            matches!(&e, FilestoreError::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock),
+            "{e}"
+        );
+        drop(lock);
+        DirLock::acquire(dir.path()).unwrap();
     }
 
     #[test]
@@ -1385,12 +1536,12 @@ mod tests {
                     publish(&mut store, name, &content),
                     Err(FilestoreError::BadName { .. })
                 ));
-                assert!(store.lookup(SERVER, name).is_none());
+                assert!(store.lookup(U, SERVER, name).is_none());
                 continue;
             };
             assert_eq!(publish(&mut store, name, &content).unwrap(), Published::New);
             stored += 1;
-            let e = store.lookup(SERVER, name).unwrap().clone();
+            let e = store.lookup(U, SERVER, name).unwrap().clone();
             assert_eq!(e.name, normal);
             let path = store.path_of(&e);
             assert_eq!(path.parent().unwrap(), cache.join("files"));
@@ -1421,21 +1572,21 @@ mod tests {
             publish(&mut store, "a", &[1; 600]).unwrap(),
             Published::Refreshed
         );
-        let e = store.lookup(SERVER, "a").unwrap().clone();
+        let e = store.lookup(U, SERVER, "a").unwrap().clone();
         assert_eq!(e.times_seen, 2);
         // Too big next to "a"; the refused file leaves nothing behind.
         assert!(matches!(
             publish(&mut store, "b", &[2; 500]),
             Err(FilestoreError::QuotaFull { .. })
         ));
-        assert!(store.lookup(SERVER, "b").is_none());
+        assert!(store.lookup(U, SERVER, "b").is_none());
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         // Replacing "a" frees its old size first.
         assert_eq!(
             publish(&mut store, "a", &[3; 900]).unwrap(),
             Published::Replaced
         );
-        let e2 = store.lookup(SERVER, "a").unwrap().clone();
+        let e2 = store.lookup(U, SERVER, "a").unwrap().clone();
         assert_eq!(
             (e2.size, e2.times_seen, e2.first_seen),
             (900, 3, e.first_seen)
@@ -1452,9 +1603,9 @@ mod tests {
         for n in ["keep", "gone", "short"] {
             publish(&mut store, n, n.repeat(300).as_bytes()).unwrap();
         }
-        let gone = store.path_of(store.lookup(SERVER, "gone").unwrap());
-        let short = store.path_of(store.lookup(SERVER, "short").unwrap());
-        let keep = store.lookup(SERVER, "keep").unwrap().clone();
+        let gone = store.path_of(store.lookup(U, SERVER, "gone").unwrap());
+        let short = store.path_of(store.lookup(U, SERVER, "short").unwrap());
+        let keep = store.lookup(U, SERVER, "keep").unwrap().clone();
         drop(store);
         fs::remove_file(gone).unwrap();
         fs::write(&short, b"truncated").unwrap();
@@ -1473,7 +1624,7 @@ mod tests {
             ),
             (1, 1, 1, 1, 2) // the truncated file is an orphan once dropped
         );
-        assert_eq!(store.lookup(SERVER, "keep"), Some(&keep));
+        assert_eq!(store.lookup(U, SERVER, "keep"), Some(&keep));
         assert_eq!(store.len(), 1);
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         drop(store);
@@ -1481,6 +1632,109 @@ mod tests {
         let again = Filestore::open(dir.path()).unwrap();
         assert_eq!(again.load_report().loaded, 1);
         assert_eq!(again.load_report().missing, 0);
+    }
+
+    fn publish_on(
+        store: &mut Filestore,
+        scope: VlanScope,
+        name: &str,
+        content: &[u8],
+    ) -> Result<Published, FilestoreError> {
+        let (t, size, sha) = temp(store, content);
+        store.publish(SystemTime::now(), (scope, SERVER), name, t, size, sha)
+    }
+
+    /// Issue 13: the VLAN is part of the key. The same server address and
+    /// name on two VLANs are two entries and two files, even with the same
+    /// content (replacing one never removes the other's file); neither is
+    /// found untagged; both survive a restart.
+    #[test]
+    fn two_vlans_are_two_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        let (v100, v200) = (
+            VlanScope::new(Some(100), None),
+            VlanScope::new(Some(200), None),
+        );
+        assert_eq!(
+            publish_on(&mut store, v100, "f", b"same").unwrap(),
+            Published::New
+        );
+        assert_eq!(
+            publish_on(&mut store, v200, "f", b"same").unwrap(),
+            Published::New
+        );
+        assert_eq!(store.len(), 2);
+        assert!(store.lookup(U, SERVER, "f").is_none());
+        let a = store.lookup(v100, SERVER, "/f").unwrap().clone();
+        let b = store.lookup(v200, SERVER, "f").unwrap().clone();
+        assert_eq!((a.vlan, b.vlan, a.shared), (v100, v200, false));
+        assert_ne!(store.path_of(&a), store.path_of(&b));
+        assert_eq!(
+            publish_on(&mut store, v100, "f", b"new").unwrap(),
+            Published::Replaced
+        );
+        assert_eq!(fs::read(store.path_of(&b)).unwrap(), b"same");
+        let reopened = Filestore::open(dir.path()).unwrap();
+        assert_eq!(reopened.load_report().loaded, 2);
+        let a2 = reopened.lookup(v100, SERVER, "f").unwrap();
+        assert_eq!(fs::read(reopened.path_of(a2)).unwrap(), b"new");
+        assert_eq!(reopened.lookup(v200, SERVER, "f"), Some(&b));
+    }
+
+    /// `share_across_vlans`: one entry whatever VLAN fills or asks; entries
+    /// of the other mode stay but are not served.
+    #[test]
+    fn shared_across_vlans_is_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish_on(&mut store, VlanScope::new(Some(7), None), "own", b"x").unwrap();
+        store.set_share_across_vlans(true);
+        let v = |o| VlanScope::new(Some(o), None);
+        assert_eq!(
+            publish_on(&mut store, v(100), "f", b"c").unwrap(),
+            Published::New
+        );
+        assert_eq!(
+            publish_on(&mut store, v(200), "f", b"c").unwrap(),
+            Published::Refreshed
+        );
+        for scope in [U, v(100), v(300)] {
+            assert!(store.lookup(scope, SERVER, "f").is_some_and(|e| e.shared));
+        }
+        assert!(store.lookup(v(7), SERVER, "own").is_none());
+        assert_eq!(store.len(), 2);
+        let mut reopened = Filestore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert!(
+            reopened.lookup(v(100), SERVER, "f").is_none(),
+            "sharing off"
+        );
+        assert!(reopened.lookup(v(7), SERVER, "own").is_some());
+        reopened.set_share_across_vlans(true);
+        assert!(reopened.lookup(v(100), SERVER, "f").is_some());
+    }
+
+    /// An index written before VLANs were keys (no `vlan`, no `shared`)
+    /// loads as untagged, under the same stored names.
+    #[test]
+    fn index_without_vlans_loads_as_untagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        publish(&mut store, "old", b"bytes").unwrap();
+        drop(store);
+        let index = dir.path().join("index.json");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&index).unwrap()).unwrap();
+        let e = v["entries"][0].as_object_mut().unwrap();
+        assert_eq!(e["vlan"], serde_json::json!([0, 0]));
+        e.remove("vlan");
+        e.remove("shared");
+        fs::write(&index, serde_json::to_vec(&v).unwrap()).unwrap();
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.load_report().loaded, 1);
+        let e = store.lookup(U, SERVER, "old").unwrap();
+        assert_eq!((e.vlan, e.shared), (U, false));
+        assert_eq!(fs::read(store.path_of(e)).unwrap(), b"bytes");
     }
 
     #[test]

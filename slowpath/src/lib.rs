@@ -35,7 +35,7 @@ pub use arp::{ArpConfig, ArpCounters, ArpEvent, ArpFrameBuf, ArpResolver};
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};
 pub use defrag::{DefragLimits, DefragStats};
 pub use dhcp::{BootDirective, BootVia, Learned, MessageHandler};
-pub use filestore::{Digest256, Entry, Filestore, FilestoreError, LoadReport, Published};
+pub use filestore::{Digest256, DirLock, Entry, Filestore, FilestoreError, LoadReport, Published};
 pub use imagemap::{
     render_listing, ClientRecord, FileRecord, ImageMap, ImageMapError, Limits, ServedFrom,
 };

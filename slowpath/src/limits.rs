@@ -6,7 +6,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Transfers tracked at once; further read requests are ignored (not
-    /// followed, not cached) and counted.
+    /// followed, not cached) and counted. One client address gets at most
+    /// its [`per_source`] share of them.
     pub max_transfers: usize,
     /// Largest file cached, in bytes; a transfer whose data or announced
     /// `tsize` goes past it is discarded.
@@ -22,6 +23,10 @@ pub struct Limits {
     /// Bytes per second the background scrub re-hashes cached files at
     /// (0: no scrub).
     pub scrub_rate: u64,
+    /// Not a bound, but it travels with them from the configuration: one
+    /// cache for every VLAN ([`crate::Filestore::set_share_across_vlans`]).
+    /// Off by default.
+    pub share_across_vlans: bool,
 }
 
 impl Default for Limits {
@@ -33,6 +38,15 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(30),
             image_map: crate::imagemap::Limits::default(),
             scrub_rate: 0,
+            share_across_vlans: false,
         }
     }
+}
+
+/// One client address's share of a table of `total` entries keyed by
+/// network input: a sixteenth, at least 4 (never more than the table). A
+/// host flooding requests fills its own share, not the table every other
+/// client needs.
+pub fn per_source(total: usize) -> usize {
+    (total / 16).max(4).min(total)
 }

@@ -3,7 +3,8 @@
 //! The tracker sees copies of what crosses the bridge, in both directions.
 //! Copies may be lost (the redirect ring was full), duplicated or reordered,
 //! so nothing here assumes it sees every packet: a transfer is keyed by
-//! (server IP, client IP:port), starts with the client's RRQ to port 69, pins
+//! (VLAN scope, server IP, client IP:port) — two VLANs may reuse the same
+//! addresses and ports for two different servers — starts with the client's RRQ to port 69, pins
 //! the server's TID at the first reply, and feeds DATA into a
 //! [`Reassembly`]. It ends as exactly one [`Event`]: a verified file
 //! ([`Event::Completed`]), a [`Event::SizeProbe`], or a [`Event::Discarded`]
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use wire::frame::VlanScope;
 use wire::tftp::{self, ErrorCode, Packet, TransferMode};
 
 use crate::limits::Limits;
@@ -48,13 +50,15 @@ pub const LINGER: Duration = Duration::from_secs(1);
 
 /// Header-filter rule changes the fast path needs for the transfers tracked.
 ///
-/// The filter holds at most one dynamic rule per (server IP, client) pair:
-/// `Expect` and `Pin` replace the pair's rule, `Remove` deletes it.
+/// The filter holds at most one dynamic rule per (VLAN scope, server IP,
+/// client): `Expect` and `Pin` replace its rule, `Remove` deletes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FilterUpdate {
     /// Copy frames from `server` (any port) to `client`, and back: the server
     /// has not answered yet, so its TID is unknown.
     Expect {
+        /// The VLANs the transfer is on.
+        scope: VlanScope,
         /// The boot server's address.
         server: Ipv4Addr,
         /// The client's address and port.
@@ -62,6 +66,8 @@ pub enum FilterUpdate {
     },
     /// Copy frames of the 5-tuple `server` (IP and TID) ↔ `client`.
     Pin {
+        /// The VLANs the transfer is on.
+        scope: VlanScope,
         /// The boot server's address and TID.
         server: SocketAddrV4,
         /// The client's address and port.
@@ -69,6 +75,8 @@ pub enum FilterUpdate {
     },
     /// The transfer is over: drop the pair's rule.
     Remove {
+        /// The VLANs the transfer is on.
+        scope: VlanScope,
         /// The boot server's address.
         server: Ipv4Addr,
         /// The client's address and port.
@@ -158,6 +166,8 @@ impl std::fmt::Display for DiscardReason {
 /// temporary file under the cache's `tmp/`, ready to be published.
 #[derive(Debug)]
 pub struct Completed {
+    /// The VLANs the transfer was on (part of the cache key).
+    pub scope: VlanScope,
     /// The boot server.
     pub server: Ipv4Addr,
     /// The client that downloaded it.
@@ -228,8 +238,12 @@ pub struct TrackerStats {
     pub requests: u64,
     /// Transfers started (tracked).
     pub transfers_started: u64,
-    /// Read requests ignored because [`Limits::max_transfers`] were tracked.
+    /// Read requests ignored because [`Limits::max_transfers`] were tracked,
+    /// or the client address had its share of them.
     pub over_transfer_limit: u64,
+    /// Of those, requests ignored because their client address had its
+    /// share ([`crate::limits::per_source`]).
+    pub over_client_share: u64,
     /// Packets that belong to no tracked transfer.
     pub stray: u64,
     /// Packets from or to another TID than the pinned one.
@@ -240,7 +254,8 @@ pub struct TrackerStats {
     pub ignored: u64,
 }
 
-type Key = (Ipv4Addr, SocketAddrV4);
+/// (VLANs, server, client): the tags keep two VLANs' transfers apart.
+type Key = (VlanScope, Ipv4Addr, SocketAddrV4);
 
 /// Tracks every TFTP read transfer to or from the configured servers.
 #[derive(Debug)]
@@ -249,6 +264,9 @@ pub struct Tracker {
     limits: Limits,
     space_left: u64,
     transfers: HashMap<Key, Transfer>,
+    /// Transfers tracked per client address (its share of the table), by
+    /// VLAN scope: one address on two VLANs is two hosts.
+    per_client: HashMap<(VlanScope, Ipv4Addr), usize>,
     updates: VecDeque<FilterUpdate>,
     events: VecDeque<Event>,
     stats: TrackerStats,
@@ -263,6 +281,7 @@ impl Tracker {
             space_left: limits.quota_bytes,
             limits,
             transfers: HashMap::new(),
+            per_client: HashMap::new(),
             updates: VecDeque::new(),
             events: VecDeque::new(),
             stats: TrackerStats::default(),
@@ -287,19 +306,20 @@ impl Tracker {
     }
 
     /// Handles one TFTP packet copy: the UDP payload `payload` of a datagram
-    /// from `src` to `dst`, going `dir`.
+    /// from `src` to `dst` on the VLANs `scope`, going `dir`.
     pub fn handle(
         &mut self,
         now: Instant,
         dir: Direction,
+        scope: VlanScope,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         payload: &[u8],
     ) {
         self.stats.packets += 1;
         match dir {
-            Direction::ToServer => self.handle_client_packet(now, src, dst, payload),
-            Direction::FromServer => self.handle_server_packet(now, src, dst, payload),
+            Direction::ToServer => self.handle_client_packet(now, scope, src, dst, payload),
+            Direction::FromServer => self.handle_server_packet(now, scope, src, dst, payload),
         }
     }
 
@@ -350,11 +370,12 @@ impl Tracker {
     fn handle_client_packet(
         &mut self,
         now: Instant,
+        scope: VlanScope,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         p: &[u8],
     ) {
-        let key = (*dst.ip(), src);
+        let key = (scope, *dst.ip(), src);
         if dst.port() == TFTP_PORT {
             match Packet::parse(p) {
                 Ok(Packet::Rrq(req)) => self.request(now, key, &req, p),
@@ -411,17 +432,24 @@ impl Tracker {
         }
         self.stats.requests += 1;
         // A superseded transfer was removed above, so it frees its own slot.
-        if self.transfers.len() >= self.limits.max_transfers {
+        let from_client = self
+            .per_client
+            .get(&(key.0, *key.2.ip()))
+            .copied()
+            .unwrap_or(0);
+        let over_share = from_client >= crate::limits::per_source(self.limits.max_transfers);
+        if self.transfers.len() >= self.limits.max_transfers || over_share {
             self.stats.over_transfer_limit += 1;
+            self.stats.over_client_share += u64::from(over_share);
             if self.stats.over_transfer_limit.is_power_of_two() {
                 warn!(
                     "transfer limit ({}) reached: request from {} not followed ({} so far)",
-                    self.limits.max_transfers, key.1, self.stats.over_transfer_limit
+                    self.limits.max_transfers, key.2, self.stats.over_transfer_limit
                 );
             }
             self.events.push_back(Event::RequestSeen {
-                client: key.1,
-                server: key.0,
+                client: key.2,
+                server: key.1,
                 filename: String::from_utf8_lossy(req.filename).into_owned(),
             });
             return;
@@ -459,25 +487,28 @@ impl Tracker {
         };
         self.stats.transfers_started += 1;
         self.events.push_back(Event::RequestSeen {
-            client: key.1,
-            server: key.0,
+            client: key.2,
+            server: key.1,
             filename: t.name_lossy(),
         });
         self.transfers.insert(key, t);
+        *self.per_client.entry((key.0, *key.2.ip())).or_default() += 1;
         self.updates.push_back(FilterUpdate::Expect {
-            server: key.0,
-            client: key.1,
+            scope: key.0,
+            server: key.1,
+            client: key.2,
         });
     }
 
     fn handle_server_packet(
         &mut self,
         now: Instant,
+        scope: VlanScope,
         src: SocketAddrV4,
         dst: SocketAddrV4,
         p: &[u8],
     ) {
-        let key = (*src.ip(), dst);
+        let key = (scope, *src.ip(), dst);
         let Some(t) = self.transfers.get_mut(&key) else {
             self.stats.stray += 1;
             return;
@@ -491,6 +522,7 @@ impl Tracker {
             None => {
                 t.tid = Some(src.port());
                 self.updates.push_back(FilterUpdate::Pin {
+                    scope,
                     server: src,
                     client: dst,
                 });
@@ -552,8 +584,8 @@ impl Tracker {
 
     fn too_large(&self, key: Key, size: u64) {
         warn!(
-            "file size limit ({} bytes) hit: {} bytes from {} to {}",
-            self.limits.max_file_size, size, key.0, key.1
+            "file size limit ({} bytes) hit: {} bytes from {} to {} ({})",
+            self.limits.max_file_size, size, key.1, key.2, key.0
         );
     }
 
@@ -566,7 +598,10 @@ impl Tracker {
         if first && t.oack.is_none() && t.oack_may_be_lost() {
             // Without the OACK the block size is unknown, and guessing 512
             // could take a full small block for the last one.
-            debug!("transfer {} -> {}: OACK not seen, not cached", key.0, key.1);
+            debug!(
+                "transfer {} -> {} ({}): OACK not seen, not cached",
+                key.1, key.2, key.0
+            );
             self.end(key, End::Discard(DiscardReason::MissingBlocks));
             return;
         }
@@ -654,8 +689,8 @@ impl Tracker {
     fn fail(&mut self, key: Key, reason: DiscardReason, e: &ReassemblyError) {
         match reason {
             DiscardReason::TooLarge => self.too_large(key, 0),
-            DiscardReason::Io => warn!("transfer {} -> {}: {e}", key.0, key.1),
-            _ => debug!("transfer {} -> {}: {e}", key.0, key.1),
+            DiscardReason::Io => warn!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0),
+            _ => debug!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0),
         }
         self.end(key, End::Discard(reason));
     }
@@ -663,8 +698,9 @@ impl Tracker {
     fn end(&mut self, key: Key, outcome: End) {
         if self.end_quiet(key, outcome) {
             self.updates.push_back(FilterUpdate::Remove {
-                server: key.0,
-                client: key.1,
+                scope: key.0,
+                server: key.1,
+                client: key.2,
             });
         }
     }
@@ -674,7 +710,15 @@ impl Tracker {
         let Some(mut t) = self.transfers.remove(&key) else {
             return false;
         };
-        let (server, client) = key;
+        if let std::collections::hash_map::Entry::Occupied(mut n) =
+            self.per_client.entry((key.0, *key.2.ip()))
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+        let (scope, server, client) = key;
         let filename = t.name_lossy();
         let event = match outcome {
             End::Probe => Event::SizeProbe {
@@ -692,6 +736,7 @@ impl Tracker {
                 let r = t.reasm.take().map(Reassembly::finish);
                 match r {
                     Some(Ok(done)) => Event::Completed(Completed {
+                        scope,
                         server,
                         client,
                         filename,
@@ -1003,6 +1048,99 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The same server, client address and client port on two VLANs are
+    /// two transfers: each gets its own rule updates (in its scope), its
+    /// own TID and its own data; ending one leaves the other.
+    #[test]
+    fn the_same_addresses_on_two_vlans_are_two_transfers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tracker::new(dir.path().to_owned(), Limits::default());
+        let now = Instant::now();
+        let server = Ipv4Addr::new(10, 0, 0, 1);
+        let client = SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 5), 2070);
+        let (v100, v200) = (
+            VlanScope::new(Some(100), None),
+            VlanScope::new(Some(200), None),
+        );
+        let rrq = Packet::Rrq(tftp::Request {
+            filename: b"f",
+            mode: tftp::Mode::OCTET,
+            options: tftp::Options::default(),
+        })
+        .to_vec()
+        .unwrap();
+        let to_server = |port| SocketAddrV4::new(server, port);
+        for scope in [v100, v200] {
+            t.handle(now, Direction::ToServer, scope, client, to_server(69), &rrq);
+        }
+        assert_eq!((t.active(), t.stats().transfers_started), (2, 2));
+        // Each answers from its own TID; a block from VLAN 100's TID on
+        // VLAN 200 is another TID there, not VLAN 100's data.
+        let data = |block: u16, byte: u8, len: usize| {
+            Packet::Data {
+                block,
+                payload: &vec![byte; len],
+            }
+            .to_vec()
+            .unwrap()
+        };
+        let dir_s = Direction::FromServer;
+        t.handle(now, dir_s, v100, to_server(40000), client, &data(1, 1, 512));
+        t.handle(now, dir_s, v200, to_server(50000), client, &data(1, 2, 512));
+        t.handle(now, dir_s, v200, to_server(40000), client, &data(2, 9, 3));
+        assert_eq!(t.stats().other_tid, 1);
+        t.handle(now, dir_s, v100, to_server(40000), client, &data(2, 1, 3));
+        t.handle(now, dir_s, v200, to_server(50000), client, &data(2, 2, 3));
+        let updates: Vec<_> = std::iter::from_fn(|| t.poll_filter_update()).collect();
+        assert_eq!(
+            updates,
+            [
+                FilterUpdate::Expect {
+                    scope: v100,
+                    server,
+                    client
+                },
+                FilterUpdate::Expect {
+                    scope: v200,
+                    server,
+                    client
+                },
+                FilterUpdate::Pin {
+                    scope: v100,
+                    server: to_server(40000),
+                    client
+                },
+                FilterUpdate::Pin {
+                    scope: v200,
+                    server: to_server(50000),
+                    client
+                },
+                FilterUpdate::Remove {
+                    scope: v100,
+                    server,
+                    client
+                },
+                FilterUpdate::Remove {
+                    scope: v200,
+                    server,
+                    client
+                },
+            ]
+        );
+        // The short blocks were the last: both complete, each with its own
+        // bytes and scope.
+        let done: Vec<_> = std::iter::from_fn(|| t.poll_event())
+            .filter_map(|e| match e {
+                Event::Completed(c) => Some((c.scope, c.sha256)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(done.len(), 2);
+        assert_eq!((done[0].0, done[1].0), (v100, v200));
+        assert_ne!(done[0].1, done[1].1);
+        assert_eq!(t.active(), 0);
     }
 
     #[test]

@@ -20,10 +20,11 @@ use slowpath::tftp_server::error_response;
 use slowpath::CacheLogic;
 use wire::classify::{classify, v4_mapped, IpVersion, Kind};
 use wire::frame::icmpv4::EchoFrameRepr;
-use wire::frame::{MacAddr, UdpFrameRepr};
+use wire::frame::{MacAddr, UdpFrameRepr, VlanScope};
 use wire::tftp::{ErrorCode, Packet, TransferMode};
 
-use super::{Serve, ServeCounters, Trapped};
+use super::held::build_raw;
+use super::{HeldRequest, Request, Serve, ServeCounters, Trapped};
 
 /// Local ports for origin fetches and error replies, picked at random (a
 /// host that could guess a fetch's port could race the origin's answer).
@@ -33,6 +34,9 @@ const FETCH_PORT_END: u16 = 49151;
 const PORT_TRIES: usize = 16;
 const ETHERTYPE_ARP: u16 = 0x0806;
 const PROTO_ICMP: u8 = 1;
+/// Fetches go to the origin untagged, so the fill files what they bring
+/// under the untagged scope, whatever VLAN the asking client is on.
+const FETCH_SCOPE: VlanScope = VlanScope::UNTAGGED;
 
 /// Who bootcache is in addressed mode.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub(crate) struct AddressedCounters {
     pub(crate) requests: u64,
     /// Origin fetches started.
     pub(crate) fetches: u64,
+    /// Requests answered "busy" because `[limits] max_fetches` fetches were
+    /// under way.
+    pub(crate) fetches_refused: u64,
     /// Requests that joined a fetch already under way.
     pub(crate) fetch_joins: u64,
     /// Fetches that brought the whole file.
@@ -77,7 +84,7 @@ struct Fetch {
     /// Our UDP port (the fetch's TID).
     port: u16,
     /// The clients' read requests, served when the file is in the cache.
-    waiters: Vec<Redirected>,
+    waiters: Vec<HeldRequest>,
 }
 
 /// Addressed mode's state, owned by [`Serve`].
@@ -113,7 +120,7 @@ impl Addressed {
     }
 
     /// The read requests waiting for fetches.
-    pub(super) fn waiters(&self) -> impl Iterator<Item = &Redirected> {
+    pub(super) fn waiters(&self) -> impl Iterator<Item = &HeldRequest> {
         self.fetches.values().flat_map(|f| &f.waiters)
     }
 
@@ -203,9 +210,10 @@ impl Serve {
         // Whoever talks to us is a neighbour: no ARP needed to answer it.
         // (The origin only from the server side: see ArpConfig::pinned.)
         a.arp.learn_from(now, r.side, *src.ip(), repr.src_mac);
-        if let Some(s) = self.sessions.get_mut(&(src, dst.port())) {
+        let scope = repr.vlan_scope();
+        if let Some(s) = self.sessions.get_mut(&(scope, src, dst.port())) {
             s.session.handle_packet(now, payload);
-            self.pump((src, dst.port()), now, Some(r.tsc));
+            self.pump((scope, src, dst.port()), now, Some(r.tsc));
             self.reap(filter);
             return Trapped::Consumed;
         }
@@ -239,7 +247,7 @@ impl Serve {
             }
         };
         let origin = a.own.origin;
-        if self.in_progress(src) {
+        if self.in_progress(scope, src) {
             return Trapped::Consumed;
         }
         if let Some(a) = &mut self.addressed {
@@ -264,7 +272,7 @@ impl Serve {
             return Trapped::Consumed;
         };
         let name = name.as_str();
-        match logic.filestore().lookup(origin, name) {
+        match logic.filestore().lookup(FETCH_SCOPE, origin, name) {
             Some(entry) => Trapped::Hit(entry.clone()),
             None => {
                 self.counters.misses += 1;
@@ -286,7 +294,9 @@ impl Serve {
         if !self.is_own(r.mbuf.data()) {
             return Some(r);
         }
-        self.join_fetch(now, r, name, logic);
+        if let Some(held) = HeldRequest::new(r) {
+            self.join_fetch(now, held, name, logic);
+        }
         None
     }
 
@@ -295,10 +305,19 @@ impl Serve {
     pub(super) fn join_fetch(
         &mut self,
         now: Instant,
-        r: Redirected,
+        r: HeldRequest,
         name: &str,
         logic: &mut CacheLogic,
     ) {
+        // Waiting requests are held like those asked about: bounded, and
+        // one client's share of the bound (a flood of requests for names
+        // the origin never answers must not crowd out other clients).
+        if !self.held_room(&r) {
+            self.counters.held_refused += 1;
+            self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
+            return;
+        }
+        let max_fetches = self.limits.fetches;
         let Some(a) = &mut self.addressed else {
             return;
         };
@@ -315,6 +334,12 @@ impl Serve {
                 return;
             }
         };
+        if a.fetches.len() >= max_fetches {
+            a.counters.fetches_refused += 1;
+            log::debug!("addressed: {max_fetches} fetches under way; {name:?} refused");
+            self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
+            return;
+        }
         let Some(port) = a.allocate_port() else {
             log::warn!("addressed: no free fetch port for {name:?}");
             self.send_error(&r, ErrorCode::NotDefined, "bootcache is busy, try again");
@@ -418,7 +443,9 @@ impl Serve {
             // On its way into the cache (the writer thread puts the bytes in
             // place): the fetch and its waiters stay until it is there. Its
             // session has ended; this is asked again at every pass.
-            ClientOutcome::Completed { .. } if logic.filestore().is_publishing(origin, name) => {
+            ClientOutcome::Completed { .. }
+                if logic.filestore().is_publishing(FETCH_SCOPE, origin, name) =>
+            {
                 a.ports.insert(f.port, name.to_owned());
                 a.fetches.insert(name.to_owned(), f);
                 return;
@@ -426,7 +453,7 @@ impl Serve {
             ClientOutcome::Completed { size } => {
                 a.counters.fetches_completed += 1;
                 a.counters.fetched_bytes += size;
-                match logic.filestore().lookup(origin, name).cloned() {
+                match logic.filestore().lookup(FETCH_SCOPE, origin, name).cloned() {
                     Some(entry) => {
                         log::info!(
                             "addressed: fetched {name:?} ({size} bytes); serving {} request(s)",
@@ -559,11 +586,11 @@ impl Serve {
 
     /// Answers the read request in `r` with a TFTP ERROR from bootcache's
     /// address (from a fresh port, as a server answers a request it refuses).
-    fn send_error(&mut self, r: &Redirected, code: ErrorCode, message: &str) {
+    fn send_error(&mut self, r: &impl Request, code: ErrorCode, message: &str) {
         let Some(a) = &mut self.addressed else {
             return;
         };
-        let Ok((req, _)) = UdpFrameRepr::parse(r.mbuf.data()) else {
+        let Ok((req, _)) = UdpFrameRepr::parse(r.data()) else {
             return;
         };
         let SocketAddr::V4(client) = req.src() else {
@@ -584,7 +611,7 @@ impl Serve {
             self.counters.frame_drops += 1;
             return;
         };
-        push_frame(&self.inject, &mut self.counters, m, r.side);
+        push_frame(&self.inject, &mut self.counters, m, r.side());
     }
 }
 
@@ -603,13 +630,5 @@ fn build_udp(pool: &dpdk::Mempool, repr: &UdpFrameRepr, payload: &[u8]) -> Optio
     let buf = m.append(u16::try_from(len).ok()?)?;
     buf.fill(0);
     repr.emit(buf, payload).ok()?;
-    Some(m)
-}
-
-/// A copy of `frame` in a new buffer.
-fn build_raw(pool: &dpdk::Mempool, frame: &[u8]) -> Option<Mbuf> {
-    let mut m = Mbuf::alloc(pool).ok()?;
-    m.append(u16::try_from(frame.len()).ok()?)?
-        .copy_from_slice(frame);
     Some(m)
 }

@@ -2,8 +2,9 @@
 //! bootcache, then plain TFTP clients read a large file cold and warm.
 //!
 //! Server namespace: dnsmasq (DHCP, router advertisements, TFTP) and
-//! bootcache-agent. Client namespace: qemu (software emulation) with
-//! Debian's iPXE ROM on a tap, curl and tftp-hpa. bootcache bridges the two
+//! bootcache-agent. Client namespace: qemu (software emulation) with the
+//! firmware `--firmware` names (default: SeaBIOS and Debian's iPXE ROM; or
+//! OVMF's UEFI PXE, pxelinux, GRUB) on a tap, curl and tftp-hpa. bootcache bridges the two
 //! on `net_af_packet` ports. Everything is removed at the end, also on
 //! Ctrl-C; `--keep` leaves it running for exploration.
 
@@ -12,7 +13,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootcache_bench::netns::{self, Topology, IPXE_SCRIPT, SERVER_IP};
+use bootcache_bench::netns::{self, Firmware, Topology, SERVER_IP};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -34,8 +35,12 @@ struct Args {
     #[arg(long, default_value = "bcdemo")]
     prefix: String,
     /// Seconds a boot may take before it counts as failed.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 180)]
     boot_timeout: u64,
+    /// What the PXE client boots: ipxe (SeaBIOS + iPXE ROM), uefi (OVMF's
+    /// PXE → iPXE snponly.efi), pxelinux or grub (chained from the iPXE ROM).
+    #[arg(long, default_value = "ipxe", value_parser = Firmware::from_name)]
+    firmware: Firmware,
 }
 
 fn main() -> ExitCode {
@@ -91,12 +96,20 @@ struct BootReport {
     elapsed: Duration,
     marker: String,
     from_origin: Vec<String>,
+    /// The TFTP requests and answers on the client's wire.
+    wire: Vec<String>,
 }
 
 fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
     let before = t.origin_transfers().len();
-    println!("demo: PXE boot {tag}: qemu (iPXE ROM, software emulation) on the client side …");
-    let b = t.boot_pxe(tag, timeout)?;
+    println!(
+        "demo: PXE boot {tag}: qemu ({}, software emulation) on the client side …",
+        t.firmware().describe()
+    );
+    let cap = t.capture_tftp(tag)?;
+    let b = t.boot_pxe(tag, timeout);
+    let wire = t.tftp_captured(cap)?;
+    let b = b?;
     let Some(marker) = b.marker else {
         eprintln!("{}", t.diagnostics());
         bail!(
@@ -115,6 +128,7 @@ fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
         elapsed: b.elapsed,
         marker,
         from_origin,
+        wire,
     })
 }
 
@@ -136,7 +150,8 @@ fn run(args: &Args) -> Result<()> {
         t.server_link,
         t.dir.display()
     );
-    t.install_pxe_files(&args.images)?;
+    t.set_firmware(args.firmware);
+    t.install_firmware_files(args.firmware, &args.images)?;
     if args.big_mib > 0 {
         t.put_file(
             "images/big.img",
@@ -154,8 +169,25 @@ fn run(args: &Args) -> Result<()> {
 
     let timeout = Duration::from_secs(args.boot_timeout);
     let first = keep_on_failure(args, boot(&t, "1", timeout))?;
-    t.wait_stat("files", "in_store", 3, Duration::from_secs(30))
-        .context("the first boot's files were not all cached")?;
+    // Every file the first boot loaded (GRUB: its modules too), once.
+    let mut names: Vec<String> = Vec::new();
+    for n in args
+        .firmware
+        .boot_files()
+        .into_iter()
+        .chain(first.from_origin.clone())
+    {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    t.wait_stat(
+        "files",
+        "in_store",
+        names.len() as u64,
+        Duration::from_secs(30),
+    )
+    .context("the first boot's files were not all cached")?;
     let second = keep_on_failure(args, boot(&t, "2", timeout))?;
 
     let mut plain = Vec::new();
@@ -191,13 +223,18 @@ fn run(args: &Args) -> Result<()> {
             }
             plain.push((label, d, by));
             if plain.len() == 1 {
-                t.wait_stat("files", "in_store", 4, Duration::from_secs(30))?;
+                t.wait_stat(
+                    "files",
+                    "in_store",
+                    names.len() as u64 + 1,
+                    Duration::from_secs(30),
+                )?;
             }
         }
     }
 
     // The report.
-    let files: Vec<FileRow> = [IPXE_SCRIPT, "vmlinuz", "initrd.gz"]
+    let files: Vec<FileRow> = names
         .iter()
         .map(|n| FileRow {
             name: n.to_string(),
@@ -222,13 +259,19 @@ fn run(args: &Args) -> Result<()> {
     };
     println!();
     println!("== report ==");
+    let w = files
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(12);
     println!(
-        "{:<12} {:>10}  {:<8} {:<8}",
+        "{:<w$} {:>10}  {:<8} {:<8}",
         "file", "bytes", "boot 1", "boot 2"
     );
     for f in &files {
         println!(
-            "{:<12} {:>10}  {:<8} {:<8}",
+            "{:<w$} {:>10}  {:<8} {:<8}",
             f.name,
             f.size,
             by(&first, f),
@@ -236,16 +279,31 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     println!(
-        "boot 1: {:.1} s, origin sent {} bytes ({} files)",
+        "boot 1: {:.1} s, origin sent {} bytes ({} transfers)",
         first.elapsed.as_secs_f64(),
         origin_bytes(&first),
         first.from_origin.len()
     );
     println!(
-        "boot 2: {:.1} s, origin sent {} bytes ({} files)",
+        "boot 2: {:.1} s, origin sent {} bytes ({} transfers)",
         second.elapsed.as_secs_f64(),
         origin_bytes(&second),
         second.from_origin.len()
+    );
+    for (label, b) in [("boot 1 (origin)", &first), ("boot 2 (cache)", &second)] {
+        println!(
+            "TFTP options, {label}: what {} asked → what was answered:",
+            args.firmware.name()
+        );
+        for (asked, answered, n) in netns::option_exchanges(&b.wire) {
+            println!("  {n:>3} × {asked} → {answered}");
+        }
+    }
+    let probes = |section| t.bootcache_stat(section, "size_probes").unwrap_or(0);
+    println!(
+        "size probes (read ended by ERROR 8 after the OACK): {} seen from the origin, {} answered from the cache",
+        probes("transfers"),
+        probes("serve")
     );
     println!("console, boot 1: {}", first.marker);
     println!("console, boot 2: {}", second.marker);

@@ -167,6 +167,12 @@ impl Class {
         payload_len: 0,
     };
 
+    /// The VLANs the frame is on, from the tags already read (no re-walk).
+    #[inline(always)]
+    pub const fn vlan_scope(&self) -> crate::frame::VlanScope {
+        crate::frame::VlanScope::new(self.outer_vlan, self.inner_vlan)
+    }
+
     /// True for UDP and TCP, whose ports are valid.
     pub fn has_ports(&self) -> bool {
         matches!(self.kind, Kind::Udp | Kind::Tcp)

@@ -100,7 +100,7 @@ pub use icmpv4::EchoFrameRepr;
 pub use ipv4::{Ipv4Options, Ipv4Repr};
 pub use ipv6::{Ipv6Fragment, Ipv6Repr, Ipv6Upper};
 pub use udp::UdpRepr;
-pub use vlan::VlanRepr;
+pub use vlan::{VlanRepr, VlanScope};
 
 /// Why a frame header could not be parsed or emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -456,6 +456,31 @@ impl UdpFrameRepr {
             udp: udp_repr,
         };
         Ok((repr, udp.payload()))
+    }
+
+    /// The VLANs the frame is on (see [`VlanScope`]).
+    pub fn vlan_scope(&self) -> VlanScope {
+        VlanScope::new(
+            self.outer_vlan.map(|t| t.vid),
+            self.inner_vlan.map(|t| t.vid),
+        )
+    }
+
+    /// Puts the frame on the VLANs `scope` (priority 0): no tag when
+    /// untagged, an 802.1Q tag for one VID, an 802.1ad outer and 802.1Q
+    /// inner tag for a QinQ pair.
+    pub fn set_vlan_scope(&mut self, scope: VlanScope) {
+        let tag = |tpid, vid| VlanTag {
+            tpid,
+            pcp: 0,
+            dei: false,
+            vid,
+        };
+        (self.outer_vlan, self.inner_vlan) = match (scope.outer, scope.inner) {
+            (0, 0) => (None, None),
+            (o, 0) => (Some(tag(EtherType::VLAN, o)), None),
+            (o, i) => (Some(tag(EtherType::QINQ, o)), Some(tag(EtherType::VLAN, i))),
+        };
     }
 
     /// Bytes before the UDP payload: Ethernet, tags, IP and UDP headers.

@@ -42,10 +42,11 @@ pub(super) fn addr_words(addr: &[u8; 16]) -> (u64, u64) {
     (a as u64, (a >> 64) as u64)
 }
 
-/// The third key word: occupancy, server index and client port.
+/// The third key word: occupancy, VLAN scope (24 bits from bit 24),
+/// server index (below [`super::MAX_SERVERS`], bits 16..22) and client port.
 #[inline(always)]
-pub(super) fn tag(server: usize, client_port: u16) -> u64 {
-    OCCUPIED | (server as u64) << 16 | u64::from(client_port)
+pub(super) fn tag(scope: u32, server: usize, client_port: u16) -> u64 {
+    OCCUPIED | u64::from(scope) << 24 | (server as u64) << 16 | u64::from(client_port)
 }
 
 /// 64x64 -> 128-bit multiply folded back to 64 bits (foldhash's and wyhash's
@@ -99,7 +100,8 @@ pub(super) struct Entry {
     pub(super) trap: bool,
 }
 
-/// A key as the writer keeps it: (client address words, tag).
+/// A key as the writer keeps it: (client address words, tag with the VLAN
+/// scope, server index and client port).
 pub(super) type Key = (u64, u64, u64);
 
 /// An open-addressed, linearly probed array at load <= 1/2.
@@ -264,8 +266,8 @@ impl Table {
     #[inline]
     pub fn lookup(&self, side: usize, c: &Class) -> Action {
         let from_client = side == 0;
-        // The rx side says which end is the server, so one key (server,
-        // client, client port) serves both directions of a transfer.
+        // The rx side says which end is the server, so one key (VLANs,
+        // server, client, client port) serves both directions of a transfer.
         let (server, client, client_port, server_port) = if from_client {
             (&c.dst_addr, &c.src_addr, c.src_port, c.dst_port)
         } else {
@@ -285,7 +287,9 @@ impl Table {
                 if let Some(idx) = self.server_index(server) {
                     if self.dynamic_len != 0 {
                         let (lo, hi) = addr_words(client);
-                        let tag = tag(idx, client_port);
+                        // Two VLANs may reuse addresses: the tags are part
+                        // of the key (a few register ops, no extra load).
+                        let tag = tag(c.vlan_scope().packed(), idx, client_port);
                         let h = hash(&self.seed, lo, hi, tag);
                         if let Some(a) = self.shards[shard_of(h)].get(h, lo, hi, tag, server_port) {
                             return a;

@@ -9,6 +9,8 @@ use wire::frame::{IpRepr, MacAddr, UdpFrameRepr};
 
 use super::*;
 
+/// Untagged: the scope of every rule that is not about VLANs.
+const U: VlanScope = VlanScope::UNTAGGED;
 const SERVER: [u8; 4] = [192, 168, 56, 1];
 const CLIENT: [u8; 4] = [192, 168, 56, 100];
 const OTHER: [u8; 4] = [192, 168, 56, 2];
@@ -241,7 +243,7 @@ fn later_fragments_from_a_server_are_copied() {
 fn expectation_then_pin_then_remove() {
     let (mut w, mut r) = with_server();
     let client = sock(CLIENT, 2070);
-    let id = w.expect(ip(SERVER), client).unwrap();
+    let id = w.expect(U, ip(SERVER), client).unwrap();
     assert!(id.is_dynamic());
     let data = udp((SERVER, 50123), (CLIENT, 2070));
     // Not visible before publish.
@@ -273,7 +275,7 @@ fn expectation_then_pin_then_remove() {
     assert_eq!(t.lookup(0, &data), Action::Forward);
     assert_eq!(t.lookup(1, &ack), Action::Forward);
 
-    assert_eq!(w.pin(sock(SERVER, 50123), client), Ok(id));
+    assert_eq!(w.pin(U, sock(SERVER, 50123), client), Ok(id));
     w.publish();
     let t = r.load();
     assert_eq!(t.lookup(1, &data), Action::Copy(id));
@@ -287,14 +289,14 @@ fn expectation_then_pin_then_remove() {
     assert_eq!(t.lookup(0, &rrq), copy(StaticRule::TftpRequest));
 
     // Re-expecting (the client reused its port) unpins, same id.
-    assert_eq!(w.expect(ip(SERVER), client), Ok(id));
+    assert_eq!(w.expect(U, ip(SERVER), client), Ok(id));
     w.publish();
     assert_eq!(r.load().lookup(1, &data_other_tid), Action::Copy(id));
 
-    assert_eq!(w.remove(ip(SERVER), client), Some(id));
-    assert_eq!(w.remove(ip(SERVER), client), None);
+    assert_eq!(w.remove(U, ip(SERVER), client), Some(id));
+    assert_eq!(w.remove(U, ip(SERVER), client), None);
     assert_eq!(
-        w.pin(sock(SERVER, 50123), client),
+        w.pin(U, sock(SERVER, 50123), client),
         Err(FilterError::NotFound)
     );
     w.publish();
@@ -304,12 +306,87 @@ fn expectation_then_pin_then_remove() {
     assert_eq!(t.lookup(0, &ack), Action::Forward);
 }
 
+/// A frame from `src` to `dst` with the tags of `scope`, as real bytes, and
+/// its class.
+fn udp_on(scope: VlanScope, src: ([u8; 4], u16), dst: ([u8; 4], u16)) -> (Vec<u8>, Class) {
+    let mut r = UdpFrameRepr::ipv4(
+        MAC_A,
+        MAC_B,
+        SocketAddrV4::new(src.0.into(), src.1),
+        SocketAddrV4::new(dst.0.into(), dst.1),
+    );
+    r.set_vlan_scope(scope);
+    let f = emit(&r);
+    let c = classify(&f);
+    assert_eq!((c.kind, c.vlan_scope()), (Kind::Udp, scope));
+    (f, c)
+}
+
+#[test]
+fn the_same_transfer_on_two_vlans_is_two_rules() {
+    let (mut w, mut r) = with_server();
+    let v100 = VlanScope::new(Some(100), None);
+    let v200 = VlanScope::new(Some(200), None);
+    let qinq = VlanScope::new(Some(100), Some(200));
+    let client = sock(CLIENT, 2070);
+    let a = w.expect(v100, ip(SERVER), client).unwrap();
+    w.publish();
+    let data = |s| udp_on(s, (SERVER, 50123), (CLIENT, 2070));
+    let ack = |s| udp_on(s, (CLIENT, 2070), (SERVER, 50123));
+    let t = r.load();
+    assert_eq!(t.lookup(1, &data(v100).1), Action::Copy(a));
+    assert_eq!(t.lookup(0, &ack(v100).1), Action::Copy(a));
+    // The first stage lets tagged frames through to the exact match.
+    for s in [v100, qinq] {
+        assert!(t.may_match(1, &data(s).0), "{s}");
+    }
+    assert_eq!(t.lookup_frame(1, &data(v100).0), Action::Copy(a));
+    // Same addresses and ports on VLAN 200, untagged, or 100 with an inner
+    // tag: not this transfer (both stages agree).
+    for s in [v200, U, qinq] {
+        let (f, c) = data(s);
+        assert_eq!(t.lookup(1, &c), Action::Forward, "{s}");
+        assert_eq!(t.lookup_frame(1, &f), Action::Forward, "{s}");
+    }
+    // A second transfer with the same addresses on VLAN 200: its own rule,
+    // pinned, trapped and removed without touching the first.
+    let b = w.expect(v200, ip(SERVER), client).unwrap();
+    assert_ne!(a, b);
+    assert_eq!(w.pin(v200, sock(SERVER, 40000), client), Ok(b));
+    assert_eq!(w.set_trap(v200, ip(SERVER), client, true), Ok(b));
+    w.publish();
+    let t = r.load();
+    assert_eq!(t.dynamic_len(), 2);
+    assert_eq!(t.lookup(1, &data(v100).1), Action::Copy(a));
+    assert_eq!(t.lookup(1, &data(v200).1), Action::Forward); // pinned to 40000
+    let data200 = udp_on(v200, (SERVER, 40000), (CLIENT, 2070)).1;
+    assert_eq!(t.lookup(1, &data200), Action::Trap(b));
+    assert_eq!(t.lookup(0, &ack(v200).1), Action::Forward);
+    assert_eq!(
+        t.lookup(0, &udp_on(v200, (CLIENT, 2070), (SERVER, 40000)).1),
+        Action::Trap(b)
+    );
+    assert_eq!(w.remove(v100, ip(SERVER), client), Some(a));
+    assert_eq!(w.remove(v100, ip(SERVER), client), None);
+    w.publish();
+    let t = r.load();
+    assert_eq!(t.lookup(1, &data(v100).1), Action::Forward);
+    assert_eq!(t.lookup(1, &data200), Action::Trap(b));
+    // QinQ scopes are told apart from single tags and from each other.
+    let q = w.expect(qinq, ip(SERVER), client).unwrap();
+    w.publish();
+    let t = r.load();
+    assert_eq!(t.lookup(1, &data(qinq).1), Action::Copy(q));
+    let swapped = VlanScope::new(Some(200), Some(100));
+    assert_eq!(t.lookup(1, &data(swapped).1), Action::Forward);
+}
+
 #[test]
 fn publish_without_changes_swaps_nothing() {
     let (mut w, mut r) = with_server();
     assert_eq!(w.publish(), 0);
     assert_eq!(r.load().generation(), 0);
-    w.expect(ip(SERVER), sock(CLIENT, 1)).unwrap();
+    w.expect(U, ip(SERVER), sock(CLIENT, 1)).unwrap();
     assert_eq!(w.publish(), 1);
     assert_eq!(w.publish(), 1);
     assert_eq!(w.stats().publishes, 1);
@@ -320,7 +397,7 @@ fn learned_server_matches_dynamic_rules_only() {
     let (mut w, mut r) = with_server();
     let next_server = [10, 1, 1, 9];
     let client = sock(CLIENT, 3000);
-    let id = w.expect(ip(next_server), client).unwrap();
+    let id = w.expect(U, ip(next_server), client).unwrap();
     w.publish();
     let t = r.load();
     assert_eq!(
@@ -337,7 +414,7 @@ fn learned_server_matches_dynamic_rules_only() {
         Action::Forward
     );
     assert_eq!(t.servers.len(), 2);
-    w.remove(ip(next_server), client);
+    w.remove(U, ip(next_server), client);
     w.publish();
     let t = r.load();
     assert_eq!(t.servers.len(), 1);
@@ -355,11 +432,11 @@ fn learned_server_matches_dynamic_rules_only() {
 fn dynamic_and_static_rules_can_trap() {
     let (mut w, mut r) = with_server();
     let client = sock(CLIENT, 2070);
-    let id = w.expect(ip(SERVER), client).unwrap();
-    assert_eq!(w.set_trap(ip(SERVER), client, true), Ok(id));
+    let id = w.expect(U, ip(SERVER), client).unwrap();
+    assert_eq!(w.set_trap(U, ip(SERVER), client, true), Ok(id));
     w.set_static_trap(StaticRule::TftpRequest, true);
     assert_eq!(
-        w.set_trap(ip(SERVER), sock(CLIENT, 9), true),
+        w.set_trap(U, ip(SERVER), sock(CLIENT, 9), true),
         Err(FilterError::NotFound)
     );
     w.publish();
@@ -377,7 +454,7 @@ fn dynamic_and_static_rules_can_trap() {
         t.lookup(0, &udp((CLIENT, 2070), (SERVER, 69))),
         Action::Trap(id)
     );
-    w.set_trap(ip(SERVER), client, false).unwrap();
+    w.set_trap(U, ip(SERVER), client, false).unwrap();
     w.set_static_trap(StaticRule::TftpRequest, false);
     w.publish();
     let t = r.load();
@@ -400,21 +477,21 @@ fn table_bound_refuses_and_counts() {
     });
     assert_eq!(w.rule_count(), STATIC_RULES + 3);
     let ids: Vec<RuleId> = (0..3)
-        .map(|p| w.expect(ip(SERVER), sock(CLIENT, p)).unwrap())
+        .map(|p| w.expect(U, ip(SERVER), sock(CLIENT, p)).unwrap())
         .collect();
     assert_eq!(
-        w.expect(ip(SERVER), sock(CLIENT, 3)),
+        w.expect(U, ip(SERVER), sock(CLIENT, 3)),
         Err(FilterError::Full(3))
     );
     assert_eq!(
-        w.expect(ip(OTHER), sock(CLIENT, 3)),
+        w.expect(U, ip(OTHER), sock(CLIENT, 3)),
         Err(FilterError::Full(3))
     );
     assert_eq!(w.stats().refused_full, 2);
     // Re-arming an existing rule is not a new one.
-    assert_eq!(w.expect(ip(SERVER), sock(CLIENT, 1)), Ok(ids[1]));
-    w.remove(ip(SERVER), sock(CLIENT, 0));
-    let again = w.expect(ip(SERVER), sock(CLIENT, 3)).unwrap();
+    assert_eq!(w.expect(U, ip(SERVER), sock(CLIENT, 1)), Ok(ids[1]));
+    w.remove(U, ip(SERVER), sock(CLIENT, 0));
+    let again = w.expect(U, ip(SERVER), sock(CLIENT, 3)).unwrap();
     assert!(
         !ids[1..].contains(&again),
         "a live id is never handed out twice"
@@ -428,19 +505,23 @@ fn table_bound_refuses_and_counts() {
 fn too_many_learned_servers_are_refused() {
     let (mut w, _r) = with_server();
     for i in 1..MAX_SERVERS as u32 {
-        w.expect(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), sock(CLIENT, 1))
-            .unwrap();
+        w.expect(
+            U,
+            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+            sock(CLIENT, 1),
+        )
+        .unwrap();
     }
     let extra = IpAddr::V4(Ipv4Addr::from(0x0b00_0000));
     assert_eq!(
-        w.expect(extra, sock(CLIENT, 1)),
+        w.expect(U, extra, sock(CLIENT, 1)),
         Err(FilterError::TooManyServers)
     );
     assert_eq!(w.stats().refused_servers, 1);
     // Freeing one server's last rule frees its place.
-    w.remove(IpAddr::V4(Ipv4Addr::from(0x0a00_0005)), sock(CLIENT, 1))
+    w.remove(U, IpAddr::V4(Ipv4Addr::from(0x0a00_0005)), sock(CLIENT, 1))
         .unwrap();
-    assert!(w.expect(extra, sock(CLIENT, 1)).is_ok());
+    assert!(w.expect(U, extra, sock(CLIENT, 1)).is_ok());
 }
 
 #[test]
@@ -449,7 +530,7 @@ fn ten_thousand_rules_and_a_reseed() {
     let client =
         |i: u32| SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + i / 4), 1024 + i as u16 % 4));
     let ids: Vec<RuleId> = (0..10_000)
-        .map(|i| w.expect(ip(SERVER), client(i)).unwrap())
+        .map(|i| w.expect(U, ip(SERVER), client(i)).unwrap())
         .collect();
     w.publish();
     let check = |t: &Table, present: &dyn Fn(u32) -> bool| {
@@ -469,7 +550,7 @@ fn ten_thousand_rules_and_a_reseed() {
     check(r.load(), &|_| true);
     assert!(w.table().shards.iter().all(|s| s.max_probe <= PROBE_LIMIT));
     for i in (0..10_000).step_by(2) {
-        w.remove(ip(SERVER), client(i)).unwrap();
+        w.remove(U, ip(SERVER), client(i)).unwrap();
     }
     let seed = w.seed;
     w.reseed();
@@ -484,14 +565,14 @@ fn replaced_tables_are_freed_by_the_writer_once_readers_move_on() {
     let first = r.load().generation();
     assert_eq!(first, 0);
     for p in 0..5 {
-        w.expect(ip(SERVER), sock(CLIENT, p)).unwrap();
+        w.expect(U, ip(SERVER), sock(CLIENT, p)).unwrap();
         w.publish();
     }
     // The reader still holds generation 0; all the others were dropped.
     assert_eq!(w.retired.len(), 1);
     assert_eq!(w.retired[0].generation(), 0);
     assert_eq!(r.load().generation(), 5);
-    w.expect(ip(SERVER), sock(CLIENT, 99)).unwrap();
+    w.expect(U, ip(SERVER), sock(CLIENT, 99)).unwrap();
     w.publish();
     assert_eq!(w.retired.len(), 1);
     assert_eq!(w.retired[0].generation(), 5);
@@ -500,7 +581,7 @@ fn replaced_tables_are_freed_by_the_writer_once_readers_move_on() {
 #[test]
 fn counters_record_publish_and_merge() {
     let (mut w, mut r) = with_server();
-    let id = w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+    let id = w.expect(U, ip(SERVER), sock(CLIENT, 2070)).unwrap();
     w.publish();
     let t = r.load();
     let mut c = FilterCounters::new(w.rule_count());
@@ -579,16 +660,16 @@ fn concurrent_publish_while_a_reader_looks_up() {
         let want = gen_rules(g);
         while n > want {
             n -= 1;
-            w.remove(ip(SERVER), sock(CLIENT, n)).unwrap();
+            w.remove(U, ip(SERVER), sock(CLIENT, n)).unwrap();
         }
         while n < want {
-            w.expect(ip(SERVER), sock(CLIENT, n)).unwrap();
+            w.expect(U, ip(SERVER), sock(CLIENT, n)).unwrap();
             n += 1;
         }
         for p in 0..n {
-            w.expect(ip(SERVER), sock(CLIENT, p)).unwrap(); // unpin all
+            w.expect(U, ip(SERVER), sock(CLIENT, p)).unwrap(); // unpin all
             if p % 2 == 0 {
-                w.pin(sock(SERVER, 7000 + g as u16), sock(CLIENT, p))
+                w.pin(U, sock(SERVER, 7000 + g as u16), sock(CLIENT, p))
                     .unwrap();
             }
         }
@@ -679,9 +760,9 @@ proptest! {
             dscp_mark: Some(46),
             ..FilterConfig::default()
         });
-        w.expect(ip(SERVER), sock(CLIENT, c.dst_port)).unwrap();
-        w.pin(sock(SERVER, c.src_port), sock(CLIENT, c.dst_port)).unwrap();
-        w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+        w.expect(U, ip(SERVER), sock(CLIENT, c.dst_port)).unwrap();
+        w.pin(U, sock(SERVER, c.src_port), sock(CLIENT, c.dst_port)).unwrap();
+        w.expect(U, ip(SERVER), sock(CLIENT, 2070)).unwrap();
         w.publish();
         let t = r.load();
         let a = t.lookup(side, &c);
@@ -705,7 +786,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Expect(s, p) => {
-                    let got = w.expect(ip(servers[usize::from(s)]), sock(CLIENT, p));
+                    let got = w.expect(U, ip(servers[usize::from(s)]), sock(CLIENT, p));
                     // 32 keys, room for 20.
                     let full = model.len() == 20;
                     match model.get_mut(&(s, p)) {
@@ -719,18 +800,18 @@ proptest! {
                     }
                 }
                 Op::Pin(s, p, tid) => {
-                    let got = w.pin(sock(servers[usize::from(s)], tid), sock(CLIENT, p));
+                    let got = w.pin(U, sock(servers[usize::from(s)], tid), sock(CLIENT, p));
                     match model.get_mut(&(s, p)) {
                         Some(e) => { e.1 = Some(tid); prop_assert_eq!(got, Ok(e.0)); }
                         None => prop_assert_eq!(got, Err(FilterError::NotFound)),
                     }
                 }
                 Op::Remove(s, p) => {
-                    let got = w.remove(ip(servers[usize::from(s)]), sock(CLIENT, p));
+                    let got = w.remove(U, ip(servers[usize::from(s)]), sock(CLIENT, p));
                     prop_assert_eq!(got, model.remove(&(s, p)).map(|e| e.0));
                 }
                 Op::Trap(s, p, b) => {
-                    let got = w.set_trap(ip(servers[usize::from(s)]), sock(CLIENT, p), b);
+                    let got = w.set_trap(U, ip(servers[usize::from(s)]), sock(CLIENT, p), b);
                     match model.get_mut(&(s, p)) {
                         Some(e) => { e.2 = b; prop_assert_eq!(got, Ok(e.0)); }
                         None => prop_assert_eq!(got, Err(FilterError::NotFound)),
@@ -787,7 +868,7 @@ fn server_udp_rule_copies_a_first_reply_before_its_expectation() {
         Action::Copy(StaticRule::ServerUdp.id())
     );
     // Once the transfer's rule exists it takes precedence.
-    let id = w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+    let id = w.expect(U, ip(SERVER), sock(CLIENT, 2070)).unwrap();
     w.publish();
     assert_eq!(r.load().lookup(1, &data), Action::Copy(id));
 }
@@ -801,7 +882,7 @@ fn own_address_traps_what_is_addressed_to_bootcache_on_either_side() {
         ..FilterConfig::default()
     });
     // A transfer rule for the own address must not win over the trap.
-    w.expect(ip(SERVER), sock(OWN, 50000)).unwrap();
+    w.expect(U, ip(SERVER), sock(OWN, 50000)).unwrap();
     w.publish();
     let t = r.load();
     let own = Action::Trap(StaticRule::OwnAddress.id());
@@ -975,8 +1056,9 @@ struct TableSpec {
     dscp_mark: Option<u8>,
     own: Option<usize>,
     copy_server_udp: bool,
-    /// (server POOL index, client POOL index, client port, pin, trap).
-    dynamic: Vec<(usize, usize, u16, Option<u16>, bool)>,
+    /// (server POOL index, client POOL index, client port, pin, trap, VLAN
+    /// scope).
+    dynamic: Vec<(usize, usize, u16, Option<u16>, bool, VlanScope)>,
     /// Dynamic rules removed again (by position in `dynamic`), after a publish.
     removed: usize,
     static_traps: Vec<(usize, bool)>,
@@ -1007,21 +1089,21 @@ impl TableSpec {
             own_address: self.own.map(|i| Ipv4Addr::from(POOL[i])),
         })
         .expect("valid config");
-        for &(s, c, port, pin, trap) in &self.dynamic {
+        for &(s, c, port, pin, trap, scope) in &self.dynamic {
             let (server, client) = (ip(POOL[s]), sock(POOL[c], port));
-            w.expect(server, client).expect("room");
+            w.expect(scope, server, client).expect("room");
             if let Some(tid) = pin {
-                w.pin(SocketAddr::new(server, tid), client)
+                w.pin(scope, SocketAddr::new(server, tid), client)
                     .expect("expected");
             }
-            w.set_trap(server, client, trap).expect("expected");
+            w.set_trap(scope, server, client, trap).expect("expected");
         }
         for &(r, trap) in &self.static_traps {
             w.set_static_trap(StaticRule::ALL[r % STATIC_RULES], trap);
         }
         w.publish();
-        for &(s, c, port, ..) in self.dynamic.iter().take(self.removed) {
-            w.remove(ip(POOL[s]), sock(POOL[c], port));
+        for &(s, c, port, .., scope) in self.dynamic.iter().take(self.removed) {
+            w.remove(scope, ip(POOL[s]), sock(POOL[c], port));
         }
         w.publish();
         w
@@ -1042,7 +1124,7 @@ prop_compose! {
         own in prop_oneof![Just(None), Just(Some(4usize)), (0..POOL.len()).prop_map(Some)],
         copy_server_udp in any::<bool>(),
         dynamic in proptest::collection::vec(
-            (0..POOL.len(), 0..POOL.len(), arb_port(), proptest::option::of(arb_port()), any::<bool>()),
+            (0..POOL.len(), 0..POOL.len(), arb_port(), proptest::option::of(arb_port()), any::<bool>(), arb_scope()),
             0..5,
         ),
         removed in 0usize..3,
@@ -1061,12 +1143,25 @@ fn arb_tos() -> impl Strategy<Value = u8> {
     prop_oneof![Just(10u8 << 2), Just(46 << 2 | 1), any::<u8>(),]
 }
 
+/// VIDs the tables' rules and the frames' tags share, so that tagged
+/// frames do hit scoped rules (and miss them by one tag).
+const VIDS: [u16; 3] = [0, 100, 200];
+
+fn arb_vid() -> impl Strategy<Value = u16> {
+    prop_oneof![3 => proptest::sample::select(&VIDS[..]), 1 => any::<u16>()]
+}
+
+fn arb_scope() -> impl Strategy<Value = VlanScope> {
+    let vid = proptest::sample::select(&VIDS[..]);
+    (vid.clone(), vid).prop_map(|(o, i)| VlanScope::new(Some(o), Some(i)))
+}
+
 fn arb_tags() -> impl Strategy<Value = Vec<(u16, u16)>> {
     let tpid = proptest::sample::select(&[0x8100u16, 0x88a8, 0x9100][..]);
     prop_oneof![
         4 => Just(Vec::new()),
-        2 => (tpid.clone(), any::<u16>()).prop_map(|t| vec![t]),
-        1 => proptest::collection::vec((tpid, any::<u16>()), 2..4),
+        2 => (tpid.clone(), arb_vid()).prop_map(|t| vec![t]),
+        1 => proptest::collection::vec((tpid, arb_vid()), 2..4),
     ]
 }
 
@@ -1281,7 +1376,7 @@ fn first_stage_clears_what_no_rule_wants_and_passes_the_rest() {
         copy_server_udp: true,
         ..FilterConfig::default()
     });
-    w.expect(ip(SERVER), sock(CLIENT, 2070)).unwrap();
+    w.expect(U, ip(SERVER), sock(CLIENT, 2070)).unwrap();
     w.publish();
     let t = r.load();
     let cleared = [
@@ -1415,11 +1510,11 @@ fn first_stage_follows_servers_learned_and_forgotten() {
     let learned = [172, 16, 0, 9];
     let udp_from = v4_frame(0, 17, learned, CLIENT, (50123, 2070));
     assert!(!r.load().may_match(1, &udp_from));
-    w.expect(ip(learned), sock(CLIENT, 2070)).unwrap();
+    w.expect(U, ip(learned), sock(CLIENT, 2070)).unwrap();
     w.publish();
     assert!(r.load().may_match(1, &udp_from));
     assert_ne!(r.load().lookup_frame(1, &udp_from), Action::Forward);
-    w.remove(ip(learned), sock(CLIENT, 2070));
+    w.remove(U, ip(learned), sock(CLIENT, 2070));
     w.publish();
     assert!(!r.load().may_match(1, &udp_from));
     // No servers at all: the exact set holds 0.0.0.0, which only sends

@@ -15,6 +15,7 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
 const SERVER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const TID: u16 = 40000;
+const U: VlanScope = VlanScope::UNTAGGED;
 
 fn client(n: u8) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, n), 2000 + u16::from(n))
@@ -50,6 +51,8 @@ struct Spec {
     wrap: WrapStyle,
     client: SocketAddrV4,
     tid: u16,
+    /// The VLANs the transfer runs on.
+    vlan: VlanScope,
 }
 
 impl Spec {
@@ -65,6 +68,7 @@ impl Spec {
             wrap: WrapStyle::Zero,
             client: client(1),
             tid: TID,
+            vlan: U,
         }
     }
 
@@ -181,12 +185,24 @@ fn content(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn frame(src: SocketAddrV4, dst: SocketAddrV4, src_mac: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    frame_on(U, src, dst, src_mac, payload)
+}
+
+/// [`frame`] with the tags of `scope`.
+fn frame_on(
+    scope: VlanScope,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    src_mac: [u8; 6],
+    payload: &[u8],
+) -> Vec<u8> {
     let dst_mac = if src_mac == CLIENT_MAC {
         SERVER_MAC
     } else {
         CLIENT_MAC
     };
-    let repr = UdpFrameRepr::ipv4(MacAddr(src_mac), MacAddr(dst_mac), src, dst);
+    let mut repr = UdpFrameRepr::ipv4(MacAddr(src_mac), MacAddr(dst_mac), src, dst);
+    repr.set_vlan_scope(scope);
     let mut buf = vec![0u8; repr.buffer_len(payload.len())];
     let len = repr.emit(&mut buf, payload).unwrap();
     buf.truncate(len);
@@ -241,7 +257,7 @@ impl Sim {
     fn send(&mut self, spec: &Spec, p: &Pkt) {
         self.now += Duration::from_micros(20);
         let (src, dst, mac) = addressing(spec, p);
-        let f = frame(src, dst, mac, &p.payload);
+        let f = frame_on(spec.vlan, src, dst, mac, &p.payload);
         let wall = self.wall();
         self.logic.handle_frame(self.now, wall, p.from_client, &f);
         while let Some(u) = self.logic.poll_filter_update() {
@@ -271,9 +287,15 @@ impl Sim {
     }
 
     fn cached(&mut self, name: &str) -> Option<Vec<u8>> {
+        self.cached_on(U, name)
+    }
+
+    /// The cached bytes of `name` as asked on the VLANs `scope`, checked
+    /// against the index (once the writer thread has put it in place).
+    fn cached_on(&mut self, scope: VlanScope, name: &str) -> Option<Vec<u8>> {
         self.logic.filestore_mut().sync();
         let fs = self.logic.filestore();
-        let e = fs.lookup(SERVER, name)?;
+        let e = fs.lookup(scope, SERVER, name)?;
         let data = std::fs::read(fs.path_of(e)).unwrap();
         assert_eq!(data.len() as u64, e.size);
         assert_eq!(e.sha256.0, <[u8; 32]>::from(Sha256::digest(&data)));
@@ -320,14 +342,17 @@ fn lock_step_plain_512() {
         sim.updates,
         [
             FilterUpdate::Expect {
+                scope: U,
                 server: SERVER,
                 client: spec.client
             },
             FilterUpdate::Pin {
+                scope: U,
                 server: SocketAddrV4::new(SERVER, TID),
                 client: spec.client
             },
             FilterUpdate::Remove {
+                scope: U,
                 server: SERVER,
                 client: spec.client
             },
@@ -664,7 +689,12 @@ fn refill_bumps_and_changed_file_replaces() {
     let a = content(3000, 1);
     sim.play(&spec, &spec.packets(&a));
     sim.play(&spec, &spec.packets(&a));
-    let e = sim.logic.filestore().lookup(SERVER, "f").unwrap().clone();
+    let e = sim
+        .logic
+        .filestore()
+        .lookup(U, SERVER, "f")
+        .unwrap()
+        .clone();
     assert_eq!(e.times_seen, 2);
     assert_eq!(sim.logic.counters().files_refreshed, 1);
     let b = content(3500, 2);
@@ -699,6 +729,49 @@ fn transfer_limit() {
     // One slot again: b is followed now.
     sim.play(&b, &pb);
     assert!(sim.cached("b").is_some());
+}
+
+/// A flood of read requests from one client address, never answered,
+/// takes that address's share of the transfer table (a sixteenth, at least
+/// 4), not the table: another client's transfer is still followed and
+/// cached; and once the flooder's transfers end, its share is free again.
+#[test]
+fn one_client_address_gets_its_share_of_transfers() {
+    let mut sim = Sim::with_limits(Limits {
+        max_transfers: 64,
+        ..Limits::default()
+    });
+    let share = crate::limits::per_source(64);
+    assert_eq!(share, 4);
+    let flood: Vec<Spec> = (0..40u16)
+        .map(|i| Spec {
+            client: SocketAddrV4::new(*client(9).ip(), 3000 + i),
+            tid: TID + 100 + i,
+            ..Spec::plain("missing")
+        })
+        .collect();
+    for f in &flood {
+        let rrq = f.packets(&content(10, 1));
+        sim.send(f, &rrq[0]);
+    }
+    let c = sim.logic.counters();
+    assert_eq!(c.tracker.over_transfer_limit, 40 - share as u64);
+    assert_eq!(c.tracker.over_client_share, 40 - share as u64);
+    assert_eq!(sim.logic.active_transfers(), share);
+    let other = Spec {
+        client: client(2),
+        tid: TID + 1,
+        ..Spec::plain("b")
+    };
+    let data = content(3000, 2);
+    sim.play(&other, &other.packets(&data));
+    assert!(sim.cached("b").as_deref() == Some(&data[..]));
+    // The flooder's transfers time out: its share is free again.
+    sim.settle();
+    assert_eq!(sim.logic.active_transfers(), 0);
+    let again = flood[0].packets(&content(10, 1));
+    sim.send(&flood[0], &again[0]);
+    assert_eq!(sim.logic.active_transfers(), 1);
 }
 
 #[test]
@@ -768,9 +841,9 @@ fn restart_keeps_complete_and_publishes_nothing_partial() {
     let fs = logic.filestore();
     assert_eq!(fs.load_report().tmp_removed, 1);
     assert_eq!(fs.len(), 1);
-    let e = fs.lookup(SERVER, "done").unwrap();
+    let e = fs.lookup(U, SERVER, "done").unwrap();
     assert_eq!(std::fs::read(fs.path_of(e)).unwrap(), data);
-    assert!(fs.lookup(SERVER, "partial").is_none());
+    assert!(fs.lookup(U, SERVER, "partial").is_none());
     assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
     drop(keep);
 }
@@ -1073,7 +1146,7 @@ impl Sim {
     fn send_on_side(&mut self, spec: &Spec, p: &Pkt, from_client_side: bool) {
         self.now += Duration::from_micros(20);
         let (src, dst, mac) = addressing(spec, p);
-        let f = frame(src, dst, mac, &p.payload);
+        let f = frame_on(spec.vlan, src, dst, mac, &p.payload);
         let wall = self.wall();
         self.logic
             .handle_frame(self.now, wall, from_client_side, &f);
@@ -1220,4 +1293,85 @@ fn the_spellings_of_one_file_are_one_entry() {
     sim.play(&spec, &spec.packets(&data));
     assert_eq!(sim.discarded(DiscardReason::UnsupportedName), 1);
     assert_eq!(sim.logic.filestore().len(), 1);
+}
+
+/// Issue 13: two VLANs with the same addresses and ports (two servers at
+/// one address) are two transfers at once, two filter rules and two files;
+/// neither VLAN's file is served on the other or untagged.
+#[test]
+fn the_same_transfer_on_two_vlans_is_two_transfers_and_two_files() {
+    let mut sim = Sim::new();
+    let v100 = VlanScope::new(Some(100), None);
+    let v200 = VlanScope::new(Some(100), Some(200)); // QinQ, same outer VID
+    let a = Spec {
+        vlan: v100,
+        ..Spec::opts("boot.efi", 1428, 4)
+    };
+    let b = Spec {
+        vlan: v200,
+        ..a.clone()
+    };
+    let (da, db) = (content(20_000, 1), content(20_000, 2));
+    let (pa, pb) = (a.packets(&da), b.packets(&db));
+    // Interleaved: both transfers are tracked at the same time.
+    for (x, y) in pa.iter().zip(&pb) {
+        sim.send(&a, x);
+        sim.send(&b, y);
+    }
+    assert_eq!(sim.logic.counters().tracker.transfers_started, 2);
+    assert_eq!(sim.cached_on(v100, "boot.efi"), Some(da));
+    assert_eq!(sim.cached_on(v200, "boot.efi"), Some(db));
+    assert_eq!(sim.cached_on(U, "boot.efi"), None);
+    let v200_alone = VlanScope::new(Some(200), None);
+    assert_eq!(sim.cached_on(v200_alone, "boot.efi"), None);
+    let c = sim.logic.counters();
+    assert_eq!((c.files_cached, c.files_replaced), (2, 0));
+    assert_eq!(sim.logic.filestore().len(), 2);
+    // One rule per VLAN, each expected, pinned and removed in its scope.
+    for scope in [v100, v200] {
+        let mine = sim
+            .updates
+            .iter()
+            .filter(|u| match u {
+                FilterUpdate::Expect { scope: s, .. }
+                | FilterUpdate::Pin { scope: s, .. }
+                | FilterUpdate::Remove { scope: s, .. } => *s == scope,
+            })
+            .count();
+        assert_eq!(mine, 3, "{scope}: {:?}", sim.updates);
+    }
+    // Both survive a restart under their own keys.
+    let reopened = Filestore::open(sim.dir.path()).unwrap();
+    assert_eq!(reopened.len(), 2);
+    assert!(reopened.lookup(v200, SERVER, "boot.efi").is_some());
+    assert!(reopened.lookup(U, SERVER, "boot.efi").is_none());
+}
+
+/// With `share_across_vlans` the cache key has no VLAN: the same file
+/// filled on two VLANs is one file, served on any VLAN (the transfers are
+/// still told apart).
+#[test]
+fn shared_across_vlans_is_one_file() {
+    let mut sim = Sim::with_limits(Limits {
+        share_across_vlans: true,
+        ..Limits::default()
+    });
+    let data = content(3000, 9);
+    for vid in [100, 200] {
+        let spec = Spec {
+            vlan: VlanScope::new(Some(vid), None),
+            ..Spec::plain("shared.img")
+        };
+        sim.play(&spec, &spec.packets(&data));
+    }
+    let c = sim.logic.counters();
+    assert_eq!(
+        (c.transfers_completed, c.files_cached, c.files_refreshed),
+        (2, 1, 1)
+    );
+    assert_eq!(sim.logic.filestore().len(), 1);
+    for scope in [U, VlanScope::new(Some(300), Some(4))] {
+        assert_eq!(sim.cached_on(scope, "shared.img").as_ref(), Some(&data));
+    }
+    assert!(sim.logic.filestore().entries().all(|e| e.shared));
 }

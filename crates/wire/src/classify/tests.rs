@@ -134,6 +134,7 @@ fn single_vlan() {
     let c = classify(&f);
     assert_eq!(c.kind, Kind::Udp);
     assert_eq!((c.outer_vlan, c.inner_vlan), (Some(12), None));
+    assert_eq!((c.vlan_scope().outer, c.vlan_scope().inner), (12, 0));
     assert_eq!((c.l4_offset, c.payload_offset), (38, 46));
     assert_eq!(c.payload(&f), b"x");
 }
@@ -145,6 +146,14 @@ fn qinq_with_every_outer_tpid() {
         let c = classify(&f);
         assert_eq!(c.kind, Kind::Udp, "tpid {tpid:#x}");
         assert_eq!((c.outer_vlan, c.inner_vlan), (Some(0xfff), Some(0x123)));
+        // The TPID is not part of the scope.
+        assert_eq!(
+            c.vlan_scope(),
+            crate::frame::VlanScope {
+                outer: 0xfff,
+                inner: 0x123
+            }
+        );
         assert_eq!(c.payload_offset, 50);
         assert_eq!(c.payload(&f), b"yz");
     }

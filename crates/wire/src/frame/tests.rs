@@ -272,3 +272,28 @@ fn emit_refuses_what_it_cannot_build() {
     }
     assert_eq!(fragment.emit(&mut out, b""), Err(Error::Unsupported));
 }
+
+#[test]
+fn vlan_scope_of_parsed_frames_and_set_on_built_ones() {
+    let (qinq, _) = UdpFrameRepr::parse(&TFTP_ERROR_QINQ).unwrap();
+    assert_eq!(qinq.vlan_scope(), VlanScope::new(Some(100), Some(200)));
+    let (plain, _) = UdpFrameRepr::parse(&TFTP_DATA_V4).unwrap();
+    assert_eq!(plain.vlan_scope(), VlanScope::UNTAGGED);
+    for scope in [
+        VlanScope::UNTAGGED,
+        VlanScope::new(Some(7), None),
+        VlanScope::new(Some(100), Some(200)),
+    ] {
+        let mut repr = data_repr();
+        repr.set_vlan_scope(scope);
+        let mut out = [0u8; 128];
+        let len = repr.emit(&mut out, b"x").unwrap();
+        let (parsed, payload) = UdpFrameRepr::parse(&out[..len]).unwrap();
+        assert_eq!((parsed.vlan_scope(), payload), (scope, &b"x"[..]));
+        assert_eq!(crate::classify::classify(&out[..len]).vlan_scope(), scope);
+    }
+    // The QinQ capture's outer TPID is 802.1ad, as set_vlan_scope builds.
+    let mut repr = data_repr();
+    repr.set_vlan_scope(qinq.vlan_scope());
+    assert_eq!(repr.outer_vlan.map(|t| t.tpid), Some(EtherType::QINQ));
+}

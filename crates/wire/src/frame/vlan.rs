@@ -116,6 +116,68 @@ impl VlanRepr {
     }
 }
 
+/// The VLANs a frame travelled on: what keeps two VLANs apart in every
+/// table keyed by addresses (transfers, filter rules, serving sessions, the
+/// cache), since two VLANs may use the same subnets.
+///
+/// Outer (or only) VID and inner VID of a QinQ pair; 0 stands for "no tag".
+/// A priority tag (VID 0, 802.1p) is the same scope as no tag: 802.1Q puts
+/// such a frame on the port's native VLAN. The TPID is not part of the
+/// scope: a segment carries one tagging scheme per VLAN, and the replies
+/// bootcache builds copy the request's tags (TPID included) anyway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VlanScope {
+    /// Outer (or only) VLAN ID, 0 when untagged.
+    pub outer: u16,
+    /// Inner VLAN ID of a QinQ pair, 0 when single-tagged or untagged.
+    pub inner: u16,
+}
+
+impl VlanScope {
+    /// No tag (or a priority tag).
+    pub const UNTAGGED: VlanScope = VlanScope { outer: 0, inner: 0 };
+
+    /// The scope of a frame with these VIDs (each masked to 12 bits; `None`
+    /// for a missing tag).
+    #[inline(always)]
+    pub const fn new(outer: Option<u16>, inner: Option<u16>) -> VlanScope {
+        VlanScope {
+            outer: vid(outer),
+            inner: vid(inner),
+        }
+    }
+
+    /// True for [`VlanScope::UNTAGGED`].
+    pub const fn is_untagged(self) -> bool {
+        self.outer == 0 && self.inner == 0
+    }
+
+    /// The two VIDs in 24 bits (outer high), for hash keys.
+    #[inline(always)]
+    pub const fn packed(self) -> u32 {
+        ((self.outer as u32 & 0x0fff) << 12) | (self.inner as u32 & 0x0fff)
+    }
+}
+
+#[inline(always)]
+const fn vid(tag: Option<u16>) -> u16 {
+    match tag {
+        Some(v) => v & 0x0fff,
+        None => 0,
+    }
+}
+
+impl core::fmt::Display for VlanScope {
+    /// `untagged`, `vlan 100` or `vlan 100.200` (outer.inner).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match (self.outer, self.inner) {
+            (0, 0) => f.write_str("untagged"),
+            (o, 0) => write!(f, "vlan {o}"),
+            (o, i) => write!(f, "vlan {o}.{i}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +210,23 @@ mod tests {
         let mut out = [0u8; 4];
         Packet::new_unchecked(&mut out[..]).set_tci(0xff, false, 0xffff);
         assert_eq!(&out[..2], &[0xef, 0xff]);
+    }
+
+    #[test]
+    fn scope_masks_vids_and_treats_priority_tags_as_untagged() {
+        assert_eq!(VlanScope::new(None, None), VlanScope::UNTAGGED);
+        assert_eq!(VlanScope::new(Some(0), None), VlanScope::UNTAGGED);
+        assert!(!VlanScope::new(Some(100), None).is_untagged());
+        let s = VlanScope::new(Some(0xf064), Some(200));
+        assert_eq!((s.outer, s.inner), (100, 200));
+        assert_eq!(s.packed(), 100 << 12 | 200);
+        assert_ne!(
+            VlanScope::new(Some(100), Some(200)).packed(),
+            VlanScope::new(Some(200), Some(100)).packed()
+        );
+        assert_eq!(s.to_string(), "vlan 100.200");
+        assert_eq!(VlanScope::new(Some(7), None).to_string(), "vlan 7");
+        assert_eq!(VlanScope::UNTAGGED.to_string(), "untagged");
     }
 
     #[test]
