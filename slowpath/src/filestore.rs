@@ -1368,7 +1368,10 @@ mod tests {
         assert!(text.contains("\"times_seen\""));
         drop(store);
         let store = Filestore::open(dir.path()).unwrap();
-        assert_eq!(store.lookup(U, SERVER, "x").unwrap().times_seen, refreshes + 1);
+        assert_eq!(
+            store.lookup(U, SERVER, "x").unwrap().times_seen,
+            refreshes + 1
+        );
         assert_eq!(read_index(dir.path()).unwrap().len(), 1);
     }
 
@@ -1487,7 +1490,8 @@ mod tests {
         assert_eq!(r.unwrap(), Published::New);
         assert_eq!(store.used_bytes(), 70_000, "reserved at once");
         poll_until(&mut store, "the publish", |s| {
-            s.lookup(U, SERVER, "f").is_some_and(|e| s.path_of(e).exists())
+            s.lookup(U, SERVER, "f")
+                .is_some_and(|e| s.path_of(e).exists())
         });
     }
 
