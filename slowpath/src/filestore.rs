@@ -1645,7 +1645,9 @@ mod tests {
         content: &[u8],
     ) -> Result<Published, FilestoreError> {
         let (t, size, sha) = temp(store, content);
-        store.publish(SystemTime::now(), (scope, SERVER), name, t, size, sha)
+        let r = store.publish(SystemTime::now(), (scope, SERVER), name, t, size, sha);
+        store.sync();
+        r
     }
 
     /// Issue 13: the VLAN is part of the key. The same server address and
@@ -1727,6 +1729,8 @@ mod tests {
         let mut store = Filestore::open(dir.path()).unwrap();
         publish(&mut store, "old", b"bytes").unwrap();
         drop(store);
+        // Opening folds the journal into index.json.
+        drop(Filestore::open(dir.path()).unwrap());
         let index = dir.path().join("index.json");
         let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&index).unwrap()).unwrap();
         let e = v["entries"][0].as_object_mut().unwrap();
