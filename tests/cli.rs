@@ -441,6 +441,8 @@ fn cache_with(dir: &std::path::Path, files: &[(&str, &[u8])]) -> slowpath::Files
             )
             .unwrap();
     }
+    // Publishing is done by the cache's writer thread: wait for it.
+    store.sync();
     store
 }
 

@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -1060,13 +1060,17 @@ impl DirLock {
     /// ([`DirLock::holder`] names it).
     pub fn acquire(dir: &Path) -> Result<DirLock, FilestoreError> {
         let path = dir.join(LOCK);
-        let mut f = OpenOptions::new()
-            .read(true)
+        // Created (and the pid written) through a file closed at once; the
+        // lock itself is held on a read-only descriptor: a file held open
+        // for writing would keep the cache's file system from being
+        // remounted read-only (fail open must see that happen).
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(io_err(&path))?;
+        let f = File::open(&path).map_err(io_err(&path))?;
         rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
             |e| match Self::holder(dir) {
                 Some(pid) if e == rustix::io::Errno::WOULDBLOCK => io_err(&path)(io::Error::new(
@@ -1076,8 +1080,8 @@ impl DirLock {
                 _ => io_err(&path)(e.into()),
             },
         )?;
-        f.set_len(0).map_err(io_err(&path))?;
-        writeln!(f, "{}", std::process::id()).map_err(io_err(&path))?;
+        // Ours now: the pid for whoever finds it locked.
+        fs::write(&path, format!("{}\n", std::process::id())).map_err(io_err(&path))?;
         Ok(DirLock { _file: f })
     }
 
