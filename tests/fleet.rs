@@ -95,7 +95,7 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
         "the read came {read_at:?} after the change: no faster than answer_ttl"
     );
     assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
-    t.wait_stat("files", "refreshed", 1, Duration::from_secs(20))
+    t.wait_stat("files", "replaced", 1, Duration::from_secs(20))
         .unwrap();
     assert_eq!(get(&t), v2_sha);
     t.wait_stat("fleet", "current", 2, Duration::from_secs(5))

@@ -483,16 +483,12 @@ where
     let js = jetstream::new(client);
     let store = match js.get_key_value(&c.bucket).await {
         Ok(s) => s,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: c.bucket.clone(),
-                description: "bootcache verification table (signed by bootcache-agent)".into(),
-                history: 1,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| js_err("creating the bucket")(e.to_string()))?,
+        Err(_) => {
+            create_bucket(&js, &c.bucket).await?;
+            js.get_key_value(&c.bucket)
+                .await
+                .map_err(|e| js_err("opening the bucket")(e.to_string()))?
+        }
     };
     log::info!("fleet: publishing the table to bucket {}", c.bucket);
     let mut tick = tokio::time::interval(config.tick);
@@ -523,6 +519,30 @@ where
             puts.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Creates the bucket's stream as a KV bucket of history 1 with file
+/// storage. Not through `create_key_value`: that first reads the account
+/// information, whose 2.9 form async-nats 0.50 cannot parse (it expects
+/// 2.10's `reserved_memory`); the stream is what `create_key_value` makes.
+async fn create_bucket(js: &jetstream::Context, bucket: &str) -> Result<(), FleetError> {
+    use jetstream::stream::{Config, DiscardPolicy, StorageType};
+    js.create_stream(Config {
+        name: format!("KV_{bucket}"),
+        description: Some("bootcache verification table (signed by bootcache-agent)".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err("creating the bucket")(e.to_string()))?;
+    Ok(())
 }
 
 /// Puts one raw value into a bucket and returns its revision: for tests
