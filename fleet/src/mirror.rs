@@ -300,6 +300,25 @@ impl Mirror {
             }
             _ => {}
         }
+        // A change while caught up is news (one line per change of the
+        // origin); the catch-up after a (re)connection is not.
+        let level = if self.caught_up {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        match view {
+            FileView::File(i) => log::log!(
+                level,
+                "fleet: {name}: version {} size {} (revision {revision})",
+                i.version,
+                i.size
+            ),
+            FileView::NotServable => log::log!(
+                level,
+                "fleet: {name}: being written or gone (revision {revision})"
+            ),
+        }
         let slot = Slot {
             name,
             epoch: rec.epoch,
