@@ -31,7 +31,8 @@ fn wait_live(t: &Topology, live: u64, timeout: Duration) {
 /// Warm reads validated against the mirror with no question to the agent;
 /// a change on the origin reaches the next read without waiting out
 /// `answer_ttl`; a forged entry is ignored and counted; with the engine
-/// stopped the bridge asks the agent again and still serves correctly.
+/// stopped the bridge asks the agent again and still serves correctly;
+/// the engine back, the mirror resumes and answers again.
 #[test]
 fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     let mut t = netns::test_topology(&netns::Options {
@@ -165,6 +166,19 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     t.wait_stat("serve", "validated_current", 1, Duration::from_secs(5))
         .unwrap();
     assert!(t.bootcache_stat("fleet", "fallbacks").unwrap_or(0) >= 1);
+    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+
+    // The engine is back (its storage kept): the mirror reconnects,
+    // resumes its watch after its last revision (no start-over), is live
+    // again, and the agent is not asked.
+    let _nats = t.start_nats().expect("nats-server, again");
+    wait_live(&t, 1, Duration::from_secs(20));
+    assert!(t.bootcache_stat("fleet", "watches").unwrap_or(0) >= 2);
+    assert_eq!(t.bootcache_stat("fleet", "resets"), Some(0));
+    assert_eq!(get(&t), v2_sha);
+    t.wait_stat("fleet", "current", 4, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(t.bootcache_stat("serve", "validated_current"), Some(1));
     assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
 
     let fin = t.stop_bootcache().unwrap();
