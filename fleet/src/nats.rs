@@ -561,3 +561,43 @@ pub fn put_raw(c: &NatsConfig, key: &str, value: Vec<u8>) -> Result<u64, FleetEr
             .map_err(|e| js_err("put")(e.to_string()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(servers: &[&str], bucket: &str) -> NatsConfig {
+        NatsConfig {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            bucket: bucket.into(),
+            credentials: None,
+        }
+    }
+
+    #[test]
+    fn configuration_errors_say_what_to_fix() {
+        assert!(check_config(&cfg(&["nats://10.0.0.1:4222", "nats://u:p@h:1"], "b-1_x")).is_ok());
+        let cases = [
+            (cfg(&[], "b"), "servers"),
+            (cfg(&["tls://h:4222"], "b"), "TLS"),
+            (cfg(&["h:4222"], "b"), "nats://"),
+            (cfg(&["nats://h"], "b"), "host:port"),
+            (cfg(&["nats://h:0"], "b"), "host:port"),
+            (cfg(&["nats://:4222"], "b"), "host:port"),
+            (cfg(&["nats://h:4222"], ""), "bucket"),
+            (cfg(&["nats://h:4222"], "a.b"), "bucket"),
+            (
+                NatsConfig {
+                    credentials: Some("/nonexistent/x.creds".into()),
+                    ..cfg(&["nats://h:4222"], "b")
+                },
+                "credentials",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = check_config(&c).unwrap_err().to_string();
+            assert!(e.contains(want), "{c:?}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+}
