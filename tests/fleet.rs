@@ -152,6 +152,10 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
         .expect("putting the forged entry");
     t.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
         .unwrap();
+    // The agent sees a value under its key that is not its own and puts
+    // its record back (a bridge mirroring from scratch finds it again).
+    t.wait_agent_log("was written by someone else", 1, Duration::from_secs(5))
+        .unwrap();
     assert_eq!(get(&t), v2_sha);
     t.wait_stat("fleet", "current", 3, Duration::from_secs(5))
         .unwrap();
@@ -187,4 +191,5 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     // The agent answered exactly the one question asked while the engine
     // was down.
     assert_eq!(t.agent_log_count("counters: received=1 accepted=1"), 1);
+    assert_eq!(t.agent_log_count("foreign=1"), 1);
 }

@@ -190,7 +190,11 @@ fn run(args: Args) -> Result<(), String> {
         );
     }
     if let Some(p) = publisher {
-        println!("bootcache-agent: fleet: puts={}", p.puts());
+        println!(
+            "bootcache-agent: fleet: puts={} foreign={}",
+            p.puts(),
+            p.foreign()
+        );
     }
     let c = responder.counters();
     let a = responder.answers();

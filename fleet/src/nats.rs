@@ -405,6 +405,7 @@ impl Default for PublishConfig {
 /// A running publisher; stops its thread when dropped.
 pub struct PublisherHandle {
     puts: Arc<AtomicU64>,
+    foreign: Arc<AtomicU64>,
     _worker: Worker,
 }
 
@@ -418,6 +419,12 @@ impl PublisherHandle {
     /// Records put so far (heartbeats included).
     pub fn puts(&self) -> u64 {
         self.puts.load(Ordering::Relaxed)
+    }
+
+    /// Entries under a file's key that someone else wrote (each put right
+    /// again).
+    pub fn foreign(&self) -> u64 {
+        self.foreign.load(Ordering::Relaxed)
     }
 }
 
@@ -439,7 +446,8 @@ where
     let puts = Arc::new(AtomicU64::new(0));
     let rt = runtime()?;
     let mut p = Publisher::new(key, &c.bucket, epoch);
-    let (stop2, puts2) = (Arc::clone(&stop), Arc::clone(&puts));
+    let foreign = Arc::new(AtomicU64::new(0));
+    let (stop2, puts2, foreign2) = (Arc::clone(&stop), Arc::clone(&puts), Arc::clone(&foreign));
     let thread = std::thread::Builder::new()
         .name("fleet-publish".into())
         .spawn(move || {
@@ -447,7 +455,8 @@ where
                 let mut attempt = 0;
                 while !stop2.load(Ordering::Relaxed) {
                     p.forget();
-                    match publish_session(&c, &mut p, &config, &snapshot, &stop2, &puts2).await {
+                    let counts = (&*puts2, &*foreign2);
+                    match publish_session(&c, &mut p, &config, &snapshot, &stop2, counts).await {
                         Ok(()) => break,
                         Err(e) => {
                             if attempt == 0 {
@@ -461,6 +470,7 @@ where
         })?;
     Ok(PublisherHandle {
         puts,
+        foreign,
         _worker: Worker {
             stop,
             thread: Some(thread),
@@ -474,7 +484,7 @@ async fn publish_session<F>(
     config: &PublishConfig,
     snapshot: &F,
     stop: &AtomicBool,
-    puts: &AtomicU64,
+    (puts, foreign): (&AtomicU64, &AtomicU64),
 ) -> Result<(), FleetError>
 where
     F: Fn() -> HashMap<String, Published>,
@@ -490,6 +500,12 @@ where
                 .map_err(|e| js_err("opening the bucket")(e.to_string()))?
         }
     };
+    // Our own bucket, watched: an entry under a file's key that is not
+    // ours (a replayed or forged record, a delete) is put right again.
+    let mut watch = store
+        .watch_all()
+        .await
+        .map_err(|e| js_err("watching the bucket")(e.to_string()))?;
     log::info!("fleet: publishing the table to bucket {}", c.bucket);
     let mut tick = tokio::time::interval(config.tick);
     let mut last_heartbeat: Option<Instant> = None;
@@ -497,6 +513,18 @@ where
         tokio::select! {
             ev = events.recv() => if let Some(why) = lost(ev) {
                 return Err(FleetError::Lost(why));
+            },
+            e = watch.next() => match e {
+                Some(Ok(e)) => {
+                    let value = matches!(e.operation, kv::Operation::Put).then_some(&e.value[..]);
+                    if p.observe(&e.key, e.revision, value) {
+                        log::warn!("fleet: {} (revision {}) was written by someone else: putting ours again", e.key, e.revision);
+                        foreign.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Some(Err(e)) => return Err(FleetError::Lost(format!("watch: {e}"))),
+                None => return Err(FleetError::Lost("watch ended".into())),
             },
             _ = tick.tick() => {}
         }
@@ -512,10 +540,11 @@ where
             last_heartbeat = Some(Instant::now());
         }
         for put in batch {
-            store
+            let revision = store
                 .put(&put.key, put.value.into())
                 .await
                 .map_err(|e| js_err("put")(e.to_string()))?;
+            p.put_done(&put.key, revision);
             puts.fetch_add(1, Ordering::Relaxed);
         }
     }

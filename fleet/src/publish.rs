@@ -24,6 +24,15 @@ pub struct Put {
     pub value: Vec<u8>,
 }
 
+/// What we last put under a file's KV key.
+#[derive(Debug)]
+struct Ours {
+    name: String,
+    value: Vec<u8>,
+    /// The revision of our last acknowledged put there (0: none yet).
+    revision: u64,
+}
+
 /// Publication state of one agent run.
 #[derive(Debug)]
 pub struct Publisher {
@@ -33,6 +42,10 @@ pub struct Publisher {
     seq: u64,
     /// What the bucket holds from us, by file name.
     sent: HashMap<String, Published>,
+    /// Our last value under each file's KV key, with the file's name and
+    /// the revision our last acknowledged put got: a later revision with
+    /// another value was written by someone else.
+    values: HashMap<String, Ours>,
 }
 
 impl Publisher {
@@ -45,10 +58,29 @@ impl Publisher {
             epoch,
             seq: 0,
             sent: HashMap::new(),
+            values: HashMap::new(),
         }
     }
 
     fn sign(&mut self, wall_ms: u64, body: Body) -> Put {
+        let name = body.name().map(str::to_owned);
+        let put = self.sign_record(wall_ms, body);
+        if let Some(name) = name {
+            let revision = self.values.get(&put.key).map_or(0, |o| o.revision);
+            let value = put.value.clone();
+            self.values.insert(
+                put.key.clone(),
+                Ours {
+                    name,
+                    value,
+                    revision,
+                },
+            );
+        }
+        put
+    }
+
+    fn sign_record(&mut self, wall_ms: u64, body: Body) -> Put {
         self.seq += 1;
         let r = Record {
             epoch: self.epoch,
@@ -99,15 +131,44 @@ impl Publisher {
         out
     }
 
+    /// Our put under `kv_key` was acknowledged at `revision`.
+    pub fn put_done(&mut self, kv_key: &str, revision: u64) {
+        if let Some(o) = self.values.get_mut(kv_key) {
+            o.revision = o.revision.max(revision);
+        }
+    }
+
     /// The heartbeat put.
     pub fn heartbeat(&mut self, wall_ms: u64) -> Put {
-        self.sign(wall_ms, Body::Heartbeat)
+        self.sign_record(wall_ms, Body::Heartbeat)
     }
 
     /// Forgets what was sent: the next diff publishes the whole table (after
     /// a failed put or a reconnection, the bucket may have lost anything).
     pub fn forget(&mut self) {
         self.sent.clear();
+        self.values.clear();
+    }
+
+    /// An entry the bucket's watch shows (`None`: deleted or purged).
+    /// Returns true when it is not what we last put under a file's key —
+    /// someone else wrote it (a replayed old record, a forgery, a delete):
+    /// the next diff puts ours again, so that a bridge mirroring from
+    /// scratch finds our record, not theirs.
+    /// Entries at or below our last acknowledged revision there are our
+    /// own, delivered late.
+    pub fn observe(&mut self, kv_key: &str, revision: u64, value: Option<&[u8]>) -> bool {
+        let Some(ours) = self.values.get_mut(kv_key) else {
+            return false;
+        };
+        if revision <= ours.revision || value == Some(ours.value.as_slice()) {
+            return false;
+        }
+        // Seen: the same foreign entry, redelivered, is not news again.
+        ours.revision = revision;
+        let name = ours.name.clone();
+        self.sent.remove(&name);
+        true
     }
 
     /// Records signed so far.
@@ -172,6 +233,27 @@ mod tests {
         feed(&mut m, p.diff(wall, &table));
         assert_eq!(v(&m, "a", 1), Verdict::Stale);
         assert_eq!(v(&m, "a", 3), Verdict::Current(info(3)));
+
+        // Someone else's value under "a" after ours (a replay of the old
+        // record): the next diff puts ours again. Our own values, our older
+        // ones delivered late, and keys we never wrote are not news.
+        let key_a = crate::record::file_key("a");
+        p.put_done(&key_a, 10);
+        assert!(!p.observe(&key_a, 9, Some(b"an older one of ours")));
+        assert!(p.observe(&key_a, 11, Some(b"forged")));
+        assert!(!p.observe("f.unknown", 12, None));
+        let again = p.diff(wall, &table);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].key, key_a);
+        assert!(!p.observe(&key_a, 11, Some(b"forged")), "before our put");
+        assert!(!p.observe(&key_a, 13, Some(&again[0].value)));
+        p.put_done(&key_a, 13);
+        assert!(p.diff(wall, &table).is_empty());
+        assert!(
+            p.observe(&key_a, 14, None),
+            "a delete is someone else's too"
+        );
+        assert_eq!(p.diff(wall, &table).len(), 1);
 
         // After a failure everything goes again.
         p.forget();
