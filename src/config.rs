@@ -29,6 +29,9 @@ pub(crate) struct Config {
     /// Addressed mode: bootcache owns an IPv4 address and answers requests
     /// sent to it, fetching misses from the origin itself.
     pub(crate) addressed: Option<AddressedConfig>,
+    /// The fleet (issue 14): mirror the agent's verification table from a
+    /// NATS JetStream bucket and validate hits against it locally.
+    pub(crate) fleet: Option<FleetConfig>,
     /// Resource bounds.
     pub(crate) limits: Limits,
     /// `[cache]`: how cached files are keyed and checked.
@@ -154,6 +157,50 @@ fn default_tries() -> u32 {
     3
 }
 
+/// The fleet's engine and the mirror's bounds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FleetConfig {
+    /// NATS servers, e.g. ["nats://10.0.0.1:4222"].
+    pub(crate) servers: Vec<String>,
+    /// The key-value bucket the agent publishes to (its `--bucket`).
+    #[serde(default = "default_bucket")]
+    pub(crate) bucket: String,
+    /// A NATS credentials file, if the servers require one.
+    #[serde(default)]
+    pub(crate) credentials: Option<PathBuf>,
+    /// The mirror stops answering when the agent's heartbeat is older than
+    /// this, in ms (the agent beats every 250 ms).
+    #[serde(default = "default_max_silence_ms")]
+    pub(crate) max_silence_ms: u64,
+    /// Files the mirror holds at most (more are refused and counted).
+    #[serde(default = "default_max_files")]
+    pub(crate) max_files: usize,
+}
+
+fn default_bucket() -> String {
+    "bootcache".into()
+}
+
+fn default_max_silence_ms() -> u64 {
+    1000
+}
+
+fn default_max_files() -> usize {
+    65536
+}
+
+impl FleetConfig {
+    /// The NATS side's configuration.
+    pub(crate) fn nats(&self) -> bootcache_fleet::NatsConfig {
+        bootcache_fleet::NatsConfig {
+            servers: self.servers.clone(),
+            bucket: self.bucket.clone(),
+            credentials: self.credentials.clone(),
+        }
+    }
+}
+
 /// Policy when the agent does not answer.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -257,6 +304,7 @@ impl Default for Config {
             serve_max_age: None,
             agent: None,
             addressed: None,
+            fleet: None,
             limits: Limits::default(),
             cache: CacheConfig::default(),
         }
@@ -340,6 +388,18 @@ impl Config {
             }
             if !(1..=20).contains(&a.tries) {
                 bail!("agent.tries: must be from 1 to 20");
+            }
+        }
+        if let Some(f) = &self.fleet {
+            if self.agent.is_none() {
+                bail!("fleet: needs [agent]: its key_file verifies the table, and it is asked while the mirror is not live");
+            }
+            bootcache_fleet::check_config(&f.nats()).map_err(|e| anyhow::anyhow!("fleet.{e}"))?;
+            if !(100..=60_000).contains(&f.max_silence_ms) {
+                bail!("fleet.max_silence_ms: must be from 100 to 60000 (ms)");
+            }
+            if f.max_files == 0 {
+                bail!("fleet.max_files: must be at least 1");
             }
         }
         if self.serve_max_age == Some(0) {
@@ -518,6 +578,35 @@ mod tests {
                 "addressed.fetch_blksize",
             ),
             ("[addressed]\naddres = \"10.0.0.5\"", "addres"),
+            ("[fleet]\nservers = [\"nats://127.0.0.1:4222\"]", "fleet"),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"tls://x:4222\"]",
+                "fleet.servers",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x\"]",
+                "fleet.servers",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = []",
+                "fleet.servers",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\nbucket = \"a.b\"",
+                "fleet.bucket",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\ncredentials = \"/nonexistent/creds\"",
+                "fleet.credentials",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\nmax_silence_ms = 5",
+                "fleet.max_silence_ms",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nserver = [\"nats://x:4222\"]",
+                "server",
+            ),
         ];
         for (text, field) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

@@ -173,6 +173,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     // Addressed mode serves too: without a freshness policy (max_age 0),
     // every request is fetched from the origin, shared among concurrent ones.
     let serving = cfg.serve_max_age.is_some() || cfg.agent.is_some() || cfg.addressed.is_some();
+    let mut fleet_key = None;
     let agent_link = match &cfg.agent {
         Some(a) => {
             let bytes = std::fs::read(&a.key_file).with_context(|| {
@@ -181,6 +182,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             let key = bootcache_agent::Key::from_file_contents(&bytes).map_err(|e| {
                 anyhow::anyhow!("config: agent.key_file {}: {e}", a.key_file.display())
             })?;
+            fleet_key = Some(key.as_bytes().to_vec());
             let validation = bootcache_agent::ValidatorConfig {
                 ttl: Duration::from_secs(a.answer_ttl),
                 retry_interval: Duration::from_millis(a.retry_ms),
@@ -201,6 +203,27 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             Some(link)
         }
         None => None,
+    };
+    // The fleet's mirror (issue 14): a NATS thread of its own; the serving
+    // thread reads its snapshot.
+    let fleet_link = match (&cfg.fleet, &fleet_key) {
+        (Some(f), Some(key)) => {
+            let mirror = bootcache_fleet::spawn_mirror(
+                f.nats(),
+                key,
+                bootcache_fleet::MirrorConfig {
+                    max_files: f.max_files,
+                    max_silence: Duration::from_millis(f.max_silence_ms),
+                    ..bootcache_fleet::MirrorConfig::default()
+                },
+            )
+            .context("config: fleet")?;
+            Some(serve::FleetLink {
+                mirror,
+                counters: serve::FleetCounters::default(),
+            })
+        }
+        _ => None,
     };
     if serving {
         // Every RRQ to a boot server comes to the slow path first: it is
@@ -386,14 +409,16 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 held: cfg.limits.max_held_requests,
                 fetches: cfg.limits.max_fetches,
             };
-            serve::Serve::new(
+            let mut s = serve::Serve::new(
                 pool,
                 Arc::clone(&inject),
                 max_age,
                 agent_link,
                 addressed,
                 limits,
-            )
+            );
+            s.fleet = fleet_link;
+            s
         }),
         inject,
         poll: cli.slowpath_poll,

@@ -134,6 +134,26 @@ impl AgentLink {
     }
 }
 
+/// The fleet's mirror of the agent's table (issue 14): while it is live,
+/// hits are validated against it here, with no question to the agent.
+pub(crate) struct FleetLink {
+    /// The mirror, kept by its own NATS thread.
+    pub(crate) mirror: bootcache_fleet::MirrorHandle,
+    /// What serving decided with it.
+    pub(crate) counters: FleetCounters,
+}
+
+/// Hits decided by the fleet's mirror.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FleetCounters {
+    /// The mirror confirmed the copy: served without asking the agent.
+    pub(crate) current: u64,
+    /// The mirror said stale or unknown: sent to the origin.
+    pub(crate) stale: u64,
+    /// The mirror was not live: the agent was asked.
+    pub(crate) fallbacks: u64,
+}
+
 /// Bounds of the validator's tables (`[limits] max_validations`,
 /// `max_waiters_per_validation`).
 #[derive(Debug, Clone, Copy)]
@@ -213,6 +233,8 @@ pub(crate) struct Serve {
     /// as sessions end).
     maps: HashMap<std::path::PathBuf, std::sync::Weak<MappedFile>>,
     limits: ServeLimits,
+    /// The fleet's mirror, when `[fleet]` is configured.
+    pub(crate) fleet: Option<FleetLink>,
 }
 
 /// Bounds of the tables serving keeps per client request.
@@ -252,6 +274,27 @@ impl Serve {
             blocked: std::collections::HashSet::new(),
             maps: HashMap::new(),
             limits,
+            fleet: None,
+        }
+    }
+
+    /// Asks the fleet's mirror about a hit: `Some(serve)` when it is live,
+    /// `None` to ask the agent (no mirror, or not live).
+    fn fleet_verdict(&mut self, now: Instant, entry: &Entry) -> Option<bool> {
+        let f = self.fleet.as_mut()?;
+        match f.mirror.verdict(now, &entry.name, &entry.sha256.0) {
+            Some(bootcache_fleet::Verdict::Current(_)) => {
+                f.counters.current += 1;
+                Some(true)
+            }
+            Some(_) => {
+                f.counters.stale += 1;
+                Some(false)
+            }
+            None => {
+                f.counters.fallbacks += 1;
+                None
+            }
         }
     }
 
@@ -300,6 +343,22 @@ impl Serve {
             self.classify_own(now, &r, logic, filter)
         } else {
             self.classify_trapped(now, &r, logic, filter)
+        };
+        // The fleet's mirror first: live, it decides without the agent.
+        let trapped = match trapped {
+            Trapped::Hit(entry) => match self.fleet_verdict(now, &entry) {
+                Some(true) if self.start_session(now, wall, &r, &entry, logic, filter) => {
+                    return None;
+                }
+                Some(serve) => {
+                    if !serve {
+                        self.counters.stale += 1;
+                    }
+                    return self.not_served(now, r, &entry.name, logic);
+                }
+                None => Trapped::Hit(entry),
+            },
+            t => t,
         };
         match trapped {
             Trapped::Consumed => None,

@@ -707,6 +707,28 @@ impl Worker {
                 t.max_ns(),
                 self.yield_fallbacks
             );
+            if let Some(f) = &s.fleet {
+                let m = f.mirror.counters();
+                out += &format!(
+                    " | fleet live={} files={} revision={} applied={} heartbeats={} bad_signature={} malformed={} replayed={} duplicates={} deletes={} refused={} resets={} watches={} current={} stale={} fallbacks={}",
+                    u8::from(f.mirror.is_live(std::time::Instant::now())),
+                    f.mirror.files(),
+                    f.mirror.last_revision(),
+                    m.applied,
+                    m.heartbeats,
+                    m.bad_signature,
+                    m.malformed,
+                    m.replayed,
+                    m.duplicates,
+                    m.deletes,
+                    m.refused,
+                    m.resets,
+                    m.watches,
+                    f.counters.current,
+                    f.counters.stale,
+                    f.counters.fallbacks,
+                );
+            }
             if let Some(a) = &s.addressed {
                 let c = &a.counters;
                 let arp = a.arp_counters();

@@ -2,6 +2,7 @@
 
 #![deny(unsafe_code)]
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -43,6 +44,16 @@ struct Args {
     /// them inside its chroot.
     #[arg(long)]
     follow_outside_root: bool,
+    /// Publish the verification table to this NATS server for the bridges
+    /// to mirror, e.g. nats://10.0.0.1:4222 (repeat for a cluster).
+    #[arg(long = "nats", value_name = "URL")]
+    nats: Vec<String>,
+    /// The JetStream key-value bucket of the table (created if missing).
+    #[arg(long, default_value = "bootcache", requires = "nats")]
+    bucket: String,
+    /// A NATS credentials file, if the servers require one.
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    nats_creds: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +102,28 @@ fn run(args: Args) -> Result<(), String> {
         },
     )
     .map_err(|e| format!("cannot watch --root {}: {e}", args.root.display()))?;
+
+    let publisher = if args.nats.is_empty() {
+        None
+    } else {
+        let nats = bootcache_fleet::NatsConfig {
+            servers: args.nats.clone(),
+            bucket: args.bucket.clone(),
+            credentials: args.nats_creds.clone(),
+        };
+        bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
+        let epoch = bootcache_agent::replay::unix_ms(SystemTime::now());
+        let t = table.clone();
+        let h = bootcache_fleet::spawn_publisher(
+            nats,
+            key.as_bytes(),
+            epoch,
+            bootcache_fleet::PublishConfig::default(),
+            move || fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner())),
+        )
+        .map_err(|e| format!("--nats: {e}"))?;
+        Some(h)
+    };
 
     let sock = UdpSocket::bind(args.listen)
         .map_err(|e| format!("cannot bind --listen {}: {e}", args.listen))?;
@@ -156,6 +189,13 @@ fn run(args: Args) -> Result<(), String> {
             t.outside_root()
         );
     }
+    if let Some(p) = publisher {
+        println!(
+            "bootcache-agent: fleet: puts={} foreign={}",
+            p.puts(),
+            p.foreign()
+        );
+    }
     let c = responder.counters();
     let a = responder.answers();
     println!("bootcache-agent: counters: {c}");
@@ -166,4 +206,25 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     log::info!("shutting down");
     Ok(())
+}
+
+/// The table as the fleet publishes it: hashed files, and files being
+/// written (which no bridge may serve until they are rehashed).
+fn fleet_snapshot(t: &Table) -> HashMap<String, bootcache_fleet::Published> {
+    t.files()
+        .map(|(name, entry, changing)| {
+            let p = match entry {
+                Some(e) if !changing => {
+                    bootcache_fleet::Published::File(bootcache_fleet::FileInfo {
+                        size: e.state.size,
+                        version: e.state.version,
+                        sha256: e.state.sha256,
+                        mtime_ms: bootcache_agent::replay::unix_ms(e.mtime),
+                    })
+                }
+                _ => bootcache_fleet::Published::Changing,
+            };
+            (name.to_owned(), p)
+        })
+        .collect()
 }

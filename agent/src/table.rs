@@ -304,6 +304,22 @@ impl Table {
         self.entries.get(rel)
     }
 
+    /// Every file of the table, with whether it is being written (what
+    /// the fleet publishes: a file being written is vouched for by nobody).
+    /// Paths being written that were never hashed come too, with `None`.
+    pub fn files(&self) -> impl Iterator<Item = (&str, Option<&Entry>, bool)> {
+        let hashed = self
+            .entries
+            .iter()
+            .map(|(k, e)| (k.as_str(), Some(e), self.changing.contains(k)));
+        let new = self
+            .changing
+            .iter()
+            .filter(|k| !self.entries.contains_key(*k))
+            .map(|k| (k.as_str(), None, true));
+        hashed.chain(new)
+    }
+
     /// The links whose content depends on the absolute path `abs` (it is
     /// one of their hops), or on anything below it.
     pub fn links_through(&self, abs: &Path) -> Vec<String> {

@@ -599,6 +599,11 @@ impl Topology {
 
     /// Starts `bootcache-agent` in the server namespace on the management link.
     pub fn start_agent(&mut self) -> Result<()> {
+        self.start_agent_with(&[])
+    }
+
+    /// [`Topology::start_agent`] with more arguments (e.g. `--nats URL`).
+    pub fn start_agent_with(&mut self, extra: &[&str]) -> Result<()> {
         let bin = match std::env::var_os("BOOTCACHE_AGENT_BIN") {
             Some(p) => PathBuf::from(p),
             None => self
@@ -621,7 +626,8 @@ impl Topology {
             .arg("--listen")
             .arg(format!("{}:{AGENT_PORT}", self.mgmt_server))
             .arg("--key-file")
-            .arg(&key);
+            .arg(&key)
+            .args(extra);
         let child = self.spawn_logged(cmd, &log)?;
         self.agent = Some(child);
         wait_for_text(&log, "listening on", Duration::from_secs(10))
@@ -1435,6 +1441,108 @@ impl Topology {
     /// Reads `name` with tftp-hpa's `tftp` from VLAN `v`'s client.
     pub fn vlan_tftp_hpa_get(&self, v: &Vlan, name: &str, out: &Path) -> Result<Duration> {
         self.tftp_hpa_get_in(&v.client_ns, VLAN_SERVER_IP, name, out)
+    }
+}
+
+// ---- The fleet (issue 14): a NATS JetStream server beside the agent, in
+// the server namespace on the management link, for the agent to publish
+// its table to and bootcache to mirror it from.
+
+/// The NATS server's port on the management link.
+pub const NATS_PORT: u16 = 4222;
+/// The verification table's bucket in the topology.
+pub const FLEET_BUCKET: &str = "bootcache";
+
+/// A `nats-server -js` started by [`Topology::start_nats`]; stopped by
+/// PID with [`NatsServer::stop`] or on drop.
+pub struct NatsServer {
+    child: Option<Child>,
+    prefix: String,
+    /// Its client URL, `nats://<management address>:4222`.
+    pub url: String,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl NatsServer {
+    /// Stops the server (SIGTERM, then SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut ch) = self.child.take() {
+            terminate(ch.id(), Duration::from_secs(3));
+            let _ = ch.wait();
+            live(|m| {
+                if let Some(o) = m.get_mut(&self.prefix) {
+                    o.pids.retain(|&p| p != ch.id());
+                }
+            });
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Topology {
+    /// The NATS URL of [`Topology::start_nats`]'s server.
+    pub fn nats_url(&self) -> String {
+        format!("nats://{}:{NATS_PORT}", self.mgmt_server)
+    }
+
+    /// Starts `nats-server` with JetStream in the server namespace on the
+    /// management address, its storage in the work directory (kept across
+    /// restarts of the server), and waits until it is ready.
+    pub fn start_nats(&self) -> Result<NatsServer> {
+        let tool = find_tool("nats-server").ok_or_else(|| {
+            anyhow!("nats-server not found (Debian package nats-server): run scripts/setup")
+        })?;
+        let store = self.dir.join("jetstream");
+        std::fs::create_dir_all(&store)?;
+        let n = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("nats-run"))
+            .count();
+        let log = self.dir.join(format!("nats-run{}.log", n + 1));
+        let mut cmd = self.server_cmd(tool.to_str().unwrap_or("nats-server"));
+        cmd.args(["-js", "-sd"])
+            .arg(&store)
+            .args(["-a", &self.mgmt_server.to_string()])
+            .args(["-p", &NATS_PORT.to_string()])
+            .args(["-n", &format!("bootcache-{}", self.prefix)]);
+        let child = self.spawn_logged(cmd, &log)?;
+        let mut server = NatsServer {
+            child: Some(child),
+            prefix: self.prefix.clone(),
+            url: self.nats_url(),
+            log: log.clone(),
+        };
+        if let Err(e) = wait_for_text(&log, "Server is ready", Duration::from_secs(15)) {
+            server.stop();
+            bail!("nats-server did not start: {e}");
+        }
+        Ok(server)
+    }
+
+    /// Starts the agent publishing to [`Topology::start_nats`]'s server.
+    pub fn start_fleet_agent(&mut self) -> Result<()> {
+        let url = self.nats_url();
+        self.start_agent_with(&["--nats", &url, "--bucket", FLEET_BUCKET])
+    }
+
+    /// bootcache's configuration with the agent (`agent_extra` in its
+    /// table, as [`Topology::write_bootcache_config`]) and the fleet's
+    /// mirror of [`FLEET_BUCKET`] on [`Topology::start_nats`]'s server.
+    pub fn write_fleet_config(&self, agent_extra: &str) -> Result<PathBuf> {
+        let p = self.write_bootcache_config(agent_extra)?;
+        let mut text = std::fs::read_to_string(&p)?;
+        text += &format!(
+            "\n[fleet]\nservers = [\"{}\"]\nbucket = \"{FLEET_BUCKET}\"\n",
+            self.nats_url()
+        );
+        std::fs::write(&p, text)?;
+        Ok(p)
     }
 }
 

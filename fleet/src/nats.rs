@@ -1,0 +1,632 @@
+//! The I/O: NATS (async-nats on a tokio runtime of its own, on a thread of
+//! its own). The agent's publisher puts its table; a bridge's mirror
+//! watches the bucket and hands the serving thread an immutable [`View`]
+//! through `arc-swap` plus the heartbeat's arrival time in an atomic: the
+//! serving thread never takes a lock or awaits anything.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::mirror::{self, Mirror, MirrorConfig, MirrorCounters, Op, Verdict, View};
+use crate::publish::{Published, Publisher};
+
+/// Where the engine is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsConfig {
+    /// Server URLs, `nats://host:port` (the client tries them in turn).
+    pub servers: Vec<String>,
+    /// The key-value bucket of the verification table.
+    pub bucket: String,
+    /// A NATS credentials file (user JWT and NKEY seed), if the servers
+    /// require one.
+    pub credentials: Option<PathBuf>,
+}
+
+/// Errors of the NATS side (the thread logs them and reconnects).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// A configuration value the fleet cannot use.
+    #[error("{0}")]
+    Config(String),
+    /// Connecting to the servers failed.
+    #[error("cannot connect to {servers}: {detail}")]
+    Connect {
+        /// The configured servers.
+        servers: String,
+        /// What the client said.
+        detail: String,
+    },
+    /// A JetStream request failed (bucket, stream, watch or put).
+    #[error("{what}: {detail}")]
+    JetStream {
+        /// The operation.
+        what: &'static str,
+        /// What the client said.
+        detail: String,
+    },
+    /// The connection dropped or the watch ended.
+    #[error("connection lost: {0}")]
+    Lost(String),
+    /// The runtime or its thread could not be started.
+    #[error("cannot start the NATS thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+fn js_err(what: &'static str) -> impl FnOnce(String) -> FleetError {
+    move |detail| FleetError::JetStream { what, detail }
+}
+
+/// Checks a configuration: one line that says what to fix.
+pub fn check_config(c: &NatsConfig) -> Result<(), FleetError> {
+    if c.servers.is_empty() {
+        return Err(FleetError::Config(
+            "servers: name at least one, e.g. [\"nats://10.0.0.1:4222\"]".into(),
+        ));
+    }
+    for s in &c.servers {
+        let rest = s.strip_prefix("nats://").ok_or_else(|| {
+            FleetError::Config(format!(
+                "servers: {s:?} must be nats://host:port (TLS is not built in yet)"
+            ))
+        })?;
+        let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let ok = hostport
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(FleetError::Config(format!(
+                "servers: {s:?} must be nats://host:port"
+            )));
+        }
+    }
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if c.bucket.is_empty() || c.bucket.len() > 64 || !c.bucket.bytes().all(valid) {
+        return Err(FleetError::Config(format!(
+            "bucket: {:?} must be 1-64 letters, digits, '-' or '_'",
+            c.bucket
+        )));
+    }
+    if let Some(p) = &c.credentials {
+        if !p.is_file() {
+            return Err(FleetError::Config(format!(
+                "credentials: {} is not a readable file",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Connects; connection events (a drop) arrive on the returned channel.
+async fn connect(
+    c: &NatsConfig,
+    name: &str,
+) -> Result<
+    (
+        async_nats::Client,
+        mpsc::UnboundedReceiver<async_nats::Event>,
+    ),
+    FleetError,
+> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(2))
+        .event_callback(move |ev| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(ev);
+            }
+        });
+    let servers = c.servers.join(",");
+    let conn_err = |detail: String| FleetError::Connect {
+        servers: servers.clone(),
+        detail,
+    };
+    if let Some(p) = &c.credentials {
+        opts = opts
+            .credentials_file(p)
+            .await
+            .map_err(|e| conn_err(format!("credentials {}: {e}", p.display())))?;
+    }
+    let addrs: Vec<async_nats::ServerAddr> = c
+        .servers
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| conn_err(format!("{e}")))?;
+    let client = opts
+        .connect(addrs)
+        .await
+        .map_err(|e| conn_err(e.to_string()))?;
+    Ok((client, rx))
+}
+
+fn lost(ev: Option<async_nats::Event>) -> Option<String> {
+    match ev {
+        Some(async_nats::Event::Disconnected) => Some("disconnected".into()),
+        Some(async_nats::Event::Closed) | None => Some("closed".into()),
+        Some(_) => None,
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// Reconnection pacing: 100 ms doubling to 2 s.
+async fn backoff(attempt: &mut u32) {
+    let ms = (100u64 << (*attempt).min(5)).min(2000);
+    *attempt += 1;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+// ---------------------------------------------------------------- mirror
+
+/// What the serving thread reads; written by the NATS thread only.
+struct Shared {
+    view: ArcSwap<View>,
+    /// Arrival of the agent's last heartbeat: ns since `base`, plus one
+    /// (0: none yet).
+    heartbeat: AtomicU64,
+    base: Instant,
+    max_silence: Duration,
+    counters: ArcSwap<MirrorCounters>,
+    last_revision: AtomicU64,
+}
+
+/// A NATS thread and its stop flag: stopped and joined on drop.
+struct Worker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running mirror; stops its thread when dropped.
+pub struct MirrorHandle {
+    shared: Arc<Shared>,
+    _worker: Worker,
+}
+
+impl std::fmt::Debug for MirrorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorHandle").finish_non_exhaustive()
+    }
+}
+
+impl MirrorHandle {
+    /// The mirror's verdict for a cached copy of `name` (as the client
+    /// asked for it) with `sha256`, or `None` when the mirror is not live
+    /// (ask the agent). Lock-free: an atomic load of the view and one of
+    /// the heartbeat time.
+    pub fn verdict(&self, now: Instant, name: &str, sha256: &[u8; 32]) -> Option<Verdict> {
+        if !self.is_live(now) {
+            return None;
+        }
+        let Ok(name) = ::wire::tftp::normalize_name(name) else {
+            return Some(Verdict::Unknown);
+        };
+        Some(self.shared.view.load().verdict(&name, sha256))
+    }
+
+    /// Whether the mirror answers at `now`.
+    pub fn is_live(&self, now: Instant) -> bool {
+        let s = &self.shared;
+        let hb = match s.heartbeat.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(s.base + Duration::from_nanos(n - 1)),
+        };
+        mirror::is_live(s.view.load().synced, hb, now, s.max_silence)
+    }
+
+    /// Files in the mirror.
+    pub fn files(&self) -> usize {
+        self.shared.view.load().len()
+    }
+
+    /// The last revision applied.
+    pub fn last_revision(&self) -> u64 {
+        self.shared.last_revision.load(Ordering::Relaxed)
+    }
+
+    /// The mirror's counters (as of its last change).
+    pub fn counters(&self) -> MirrorCounters {
+        **self.shared.counters.load()
+    }
+}
+
+/// Starts mirroring `c.bucket`, verifying records with `key`.
+pub fn spawn_mirror(
+    c: NatsConfig,
+    key: &[u8],
+    config: MirrorConfig,
+) -> Result<MirrorHandle, FleetError> {
+    check_config(&c)?;
+    let shared = Arc::new(Shared {
+        view: ArcSwap::from_pointee(View::default()),
+        heartbeat: AtomicU64::new(0),
+        base: Instant::now(),
+        max_silence: config.max_silence,
+        counters: ArcSwap::from_pointee(MirrorCounters::default()),
+        last_revision: AtomicU64::new(0),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime()?;
+    let mut m = Mirror::new(key, &c.bucket, config);
+    let (s2, stop2) = (Arc::clone(&shared), Arc::clone(&stop));
+    let thread = std::thread::Builder::new()
+        .name("fleet-mirror".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let mut attempt = 0;
+                while !stop2.load(Ordering::Relaxed) {
+                    let r = mirror_session(&c, &mut m, &s2, &stop2, &mut attempt).await;
+                    m.disconnected();
+                    publish(&mut m, &s2);
+                    match r {
+                        Ok(()) => break,
+                        // Once per outage (a session that got going resets
+                        // `attempt`), not once per retry.
+                        Err(e) if attempt == 0 => log::warn!(
+                            "fleet: mirror of {}: {e}; asking the agent until it is back",
+                            c.bucket
+                        ),
+                        Err(e) => log::debug!("fleet: {e}"),
+                    }
+                    backoff(&mut attempt).await;
+                }
+            })
+        })?;
+    Ok(MirrorHandle {
+        shared,
+        _worker: Worker {
+            stop,
+            thread: Some(thread),
+        },
+    })
+}
+
+fn publish(m: &mut Mirror, s: &Shared) {
+    if let Some(at) = m.heartbeat_at() {
+        let ns = at.saturating_duration_since(s.base).as_nanos() as u64;
+        s.heartbeat.store(ns + 1, Ordering::Release);
+    } else {
+        s.heartbeat.store(0, Ordering::Release);
+    }
+    s.last_revision.store(m.last_revision(), Ordering::Relaxed);
+    if let Some(v) = m.take_view() {
+        s.view.store(Arc::new(v));
+    }
+    if **s.counters.load() != m.counters() {
+        s.counters.store(Arc::new(m.counters()));
+    }
+}
+
+async fn mirror_session(
+    c: &NatsConfig,
+    m: &mut Mirror,
+    s: &Shared,
+    stop: &AtomicBool,
+    attempt: &mut u32,
+) -> Result<(), FleetError> {
+    let (client, mut events) = connect(c, "bootcache").await?;
+    let js = jetstream::new(client);
+    let store = js
+        .get_key_value(&c.bucket)
+        .await
+        .map_err(|e| js_err("opening the bucket")(e.to_string()))?;
+    let stream = js
+        .get_stream(format!("KV_{}", c.bucket))
+        .await
+        .map_err(|e| js_err("reading the bucket's state")(e.to_string()))?;
+    let from = m.connected(stream.cached_info().state.last_sequence);
+    let mut watch = store
+        .watch_all_from_revision(from)
+        .await
+        .map_err(|e| js_err("watching the bucket")(e.to_string()))?;
+    log::info!(
+        "fleet: mirroring bucket {} from revision {from} (bucket at {})",
+        c.bucket,
+        stream.cached_info().state.last_sequence
+    );
+    *attempt = 0;
+    publish(m, s);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            e = watch.next() => match e {
+                Some(Ok(e)) => {
+                    let op = match e.operation {
+                        kv::Operation::Put => Op::Put(&e.value),
+                        kv::Operation::Delete | kv::Operation::Purge => Op::Delete,
+                    };
+                    m.apply(Instant::now(), wall_ms(), e.revision, &e.key, op);
+                }
+                Some(Err(e)) => return Err(FleetError::Lost(format!("watch: {e}"))),
+                None => return Err(FleetError::Lost("watch ended".into())),
+            },
+            ev = events.recv() => if let Some(why) = lost(ev) {
+                return Err(FleetError::Lost(why));
+            },
+            _ = tick.tick() => if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            },
+        }
+        publish(m, s);
+    }
+}
+
+// ------------------------------------------------------------- publisher
+
+/// The publisher's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishConfig {
+    /// How often the table is compared with what was published.
+    pub tick: Duration,
+    /// How often the heartbeat is put (well under the bridges'
+    /// `max_silence`).
+    pub heartbeat: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            tick: Duration::from_millis(50),
+            heartbeat: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A running publisher; stops its thread when dropped.
+pub struct PublisherHandle {
+    puts: Arc<AtomicU64>,
+    foreign: Arc<AtomicU64>,
+    _worker: Worker,
+}
+
+impl std::fmt::Debug for PublisherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherHandle").finish_non_exhaustive()
+    }
+}
+
+impl PublisherHandle {
+    /// Records put so far (heartbeats included).
+    pub fn puts(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
+    }
+
+    /// Entries under a file's key that someone else wrote (each put right
+    /// again).
+    pub fn foreign(&self) -> u64 {
+        self.foreign.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts publishing the table `snapshot` returns into `c.bucket` (created
+/// if missing: history 1, file storage), signed with `key`, for the agent
+/// run that started at `epoch` (ms since the Unix epoch).
+pub fn spawn_publisher<F>(
+    c: NatsConfig,
+    key: &[u8],
+    epoch: u64,
+    config: PublishConfig,
+    snapshot: F,
+) -> Result<PublisherHandle, FleetError>
+where
+    F: Fn() -> HashMap<String, Published> + Send + 'static,
+{
+    check_config(&c)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let puts = Arc::new(AtomicU64::new(0));
+    let rt = runtime()?;
+    let mut p = Publisher::new(key, &c.bucket, epoch);
+    let foreign = Arc::new(AtomicU64::new(0));
+    let (stop2, puts2, foreign2) = (Arc::clone(&stop), Arc::clone(&puts), Arc::clone(&foreign));
+    let thread = std::thread::Builder::new()
+        .name("fleet-publish".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let mut attempt = 0;
+                while !stop2.load(Ordering::Relaxed) {
+                    p.forget();
+                    let counts = (&*puts2, &*foreign2);
+                    match publish_session(&c, &mut p, &config, &snapshot, &stop2, counts).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            if attempt == 0 {
+                                log::warn!("fleet: publishing to {}: {e}; retrying", c.bucket);
+                            }
+                            backoff(&mut attempt).await;
+                        }
+                    }
+                }
+            })
+        })?;
+    Ok(PublisherHandle {
+        puts,
+        foreign,
+        _worker: Worker {
+            stop,
+            thread: Some(thread),
+        },
+    })
+}
+
+async fn publish_session<F>(
+    c: &NatsConfig,
+    p: &mut Publisher,
+    config: &PublishConfig,
+    snapshot: &F,
+    stop: &AtomicBool,
+    (puts, foreign): (&AtomicU64, &AtomicU64),
+) -> Result<(), FleetError>
+where
+    F: Fn() -> HashMap<String, Published>,
+{
+    let (client, mut events) = connect(c, "bootcache-agent").await?;
+    let js = jetstream::new(client);
+    let store = match js.get_key_value(&c.bucket).await {
+        Ok(s) => s,
+        Err(_) => {
+            create_bucket(&js, &c.bucket).await?;
+            js.get_key_value(&c.bucket)
+                .await
+                .map_err(|e| js_err("opening the bucket")(e.to_string()))?
+        }
+    };
+    // Our own bucket, watched: an entry under a file's key that is not
+    // ours (a replayed or forged record, a delete) is put right again.
+    let mut watch = store
+        .watch_all()
+        .await
+        .map_err(|e| js_err("watching the bucket")(e.to_string()))?;
+    log::info!("fleet: publishing the table to bucket {}", c.bucket);
+    let mut tick = tokio::time::interval(config.tick);
+    let mut last_heartbeat: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ev = events.recv() => if let Some(why) = lost(ev) {
+                return Err(FleetError::Lost(why));
+            },
+            e = watch.next() => match e {
+                Some(Ok(e)) => {
+                    let value = matches!(e.operation, kv::Operation::Put).then_some(&e.value[..]);
+                    if p.observe(&e.key, e.revision, value) {
+                        log::warn!("fleet: {} (revision {}) was written by someone else: putting ours again", e.key, e.revision);
+                        foreign.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Some(Err(e)) => return Err(FleetError::Lost(format!("watch: {e}"))),
+                None => return Err(FleetError::Lost("watch ended".into())),
+            },
+            _ = tick.tick() => {}
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let table = snapshot();
+        let mut batch = p.diff(wall_ms(), &table);
+        // The heartbeat goes after the table: a bridge that hears from this
+        // run has its records before (the watch delivers in order).
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= config.heartbeat) {
+            batch.push(p.heartbeat(wall_ms()));
+            last_heartbeat = Some(Instant::now());
+        }
+        for put in batch {
+            let revision = store
+                .put(&put.key, put.value.into())
+                .await
+                .map_err(|e| js_err("put")(e.to_string()))?;
+            p.put_done(&put.key, revision);
+            puts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Creates the bucket's stream as a KV bucket of history 1 with file
+/// storage. Not through `create_key_value`: that first reads the account
+/// information, whose 2.9 form async-nats 0.50 cannot parse (it expects
+/// 2.10's `reserved_memory`); the stream is what `create_key_value` makes.
+async fn create_bucket(js: &jetstream::Context, bucket: &str) -> Result<(), FleetError> {
+    use jetstream::stream::{Config, DiscardPolicy, StorageType};
+    js.create_stream(Config {
+        name: format!("KV_{bucket}"),
+        description: Some("bootcache verification table (signed by bootcache-agent)".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err("creating the bucket")(e.to_string()))?;
+    Ok(())
+}
+
+/// Puts one raw value into a bucket and returns its revision: for tests
+/// and for operators checking what bridges do with a foreign entry.
+pub fn put_raw(c: &NatsConfig, key: &str, value: Vec<u8>) -> Result<u64, FleetError> {
+    check_config(c)?;
+    runtime()?.block_on(async {
+        let (client, _events) = connect(c, "bootcache-put").await?;
+        let store = jetstream::new(client)
+            .get_key_value(&c.bucket)
+            .await
+            .map_err(|e| js_err("opening the bucket")(e.to_string()))?;
+        store
+            .put(key, value.into())
+            .await
+            .map_err(|e| js_err("put")(e.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(servers: &[&str], bucket: &str) -> NatsConfig {
+        NatsConfig {
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            bucket: bucket.into(),
+            credentials: None,
+        }
+    }
+
+    #[test]
+    fn configuration_errors_say_what_to_fix() {
+        assert!(check_config(&cfg(&["nats://10.0.0.1:4222", "nats://u:p@h:1"], "b-1_x")).is_ok());
+        let cases = [
+            (cfg(&[], "b"), "servers"),
+            (cfg(&["tls://h:4222"], "b"), "TLS"),
+            (cfg(&["h:4222"], "b"), "nats://"),
+            (cfg(&["nats://h"], "b"), "host:port"),
+            (cfg(&["nats://h:0"], "b"), "host:port"),
+            (cfg(&["nats://:4222"], "b"), "host:port"),
+            (cfg(&["nats://h:4222"], ""), "bucket"),
+            (cfg(&["nats://h:4222"], "a.b"), "bucket"),
+            (
+                NatsConfig {
+                    credentials: Some("/nonexistent/x.creds".into()),
+                    ..cfg(&["nats://h:4222"], "b")
+                },
+                "credentials",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = check_config(&c).unwrap_err().to_string();
+            assert!(e.contains(want), "{c:?}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+}

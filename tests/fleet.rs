@@ -1,0 +1,195 @@
+//! The fleet, end to end with real programs (issue 14, item 1): a real
+//! `nats-server -js` beside the origin (dnsmasq) and the real
+//! `bootcache-agent` publishing its verification table into a JetStream
+//! key-value bucket; bootcache mirrors the bucket and validates hits
+//! against the mirror; curl reads through the bridge.
+//!
+//! Needs root and `scripts/setup` (nats-server, dnsmasq, curl, hugepages).
+
+use std::time::{Duration, Instant};
+
+use bootcache_bench::netns::{self, sha256_file, test_content, Topology, FLEET_BUCKET};
+
+const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+
+/// Waits until bootcache's stats line says the fleet's mirror is `live`.
+fn wait_live(t: &Topology, live: u64, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        if t.bootcache_stat("fleet", "live") == Some(live) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "the fleet's mirror is not live={live} after {timeout:?}:\n{}",
+            t.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Warm reads validated against the mirror with no question to the agent;
+/// a change on the origin reaches the next read without waiting out
+/// `answer_ttl`; a forged entry is ignored and counted; with the engine
+/// stopped the bridge asks the agent again and still serves correctly;
+/// the engine back, the mirror resumes and answers again.
+#[test]
+fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
+    let mut t = netns::test_topology(&netns::Options {
+        bootcache_bin: Some(BOOTCACHE.into()),
+        ..Default::default()
+    });
+    let mut nats = t.start_nats().expect("nats-server");
+    let v1 = test_content(1 << 20, 21);
+    let v1_sha = netns::sha256_bytes(&v1, &t.dir, "v1").unwrap();
+    t.put_file("fleet.img", &v1).unwrap();
+    t.start_origin().expect("dnsmasq");
+    t.start_fleet_agent().expect("bootcache-agent");
+    // The default answer_ttl (5 s): the agent's answers would be reused
+    // for 5 s; the mirror must not need that wait.
+    t.write_fleet_config("").unwrap();
+    t.start_bootcache(&["--stats-interval", "1"])
+        .expect("bootcache");
+    wait_live(&t, 1, Duration::from_secs(20));
+
+    let out = t.dir.join("out");
+    let get = |t: &Topology| {
+        t.curl_get("fleet.img", Some(1428), &out)
+            .unwrap_or_else(|e| panic!("curl: {e:#}\n{}", t.diagnostics()));
+        sha256_file(&out).unwrap()
+    };
+
+    // Cold: from the origin, cached.
+    assert_eq!(get(&t), v1_sha);
+    t.wait_stat("files", "in_store", 1, Duration::from_secs(20))
+        .unwrap();
+    // Warm: served, confirmed by the mirror, the agent never asked.
+    assert_eq!(get(&t), v1_sha);
+    t.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap();
+    t.wait_stat("fleet", "current", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(t.origin_count("fleet.img"), 1, "{:?}", t.origin_transfers());
+    assert_eq!(t.bootcache_stat("serve", "validated_current"), Some(0));
+    assert_eq!(t.bootcache_stat("fleet", "fallbacks"), Some(0));
+
+    // The file changes on the origin. As soon as the agent has rehashed it
+    // (its log line), the next read gets the new bytes: from the origin,
+    // then from the refreshed cache. No answer_ttl wait.
+    let v2 = test_content(1 << 20, 22);
+    let v2_sha = netns::sha256_bytes(&v2, &t.dir, "v2").unwrap();
+    let changed = Instant::now();
+    t.put_file("fleet.img", &v2).unwrap();
+    // The bridge's mirror hears that the file is being written (its log
+    // line): from then on it no longer serves the old copy.
+    let err = t.bootcache_log_dir().join("bootcache.err");
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("fleet: fleet.img: being written")
+    {
+        assert!(
+            changed.elapsed() < Duration::from_secs(5),
+            "the mirror did not hear of the change:\n{}",
+            t.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopped = changed.elapsed();
+    assert!(
+        stopped < Duration::from_secs(1),
+        "the old copy was servable {stopped:?} after the change"
+    );
+    t.wait_agent_log("fleet.img: modified", 1, Duration::from_secs(10))
+        .unwrap();
+    let noticed = changed.elapsed();
+    assert_eq!(get(&t), v2_sha, "the old copy was served after the change");
+    let read_at = changed.elapsed();
+    assert!(
+        read_at < Duration::from_secs(5),
+        "the read came {read_at:?} after the change: no faster than answer_ttl"
+    );
+    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    t.wait_stat("files", "replaced", 1, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(get(&t), v2_sha);
+    t.wait_stat("fleet", "current", 2, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    eprintln!(
+        "fleet: change → bridge stops serving the old copy {:.0} ms, → agent rehashed {:.0} ms, → read with the new bytes started {:.0} ms",
+        stopped.as_secs_f64() * 1e3,
+        noticed.as_secs_f64() * 1e3,
+        read_at.as_secs_f64() * 1e3
+    );
+
+    // A forged entry: other content claimed current by a later agent run,
+    // signed with another key, put straight into the bucket. Accepted, it
+    // would make the cached copy stale (the origin would be asked again).
+    let forged = bootcache_fleet::record::encode(
+        &bootcache_fleet::Record {
+            epoch: u64::MAX / 2,
+            seq: u64::MAX / 2,
+            timestamp_ms: 0,
+            body: bootcache_fleet::Body::File {
+                name: "fleet.img".into(),
+                info: bootcache_fleet::FileInfo {
+                    size: v1.len() as u64,
+                    version: 1 << 40,
+                    sha256: [0; 32],
+                    mtime_ms: 0,
+                },
+            },
+        },
+        &[0x5a; 32],
+        FLEET_BUCKET,
+    );
+    let nats_cfg = bootcache_fleet::NatsConfig {
+        servers: vec![nats.url.clone()],
+        bucket: FLEET_BUCKET.into(),
+        credentials: None,
+    };
+    bootcache_fleet::put_raw(&nats_cfg, &bootcache_fleet::file_key("fleet.img"), forged)
+        .expect("putting the forged entry");
+    t.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
+        .unwrap();
+    // The agent sees a value under its key that is not its own and puts
+    // its record back (a bridge mirroring from scratch finds it again).
+    t.wait_agent_log("was written by someone else", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(get(&t), v2_sha);
+    t.wait_stat("fleet", "current", 3, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    assert_eq!(t.bootcache_stat("serve", "validated_current"), Some(0));
+
+    // The engine stops: the mirror is no longer live, bootcache asks the
+    // agent over UDP and still serves the current copy.
+    nats.stop();
+    wait_live(&t, 0, Duration::from_secs(10));
+    assert_eq!(get(&t), v2_sha);
+    t.wait_stat("serve", "validated_current", 1, Duration::from_secs(5))
+        .unwrap();
+    assert!(t.bootcache_stat("fleet", "fallbacks").unwrap_or(0) >= 1);
+    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+
+    // The engine is back (its storage kept): the mirror reconnects,
+    // resumes its watch after its last revision (no start-over), is live
+    // again, and the agent is not asked.
+    let _nats = t.start_nats().expect("nats-server, again");
+    wait_live(&t, 1, Duration::from_secs(20));
+    assert!(t.bootcache_stat("fleet", "watches").unwrap_or(0) >= 2);
+    assert_eq!(t.bootcache_stat("fleet", "resets"), Some(0));
+    assert_eq!(get(&t), v2_sha);
+    t.wait_stat("fleet", "current", 4, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(t.bootcache_stat("serve", "validated_current"), Some(1));
+    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+    t.stop_agent();
+    // The agent answered exactly the one question asked while the engine
+    // was down.
+    assert_eq!(t.agent_log_count("counters: received=1 accepted=1"), 1);
+    assert_eq!(t.agent_log_count("foreign=1"), 1);
+}
