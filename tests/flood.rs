@@ -62,6 +62,12 @@ impl Flood {
         let ns = format!("/var/run/netns/{client_ns}");
         let flag = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
+            // On CPU 1 with the forwarding lcore and the namespaces'
+            // programs (see the test): the kernel's work for the flood
+            // happens on the sending CPU.
+            let mut cpus = rustix::thread::CpuSet::new();
+            cpus.set(1);
+            rustix::thread::sched_setaffinity(None, &cpus).unwrap();
             // This thread only: its sockets belong to the client namespace.
             let f = std::fs::File::open(&ns).unwrap();
             rustix::thread::move_into_link_name_space(
@@ -155,8 +161,16 @@ fn ping_loss(t: &Topology) -> f64 {
 
 #[test]
 fn a_flood_of_read_requests_costs_neither_forwarding_nor_real_transfers() {
+    // CPU 0 is the slow path's alone (a deployment gives it a core of its
+    // own); the forwarding lcore, the flooder, ping, curl and the servers
+    // share CPU 1, the same for testpmd and bootcache. With the slow path
+    // free to run beside the kernel's veth work on CPU 0, the flood's
+    // requests it takes cost pings there (seen: 6.0% lost against 0.0%
+    // through testpmd).
     let mut t = netns::test_topology(&netns::Options {
         bootcache_bin: Some(BOOTCACHE.into()),
+        lcores: Some("0@0,1@1".into()),
+        programs_cpus: Some("1".into()),
         ..Default::default()
     });
     let cold = test_content(4 << 20, 21);
@@ -237,15 +251,11 @@ fn a_flood_of_read_requests_costs_neither_forwarding_nor_real_transfers() {
     let refused = t.bootcache_stat("bounds", "client_share").unwrap_or(0);
     assert!(refused > 0, "no request refused by the per-address share");
     // Ping through bootcache loses no more than through testpmd. The flood
-    // fills the veth, so both may lose echoes (measured 0.7–39% each). On
-    // this two-CPU machine bootcache's slow path, which a deployment gives
-    // a core of its own, shares a CPU with the kernel's veth processing
-    // while it takes the flood's requests (seen: 6.0% against 0.0%), so
-    // the test allows three standard deviations of chance and at least 10
-    // points: what it must catch is a bridge that stops forwarding (a
-    // drained pool, a stalled loop), which loses them all.
+    // fills the veth, so both may lose echoes: allow three standard
+    // deviations of the difference of two such samples, chance and nothing
+    // more, and one echo.
     let p = (loss + loss_testpmd) / 2.0;
-    let slack = (3.0 * (2.0 * p * (1.0 - p) / f64::from(PINGS)).sqrt()).max(0.10);
+    let slack = 3.0 * (2.0 * p * (1.0 - p) / f64::from(PINGS)).sqrt() + 1.0 / f64::from(PINGS);
     assert!(
         loss <= loss_testpmd + slack,
         "ping loss {:.1}% through bootcache, {:.1}% through testpmd (slack {:.1} points)",
