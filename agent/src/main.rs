@@ -203,6 +203,11 @@ fn run(args: Args) -> Result<(), String> {
         "bootcache-agent: answers: current={} stale={} unknown={}",
         a.current, a.stale, a.unknown
     );
+    let b = responder.bytes();
+    println!(
+        "bootcache-agent: bytes: received={} sent={}",
+        b.received, b.sent
+    );
     let _ = std::io::stdout().flush();
     log::info!("shutting down");
     Ok(())

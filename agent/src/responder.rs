@@ -90,6 +90,18 @@ pub struct Responder {
     nonce: crate::NonceGen,
     counters: Counters,
     answers: AnswerCounters,
+    bytes: ByteCounters,
+}
+
+/// Bytes the agent's datagrams carried: what a fleet of bridges costs the
+/// boot server's link beside the TFTP traffic (the storm benchmark counts
+/// them as origin bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByteCounters {
+    /// Bytes of every datagram handled, dropped ones included (UDP payload).
+    pub received: u64,
+    /// Bytes of the answers produced (UDP payload).
+    pub sent: u64,
 }
 
 impl Responder {
@@ -102,6 +114,7 @@ impl Responder {
             nonce: crate::NonceGen::new(seed),
             counters: Counters::default(),
             answers: AnswerCounters::default(),
+            bytes: ByteCounters::default(),
         }
     }
 
@@ -115,6 +128,7 @@ impl Responder {
         lookup: impl FnOnce(&str, &[u8; 32]) -> Answer,
     ) -> Option<Vec<u8>> {
         self.counters.received += 1;
+        self.bytes.received += bytes.len() as u64;
         let req = match wire::decode_request(bytes, &self.key)
             .and_then(|r| self.guard.check(now, &r.envelope).map(|()| r))
         {
@@ -141,7 +155,9 @@ impl Responder {
             },
             answer,
         };
-        Some(wire::encode_response(&resp, &self.key))
+        let out = wire::encode_response(&resp, &self.key);
+        self.bytes.sent += out.len() as u64;
+        Some(out)
     }
 
     /// Datagram counters.
@@ -152,5 +168,10 @@ impl Responder {
     /// Answer counters.
     pub fn answers(&self) -> AnswerCounters {
         self.answers
+    }
+
+    /// Bytes received and answered.
+    pub fn bytes(&self) -> ByteCounters {
+        self.bytes
     }
 }

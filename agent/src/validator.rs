@@ -818,5 +818,11 @@ mod tests {
         assert_eq!(c.outside_window, 2);
         assert_eq!(c.malformed, 1);
         assert_eq!(c.dropped(), 7);
+        // Bytes: every datagram in, only the one answer out.
+        let b = agent.bytes();
+        assert_eq!(b.sent, resp.len() as u64);
+        // Wrong key, tampered, old, future; truncated; "hello".
+        let bad_len = 4 * good.len() as u64 + (good.len() as u64 - 1) + 5;
+        assert_eq!(b.received, 2 * good.len() as u64 + bad_len);
     }
 }

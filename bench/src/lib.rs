@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod agent;
 pub mod dut;
 pub mod fill;
 pub mod forward;

@@ -838,7 +838,8 @@ impl StormConfig {
         StormConfig {
             clients: vec![10, 100, 1000],
             nbp_size: if quick { 16 << 10 } else { 46_000 },
-            image_size: if quick { 64 << 10 } else { 1 << 20 },
+            // A real boot image (kernel + initrd) is tens of MiB.
+            image_size: if quick { 64 << 10 } else { 64 << 20 },
             shape,
         }
     }
@@ -857,6 +858,8 @@ pub struct StormRow {
     pub storm: PhaseReport,
     /// bootcache's serving counters (`serve hits=… frame_drops=…`), if any.
     pub serve_stats: String,
+    /// bootcache only: what its agent answered, cold and warm together.
+    pub agent: Option<crate::agent::AgentReport>,
 }
 
 /// Everything the scenario measured.
@@ -887,10 +890,25 @@ pub fn run(
     for &n in &cfg.clients {
         for dut in [Dut::Bootcache, Dut::Testpmd] {
             let cache = work.join(format!("storm-cache-{n}"));
+            // bootcache validates every hit with a real agent (answers
+            // reused for `answer_ttl`, as deployed); testpmd has none.
+            let agent = if dut == Dut::Bootcache {
+                let bin = crate::agent::agent_bin(&base.bootcache_bin);
+                Some(crate::agent::Agent::start(
+                    &bin,
+                    &work.join(format!("storm-agent-{n}")),
+                    &[(NBP_NAME, &files.nbp[..]), (IMAGE_NAME, &files.image[..])],
+                )?)
+            } else {
+                None
+            };
             let mut args = crate::dut::write_config(
                 &work.join("storm.toml"),
                 &cache,
-                "serve_max_age = 3600\n[limits]\nmax_transfers = 4096\nredirect_ring = 32768\n",
+                &format!(
+                    "[limits]\nmax_transfers = 4096\nredirect_ring = 32768\n{}",
+                    agent.as_ref().map(|a| a.config()).unwrap_or_default()
+                ),
             )?;
             args.extend(["--mbufs".into(), "65535".into()]);
             let dcfg = DutConfig {
@@ -922,8 +940,14 @@ pub fn run(
             } else {
                 None
             };
-            let storm = run_phase(h.ports, &pool, &files, cfg.shape, 1, n)?;
+            // A large storm outlasts the default timeout: allow every
+            // client's bytes at 50 MB/s on top of it.
+            let mut shape = cfg.shape;
+            let bytes = (n * (cfg.nbp_size + cfg.image_size)) as f64;
+            shape.phase_timeout += Duration::from_secs_f64(bytes / 50e6);
+            let storm = run_phase(h.ports, &pool, &files, shape, 1, n)?;
             let text = p.stop(h)?;
+            let agent = agent.map(crate::agent::Agent::stop).transpose()?;
             if std::env::var_os("BOOTCACHE_BENCH_DEBUG").is_some() {
                 eprintln!("{} said:\n{text}", dut.name());
             }
@@ -948,6 +972,7 @@ pub fn run(
                 cold,
                 storm,
                 serve_stats,
+                agent,
             };
             print_row(&row);
             res.rows.push(row);
@@ -992,6 +1017,16 @@ fn print_row(r: &StormRow) {
     line(if r.cold.is_some() { "warm" } else { "all" }, &r.storm);
     if !r.serve_stats.is_empty() {
         println!("  N={:<5} bootcache {}", r.n, r.serve_stats);
+    }
+    if let Some(a) = &r.agent {
+        println!(
+            "  N={:<5} bootcache agent: {} questions, {} answered current, {} not, {} bytes (counted as origin bytes)",
+            r.n,
+            a.received,
+            a.current,
+            a.not_current,
+            a.bytes()
+        );
     }
 }
 
@@ -1047,6 +1082,7 @@ fn tables(
         "clients",
         "bootcache_origin_bytes",
         "bootcache_origin_tftp_bytes",
+        "agent_bytes",
         "tftp_vs_one_cold_boot",
         "total_vs_one_cold_boot",
         "testpmd_origin_bytes",
@@ -1066,12 +1102,14 @@ fn tables(
             continue;
         };
         let cold = b.cold.as_ref().expect("bootcache row has a cold phase");
-        let total = cold.origin_bytes + b.storm.origin_bytes;
+        // The agent's datagrams cross the boot server's link too.
+        let total = cold.origin_bytes + b.storm.origin_bytes + b.agent.map_or(0, |a| a.bytes());
         let tftp = cold.origin_tftp_bytes() + b.storm.origin_tftp_bytes();
         t.push(vec![
             n.to_string(),
             total.to_string(),
             tftp.to_string(),
+            b.agent.map_or(0, |a| a.bytes()).to_string(),
             f(tftp as f64 / cold.origin_tftp_bytes().max(1) as f64, 4),
             f(total as f64 / cold.origin_bytes.max(1) as f64, 4),
             tp.storm.origin_bytes.to_string(),

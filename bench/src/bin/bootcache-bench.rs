@@ -94,7 +94,7 @@ struct StormArgs {
     /// Storm sizes (clients booting at once), comma-separated.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=60000))]
     clients: Option<Vec<u32>>,
-    /// Boot image size in bytes (default 1 MiB; 64 KiB with --quick).
+    /// Boot image size in bytes (default 64 MiB; 64 KiB with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=(1 << 32)))]
     image_size: Option<u64>,
     /// NBP size in bytes (default 46000; 16 KiB with --quick).
