@@ -74,8 +74,9 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     assert_eq!(t.bootcache_stat("fleet", "fallbacks"), Some(0));
 
     // The file changes on the origin. As soon as the agent has rehashed it
-    // (its log line), the next read gets the new bytes: from the origin,
-    // then from the refreshed cache. No answer_ttl wait.
+    // (its log line), the next read gets the new bytes: from the origin
+    // (or the copy pushed through the Object Store), then from the
+    // refreshed cache. No answer_ttl wait.
     let v2 = test_content(1 << 20, 22);
     let v2_sha = netns::sha256_bytes(&v2, &t.dir, "v2").unwrap();
     let changed = Instant::now();
@@ -108,13 +109,32 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
         read_at < Duration::from_secs(5),
         "the read came {read_at:?} after the change: no faster than answer_ttl"
     );
-    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
-    t.wait_stat("files", "replaced", 1, Duration::from_secs(20))
-        .unwrap();
+    // From the origin, or from the copy the agent pushed through the
+    // Object Store if that was quicker (item 3): never twice.
+    let sent = t.origin_count("fleet.img");
+    assert!(sent == 1 || sent == 2, "{:?}", t.origin_transfers());
+    // The cache holds the new version: filled from that transfer
+    // (`replaced`), or published from the Object Store.
+    let at = Instant::now();
+    while t.bootcache_stat("files", "replaced").unwrap_or(0) == 0
+        && t.bootcache_stat("fleet_member", "published").unwrap_or(0) == 0
+    {
+        assert!(
+            at.elapsed() < Duration::from_secs(20),
+            "the new version never reached the cache:\n{}",
+            t.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(get(&t), v2_sha);
     t.wait_stat("fleet", "current", 2, Duration::from_secs(5))
         .unwrap();
-    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    assert_eq!(
+        t.origin_count("fleet.img"),
+        sent,
+        "{:?}",
+        t.origin_transfers()
+    );
     eprintln!(
         "fleet: change → bridge stops serving the old copy {:.0} ms, → agent rehashed {:.0} ms, → read with the new bytes started {:.0} ms",
         stopped.as_secs_f64() * 1e3,
@@ -159,7 +179,12 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     assert_eq!(get(&t), v2_sha);
     t.wait_stat("fleet", "current", 3, Duration::from_secs(5))
         .unwrap();
-    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    assert_eq!(
+        t.origin_count("fleet.img"),
+        sent,
+        "{:?}",
+        t.origin_transfers()
+    );
     assert_eq!(t.bootcache_stat("serve", "validated_current"), Some(0));
 
     // The engine stops: the mirror is no longer live, bootcache asks the
@@ -170,7 +195,12 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     t.wait_stat("serve", "validated_current", 1, Duration::from_secs(5))
         .unwrap();
     assert!(t.bootcache_stat("fleet", "fallbacks").unwrap_or(0) >= 1);
-    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    assert_eq!(
+        t.origin_count("fleet.img"),
+        sent,
+        "{:?}",
+        t.origin_transfers()
+    );
 
     // The engine is back (its storage kept): the mirror reconnects,
     // resumes its watch after its last revision (no start-over), is live
@@ -183,7 +213,12 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     t.wait_stat("fleet", "current", 4, Duration::from_secs(5))
         .unwrap();
     assert_eq!(t.bootcache_stat("serve", "validated_current"), Some(1));
-    assert_eq!(t.origin_count("fleet.img"), 2, "{:?}", t.origin_transfers());
+    assert_eq!(
+        t.origin_count("fleet.img"),
+        sent,
+        "{:?}",
+        t.origin_transfers()
+    );
 
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
