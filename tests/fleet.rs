@@ -291,6 +291,16 @@ fn holdings_pushed_updates_and_directives() {
     assert_eq!(b["presence"]["site"], "site-a", "{v:#}");
     assert_eq!(b["presence"]["mirror_live"], true, "{v:#}");
     assert_eq!(v["bad_signature"], 0, "{v:#}");
+    // The image map's summary: the client and the file it loaded.
+    wait(&t, "the bridge's image map summary", &|v| {
+        bridge(v, "bridge-a").is_some_and(|b| {
+            b["image_map"]["clients"] == 1
+                && b["image_map"]["files"].as_array().is_some_and(|f| {
+                    f.iter()
+                        .any(|f| f["name"] == "push.img" && f["clients"] == 1)
+                })
+        })
+    });
     let text = t.fleet_command("fleet", &[]).unwrap();
     assert!(text.contains("bridge bridge-a site site-a"), "{text}");
 
