@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::doc::{self, Ack, Directive, DirectiveKind, Holding, Target};
+use crate::doc::{self, Directive, DirectiveKind, Holding, Target};
 use crate::publish::Published;
 use crate::record::{FileInfo, RecordError};
 
@@ -63,7 +63,6 @@ pub struct Coordinator {
     /// Bridge → holding key → holding.
     holdings: HashMap<String, HashMap<String, Holding>>,
     directives: BTreeMap<String, Directive>,
-    acks: HashMap<(String, String), Ack>,
     /// What the Object Store holds (as far as we know): name → SHA-256.
     objects: HashMap<String, [u8; 32]>,
     /// Uploads under way, and failed ones with when to try again (ms).
@@ -82,7 +81,6 @@ impl Coordinator {
             bucket: bucket.to_owned(),
             holdings: HashMap::new(),
             directives: BTreeMap::new(),
-            acks: HashMap::new(),
             objects: HashMap::new(),
             uploading: HashMap::new(),
             refreshed: HashMap::new(),
@@ -161,17 +159,8 @@ impl Coordinator {
                     }
                 }
             }
-            (Some("a"), Some(_), Some(_), Some(v)) => {
-                if let Some(a) = self.verify::<Ack>(key, v) {
-                    if doc::ack_key(&a.id, &a.bridge) != key {
-                        self.counters.malformed += 1;
-                        return;
-                    }
-                    if self.directives.contains_key(&a.id) || self.acks.len() < MAX_DIRECTIVES * 4 {
-                        self.acks.insert((a.id.clone(), a.bridge.clone()), a);
-                    }
-                }
-            }
+            // Acknowledgements and image maps are the listing's, deletes
+            // of directives change nothing here.
             (Some("d" | "a" | "m"), ..) => {}
             _ => self.counters.malformed += 1,
         }

@@ -16,6 +16,9 @@ pub const GIVE_UP: Duration = Duration::from_secs(60);
 /// Pause between attempts at one file (the agent may still be uploading
 /// it, or the mirror not live yet).
 pub const RETRY: Duration = Duration::from_secs(1);
+/// Finished directives remembered at most (past it the set starts over: a
+/// directive taken up again finds its files held and is done at once).
+pub const MAX_FINISHED: usize = 4096;
 /// Directives issued longer ago than this are ignored (a bridge joining
 /// later does not replay last month's).
 pub const MAX_AGE_MS: u64 = 24 * 3600 * 1000;
@@ -171,8 +174,15 @@ impl Directives {
     /// earlier run's): a finished one is not taken up again.
     pub fn acknowledged(&mut self, ack: &Ack) {
         if ack.bridge == self.bridge && ack.finished() {
-            self.finished.insert(ack.id.clone());
+            self.finish(ack.id.clone());
         }
+    }
+
+    fn finish(&mut self, id: String) {
+        if self.finished.len() >= MAX_FINISHED {
+            self.finished.clear();
+        }
+        self.finished.insert(id);
     }
 
     /// A directive from the bucket (verified). Taken up if it is for us,
@@ -351,7 +361,7 @@ impl Directives {
         }
         for id in done {
             self.active.remove(&id);
-            self.finished.insert(id);
+            self.finish(id);
         }
         out
     }
