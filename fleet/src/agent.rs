@@ -107,12 +107,16 @@ where
     let (client, mut events) = connect(c, "bootcache-agent coordinator").await?;
     let js = jetstream::new(client);
     let fleet = ensure_fleet(&js, b).await?;
-    ensure_presence(&js, b).await?;
+    let presence = ensure_presence(&js, b).await?;
     let objects = ensure_objects(&js, &b.objects).await?;
     let mut watch = fleet
         .watch_with_history(">")
         .await
         .map_err(|e| js_err("watching the fleet bucket")(e.to_string()))?;
+    let mut present = presence
+        .watch_with_history(">")
+        .await
+        .map_err(|e| js_err("watching presence")(e.to_string()))?;
     log::info!("fleet: coordinating through {} and {}", b.fleet, b.objects);
     *attempt = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -128,6 +132,15 @@ where
                 }
                 Some(Err(e)) => return Err(FleetError::Lost(format!("watch: {e}"))),
                 None => return Err(FleetError::Lost("watch ended".into())),
+            },
+            e = present.next() => match e {
+                Some(Ok(e)) => {
+                    if matches!(e.operation, kv::Operation::Put) {
+                        coord.observe_presence(&e.key, &e.value);
+                    }
+                }
+                Some(Err(e)) => return Err(FleetError::Lost(format!("presence: {e}"))),
+                None => return Err(FleetError::Lost("presence watch ended".into())),
             },
             _ = tick.tick() => {
                 if stop.load(Ordering::Relaxed) {

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::doc::{self, Directive, DirectiveKind, Holding, Target};
+use crate::doc::{self, Directive, DirectiveKind, Holding, Presence, Target};
 use crate::publish::Published;
 use crate::record::{FileInfo, RecordError};
 
@@ -62,6 +62,11 @@ pub struct Coordinator {
     bucket: String,
     /// Bridge → holding key → holding.
     holdings: HashMap<String, HashMap<String, Holding>>,
+    /// Bridge → when its last presence entry was put (its clock, ms):
+    /// only bridges present are directed (one that comes back puts its
+    /// holdings again and is directed then).
+    present: HashMap<String, u64>,
+    presence_bucket: String,
     directives: BTreeMap<String, Directive>,
     /// What the Object Store holds (as far as we know): name → SHA-256.
     objects: HashMap<String, [u8; 32]>,
@@ -80,6 +85,9 @@ impl Coordinator {
             key: key.to_vec(),
             bucket: bucket.to_owned(),
             holdings: HashMap::new(),
+            present: HashMap::new(),
+            presence_bucket: doc::Buckets::of(bucket.strip_suffix("-fleet").unwrap_or(bucket))
+                .presence,
             directives: BTreeMap::new(),
             objects: HashMap::new(),
             uploading: HashMap::new(),
@@ -166,6 +174,37 @@ impl Coordinator {
         }
     }
 
+    /// An entry of the presence bucket.
+    pub fn observe_presence(&mut self, key: &str, value: &[u8]) {
+        let p = match doc::verify::<Presence>(value, &self.key, &self.presence_bucket, key) {
+            Ok(p) if doc::presence_key(&p.id) == key => p,
+            Ok(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+            Err(RecordError::BadSignature) => {
+                self.counters.bad_signature += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.malformed += 1;
+                return;
+            }
+        };
+        if !self.present.contains_key(&p.id) && self.present.len() >= MAX_BRIDGES {
+            self.counters.refused += 1;
+            return;
+        }
+        self.present.insert(p.id, p.at_ms);
+    }
+
+    fn is_present(&self, bridge: &str, now_ms: u64) -> bool {
+        let ttl = doc::PRESENCE_TTL.as_millis() as u64;
+        self.present
+            .get(bridge)
+            .is_some_and(|at| now_ms.abs_diff(*at) <= ttl)
+    }
+
     /// The Object Store already holds `name` with `sha256` (found at start,
     /// or an upload that hashed to the table's value), or the upload failed
     /// (`None`) at `now_ms`.
@@ -183,10 +222,12 @@ impl Coordinator {
         }
     }
 
-    /// Bridges holding a copy of `name` other than `sha256` (hex), by id.
-    fn outdated(&self, name: &str, sha256: &str) -> BTreeSet<String> {
+    /// Bridges present holding a copy of `name` other than `sha256`
+    /// (hex), by id.
+    fn outdated(&self, now_ms: u64, name: &str, sha256: &str) -> BTreeSet<String> {
         self.holdings
             .iter()
+            .filter(|(b, _)| self.is_present(b, now_ms))
             .filter(|(_, h)| h.values().any(|h| h.name == name && h.sha256 != sha256))
             .map(|(b, _)| b.clone())
             .collect()
@@ -232,7 +273,7 @@ impl Coordinator {
         let mut directs = Vec::new();
         for (name, info) in &names {
             let hex = doc::hex(&info.sha256);
-            let outdated = self.outdated(name, &hex);
+            let outdated = self.outdated(now_ms, name, &hex);
             if outdated.is_empty() {
                 continue;
             }
@@ -305,6 +346,21 @@ mod tests {
         }
     }
 
+    fn present(c: &mut Coordinator, bridge: &str, at_ms: u64) {
+        let p = Presence {
+            id: bridge.into(),
+            site: "s".into(),
+            addresses: vec![],
+            version: "0".into(),
+            started_ms: 0,
+            at_ms,
+            mirror_live: true,
+            holdings: 1,
+        };
+        let k = doc::presence_key(bridge);
+        c.observe_presence(&k, &doc::sign(&p, KEY, "bootcache-presence", &k));
+    }
+
     fn hold(c: &mut Coordinator, bridge: &str, name: &str, sha: u8) {
         let h = Holding {
             name: name.into(),
@@ -320,34 +376,41 @@ mod tests {
 
     #[test]
     fn a_change_is_uploaded_once_then_outdated_bridges_are_directed_once() {
+        const T: u64 = 60_000;
         let mut c = Coordinator::new(KEY, B);
         let mut table = HashMap::from([("k".to_string(), Published::File(info(1)))]);
         hold(&mut c, "b1", "k", 1);
         hold(&mut c, "b2", "k", 1);
-        assert!(c.step(1, 0, &table).is_empty(), "all current");
+        hold(&mut c, "gone", "k", 1);
+        present(&mut c, "b1", T);
+        present(&mut c, "b2", T);
+        // Present long ago: not directed.
+        present(&mut c, "gone", 0);
+        assert!(c.step(T + 1, 0, &table).is_empty(), "all current");
         // The file changes: one upload of the new version.
         table.insert("k".into(), Published::File(info(2)));
         assert_eq!(
-            c.step(2, 0, &table),
+            c.step(T + 2, 0, &table),
             vec![Action::Upload {
                 name: "k".into(),
                 sha256: [2; 32]
             }]
         );
-        assert!(c.step(3, 0, &table).is_empty(), "under way: not twice");
-        c.uploaded(4, "k", Some([2; 32]));
-        let a = c.step(5, 7, &table);
+        assert!(c.step(T + 3, 0, &table).is_empty(), "under way: not twice");
+        c.uploaded(T + 4, "k", Some([2; 32]));
+        let a = c.step(T + 5, 7, &table);
         let [Action::Direct(d)] = &a[..] else {
             panic!("{a:?}")
         };
         assert_eq!(d.kind, DirectiveKind::Refresh);
         assert_eq!(d.target, Target::Bridges(vec!["b1".into(), "b2".into()]));
         assert_eq!(d.files, vec!["k".to_string()]);
-        assert!(c.step(6, 7, &table).is_empty(), "directed once");
+        assert!(c.step(T + 6, 7, &table).is_empty(), "directed once");
         // b1 refreshed; a third bridge shows up with the old copy: only it.
         hold(&mut c, "b1", "k", 2);
         hold(&mut c, "b3", "k", 1);
-        let a = c.step(7, 7, &table);
+        present(&mut c, "b3", T + 7);
+        let a = c.step(T + 7, 7, &table);
         let [Action::Direct(d)] = &a[..] else {
             panic!("{a:?}")
         };
