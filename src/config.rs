@@ -176,6 +176,17 @@ pub(crate) struct FleetConfig {
     /// Files the mirror holds at most (more are refused and counted).
     #[serde(default = "default_max_files")]
     pub(crate) max_files: usize,
+    /// This bridge's id in the fleet (letters, digits, '-', '_'); default:
+    /// the hostname, other characters made '-'.
+    #[serde(default)]
+    pub(crate) bridge_id: Option<String>,
+    /// Its site (directives can name one); default "default".
+    #[serde(default)]
+    pub(crate) site: Option<String>,
+    /// Files pre-staged by a directive (no copy to replace) are cached as
+    /// from this boot server; default: the first of `servers`.
+    #[serde(default)]
+    pub(crate) origin: Option<Ipv4Addr>,
 }
 
 fn default_bucket() -> String {
@@ -191,6 +202,19 @@ fn default_max_files() -> usize {
 }
 
 impl FleetConfig {
+    /// `bridge_id`, or the hostname made an id.
+    pub(crate) fn bridge_id(&self) -> String {
+        self.bridge_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            bootcache_fleet::doc::sanitize_id(host.trim())
+        })
+    }
+
+    /// `site`, or "default".
+    pub(crate) fn site(&self) -> String {
+        self.site.clone().unwrap_or_else(|| "default".into())
+    }
+
     /// The NATS side's configuration.
     pub(crate) fn nats(&self) -> bootcache_fleet::NatsConfig {
         bootcache_fleet::NatsConfig {
@@ -401,6 +425,18 @@ impl Config {
             if f.max_files == 0 {
                 bail!("fleet.max_files: must be at least 1");
             }
+            for (field, v) in [("bridge_id", &f.bridge_id), ("site", &f.site)] {
+                if let Some(v) = v {
+                    if !bootcache_fleet::doc::valid_id(v) {
+                        bail!("fleet.{field}: {v:?} must be 1-64 letters, digits, '-' or '_'");
+                    }
+                }
+            }
+            if let Some(o) = f.origin {
+                if !self.servers.contains(&o) {
+                    bail!("fleet.origin: {o} is not one of `servers`");
+                }
+            }
         }
         if self.serve_max_age == Some(0) {
             bail!("serve_max_age: 0 would never serve; leave it out to disable serving");
@@ -602,6 +638,18 @@ mod tests {
             (
                 "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\nmax_silence_ms = 5",
                 "fleet.max_silence_ms",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\nbridge_id = \"a.b\"",
+                "fleet.bridge_id",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\nsite = \"\"",
+                "fleet.site",
+            ),
+            (
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"nats://x:4222\"]\norigin = \"10.9.9.9\"",
+                "fleet.origin",
             ),
             (
                 "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nserver = [\"nats://x:4222\"]",

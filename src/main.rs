@@ -12,6 +12,7 @@ mod cache_ls;
 mod cache_verify;
 mod cli;
 mod config;
+mod fleet;
 mod lcores;
 mod serve;
 mod supervise;
@@ -206,6 +207,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     };
     // The fleet's mirror (issue 14): a NATS thread of its own; the serving
     // thread reads its snapshot.
+    let mut fleet_member = None;
     let fleet_link = match (&cfg.fleet, &fleet_key) {
         (Some(f), Some(key)) => {
             let mirror = bootcache_fleet::spawn_mirror(
@@ -218,6 +220,24 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 },
             )
             .context("config: fleet")?;
+            // Presence, holdings and directives (items 2-4): a thread of
+            // its own; the worker hands it the cache's state.
+            let member = bootcache_fleet::spawn_member(
+                f.nats(),
+                key,
+                bootcache_fleet::MemberConfig {
+                    id: f.bridge_id(),
+                    site: f.site(),
+                    addresses: cfg.boot_servers().iter().map(|s| s.to_string()).collect(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    tmp_dir: cfg.cache_dir.join("tmp"),
+                    max_file_size: cfg.limits.max_file_size.0,
+                },
+                mirror.reader(),
+            )
+            .context("config: fleet")?;
+            let origin = f.origin.or_else(|| cfg.boot_servers().first().copied());
+            fleet_member = Some(fleet::Member::new(member, origin));
             Some(serve::FleetLink {
                 mirror,
                 counters: serve::FleetCounters::default(),
@@ -420,6 +440,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             s.fleet = fleet_link;
             s
         }),
+        fleet: fleet_member,
         inject,
         poll: cli.slowpath_poll,
         reopen: {

@@ -102,6 +102,7 @@ pub(crate) struct Parts {
     pub(crate) throttle: Option<Duration>,
     pub(crate) panic_after: Option<u64>,
     pub(crate) serve: Option<crate::serve::Serve>,
+    pub(crate) fleet: Option<crate::fleet::Member>,
     pub(crate) inject: Arc<InjectRing>,
     pub(crate) reopen: Reopen,
     /// The slow path has a CPU of its own: spin, not yield, while serving
@@ -153,6 +154,8 @@ pub(crate) struct Worker {
     trapped_in_batch: usize,
     /// Serving cache hits, when enabled (`serve_max_age`).
     pub(crate) serve: Option<crate::serve::Serve>,
+    /// The fleet's member thread (holdings, directives), with `[fleet]`.
+    fleet: Option<crate::fleet::Member>,
     /// Where trapped frames that are not served go back to the fast path.
     inject: Arc<InjectRing>,
     /// Trapped frames that could not be handed back to the fast path.
@@ -184,6 +187,7 @@ impl Worker {
             handled: 0,
             trapped_in_batch: 0,
             serve: p.serve,
+            fleet: p.fleet,
             inject: p.inject,
             reinject_drops: 0,
             fail: FailOpen {
@@ -276,6 +280,9 @@ impl Worker {
             // finds the file.
             self.logic.filestore_mut().poll();
             let handled = self.handle_batch();
+            if let Some(f) = &mut self.fleet {
+                f.poll(Instant::now(), &mut self.logic);
+            }
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
                 let wall = SystemTime::now();
@@ -751,6 +758,10 @@ impl Worker {
                     arp.wrong_side,
                 );
             }
+        }
+        if let Some(f) = &self.fleet {
+            out += " | fleet_member";
+            out += &f.stats();
         }
         out
     }

@@ -16,19 +16,27 @@ use bootcache_agent::{random_seed, Key, Responder, Table};
 use clap::Parser;
 
 /// Answers bootcache's "is this copy still current?" questions for the files
-/// under a TFTP root.
+/// under a TFTP root; with --nats, publishes its table to the fleet and
+/// coordinates the bridges (the `fleet` and `cache` commands talk to them).
 #[derive(Parser, Debug)]
-#[command(name = "bootcache-agent", version)]
+#[command(
+    name = "bootcache-agent",
+    version,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The TFTP root directory (as served by tftpd-hpa / dnsmasq).
-    #[arg(long)]
-    root: PathBuf,
+    #[arg(long, required = true)]
+    root: Option<PathBuf>,
     /// UDP address to listen on, e.g. 0.0.0.0:4070 (port 0 picks a free one).
-    #[arg(long)]
-    listen: SocketAddr,
+    #[arg(long, required = true)]
+    listen: Option<SocketAddr>,
     /// File holding the shared HMAC key: hex, or raw bytes; at least 32 bytes.
-    #[arg(long)]
-    key_file: PathBuf,
+    #[arg(long, required = true)]
+    key_file: Option<PathBuf>,
     /// Accepted clock difference to the cache, in seconds.
     #[arg(long, default_value_t = 30)]
     window: u64,
@@ -56,6 +64,126 @@ struct Args {
     nats_creds: Option<PathBuf>,
 }
 
+/// The fleet commands (they talk to the engine, not to a running agent).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Lists the bridges present, what each holds (and which copies are
+    /// outdated against the table), each one's image map summary, and the
+    /// directives with their acknowledgements.
+    Fleet {
+        #[command(flatten)]
+        engine: Engine,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Directs bridges to pre-stage files from the Object Store now (the
+    /// running agent uploads them); `fleet` shows pending and done.
+    Cache {
+        #[command(flatten)]
+        engine: Engine,
+        /// Files, as clients name them.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Only the bridges of this site.
+        #[arg(long, conflicts_with = "bridge")]
+        site: Option<String>,
+        /// Only this bridge (repeat for more).
+        #[arg(long)]
+        bridge: Vec<String>,
+    },
+}
+
+/// Where the fleet's engine is.
+#[derive(clap::Args, Debug)]
+struct Engine {
+    /// NATS server URL, e.g. nats://10.0.0.1:4222 (repeat for a cluster).
+    #[arg(long = "nats", value_name = "URL", required = true)]
+    nats: Vec<String>,
+    /// The table's bucket (the fleet's buckets are named after it).
+    #[arg(long, default_value = "bootcache")]
+    bucket: String,
+    /// A NATS credentials file, if the servers require one.
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// The shared HMAC key: verifies what bridges say, signs directives.
+    #[arg(long)]
+    key_file: PathBuf,
+}
+
+impl Engine {
+    fn open(&self) -> Result<(bootcache_fleet::NatsConfig, Key), String> {
+        let contents = std::fs::read(&self.key_file)
+            .map_err(|e| format!("cannot read --key-file {}: {e}", self.key_file.display()))?;
+        let key = Key::from_file_contents(&contents)
+            .map_err(|e| format!("--key-file {}: {e}", self.key_file.display()))?;
+        let nats = bootcache_fleet::NatsConfig {
+            servers: self.nats.clone(),
+            bucket: self.bucket.clone(),
+            credentials: self.nats_creds.clone(),
+        };
+        bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
+        Ok((nats, key))
+    }
+}
+
+/// `bootcache-agent fleet`.
+fn fleet(engine: &Engine, json: bool) -> Result<(), String> {
+    let (nats, key) = engine.open()?;
+    let r = bootcache_fleet::read_report(&nats, key.as_bytes()).map_err(|e| e.to_string())?;
+    if json {
+        println!("{}", bootcache_fleet::report::render_json(&r));
+    } else {
+        let now = bootcache_agent::replay::unix_ms(SystemTime::now());
+        print!("{}", bootcache_fleet::report::render_text(&r, now));
+    }
+    Ok(())
+}
+
+/// `bootcache-agent cache`.
+fn cache(
+    engine: &Engine,
+    files: &[String],
+    site: Option<&str>,
+    bridges: &[String],
+) -> Result<(), String> {
+    use bootcache_fleet::doc::{self, Directive, DirectiveKind, Target};
+    let (nats, key) = engine.open()?;
+    let mut names = Vec::new();
+    for f in files {
+        let n = wire::tftp::normalize_name(f).map_err(|e| format!("{f:?}: {e}"))?;
+        names.push(n.to_string());
+    }
+    if names.len() > doc::MAX_DIRECTIVE_FILES {
+        return Err(format!(
+            "at most {} files per directive",
+            doc::MAX_DIRECTIVE_FILES
+        ));
+    }
+    for id in site.into_iter().chain(bridges.iter().map(String::as_str)) {
+        if !doc::valid_id(id) {
+            return Err(format!(
+                "{id:?}: sites and bridges are 1-64 letters, digits, '-' or '_'"
+            ));
+        }
+    }
+    let target = match (site, bridges) {
+        (Some(s), _) => Target::Site(s.to_owned()),
+        (None, []) => Target::All,
+        (None, b) => Target::Bridges(b.to_vec()),
+    };
+    let d = Directive {
+        id: bootcache_fleet::new_directive_id(),
+        kind: DirectiveKind::Cache,
+        files: names,
+        target,
+        issued_ms: bootcache_agent::replay::unix_ms(SystemTime::now()),
+    };
+    bootcache_fleet::put_directive(&nats, key.as_bytes(), &d).map_err(|e| e.to_string())?;
+    println!("bootcache-agent: directive {} put", d.id);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
@@ -69,17 +197,33 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let contents = std::fs::read(&args.key_file)
-        .map_err(|e| format!("cannot read --key-file {}: {e}", args.key_file.display()))?;
+    match &args.command {
+        Some(Command::Fleet { engine, json }) => return fleet(engine, *json),
+        Some(Command::Cache {
+            engine,
+            files,
+            site,
+            bridge,
+        }) => return cache(engine, files, site.as_deref(), bridge),
+        None => {}
+    }
+    // clap requires these without a command.
+    let (Some(root), Some(listen), Some(key_file)) =
+        (args.root.clone(), args.listen, args.key_file.clone())
+    else {
+        return Err("--root, --listen and --key-file are required".into());
+    };
+    let contents = std::fs::read(&key_file)
+        .map_err(|e| format!("cannot read --key-file {}: {e}", key_file.display()))?;
     let key = Key::from_file_contents(&contents)
-        .map_err(|e| format!("--key-file {}: {e}", args.key_file.display()))?;
+        .map_err(|e| format!("--key-file {}: {e}", key_file.display()))?;
     if args.window == 0 {
         return Err("--window must be at least 1 second".into());
     }
     let window = Duration::from_secs(args.window);
 
-    let table = Table::scan_with(&args.root, args.follow_outside_root)
-        .map_err(|e| format!("cannot scan --root {}: {e}", args.root.display()))?;
+    let table = Table::scan_with(&root, args.follow_outside_root)
+        .map_err(|e| format!("cannot scan --root {}: {e}", root.display()))?;
     log::info!(
         "verification table: {} files ({} through links) under {}",
         table.len(),
@@ -101,7 +245,7 @@ fn run(args: Args) -> Result<(), String> {
             ..WatchConfig::default()
         },
     )
-    .map_err(|e| format!("cannot watch --root {}: {e}", args.root.display()))?;
+    .map_err(|e| format!("cannot watch --root {}: {e}", root.display()))?;
 
     let publisher = if args.nats.is_empty() {
         None
@@ -115,18 +259,30 @@ fn run(args: Args) -> Result<(), String> {
         let epoch = bootcache_agent::replay::unix_ms(SystemTime::now());
         let t = table.clone();
         let h = bootcache_fleet::spawn_publisher(
-            nats,
+            nats.clone(),
             key.as_bytes(),
             epoch,
             bootcache_fleet::PublishConfig::default(),
             move || fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner())),
         )
         .map_err(|e| format!("--nats: {e}"))?;
-        Some(h)
+        // Pushed updates and directives (issue 14 items 3-4): the files
+        // bridges need go into the Object Store from the root.
+        let t = table.clone();
+        let root = t
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .root()
+            .to_path_buf();
+        let c = bootcache_fleet::spawn_coordinator(nats, key.as_bytes(), root, move || {
+            fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner()))
+        })
+        .map_err(|e| format!("--nats: {e}"))?;
+        Some((h, c))
     };
 
-    let sock = UdpSocket::bind(args.listen)
-        .map_err(|e| format!("cannot bind --listen {}: {e}", args.listen))?;
+    let sock =
+        UdpSocket::bind(listen).map_err(|e| format!("cannot bind --listen {listen}: {e}"))?;
     // Short timeout: the loop must notice the shutdown flag promptly.
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| format!("socket: {e}"))?;
@@ -189,11 +345,18 @@ fn run(args: Args) -> Result<(), String> {
             t.outside_root()
         );
     }
-    if let Some(p) = publisher {
+    if let Some((p, c)) = publisher {
+        let k = c.counters();
         println!(
-            "bootcache-agent: fleet: puts={} foreign={}",
+            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={}",
             p.puts(),
-            p.foreign()
+            p.foreign(),
+            k.uploads,
+            k.upload_errors,
+            k.refreshes,
+            k.bad_signature,
+            k.malformed,
+            k.refused
         );
     }
     let c = responder.counters();

@@ -597,13 +597,9 @@ impl Topology {
         Ok(p)
     }
 
-    /// Starts `bootcache-agent` in the server namespace on the management link.
-    pub fn start_agent(&mut self) -> Result<()> {
-        self.start_agent_with(&[])
-    }
-
-    /// [`Topology::start_agent`] with more arguments (e.g. `--nats URL`).
-    pub fn start_agent_with(&mut self, extra: &[&str]) -> Result<()> {
+    /// The `bootcache-agent` binary: `BOOTCACHE_AGENT_BIN`, or beside
+    /// bootcache's.
+    fn agent_bin(&self) -> Result<PathBuf> {
         let bin = match std::env::var_os("BOOTCACHE_AGENT_BIN") {
             Some(p) => PathBuf::from(p),
             None => self
@@ -618,6 +614,17 @@ impl Topology {
                 bin.display()
             );
         }
+        Ok(bin)
+    }
+
+    /// Starts `bootcache-agent` in the server namespace on the management link.
+    pub fn start_agent(&mut self) -> Result<()> {
+        self.start_agent_with(&[])
+    }
+
+    /// [`Topology::start_agent`] with more arguments (e.g. `--nats URL`).
+    pub fn start_agent_with(&mut self, extra: &[&str]) -> Result<()> {
+        let bin = self.agent_bin()?;
         let key = self.key_file()?;
         let log = self.dir.join("agent.log");
         let mut cmd = self.server_cmd(bin.to_str().unwrap_or("bootcache-agent"));
@@ -1535,14 +1542,74 @@ impl Topology {
     /// table, as [`Topology::write_bootcache_config`]) and the fleet's
     /// mirror of [`FLEET_BUCKET`] on [`Topology::start_nats`]'s server.
     pub fn write_fleet_config(&self, agent_extra: &str) -> Result<PathBuf> {
+        self.write_fleet_member_config(agent_extra, "")
+    }
+
+    /// [`Topology::write_fleet_config`] with `fleet_extra` TOML lines in
+    /// its `[fleet]` table (e.g. `bridge_id = "a"`).
+    pub fn write_fleet_member_config(
+        &self,
+        agent_extra: &str,
+        fleet_extra: &str,
+    ) -> Result<PathBuf> {
         let p = self.write_bootcache_config(agent_extra)?;
         let mut text = std::fs::read_to_string(&p)?;
         text += &format!(
-            "\n[fleet]\nservers = [\"{}\"]\nbucket = \"{FLEET_BUCKET}\"\n",
+            "\n[fleet]\nservers = [\"{}\"]\nbucket = \"{FLEET_BUCKET}\"\n{fleet_extra}\n",
             self.nats_url()
         );
         std::fs::write(&p, text)?;
         Ok(p)
+    }
+
+    /// Runs a fleet command of `bootcache-agent` (`fleet`, `cache`)
+    /// against [`Topology::start_nats`]'s server with the shared key, in
+    /// the server namespace; its standard output.
+    pub fn fleet_command(&self, command: &str, args: &[&str]) -> Result<String> {
+        let bin = self.agent_bin()?;
+        let mut cmd = self.server_cmd(bin.to_str().unwrap_or("bootcache-agent"));
+        cmd.arg(command)
+            .args(["--nats", &self.nats_url(), "--bucket", FLEET_BUCKET])
+            .arg("--key-file")
+            .arg(self.key_file()?)
+            .args(args);
+        let out = cmd.output()?;
+        if !out.status.success() {
+            bail!(
+                "bootcache-agent {command}: {}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `bootcache-agent fleet --json`, parsed.
+    pub fn fleet_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(
+            &self.fleet_command("fleet", &["--json"])?,
+        )?)
+    }
+
+    /// Polls [`Topology::fleet_json`] until `ok` holds of it; the last
+    /// listing in the error.
+    pub fn wait_fleet(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<serde_json::Value> {
+        let t = Instant::now();
+        loop {
+            let v = self.fleet_json()?;
+            if ok(&v) {
+                return Ok(v);
+            }
+            if t.elapsed() > timeout {
+                bail!("{what}: not after {timeout:?}; bootcache-agent fleet --json said:\n{v:#}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -13,19 +13,34 @@
 //!   thread reads.
 //! - [`Publisher`]: the agent's side, sans-I/O.
 //! - [`nats`]: the I/O (async-nats on a thread of its own).
+//! - [`doc`]: the signed documents of items 2–4 (presence, holdings,
+//!   image map summaries, directives, acknowledgements); [`member`] a
+//!   bridge's part (sans-I/O) and [`bridge`] its I/O; [`coord`] the
+//!   agent's pushed updates (sans-I/O) and [`agent`] its I/O and the
+//!   `fleet`/`cache` commands'; [`report`] the `fleet` listing.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod agent;
+pub mod bridge;
+pub mod coord;
+pub mod doc;
+pub mod member;
 pub mod mirror;
 pub mod nats;
 pub mod publish;
 pub mod record;
+pub mod report;
 
+pub use agent::{
+    new_directive_id, put_directive, read_report, spawn_coordinator, CoordinatorHandle,
+};
+pub use bridge::{spawn_member, MemberConfig, MemberCounters, MemberHandle, Staged};
 pub use mirror::{Mirror, MirrorConfig, MirrorCounters, Op, Verdict, View};
 pub use nats::{
-    check_config, put_raw, spawn_mirror, spawn_publisher, FleetError, MirrorHandle, NatsConfig,
-    PublishConfig, PublisherHandle,
+    check_config, put_raw, spawn_mirror, spawn_publisher, FleetError, MirrorHandle, MirrorReader,
+    NatsConfig, PublishConfig, PublisherHandle,
 };
 pub use publish::{Published, Publisher, Put};
 pub use record::{file_key, Body, FileInfo, Record, RecordError};

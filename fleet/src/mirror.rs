@@ -90,6 +90,16 @@ impl View {
         self.files.is_empty()
     }
 
+    /// The current content of `name` (normalised) as published by the
+    /// agent's current run, if the table vouches for one. The caller
+    /// checks liveness first ([`is_live`]).
+    pub fn current(&self, name: &str) -> Option<FileInfo> {
+        match self.files.get(name) {
+            Some((epoch, FileView::File(info))) if *epoch == self.epoch => Some(*info),
+            _ => None,
+        }
+    }
+
     /// The verdict for a copy of `name` (normalised) with `sha256`. The
     /// caller checks liveness first ([`is_live`]).
     pub fn verdict(&self, name: &str, sha256: &[u8; 32]) -> Verdict {

@@ -61,7 +61,7 @@ pub enum FleetError {
     Thread(#[from] std::io::Error),
 }
 
-fn js_err(what: &'static str) -> impl FnOnce(String) -> FleetError {
+pub(crate) fn js_err(what: &'static str) -> impl FnOnce(String) -> FleetError {
     move |detail| FleetError::JetStream { what, detail }
 }
 
@@ -106,14 +106,14 @@ pub fn check_config(c: &NatsConfig) -> Result<(), FleetError> {
     Ok(())
 }
 
-fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Connects; connection events (a drop) arrive on the returned channel.
-async fn connect(
+pub(crate) async fn connect(
     c: &NatsConfig,
     name: &str,
 ) -> Result<
@@ -157,7 +157,7 @@ async fn connect(
     Ok((client, rx))
 }
 
-fn lost(ev: Option<async_nats::Event>) -> Option<String> {
+pub(crate) fn lost(ev: Option<async_nats::Event>) -> Option<String> {
     match ev {
         Some(async_nats::Event::Disconnected) => Some("disconnected".into()),
         Some(async_nats::Event::Closed) | None => Some("closed".into()),
@@ -165,14 +165,14 @@ fn lost(ev: Option<async_nats::Event>) -> Option<String> {
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
 }
 
 /// Reconnection pacing: 100 ms doubling to 2 s.
-async fn backoff(attempt: &mut u32) {
+pub(crate) async fn backoff(attempt: &mut u32) {
     let ms = (100u64 << (*attempt).min(5)).min(2000);
     *attempt += 1;
     tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -193,9 +193,9 @@ struct Shared {
 }
 
 /// A NATS thread and its stop flag: stopped and joined on drop.
-struct Worker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+pub(crate) struct Worker {
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) thread: Option<JoinHandle<()>>,
 }
 
 impl Drop for Worker {
@@ -204,6 +204,44 @@ impl Drop for Worker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// What other threads read of a running mirror (cheap to clone).
+#[derive(Clone)]
+pub struct MirrorReader {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MirrorReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorReader").finish_non_exhaustive()
+    }
+}
+
+impl MirrorReader {
+    /// What the table vouches for under `name` (normalised) while the
+    /// mirror is live: its current content; `None` otherwise.
+    pub fn current(&self, now: Instant, name: &str) -> Option<crate::record::FileInfo> {
+        if !self.shared.is_live(now) {
+            return None;
+        }
+        self.shared.view.load().current(name)
+    }
+
+    /// Whether the mirror answers at `now`.
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.shared.is_live(now)
+    }
+}
+
+impl Shared {
+    fn is_live(&self, now: Instant) -> bool {
+        let hb = match self.heartbeat.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(self.base + Duration::from_nanos(n - 1)),
+        };
+        mirror::is_live(self.view.load().synced, hb, now, self.max_silence)
     }
 }
 
@@ -234,14 +272,16 @@ impl MirrorHandle {
         Some(self.shared.view.load().verdict(&name, sha256))
     }
 
+    /// A reader for other threads (the fleet's member thread).
+    pub fn reader(&self) -> MirrorReader {
+        MirrorReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Whether the mirror answers at `now`.
     pub fn is_live(&self, now: Instant) -> bool {
-        let s = &self.shared;
-        let hb = match s.heartbeat.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(s.base + Duration::from_nanos(n - 1)),
-        };
-        mirror::is_live(s.view.load().synced, hb, now, s.max_silence)
+        self.shared.is_live(now)
     }
 
     /// Files in the mirror.
@@ -555,12 +595,30 @@ where
 /// information, whose 2.9 form async-nats 0.50 cannot parse (it expects
 /// 2.10's `reserved_memory`); the stream is what `create_key_value` makes.
 async fn create_bucket(js: &jetstream::Context, bucket: &str) -> Result<(), FleetError> {
+    create_kv(
+        js,
+        bucket,
+        "bootcache verification table (signed by bootcache-agent)",
+        Duration::ZERO,
+    )
+    .await
+}
+
+/// Creates a KV bucket's stream (see [`create_bucket`]); a non-zero
+/// `max_age` makes its entries expire (NATS 2.9 has no per-key TTL).
+async fn create_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<(), FleetError> {
     use jetstream::stream::{Config, DiscardPolicy, StorageType};
     js.create_stream(Config {
         name: format!("KV_{bucket}"),
-        description: Some("bootcache verification table (signed by bootcache-agent)".into()),
+        description: Some(description.into()),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
+        max_age,
         storage: StorageType::File,
         allow_rollup: true,
         deny_delete: true,
@@ -570,8 +628,64 @@ async fn create_bucket(js: &jetstream::Context, bucket: &str) -> Result<(), Flee
         ..Default::default()
     })
     .await
-    .map_err(|e| js_err("creating the bucket")(e.to_string()))?;
+    .map_err(|e| js_err("creating a bucket")(format!("{bucket}: {e}")))?;
     Ok(())
+}
+
+/// Opens the KV bucket `bucket`, creating it if missing.
+async fn ensure_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, FleetError> {
+    if let Ok(s) = js.get_key_value(bucket).await {
+        return Ok(s);
+    }
+    create_kv(js, bucket, description, max_age).await?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| js_err("opening a bucket")(format!("{bucket}: {e}")))
+}
+
+/// Opens the fleet bucket of `b` (holdings, image maps, directives,
+/// acknowledgements), creating it if missing.
+pub(crate) async fn ensure_fleet(
+    js: &jetstream::Context,
+    b: &crate::doc::Buckets,
+) -> Result<kv::Store, FleetError> {
+    let what = "bootcache fleet: holdings, image maps, directives";
+    ensure_kv(js, &b.fleet, what, Duration::ZERO).await
+}
+
+/// Opens the presence bucket of `b` (entries expire after
+/// [`crate::doc::PRESENCE_TTL`]), creating it if missing.
+pub(crate) async fn ensure_presence(
+    js: &jetstream::Context,
+    b: &crate::doc::Buckets,
+) -> Result<kv::Store, FleetError> {
+    let what = "bootcache fleet: bridges present";
+    ensure_kv(js, &b.presence, what, crate::doc::PRESENCE_TTL).await
+}
+
+/// Opens the Object Store `bucket`, creating it if missing (file storage).
+pub(crate) async fn ensure_objects(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<jetstream::object_store::ObjectStore, FleetError> {
+    if let Ok(s) = js.get_object_store(bucket).await {
+        return Ok(s);
+    }
+    js.create_object_store(jetstream::object_store::Config {
+        bucket: bucket.to_owned(),
+        description: Some("bootcache: files pushed to and pre-staged on bridges".into()),
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        max_bytes: -1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_err("creating the Object Store")(format!("{bucket}: {e}")))
 }
 
 /// Puts one raw value into a bucket and returns its revision: for tests

@@ -27,7 +27,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// Magic bytes opening every record.
 pub const MAGIC: [u8; 2] = *b"BF";
@@ -143,7 +143,7 @@ pub fn file_key(name: &str) -> String {
     s
 }
 
-fn mac(key: &[u8], bucket: &str, kv_key: &str) -> HmacSha256 {
+pub(crate) fn mac(key: &[u8], bucket: &str, kv_key: &str) -> HmacSha256 {
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for part in [DOMAIN, bucket.as_bytes(), kv_key.as_bytes()] {
         m.update(part);

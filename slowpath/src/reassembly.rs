@@ -98,6 +98,13 @@ pub struct TempFile {
 }
 
 impl TempFile {
+    /// Takes charge of a complete file written by someone else under the
+    /// cache's temporary directory (the fleet's fetches from the Object
+    /// Store): removed on drop unless published.
+    pub fn adopt(path: PathBuf) -> TempFile {
+        TempFile { path, keep: false }
+    }
+
     /// Where the file is now.
     pub fn path(&self) -> &Path {
         &self.path

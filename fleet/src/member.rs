@@ -1,0 +1,567 @@
+//! A bridge as a member of the fleet, sans-I/O (issue 14 items 2–4): what
+//! it says it holds, and the directives it carries out. The NATS thread
+//! ([`crate::bridge`]) feeds it the bucket's entries, the cache's holdings
+//! and the clock, and does what it asks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::doc::{self, Ack, Directive, FileAck, FileState, Holding};
+use crate::record::FileInfo;
+
+/// Directives a bridge works on at once; more are refused and counted.
+pub const MAX_ACTIVE: usize = 256;
+/// A file of a directive is given up after this long without success.
+pub const GIVE_UP: Duration = Duration::from_secs(60);
+/// Pause between attempts at one file (the agent may still be uploading
+/// it, or the mirror not live yet).
+pub const RETRY: Duration = Duration::from_secs(1);
+/// Finished directives remembered at most (past it the set starts over: a
+/// directive taken up again finds its files held and is done at once).
+pub const MAX_FINISHED: usize = 4096;
+/// Directives issued longer ago than this are ignored (a bridge joining
+/// later does not replay last month's).
+pub const MAX_AGE_MS: u64 = 24 * 3600 * 1000;
+
+/// The holdings put into the bucket, kept in step with the cache.
+#[derive(Debug, Default)]
+pub struct HoldingsSync {
+    sent: HashMap<String, Holding>,
+    /// Keys of ours found in the bucket at the start of a session, not yet
+    /// known to be current.
+    found: HashSet<String>,
+}
+
+/// What to write to bring the bucket to the cache's holdings.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HoldingsDiff {
+    /// Keys and holdings to put.
+    pub puts: Vec<(String, Holding)>,
+    /// Keys to delete.
+    pub deletes: Vec<String>,
+}
+
+impl HoldingsSync {
+    /// A new session found these keys of ours in the bucket (from an
+    /// earlier run or before a reconnection): all is put again, and what
+    /// the cache no longer holds deleted.
+    pub fn start(&mut self, found: impl IntoIterator<Item = String>) {
+        self.sent.clear();
+        self.found = found.into_iter().collect();
+    }
+
+    /// The writes that make the bucket say `now` for `bridge`. Assumes
+    /// they all succeed; after a failure call [`HoldingsSync::start`].
+    pub fn diff(&mut self, bridge: &str, now: &[Holding]) -> HoldingsDiff {
+        let mut out = HoldingsDiff::default();
+        let mut keep = HashSet::with_capacity(now.len());
+        for h in now {
+            let k = h.key(bridge);
+            keep.insert(k.clone());
+            self.found.remove(&k);
+            if self.sent.get(&k) != Some(h) {
+                self.sent.insert(k.clone(), h.clone());
+                out.puts.push((k, h.clone()));
+            }
+        }
+        let gone: Vec<String> = self
+            .sent
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.sent.remove(&k);
+            out.deletes.push(k);
+        }
+        out.deletes.extend(self.found.drain());
+        out.deletes.sort();
+        out
+    }
+}
+
+/// Where one file of a directive is, on this bridge.
+#[derive(Debug, Clone)]
+enum Step {
+    /// To be fetched at `at` or later.
+    Wait { at: Instant },
+    /// A fetch is under way (the I/O side has it).
+    Fetching,
+    /// Fetched and handed to the cache with this SHA-256: done when the
+    /// holdings show it.
+    Staged { sha256: [u8; 32] },
+    /// Finished (done or failed): in the acknowledgement.
+    Over,
+}
+
+#[derive(Debug)]
+struct Work {
+    directive: Directive,
+    steps: Vec<Step>,
+    ack: Ack,
+    started: Instant,
+    /// The acknowledgement changed since it was last put.
+    dirty: bool,
+    /// Last failure per file, for the final detail.
+    last_error: Vec<String>,
+}
+
+/// A fetch the I/O side should do: the object `name` from the Object
+/// Store, which must hash to `info.sha256` (the signed table's word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// The directive.
+    pub id: String,
+    /// The file.
+    pub name: String,
+    /// What the table says it is.
+    pub info: FileInfo,
+}
+
+/// What the directives did, for the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirectiveCounters {
+    /// Directives for this bridge taken up.
+    pub accepted: u64,
+    /// Directives for other bridges, already finished here, or too old.
+    pub ignored: u64,
+    /// Directives refused past [`MAX_ACTIVE`].
+    pub refused: u64,
+    /// Files fetched from the Object Store and handed to the cache.
+    pub fetched: u64,
+    /// Files found already held at the table's version.
+    pub held: u64,
+    /// Fetches that failed (missing object, wrong bytes, cache refused).
+    pub fetch_errors: u64,
+    /// Files given up.
+    pub failed: u64,
+}
+
+/// The directives this bridge carries out.
+#[derive(Debug)]
+pub struct Directives {
+    bridge: String,
+    site: String,
+    active: BTreeMap<String, Work>,
+    /// Finished here (acknowledged as such): never taken up again.
+    finished: HashSet<String>,
+    counters: DirectiveCounters,
+}
+
+impl Directives {
+    /// For bridge `bridge` of `site`.
+    pub fn new(bridge: &str, site: &str) -> Directives {
+        Directives {
+            bridge: bridge.to_owned(),
+            site: site.to_owned(),
+            active: BTreeMap::new(),
+            finished: HashSet::new(),
+            counters: DirectiveCounters::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> DirectiveCounters {
+        self.counters
+    }
+
+    /// Directives under way.
+    pub fn active(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Our acknowledgement of a directive as found in the bucket (an
+    /// earlier run's): a finished one is not taken up again.
+    pub fn acknowledged(&mut self, ack: &Ack) {
+        if ack.bridge == self.bridge && ack.finished() {
+            self.finish(ack.id.clone());
+        }
+    }
+
+    fn finish(&mut self, id: String) {
+        if self.finished.len() >= MAX_FINISHED {
+            self.finished.clear();
+        }
+        self.finished.insert(id);
+    }
+
+    /// A directive from the bucket (verified). Taken up if it is for us,
+    /// recent, and not finished here.
+    pub fn offer(&mut self, now: Instant, wall_ms: u64, d: Directive) -> bool {
+        if !d.target.includes(&self.bridge, &self.site)
+            || self.finished.contains(&d.id)
+            || self.active.contains_key(&d.id)
+            || wall_ms.saturating_sub(d.issued_ms) > MAX_AGE_MS
+            || d.files.is_empty()
+            || d.files.len() > doc::MAX_DIRECTIVE_FILES
+        {
+            self.counters.ignored += 1;
+            return false;
+        }
+        if self.active.len() >= MAX_ACTIVE {
+            self.counters.refused += 1;
+            log::warn!("fleet: directive {} refused: {MAX_ACTIVE} under way", d.id);
+            return false;
+        }
+        self.counters.accepted += 1;
+        log::info!(
+            "fleet: directive {} ({:?}): {} file(s)",
+            d.id,
+            d.kind,
+            d.files.len()
+        );
+        let files = d
+            .files
+            .iter()
+            .map(|n| FileAck {
+                name: n.clone(),
+                state: FileState::Pending,
+                sha256: None,
+                detail: String::new(),
+            })
+            .collect();
+        let n = d.files.len();
+        self.active.insert(
+            d.id.clone(),
+            Work {
+                ack: Ack {
+                    id: d.id.clone(),
+                    bridge: self.bridge.clone(),
+                    at_ms: wall_ms,
+                    files,
+                },
+                steps: vec![Step::Wait { at: now }; n],
+                directive: d,
+                started: now,
+                dirty: true,
+                last_error: vec![String::new(); n],
+            },
+        );
+        true
+    }
+
+    /// Advances every directive: files the cache now holds at the table's
+    /// version are done, files past [`GIVE_UP`] failed; returns the next
+    /// fetch to do, if any (one at a time). `table` is the mirror's word
+    /// (`None`: not live, or not a file the table vouches for); `held`
+    /// whether the cache holds `name` with that SHA-256.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        wall_ms: u64,
+        table: impl Fn(&str) -> Option<FileInfo>,
+        held: impl Fn(&str, &[u8; 32]) -> bool,
+    ) -> Option<Fetch> {
+        let mut fetch = None;
+        let busy = self
+            .active
+            .values()
+            .any(|w| w.steps.iter().any(|s| matches!(s, Step::Fetching)));
+        for w in self.active.values_mut() {
+            let expired = now.saturating_duration_since(w.started) >= GIVE_UP;
+            for i in 0..w.steps.len() {
+                if matches!(w.steps[i], Step::Over) {
+                    continue;
+                }
+                let name = &w.directive.files[i];
+                let info = table(name);
+                if let Some(info) = info {
+                    if held(name, &info.sha256) {
+                        let how = if matches!(w.steps[i], Step::Staged { .. }) {
+                            "fetched"
+                        } else {
+                            self.counters.held += 1;
+                            "held"
+                        };
+                        w.steps[i] = Step::Over;
+                        w.ack.files[i] = FileAck {
+                            name: name.clone(),
+                            state: FileState::Done,
+                            sha256: Some(doc::hex(&info.sha256)),
+                            detail: how.into(),
+                        };
+                        w.ack.at_ms = wall_ms;
+                        w.dirty = true;
+                        continue;
+                    }
+                }
+                if expired && !matches!(w.steps[i], Step::Fetching) {
+                    let why = match (&info, w.last_error[i].as_str()) {
+                        (_, e) if !e.is_empty() => e.to_owned(),
+                        (None, _) => "the table does not vouch for it (mirror not live, unknown, or being written)".into(),
+                        (Some(_), _) => "not in the cache in time".into(),
+                    };
+                    log::warn!(
+                        "fleet: directive {}: {name}: given up: {why}",
+                        w.directive.id
+                    );
+                    self.counters.failed += 1;
+                    w.steps[i] = Step::Over;
+                    w.ack.files[i].state = FileState::Failed;
+                    w.ack.files[i].detail = why;
+                    w.ack.at_ms = wall_ms;
+                    w.dirty = true;
+                    continue;
+                }
+                let due = matches!(w.steps[i], Step::Wait { at } if now >= at);
+                if let (true, false, None, Some(info)) = (due, busy, &fetch, info) {
+                    w.steps[i] = Step::Fetching;
+                    fetch = Some(Fetch {
+                        id: w.directive.id.clone(),
+                        name: name.clone(),
+                        info,
+                    });
+                }
+            }
+        }
+        fetch
+    }
+
+    /// The I/O side's result for a [`Fetch`]: handed to the cache (`Ok`),
+    /// or why not.
+    pub fn fetched(&mut self, now: Instant, f: &Fetch, result: Result<(), String>) {
+        let Some(w) = self.active.get_mut(&f.id) else {
+            return;
+        };
+        let Some(i) = w.directive.files.iter().position(|n| *n == f.name) else {
+            return;
+        };
+        if !matches!(w.steps[i], Step::Fetching) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.counters.fetched += 1;
+                w.steps[i] = Step::Staged {
+                    sha256: f.info.sha256,
+                };
+            }
+            Err(e) => {
+                self.counters.fetch_errors += 1;
+                log::debug!("fleet: directive {}: {}: {e}", f.id, f.name);
+                w.last_error[i] = e;
+                w.steps[i] = Step::Wait { at: now + RETRY };
+            }
+        }
+    }
+
+    /// Acknowledgements to put (changed since the last call); finished
+    /// directives leave the active set.
+    pub fn take_acks(&mut self) -> Vec<Ack> {
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for (id, w) in &mut self.active {
+            if w.dirty {
+                w.dirty = false;
+                out.push(w.ack.clone());
+            }
+            if w.steps.iter().all(|s| matches!(s, Step::Over)) {
+                done.push(id.clone());
+            }
+        }
+        for id in done {
+            self.active.remove(&id);
+            self.finish(id);
+        }
+        out
+    }
+
+    /// SHA-256s handed to the cache and not yet seen in the holdings (a
+    /// staged file is expected there).
+    pub fn staged(&self) -> impl Iterator<Item = &[u8; 32]> + '_ {
+        self.active.values().flat_map(|w| {
+            w.steps.iter().filter_map(|s| match s {
+                Step::Staged { sha256 } => Some(sha256),
+                _ => None,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc::{DirectiveKind, Target};
+
+    fn holding(name: &str, sha: &str) -> Holding {
+        Holding {
+            name: name.into(),
+            server: "10.0.0.1".into(),
+            vlan: "-".into(),
+            size: 3,
+            sha256: sha.into(),
+            verified_s: 1,
+        }
+    }
+
+    fn info(sha: u8) -> FileInfo {
+        FileInfo {
+            size: 3,
+            version: 1,
+            sha256: [sha; 32],
+            mtime_ms: 0,
+        }
+    }
+
+    fn directive(id: &str, target: Target, files: &[&str]) -> Directive {
+        Directive {
+            id: id.into(),
+            kind: DirectiveKind::Cache,
+            files: files.iter().map(|s| s.to_string()).collect(),
+            target,
+            issued_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn holdings_follow_the_cache_and_clean_up_an_earlier_run() {
+        let mut s = HoldingsSync::default();
+        let a = holding("a", "aa");
+        s.start(["h.b1.old".to_string(), a.key("b1")]);
+        let d = s.diff("b1", std::slice::from_ref(&a));
+        assert_eq!(d.puts, vec![(a.key("b1"), a.clone())]);
+        assert_eq!(d.deletes, vec!["h.b1.old".to_string()]);
+        // Nothing changed: nothing written.
+        assert_eq!(
+            s.diff("b1", std::slice::from_ref(&a)),
+            HoldingsDiff::default()
+        );
+        // Replaced content, a new file, then a file gone.
+        let a2 = holding("a", "a2");
+        let b = holding("b", "bb");
+        let d = s.diff("b1", &[a2.clone(), b.clone()]);
+        assert_eq!(d.puts.len(), 2);
+        assert!(d.deletes.is_empty());
+        let d = s.diff("b1", std::slice::from_ref(&b));
+        assert!(d.puts.is_empty());
+        assert_eq!(d.deletes, vec![a.key("b1")]);
+    }
+
+    #[test]
+    fn a_directive_is_fetched_verified_by_holdings_and_acknowledged() {
+        let t0 = Instant::now();
+        let mut d = Directives::new("b1", "site-a");
+        assert!(!d.offer(
+            t0,
+            2_000,
+            directive("x", Target::Site("site-b".into()), &["f"])
+        ));
+        assert!(!d.offer(
+            t0,
+            2_000,
+            directive("y", Target::Bridges(vec!["b2".into()]), &["f"])
+        ));
+        assert!(!d.offer(
+            t0,
+            MAX_AGE_MS + 5_000,
+            directive("old", Target::All, &["f"])
+        ));
+        assert!(d.offer(
+            t0,
+            2_000,
+            directive("1", Target::Site("site-a".into()), &["f", "g"])
+        ));
+        assert!(
+            !d.offer(t0, 2_000, directive("1", Target::All, &["f"])),
+            "twice"
+        );
+        let table = |n: &str| match n {
+            "f" => Some(info(1)),
+            "g" => Some(info(2)),
+            _ => None,
+        };
+        // "g" is held already at the table's version; "f" must be fetched.
+        let mut cache: HashSet<(String, [u8; 32])> = [("g".to_string(), [2; 32])].into();
+        let f = d
+            .poll(t0, 2_000, table, |n, s| {
+                cache.contains(&(n.to_string(), *s))
+            })
+            .expect("a fetch");
+        assert_eq!(
+            f,
+            Fetch {
+                id: "1".into(),
+                name: "f".into(),
+                info: info(1)
+            }
+        );
+        // One fetch at a time.
+        assert!(d
+            .poll(t0, 2_000, table, |n, s| cache
+                .contains(&(n.to_string(), *s)))
+            .is_none());
+        // The object was missing: retried after RETRY.
+        d.fetched(t0, &f, Err("no such object".into()));
+        assert!(d
+            .poll(t0, 2_000, table, |n, s| cache
+                .contains(&(n.to_string(), *s)))
+            .is_none());
+        let t1 = t0 + RETRY;
+        let f = d
+            .poll(t1, 3_000, table, |n, s| {
+                cache.contains(&(n.to_string(), *s))
+            })
+            .unwrap();
+        d.fetched(t1, &f, Ok(()));
+        assert_eq!(d.staged().count(), 1);
+        let acks = d.take_acks();
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].files[0].state, FileState::Pending);
+        assert_eq!(acks[0].files[1].state, FileState::Done);
+        assert_eq!(acks[0].files[1].detail, "held");
+        // The cache took it in: done, acknowledged, finished.
+        cache.insert(("f".into(), [1; 32]));
+        assert!(d
+            .poll(t1, 3_000, table, |n, s| cache
+                .contains(&(n.to_string(), *s)))
+            .is_none());
+        let acks = d.take_acks();
+        assert!(acks[0].finished());
+        assert_eq!(acks[0].files[0].detail, "fetched");
+        assert_eq!(
+            acks[0].files[0].sha256.as_deref(),
+            Some(&*doc::hex(&[1; 32]))
+        );
+        assert_eq!(d.active(), 0);
+        assert!(
+            !d.offer(t1, 3_000, directive("1", Target::All, &["f"])),
+            "finished here"
+        );
+        let c = d.counters();
+        assert_eq!(
+            (c.accepted, c.fetched, c.held, c.fetch_errors, c.failed),
+            (1, 1, 1, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_file_the_table_does_not_vouch_for_is_given_up_with_the_reason() {
+        let t0 = Instant::now();
+        let mut d = Directives::new("b1", "s");
+        d.acknowledged(&Ack {
+            id: "done-before".into(),
+            bridge: "b1".into(),
+            at_ms: 0,
+            files: vec![],
+        });
+        assert!(!d.offer(t0, 2_000, directive("done-before", Target::All, &["f"])));
+        assert!(d.offer(t0, 2_000, directive("2", Target::All, &["f"])));
+        // Unknown to the table: never fetched.
+        assert!(d.poll(t0, 2_000, |_| None, |_, _| false).is_none());
+        assert!(d
+            .poll(t0 + GIVE_UP, 9_000, |_| None, |_, _| false)
+            .is_none());
+        let acks = d.take_acks();
+        assert_eq!(acks[0].files[0].state, FileState::Failed);
+        assert!(acks[0].files[0].detail.contains("table"), "{:?}", acks[0]);
+        assert_eq!(d.counters().failed, 1);
+        // Wrong bytes: the last error is the reason.
+        assert!(d.offer(t0, 2_000, directive("3", Target::All, &["f"])));
+        let f = d.poll(t0, 2_000, |_| Some(info(1)), |_, _| false).unwrap();
+        d.fetched(t0, &f, Err("SHA-256 differs from the table".into()));
+        assert!(d
+            .poll(t0 + GIVE_UP, 9_000, |_| Some(info(1)), |_, _| false)
+            .is_none());
+        assert!(d.take_acks()[0].files[0].detail.contains("SHA-256"));
+    }
+}
