@@ -319,7 +319,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 "addressed mode: {} at {mac}, fetching misses from {origin}",
                 a.address
             );
-            Some(serve::Addressed::new(serve::OwnAddress {
+            Some(serve::OwnAddress {
                 ip: a.address,
                 mac,
                 origin,
@@ -329,7 +329,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                     max_size: cfg.limits.max_file_size.0,
                     ..Default::default()
                 },
-            }))
+            })
         }
         None => None,
     };

@@ -65,7 +65,7 @@ use wire::tftp::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Largest window the session uses, whatever the configuration says.
 ///
