@@ -705,7 +705,7 @@ impl Worker {
             }
             if let Some((c, arp)) = s.endpoint().addressed_counters() {
                 out += &format!(
-                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
+                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={} streamed={}",
                     c.requests,
                     c.fetches,
                     c.fetch_joins,
@@ -721,6 +721,7 @@ impl Worker {
                     arp.requests_sent,
                     arp.failed,
                     arp.wrong_side,
+                    c.streamed,
                 );
             }
         }

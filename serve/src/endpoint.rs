@@ -102,6 +102,10 @@ pub struct Limits {
     pub held: usize,
     /// Origin fetches at once, addressed mode (`[limits] max_fetches`).
     pub fetches: usize,
+    /// Bytes of files being fetched held in memory at once to stream them
+    /// to their waiters (addressed mode); a fetch that would not fit is
+    /// served once it is in the cache.
+    pub stream_bytes: u64,
 }
 
 /// The endpoint's configuration.
@@ -319,6 +323,54 @@ impl Held {
     }
 }
 
+/// What a session serves: a cached file, or one still being fetched.
+pub enum Source<F> {
+    /// A cached copy.
+    Cached(F),
+    /// A file being fetched (addressed mode): its size (the origin's
+    /// `tsize`) and the bytes arrived so far. [`Endpoint::write`] copies
+    /// its blocks from the fetch's buffer.
+    Streamed {
+        /// The file's size.
+        len: u64,
+        /// Bytes arrived, from the start.
+        available: u64,
+    },
+}
+
+impl<F: FileSource> FileSource for Source<F> {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Cached(f) => f.len(),
+            Source::Streamed { len, .. } => *len,
+        }
+    }
+
+    fn bytes(&self, range: std::ops::Range<u64>) -> &[u8] {
+        match self {
+            Source::Cached(f) => f.bytes(range),
+            // Never asked: the endpoint writes streamed blocks itself.
+            Source::Streamed { .. } => &[],
+        }
+    }
+
+    fn available(&self) -> u64 {
+        match self {
+            Source::Cached(f) => f.available(),
+            Source::Streamed { available, .. } => *available,
+        }
+    }
+}
+
+/// The bytes of a file being fetched, kept for the sessions streaming it.
+pub(crate) struct Stream {
+    buf: Vec<u8>,
+    /// The size the origin announced (what the budget reserved).
+    len: u64,
+    /// The fetch is under way (the stream stays at least that long).
+    fetching: bool,
+}
+
 /// A request held while the validator is asked about its cached copy.
 struct Parked<E> {
     held: Held,
@@ -341,6 +393,8 @@ struct Served<F> {
     /// The request, until the client's first answer: forwarded if the
     /// filter refuses the trap rule.
     request: Option<Held>,
+    /// The fetch whose bytes it streams (addressed mode), by file name.
+    stream: Option<String>,
 }
 
 /// What transparent intercept and addressed mode share: sessions, held
@@ -349,7 +403,12 @@ pub(crate) struct Core<E, F> {
     server_config: ServerConfig,
     freshness: Freshness,
     limits: Limits,
-    sessions: HashMap<SessionKey, Served<F>>,
+    sessions: HashMap<SessionKey, Served<Source<F>>>,
+    /// Files being fetched whose bytes are streamed to their waiters as
+    /// they arrive, by name.
+    streams: HashMap<String, Stream>,
+    /// Bytes the streams may still hold (`Limits::stream_bytes`).
+    stream_room: u64,
     /// Sessions that may have something to send, oldest first.
     ready: VecDeque<SessionKey>,
     /// Requests under way per client address and port (sessions and held):
@@ -385,6 +444,8 @@ impl<E: Clone, F: FileSource> Endpoint<E, F> {
                 freshness: config.freshness,
                 limits: config.limits,
                 sessions: HashMap::new(),
+                streams: HashMap::new(),
+                stream_room: config.limits.stream_bytes,
                 ready: VecDeque::new(),
                 in_progress: HashMap::new(),
                 sessions_by_host: HashMap::new(),
@@ -529,7 +590,20 @@ impl<E: Clone, F: FileSource> Endpoint<E, F> {
     /// (polled frames are written at once, before the session can end).
     pub fn write(&self, f: &SessionFrame, buf: &mut [u8]) -> Option<usize> {
         let s = self.core.sessions.get(&f.key)?;
-        s.session.write(&f.packet, buf).ok()
+        match (&s.stream, &f.packet) {
+            // A streamed block comes from the fetch's bytes.
+            (Some(name), tftp_server::Transmit::Data { block, range }) => {
+                let st = self.core.streams.get(name)?;
+                let bytes = st
+                    .buf
+                    .get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)?;
+                let out = buf.get_mut(..wire::tftp::HEADER_LEN + bytes.len())?;
+                out[..wire::tftp::HEADER_LEN].copy_from_slice(&tftp_server::data_header(*block));
+                out[wire::tftp::HEADER_LEN..].copy_from_slice(bytes);
+                Some(out.len())
+            }
+            _ => s.session.write(&f.packet, buf).ok(),
+        }
     }
 
     /// The next change the header filter needs.
@@ -788,15 +862,8 @@ impl<E: Clone, F: FileSource> Core<E, F> {
         decrement(&mut self.in_progress, (key.0, key.1));
     }
 
-    /// Starts serving the request `h` from the cached `entry`; false if it
-    /// cannot be served (the caller forwards or fetches it).
-    fn start_session(
-        &mut self,
-        now: Instant,
-        cache: &mut impl Cache<Entry = E, File = F>,
-        h: &Held,
-        entry: &E,
-    ) -> bool {
+    /// Room for one more session for the client of `h` (counted when not).
+    fn session_room(&mut self, h: &Held) -> bool {
         let mine = self
             .sessions_by_host
             .get(&(h.scope, *h.client.ip()))
@@ -806,6 +873,21 @@ impl<E: Clone, F: FileSource> Core<E, F> {
             self.counters.sessions_refused += 1;
             return false;
         }
+        true
+    }
+
+    /// Starts serving the request `h` from the cached `entry`; false if it
+    /// cannot be served (the caller forwards or fetches it).
+    fn start_session(
+        &mut self,
+        now: Instant,
+        cache: &mut impl Cache<Entry = E, File = F>,
+        h: &Held,
+        entry: &E,
+    ) -> bool {
+        if !self.session_room(h) {
+            return false;
+        }
         // Verified stays verified: a file this process did not hash (the
         // cache was reopened) is hashed before its first client; meanwhile
         // the origin answers (never a wait here).
@@ -813,13 +895,27 @@ impl<E: Clone, F: FileSource> Core<E, F> {
             self.counters.rehashed += 1;
             return false;
         }
-        let Some(rrq) = h.rrq() else {
-            return false;
-        };
         let Some(file) = cache.open(entry) else {
             return false;
         };
-        let Ok(session) = ServerSession::new(now, &rrq, file, &self.server_config) else {
+        let name = cache.facts(entry).name;
+        self.open_session(now, h, Source::Cached(file), name, None)
+    }
+
+    /// Starts a session serving `h` from `source`; `stream`: the fetch it
+    /// streams. False if it cannot be served.
+    fn open_session(
+        &mut self,
+        now: Instant,
+        h: &Held,
+        source: Source<F>,
+        name: String,
+        stream: Option<String>,
+    ) -> bool {
+        let Some(rrq) = h.rrq() else {
+            return false;
+        };
+        let Ok(session) = ServerSession::new(now, &rrq, source, &self.server_config) else {
             return false; // e.g. netascii: the origin answers
         };
         let tid = self.allocate_tid(h.scope, h.client);
@@ -842,11 +938,15 @@ impl<E: Clone, F: FileSource> Core<E, F> {
         reply.outer_vlan = h.req.outer_vlan;
         reply.inner_vlan = h.req.inner_vlan;
         self.counters.hits += 1;
-        let name = cache.facts(entry).name;
         log::info!(
-            "serving {name:?} ({} bytes) to {} from the cache",
+            "serving {name:?} ({} bytes) to {} from the {}",
             session.file().len(),
-            h.client
+            h.client,
+            if stream.is_some() {
+                "fetch under way"
+            } else {
+                "cache"
+            }
         );
         self.events.push_back(Event::Served {
             client: *h.client.ip(),
@@ -866,6 +966,7 @@ impl<E: Clone, F: FileSource> Core<E, F> {
                 ack_tsc: None,
                 ready: false,
                 request: rules.then(|| h.clone()),
+                stream,
             },
         );
         *self
@@ -933,7 +1034,124 @@ impl<E: Clone, F: FileSource> Core<E, F> {
                     client: key.1,
                 });
             }
+            if let Some(name) = s.stream {
+                self.drop_stream_if_unused(&name);
+            }
         }
+    }
+
+    /// Keeps the bytes of the fetch of `name` (`len`: the origin's `tsize`)
+    /// to stream them; false past [`Limits::stream_bytes`].
+    fn start_stream(&mut self, name: &str, len: u64) -> bool {
+        if self.streams.contains_key(name) || len > self.stream_room {
+            return false;
+        }
+        self.stream_room -= len;
+        self.streams.insert(
+            name.to_owned(),
+            Stream {
+                // Grown as the bytes come: reserving `len` at once would
+                // hold memory the origin may never send.
+                buf: Vec::new(),
+                len,
+                fetching: true,
+            },
+        );
+        true
+    }
+
+    /// Bytes of the fetch of `name` at `offset`: kept, and the sessions
+    /// streaming it go on. Bytes past the announced size are not kept (the
+    /// fetch fails on them).
+    fn stream_data(&mut self, name: &str, offset: u64, bytes: &[u8]) {
+        let Some(st) = self.streams.get_mut(name) else {
+            return;
+        };
+        let end = offset + bytes.len() as u64;
+        if offset != st.buf.len() as u64 || end > st.len {
+            return;
+        }
+        st.buf.extend_from_slice(bytes);
+        let keys: Vec<SessionKey> = self
+            .sessions
+            .iter_mut()
+            .filter(|(_, s)| s.stream.as_deref() == Some(name))
+            .map(|(k, s)| {
+                if let Source::Streamed { available, .. } = s.session.file_mut() {
+                    *available = end;
+                }
+                *k
+            })
+            .collect();
+        for k in keys {
+            self.mark_ready(k);
+        }
+    }
+
+    /// Serves `h` from the stream of `name`; false if there is none or no
+    /// room for a session.
+    fn stream_to(&mut self, now: Instant, h: &Held, name: &str) -> bool {
+        let Some(st) = self.streams.get(name) else {
+            return false;
+        };
+        let source = Source::Streamed {
+            len: st.len,
+            available: st.buf.len() as u64,
+        };
+        self.session_room(h) && self.open_session(now, h, source, name.into(), Some(name.into()))
+    }
+
+    /// The fetch of `name` ended. Succeeded: its sessions go on from the
+    /// bytes kept. Failed: each of them ends, its client told `error` (a
+    /// TFTP ERROR payload) from the session's TID; how many.
+    fn end_stream(&mut self, name: &str, error: Option<&[u8]>) -> usize {
+        let Some(st) = self.streams.get_mut(name) else {
+            return 0;
+        };
+        st.fetching = false;
+        let mut told = 0;
+        if let Some(error) = error {
+            let keys: Vec<SessionKey> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.stream.as_deref() == Some(name))
+                .map(|(k, _)| *k)
+                .collect();
+            for key in keys {
+                let Some(s) = self.sessions.remove(&key) else {
+                    continue;
+                };
+                self.session_gone(key);
+                self.counters.aborted += 1;
+                self.out.push_back(Transmit::Udp {
+                    side: s.side,
+                    repr: s.reply,
+                    payload: error.to_vec(),
+                    fill: false,
+                });
+                told += 1;
+            }
+        }
+        self.drop_stream_if_unused(name);
+        told
+    }
+
+    /// Frees the stream of `name` once its fetch ended and no session
+    /// reads it.
+    fn drop_stream_if_unused(&mut self, name: &str) {
+        let Some(st) = self.streams.get(name) else {
+            return;
+        };
+        if st.fetching
+            || self
+                .sessions
+                .values()
+                .any(|s| s.stream.as_deref() == Some(name))
+        {
+            return;
+        }
+        self.stream_room += st.len;
+        self.streams.remove(name);
     }
 
     fn allocate_tid(&mut self, scope: VlanScope, client: SocketAddrV4) -> u16 {

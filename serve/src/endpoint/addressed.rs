@@ -69,6 +69,8 @@ pub struct AddressedCounters {
     pub fetches_failed: u64,
     /// Bytes fetched from the origin.
     pub fetched_bytes: u64,
+    /// Requests served from a fetch while it was under way (streamed).
+    pub streamed: u64,
     /// ERROR answers sent to clients.
     pub errors_sent: u64,
     /// Echo requests answered.
@@ -87,6 +89,8 @@ struct Fetch {
     waiters: Vec<Held>,
     /// When the session ended (seen by [`Addressed::pump_fetch`]).
     ended: Option<Instant>,
+    /// Whether streaming was considered (once the origin's size is known).
+    stream_tried: bool,
 }
 
 /// Addressed mode's state.
@@ -315,8 +319,13 @@ impl Addressed {
         }
         if let Some(f) = self.fetches.get_mut(name) {
             self.counters.fetch_joins += 1;
-            core.hold(&h);
-            f.waiters.push(h);
+            // Streamed from what arrived so far, or served once cached.
+            if core.stream_to(now, &h, name) {
+                self.counters.streamed += 1;
+            } else {
+                core.hold(&h);
+                f.waiters.push(h);
+            }
             return;
         }
         let session = match ClientSession::new(now, name, self.own.fetch.clone()) {
@@ -355,6 +364,7 @@ impl Addressed {
                 port,
                 waiters: vec![h],
                 ended: None,
+                stream_tried: false,
             },
         );
         // No filter rules to install: the own-address rule traps the
@@ -375,9 +385,31 @@ impl Addressed {
         let origin_mac = self.arp.resolve(now, 1, origin);
         let (own_ip, own_mac) = (self.own.ip, self.own.mac);
         if let Some(f) = self.fetches.get_mut(name) {
-            // The bytes go to the cache through the fill; the session's
-            // own copy of them is not needed.
-            while f.session.poll_data().is_some() {}
+            // Once the origin told the size, the bytes are kept and
+            // streamed to the waiters as they come (read-while-writing: a
+            // large miss does not outlast their retries). The cache gets
+            // them through the fill either way.
+            if !f.stream_tried {
+                if let Some(len) = f.session.tsize() {
+                    f.stream_tried = true;
+                    if core.start_stream(name, len) {
+                        let mut wait = Vec::new();
+                        for w in std::mem::take(&mut f.waiters) {
+                            core.release_held(&w);
+                            if core.stream_to(now, &w, name) {
+                                self.counters.streamed += 1;
+                            } else {
+                                core.hold(&w);
+                                wait.push(w);
+                            }
+                        }
+                        f.waiters = wait;
+                    }
+                }
+            }
+            while let Some((offset, bytes)) = f.session.poll_data() {
+                core.stream_data(name, offset, &bytes);
+            }
             if let Some(origin_mac) = origin_mac {
                 while let Some(t) = f.session.poll_transmit(now) {
                     let port = match t.to {
@@ -433,6 +465,7 @@ impl Addressed {
         }
         let (code, message) = match outcome {
             ClientOutcome::Completed { size } => {
+                core.end_stream(name, None);
                 self.counters.fetches_completed += 1;
                 self.counters.fetched_bytes += size;
                 match cache.lookup(FETCH_SCOPE, origin, name) {
@@ -471,6 +504,9 @@ impl Addressed {
         };
         self.counters.fetches_failed += 1;
         log::info!("addressed: fetch of {name:?} failed: {message}");
+        // The clients it streamed to get the origin's error too.
+        let told = core.end_stream(name, Some(&error_response(code, &message)));
+        self.counters.errors_sent += told as u64;
         for w in &f.waiters {
             self.send_error(core, w, code, &message);
         }
