@@ -628,7 +628,7 @@ impl<E: Clone, F: FileSource> Endpoint<E, F> {
             return;
         };
         core.session_gone(key);
-        core.counters.hits -= 1;
+        core.counters.hits = core.counters.hits.saturating_sub(1);
         core.counters.filter_refused += 1;
         core.updates.push_back(FilterUpdate::Remove {
             scope,
