@@ -35,6 +35,11 @@ use cli::{Cli, Parsed};
 use config::Config;
 use worker::Worker;
 
+/// Bytes of files being fetched that addressed mode keeps in memory at
+/// once to stream them to their waiters while they arrive; a fetch past it
+/// is served once it is in the cache.
+const STREAM_BYTES: u64 = 256 << 20;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
@@ -339,7 +344,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 "addressed mode: {} at {mac}, fetching misses from {origin}",
                 a.address
             );
-            Some(serve::Addressed::new(serve::OwnAddress {
+            Some(serve::OwnAddress {
                 ip: a.address,
                 mac,
                 origin,
@@ -349,7 +354,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                     max_size: cfg.limits.max_file_size.0,
                     ..Default::default()
                 },
-            }))
+            })
         }
         None => None,
     };
@@ -428,6 +433,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
                 sessions: cfg.limits.max_sessions,
                 held: cfg.limits.max_held_requests,
                 fetches: cfg.limits.max_fetches,
+                stream_bytes: STREAM_BYTES,
             };
             let mut s = serve::Serve::new(
                 pool,

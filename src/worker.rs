@@ -527,33 +527,7 @@ impl Worker {
         let mut changed = false;
         while let Some(u) = self.logic.poll_filter_update() {
             changed = true;
-            let res = match u {
-                FilterUpdate::Expect {
-                    scope,
-                    server,
-                    client,
-                } => self
-                    .filter
-                    .expect(scope, server.into(), client.into())
-                    .map(drop),
-                FilterUpdate::Pin {
-                    scope,
-                    server,
-                    client,
-                } => self
-                    .filter
-                    .pin(scope, server.into(), client.into())
-                    .map(drop),
-                FilterUpdate::Remove {
-                    scope,
-                    server,
-                    client,
-                } => {
-                    self.filter.remove(scope, server.into(), client.into());
-                    Ok(())
-                }
-            };
-            if let Err(e) = res {
+            if let Err(e) = apply_update(&mut self.filter, u) {
                 log::warn!("header filter: {e}");
             }
         }
@@ -679,7 +653,7 @@ impl Worker {
             k.dhcp_messages, k.bad_checksum, k.wrong_side
         );
         if let Some(s) = &self.serve {
-            let c = &s.counters;
+            let c = s.endpoint().counters();
             out += &format!(
                 " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} validations_refused={} mapped_files={} rehashed={}",
                 c.hits,
@@ -696,8 +670,8 @@ impl Worker {
                 c.aborted,
                 c.served_bytes,
                 c.retransmits,
-                c.frames,
-                c.frame_drops,
+                s.frames.frames,
+                s.frames.frame_drops,
                 self.reinject_drops,
                 c.sessions_refused,
                 c.held_refused,
@@ -736,15 +710,13 @@ impl Worker {
                     f.counters.fallbacks,
                 );
             }
-            if let Some(a) = &s.addressed {
-                let c = &a.counters;
-                let arp = a.arp_counters();
+            if let Some((c, arp)) = s.endpoint().addressed_counters() {
                 out += &format!(
-                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={}",
+                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={} streamed={}",
                     c.requests,
                     c.fetches,
                     c.fetch_joins,
-                    a.active_fetches(),
+                    s.endpoint().active_fetches(),
                     c.fetches_completed,
                     c.fetches_failed,
                     c.fetches_refused,
@@ -756,6 +728,7 @@ impl Worker {
                     arp.requests_sent,
                     arp.failed,
                     arp.wrong_side,
+                    c.streamed,
                 );
             }
         }
@@ -775,5 +748,48 @@ fn low_timer_slack() {
         log::warn!(
             "slow path: timer slack not lowered ({e}): each idle sleep may last up to 50 us longer"
         );
+    }
+}
+
+/// Applies one rule change of the tracker or of serving to the filter
+/// (published by the caller).
+pub(crate) fn apply_update(
+    filter: &mut FilterWriter,
+    u: FilterUpdate,
+) -> Result<(), dataplane::FilterError> {
+    match u {
+        FilterUpdate::Expect {
+            scope,
+            server,
+            client,
+        } => filter.expect(scope, server.into(), client.into()).map(drop),
+        FilterUpdate::Pin {
+            scope,
+            server,
+            client,
+        } => filter.pin(scope, server.into(), client.into()).map(drop),
+        FilterUpdate::Trap {
+            scope,
+            server,
+            client,
+        } => {
+            let (ip, client) = (std::net::IpAddr::V4(*server.ip()), client.into());
+            let res = filter
+                .expect(scope, ip, client)
+                .and_then(|_| filter.pin(scope, server.into(), client))
+                .and_then(|_| filter.set_trap(scope, ip, client, true));
+            if res.is_err() {
+                filter.remove(scope, ip, client);
+            }
+            res.map(drop)
+        }
+        FilterUpdate::Remove {
+            scope,
+            server,
+            client,
+        } => {
+            filter.remove(scope, server.into(), client.into());
+            Ok(())
+        }
     }
 }

@@ -26,7 +26,7 @@ fn clients_told_to_use_bootcache_are_served_from_the_origin_then_from_the_cache(
         bootcache_bin: Some(BOOTCACHE.into()),
         ..Default::default()
     });
-    let v1 = test_content(3 << 20, 31);
+    let v1 = test_content(4 << 20, 31);
     t.put_file("plain.img", &v1).unwrap();
     let want_v1 = netns::sha256_bytes(&v1, &t.dir, "v1").unwrap();
     t.set_next_server(OWN_IP);
@@ -35,13 +35,33 @@ fn clients_told_to_use_bootcache_are_served_from_the_origin_then_from_the_cache(
     t.write_addressed_config().unwrap();
     t.start_bootcache(&["--stats-interval", "1"]).unwrap();
 
-    // Plain clients ask bootcache's address: curl first (a miss, fetched
-    // from the origin), then tftp-hpa (a hit).
-    let out = t.dir.join("plain.read");
-    t.curl_get_from(OWN_IP, "plain.img", Some(1428), &out)
-        .unwrap_or_else(|e| panic!("cold curl: {e:#}\n{}", t.diagnostics()));
-    assert_eq!(sha256_file(&out).unwrap(), want_v1, "cold read corrupted");
+    // Plain clients ask bootcache's address: curl and tftp-hpa at once for
+    // a file not in the cache. One fetch from the origin, streamed to both
+    // while it runs (read-while-writing), identical bytes.
+    let (cold_curl, cold_tftp) = (t.dir.join("cold.curl"), t.dir.join("cold.tftp"));
+    std::thread::scope(|s| {
+        let curl = s.spawn(|| t.curl_get_from(OWN_IP, "plain.img", Some(1428), &cold_curl));
+        let tftp = s.spawn(|| t.tftp_hpa_get_from(OWN_IP, "plain.img", &cold_tftp));
+        for (who, r) in [("curl", curl.join()), ("tftp-hpa", tftp.join())] {
+            if let Err(e) = r.expect("client thread") {
+                panic!("cold {who}: {e:#}\n{}", t.diagnostics());
+            }
+        }
+    });
+    assert_eq!(
+        sha256_file(&cold_curl).unwrap(),
+        want_v1,
+        "cold curl corrupted"
+    );
+    assert_eq!(
+        sha256_file(&cold_tftp).unwrap(),
+        want_v1,
+        "cold tftp-hpa corrupted"
+    );
     assert_eq!(t.origin_count("plain.img"), 1, "{:?}", t.origin_transfers());
+    t.wait_stat("addressed", "streamed", 1, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("no client was streamed to: {e:#}\n{}", t.diagnostics()));
+    let out = t.dir.join("plain.read");
     t.wait_stat("files", "in_store", 1, Duration::from_secs(30))
         .unwrap();
     t.tftp_hpa_get_from(OWN_IP, "plain.img", &out)

@@ -1071,6 +1071,31 @@ impl Topology {
         timed(&mut cmd)
     }
 
+    /// Reads `name` with atftp, asking for `blksize` and `windowsize`
+    /// (RFC 7440: a windowed read) into `out`.
+    pub fn atftp_get(
+        &self,
+        name: &str,
+        blksize: u16,
+        windowsize: u16,
+        out: &Path,
+    ) -> Result<Duration> {
+        let mut cmd = self.ns_cmd(&self.client_ns, "timeout");
+        cmd.args(["300", "atftp", "--option"])
+            .arg(format!("blksize {blksize}"))
+            .arg("--option")
+            .arg(format!("windowsize {windowsize}"))
+            .args(["-g", "-r", name, "-l"])
+            .arg(out)
+            .arg(SERVER_IP.to_string());
+        let _ = std::fs::remove_file(out);
+        let d = timed(&mut cmd)?;
+        if !out.exists() {
+            bail!("atftp get {name}: no file written");
+        }
+        Ok(d)
+    }
+
     /// Reads `name` with tftp-hpa's `tftp` (binary mode, no options: RFC 1350
     /// lock-step with 512-byte blocks) into `out`.
     pub fn tftp_hpa_get(&self, name: &str, out: &Path) -> Result<Duration> {

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use dpdk::{Burst, Port};
-use wire::classify::classify;
+use wire::classify::{classify, Class};
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
 use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
@@ -291,12 +291,16 @@ fn redirect_burst(
     }
     let r = &mut c.redirect;
     let mut traps = 0u32;
+    // Classes of the trapped frames, handed over with them (filled only
+    // when a burst traps something: trapped frames are rare).
+    let mut trapped: Option<[Class; 32]> = None;
     let mut rest = candidates;
     while rest != 0 {
         let i = rest.trailing_zeros() as usize;
         rest &= rest - 1;
         let Some(m) = frames.get(i) else { break };
-        let action = table.lookup(side, &classify(m.data()));
+        let class = classify(m.data());
+        let action = table.lookup(side, &class);
         hits.record(action);
         match action {
             Action::Forward => {}
@@ -306,19 +310,25 @@ fn redirect_burst(
                     side: side as u8,
                     tsc: now,
                     trapped: false,
+                    class,
                 };
                 match ring.push(copy) {
                     Ok(()) => r.copied += 1,
                     Err(_) => r.copy_drops += 1,
                 }
             }
-            Action::Trap(_) => traps |= 1 << i,
+            Action::Trap(_) => {
+                traps |= 1 << i;
+                trapped.get_or_insert([Class::EMPTY; 32])[i] = class;
+            }
         }
     }
-    if traps == 0 {
+    let Some(classes) = trapped else {
         return;
-    }
+    };
     let mut i = 0u32;
+    // Index of the frame `extract_from` hands over next (they come in order).
+    let mut next = traps;
     buf.extract_from(
         start,
         |_, _| {
@@ -331,6 +341,11 @@ fn redirect_burst(
             side: side as u8,
             tsc: now,
             trapped: true,
+            class: {
+                let k = next.trailing_zeros() as usize;
+                next &= next.wrapping_sub(1);
+                classes.get(k).copied().unwrap_or(Class::EMPTY)
+            },
         }) {
             Ok(()) => r.trapped += 1,
             Err(_) => r.trap_drops += 1,

@@ -4,6 +4,7 @@
 
 use crossbeam::queue::ArrayQueue;
 use dpdk::{Burst, Mbuf};
+use wire::classify::Class;
 
 /// One frame handed to the slow path.
 #[derive(Debug)]
@@ -17,6 +18,9 @@ pub struct Redirected {
     pub tsc: u64,
     /// True when the frame was trapped (not forwarded).
     pub trapped: bool,
+    /// The filter's classification of the frame, handed over so that the
+    /// slow path does not parse the headers again.
+    pub class: Class,
 }
 
 /// The connection of one fast-path lcore to the slow path: a bounded

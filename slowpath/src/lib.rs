@@ -1,8 +1,6 @@
 //! bootcache's slow path, sans-I/O at its core (see quinn-proto): plain state
 //! machines fed with frames and time by the slow-path worker.
 //!
-//! - [`arp::ArpResolver`]: ARP for addressed mode: answers for the own
-//!   address, resolves the boot server's MAC address.
 //! - [`cache_logic::CacheLogic`]: what the worker drives: frames and time in,
 //!   filter updates, counters, the filestore and the image map out.
 //! - [`tracker`]: TFTP read transfers followed from snooped copies.
@@ -10,14 +8,12 @@
 //!   than the MTU) before tracking.
 //! - [`reassembly`]: one transfer's blocks into a temporary file, hashed.
 //! - [`filestore`]: the verified cache on disk.
-//! - [`tftp_server`]: the TFTP server session that serves a cache hit.
-//! - [`tftp_client`]: the TFTP client session that fetches a miss from the
-//!   origin (addressed mode).
+//! - [`tftp_server`], [`tftp_client`], [`arp`]: re-exported from the
+//!   serving crate (`bootcache-serve`), which serves hits and fetches misses.
 //! - [`dhcp`], [`imagemap`]: the message handler and the image map.
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod arp;
 pub mod cache_logic;
 pub mod defrag;
 pub mod dhcp;
@@ -26,10 +22,11 @@ pub mod imagemap;
 pub mod journal;
 pub mod limits;
 pub mod reassembly;
-pub mod tftp_client;
-pub mod tftp_server;
 pub mod tracker;
 pub mod writer;
+
+// Moved to the serving crate; re-exported under their old paths.
+pub use bootcache_serve::{arp, tftp_client, tftp_server};
 
 pub use arp::{ArpConfig, ArpCounters, ArpEvent, ArpFrameBuf, ArpResolver};
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};

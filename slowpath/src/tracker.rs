@@ -48,41 +48,7 @@ pub const TFTP_PORT: u16 = 69;
 /// the last block of an incomplete transfer.
 pub const LINGER: Duration = Duration::from_secs(1);
 
-/// Header-filter rule changes the fast path needs for the transfers tracked.
-///
-/// The filter holds at most one dynamic rule per (VLAN scope, server IP,
-/// client): `Expect` and `Pin` replace its rule, `Remove` deletes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FilterUpdate {
-    /// Copy frames from `server` (any port) to `client`, and back: the server
-    /// has not answered yet, so its TID is unknown.
-    Expect {
-        /// The VLANs the transfer is on.
-        scope: VlanScope,
-        /// The boot server's address.
-        server: Ipv4Addr,
-        /// The client's address and port.
-        client: SocketAddrV4,
-    },
-    /// Copy frames of the 5-tuple `server` (IP and TID) ↔ `client`.
-    Pin {
-        /// The VLANs the transfer is on.
-        scope: VlanScope,
-        /// The boot server's address and TID.
-        server: SocketAddrV4,
-        /// The client's address and port.
-        client: SocketAddrV4,
-    },
-    /// The transfer is over: drop the pair's rule.
-    Remove {
-        /// The VLANs the transfer is on.
-        scope: VlanScope,
-        /// The boot server's address.
-        server: Ipv4Addr,
-        /// The client's address and port.
-        client: SocketAddrV4,
-    },
-}
+pub use bootcache_serve::FilterUpdate;
 
 /// Why a tracked transfer did not become a cached file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

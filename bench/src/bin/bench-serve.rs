@@ -52,7 +52,8 @@ struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     mib: Option<u32>,
     /// The client: curl (tftp://, --tftp-blksize), tftp (tftp-hpa, 512-byte
-    /// blocks, no options) or both (default curl; both in inline mode).
+    /// blocks, no options), atftp (--blksize, windowsize 16) or both (curl
+    /// and tftp; default curl; both in inline mode).
     #[arg(long, value_enum)]
     client: Option<ClientArg>,
     /// curl's --tftp-blksize.
@@ -110,6 +111,8 @@ enum Mode {
 enum ClientArg {
     Curl,
     Tftp,
+    /// atftp with --blksize's block size and `windowsize 16` (RFC 7440).
+    Atftp,
     Both,
 }
 
@@ -117,13 +120,22 @@ enum ClientArg {
 enum Client {
     Curl,
     Tftp,
+    Atftp,
 }
+
+/// The window atftp asks for.
+const ATFTP_WINDOW: u16 = 16;
 
 impl Client {
     fn describe(self, blksize: u16) -> String {
         match self {
             Client::Curl => format!("curl --tftp-blksize {blksize}"),
             Client::Tftp => "tftp-hpa (512-byte blocks, no options)".to_string(),
+            Client::Atftp => {
+                format!(
+                    "atftp --option \"blksize {blksize}\" --option \"windowsize {ATFTP_WINDOW}\""
+                )
+            }
         }
     }
 }
@@ -150,6 +162,7 @@ fn clients(args: &Args, default: ClientArg) -> Vec<Client> {
     match args.client.unwrap_or(default) {
         ClientArg::Curl => vec![Client::Curl],
         ClientArg::Tftp => vec![Client::Tftp],
+        ClientArg::Atftp => vec![Client::Atftp],
         ClientArg::Both => vec![Client::Tftp, Client::Curl],
     }
 }
@@ -164,6 +177,7 @@ fn read(
     match client {
         Client::Curl => t.curl_get(name, Some(blksize), out),
         Client::Tftp => t.tftp_hpa_get(name, out),
+        Client::Atftp => t.atftp_get(name, blksize, ATFTP_WINDOW, out),
     }
 }
 

@@ -1329,15 +1329,7 @@ fn the_same_transfer_on_two_vlans_is_two_transfers_and_two_files() {
     assert_eq!(sim.logic.filestore().len(), 2);
     // One rule per VLAN, each expected, pinned and removed in its scope.
     for scope in [v100, v200] {
-        let mine = sim
-            .updates
-            .iter()
-            .filter(|u| match u {
-                FilterUpdate::Expect { scope: s, .. }
-                | FilterUpdate::Pin { scope: s, .. }
-                | FilterUpdate::Remove { scope: s, .. } => *s == scope,
-            })
-            .count();
+        let mine = sim.updates.iter().filter(|u| u.scope() == scope).count();
         assert_eq!(mine, 3, "{scope}: {:?}", sim.updates);
     }
     // Both survive a restart under their own keys.

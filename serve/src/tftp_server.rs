@@ -65,7 +65,7 @@ use wire::tftp::{
 };
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Largest window the session uses, whatever the configuration says.
 ///
@@ -90,9 +90,17 @@ pub trait FileSource {
 
     /// The bytes in `range`, exactly `range.end - range.start` of them.
     ///
-    /// The session only asks for ranges within `0..len()`; an implementation
-    /// may panic on others.
+    /// The session only asks for ranges within `0..available()`; an
+    /// implementation may panic on others.
     fn bytes(&self, range: Range<u64>) -> &[u8];
+
+    /// How many bytes, from the start, can be sent now: all of them for a
+    /// file at rest; for a file still arriving from the origin (streamed
+    /// to its waiters while it is fetched), what arrived. A block is sent
+    /// only once all of its bytes are available.
+    fn available(&self) -> u64 {
+        self.len()
+    }
 }
 
 /// Converts a file range to slice indices; a range that does not fit `usize`
@@ -131,6 +139,10 @@ impl<T: FileSource + ?Sized> FileSource for &T {
     fn bytes(&self, range: Range<u64>) -> &[u8] {
         (**self).bytes(range)
     }
+
+    fn available(&self) -> u64 {
+        (**self).available()
+    }
 }
 
 impl<T: FileSource + ?Sized> FileSource for Box<T> {
@@ -141,6 +153,10 @@ impl<T: FileSource + ?Sized> FileSource for Box<T> {
     fn bytes(&self, range: Range<u64>) -> &[u8] {
         (**self).bytes(range)
     }
+
+    fn available(&self) -> u64 {
+        (**self).available()
+    }
 }
 
 impl<T: FileSource + ?Sized> FileSource for Arc<T> {
@@ -150,6 +166,10 @@ impl<T: FileSource + ?Sized> FileSource for Arc<T> {
 
     fn bytes(&self, range: Range<u64>) -> &[u8] {
         (**self).bytes(range)
+    }
+
+    fn available(&self) -> u64 {
+        (**self).available()
     }
 }
 
@@ -516,6 +536,12 @@ impl<F: FileSource> ServerSession<F> {
         &self.file
     }
 
+    /// The file being served, to tell it that more bytes arrived (call
+    /// [`ServerSession::poll_transmit`] after).
+    pub fn file_mut(&mut self) -> &mut F {
+        &mut self.file
+    }
+
     /// The retransmission timer now: adapted to the measured round trip,
     /// backed off after expiries, between [`ServerConfig::min_rto`] and the
     /// negotiated timeout.
@@ -572,6 +598,12 @@ impl<F: FileSource> ServerSession<F> {
                 if self.next > self.total_blocks || self.next > window_end {
                     return None;
                 }
+                let bs = u64::from(self.params.blksize);
+                // A streamed file: the block waits for its bytes (no timer
+                // runs for it: nothing unacknowledged is in flight).
+                if (self.next * bs).min(self.len) > self.file.available() {
+                    return None;
+                }
                 let block = self.next;
                 self.next += 1;
                 if block <= self.high_water {
@@ -586,7 +618,6 @@ impl<F: FileSource> ServerSession<F> {
                         self.timing = Some((block, now));
                     }
                 }
-                let bs = u64::from(self.params.blksize);
                 let start = (block - 1) * bs;
                 let range = start..(start + bs).min(self.len);
                 self.counters.blocks_sent += 1;

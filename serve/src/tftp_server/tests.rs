@@ -259,18 +259,19 @@ impl Client {
     }
 }
 
-/// A tiny deterministic PRNG (xorshift64*), so proptest can shrink seeds.
-struct Rng(u64);
+/// A tiny deterministic PRNG (xorshift64*), so proptest can shrink seeds
+/// (the endpoint's tests use it too).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn percent(&mut self, p: u32) -> bool {
+    pub(crate) fn percent(&mut self, p: u32) -> bool {
         self.next() % 100 < u64::from(p)
     }
 }
