@@ -58,6 +58,9 @@ pub struct Desc {
     /// The word of the stats line and the key of the JSON object
     /// (`hits`, `rx`).
     pub key: &'static str,
+    /// A label this field carries in its family (`result="completed"`):
+    /// several fields of one struct can be one Prometheus family.
+    pub label: Option<(&'static str, &'static str)>,
 }
 
 /// A described field of a counter struct: its description and how to read it.
@@ -88,11 +91,13 @@ impl<T> std::fmt::Debug for Field<T> {
 /// assert_eq!(SERVED[1].desc.key, "active");
 /// ```
 ///
-/// Each entry: `field: Kind Unit "prometheus_name" "line_key" "help"`;
-/// the field may be any integer or `bool` (read `as u64`).
+/// Each entry: `field: Kind Unit "prometheus_name" "line_key" "help"`, or
+/// with a label of its own in the family,
+/// `field: Kind Unit "name" "key" {"result" = "completed"} "help"`; the
+/// field may be any integer or `bool` (read `as u64`).
 #[macro_export]
 macro_rules! fields {
-    ($t:ty { $( $field:ident : $kind:ident $unit:ident $name:literal $key:literal $help:expr ),* $(,)? }) => {
+    ($t:ty { $( $field:ident : $kind:ident $unit:ident $name:literal $key:literal $({$lk:literal = $lv:literal})? $help:expr ),* $(,)? }) => {
         &[ $( $crate::Field::<$t> {
             desc: $crate::Desc {
                 name: $name,
@@ -100,9 +105,21 @@ macro_rules! fields {
                 kind: $crate::Kind::$kind,
                 unit: $crate::Unit::$unit,
                 key: $key,
+                label: $crate::__label!($($lk = $lv)?),
             },
             get: |c: &$t| c.$field as u64,
         } ),* ]
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __label {
+    () => {
+        None
+    };
+    ($k:literal = $v:literal) => {
+        Some(($k, $v))
     };
 }
 

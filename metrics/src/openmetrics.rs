@@ -12,7 +12,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::{Desc, Kind, Sample, Snapshot, Unit};
+use crate::{Desc, Kind, Sample, Show, Snapshot, Unit};
 
 /// The MIME type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -44,7 +44,7 @@ impl prometheus_client::collector::Collector for Collect {
         // Families in order of first appearance; a description that occurs
         // in several sections (both ports) is one family.
         let mut families: Vec<(Desc, Vec<&Sample>)> = Vec::new();
-        for s in self.0.samples() {
+        for s in self.0.samples().filter(|s| s.show != Show::NotExported) {
             match families.iter_mut().find(|(d, _)| d.name == s.desc.name) {
                 Some((_, v)) => v.push(s),
                 None => families.push((s.desc, vec![s])),
@@ -99,7 +99,6 @@ fn put(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Show;
 
     const RX: Desc = Desc {
         name: "port_rx_frames",
@@ -107,6 +106,7 @@ mod tests {
         kind: Kind::Counter,
         unit: Unit::None,
         key: "rx",
+        label: None,
     };
     const P50: Desc = Desc {
         name: "serve_turnaround_p50",
@@ -114,6 +114,7 @@ mod tests {
         kind: Kind::Gauge,
         unit: Unit::Nanoseconds,
         key: "p50_ns",
+        label: None,
     };
     const BYTES: Desc = Desc {
         name: "serve_served",
@@ -121,6 +122,7 @@ mod tests {
         kind: Kind::Counter,
         unit: Unit::Bytes,
         key: "served_bytes",
+        label: None,
     };
 
     #[test]
@@ -137,6 +139,15 @@ mod tests {
             2500,
             Show::Always,
         );
+        s.section("transfers")
+            .value(
+                Desc {
+                    name: "sum",
+                    ..BYTES
+                },
+                1,
+            )
+            .show_last(Show::NotExported);
         let text = encode(Arc::new(s), &[("version", "0.1.0".into())]);
         for want in [
             "# TYPE bootcache_port_rx_frames counter",
@@ -151,6 +162,7 @@ mod tests {
             assert!(text.contains(want), "no {want:?} in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains("bootcache_sum"), "a line-only total: {text}");
         // One family per description, not one per section.
         assert_eq!(text.matches("# TYPE bootcache_port_rx_frames ").count(), 1);
     }

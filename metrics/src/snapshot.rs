@@ -14,6 +14,20 @@ pub enum Show {
     NonZero,
     /// Never (driver statistics: JSON and Prometheus only).
     Never,
+    /// In the line and the JSON, not in Prometheus: a total of a labelled
+    /// family (`discarded=` beside `discarded_io=`), which PromQL sums.
+    NotExported,
+}
+
+impl Show {
+    /// Whether the line shows a sample of this value.
+    fn in_line(self, value: u64) -> bool {
+        match self {
+            Show::Always | Show::NotExported => true,
+            Show::NonZero => value > 0,
+            Show::Never => false,
+        }
+    }
 }
 
 /// One value with its description and labels.
@@ -37,6 +51,8 @@ pub struct Sample {
 pub struct Section {
     /// Its first word (`serve`, `files`) and JSON key.
     pub name: &'static str,
+    /// The line leaves the name out (`| dhcp=3 bad_checksum=0 |`).
+    pub bare: bool,
     /// Labels every sample of the section carries (`side="client"`).
     pub labels: Vec<(&'static str, Cow<'static, str>)>,
     /// Its samples, in order.
@@ -54,10 +70,12 @@ impl Section {
 
     /// Adds one value under its description's key.
     pub fn value(&mut self, desc: Desc, value: u64) -> &mut Self {
+        let mut labels = self.labels.clone();
+        labels.extend(desc.label.map(|(k, v)| (k, Cow::Borrowed(v))));
         self.samples.push(Sample {
             desc,
             key: Cow::Borrowed(desc.key),
-            labels: self.labels.clone(),
+            labels,
             value,
             show: Show::Always,
         });
@@ -110,6 +128,14 @@ impl Snapshot {
         self.section_labelled(name, Vec::new())
     }
 
+    /// A new empty section the line shows without its name
+    /// (`| dhcp=3 bad_checksum=0 |`); the JSON still names it.
+    pub fn section_bare(&mut self, name: &'static str) -> &mut Section {
+        let s = self.section(name);
+        s.bare = true;
+        s
+    }
+
     /// A new empty section whose samples all carry `labels`.
     pub fn section_labelled(
         &mut self,
@@ -118,6 +144,7 @@ impl Snapshot {
     ) -> &mut Section {
         self.sections.push(Section {
             name,
+            bare: false,
             labels,
             samples: Vec::new(),
         });
@@ -130,23 +157,23 @@ impl Snapshot {
     pub fn line(&self) -> String {
         let mut parts = Vec::with_capacity(self.sections.len());
         for s in &self.sections {
-            let mut part = String::from(s.name);
+            let mut part = if s.bare {
+                String::new()
+            } else {
+                String::from(s.name)
+            };
             let mut last_key: Option<&str> = None;
             let mut shown = 0;
             for x in &s.samples {
-                let visible = match x.show {
-                    Show::Always => true,
-                    Show::NonZero => x.value > 0,
-                    Show::Never => false,
-                };
-                if !visible {
+                if !x.show.in_line(x.value) {
                     continue;
                 }
                 shown += 1;
                 if last_key == Some(&x.key) {
                     part.push_str(&format!(",{}", x.value));
                 } else {
-                    part.push_str(&format!(" {}={}", x.key, x.value));
+                    let sep = if part.is_empty() { "" } else { " " };
+                    part.push_str(&format!("{sep}{}={}", x.key, x.value));
                 }
                 last_key = Some(&x.key);
             }
@@ -210,6 +237,7 @@ mod tests {
         kind: Kind::Counter,
         unit: Unit::None,
         key: "rx",
+        label: None,
     };
     const DISCARDED: Desc = Desc {
         name: "transfers_discarded",
@@ -217,6 +245,7 @@ mod tests {
         kind: Kind::Counter,
         unit: Unit::None,
         key: "discarded",
+        label: None,
     };
 
     fn snapshot() -> Snapshot {
@@ -233,7 +262,7 @@ mod tests {
             l.labelled(RX, "rx", ("lcore", i.to_string()), v, Show::Always);
         }
         let t = s.section("transfers");
-        t.value(DISCARDED, 4);
+        t.value(DISCARDED, 4).show_last(Show::NotExported);
         t.labelled(
             DISCARDED,
             "discarded_io",
@@ -248,6 +277,13 @@ mod tests {
             0,
             Show::NonZero,
         );
+        s.section_bare("origin").value(
+            Desc {
+                key: "origin_bytes",
+                ..DISCARDED
+            },
+            9,
+        );
         s.section("empty")
             .labelled(DISCARDED, "x", ("reason", "x"), 0, Show::Never);
         s
@@ -257,7 +293,7 @@ mod tests {
     fn the_line_keeps_its_format() {
         assert_eq!(
             snapshot().line(),
-            "stats: redirect copied=10 copy_drops=2 | lcores rx=5,7 | transfers discarded=4 discarded_io=4"
+            "stats: redirect copied=10 copy_drops=2 | lcores rx=5,7 | transfers discarded=4 discarded_io=4 | origin_bytes=9"
         );
     }
 
@@ -272,6 +308,7 @@ mod tests {
         assert_eq!(r.get("serve", "hits"), None);
         assert_eq!(r.list("lcores", "rx"), vec![5, 7]);
         assert_eq!(r.get("empty", "x"), Some(0));
+        assert_eq!(r.get("origin", "origin_bytes"), Some(9));
     }
 
     #[test]
