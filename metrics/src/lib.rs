@@ -63,6 +63,41 @@ pub struct Desc {
     pub label: Option<(&'static str, &'static str)>,
 }
 
+impl Desc {
+    /// A counter without unit or label.
+    pub const fn counter(name: &'static str, key: &'static str, help: &'static str) -> Desc {
+        Desc {
+            name,
+            help,
+            kind: Kind::Counter,
+            unit: Unit::None,
+            key,
+            label: None,
+        }
+    }
+
+    /// A gauge without unit or label.
+    pub const fn gauge(name: &'static str, key: &'static str, help: &'static str) -> Desc {
+        Desc {
+            kind: Kind::Gauge,
+            ..Desc::counter(name, key, help)
+        }
+    }
+
+    /// The same with a unit.
+    pub const fn unit(self, unit: Unit) -> Desc {
+        Desc { unit, ..self }
+    }
+
+    /// The same with a label of its own in its family.
+    pub const fn label(self, key: &'static str, value: &'static str) -> Desc {
+        Desc {
+            label: Some((key, value)),
+            ..self
+        }
+    }
+}
+
 /// A described field of a counter struct: its description and how to read it.
 pub struct Field<T> {
     /// What it is.
@@ -93,11 +128,11 @@ impl<T> std::fmt::Debug for Field<T> {
 ///
 /// Each entry: `field: Kind Unit "prometheus_name" "line_key" "help"`, or
 /// with a label of its own in the family,
-/// `field: Kind Unit "name" "key" {"result" = "completed"} "help"`; the
+/// `field: Kind Unit {"result" = "completed"} "name" "key" "help"`; the
 /// field may be any integer or `bool` (read `as u64`).
 #[macro_export]
 macro_rules! fields {
-    ($t:ty { $( $field:ident : $kind:ident $unit:ident $name:literal $key:literal $({$lk:literal = $lv:literal})? $help:expr ),* $(,)? }) => {
+    ($t:ty { $( $field:ident : $kind:ident $unit:ident $({$lk:literal = $lv:literal})? $name:literal $key:literal $help:expr ),* $(,)? }) => {
         &[ $( $crate::Field::<$t> {
             desc: $crate::Desc {
                 name: $name,

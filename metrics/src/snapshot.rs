@@ -104,6 +104,27 @@ impl Section {
         self
     }
 
+    /// A family by reason with its total: `total` in the line and the JSON
+    /// (Prometheus sums the family), then one sample per reason, labelled
+    /// `reason`, keyed `<prefix>_<reason>` (`discarded_io`) and shown in
+    /// the line when not zero.
+    pub fn by_reason(
+        &mut self,
+        total: Desc,
+        family: Desc,
+        prefix: &str,
+        reasons: impl Iterator<Item = (&'static str, u64)>,
+    ) -> &mut Self {
+        let all: Vec<_> = reasons.collect();
+        self.value(total, all.iter().map(|(_, n)| n).sum())
+            .show_last(Show::NotExported);
+        for (reason, n) in all {
+            let key = format!("{prefix}_{reason}");
+            self.labelled(family, key, ("reason", reason), n, Show::NonZero);
+        }
+        self
+    }
+
     /// Changes how the last sample added is shown in the line.
     pub fn show_last(&mut self, show: Show) -> &mut Self {
         if let Some(s) = self.samples.last_mut() {
