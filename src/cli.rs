@@ -63,6 +63,11 @@ pub(crate) struct Cli {
     /// Print a statistics line every N seconds (0: only at exit).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub(crate) stats_interval: u64,
+    /// After each statistics line (every interval and at exit) print the
+    /// same statistics as one JSON object on a line of its own:
+    /// `{"unix_ms":…,"serve":{"hits":3,…},…}`.
+    #[arg(long)]
+    pub(crate) stats_json: bool,
     /// Longest time a frame may wait in a TX buffer while its port keeps
     /// delivering full bursts, in microseconds (frames never wait otherwise).
     #[arg(long, value_name = "US", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]

@@ -36,6 +36,17 @@ pub(crate) struct Config {
     pub(crate) limits: Limits,
     /// `[cache]`: how cached files are keyed and checked.
     pub(crate) cache: CacheConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub(crate) metrics: MetricsConfig,
+}
+
+/// `[metrics]`: where Prometheus scrapes bootcache.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    /// `"ADDR:PORT"` of the management side (a kernel socket, not a DPDK
+    /// port) serving OpenMetrics at `/metrics`; unset: no endpoint.
+    pub(crate) listen: Option<std::net::SocketAddr>,
 }
 
 /// `[cache]`: how cached files are keyed and checked.
@@ -331,6 +342,7 @@ impl Default for Config {
             fleet: None,
             limits: Limits::default(),
             cache: CacheConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -531,6 +543,16 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn metrics_listen_parses_and_a_bad_address_names_the_field() {
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9977\"\n").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9977".parse().unwrap()));
+        let e = Config::parse("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(e.to_string().contains("metrics.listen"), "{e}");
+        let e = Config::parse("[metrics]\nport = 9\n").unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
     }
 
     #[test]

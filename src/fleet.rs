@@ -124,13 +124,12 @@ impl Member {
             .map_err(|e| e.to_string())
     }
 
-    /// The stats line's part.
-    pub(crate) fn stats(&self) -> String {
+    /// The values of `stats::FLEET_MEMBER`, in its order.
+    pub(crate) fn values(&self) -> [u64; 14] {
         let c = self.handle.counters();
         let d = c.directives;
-        format!(
-            " member_connected={} presence_puts={} holding_puts={} holding_deletes={} directives={} directives_ignored={} directives_refused={} fetched={} held={} fetch_errors={} failed={} published={} publish_refused={} bad_directives={}",
-            u8::from(c.connected),
+        [
+            u64::from(c.connected),
             c.presence,
             c.holding_puts,
             c.holding_deletes,
@@ -143,8 +142,8 @@ impl Member {
             d.failed,
             self.published,
             self.refused,
-            c.bad_signature
-        )
+            c.bad_signature,
+        ]
     }
 }
 

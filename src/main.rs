@@ -12,9 +12,11 @@ mod cache_ls;
 mod cache_verify;
 mod cli;
 mod config;
+mod exporter;
 mod fleet;
 mod lcores;
 mod serve;
+mod stats;
 mod supervise;
 mod worker;
 
@@ -415,6 +417,24 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     );
     let watchdog = supervise::Watchdog::start(Arc::clone(&quit), shared.clone());
 
+    let published = match cfg.metrics.listen {
+        Some(addr) => {
+            let p = Arc::new(exporter::Published::default());
+            let mode = match (&cfg.addressed, serving) {
+                (Some(_), _) => "addressed",
+                (None, true) => "serve",
+                (None, false) => "fill",
+            };
+            let info = vec![
+                ("version", env!("CARGO_PKG_VERSION").to_string()),
+                ("config_hash", config_hash(cfg)),
+                ("mode", mode.to_string()),
+            ];
+            exporter::start(addr, Arc::clone(&p), info)?;
+            Some(p)
+        }
+        None => None,
+    };
     let max_age = Duration::from_secs(cfg.serve_max_age.unwrap_or(0));
     let mut worker = Worker::new(worker::Parts {
         logic,
@@ -424,7 +444,10 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
         bridge_counters: shared.clone(),
         filter_counters,
         health,
+        ports: ports.to_vec(),
         stats_interval: (cli.stats_interval > 0).then(|| Duration::from_secs(cli.stats_interval)),
+        stats_json: cli.stats_json,
+        published,
         throttle: (cli.slowpath_throttle_us > 0)
             .then(|| Duration::from_micros(cli.slowpath_throttle_us)),
         panic_after: cli.slowpath_panic_after,
@@ -479,6 +502,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
         )
     };
     drop(watchdog);
+    worker.final_counters = Some(counters);
     worker.throttle = None;
     let finish_result = worker.finish();
     for port in &ports {
@@ -530,9 +554,18 @@ fn fmt_mac(m: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Final statistics: one `key=value` line per port (stable for scripts and
-/// tests; packets and drops are the bridge's own counts, bytes the driver's),
-/// then the slow path's line.
+/// The configuration's fingerprint for `bootcache_info`: the first 16 hex
+/// digits of the SHA-256 of its parsed form (comments and order of the
+/// file do not change it; `--cache-dir` does).
+fn config_hash(cfg: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("{cfg:?}").as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Final statistics: one `key=value` line per port (packets and drops are
+/// the bridge's own counts, bytes the driver's), then the slow path's
+/// line (with `--stats-json` followed by one JSON object holding all of it).
 fn print_final(ports: &[Port; 2], c: &BridgeCounters, worker: &Worker) {
     println!("bootcache: final statistics");
     for (side, (port, pc)) in ports.iter().zip(c.ports.iter()).enumerate() {
@@ -553,5 +586,5 @@ fn print_final(ports: &[Port; 2], c: &BridgeCounters, worker: &Worker) {
             drv.tx_errors,
         );
     }
-    println!("{}", worker.stats_line());
+    println!("{}", worker.stats_output());
 }

@@ -19,11 +19,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
+use std::borrow::Cow;
+
+use bootcache_metrics::{Show, Snapshot};
 use dataplane::{
-    BridgeCounters, FilterSnapshot, FilterWriter, InjectRing, Injected, RedirectRing, Redirected,
-    SharedCounters, SharedFilterCounters, SlowPathHealth, StaticRule,
+    BridgeCounters, FilterSnapshot, FilterWriter, InjectRing, Injected, PortCounters,
+    RedirectCounters, RedirectRing, Redirected, SharedCounters, SharedFilterCounters,
+    SlowPathHealth, StaticRule,
 };
 use slowpath::{CacheError, CacheLogic, DiscardReason, FilterUpdate};
+
+use crate::stats;
 
 /// Frames handled between checks of the clock, timers and the quit flag.
 const BATCH: usize = 256;
@@ -98,7 +104,13 @@ pub(crate) struct Parts {
     pub(crate) bridge_counters: Vec<Arc<SharedCounters>>,
     pub(crate) filter_counters: Vec<Arc<SharedFilterCounters>>,
     pub(crate) health: Arc<SlowPathHealth>,
+    /// The client-side and server-side ports (their driver statistics).
+    pub(crate) ports: Vec<dpdk::Port>,
     pub(crate) stats_interval: Option<Duration>,
+    /// Print a JSON object of the statistics after each text line.
+    pub(crate) stats_json: bool,
+    /// Where the Prometheus exporter reads the metrics, when it runs.
+    pub(crate) published: Option<Arc<crate::exporter::Published>>,
     pub(crate) throttle: Option<Duration>,
     pub(crate) panic_after: Option<u64>,
     pub(crate) serve: Option<crate::serve::Serve>,
@@ -144,7 +156,10 @@ pub(crate) struct Worker {
     bridge_counters: Vec<Arc<SharedCounters>>,
     filter_counters: Vec<Arc<SharedFilterCounters>>,
     health: Arc<SlowPathHealth>,
+    ports: Vec<dpdk::Port>,
     stats_interval: Option<Duration>,
+    stats_json: bool,
+    published: Option<Arc<crate::exporter::Published>>,
     /// Testing aid: sleep this long per redirected frame (throttles the slow path).
     pub(crate) throttle: Option<Duration>,
     /// Testing aid: panic once after this many frames.
@@ -165,6 +180,9 @@ pub(crate) struct Worker {
     poll: bool,
     /// Yields that took over YIELD_STOLEN (sleeps followed for YIELD_BACKOFF).
     yield_fallbacks: u64,
+    /// The forwarding lcores' own final counts, once they stopped (more
+    /// recent than their last published copy).
+    pub(crate) final_counters: Option<BridgeCounters>,
 }
 
 impl Worker {
@@ -181,7 +199,10 @@ impl Worker {
             bridge_counters: p.bridge_counters,
             filter_counters: p.filter_counters,
             health: p.health,
+            ports: p.ports,
             stats_interval: p.stats_interval,
+            stats_json: p.stats_json,
+            published: p.published,
             throttle: p.throttle,
             panic_after: p.panic_after,
             handled: 0,
@@ -197,6 +218,7 @@ impl Worker {
             reopen: p.reopen,
             poll: p.poll,
             yield_fallbacks: 0,
+            final_counters: None,
         };
         if let Some(why) = unopened {
             w.fail.unopened = true;
@@ -265,6 +287,7 @@ impl Worker {
     fn run_loop(&mut self) {
         let mut next_stats = self.stats_interval.map(|d| Instant::now() + d);
         let mut next_save = Instant::now() + SAVE_PERIOD;
+        let mut next_publish = Instant::now();
         let mut next_timer_check = Instant::now();
         let mut last_busy = Instant::now();
         let mut idle_sleep = IDLE_SLEEP;
@@ -300,8 +323,14 @@ impl Worker {
             self.apply_filter_updates();
             if let (Some(t), Some(d)) = (next_stats, self.stats_interval) {
                 if now >= t {
-                    println!("{}", self.stats_line());
+                    println!("{}", self.stats_output());
                     next_stats = Some(now + d);
+                }
+            }
+            if let Some(p) = &self.published {
+                if now >= next_publish {
+                    p.publish(self.snapshot());
+                    next_publish = now + crate::exporter::PUBLISH_PERIOD;
                 }
             }
             if now >= next_save {
@@ -536,207 +565,189 @@ impl Worker {
         }
     }
 
-    /// One line of everything the operator watches.
-    pub(crate) fn stats_line(&self) -> String {
-        let b = BridgeCounters::sum(
-            self.bridge_counters
-                .iter()
-                .map(|c| c.snapshot())
-                .collect::<Vec<_>>()
-                .iter(),
-        );
-        // Frames each forwarding lcore received (both ports): how evenly
-        // RSS or the peer spread the traffic.
-        let per_lcore = self
-            .bridge_counters
-            .iter()
-            .map(|c| {
-                let p = c.snapshot().ports;
-                (p[0].rx_packets + p[1].rx_packets).to_string()
-            })
-            .collect::<Vec<_>>()
-            .join(",");
+    /// One line of everything the operator watches, and with
+    /// `--stats-json` one JSON object of the same snapshot on the next line.
+    pub(crate) fn stats_output(&self) -> String {
+        let s = self.snapshot();
+        if self.stats_json {
+            format!("{}\n{}", s.line(), s.json())
+        } else {
+            s.line()
+        }
+    }
+
+    /// Every metric now, in the stats line's order (see `src/stats.rs`
+    /// and the metrics crate): per-lcore counters summed, the slow path's
+    /// and serving's read in place, the driver's port statistics.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let per_lcore: Vec<BridgeCounters> =
+            self.bridge_counters.iter().map(|c| c.snapshot()).collect();
+        let b = self
+            .final_counters
+            .unwrap_or_else(|| BridgeCounters::sum(per_lcore.iter()));
         let mut f = FilterSnapshot::default();
         for c in &self.filter_counters {
             f.merge(&c.snapshot());
         }
-        let [c, s] = &b.ports;
-        let r = &b.redirect;
-        let rules = StaticRule::ALL
+        let mut out = Snapshot {
+            unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            sections: Vec::new(),
+        };
+        for (side, name) in ["client", "server"].into_iter().enumerate() {
+            let port = self.ports.get(side);
+            let labels = vec![
+                (
+                    "port",
+                    Cow::Owned(port.map_or(side as u16, |p| p.id()).to_string()),
+                ),
+                ("side", Cow::Borrowed(name)),
+            ];
+            let sec = out
+                .section_labelled(name, labels)
+                .fields(PortCounters::FIELDS, &b.ports[side]);
+            // The driver's counters: JSON and Prometheus, not the line.
+            if let Some(drv) = port.and_then(|p| p.stats().ok()) {
+                for x in stats::DRIVER {
+                    sec.value(x.desc, (x.get)(&drv)).show_last(Show::Never);
+                }
+            }
+        }
+        let (redirect, bypass): (Vec<_>, Vec<_>) = RedirectCounters::FIELDS
             .iter()
-            .map(|rule| format!("{}={}", rule.name(), f.static_hits(*rule)))
-            .chain(std::iter::once(format!(
-                "transfer-rules={}",
-                f.dynamic_total()
-            )))
-            .collect::<Vec<_>>()
-            .join(" ");
-        format!(
-            "stats: client rx={} tx={} drop={} | server rx={} tx={} drop={} | redirect copied={} trapped={} \
-             copy_drops={} trap_drops={} injected={} | failopen bypassing={} bypass_periods={} bypassed={} \
-             degraded={} degraded_periods={} restarts={} save_errors={} | lcores rx={per_lcore} | rules {rules} | {}",
-            c.rx_packets,
-            c.tx_packets,
-            c.tx_dropped,
-            s.rx_packets,
-            s.tx_packets,
-            s.tx_dropped,
-            r.copied,
-            r.trapped,
-            r.copy_drops,
-            r.trap_drops,
-            r.injected,
-            u8::from(b.bypassing),
-            r.bypass_periods,
-            r.bypassed,
-            u8::from(self.fail.reason.is_some()),
-            self.fail.periods,
-            self.fail.restarts,
-            self.fail.save_errors,
-            self.slowpath_counters(),
-        )
+            .partition(|x| !x.desc.key.starts_with("bypass"));
+        let sec = out.section("redirect");
+        for x in redirect {
+            sec.value(x.desc, (x.get)(&b.redirect));
+        }
+        let sec = out.section("failopen");
+        sec.value(stats::BYPASSING, u64::from(b.bypassing));
+        for x in bypass {
+            sec.value(x.desc, (x.get)(&b.redirect));
+        }
+        sec.value(stats::DEGRADED, u64::from(self.fail.reason.is_some()))
+            .value(stats::DEGRADED_PERIODS, self.fail.periods)
+            .value(stats::RESTARTS, self.fail.restarts)
+            .value(stats::SAVE_ERRORS, self.fail.save_errors);
+        // Frames each forwarding lcore received (both ports): how evenly
+        // RSS or the peer spread the traffic.
+        let sec = out.section("lcores");
+        for (i, c) in per_lcore.iter().enumerate() {
+            let rx = c.ports[0].rx_packets + c.ports[1].rx_packets;
+            sec.labelled(
+                stats::LCORE_RX,
+                "rx",
+                ("lcore", i.to_string()),
+                rx,
+                Show::Always,
+            );
+        }
+        let sec = out.section("rules");
+        for rule in StaticRule::ALL {
+            let hits = f.static_hits(rule);
+            sec.labelled(
+                stats::RULE_HITS,
+                rule.name(),
+                ("rule", rule.name()),
+                hits,
+                Show::Always,
+            );
+        }
+        let dynamic = f.dynamic_total();
+        sec.labelled(
+            stats::RULE_HITS,
+            "transfer-rules",
+            ("rule", "transfer"),
+            dynamic,
+            Show::Always,
+        );
+        self.slowpath_sections(&mut out);
+        out
     }
 
-    /// The slow path's counters as `key=value` words.
-    fn slowpath_counters(&self) -> String {
+    /// The slow path's and serving's sections of [`Worker::snapshot`].
+    fn slowpath_sections(&self, out: &mut Snapshot) {
         let k = self.logic.counters();
-        let b = k.bounds_hit();
-        let mut out = format!(
-            "transfers seen={} active={} completed={} size_probes={} discarded={}",
-            k.transfers_seen(),
-            self.logic.active_transfers(),
-            k.transfers_completed,
-            k.size_probes,
-            k.discarded.total()
+        let store = self.logic.filestore();
+        let sec = out.section("transfers");
+        sec.value(stats::TRANSFERS_SEEN, k.transfers_seen()).value(
+            stats::TRANSFERS_ACTIVE,
+            self.logic.active_transfers() as u64,
         );
-        for (reason, n) in k.discarded.iter().filter(|(_, n)| *n > 0) {
-            out += &format!(" discarded_{}={n}", reason.as_str());
-        }
+        sec.fields(stats::TRANSFERS, k).by_reason(
+            stats::DISCARDED_ALL,
+            stats::DISCARDED,
+            "discarded",
+            k.discarded.iter().map(|(r, n)| (r.as_str(), n)),
+        );
+        out.section("files")
+            .fields(stats::FILES, k)
+            .value(stats::IN_STORE, store.len() as u64)
+            .value(stats::VERIFIED, store.verified_count() as u64)
+            .value(stats::CORRUPT_REMOVED, store.corrupt_removed())
+            .value(stats::USED, store.used_bytes())
+            .show_last(Show::Never)
+            .value(stats::QUOTA, store.quota())
+            .show_last(Show::Never);
+        out.section("bounds")
+            .fields(stats::BOUNDS, &k.bounds_hit())
+            .value(stats::CLIENT_SHARE, k.tracker.over_client_share);
+        out.section_bare("origin")
+            .value(stats::ORIGIN_BYTES, k.origin_bytes);
         let d = &k.defrag;
-        out += &format!(
-            " | files cached={} refreshed={} replaced={} bytes_cached={} in_store={} verified={} corrupt_removed={} | bounds transfers={} client_share={} file_size={} quota={} \
-             | origin_bytes={} | defrag fragments={} reassembled={} dropped={}",
-            k.files_cached,
-            k.files_refreshed,
-            k.files_replaced,
-            k.bytes_cached,
-            self.logic.filestore().len(),
-            self.logic.filestore().verified_count(),
-            self.logic.filestore().corrupt_removed(),
-            b.transfers,
-            k.tracker.over_client_share,
-            b.file_size,
-            b.quota,
-            k.origin_bytes,
-            d.fragments,
-            d.reassembled,
-            d.dropped.total(),
-        );
-        for (reason, n) in d.dropped.iter().filter(|(_, n)| *n > 0) {
-            out += &format!(" defrag_{}={n}", reason.name());
-        }
-        let p = self.logic.filestore().persist_counters();
-        out += &format!(
-            " | persist queued={} deferred={} errors={} records={} compactions={} publish_failed={} rehashed_files={} scrubbed_files={} scrubbed_bytes={}",
-            p.queued,
-            p.deferred,
-            p.errors,
-            p.records,
-            p.compactions,
-            self.logic.filestore().publish_failed(),
-            p.verified_files,
-            p.scrubbed_files,
-            p.scrubbed_bytes,
-        );
-        out += &format!(
-            " | dhcp={} bad_checksum={} wrong_side={}",
-            k.dhcp_messages, k.bad_checksum, k.wrong_side
-        );
-        if let Some(s) = &self.serve {
-            let c = s.endpoint().counters();
-            out += &format!(
-                " | serve hits={} misses={} stale={} validated_current={} agent_unreachable={} agent_skew_ms={} active={} completed={} size_probes={} client_errors={} timeouts={} aborted={} served_bytes={} retransmits={} frames={} frame_drops={} reinject_drops={} sessions_refused={} held_refused={} validations_refused={} mapped_files={} rehashed={}",
-                c.hits,
-                c.misses,
-                c.stale,
-                c.validated_current,
-                c.agent_unreachable,
-                s.agent_skew_ms(),
-                s.active(),
-                c.completed,
-                c.size_probes,
-                c.client_errors,
-                c.timeouts,
-                c.aborted,
-                c.served_bytes,
-                c.retransmits,
-                s.frames.frames,
-                s.frames.frame_drops,
-                self.reinject_drops,
-                c.sessions_refused,
-                c.held_refused,
-                c.validations_refused,
-                s.mapped_files(),
-                c.rehashed,
+        let sec = out.section("defrag");
+        sec.value(stats::DEFRAG_FRAGMENTS, d.fragments)
+            .value(stats::DEFRAG_REASSEMBLED, d.reassembled)
+            .by_reason(
+                stats::DEFRAG_DROPPED_ALL,
+                stats::DEFRAG_DROPPED,
+                "defrag",
+                d.dropped.iter().map(|(r, n)| (r.name(), n)),
             );
-            let t = &s.turnaround;
-            out += &format!(
-                " | turnaround samples={} p50_ns={} p99_ns={} max_ns={} yield_fallbacks={}",
-                t.samples(),
-                t.quantile_ns(0.5),
-                t.quantile_ns(0.99),
-                t.max_ns(),
-                self.yield_fallbacks
-            );
-            if let Some(f) = &s.fleet {
-                let m = f.mirror.counters();
-                out += &format!(
-                    " | fleet live={} files={} revision={} applied={} heartbeats={} bad_signature={} malformed={} replayed={} duplicates={} deletes={} refused={} resets={} watches={} current={} stale={} fallbacks={}",
-                    u8::from(f.mirror.is_live(std::time::Instant::now())),
-                    f.mirror.files(),
-                    f.mirror.last_revision(),
-                    m.applied,
-                    m.heartbeats,
-                    m.bad_signature,
-                    m.malformed,
-                    m.replayed,
-                    m.duplicates,
-                    m.deletes,
-                    m.refused,
-                    m.resets,
-                    m.watches,
-                    f.counters.current,
-                    f.counters.stale,
-                    f.counters.fallbacks,
-                );
-            }
-            if let Some((c, arp)) = s.endpoint().addressed_counters() {
-                out += &format!(
-                    " | addressed requests={} fetches={} fetch_joins={} fetches_active={} fetches_completed={} fetches_failed={} fetches_refused={} fetched_bytes={} errors_sent={} pings={} dropped={} arp_answered={} arp_requests={} arp_failed={} wrong_side={} streamed={}",
-                    c.requests,
-                    c.fetches,
-                    c.fetch_joins,
-                    s.endpoint().active_fetches(),
-                    c.fetches_completed,
-                    c.fetches_failed,
-                    c.fetches_refused,
-                    c.fetched_bytes,
-                    c.errors_sent,
-                    c.pings,
-                    c.dropped,
-                    arp.requests_answered,
-                    arp.requests_sent,
-                    arp.failed,
-                    arp.wrong_side,
-                    c.streamed,
-                );
-            }
-        }
+        out.section("persist")
+            .fields(stats::PERSIST, &store.persist_counters())
+            .value(stats::PUBLISH_FAILED, store.publish_failed());
+        out.section_bare("slowpath")
+            .fields(stats::SLOWPATH, k)
+            .value(stats::SLOWPATH_FRAMES, self.handled)
+            .show_last(Show::Never);
         if let Some(f) = &self.fleet {
-            out += " | fleet_member";
-            out += &f.stats();
+            let sec = out.section("fleet_member");
+            for (d, v) in stats::FLEET_MEMBER.iter().zip(f.values()) {
+                sec.value(*d, v);
+            }
         }
-        out
+        let Some(s) = &self.serve else { return };
+        out.section("serve")
+            .fields(stats::SERVE, s.endpoint().counters())
+            .fields(stats::FRAMES, &s.frames)
+            .value(stats::AGENT_SKEW, s.agent_skew_ms())
+            .value(stats::SERVE_ACTIVE, s.active() as u64)
+            .value(stats::REINJECT_DROPS, self.reinject_drops)
+            .value(stats::MAPPED_FILES, s.mapped_files() as u64);
+        let t = &s.turnaround;
+        out.section("turnaround")
+            .value(stats::TURNAROUND_SAMPLES, t.samples())
+            .value(stats::TURNAROUND_P50, t.quantile_ns(0.5))
+            .value(stats::TURNAROUND_P99, t.quantile_ns(0.99))
+            .value(stats::TURNAROUND_MAX, t.max_ns())
+            .value(stats::YIELD_FALLBACKS, self.yield_fallbacks);
+        if let Some(fl) = &s.fleet {
+            let live = fl.mirror.is_live(Instant::now());
+            out.section("fleet")
+                .value(stats::FLEET_LIVE, u64::from(live))
+                .value(stats::FLEET_FILES, fl.mirror.files() as u64)
+                .value(stats::FLEET_REVISION, fl.mirror.last_revision())
+                .fields(stats::MIRROR, &fl.mirror.counters())
+                .fields(stats::FLEET, &fl.counters);
+        }
+        if let Some((c, arp)) = s.endpoint().addressed_counters() {
+            out.section("addressed")
+                .fields(stats::ADDRESSED, &c)
+                .value(stats::FETCHES_ACTIVE, s.endpoint().active_fetches() as u64)
+                .fields(stats::ARP, &arp);
+        }
     }
 }
 

@@ -242,7 +242,8 @@ fn run_until_with(
     let cache = dir.join("cache");
     setup(&cache);
     let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
-    let mut extra = vec!["--", "--cache-dir", cache.to_str().unwrap()];
+    // Statistics as JSON too: read back with `process::stat`.
+    let mut extra = vec!["--", "--cache-dir", cache.to_str().unwrap(), "--stats-json"];
     extra.extend(app);
     let mut child = Command::new(BOOTCACHE)
         .args(null_eal(tag, lcores, 2, &extra))

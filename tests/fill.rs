@@ -187,11 +187,7 @@ fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partia
     let reps = h.replay(&frames, 512, Duration::from_secs(3)).unwrap();
     assert_crossed("throttled transfer", &reps);
     let fin = stop(&h, bc);
-    let drops: u64 = fin
-        .stdout
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("copy_drops="))
-        .and_then(|v| v.parse().ok())
+    let drops: u64 = bootcache_bench::process::stat(&fin.stdout, "redirect", "copy_drops")
         .unwrap_or_else(|| panic!("no copy_drops counter in:\n{}", fin.stdout));
     assert!(drops > 0, "the ring never overflowed:\n{}", fin.stdout);
     assert!(
@@ -243,12 +239,8 @@ fn blksize_8192_over_a_1500_mtu_is_fragmented_and_still_cached() {
         fin.stdout
     );
     // 2 files x 123 blocks of 8192 bytes, each block a datagram in fragments.
-    let reassembled: u64 = fin
-        .stdout
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("reassembled="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let reassembled: u64 =
+        bootcache_bench::process::stat(&fin.stdout, "defrag", "reassembled").unwrap_or(0);
     assert!(
         reassembled >= 2 * 122,
         "defragmented datagrams: {reassembled}\n{}",

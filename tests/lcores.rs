@@ -79,21 +79,10 @@ fn two_forwarding_lcores_on_two_queue_pairs_fill_and_serve_byte_identical() {
         Some(names.len() as u64)
     );
     // The kernel spread the flows over both queues: both lcores forwarded.
-    let line = fin
-        .stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("stats:"))
-        .unwrap_or_default();
-    let per_lcore: Vec<u64> = line
-        .split('|')
-        .find_map(|p| p.trim().strip_prefix("lcores rx="))
-        .unwrap_or_else(|| panic!("no per-lcore counts: {line}"))
-        .trim()
-        .split(',')
-        .map(|n| n.parse().unwrap())
-        .collect();
-    assert_eq!(per_lcore.len(), 2, "{line}");
+    let per_lcore = bootcache_metrics::Reader::last(&fin.stdout)
+        .unwrap_or_else(|| panic!("no statistics in {}", fin.stdout))
+        .list("lcores", "rx");
+    assert_eq!(per_lcore.len(), 2, "{}", fin.stdout);
     assert!(
         per_lcore.iter().all(|&n| n > 0),
         "an lcore forwarded nothing: {per_lcore:?}"

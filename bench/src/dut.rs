@@ -139,7 +139,8 @@ impl DutProcess {
         cmd.arg("--");
         match dut {
             Dut::Bootcache => {
-                cmd.args(&cfg.bootcache_args);
+                // Statistics as JSON, read back with `process::stat`.
+                cmd.args(&cfg.bootcache_args).arg("--stats-json");
             }
             Dut::Testpmd => {
                 cmd.args(testpmd_io_args(1));
@@ -263,15 +264,6 @@ pub fn write_config(path: &Path, cache: &Path, rest: &str) -> Result<Vec<String>
     Ok(vec!["--config".into(), path.display().to_string()])
 }
 
-/// The value of `key=` in bootcache's statistics output (the last one printed).
-pub fn stat(out: &str, key: &str) -> Option<u64> {
-    let k = format!("{key}=");
-    out.split_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix(k.as_str()))
-        .and_then(|v| v.parse().ok())
-}
-
 /// The bootcache binary next to this executable, or `$BOOTCACHE_BIN`, checked.
 pub fn bootcache_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     let bin = explicit
@@ -306,14 +298,5 @@ mod tests {
             assert!(p.contains("scripts/setup"), "{p}");
             assert!(!p.contains('\n'), "one line: {p}");
         }
-    }
-
-    #[test]
-    fn stats_are_read_by_key() {
-        let out = "stats: client rx=5 | redirect copied=10 copy_drops=2 | serve hits=3\nstats: redirect copied=12 copy_drops=4\n";
-        assert_eq!(stat(out, "copied"), Some(12));
-        assert_eq!(stat(out, "copy_drops"), Some(4));
-        assert_eq!(stat(out, "hits"), Some(3));
-        assert_eq!(stat(out, "nothing"), None);
     }
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use dpdk::{Burst, Mbuf};
 
-use crate::dut::{stat, Dut, DutConfig, DutProcess};
+use crate::dut::{Dut, DutConfig, DutProcess};
 use crate::harness::Harness;
+use crate::process::stat;
 use crate::results::{f, Table};
 use crate::scenario::{test_file, tftp_read, Endpoints, TransferShape};
 
@@ -161,10 +162,10 @@ pub fn run(
     }
     let text = p.stop(h)?;
     let _ = std::fs::remove_dir_all(&cache);
-    let cached = stat(&text, "bytes_cached").unwrap_or(0);
-    let files = stat(&text, "cached").unwrap_or(0);
-    let copy_drops = stat(&text, "copy_drops").unwrap_or(0);
-    let copied = stat(&text, "copied").unwrap_or(0);
+    let cached = stat(&text, "files", "bytes_cached").unwrap_or(0);
+    let files = stat(&text, "files", "cached").unwrap_or(0);
+    let copy_drops = stat(&text, "redirect", "copy_drops").unwrap_or(0);
+    let copied = stat(&text, "redirect", "copied").unwrap_or(0);
     let offered_gbps = sent_bytes as f64 * 8.0 / blast.as_secs_f64() / 1e9;
     let slow_gbps = cached as f64 * 8.0 / last_publish.as_secs_f64().max(1e-9) / 1e9;
     println!(

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::dut::{stat, Dut, DutConfig, DutProcess};
+use crate::dut::{Dut, DutConfig, DutProcess};
 use crate::harness::Harness;
 use crate::latency::Histogram;
 use crate::pktgen::{Generator, RunConfig};
+use crate::process::stat;
 use crate::results::{f, Table};
 use crate::search::{zero_loss, Trial};
 use crate::traffic::{build, FrameSize, TrafficSpec};
@@ -208,11 +209,11 @@ pub fn run(
                     println!(
                         "  bootcache, {} rules: transfers seen={} active={}, transfer-rule hits={}, copies={} copy_drops={}",
                         cfg.entries,
-                        stat(&text, "seen").unwrap_or(0),
-                        stat(&text, "active").unwrap_or(0),
-                        stat(&text, "transfer-rules").unwrap_or(0),
-                        stat(&text, "copied").unwrap_or(0),
-                        stat(&text, "copy_drops").unwrap_or(0),
+                        stat(&text, "transfers", "seen").unwrap_or(0),
+                        stat(&text, "transfers", "active").unwrap_or(0),
+                        stat(&text, "rules", "transfer-rules").unwrap_or(0),
+                        stat(&text, "redirect", "copied").unwrap_or(0),
+                        stat(&text, "redirect", "copy_drops").unwrap_or(0),
                     );
                 }
                 for s in &res {

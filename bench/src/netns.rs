@@ -871,8 +871,8 @@ impl Topology {
         Ok(())
     }
 
-    /// A counter from the last `stats:` line the running (or last) bootcache
-    /// printed (start it with `--stats-interval 1`); see [`stat`].
+    /// A counter from the last statistics object the running (or last)
+    /// bootcache printed (start it with `--stats-interval 1`); see [`stat`].
     pub fn bootcache_stat(&self, section: &str, key: &str) -> Option<u64> {
         let out = std::fs::read_to_string(self.bootcache_log_dir().join("bootcache.out")).ok()?;
         stat(&out, section, key)
@@ -1714,23 +1714,9 @@ fn wait_for_text(path: &Path, text: &str, timeout: Duration) -> Result<()> {
     }
 }
 
-/// A counter from bootcache's `stats:` line (the last one in `stdout`):
-/// `section` is the word opening a `|`-separated part (`serve`, `files`,
-/// `transfers`, `redirect`), `key` the counter in it.
-pub fn stat(stdout: &str, section: &str, key: &str) -> Option<u64> {
-    let line = stdout.lines().rev().find(|l| l.starts_with("stats:"))?;
-    let line = line.trim_start_matches("stats:");
-    line.split('|').find_map(|part| {
-        let mut words = part.split_whitespace();
-        if words.next()? != section {
-            return None;
-        }
-        part.split_whitespace()
-            .filter_map(|w| w.split_once('='))
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, v)| v.parse().ok())
-    })
-}
+/// A counter of bootcache's last JSON statistics object (the harness
+/// starts it with `--stats-json`): the one reader, in `process`.
+pub use crate::process::stat;
 
 /// SHA-256 of a file, hex (via `sha256sum`: the files are tens of MiB).
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -2264,15 +2250,6 @@ fn tftp_summary(frame: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_counters_from_the_stats_line() {
-        let out = "stats: client rx=5 tx=4 drop=0 | server rx=1 tx=2 drop=0 | files cached=3 refreshed=0 | serve hits=7 misses=2\n";
-        assert_eq!(stat(out, "serve", "hits"), Some(7));
-        assert_eq!(stat(out, "files", "cached"), Some(3));
-        assert_eq!(stat(out, "server", "rx"), Some(1));
-        assert_eq!(stat(out, "serve", "nope"), None);
-    }
 
     #[test]
     fn shell_words_quote_only_when_needed() {

@@ -1,13 +1,15 @@
 //! Running `bootcache` as a child process on virtio-user ports and reading
-//! its final statistics.
+//! its statistics: every bootcache the bench starts prints them as JSON
+//! (`--stats-json`), read back through the metrics crate's one reader.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bootcache_metrics::Reader;
 
-/// Per-port counters bootcache prints at exit (`port=N side=... key=value...`).
+/// Per-port counters of bootcache's last statistics object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FinalPortStats {
     /// Port id.
@@ -24,31 +26,35 @@ pub struct FinalPortStats {
     pub tx_dropped: u64,
 }
 
-/// Parses the `port=` lines of bootcache's final statistics.
+/// The ports (client side, then server side; port 0 is the client side)
+/// of the last statistics object in `stdout` (none if there is none).
 pub fn parse_final_stats(stdout: &str) -> Vec<FinalPortStats> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with("port="))
-        .map(|l| {
-            let mut s = FinalPortStats::default();
-            for kv in l.split_whitespace() {
-                let Some((k, v)) = kv.split_once('=') else {
-                    continue;
-                };
-                let n = v.parse::<u64>().unwrap_or(0);
-                match k {
-                    "port" => s.port = n as u16,
-                    "rx_packets" => s.rx_packets = n,
-                    "rx_bytes" => s.rx_bytes = n,
-                    "tx_packets" => s.tx_packets = n,
-                    "tx_bytes" => s.tx_bytes = n,
-                    "tx_dropped" => s.tx_dropped = n,
-                    _ => {}
-                }
+    let Some(r) = Reader::last(stdout) else {
+        return Vec::new();
+    };
+    ["client", "server"]
+        .iter()
+        .enumerate()
+        .filter(|(_, side)| r.has(side))
+        .map(|(port, side)| {
+            let v = |k| r.get(side, k).unwrap_or(0);
+            FinalPortStats {
+                port: port as u16,
+                rx_packets: v("rx"),
+                rx_bytes: v("rx_bytes"),
+                tx_packets: v("tx"),
+                tx_bytes: v("tx_bytes"),
+                tx_dropped: v("drop"),
             }
-            s
         })
         .collect()
+}
+
+/// A counter of bootcache's last statistics object in `stdout`: `section`
+/// as in the stats line (`serve`, `files`, `transfers`, `redirect`), `key`
+/// the counter in it; a per-lcore list reads as its sum.
+pub fn stat(stdout: &str, section: &str, key: &str) -> Option<u64> {
+    Reader::last(stdout)?.get(section, key)
 }
 
 /// The `bootcache` binary next to the running executable (target/<profile>/),
@@ -149,7 +155,7 @@ impl Bootcache {
                 s.display()
             ));
         }
-        cmd.arg("--").args(app_args);
+        cmd.arg("--").args(app_args).arg("--stats-json");
         let dir = std::env::temp_dir();
         let (out, child_out) =
             output_file(&dir.join(format!("bootcache-{file_prefix}.stdout")), false)?;
@@ -186,6 +192,7 @@ impl Bootcache {
             .args(eal_args)
             .arg("--")
             .args(app_args)
+            .arg("--stats-json")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -295,8 +302,11 @@ mod tests {
     #[test]
     fn parses_final_statistics_lines() {
         let out = "bootcache: final statistics\n\
-            port=0 side=client name=a rx_packets=5 rx_bytes=300 tx_packets=4 tx_bytes=256 tx_dropped=1 rx_missed=0\n\
-            port=1 side=server name=b rx_packets=4 rx_bytes=256 tx_packets=5 tx_bytes=300 tx_dropped=0\n";
+            {\"unix_ms\":1,\"client\":{\"rx\":5,\"rx_bytes\":300,\"tx\":4,\"tx_bytes\":256,\"drop\":1},\
+            \"server\":{\"rx\":4,\"rx_bytes\":256,\"tx\":5,\"tx_bytes\":300,\"drop\":0},\"serve\":{\"hits\":3}}\n";
+        assert_eq!(stat(out, "serve", "hits"), Some(3));
+        assert_eq!(stat(out, "serve", "misses"), None);
+        assert!(parse_final_stats("no statistics\n").is_empty());
         let p = parse_final_stats(out);
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].rx_packets, 5);

@@ -879,7 +879,8 @@ pub fn run(
     work: &std::path::Path,
     out: &std::path::Path,
 ) -> Result<StormResults> {
-    use crate::dut::{stat, Dut, DutConfig, DutProcess};
+    use crate::dut::{Dut, DutConfig, DutProcess};
+    use crate::process::stat;
     let pool = Mempool::create("storm_pool", 65535, 256, 2048 + 128, -1)
         .context("storm mbuf pool (hugepages: run scripts/setup)")?;
     let files = BootFiles {
@@ -956,11 +957,14 @@ pub fn run(
                 let ports = crate::process::parse_final_stats(&text);
                 format!(
                     "serve hits={} completed={} other_endings={} frame_drops={} misses={}; client-side port tx_dropped={}",
-                    stat(&text, "hits").unwrap_or(0),
-                    stat(&text, "completed").unwrap_or(0),
-                    stat(&text, "other_endings").unwrap_or(0),
-                    stat(&text, "frame_drops").unwrap_or(0),
-                    stat(&text, "misses").unwrap_or(0),
+                    stat(&text, "serve", "hits").unwrap_or(0),
+                    stat(&text, "serve", "completed").unwrap_or(0),
+                    ["size_probes", "client_errors", "timeouts", "aborted"]
+                        .iter()
+                        .map(|k| stat(&text, "serve", k).unwrap_or(0))
+                        .sum::<u64>(),
+                    stat(&text, "serve", "frame_drops").unwrap_or(0),
+                    stat(&text, "serve", "misses").unwrap_or(0),
                     ports.first().map_or(0, |p| p.tx_dropped),
                 )
             } else {

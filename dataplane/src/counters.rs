@@ -3,35 +3,49 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Per-port counters kept by the bridge (what it received, sent and dropped).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PortCounters {
-    /// Frames received on this port.
-    pub rx_packets: u64,
-    /// Frames transmitted on this port.
-    pub tx_packets: u64,
-    /// Frames meant for this port that TX could not send (freed, not leaked).
-    pub tx_dropped: u64,
+bootcache_metrics::counters! {
+    /// Per-port counters kept by the bridge (what it received, sent and dropped).
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct PortCounters {
+        /// Frames the bridge received on this port.
+        #[metric(Counter None "port_rx_frames" "rx")]
+        pub rx_packets: u64,
+        /// Frames the bridge transmitted on this port.
+        #[metric(Counter None "port_tx_frames" "tx")]
+        pub tx_packets: u64,
+        /// Frames meant for this port that TX could not send (freed, not leaked).
+        #[metric(Counter None "port_tx_dropped_frames" "drop")]
+        pub tx_dropped: u64,
+    }
 }
 
-/// What the fast path handed to the slow path.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RedirectCounters {
-    /// Copies of forwarded frames put on the redirect ring.
-    pub copied: u64,
-    /// Trapped frames (not forwarded) put on the redirect ring.
-    pub trapped: u64,
-    /// Copies dropped because the ring was full (the original was forwarded).
-    pub copy_drops: u64,
-    /// Trapped frames dropped because the ring was full.
-    pub trap_drops: u64,
-    /// Frames the slow path injected for transmission.
-    pub injected: u64,
-    /// Times the fast path started bypassing the slow path (its heartbeat
-    /// stopped, or it asked to forward only).
-    pub bypass_periods: u64,
-    /// Frames forwarded without looking at the filter while bypassing.
-    pub bypassed: u64,
+bootcache_metrics::counters! {
+    /// What the fast path handed to the slow path.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct RedirectCounters {
+        /// Copies of forwarded frames put on the redirect ring.
+        #[metric(Counter None "redirect_copied_frames" "copied")]
+        pub copied: u64,
+        /// Trapped frames (not forwarded) put on the redirect ring.
+        #[metric(Counter None "redirect_trapped_frames" "trapped")]
+        pub trapped: u64,
+        /// Copies dropped because the ring was full (the original was forwarded).
+        #[metric(Counter None "redirect_copy_dropped_frames" "copy_drops")]
+        pub copy_drops: u64,
+        /// Trapped frames dropped because the ring was full.
+        #[metric(Counter None "redirect_trap_dropped_frames" "trap_drops")]
+        pub trap_drops: u64,
+        /// Frames the slow path injected for transmission.
+        #[metric(Counter None "redirect_injected_frames" "injected")]
+        pub injected: u64,
+        /// Times the fast path started bypassing the slow path (its heartbeat
+        /// stopped, or it asked to forward only).
+        #[metric(Counter None "failopen_bypass_periods" "bypass_periods")]
+        pub bypass_periods: u64,
+        /// Frames forwarded without looking at the filter while bypassing.
+        #[metric(Counter None "failopen_bypassed_frames" "bypassed")]
+        pub bypassed: u64,
+    }
 }
 
 /// Counters of both sides of the bridge: index 0 is the client side, 1 the server side.

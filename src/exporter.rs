@@ -1,0 +1,208 @@
+//! The Prometheus endpoint (`[metrics] listen`): a thread of its own on a
+//! kernel socket serves `GET /metrics` as OpenMetrics. It never touches the
+//! fast path or the worker: the worker publishes a [`Snapshot`] every
+//! [`PUBLISH_PERIOD`] (built as the stats line is, from the per-lcore
+//! counters' published copies) and a scrape encodes the latest one.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use bootcache_metrics::{openmetrics, Desc, Snapshot};
+
+/// How often the worker publishes a snapshot for the exporter: fresher
+/// than any sensible scrape interval (Prometheus's shortest is 1 s).
+pub(crate) const PUBLISH_PERIOD: Duration = Duration::from_millis(500);
+/// A request's head is at most this long; a longer one is refused.
+const MAX_REQUEST: usize = 8192;
+/// A client that sends nothing for this long is dropped (one connection
+/// at a time: a silent client delays the next scrape by at most this).
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+const SCRAPES: Desc = Desc::counter(
+    "metrics_scrapes",
+    "scrapes",
+    "Requests for /metrics answered",
+);
+const REFUSED: Desc = Desc::counter(
+    "metrics_refused_requests",
+    "refused",
+    "Requests to the metrics endpoint refused (not GET /metrics, too long, too slow)",
+);
+
+/// The latest snapshot, shared by the worker (writer) and the exporter.
+#[derive(Debug, Default)]
+pub(crate) struct Published {
+    latest: ArcSwap<Snapshot>,
+    scrapes: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Published {
+    /// Replaces the snapshot (the worker, every [`PUBLISH_PERIOD`]).
+    pub(crate) fn publish(&self, s: Snapshot) {
+        self.latest.store(Arc::new(s));
+    }
+
+    /// The latest snapshot with the endpoint's own counters.
+    fn current(&self) -> Arc<Snapshot> {
+        let mut s = Snapshot::clone(&self.latest.load());
+        s.section("metrics")
+            .value(SCRAPES, self.scrapes.load(Relaxed))
+            .value(REFUSED, self.refused.load(Relaxed));
+        Arc::new(s)
+    }
+}
+
+/// Binds `addr` and serves it on a thread of its own until the process
+/// ends. Binding fails at start, with the address in the error.
+pub(crate) fn start(
+    addr: SocketAddr,
+    published: Arc<Published>,
+    info: Vec<(&'static str, String)>,
+) -> Result<()> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("metrics: listen on {addr}"))?;
+    log::info!("metrics: OpenMetrics on http://{addr}/metrics");
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(c) => {
+                        if let Err(e) = answer(c, &published, &info) {
+                            published.refused.fetch_add(1, Relaxed);
+                            log::debug!("metrics: {e}");
+                        }
+                    }
+                    Err(e) => log::debug!("metrics: accept: {e}"),
+                }
+            }
+        })
+        .context("metrics: starting its thread")?;
+    Ok(())
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    Metrics,
+    NotFound,
+    NotAllowed,
+}
+
+/// The route of a request head (`GET /metrics HTTP/1.1`; a query string
+/// is ignored).
+fn route(head: &str) -> Route {
+    let mut words = head.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("GET"), Some(path)) if path.split('?').next() == Some("/metrics") => Route::Metrics,
+        (Some("GET"), _) => Route::NotFound,
+        _ => Route::NotAllowed,
+    }
+}
+
+fn answer(mut c: TcpStream, published: &Published, info: &[(&'static str, String)]) -> Result<()> {
+    c.set_read_timeout(Some(IO_TIMEOUT))?;
+    c.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut n = 0;
+    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        if n == buf.len() {
+            respond(
+                &mut c,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                "",
+            )?;
+            anyhow::bail!("request head over {MAX_REQUEST} bytes");
+        }
+        let got = c.read(&mut buf[n..])?;
+        if got == 0 {
+            anyhow::bail!("connection closed before the request's end");
+        }
+        n += got;
+    }
+    let head = String::from_utf8_lossy(&buf[..n]);
+    match route(head.lines().next().unwrap_or("")) {
+        Route::Metrics => {
+            let body = openmetrics::encode(published.current(), info);
+            respond(&mut c, "200 OK", openmetrics::CONTENT_TYPE, &body)?;
+            published.scrapes.fetch_add(1, Relaxed);
+            Ok(())
+        }
+        Route::NotFound => {
+            respond(&mut c, "404 Not Found", "text/plain", "see /metrics\n")?;
+            anyhow::bail!("not /metrics");
+        }
+        Route::NotAllowed => {
+            respond(&mut c, "405 Method Not Allowed", "text/plain", "")?;
+            anyhow::bail!("not a GET");
+        }
+    }
+}
+
+fn respond(c: &mut TcpStream, status: &str, content_type: &str, body: &str) -> Result<()> {
+    write!(
+        c,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    c.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_get_metrics_is_served() {
+        assert_eq!(route("GET /metrics HTTP/1.1"), Route::Metrics);
+        assert_eq!(route("GET /metrics?x=1 HTTP/1.1"), Route::Metrics);
+        assert_eq!(route("GET / HTTP/1.1"), Route::NotFound);
+        assert_eq!(route("GET /metricsx HTTP/1.1"), Route::NotFound);
+        assert_eq!(route("POST /metrics HTTP/1.1"), Route::NotAllowed);
+        assert_eq!(route(""), Route::NotAllowed);
+    }
+
+    /// A real socket on loopback: a scrape gets the published snapshot
+    /// and the info line, a wrong path a 404, and both are counted.
+    #[test]
+    fn a_scrape_reads_the_published_snapshot() {
+        let published = Arc::new(Published::default());
+        let mut s = Snapshot::default();
+        s.section("serve").value(crate::stats::SERVE_ACTIVE, 3);
+        published.publish(s);
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        start(
+            addr,
+            Arc::clone(&published),
+            vec![("version", "9.9".into())],
+        )
+        .unwrap();
+        let get = |path: &str| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).unwrap();
+            out
+        };
+        let out = get("/metrics");
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        assert!(out.contains("bootcache_serve_sessions_active 3"), "{out}");
+        assert!(out.contains("bootcache_info{version=\"9.9\"} 1"), "{out}");
+        assert!(get("/").starts_with("HTTP/1.1 404"));
+        let out = get("/metrics");
+        assert!(out.contains("bootcache_metrics_scrapes_total 1"), "{out}");
+        assert!(
+            out.contains("bootcache_metrics_refused_requests_total 1"),
+            "{out}"
+        );
+    }
+}
