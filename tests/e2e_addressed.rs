@@ -26,7 +26,7 @@ fn clients_told_to_use_bootcache_are_served_from_the_origin_then_from_the_cache(
         bootcache_bin: Some(BOOTCACHE.into()),
         ..Default::default()
     });
-    let v1 = test_content(4 << 20, 31);
+    let v1 = test_content(2 << 20, 31);
     t.put_file("plain.img", &v1).unwrap();
     let want_v1 = netns::sha256_bytes(&v1, &t.dir, "v1").unwrap();
     t.set_next_server(OWN_IP);

@@ -23,22 +23,31 @@
 //! atomics at each housekeeping tick (bridge) and every `publish_ms`
 //! (per-rule hits).
 //!
-//! Measured cost per frame, by stage (2026-12-01, this 2-vCPU VM, no
-//! hardware counters: rates against testpmd io in one run of
-//! `bench-forward --cpu-time --only null-config,pcap`, stages taken out in
-//! a scratch build; instructions under `bench-forward --callgrind 5`):
+//! Measured cost per frame, by stage (2026-12-02, this 2-vCPU VM at
+//! 2.6 GHz, shared with other builds; no hardware counters: cycles are the
+//! stage's share of timer-based `perf record -t <forwarding thread>` times
+//! the thread's time per frame, instructions from callgrind; README
+//! "Forwarding" has the commands):
 //!
-//! | stage                                        | × testpmd (pcap mix) | instructions |
-//! |----------------------------------------------|----------------------|--------------|
-//! | rx + TX buffer + tx (PMD, mempool)           | 0.96                 | as testpmd   |
-//! | first stage over the burst (`may_match_burst`) | 0.83               | ~25          |
-//! | classify + lookup + copy of the ~1% boot traffic | 0.70–0.76        | ~10 (amortised) |
+//! | stage (cycles / instructions per frame)   | net_null, server configured | pcap mix, server configured |
+//! |-------------------------------------------|-----------------------------|-----------------------------|
+//! | rx + tx in the PMD, mempool (as testpmd)  | 21 / 122                    | 69 / as testpmd             |
+//! | rx/tx shims (`bc_eth_*_burst`)            | 0.5 / 1.7                   | 2                           |
+//! | first stage, burst loop (`candidates`)    | 4.0 / 27                    | 5.3                         |
+//! | first stage, exact answer for ~15%        | 0 (none pass)               | 2.6                         |
+//! | classify + lookup + copy (~1% of frames)  | 0                           | 3.2                         |
+//! | the rest of this loop (per burst, tick)   | 1.4 / ~9                    | 1.3                         |
+//! | total (testpmd io)                        | 27 / 160 (21 / 125)         | 87 (66)                     |
 //!
-//! A copy costs ~500 ns of this core's time although its instructions are
+//! The burst loop is 27 instructions a frame: the mbuf's data pointer and
+//! length, three fixed-offset words, compares, no branch but the length
+//! check. (Under callgrind the 100 µs tick weighs ~100× more than at full
+//! speed, so "the rest" is less than 9 there.) A copy also costs ~500 ns of this core's time although its instructions are
 //! few: the slow path reads the copied frame whole, and the PMD's next
-//! write of that buffer pays for the lines. Copies are given back and
-//! freed here ([`RedirectRing::free_given_back`]) so that at least their
-//! headers stay in this lcore's cache.
+//! write of that buffer pays for the lines (the pcap PMD's rx is ~5 cycles
+//! a frame dearer here than in testpmd). Copies are given back and freed
+//! here ([`RedirectRing::free_given_back`]) so that at least their headers
+//! stay in this lcore's cache.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -167,8 +176,17 @@ impl Bridge {
         let mut last_tick = dpdk::tsc();
         let mut last_publish = last_tick;
         let mut bypass = false;
+        let mut now = last_tick;
+        let mut pass = 0u32;
         loop {
-            let now = dpdk::tsc();
+            // The TSC every fourth pass: rdtsc costs ~25 cycles on this VM
+            // (1.4% of the forwarding thread on net_null, perf), a pass a
+            // few µs at most, and `now` only times the drain cap (100 µs)
+            // and the housekeeping tick. Redirected frames read their own.
+            if pass & 3 == 0 {
+                now = dpdk::tsc();
+            }
+            pass = pass.wrapping_add(1);
             if now.wrapping_sub(last_tick) >= tick_cycles {
                 let b = link.health.bypass(now, timeout_cycles);
                 if b && !bypass {
@@ -231,7 +249,7 @@ impl Bridge {
                 if bypass {
                     c.redirect.bypassed += n as u64;
                 } else {
-                    redirect_burst(side, start, now, &mut tx[out], &mut link, &mut hits, &mut c);
+                    redirect_burst(side, start, &mut tx[out], &mut link, &mut hits, &mut c);
                 }
                 if tx[out].is_full() {
                     flush(ports[out], queue, &mut tx[out], &mut c.ports[out]);
@@ -275,7 +293,6 @@ impl Bridge {
 fn redirect_burst(
     side: usize,
     start: usize,
-    now: u64,
     buf: &mut Burst,
     link: &mut SlowPathLink,
     hits: &mut FilterCounters,
@@ -290,6 +307,9 @@ fn redirect_burst(
         return;
     }
     let r = &mut c.redirect;
+    // Arrival time for the slow path (it merges the lcores' rings by it):
+    // read at the first frame redirected, not once per pass or burst.
+    let mut stamp = None;
     let mut traps = 0u32;
     // Classes of the trapped frames, handed over with them (filled only
     // when a burst traps something: trapped frames are rare).
@@ -308,7 +328,7 @@ fn redirect_burst(
                 let copy = Redirected {
                     mbuf: m.share(),
                     side: side as u8,
-                    tsc: now,
+                    tsc: *stamp.get_or_insert_with(dpdk::tsc),
                     trapped: false,
                     class,
                 };
@@ -326,6 +346,7 @@ fn redirect_burst(
     let Some(classes) = trapped else {
         return;
     };
+    let now = *stamp.get_or_insert_with(dpdk::tsc);
     let mut i = 0u32;
     // Index of the frame `extract_from` hands over next (they come in order).
     let mut next = traps;

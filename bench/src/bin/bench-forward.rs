@@ -93,14 +93,14 @@ struct Cli {
     /// each device running this many seconds per port pair.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..=600))]
     callgrind: Option<u64>,
-    /// Only write the pcap mix (mix-client.pcap, mix-server.pcap) into this
-    /// directory, e.g. to look at it with tcpdump -r, and exit.
     /// Rates of net_null and net_pcap runs per second of the forwarding
     /// lcores' own CPU time (from /proc/PID/task/TID/schedstat) rather than
     /// wall time: on a machine that other jobs share, time the forwarding
     /// thread spent preempted does not count against either device.
     #[arg(long)]
     cpu_time: bool,
+    /// Only write the pcap mix (mix-client.pcap, mix-server.pcap) into this
+    /// directory, e.g. to look at it with tcpdump -r, and exit.
     #[arg(long, value_name = "DIR")]
     write_mix: Option<PathBuf>,
 }
