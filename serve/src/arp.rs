@@ -25,7 +25,7 @@
 //! ```
 //! use std::net::Ipv4Addr;
 //! use std::time::Instant;
-//! use slowpath::arp::{ArpConfig, ArpEvent, ArpResolver};
+//! use bootcache_serve::arp::{ArpConfig, ArpEvent, ArpResolver};
 //! use wire::frame::{ArpFrameRepr, MacAddr};
 //!
 //! let me = MacAddr([0x02, 0xbc, 0, 0, 0, 1]);
