@@ -359,7 +359,7 @@ impl Default for Limits {
             max_held_requests: 1024,
             max_fetches: 64,
             max_validations: 256,
-            max_waiters_per_validation: 512,
+            max_waiters_per_validation: 1024,
         }
     }
 }
