@@ -772,6 +772,10 @@ impl Topology {
     /// Starts `dpdk-testpmd --forward-mode=io` ([`Topology::testpmd_args`])
     /// instead of bootcache on the two veths and waits until it forwards.
     pub fn start_testpmd(&mut self) -> Result<()> {
+        retry_fanout_collision(|| self.start_testpmd_once())
+    }
+
+    fn start_testpmd_once(&mut self) -> Result<()> {
         if self.bootcache.is_some() || self.testpmd.is_some() {
             bail!("a bridge already runs on the veths");
         }
@@ -814,6 +818,10 @@ impl Topology {
     /// Starts bootcache on the two veths (net_af_packet) and waits until it
     /// bridges. `app_args` go after the configuration.
     pub fn start_bootcache(&mut self, app_args: &[&str]) -> Result<()> {
+        retry_fanout_collision(|| self.start_bootcache_once(app_args))
+    }
+
+    fn start_bootcache_once(&mut self, app_args: &[&str]) -> Result<()> {
         if self.bootcache.is_some() {
             bail!("bootcache already runs");
         }
@@ -2245,6 +2253,28 @@ fn tftp_summary(frame: &[u8]) -> Option<String> {
         ),
         _ => return None,
     })
+}
+
+/// Runs `start` again (at most three more times) when DPDK's af_packet
+/// driver refused to set `PACKET_FANOUT`: DPDK 22.11 derives the fanout
+/// group id from `(pid ^ ifindex) & 0xffff`, so two DPDK processes on
+/// different veths collide whenever their pids differ exactly as their
+/// interfaces' indexes do (the kernel then answers EINVAL). A new process
+/// has a new pid, hence another group id. Seen once in CI with two bridges
+/// started side by side.
+fn retry_fanout_collision(mut start: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match start() {
+            Err(e) if attempt < 3 && format!("{e:#}").contains("PACKET_FANOUT") => {
+                attempt += 1;
+                log::warn!(
+                    "af_packet fanout group id collided (pid ^ ifindex); starting again: {e:#}"
+                );
+            }
+            r => return r,
+        }
+    }
 }
 
 #[cfg(test)]
