@@ -93,7 +93,7 @@ impl Cache for CacheView<'_> {
         match mapped {
             Ok(f) if f.bytes().len() as u64 == e.size => Some(CachedFile(f)),
             Ok(_) | Err(_) => {
-                log::warn!(
+                bootcache_metrics::warn_limited!(
                     "cache: {:?} cannot be mapped; forwarding to the origin",
                     e.name
                 );
@@ -468,7 +468,7 @@ impl Serve {
         while let Some(u) = self.endpoint.poll_filter_update() {
             changed = true;
             if let Err(e) = crate::worker::apply_update(filter, u) {
-                log::warn!("cache hit not served: header filter: {e}");
+                bootcache_metrics::warn_limited!("cache hit not served: header filter: {e}");
                 self.endpoint.filter_refused(u);
             }
         }

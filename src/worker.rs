@@ -557,7 +557,7 @@ impl Worker {
         while let Some(u) = self.logic.poll_filter_update() {
             changed = true;
             if let Err(e) = apply_update(&mut self.filter, u) {
-                log::warn!("header filter: {e}");
+                bootcache_metrics::warn_limited!("header filter: {e}");
             }
         }
         if changed {

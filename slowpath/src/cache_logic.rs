@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, error, info, warn};
+use log::{debug, error, info};
 use wire::classify::{classify, Class, IpVersion, Kind};
 use wire::frame::{IpProtocol, UdpFrameRepr, VlanScope};
 
@@ -485,12 +485,10 @@ impl CacheLogic {
                         Err(e @ FilestoreError::QuotaFull { .. }) => {
                             self.counters.discarded.bump(DiscardReason::QuotaFull);
                             let n = self.counters.discarded.get(DiscardReason::QuotaFull);
-                            if n.is_power_of_two() {
-                                warn!(
-                                    "cache quota hit: {:?} not cached: {e} ({n} so far)",
-                                    done.filename
-                                );
-                            }
+                            bootcache_metrics::warn_limited!(
+                                "cache quota hit: {:?} not cached: {e} ({n} so far)",
+                                done.filename
+                            );
                         }
                         // The tracker normalises names: not reached, but
                         // not the disk's fault either.
@@ -501,7 +499,7 @@ impl CacheLogic {
                         }
                         Err(e @ FilestoreError::BadName { .. }) => {
                             self.counters.discarded.bump(DiscardReason::UnsupportedName);
-                            warn!("not cached: {e}");
+                            bootcache_metrics::warn_limited!("not cached: {e}");
                         }
                         Err(e) => {
                             self.counters.discarded.bump(DiscardReason::Io);
