@@ -202,6 +202,23 @@ impl CacheLogic {
         })
     }
 
+    /// Replaces the boot servers whose TFTP is followed (a reload of the
+    /// configuration); transfers under way with a server no longer listed
+    /// end as they would (idle timeout), they are not cut short.
+    pub fn set_servers(&mut self, servers: Vec<Ipv4Addr>) {
+        self.servers = servers;
+    }
+
+    /// Replaces the bounds, the quota and the scrub rate (a reload of the
+    /// configuration). `share_across_vlans` and the image map's bounds are
+    /// kept: they shape what is on disk.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.filestore.set_quota(limits.quota_bytes);
+        self.filestore.set_scrub_rate(limits.scrub_rate);
+        self.tracker.set_limits(limits);
+        self.tracker.set_space_left(self.filestore.space_left());
+    }
+
     /// Replaces the IPv4 reassembly bounds (default: [`DefragLimits`]'s);
     /// datagrams in progress are dropped.
     pub fn set_defrag_limits(&mut self, limits: DefragLimits) {

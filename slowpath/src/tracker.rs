@@ -255,6 +255,13 @@ impl Tracker {
         }
     }
 
+    /// Replaces the bounds (a reload of the configuration): they apply to
+    /// requests from now on; transfers under way keep the size bound they
+    /// started with.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Sets how many bytes the cache can still take; transfers that announce
     /// or reach more are discarded early ([`DiscardReason::QuotaFull`]).
     pub fn set_space_left(&mut self, bytes: u64) {
