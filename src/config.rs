@@ -38,6 +38,9 @@ pub(crate) struct Config {
     pub(crate) cache: CacheConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub(crate) metrics: MetricsConfig,
+    /// The log level: "off", "error", "warn", "info" (default), "debug" or
+    /// "trace". `RUST_LOG`, when set, decides instead.
+    pub(crate) log_level: Option<String>,
 }
 
 /// `[metrics]`: where Prometheus scrapes bootcache.
@@ -343,6 +346,7 @@ impl Default for Config {
             limits: Limits::default(),
             cache: CacheConfig::default(),
             metrics: MetricsConfig::default(),
+            log_level: None,
         }
     }
 }
@@ -407,7 +411,20 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The log level (`log_level`, default info).
+    pub(crate) fn log_level(&self) -> log::LevelFilter {
+        self.log_level
+            .as_deref()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(log::LevelFilter::Info)
+    }
+
     fn validate(&self) -> Result<()> {
+        if let Some(l) = &self.log_level {
+            if l.parse::<log::LevelFilter>().is_err() {
+                bail!("log_level: {l:?} is not one of off, error, warn, info, debug, trace");
+            }
+        }
         if let Some(d) = self.dscp {
             if d > 63 {
                 bail!("dscp: {d} is not a DSCP code point (0..=63)");
@@ -588,6 +605,7 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("dscp = 64", "dscp"),
+            ("log_level = \"loud\"", "log_level"),
             ("servers = [\"10.0.0\"]", "servers"),
             ("servers = [\"255.255.255.255\"]", "servers"),
             ("cache_dri = \"/x\"", "cache_dri"),
@@ -722,6 +740,13 @@ mod tests {
             c.addressed.unwrap().origin(&c.servers),
             Some(Ipv4Addr::new(10, 0, 0, 1))
         );
+    }
+
+    #[test]
+    fn log_level_defaults_to_info() {
+        assert_eq!(Config::default().log_level(), log::LevelFilter::Info);
+        let c = Config::parse("log_level = \"debug\"").unwrap();
+        assert_eq!(c.log_level(), log::LevelFilter::Debug);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! fast path or the worker: the worker publishes a [`Snapshot`] every
 //! [`PUBLISH_PERIOD`] (built as the stats line is, from the per-lcore
 //! counters' published copies) and a scrape encodes the latest one.
+//! A reload that moves `[metrics] listen` binds the new address first,
+//! then stops the old endpoint ([`Exporter`]'s drop).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,15 +36,24 @@ const REFUSED: Desc = Desc::counter(
     "Requests to the metrics endpoint refused (not GET /metrics, too long, too slow)",
 );
 
+/// The info metric's labels (version, configuration hash, mode).
+pub(crate) type Info = Vec<(&'static str, String)>;
+
 /// The latest snapshot, shared by the worker (writer) and the exporter.
 #[derive(Debug, Default)]
 pub(crate) struct Published {
     latest: ArcSwap<Snapshot>,
+    info: ArcSwap<Info>,
     scrapes: AtomicU64,
     refused: AtomicU64,
 }
 
 impl Published {
+    /// Replaces the info metric's labels (at start, and after a reload).
+    pub(crate) fn set_info(&self, info: Info) {
+        self.info.store(Arc::new(info));
+    }
+
     /// Replaces the snapshot (the worker, every [`PUBLISH_PERIOD`]).
     pub(crate) fn publish(&self, s: Snapshot) {
         self.latest.store(Arc::new(s));
@@ -58,22 +69,33 @@ impl Published {
     }
 }
 
-/// Binds `addr` and serves it on a thread of its own until the process
-/// ends. Binding fails at start, with the address in the error.
-pub(crate) fn start(
+/// A running endpoint; dropping it stops it.
+#[derive(Debug)]
+pub(crate) struct Exporter {
     addr: SocketAddr,
-    published: Arc<Published>,
-    info: Vec<(&'static str, String)>,
-) -> Result<()> {
-    let listener = TcpListener::bind(addr).with_context(|| format!("metrics: listen on {addr}"))?;
-    log::info!("metrics: OpenMetrics on http://{addr}/metrics");
+    stop: Arc<AtomicBool>,
+}
+
+/// Binds `addr` (the error names it): at start, or first thing in a reload.
+pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("metrics: listen on {addr}"))
+}
+
+/// Serves `listener` on a thread of its own until the [`Exporter`] is dropped.
+pub(crate) fn start(listener: TcpListener, published: Arc<Published>) -> Result<Exporter> {
+    let addr = listener.local_addr().context("metrics: listen")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for conn in listener.incoming() {
+                if stopped.load(Relaxed) {
+                    break;
+                }
                 match conn {
                     Ok(c) => {
-                        if let Err(e) = answer(c, &published, &info) {
+                        if let Err(e) = answer(c, &published) {
                             published.refused.fetch_add(1, Relaxed);
                             log::debug!("metrics: {e}");
                         }
@@ -83,7 +105,25 @@ pub(crate) fn start(
             }
         })
         .context("metrics: starting its thread")?;
-    Ok(())
+    log::info!("metrics: OpenMetrics on http://{addr}/metrics");
+    Ok(Exporter { addr, stop })
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        // The thread waits in accept(): a connection wakes it to see the flag.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if let Err(e) = TcpStream::connect_timeout(&wake, IO_TIMEOUT) {
+            log::warn!("metrics: stopping the endpoint on {}: {e}", self.addr);
+        }
+    }
 }
 
 /// What a request asks for.
@@ -105,7 +145,7 @@ fn route(head: &str) -> Route {
     }
 }
 
-fn answer(mut c: TcpStream, published: &Published, info: &[(&'static str, String)]) -> Result<()> {
+fn answer(mut c: TcpStream, published: &Published) -> Result<()> {
     c.set_read_timeout(Some(IO_TIMEOUT))?;
     c.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = vec![0u8; MAX_REQUEST];
@@ -129,7 +169,7 @@ fn answer(mut c: TcpStream, published: &Published, info: &[(&'static str, String
     let head = String::from_utf8_lossy(&buf[..n]);
     match route(head.lines().next().unwrap_or("")) {
         Route::Metrics => {
-            let body = openmetrics::encode(published.current(), info);
+            let body = openmetrics::encode(published.current(), &published.info.load());
             respond(&mut c, "200 OK", openmetrics::CONTENT_TYPE, &body)?;
             published.scrapes.fetch_add(1, Relaxed);
             Ok(())
@@ -177,15 +217,10 @@ mod tests {
         let mut s = Snapshot::default();
         s.section("serve").value(crate::stats::SERVE_ACTIVE, 3);
         published.publish(s);
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        start(
-            addr,
-            Arc::clone(&published),
-            vec![("version", "9.9".into())],
-        )
-        .unwrap();
+        published.set_info(vec![("version", "9.9".into())]);
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let exporter = start(listener, Arc::clone(&published)).unwrap();
         let get = |path: &str| {
             let mut c = TcpStream::connect(addr).unwrap();
             write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -204,5 +239,16 @@ mod tests {
             out.contains("bootcache_metrics_refused_requests_total 1"),
             "{out}"
         );
+        // A reload's new hash shows at the next scrape.
+        published.set_info(vec![("config_hash", "abc".into())]);
+        assert!(get("/metrics").contains("bootcache_info{config_hash=\"abc\"} 1"));
+        // Stopped: the address is free and nobody answers.
+        drop(exporter);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while bind(addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "{addr} still bound");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(TcpStream::connect(addr).is_err());
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! DPDK port 0 faces the PXE clients, port 1 the boot server. A worker lcore
 //! runs the poll-mode bridge (fast path); the main lcore runs the slow path
-//! (cache fill, image map), waits for SIGINT/SIGTERM, prints periodic
-//! statistics if asked, and the final statistics at exit.
+//! (cache fill, image map), waits for SIGINT/SIGTERM, reloads the
+//! configuration on SIGHUP, prints periodic statistics if asked, and the
+//! final statistics at exit.
 #![deny(unsafe_code)]
 
 mod cache_ls;
@@ -15,6 +16,7 @@ mod config;
 mod exporter;
 mod fleet;
 mod lcores;
+mod reload;
 mod serve;
 mod stats;
 mod supervise;
@@ -43,9 +45,14 @@ use worker::Worker;
 const STREAM_BYTES: u64 = 256 << 20;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    // Without RUST_LOG the logger passes everything and the level is the
+    // configuration's (`log_level`, changed by a reload): log's max level.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("trace"))
         .format_timestamp_millis()
         .init();
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let argv: Vec<String> = std::env::args().collect();
     let result = match cli::parse(&argv) {
         Parsed::Run(cli) => load_config(&cli).and_then(|cfg| run(&argv, &cli, &cfg)),
@@ -74,14 +81,40 @@ fn main() -> ExitCode {
 }
 
 fn load_config(cli: &Cli) -> Result<Config> {
-    let mut cfg = match &cli.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if let Some(d) = &cli.cache_dir {
-        cfg.cache_dir = d.clone();
-    }
+    let cfg = reload::load(cli.config.as_deref(), cli.cache_dir.as_deref())?;
+    reload::apply_log_level(&cfg);
     Ok(cfg)
+}
+
+/// The link to `[agent]`, if configured (reads its key file, opens its
+/// socket), and the key's bytes.
+pub(crate) fn agent_link(cfg: &Config) -> Result<Option<(serve::AgentLink, Vec<u8>)>> {
+    let Some(a) = &cfg.agent else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(&a.key_file)
+        .with_context(|| format!("config: agent.key_file: reading {}", a.key_file.display()))?;
+    let key = bootcache_agent::Key::from_file_contents(&bytes)
+        .map_err(|e| anyhow::anyhow!("config: agent.key_file {}: {e}", a.key_file.display()))?;
+    let key_bytes = key.as_bytes().to_vec();
+    let validation = bootcache_agent::ValidatorConfig {
+        ttl: Duration::from_secs(a.answer_ttl),
+        retry_interval: Duration::from_millis(a.retry_ms),
+        max_tries: a.tries,
+        ..bootcache_agent::ValidatorConfig::default()
+    };
+    let link = serve::AgentLink::new(
+        a.address,
+        key,
+        validation,
+        a.on_unreachable == config::Unreachable::Serve,
+        serve::ValidationLimits {
+            questions: cfg.limits.max_validations,
+            waiters: cfg.limits.max_waiters_per_validation,
+        },
+    )
+    .context("config: agent.address: opening the agent's management socket")?;
+    Ok(Some((link, key_bytes)))
 }
 
 fn run(argv: &[String], cli: &Cli, cfg: &Config) -> Result<()> {
@@ -93,13 +126,18 @@ fn run(argv: &[String], cli: &Cli, cfg: &Config) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&quit))
             .context("installing signal handlers")?;
     }
+    // SIGHUP reloads the configuration (the worker looks at the flag once
+    // per pass); while the ports start it is noted, not fatal.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .context("installing signal handlers")?;
     let eal_argv = cli::eal_args(argv);
     let eal = Eal::init(eal_argv)
         .context(
             "EAL initialisation failed (check the EAL options before `--`; see bootcache --help)",
         )?
         .eal;
-    let result = run_bridge(cli, cfg, quit);
+    let result = run_bridge(cli, cfg, quit, hup);
     if let Err(e) = eal.cleanup() {
         log::warn!("{e}");
     }
@@ -123,7 +161,7 @@ fn open_cache(
     slowpath::CacheLogic::new(dir, limits, servers)
 }
 
-fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
+fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBool>) -> Result<()> {
     let nports = Port::count();
     if nports < 2 {
         bail!(
@@ -181,37 +219,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     // Addressed mode serves too: without a freshness policy (max_age 0),
     // every request is fetched from the origin, shared among concurrent ones.
     let serving = cfg.serve_max_age.is_some() || cfg.agent.is_some() || cfg.addressed.is_some();
-    let mut fleet_key = None;
-    let agent_link = match &cfg.agent {
-        Some(a) => {
-            let bytes = std::fs::read(&a.key_file).with_context(|| {
-                format!("config: agent.key_file: reading {}", a.key_file.display())
-            })?;
-            let key = bootcache_agent::Key::from_file_contents(&bytes).map_err(|e| {
-                anyhow::anyhow!("config: agent.key_file {}: {e}", a.key_file.display())
-            })?;
-            fleet_key = Some(key.as_bytes().to_vec());
-            let validation = bootcache_agent::ValidatorConfig {
-                ttl: Duration::from_secs(a.answer_ttl),
-                retry_interval: Duration::from_millis(a.retry_ms),
-                max_tries: a.tries,
-                ..bootcache_agent::ValidatorConfig::default()
-            };
-            let link = serve::AgentLink::new(
-                a.address,
-                key,
-                validation,
-                a.on_unreachable == config::Unreachable::Serve,
-                serve::ValidationLimits {
-                    questions: cfg.limits.max_validations,
-                    waiters: cfg.limits.max_waiters_per_validation,
-                },
-            )
-            .context("opening the agent's management socket")?;
-            Some(link)
-        }
-        None => None,
-    };
+    let (agent_link, fleet_key) = agent_link(cfg)?.unzip();
     // The fleet's mirror (issue 14): a NATS thread of its own; the serving
     // thread reads its snapshot.
     let mut fleet_member = None;
@@ -417,23 +425,19 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
     );
     let watchdog = supervise::Watchdog::start(Arc::clone(&quit), shared.clone());
 
-    let published = match cfg.metrics.listen {
+    let mode = match (&cfg.addressed, serving) {
+        (Some(_), _) => "addressed",
+        (None, true) => "serve",
+        (None, false) => "fill",
+    };
+    let (published, exporter) = match cfg.metrics.listen {
         Some(addr) => {
             let p = Arc::new(exporter::Published::default());
-            let mode = match (&cfg.addressed, serving) {
-                (Some(_), _) => "addressed",
-                (None, true) => "serve",
-                (None, false) => "fill",
-            };
-            let info = vec![
-                ("version", env!("CARGO_PKG_VERSION").to_string()),
-                ("config_hash", config_hash(cfg)),
-                ("mode", mode.to_string()),
-            ];
-            exporter::start(addr, Arc::clone(&p), info)?;
-            Some(p)
+            p.set_info(reload::info(cfg, mode));
+            let e = exporter::start(exporter::bind(addr)?, Arc::clone(&p))?;
+            (Some(p), Some(e))
         }
-        None => None,
+        None => (None, None),
     };
     let max_age = Duration::from_secs(cfg.serve_max_age.unwrap_or(0));
     let mut worker = Worker::new(worker::Parts {
@@ -481,6 +485,16 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>) -> Result<()> {
             Box::new(move || open_cache(&dir, limits.clone(), servers.clone(), &mut dir_lock))
         },
         unopened,
+        reload: reload::State {
+            flag: hup,
+            path: cli.config.clone(),
+            cache_dir: cli.cache_dir.clone(),
+            current: cfg.clone(),
+            mode,
+            exporter,
+            ok: 0,
+            failed: 0,
+        },
     });
     let worker_result = worker.run();
     // The bridge watches the same flag; make sure it stops even if the worker failed.
@@ -552,15 +566,6 @@ fn fmt_mac(m: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
-}
-
-/// The configuration's fingerprint for `bootcache_info`: the first 16 hex
-/// digits of the SHA-256 of its parsed form (comments and order of the
-/// file do not change it; `--cache-dir` does).
-fn config_hash(cfg: &Config) -> String {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::digest(format!("{cfg:?}").as_bytes());
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Final statistics: one `key=value` line per port (packets and drops are

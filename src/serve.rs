@@ -93,7 +93,7 @@ impl Cache for CacheView<'_> {
         match mapped {
             Ok(f) if f.bytes().len() as u64 == e.size => Some(CachedFile(f)),
             Ok(_) | Err(_) => {
-                log::warn!(
+                bootcache_metrics::warn_limited!(
                     "cache: {:?} cannot be mapped; forwarding to the origin",
                     e.name
                 );
@@ -192,6 +192,17 @@ pub(crate) struct FrameCounters {
     pub(crate) frame_drops: u64,
 }
 
+/// How copies are judged current: asking the agent when there is one,
+/// else by their age.
+fn freshness(agent: Option<&AgentLink>, max_age: Duration) -> Freshness {
+    match agent {
+        Some(a) => Freshness::Ask {
+            serve_when_unreachable: a.serve_when_unreachable,
+        },
+        None => Freshness::MaxAge(max_age),
+    }
+}
+
 /// The serving side of the slow path: the endpoint and its I/O.
 pub(crate) struct Serve {
     pool: Mempool,
@@ -222,12 +233,7 @@ impl Serve {
         own: Option<OwnAddress>,
         limits: ServeLimits,
     ) -> Serve {
-        let freshness = match &agent {
-            Some(a) => Freshness::Ask {
-                serve_when_unreachable: a.serve_when_unreachable,
-            },
-            None => Freshness::MaxAge(max_age),
-        };
+        let freshness = freshness(agent.as_ref(), max_age);
         Serve {
             pool,
             inject,
@@ -244,6 +250,40 @@ impl Serve {
             fleet: None,
             forward: Vec::new(),
         }
+    }
+
+    /// Applies a reloaded configuration: the freshness policy (`max_age`,
+    /// or the agent's `on_unreachable`) and the table bounds to requests
+    /// from now on, and `agent`, when given, in place of the running link
+    /// (a new address, key or timers). Questions out to the old link are
+    /// answered "unreachable", so its policy decides: their answers would
+    /// come to a socket that is gone.
+    pub(crate) fn reconfigure(
+        &mut self,
+        now: Instant,
+        logic: &mut CacheLogic,
+        filter: &mut FilterWriter,
+        max_age: Duration,
+        limits: ServeLimits,
+        agent: Option<AgentLink>,
+    ) {
+        let mut orphans = Vec::new();
+        if let Some(new) = agent {
+            if let Some(old) = self.agent.replace(new) {
+                orphans.extend(old.pending.into_values());
+            }
+        }
+        self.endpoint
+            .reconfigure(freshness(self.agent.as_ref(), max_age), limits);
+        let mut cache = CacheView {
+            logic,
+            maps: &mut self.maps,
+        };
+        for ticket in orphans {
+            self.endpoint
+                .answer(now, &mut cache, ticket, Answer::Unreachable);
+        }
+        self.drive(now, SystemTime::now(), logic, filter);
     }
 
     /// The endpoint (its counters, for the statistics line).
@@ -468,7 +508,7 @@ impl Serve {
         while let Some(u) = self.endpoint.poll_filter_update() {
             changed = true;
             if let Err(e) = crate::worker::apply_update(filter, u) {
-                log::warn!("cache hit not served: header filter: {e}");
+                bootcache_metrics::warn_limited!("cache hit not served: header filter: {e}");
                 self.endpoint.filter_refused(u);
             }
         }

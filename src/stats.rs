@@ -50,6 +50,18 @@ pub(crate) const SAVE_ERRORS: Desc = Desc::counter(
     "save_errors",
     "Image map saves that failed",
 );
+pub(crate) const RELOADS_OK: Desc = Desc::counter(
+    "config_reloads",
+    "reloads",
+    "Configuration reloads (SIGHUP), by result",
+)
+.label("result", "ok");
+pub(crate) const RELOADS_FAILED: Desc = Desc::counter(
+    "config_reloads",
+    "reloads_failed",
+    "Configuration reloads (SIGHUP), by result",
+)
+.label("result", "failed");
 pub(crate) const LCORE_RX: Desc = Desc::counter(
     "lcore_rx_frames",
     "rx",
@@ -405,6 +417,8 @@ mod tests {
             TURNAROUND_MAX,
             DISCARDED,
             DEFRAG_DROPPED,
+            RELOADS_OK,
+            RELOADS_FAILED,
         ]);
         for d in &all {
             assert!(

@@ -12,6 +12,9 @@
 //! work again. A panic is caught: the fast path forwards only meanwhile, the
 //! cache is reopened from disk and the worker goes on. Only the operator's
 //! signal ends it.
+//!
+//! **Reload.** On SIGHUP it reads the configuration again between two
+//! batches and applies what can change live (see `src/reload.rs`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,6 +127,8 @@ pub(crate) struct Parts {
     /// placeholder on an empty directory, the worker starts degraded and
     /// opens the real cache when it can.
     pub(crate) unopened: Option<String>,
+    /// SIGHUP's flag, the running configuration and the endpoint.
+    pub(crate) reload: crate::reload::State,
 }
 
 /// Fail-open state and counters.
@@ -183,6 +188,7 @@ pub(crate) struct Worker {
     /// The forwarding lcores' own final counts, once they stopped (more
     /// recent than their last published copy).
     pub(crate) final_counters: Option<BridgeCounters>,
+    reload: crate::reload::State,
 }
 
 impl Worker {
@@ -219,6 +225,7 @@ impl Worker {
             poll: p.poll,
             yield_fallbacks: 0,
             final_counters: None,
+            reload: p.reload,
         };
         if let Some(why) = unopened {
             w.fail.unopened = true;
@@ -272,6 +279,7 @@ impl Worker {
         match (self.reopen)() {
             Ok(logic) => {
                 self.logic = logic;
+                self.reapply();
                 self.fail.unopened = false;
                 self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
                 self.fail.persist_errors_seen = 0;
@@ -321,6 +329,12 @@ impl Worker {
                 next_timer_check = now + TIMER_PERIOD;
             }
             self.apply_filter_updates();
+            // A load per pass; the swap only when SIGHUP came.
+            if self.reload.flag.load(Ordering::Relaxed)
+                && self.reload.flag.swap(false, Ordering::Relaxed)
+            {
+                self.reload(now);
+            }
             if let (Some(t), Some(d)) = (next_stats, self.stats_interval) {
                 if now >= t {
                     println!("{}", self.stats_output());
@@ -372,6 +386,124 @@ impl Worker {
                 std::thread::sleep(idle_sleep);
             }
         }
+    }
+
+    /// SIGHUP: reads the configuration again and applies it, or keeps the
+    /// running one (one log line naming the field either way).
+    fn reload(&mut self, now: Instant) {
+        match self.apply_reload(now) {
+            Ok(msg) => {
+                self.reload.ok += 1;
+                log::info!("{msg}");
+            }
+            Err(e) => {
+                self.reload.failed += 1;
+                log::error!("config reload refused, the running configuration is kept: {e:#}");
+            }
+        }
+        if let Some(p) = &self.published {
+            p.set_info(crate::reload::info(&self.reload.current, self.reload.mode));
+        }
+    }
+
+    /// What [`Worker::reload`] does: I/O that can fail first (the agent's
+    /// key and socket, the metrics address), so that nothing is applied
+    /// unless all of it can be.
+    fn apply_reload(&mut self, now: Instant) -> Result<String> {
+        use anyhow::Context;
+        let st = &self.reload;
+        let new = crate::reload::load(st.path.as_deref(), st.cache_dir.as_deref())?;
+        let d = crate::reload::diff(&st.current, &new);
+        if !d.restart.is_empty() {
+            log::warn!(
+                "config reload: {} changed: restart to apply (running with the values it started with)",
+                d.restart.join(", ")
+            );
+        }
+        let (old, e) = (&st.current, &d.effective);
+        // A new agent link only for what the validator is built with.
+        let relink = [
+            "agent",
+            "limits.max_validations",
+            "limits.max_waiters_per_validation",
+        ];
+        let relink = relink.iter().any(|f| d.has(f));
+        let serve_changed = relink
+            || [
+                "serve_max_age",
+                "limits.max_sessions",
+                "limits.max_held_requests",
+                "limits.max_fetches",
+            ]
+            .iter()
+            .any(|f| d.has(f));
+        let agent = match (&self.serve, relink) {
+            (Some(_), true) => crate::agent_link(e)?.map(|(link, _)| link),
+            _ => None,
+        };
+        let listener = match e.metrics.listen {
+            Some(addr) if d.has("metrics.listen") => {
+                Some(crate::exporter::bind(addr).context("config: metrics.listen")?)
+            }
+            _ => None,
+        };
+        let servers = e.boot_servers();
+        if old.boot_servers() != servers {
+            let ips: Vec<std::net::IpAddr> = servers.iter().map(|&s| s.into()).collect();
+            self.filter
+                .set_servers(&ips)
+                .map_err(|err| anyhow::anyhow!("config: servers: {err}"))?;
+            self.filter.publish();
+            self.logic.set_servers(servers);
+        }
+        if old.slowpath_limits() != e.slowpath_limits() {
+            self.logic.set_limits(e.slowpath_limits());
+        }
+        if let (Some(s), true) = (&mut self.serve, serve_changed) {
+            s.reconfigure(
+                now,
+                &mut self.logic,
+                &mut self.filter,
+                Duration::from_secs(e.serve_max_age.unwrap_or(0)),
+                crate::serve::ServeLimits {
+                    sessions: e.limits.max_sessions,
+                    held: e.limits.max_held_requests,
+                    fetches: e.limits.max_fetches,
+                    // Not the configuration's: kept by the endpoint.
+                    stream_bytes: 0,
+                },
+                agent,
+            );
+        }
+        if d.has("metrics.listen") {
+            // The new address is bound: the old endpoint stops.
+            self.reload.exporter = None;
+            match listener {
+                Some(l) => {
+                    let p = Arc::clone(self.published.get_or_insert_with(Default::default));
+                    self.reload.exporter = Some(crate::exporter::start(l, p)?);
+                }
+                None => self.published = None,
+            }
+        }
+        if d.has("log_level") {
+            crate::reload::apply_log_level(&d.effective);
+        }
+        let msg = if d.live.is_empty() {
+            "config reload: nothing to apply".to_string()
+        } else {
+            format!("config reload: applied {}", d.live.join(", "))
+        };
+        self.reload.current = d.effective;
+        Ok(msg)
+    }
+
+    /// A cache reopened from disk (after a panic, or opened late) follows
+    /// the running configuration, which a reload may have changed.
+    fn reapply(&mut self) {
+        let c = &self.reload.current;
+        self.logic.set_servers(c.boot_servers());
+        self.logic.set_limits(c.slowpath_limits());
     }
 
     /// After the bridge stopped: handle what is still queued, then hand
@@ -426,6 +558,7 @@ impl Worker {
                 Ok(logic) => {
                     let placeholder = self.logic.filestore().dir().to_path_buf();
                     self.logic = logic;
+                    self.reapply();
                     self.fail.unopened = false;
                     self.fail.io_seen = self.logic.counters().discarded.get(DiscardReason::Io);
                     self.fail.persist_errors_seen = 0;
@@ -557,7 +690,7 @@ impl Worker {
         while let Some(u) = self.logic.poll_filter_update() {
             changed = true;
             if let Err(e) = apply_update(&mut self.filter, u) {
-                log::warn!("header filter: {e}");
+                bootcache_metrics::warn_limited!("header filter: {e}");
             }
         }
         if changed {
@@ -630,6 +763,9 @@ impl Worker {
             .value(stats::DEGRADED_PERIODS, self.fail.periods)
             .value(stats::RESTARTS, self.fail.restarts)
             .value(stats::SAVE_ERRORS, self.fail.save_errors);
+        out.section("config")
+            .value(stats::RELOADS_OK, self.reload.ok)
+            .value(stats::RELOADS_FAILED, self.reload.failed);
         // Frames each forwarding lcore received (both ports): how evenly
         // RSS or the peer spread the traffic.
         let sec = out.section("lcores");

@@ -953,6 +953,20 @@ impl Topology {
         fin
     }
 
+    /// Sends `sig` (`HUP`: reload the configuration) to the running
+    /// bootcache; an error if it is not running any more.
+    pub fn signal_bootcache(&mut self, sig: &str) -> Result<()> {
+        let bc = self
+            .bootcache
+            .as_mut()
+            .ok_or_else(|| anyhow!("bootcache was not started"))?;
+        if !bc.is_running() {
+            bail!("bootcache exited: {}", last_lines(&bc.stderr_so_far(), 8));
+        }
+        signal(bc.pid(), sig);
+        Ok(())
+    }
+
     /// Writes `content` as `name` into the origin's TFTP root (atomically,
     /// so the agent never hashes half a file).
     pub fn put_file(&self, name: &str, content: &[u8]) -> Result<()> {

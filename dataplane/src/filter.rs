@@ -591,6 +591,55 @@ impl FilterWriter {
         Some(rule)
     }
 
+    /// Replaces the configured boot servers (a reload of the configuration);
+    /// publish to apply. Dynamic rules stay, re-keyed: a transfer or serving
+    /// session with a server no longer configured keeps it as a learned one
+    /// until its last rule goes. Refused with nothing changed when the
+    /// servers would be more than [`MAX_SERVERS`].
+    pub fn set_servers(&mut self, servers: &[IpAddr]) -> Result<(), FilterError> {
+        let mut next: Vec<u128> = Vec::new();
+        for &s in servers {
+            let k = addr_key(s);
+            if !next.contains(&k) {
+                next.push(k);
+            }
+        }
+        let configured = next.len();
+        // Old index -> new index, for the servers dynamic rules still use.
+        let mut moved = vec![usize::MAX; self.servers.len()];
+        for (old, &k) in self.servers.iter().enumerate() {
+            if k == NO_SERVER || (old >= self.configured && self.server_refs[old] == 0) {
+                continue;
+            }
+            moved[old] = match next.iter().position(|&n| n == k) {
+                Some(i) => i,
+                None if self.server_refs[old] == 0 => continue,
+                None => {
+                    next.push(k);
+                    next.len() - 1
+                }
+            };
+        }
+        if next.len() > MAX_SERVERS {
+            return Err(FilterError::TooManyServers);
+        }
+        let mut refs = vec![0; next.len()];
+        let all: Vec<(Key, Entry)> = self.shards.iter_mut().flat_map(|m| m.drain()).collect();
+        for ((lo, hi, t), e) in all {
+            // The key's tag as `tag` packs it: scope, server index, port.
+            let idx = moved[((t >> 16) & 0xff) as usize];
+            refs[idx] += 1;
+            let t = tag((t >> 24) as u32, idx, t as u16);
+            self.shards[shard_of(hash(&self.seed, lo, hi, t))].insert((lo, hi, t), e);
+        }
+        self.servers = next;
+        self.server_refs = refs;
+        self.configured = configured;
+        self.dirty_shards = u64::MAX >> (64 - SHARDS);
+        self.dirty_meta = true;
+        Ok(())
+    }
+
     /// Removes every dynamic rule (the slow path restarted and forgot the
     /// transfers they belonged to); static rules stay. Publish to apply.
     pub fn clear_dynamic(&mut self) {

@@ -15,6 +15,7 @@
 
 #[cfg(feature = "openmetrics")]
 pub mod openmetrics;
+pub mod ratelimit;
 mod reader;
 mod snapshot;
 

@@ -464,6 +464,19 @@ impl<E: Clone, F: FileSource> Endpoint<E, F> {
         }
     }
 
+    /// Replaces the freshness policy and the table bounds (a reload of the
+    /// configuration). They apply to requests from now on: sessions and
+    /// held requests under way are not cut short (past a lower bound, new
+    /// requests go to the origin until enough end). `stream_bytes` is kept.
+    pub fn reconfigure(&mut self, freshness: Freshness, limits: Limits) {
+        let core = &mut self.core;
+        core.freshness = freshness;
+        core.limits = Limits {
+            stream_bytes: core.limits.stream_bytes,
+            ..limits
+        };
+    }
+
     /// What serving did.
     pub fn counters(&self) -> &ServeCounters {
         &self.core.counters

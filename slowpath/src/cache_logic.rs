@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, error, info, warn};
+use log::{debug, error, info};
 use wire::classify::{classify, Class, IpVersion, Kind};
 use wire::frame::{IpProtocol, UdpFrameRepr, VlanScope};
 
@@ -200,6 +200,23 @@ impl CacheLogic {
             counters: Counters::default(),
             wall: UNIX_EPOCH,
         })
+    }
+
+    /// Replaces the boot servers whose TFTP is followed (a reload of the
+    /// configuration); transfers under way with a server no longer listed
+    /// end as they would (idle timeout), they are not cut short.
+    pub fn set_servers(&mut self, servers: Vec<Ipv4Addr>) {
+        self.servers = servers;
+    }
+
+    /// Replaces the bounds, the quota and the scrub rate (a reload of the
+    /// configuration). `share_across_vlans` and the image map's bounds are
+    /// kept: they shape what is on disk.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.filestore.set_quota(limits.quota_bytes);
+        self.filestore.set_scrub_rate(limits.scrub_rate);
+        self.tracker.set_limits(limits);
+        self.tracker.set_space_left(self.filestore.space_left());
     }
 
     /// Replaces the IPv4 reassembly bounds (default: [`DefragLimits`]'s);
@@ -485,12 +502,10 @@ impl CacheLogic {
                         Err(e @ FilestoreError::QuotaFull { .. }) => {
                             self.counters.discarded.bump(DiscardReason::QuotaFull);
                             let n = self.counters.discarded.get(DiscardReason::QuotaFull);
-                            if n.is_power_of_two() {
-                                warn!(
-                                    "cache quota hit: {:?} not cached: {e} ({n} so far)",
-                                    done.filename
-                                );
-                            }
+                            bootcache_metrics::warn_limited!(
+                                "cache quota hit: {:?} not cached: {e} ({n} so far)",
+                                done.filename
+                            );
                         }
                         // The tracker normalises names: not reached, but
                         // not the disk's fault either.
@@ -501,7 +516,7 @@ impl CacheLogic {
                         }
                         Err(e @ FilestoreError::BadName { .. }) => {
                             self.counters.discarded.bump(DiscardReason::UnsupportedName);
-                            warn!("not cached: {e}");
+                            bootcache_metrics::warn_limited!("not cached: {e}");
                         }
                         Err(e) => {
                             self.counters.discarded.bump(DiscardReason::Io);

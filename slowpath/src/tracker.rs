@@ -34,7 +34,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
+use log::debug;
 use wire::frame::VlanScope;
 use wire::tftp::{self, ErrorCode, Packet, TransferMode};
 
@@ -255,6 +255,13 @@ impl Tracker {
         }
     }
 
+    /// Replaces the bounds (a reload of the configuration): they apply to
+    /// requests from now on; transfers under way keep the size bound they
+    /// started with.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// Sets how many bytes the cache can still take; transfers that announce
     /// or reach more are discarded early ([`DiscardReason::QuotaFull`]).
     pub fn set_space_left(&mut self, bytes: u64) {
@@ -407,12 +414,12 @@ impl Tracker {
         if self.transfers.len() >= self.limits.max_transfers || over_share {
             self.stats.over_transfer_limit += 1;
             self.stats.over_client_share += u64::from(over_share);
-            if self.stats.over_transfer_limit.is_power_of_two() {
-                warn!(
-                    "transfer limit ({}) reached: request from {} not followed ({} so far)",
-                    self.limits.max_transfers, key.2, self.stats.over_transfer_limit
-                );
-            }
+            bootcache_metrics::warn_limited!(
+                "transfer limit ({}) reached: request from {} not followed ({} so far)",
+                self.limits.max_transfers,
+                key.2,
+                self.stats.over_transfer_limit
+            );
             self.events.push_back(Event::RequestSeen {
                 client: key.2,
                 server: key.1,
@@ -549,9 +556,13 @@ impl Tracker {
     }
 
     fn too_large(&self, key: Key, size: u64) {
-        warn!(
+        bootcache_metrics::warn_limited!(
             "file size limit ({} bytes) hit: {} bytes from {} to {} ({})",
-            self.limits.max_file_size, size, key.1, key.2, key.0
+            self.limits.max_file_size,
+            size,
+            key.1,
+            key.2,
+            key.0
         );
     }
 
@@ -655,7 +666,9 @@ impl Tracker {
     fn fail(&mut self, key: Key, reason: DiscardReason, e: &ReassemblyError) {
         match reason {
             DiscardReason::TooLarge => self.too_large(key, 0),
-            DiscardReason::Io => warn!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0),
+            DiscardReason::Io => {
+                bootcache_metrics::warn_limited!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0)
+            }
             _ => debug!("transfer {} -> {} ({}): {e}", key.1, key.2, key.0),
         }
         self.end(key, End::Discard(reason));

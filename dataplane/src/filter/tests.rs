@@ -1527,3 +1527,50 @@ fn first_stage_follows_servers_learned_and_forgotten() {
     assert!(!t.may_match(0, &v4_frame(0, 17, CLIENT, [10, 0, 0, 1], (1, 2))));
     assert!(!t.may_match(1, &v4_frame(0, 17, [10, 0, 0, 1], CLIENT, (1, 2))));
 }
+
+#[test]
+fn set_servers_keeps_every_dynamic_rule_and_moves_the_static_ones() {
+    let (mut w, mut r) = with_server();
+    let other = [10, 1, 1, 20];
+    let (c1, c2) = (sock(CLIENT, 3000), sock(CLIENT, 3001));
+    let a = w.expect(U, ip(SERVER), c1).unwrap();
+    w.set_trap(U, ip(SERVER), c1, true).unwrap();
+    let b = w.expect(U, ip(other), c2).unwrap();
+    w.publish();
+    // `other` becomes the first configured server and SERVER is dropped.
+    w.set_servers(&[ip(other)]).unwrap();
+    w.publish();
+    let t = r.load();
+    // SERVER's session goes on (kept as a learned server), trap and all.
+    assert_eq!(
+        t.lookup(1, &udp((SERVER, 50000), (CLIENT, 3000))),
+        Action::Trap(a)
+    );
+    assert_eq!(
+        t.lookup(1, &udp((other, 50000), (CLIENT, 3001))),
+        Action::Copy(b)
+    );
+    // Static rules follow the new list.
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 4000), (other, 69))),
+        copy(StaticRule::TftpRequest)
+    );
+    assert_eq!(
+        t.lookup(0, &udp((CLIENT, 4000), (SERVER, 69))),
+        Action::Forward
+    );
+    assert_eq!(t.servers.len(), 2);
+    // Its last rule gone, the dropped server goes too.
+    assert_eq!(w.remove(U, ip(SERVER), c1), Some(a));
+    w.publish();
+    assert_eq!(r.load().servers.len(), 1);
+    assert_eq!(w.len(), 1);
+    // Too many: refused, nothing changed.
+    let many: Vec<IpAddr> = (0..=MAX_SERVERS as u8).map(|i| ip([10, 2, 0, i])).collect();
+    assert_eq!(w.set_servers(&many), Err(FilterError::TooManyServers));
+    w.publish();
+    assert_eq!(
+        r.load().lookup(0, &udp((CLIENT, 4000), (other, 69))),
+        copy(StaticRule::TftpRequest)
+    );
+}

@@ -346,7 +346,7 @@ impl Addressed {
             return;
         }
         let Some(port) = self.allocate_port() else {
-            log::warn!("addressed: no free fetch port for {name:?}");
+            bootcache_metrics::warn_limited!("addressed: no free fetch port for {name:?}");
             self.send_error(core, &h, ErrorCode::NotDefined, BUSY);
             return;
         };

@@ -738,6 +738,36 @@ fn held_requests_are_bounded_per_client_host() {
 }
 
 #[test]
+fn reconfigure_applies_to_new_requests_and_keeps_sessions_under_way() {
+    let mut sim = Sim::new(max_age(), None);
+    let now = sim.now;
+    sim.cache_file(U, SERVER, "f", vec![7; 100]);
+    sim.cache.files.get_mut(&(U, SERVER, "f".into())).unwrap().1 -= Duration::from_secs(120);
+    // Two minutes old: stale for 60 s, current for an hour.
+    let f = Client::new(1, SERVER, SERVER_MAC, "f", now).send(now);
+    assert_eq!(sim.deliver(Flight { frame: f, side: 0 }), Taken::Forward);
+    let limits = Limits {
+        sessions: 1,
+        held: 64,
+        fetches: 8,
+        stream_bytes: 0,
+    };
+    sim.ep
+        .reconfigure(Freshness::MaxAge(Duration::from_secs(3600)), limits);
+    let f = Client::new(2, SERVER, SERVER_MAC, "f", now).send(now);
+    assert_eq!(sim.deliver(Flight { frame: f, side: 0 }), Taken::Answered);
+    // One session at most now: the next host goes to the origin, the
+    // session under way goes on.
+    let f = Client::new(3, SERVER, SERVER_MAC, "f", now).send(now);
+    assert_eq!(sim.deliver(Flight { frame: f, side: 0 }), Taken::Forward);
+    assert_eq!(sim.ep.active(), 1);
+    let c = sim.ep.counters();
+    assert_eq!((c.stale, c.sessions_refused), (1, 1));
+    // stream_bytes is not the configuration's: kept.
+    assert_eq!(sim.ep.core.limits.stream_bytes, 1 << 20);
+}
+
+#[test]
 fn a_refused_trap_rule_sends_the_request_to_the_origin() {
     let mut sim = Sim::new(max_age(), None);
     sim.refuse_traps = true;
