@@ -148,9 +148,11 @@ pub(crate) fn purge(c: &CachePurge) -> Result<()> {
             },
         )?,
         Reached::Dir(_lock) => {
-            let before = c
-                .older_than
-                .map(|d| SystemTime::now().checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH));
+            let before = c.older_than.map(|d| {
+                SystemTime::now()
+                    .checked_sub(d)
+                    .unwrap_or(SystemTime::UNIX_EPOCH)
+            });
             with_store(&dir, |s| match s.purge(before) {
                 Ok((gone, kept)) => Ok(removed(gone, kept)),
                 Err(e) => bail!("nothing purged: {e}"),
@@ -173,14 +175,13 @@ pub(crate) fn prefetch(c: &CachePrefetch) -> Result<()> {
     let answer = match reach(&dir)? {
         Reached::Bridge(conn) => ask(conn, &req)?,
         Reached::Dir(_lock) => with_store(&dir, |s| {
-            let temp = s
-                .tmp_dir()
-                .join(format!("prefetch-{}", std::process::id()));
+            let temp = s.tmp_dir().join(format!("prefetch-{}", std::process::id()));
             let via = c.via.unwrap_or(c.from);
-            let got = crate::cache_prefetch::fetch(&temp, via, crate::cache_prefetch::PORT, &c.name)
-                .inspect_err(|_| {
-                    let _ = std::fs::remove_file(&temp);
-                })?;
+            let got =
+                crate::cache_prefetch::fetch(&temp, via, crate::cache_prefetch::PORT, &c.name)
+                    .inspect_err(|_| {
+                        let _ = std::fs::remove_file(&temp);
+                    })?;
             let p = s.publish(
                 SystemTime::now(),
                 (wire::frame::VlanScope::UNTAGGED, c.from),

@@ -89,7 +89,9 @@ pub(crate) fn fetch(out: &Path, server: Ipv4Addr, port: u16, name: &str) -> Resu
         }
         let wait = session
             .poll_timeout()
-            .map_or(Duration::from_millis(100), |t| t.saturating_duration_since(now))
+            .map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(now)
+            })
             .max(Duration::from_millis(1));
         socket.set_read_timeout(Some(wait))?;
         match socket.recv_from(&mut buf) {

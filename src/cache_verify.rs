@@ -123,4 +123,3 @@ fn on_dir(dir: &Path, json: bool) -> Result<Summary> {
     }
     Ok(sum)
 }
-

@@ -419,7 +419,13 @@ mod cache_ls_tests {
             Parsed::CachePurge(p) if p.older_than == Some(std::time::Duration::from_secs(604_800))
         ));
         assert!(matches!(
-            parse(&words(&["bootcache", "cache", "purge", "--older-than", "soon"])),
+            parse(&words(&[
+                "bootcache",
+                "cache",
+                "purge",
+                "--older-than",
+                "soon"
+            ])),
             Parsed::Exit(_)
         ));
         assert!(matches!(

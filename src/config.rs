@@ -713,7 +713,11 @@ mod tests {
             c.slowpath_limits().watermarks,
             slowpath::Watermarks::new(70, 50).unwrap()
         );
-        for bad in ["high_watermark = 50", "low_watermark = 0", "high_watermark = 101"] {
+        for bad in [
+            "high_watermark = 50",
+            "low_watermark = 0",
+            "high_watermark = 101",
+        ] {
             let e = Config::parse(&format!("[cache]\n{bad}")).unwrap_err();
             assert!(format!("{e:#}").contains("cache.high_watermark"), "{e:#}");
         }

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use std::sync::mpsc::{sync_channel as bounded, Receiver, SyncSender as Sender, TrySendError};
 use slowpath::control::{
     parse_request, Answer, Listed, Listing, Prefetched, Removed, Request, Response, VerifyOutcome,
     VerifySummary, MAX_REQUEST,
@@ -29,6 +28,7 @@ use slowpath::control::{
 use slowpath::filestore::file_matches;
 use slowpath::reassembly::TempFile;
 use slowpath::{CacheLogic, Entry, Published};
+use std::sync::mpsc::{sync_channel as bounded, Receiver, SyncSender as Sender, TrySendError};
 use wire::frame::VlanScope;
 
 /// The socket's name in the cache directory.
@@ -298,11 +298,12 @@ fn prefetch(dir: &Path, jobs: &Sender<Job>, name: &str, server: Ipv4Addr, via: I
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    let got = crate::cache_prefetch::fetch(&temp, via, crate::cache_prefetch::PORT, name)
-        .map_err(|e| {
+    let got = crate::cache_prefetch::fetch(&temp, via, crate::cache_prefetch::PORT, name).map_err(
+        |e| {
             let _ = std::fs::remove_file(&temp);
             format!("{e:#}")
-        })?;
+        },
+    )?;
     ask(
         jobs,
         Op::Publish {

@@ -59,14 +59,22 @@ fn listed(dir: &Path) -> Vec<String> {
 /// seconds: two uses in one second are a tie).
 fn after_second(t: u64) {
     let deadline = Instant::now() + Duration::from_secs(3);
-    while SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() <= t {
+    while SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        <= t
+    {
         assert!(Instant::now() < deadline, "the clock does not advance");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A second dnsmasq, TFTP only, on the server's management address (what
@@ -122,7 +130,11 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
         sha256_file(&out).unwrap(),
         netns::sha256_bytes(&test_content(FILE_LEN, 40), &t.dir, "want-a").unwrap()
     );
-    assert_eq!(t.origin_count("a.img"), 1, "the warm read reached the origin");
+    assert_eq!(
+        t.origin_count("a.img"),
+        1,
+        "the warm read reached the origin"
+    );
     t.wait_stat("serve", "completed", 1, Duration::from_secs(10))
         .expect("the warm read was not served from the cache");
     // d cold: 1,200,000 > 950,000: b goes (900,000 ≤ the low watermark).
@@ -134,15 +146,21 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
         .expect("d was not cached");
     assert_eq!(listed(&dir), ["a.img", "c.img", "d.img"]);
     assert_eq!(t.bootcache_stat("files", "evicted"), Some(1));
-    assert_eq!(t.bootcache_stat("files", "evicted_bytes"), Some(FILE_LEN as u64));
+    assert_eq!(
+        t.bootcache_stat("files", "evicted_bytes"),
+        Some(FILE_LEN as u64)
+    );
     assert_eq!(
         std::fs::read_dir(dir.join("files")).unwrap().count(),
         3,
         "the evicted file's bytes are gone"
     );
-    let log = std::fs::read_to_string(t.bootcache_log_dir().join("bootcache.err"))
-        .unwrap_or_default();
-    assert!(log.contains("evicted 1 least recently used file(s)"), "{log}");
+    let log =
+        std::fs::read_to_string(t.bootcache_log_dir().join("bootcache.err")).unwrap_or_default();
+    assert!(
+        log.contains("evicted 1 least recently used file(s)"),
+        "{log}"
+    );
 
     // ls through the bridge: the quota and what is used.
     let ls = json_of(&cache_cmd(&dir, &["ls", "--json"]));
@@ -175,7 +193,10 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
     let v = cache_cmd(&dir, &["verify", "--json"]);
     assert_eq!(v.status.code(), Some(1), "a removal exits 1");
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
-    assert_eq!((v["files"].as_u64(), v["ok"].as_u64(), v["removed"].as_u64()), (Some(2), Some(1), Some(1)));
+    assert_eq!(
+        (v["files"].as_u64(), v["ok"].as_u64(), v["removed"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
     assert_eq!(v["removed_files"][0]["name"], "d.img");
     assert_eq!(listed(&dir), ["a.img"]);
 
@@ -189,17 +210,17 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
                 .find(|p| Path::new(p).exists())
                 .expect("dnsmasq not found: run scripts/setup"),
         )
-            .args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
-            .args(["--no-resolv", "--no-hosts", "--user=root", "--group=root"])
-            .arg("--interface=mgmt0")
-            .arg("--bind-interfaces")
-            .arg("--enable-tftp")
-            .arg(format!("--tftp-root={}", t.tftp_root.display()))
-            .arg("--pid-file=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq on mgmt0"),
+        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
+        .args(["--no-resolv", "--no-hosts", "--user=root", "--group=root"])
+        .arg("--interface=mgmt0")
+        .arg("--bind-interfaces")
+        .arg("--enable-tftp")
+        .arg(format!("--tftp-root={}", t.tftp_root.display()))
+        .arg("--pid-file=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq on mgmt0"),
     );
     let server = netns::SERVER_IP.to_string();
     let via = t.mgmt_server.to_string();
@@ -208,7 +229,9 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
         // Retried until the second dnsmasq listens.
         let o = cache_cmd(
             &dir,
-            &["prefetch", "e.img", "--from", &server, "--via", &via, "--json"],
+            &[
+                "prefetch", "e.img", "--from", &server, "--via", &via, "--json",
+            ],
         );
         if o.status.success() || Instant::now() > deadline {
             break json_of(&o);
@@ -222,12 +245,20 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
     assert_eq!(p["sha256"], want_e.as_str());
     let deadline = Instant::now() + Duration::from_secs(10);
     while listed(&dir) != ["a.img", "e.img"] {
-        assert!(Instant::now() < deadline, "e not listed: {:?}", listed(&dir));
+        assert!(
+            Instant::now() < deadline,
+            "e not listed: {:?}",
+            listed(&dir)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = read("e.img");
     assert_eq!(sha256_file(&out).unwrap(), want_e);
-    assert_eq!(t.origin_count("e.img"), 0, "the prefetched file came from the origin");
+    assert_eq!(
+        t.origin_count("e.img"),
+        0,
+        "the prefetched file came from the origin"
+    );
 
     // purge through the bridge: nothing unused for an hour.
     let p = json_of(&cache_cmd(&dir, &["purge", "--older-than", "1h", "--json"]));

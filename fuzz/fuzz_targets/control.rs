@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     let parsed = alloc_cap::capped(64 * 1024 + 64 * data.len(), || parse_request(data));
     if let Ok(r) = parsed {
         if let Request::Rm { name } | Request::Prefetch { name, .. } = &r {
-            assert!(wire::tftp::normalize_name(name).is_ok(), "{name:?} accepted");
+            assert!(
+                wire::tftp::normalize_name(name).is_ok(),
+                "{name:?} accepted"
+            );
         }
         let line = encode_request(&r);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

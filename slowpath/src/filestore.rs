@@ -751,7 +751,13 @@ impl Filestore {
     /// the same `key`, never evicted): the least recently used entries not
     /// in use go once the total would pass the high watermark. Err when
     /// the file cannot fit under the quota even so.
-    fn make_room(&mut self, key: &Key, name: &str, size: u64, freed: u64) -> Result<(), FilestoreError> {
+    fn make_room(
+        &mut self,
+        key: &Key,
+        name: &str,
+        size: u64,
+        freed: u64,
+    ) -> Result<(), FilestoreError> {
         let used = self.used - freed;
         let candidates = self.index.iter().map(|(k, e)| Candidate {
             key: k.clone(),
@@ -816,7 +822,10 @@ impl Filestore {
     /// The operator's removal of every entry not used since `before`
     /// (every entry: `None`); entries in use stay. Gives what was removed
     /// and how many were kept because in use.
-    pub fn purge(&mut self, before: Option<SystemTime>) -> Result<(Vec<Entry>, u64), RemoveRefused> {
+    pub fn purge(
+        &mut self,
+        before: Option<SystemTime>,
+    ) -> Result<(Vec<Entry>, u64), RemoveRefused> {
         let old: Vec<Key> = self
             .index
             .iter()
@@ -834,7 +843,10 @@ impl Filestore {
                 Some(e) => {
                     self.removals.removed_files += 1;
                     self.removals.removed_bytes += e.size;
-                    info!("cache: {:?} from {} removed by the operator", e.name, e.server);
+                    info!(
+                        "cache: {:?} from {} removed by the operator",
+                        e.name, e.server
+                    );
                     out.push(e);
                 }
                 None if out.is_empty() => return Err(RemoveRefused::Busy),
@@ -849,7 +861,11 @@ impl Filestore {
     /// counted as corrupt. Sessions serving it keep their mapping.
     pub fn remove_corrupt(&mut self, entry: &Entry) -> bool {
         let key = key_of(entry);
-        if self.index.get(&key).is_none_or(|c| c.sha256 != entry.sha256) {
+        if self
+            .index
+            .get(&key)
+            .is_none_or(|c| c.sha256 != entry.sha256)
+        {
             return false;
         }
         let removed = self.remove_key(&key).is_some();
@@ -863,7 +879,11 @@ impl Filestore {
     /// serving thread): it counts as used now, and is servable.
     pub fn mark_verified(&mut self, entry: &Entry, wall: SystemTime) {
         let key = key_of(entry);
-        if self.index.get(&key).is_some_and(|c| c.sha256 == entry.sha256) {
+        if self
+            .index
+            .get(&key)
+            .is_some_and(|c| c.sha256 == entry.sha256)
+        {
             self.verified.insert(key.clone());
             self.touch(key, wall);
         }
@@ -1626,6 +1646,10 @@ mod tests {
             assert_eq!(r.unwrap(), Published::Refreshed);
         }
         store.sync();
+        // The writer compacts after the batch that held the barrier.
+        poll_until(&mut store, "the compaction past the bound", |s| {
+            s.persist_counters().compactions >= 2
+        });
         let c = store.persist_counters();
         assert_eq!(c.compactions, 2, "one at open, one past the bound: {c:?}");
         let j = dir.path().join(INDEX_JOURNAL);
@@ -1685,6 +1709,7 @@ mod tests {
             first_seen: UNIX_EPOCH,
             last_seen: UNIX_EPOCH,
             times_seen: 1,
+            last_used: UNIX_EPOCH,
             stored_as: stored_name(&(SERVER, Some(U), "late".into()), &Digest256([7; 32])),
         };
         fs::write(store.path_of(&unrecorded), b"late").unwrap();
@@ -1874,7 +1899,9 @@ mod tests {
     fn publish_at(store: &mut Filestore, name: &str, content: &[u8], t: u64) -> Published {
         let (f, size, sha) = temp(store, content);
         let wall = UNIX_EPOCH + Duration::from_secs(t);
-        let r = store.publish(wall, (U, SERVER), name, f, size, sha).unwrap();
+        let r = store
+            .publish(wall, (U, SERVER), name, f, size, sha)
+            .unwrap();
         store.sync();
         r
     }
@@ -1950,6 +1977,7 @@ mod tests {
         drop(serving);
         let gone = store.remove_named("./boot/x").unwrap();
         assert_eq!(gone.len(), 1);
+        store.sync();
         assert!(!store.path_of(&x).exists());
         assert_eq!(store.remove_named("absent").unwrap(), Vec::new());
         // Purge what was not used since t=15: "old" only.
@@ -1962,7 +1990,10 @@ mod tests {
         assert_eq!((gone.len(), kept), (0, 1));
         drop(serving);
         let r = store.removals();
-        assert_eq!((r.removed_files, r.removed_bytes, r.evicted_files), (2, 200, 0));
+        assert_eq!(
+            (r.removed_files, r.removed_bytes, r.evicted_files),
+            (2, 200, 0)
+        );
         store.sync();
         store.close();
         drop(store);
