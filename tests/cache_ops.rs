@@ -104,8 +104,9 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
     t.start_agent().expect("bootcache-agent");
     let cfg = t.write_bootcache_config("").unwrap();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    // Appended to [limits], then a [cache] table.
-    text += "cache_quota = 1000000\nmax_file_size = 1000000\n\n[cache]\nhigh_watermark = 95\nlow_watermark = 90\n";
+    // Appended to [limits], then a [cache] table. No background scrub: it
+    // would find the byte flipped below before `verify` is asked.
+    text += "cache_quota = 1000000\nmax_file_size = 1000000\n\n[cache]\nhigh_watermark = 95\nlow_watermark = 90\nscrub_rate = 0\n";
     std::fs::write(&cfg, text).unwrap();
     t.start_bootcache(&["--stats-interval", "1"])
         .expect("bootcache");
@@ -191,7 +192,13 @@ fn eviction_and_operator_commands_on_a_running_bridge_and_on_the_directory() {
     bytes[1000] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     let v = cache_cmd(&dir, &["verify", "--json"]);
-    assert_eq!(v.status.code(), Some(1), "a removal exits 1");
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "a removal exits 1: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(
         (v["files"].as_u64(), v["ok"].as_u64(), v["removed"].as_u64()),
