@@ -12,13 +12,13 @@
 //! one (`prefetch`) happen on the control thread; the worker only takes
 //! the verdicts and publishes the fetched file, as it does a transfer's.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use slowpath::control::{
@@ -37,7 +37,7 @@ pub(crate) const SOCKET: &str = "control.sock";
 const QUEUE: usize = 4;
 /// How long the control thread waits for the worker's answer.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send its request line.
+/// How long a client may take to send its whole request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the worker does for the control thread.
@@ -203,7 +203,6 @@ pub(crate) fn removed(gone: Vec<Entry>, kept_in_use: u64) -> Answer {
 fn serve(listener: UnixListener, dir: &Path, jobs: &Sender<Job>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
         let response = match read_request(&conn) {
             Ok(req) => answer(dir, jobs, req),
             Err(e) => Response::error(e),
@@ -213,13 +212,30 @@ fn serve(listener: UnixListener, dir: &Path, jobs: &Sender<Job>) {
     }
 }
 
-/// Reads one request line (bounded) and parses it.
-fn read_request(conn: &UnixStream) -> Result<Request, String> {
+/// Reads one request line (bounded in bytes and in time: a client that
+/// trickles bytes cannot hold the one control thread) and parses it.
+fn read_request(mut conn: &UnixStream) -> Result<Request, String> {
+    let deadline = Instant::now() + READ_TIMEOUT;
     let mut line = Vec::new();
-    BufReader::new(conn.take(MAX_REQUEST as u64 + 1))
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("reading the request: {e}"))?;
-    parse_request(&line).map_err(|e| e.to_string())
+    let mut buf = [0u8; 512];
+    while !line.contains(&b'\n') && line.len() <= MAX_REQUEST {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no request line within {READ_TIMEOUT:?}"));
+        }
+        let _ = conn.set_read_timeout(Some(left));
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("reading the request: {e}")),
+        }
+    }
+    // One request per connection: what follows its line is ignored.
+    let end = line
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(line.len(), |i| i + 1);
+    parse_request(&line[..end]).map_err(|e| e.to_string())
 }
 
 /// Carries out `req`, asking the worker for what touches the cache.
@@ -314,4 +330,116 @@ fn prefetch(dir: &Path, jobs: &Sender<Job>, name: &str, server: Ipv4Addr, via: I
             sha256: got.sha256,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `line` to the socket in `dir` and reads the one-line answer,
+    /// while this thread plays the worker's loop (its cache `unusable`).
+    fn exchange_when(
+        unusable: Option<&str>,
+        dir: &Path,
+        control: &Control,
+        logic: &mut CacheLogic,
+        line: &[u8],
+    ) -> Response {
+        let path = dir.join(SOCKET);
+        let line = line.to_vec();
+        let client = std::thread::spawn(move || {
+            let mut c = UnixStream::connect(path).unwrap();
+            c.write_all(&line).unwrap();
+            let mut out = Vec::new();
+            c.read_to_end(&mut out).unwrap();
+            out
+        });
+        while !client.is_finished() {
+            control.poll(logic, unusable);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let out = client.join().unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        Response::parse(&out).unwrap()
+    }
+
+    fn exchange(dir: &Path, control: &Control, logic: &mut CacheLogic, line: &[u8]) -> Response {
+        exchange_when(None, dir, control, logic, line)
+    }
+
+    /// A fresh directory of this test process, removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let d = std::env::temp_dir()
+                .join(format!("bootcache-control-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            TempDir(d)
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn answers_on_a_private_socket_through_the_worker() {
+        let dir = TempDir::new("answers");
+        let mut logic =
+            CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
+        let control = Control::start(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(SOCKET))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second bridge on the directory leaves the socket alone.
+        assert!(Control::start(dir.path()).is_err());
+
+        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"ls\"}\n");
+        assert!(r.ok, "{r:?}");
+        assert!(matches!(r.answer, Some(Answer::Ls(l)) if l.files.is_empty()));
+        let r = exchange(
+            dir.path(),
+            &control,
+            &mut logic,
+            b"{\"op\":\"rm\",\"name\":\"x\"}\n",
+        );
+        assert!(!r.ok);
+        assert!(r.error.unwrap().contains("is not cached"));
+        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"format\"}\n");
+        assert!(!r.ok);
+        assert!(r.error.unwrap().starts_with("not a request"));
+        let long = vec![b'x'; MAX_REQUEST + 100];
+        let r = exchange(dir.path(), &control, &mut logic, &long);
+        assert!(r.error.unwrap().contains("longer than"));
+        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"verify\"}\n");
+        assert!(matches!(r.answer, Some(Answer::Verify(v)) if v.files == 0));
+    }
+
+    #[test]
+    fn an_unusable_cache_is_said_in_the_answer() {
+        let dir = TempDir::new("unusable");
+        let mut logic =
+            CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
+        let control = Control::start(dir.path()).unwrap();
+        let why = Some("the disk is read-only");
+        let r = exchange_when(
+            why,
+            dir.path(),
+            &control,
+            &mut logic,
+            b"{\"op\":\"purge\"}\n",
+        );
+        assert!(!r.ok);
+        assert!(r.error.unwrap().contains("the disk is read-only"));
+    }
 }
