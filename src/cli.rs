@@ -43,8 +43,11 @@ At least two lcores are needed: the bridge runs on the first worker lcore,
 the slow path (cache fill, image map) on the main lcore. SIGINT/SIGTERM stop
 it and print statistics. RUST_LOG sets the log level.
 
-Also: bootcache cache ls [--config FILE | --cache-dir DIR]
+Also (through a running bridge's control socket, else on the directory):
+bootcache cache ls [--json] [--config FILE | --cache-dir DIR]
   lists the cached files and the image map (no DPDK needed).
+bootcache cache rm NAME [--json] [...], bootcache cache purge [--older-than 7d]
+  [--json] [...], bootcache cache prefetch NAME --from SERVER [--json] [...]
 bootcache cache verify [--json] [--config FILE | --cache-dir DIR]
   hashes every cached file again, removes those that no longer match
   their index entry and exits 1 if any was (refused while a bridge runs
@@ -149,6 +152,70 @@ pub(crate) struct CacheLs {
     /// Where the cache is.
     #[command(flatten)]
     pub(crate) dir: CacheDirArgs,
+    /// One JSON object (used_bytes, quota_bytes, files) instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `bootcache cache rm` options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootcache cache rm",
+    about = "Remove every cached file of a name (any server, any VLAN); refused while one is being served"
+)]
+pub(crate) struct CacheRm {
+    /// Where the cache is.
+    #[command(flatten)]
+    pub(crate) dir: CacheDirArgs,
+    /// The file name, as a client asks for it.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// One JSON object instead of a line per file.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `bootcache cache purge` options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootcache cache purge",
+    about = "Remove every cached file (or those not used for a while); files being served stay"
+)]
+pub(crate) struct CachePurge {
+    /// Where the cache is.
+    #[command(flatten)]
+    pub(crate) dir: CacheDirArgs,
+    /// Only files not served, verified or cached for this long (90s, 30m, 12h, 7d, 2w).
+    #[arg(long, value_name = "DURATION", value_parser = slowpath::control::parse_duration)]
+    pub(crate) older_than: Option<std::time::Duration>,
+    /// One JSON object instead of a line per file.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `bootcache cache prefetch` options.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bootcache cache prefetch",
+    about = "Read a file from a boot server by TFTP and cache it, as if a client had"
+)]
+pub(crate) struct CachePrefetch {
+    /// Where the cache is.
+    #[command(flatten)]
+    pub(crate) dir: CacheDirArgs,
+    /// The file name to read.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// The boot server (IPv4) clients read it from: it is cached as from it.
+    #[arg(long, value_name = "SERVER")]
+    pub(crate) from: std::net::Ipv4Addr,
+    /// Read it by TFTP (UDP port 69) at this address instead of SERVER (the
+    /// server's management address, when the boot LAN is not reachable).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) via: Option<std::net::Ipv4Addr>,
+    /// One JSON object instead of a line.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `bootcache cache verify` options.
@@ -174,6 +241,12 @@ pub(crate) enum Parsed {
     CacheLs(CacheLs),
     /// `bootcache cache verify`.
     CacheVerify(CacheVerify),
+    /// `bootcache cache rm`.
+    CacheRm(CacheRm),
+    /// `bootcache cache purge`.
+    CachePurge(CachePurge),
+    /// `bootcache cache prefetch`.
+    CachePrefetch(CachePrefetch),
     /// Help/version printed or the command line is wrong: exit with this code.
     Exit(ExitCode),
 }
@@ -198,8 +271,15 @@ pub(crate) fn parse(argv: &[String]) -> Parsed {
         return match sub {
             Some("ls") => CacheLs::try_parse_from(args("ls")).map(Parsed::CacheLs),
             Some("verify") => CacheVerify::try_parse_from(args("verify")).map(Parsed::CacheVerify),
+            Some("rm") => CacheRm::try_parse_from(args("rm")).map(Parsed::CacheRm),
+            Some("purge") => CachePurge::try_parse_from(args("purge")).map(Parsed::CachePurge),
+            Some("prefetch") => {
+                CachePrefetch::try_parse_from(args("prefetch")).map(Parsed::CachePrefetch)
+            }
             _ => {
-                eprintln!("bootcache: `bootcache cache` takes a command: ls or verify");
+                eprintln!(
+                    "bootcache: `bootcache cache` takes a command: ls, rm, purge, verify or prefetch"
+                );
                 return Parsed::Exit(ExitCode::from(2));
             }
         }
@@ -328,7 +408,34 @@ mod cache_ls_tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert!(matches!(parse(&a), Parsed::Exit(_)));
+        assert!(matches!(parse(&a), Parsed::Exit(_)), "rm needs a NAME");
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        assert!(matches!(
+            parse(&words(&["bootcache", "cache", "rm", "x", "--json"])),
+            Parsed::CacheRm(r) if r.name == "x" && r.json
+        ));
+        assert!(matches!(
+            parse(&words(&["bootcache", "cache", "purge", "--older-than", "7d"])),
+            Parsed::CachePurge(p) if p.older_than == Some(std::time::Duration::from_secs(604_800))
+        ));
+        assert!(matches!(
+            parse(&words(&[
+                "bootcache",
+                "cache",
+                "purge",
+                "--older-than",
+                "soon"
+            ])),
+            Parsed::Exit(_)
+        ));
+        assert!(matches!(
+            parse(&words(&["bootcache", "cache", "prefetch", "a", "--from", "10.0.0.1"])),
+            Parsed::CachePrefetch(p) if p.name == "a" && p.from == std::net::Ipv4Addr::new(10, 0, 0, 1)
+        ));
+        assert!(matches!(
+            parse(&words(&["bootcache", "cache", "prefetch", "a"])),
+            Parsed::Exit(_),
+        ));
         let a: Vec<String> = [
             "bootcache",
             "cache",

@@ -64,6 +64,11 @@ pub(crate) struct CacheConfig {
     /// (two VLANs may hold two different servers at one address). Transfers
     /// and filter rules keep their VLAN either way.
     pub(crate) share_across_vlans: bool,
+    /// Percent of `limits.cache_quota`: a new file that would take the
+    /// cache past it evicts the least recently used files...
+    pub(crate) high_watermark: u8,
+    /// ...until the cache, with the new file, is at or below this percent.
+    pub(crate) low_watermark: u8,
 }
 
 impl Default for CacheConfig {
@@ -73,6 +78,8 @@ impl Default for CacheConfig {
         CacheConfig {
             scrub_rate: Size(8 << 20),
             share_across_vlans: false,
+            high_watermark: 90,
+            low_watermark: 80,
         }
     }
 }
@@ -377,6 +384,11 @@ impl Config {
             quota_bytes: self.limits.cache_quota.0,
             scrub_rate: self.cache.scrub_rate.0,
             share_across_vlans: self.cache.share_across_vlans,
+            watermarks: slowpath::Watermarks::new(
+                self.cache.high_watermark,
+                self.cache.low_watermark,
+            )
+            .unwrap_or_default(),
             ..slowpath::CacheLimits::default()
         }
     }
@@ -499,6 +511,10 @@ impl Config {
         }
         if self.cache_dir.as_os_str().is_empty() {
             bail!("cache_dir: must not be empty");
+        }
+        let c = &self.cache;
+        if slowpath::Watermarks::new(c.high_watermark, c.low_watermark).is_none() {
+            bail!("cache.high_watermark, cache.low_watermark: percent of the quota, 0 < low <= high <= 100");
         }
         let l = &self.limits;
         if l.max_transfers == 0 {
@@ -700,6 +716,28 @@ mod tests {
             let err = format!("{:#}", Config::parse(text).unwrap_err());
             assert!(err.contains(field), "{text:?} → {err}");
             assert!(!err.contains('\n'), "multi-line error for {text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn watermarks_default_to_90_and_80_and_are_checked() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(
+            c.slowpath_limits().watermarks,
+            slowpath::Watermarks::new(90, 80).unwrap()
+        );
+        let c = Config::parse("[cache]\nhigh_watermark = 70\nlow_watermark = 50").unwrap();
+        assert_eq!(
+            c.slowpath_limits().watermarks,
+            slowpath::Watermarks::new(70, 50).unwrap()
+        );
+        for bad in [
+            "high_watermark = 50",
+            "low_watermark = 0",
+            "high_watermark = 101",
+        ] {
+            let e = Config::parse(&format!("[cache]\n{bad}")).unwrap_err();
+            assert!(format!("{e:#}").contains("cache.high_watermark"), "{e:#}");
         }
     }
 

@@ -10,9 +10,12 @@
 #![deny(unsafe_code)]
 
 mod cache_ls;
+mod cache_ops;
+mod cache_prefetch;
 mod cache_verify;
 mod cli;
 mod config;
+mod control;
 mod exporter;
 mod fleet;
 mod lcores;
@@ -57,6 +60,9 @@ fn main() -> ExitCode {
     let result = match cli::parse(&argv) {
         Parsed::Run(cli) => load_config(&cli).and_then(|cfg| run(&argv, &cli, &cfg)),
         Parsed::CacheLs(ls) => cache_ls::run(&ls),
+        Parsed::CacheRm(c) => cache_ops::rm(&c),
+        Parsed::CachePurge(c) => cache_ops::purge(&c),
+        Parsed::CachePrefetch(c) => cache_ops::prefetch(&c),
         Parsed::CacheVerify(v) => match cache_verify::run(&v) {
             Ok(true) => return ExitCode::SUCCESS,
             // Files removed or unreadable: said on stdout already.
@@ -474,6 +480,15 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             s
         }),
         fleet: fleet_member,
+        control: match control::Control::start(&cfg.cache_dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // Forwarding and caching go on; the cache is managed on
+                // the directory once the bridge stops.
+                log::warn!("no control socket: {e:#}");
+                None
+            }
+        },
         inject,
         poll: cli.slowpath_poll,
         reopen: {

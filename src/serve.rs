@@ -37,8 +37,9 @@ const INJECT_HEADROOM: usize = 64;
 
 /// A cached file's mapping, shared by every session reading it (one
 /// mapping per file, whatever the number of clients: a storm of requests
-/// must not run into the kernel's limit on mappings).
-pub(crate) struct CachedFile(Arc<MappedFile>);
+/// must not run into the kernel's limit on mappings). Its hold keeps the
+/// entry from eviction and `bootcache cache rm` while the session lives.
+pub(crate) struct CachedFile(Arc<MappedFile>, #[allow(dead_code)] slowpath::InUse);
 
 impl FileSource for CachedFile {
     fn len(&self) -> u64 {
@@ -91,7 +92,11 @@ impl Cache for CacheView<'_> {
             }),
         };
         match mapped {
-            Ok(f) if f.bytes().len() as u64 == e.size => Some(CachedFile(f)),
+            Ok(f) if f.bytes().len() as u64 == e.size => {
+                // Served now: the last use for eviction's LRU order.
+                let held = self.logic.filestore_mut().hold(e, SystemTime::now());
+                Some(CachedFile(f, held))
+            }
             Ok(_) | Err(_) => {
                 bootcache_metrics::warn_limited!(
                     "cache: {:?} cannot be mapped; forwarding to the origin",

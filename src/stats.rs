@@ -115,6 +115,22 @@ pub(crate) const CORRUPT_REMOVED: Desc = Desc::counter(
     "corrupt_removed",
     "Cached files removed because their hash no longer matched",
 );
+pub(crate) const EVICTED_FILES: Desc = Desc::counter(
+    "cache_evicted_files",
+    "evicted",
+    "Cached files evicted (least recently used) to make room for new ones",
+);
+pub(crate) const EVICTED_BYTES: Desc = Desc::counter(
+    "cache_evicted",
+    "evicted_bytes",
+    "Bytes of cached files evicted to make room for new ones",
+)
+.unit(Unit::Bytes);
+pub(crate) const REMOVED_FILES: Desc = Desc::counter(
+    "cache_operator_removed_files",
+    "removed",
+    "Cached files removed by the operator (bootcache cache rm, purge)",
+);
 pub(crate) const USED: Desc =
     Desc::gauge("cache_used", "used_bytes", "Bytes of files in the cache").unit(Unit::Bytes);
 pub(crate) const QUOTA: Desc = Desc::gauge(

@@ -118,6 +118,8 @@ pub(crate) struct Parts {
     pub(crate) panic_after: Option<u64>,
     pub(crate) serve: Option<crate::serve::Serve>,
     pub(crate) fleet: Option<crate::fleet::Member>,
+    /// The control socket's requests (`bootcache cache ...`), when it runs.
+    pub(crate) control: Option<crate::control::Control>,
     pub(crate) inject: Arc<InjectRing>,
     pub(crate) reopen: Reopen,
     /// The slow path has a CPU of its own: spin, not yield, while serving
@@ -176,6 +178,8 @@ pub(crate) struct Worker {
     pub(crate) serve: Option<crate::serve::Serve>,
     /// The fleet's member thread (holdings, directives), with `[fleet]`.
     fleet: Option<crate::fleet::Member>,
+    /// The control socket's requests.
+    control: Option<crate::control::Control>,
     /// Where trapped frames that are not served go back to the fast path.
     inject: Arc<InjectRing>,
     /// Trapped frames that could not be handed back to the fast path.
@@ -215,6 +219,7 @@ impl Worker {
             trapped_in_batch: 0,
             serve: p.serve,
             fleet: p.fleet,
+            control: p.control,
             inject: p.inject,
             reinject_drops: 0,
             fail: FailOpen {
@@ -313,6 +318,9 @@ impl Worker {
             let handled = self.handle_batch();
             if let Some(f) = &mut self.fleet {
                 f.poll(Instant::now(), &mut self.logic);
+            }
+            if let Some(c) = &self.control {
+                c.poll(&mut self.logic, self.fail.reason.as_deref());
             }
             let now = Instant::now();
             if let Some(s) = &mut self.serve {
@@ -822,6 +830,9 @@ impl Worker {
             .value(stats::IN_STORE, store.len() as u64)
             .value(stats::VERIFIED, store.verified_count() as u64)
             .value(stats::CORRUPT_REMOVED, store.corrupt_removed())
+            .value(stats::EVICTED_FILES, store.removals().evicted_files)
+            .value(stats::EVICTED_BYTES, store.removals().evicted_bytes)
+            .value(stats::REMOVED_FILES, store.removals().removed_files)
             .value(stats::USED, store.used_bytes())
             .show_last(Show::Never)
             .value(stats::QUOTA, store.quota())

@@ -177,6 +177,7 @@ impl CacheLogic {
     ) -> Result<Self, CacheError> {
         let mut filestore = Filestore::open(cache_dir)?;
         filestore.set_quota(limits.quota_bytes);
+        filestore.set_watermarks(limits.watermarks);
         filestore.set_scrub_rate(limits.scrub_rate);
         filestore.set_share_across_vlans(limits.share_across_vlans);
         let mut image_map = match ImageMap::load_with(cache_dir, limits.image_map) {

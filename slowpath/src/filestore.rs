@@ -38,6 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::{debug, info, warn};
@@ -45,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wire::frame::VlanScope;
 
+use crate::eviction::{self, Candidate, Plan, Watermarks};
 use crate::journal;
 use crate::reassembly::TempFile;
 use crate::writer::{Done, Job, JournalStart, PersistCounters, Writer, WriterHandle};
@@ -227,9 +229,25 @@ pub struct Entry {
     pub last_seen: SystemTime,
     /// How many complete transfers of it were seen.
     pub times_seen: u64,
+    /// When it was last served or verified (eviction's LRU order; whole
+    /// seconds, recorded at most once a second). Entries written before it
+    /// existed load as never used: their `last_seen` counts instead.
+    #[serde(default = "never", with = "unix_secs")]
+    pub last_used: SystemTime,
     /// The file's name under `files/` (informational: the path is always
     /// derived again from the key and hash).
     pub stored_as: String,
+}
+
+fn never() -> SystemTime {
+    UNIX_EPOCH
+}
+
+impl Entry {
+    /// When it was last cached, served or verified: eviction's LRU order.
+    pub fn recency(&self) -> SystemTime {
+        self.last_used.max(self.last_seen)
+    }
 }
 
 /// An entry's key. Everything that builds or compares keys goes through
@@ -496,6 +514,43 @@ pub struct Filestore {
     writer: Writer,
     /// One cache for every VLAN (`[cache] share_across_vlans`).
     share_across_vlans: bool,
+    /// Eviction's watermarks of the quota.
+    marks: Watermarks,
+    /// Entries being served: alive while an [`InUse`] of the key lives.
+    holds: BTreeMap<Key, Weak<()>>,
+    /// What eviction and the operator removed.
+    removals: Removals,
+}
+
+/// Files removed to make room or by the operator, since the cache was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removals {
+    /// Files evicted (least recently used) to make room for new ones.
+    pub evicted_files: u64,
+    /// Their bytes.
+    pub evicted_bytes: u64,
+    /// Files removed by the operator (`bootcache cache rm` and `purge`).
+    pub removed_files: u64,
+    /// Their bytes.
+    pub removed_bytes: u64,
+}
+
+/// A cached file in use (a session serving it): while one lives, neither
+/// eviction nor the operator removes the entry. Dropping it ends the use;
+/// no call back into the filestore is needed.
+#[derive(Debug, Clone)]
+pub struct InUse(#[allow(dead_code)] Arc<()>);
+
+/// Why the operator's removal of a file was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RemoveRefused {
+    /// A session is serving it (or the writer is publishing or hashing it):
+    /// try again once it ends.
+    #[error("in use (being served, published or hashed): try again when that ends")]
+    InUse,
+    /// The writer's queue is full: try again in a moment.
+    #[error("the cache writer is busy: try again")]
+    Busy,
 }
 
 impl Filestore {
@@ -602,13 +657,236 @@ impl Filestore {
             corrupt_removed: 0,
             publish_failed: 0,
             writer,
+            marks: Watermarks::default(),
+            holds: BTreeMap::new(),
+            removals: Removals::default(),
         })
     }
 
-    /// Sets the quota in bytes; files that would take the total over it are
-    /// refused.
+    /// Sets the quota in bytes. A file that would take the total past the
+    /// high watermark evicts the least recently used files not in use down
+    /// to the low watermark ([`Filestore::set_watermarks`]); one that
+    /// cannot fit even then is refused.
     pub fn set_quota(&mut self, bytes: u64) {
         self.quota = bytes;
+    }
+
+    /// Sets eviction's watermarks (default 90 % and 80 % of the quota).
+    pub fn set_watermarks(&mut self, marks: Watermarks) {
+        self.marks = marks;
+    }
+
+    /// Marks `entry` as in use (a session serving it) until the returned
+    /// guard and its clones are dropped, and records the time as its last
+    /// use (a journal record at most once a second per file: no disk work
+    /// per block or per session start).
+    pub fn hold(&mut self, entry: &Entry, wall: SystemTime) -> InUse {
+        let key = key_of(entry);
+        let guard = match self.holds.get(&key).and_then(Weak::upgrade) {
+            Some(g) => g,
+            None => {
+                // Holds of ended sessions go when the table outgrows the
+                // index (it stays as small as the set of files in use).
+                if self.holds.len() > self.index.len() {
+                    self.holds.retain(|_, w| w.strong_count() > 0);
+                }
+                let g = Arc::new(());
+                self.holds.insert(key.clone(), Arc::downgrade(&g));
+                g
+            }
+        };
+        self.touch(key, wall);
+        InUse(guard)
+    }
+
+    /// Records `wall` as the last use of `key`'s entry.
+    fn touch(&mut self, key: Key, wall: SystemTime) {
+        let secs = UNIX_EPOCH
+            + Duration::from_secs(wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        let Some(e) = self.index.get_mut(&key) else {
+            return;
+        };
+        if e.last_used >= secs {
+            return;
+        }
+        e.last_used = secs;
+        self.queue_record(key);
+    }
+
+    /// Whether `key`'s entry must stay: served, hashed or being replaced.
+    fn in_use(&self, key: &Key) -> bool {
+        self.holds.get(key).is_some_and(|w| w.strong_count() > 0)
+            || self.verifying.contains(key)
+            || self.publishing(key)
+    }
+
+    /// Whether `entry` is in use now (served, published or hashed): never
+    /// evicted or removed by the operator then.
+    pub fn is_in_use(&self, entry: &Entry) -> bool {
+        self.in_use(&key_of(entry))
+    }
+
+    /// What eviction and the operator removed since the cache was opened.
+    pub fn removals(&self) -> Removals {
+        self.removals
+    }
+
+    /// Removes `key`'s entry and then its file (one job for the writer:
+    /// the removal record is synced before the file goes). `None`, and
+    /// nothing changed, when there is no entry or the writer's queue is
+    /// full.
+    fn remove_key(&mut self, key: &Key) -> Option<Entry> {
+        let e = self.index.get(key)?.clone();
+        if !self.writer.handle().try_send(Job::Remove(e.clone())) {
+            return None;
+        }
+        self.index.remove(key);
+        self.verified.remove(key);
+        self.deferred.remove(key);
+        self.used -= e.size;
+        Some(e)
+    }
+
+    /// Makes room for `size` more bytes replacing `freed` (a version of
+    /// the same `key`, never evicted): the least recently used entries not
+    /// in use go once the total would pass the high watermark. Err when
+    /// the file cannot fit under the quota even so.
+    fn make_room(
+        &mut self,
+        key: &Key,
+        name: &str,
+        size: u64,
+        freed: u64,
+    ) -> Result<(), FilestoreError> {
+        let used = self.used - freed;
+        let candidates = self.index.iter().map(|(k, e)| Candidate {
+            key: k.clone(),
+            size: e.size,
+            last_used: e.recency(),
+            in_use: k == key || self.in_use(k),
+        });
+        let victims = match eviction::plan(used, size, self.quota, self.marks, candidates) {
+            Plan::Fits => return Ok(()),
+            Plan::Evict(v) => v,
+            Plan::NoRoom => {
+                return Err(FilestoreError::QuotaFull {
+                    needed: size,
+                    used: self.used,
+                    quota: self.quota,
+                })
+            }
+        };
+        let (mut files, mut bytes) = (0u64, 0u64);
+        for k in &victims {
+            match self.remove_key(k) {
+                Some(e) => {
+                    files += 1;
+                    bytes += e.size;
+                }
+                // The writer is busy: what was removed stays removed.
+                None => break,
+            }
+        }
+        self.removals.evicted_files += files;
+        self.removals.evicted_bytes += bytes;
+        if files > 0 {
+            info!(
+            "cache: evicted {files} least recently used file(s), {bytes} bytes, for {name:?} ({size} bytes): {} of {} bytes used",
+            self.used, self.quota
+        );
+        }
+        if (self.used - freed).saturating_add(size) > self.quota {
+            return Err(FilestoreError::QuotaFull {
+                needed: size,
+                used: self.used,
+                quota: self.quota,
+            });
+        }
+        Ok(())
+    }
+
+    /// The operator's removal of every entry named `name` (normalised as
+    /// a client's request is), from any server and VLAN. Refused, and
+    /// nothing removed, while any of them is in use.
+    pub fn remove_named(&mut self, name: &str) -> Result<Vec<Entry>, RemoveRefused> {
+        let Ok(name) = wire::tftp::normalize_name(name) else {
+            return Ok(Vec::new());
+        };
+        let keys: Vec<Key> = self.index.keys().filter(|k| k.2 == name).cloned().collect();
+        if keys.iter().any(|k| self.in_use(k)) {
+            return Err(RemoveRefused::InUse);
+        }
+        self.remove_operator(&keys)
+    }
+
+    /// The operator's removal of every entry not used since `before`
+    /// (every entry: `None`); entries in use stay. Gives what was removed
+    /// and how many were kept because in use.
+    pub fn purge(
+        &mut self,
+        before: Option<SystemTime>,
+    ) -> Result<(Vec<Entry>, u64), RemoveRefused> {
+        let old: Vec<Key> = self
+            .index
+            .iter()
+            .filter(|(_, e)| before.is_none_or(|t| e.recency() < t))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let (busy, free): (Vec<Key>, Vec<Key>) = old.into_iter().partition(|k| self.in_use(k));
+        Ok((self.remove_operator(&free)?, busy.len() as u64))
+    }
+
+    fn remove_operator(&mut self, keys: &[Key]) -> Result<Vec<Entry>, RemoveRefused> {
+        let mut out = Vec::new();
+        for k in keys {
+            match self.remove_key(k) {
+                Some(e) => {
+                    self.removals.removed_files += 1;
+                    self.removals.removed_bytes += e.size;
+                    info!(
+                        "cache: {:?} from {} removed by the operator",
+                        e.name, e.server
+                    );
+                    out.push(e);
+                }
+                None if out.is_empty() => return Err(RemoveRefused::Busy),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes `entry` found not to hash to its index (by `bootcache cache
+    /// verify` off the serving thread) if it still is the cached version;
+    /// counted as corrupt. Sessions serving it keep their mapping.
+    pub fn remove_corrupt(&mut self, entry: &Entry) -> bool {
+        let key = key_of(entry);
+        if self
+            .index
+            .get(&key)
+            .is_none_or(|c| c.sha256 != entry.sha256)
+        {
+            return false;
+        }
+        let removed = self.remove_key(&key).is_some();
+        if removed {
+            self.corrupt_removed += 1;
+        }
+        removed
+    }
+
+    /// Records that `entry`'s file was hashed again and matched (off the
+    /// serving thread): it counts as used now, and is servable.
+    pub fn mark_verified(&mut self, entry: &Entry, wall: SystemTime) {
+        let key = key_of(entry);
+        if self
+            .index
+            .get(&key)
+            .is_some_and(|c| c.sha256 == entry.sha256)
+        {
+            self.verified.insert(key.clone());
+            self.touch(key, wall);
+        }
     }
 
     /// Shares the cache across VLANs (`true`): files are looked up and
@@ -643,9 +921,12 @@ impl Filestore {
         self.used
     }
 
-    /// Bytes that can still be published.
+    /// Bytes a new file may take: the whole quota, since eviction makes
+    /// room. (One that cannot fit because the files it would evict are in
+    /// use is refused when it is published; a bound that depended on what
+    /// is in use would be stale by the time the transfer ends.)
     pub fn space_left(&self) -> u64 {
-        self.quota.saturating_sub(self.used)
+        self.quota
     }
 
     /// What [`Filestore::open`] found.
@@ -743,14 +1024,7 @@ impl Filestore {
             return Ok(Published::Refreshed);
         }
         let freed = old.as_ref().map_or(0, |o| o.size);
-        let used_after = self.used - freed;
-        if used_after.saturating_add(size) > self.quota {
-            return Err(FilestoreError::QuotaFull {
-                needed: size,
-                used: self.used,
-                quota: self.quota,
-            });
-        }
+        self.make_room(&key, name, size, freed)?;
         let entry = Entry {
             server,
             vlan: scope,
@@ -761,6 +1035,7 @@ impl Filestore {
             first_seen: old.as_ref().map_or(wall, |o| o.first_seen),
             last_seen: wall,
             times_seen: old.as_ref().map_or(0, |o| o.times_seen) + 1,
+            last_used: wall,
             stored_as: stored_name(&key, &sha256),
         };
         let job = Job::Publish {
@@ -1014,6 +1289,14 @@ fn stored_name(key: &Key, sha256: &Digest256) -> String {
         None => h.update([0, b's']),
     }
     format!("{}-{}", hex(&h.finalize()), sha256.to_hex())
+}
+
+/// Whether `entry`'s file in the cache `dir` still has its size and
+/// SHA-256 (read whole, on the calling thread: for tools, never the
+/// serving thread).
+pub fn file_matches(dir: &Path, entry: &Entry) -> io::Result<bool> {
+    let (size, sha) = hash_file(&path_in(dir, entry))?;
+    Ok(size == entry.size && sha == entry.sha256.0)
 }
 
 /// Size and SHA-256 of the file at `path`, read in 1 MiB pieces.
@@ -1363,6 +1646,10 @@ mod tests {
             assert_eq!(r.unwrap(), Published::Refreshed);
         }
         store.sync();
+        // The writer compacts after the batch that held the barrier.
+        poll_until(&mut store, "the compaction past the bound", |s| {
+            s.persist_counters().compactions >= 2
+        });
         let c = store.persist_counters();
         assert_eq!(c.compactions, 2, "one at open, one past the bound: {c:?}");
         let j = dir.path().join(INDEX_JOURNAL);
@@ -1422,6 +1709,7 @@ mod tests {
             first_seen: UNIX_EPOCH,
             last_seen: UNIX_EPOCH,
             times_seen: 1,
+            last_used: UNIX_EPOCH,
             stored_as: stored_name(&(SERVER, Some(U), "late".into()), &Digest256([7; 32])),
         };
         fs::write(store.path_of(&unrecorded), b"late").unwrap();
@@ -1582,13 +1870,16 @@ mod tests {
         );
         let e = store.lookup(U, SERVER, "a").unwrap().clone();
         assert_eq!(e.times_seen, 2);
-        // Too big next to "a"; the refused file leaves nothing behind.
+        // Too big next to "a", which is being served (so not evicted); the
+        // refused file leaves nothing behind.
+        let served = store.hold(&e, SystemTime::now());
         assert!(matches!(
             publish(&mut store, "b", &[2; 500]),
             Err(FilestoreError::QuotaFull { .. })
         ));
         assert!(store.lookup(U, SERVER, "b").is_none());
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        drop(served);
         // Replacing "a" frees its old size first.
         assert_eq!(
             publish(&mut store, "a", &[3; 900]).unwrap(),
@@ -1602,6 +1893,113 @@ mod tests {
         assert_eq!(fs::read(store.path_of(&e2)).unwrap(), vec![3; 900]);
         assert!(!store.path_of(&e).exists(), "old version removed");
         assert_eq!(store.used_bytes(), 900);
+    }
+
+    /// Publishes `content` as `name` at second `t` of a simulated clock.
+    fn publish_at(store: &mut Filestore, name: &str, content: &[u8], t: u64) -> Published {
+        let (f, size, sha) = temp(store, content);
+        let wall = UNIX_EPOCH + Duration::from_secs(t);
+        let r = store
+            .publish(wall, (U, SERVER), name, f, size, sha)
+            .unwrap();
+        store.sync();
+        r
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_and_never_one_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        store.set_quota(1000);
+        let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);
+        for (i, n) in ["a", "b", "c"].iter().enumerate() {
+            publish_at(&mut store, n, &[i as u8; 300], i as u64 + 1);
+        }
+        // 900 bytes: at the high watermark (90 %), nothing evicted.
+        assert_eq!(store.removals(), Removals::default());
+        // "a" (the oldest) is served at t=4: "b" is the least recently used.
+        let a = store.lookup(U, SERVER, "a").unwrap().clone();
+        drop(store.hold(&a, at(4)));
+        let b = store.lookup(U, SERVER, "b").unwrap().clone();
+        publish_at(&mut store, "d", &[4; 200], 5);
+        assert!(store.lookup(U, SERVER, "b").is_none(), "b evicted");
+        assert!(!store.path_of(&b).exists(), "b's file removed");
+        assert_eq!(store.used_bytes(), 800, "down to the low watermark");
+        let r = store.removals();
+        assert_eq!((r.evicted_files, r.evicted_bytes), (1, 300));
+        // "c" is the oldest now, but a session is serving it: "a" goes.
+        let c = store.lookup(U, SERVER, "c").unwrap().clone();
+        let serving = store.hold(&c, at(3));
+        publish_at(&mut store, "e", &[5; 300], 6);
+        assert!(store.lookup(U, SERVER, "c").is_some(), "in use: kept");
+        assert!(store.lookup(U, SERVER, "a").is_none(), "a evicted");
+        // Everything else in use and no room: refused, nothing evicted.
+        let d = store.lookup(U, SERVER, "d").unwrap().clone();
+        let e = store.lookup(U, SERVER, "e").unwrap().clone();
+        let more = [store.hold(&d, at(7)), store.hold(&e, at(7))];
+        let (f, size, sha) = temp(&store, &[6; 300]);
+        assert!(matches!(
+            store.publish(at(8), (U, SERVER), "f", f, size, sha),
+            Err(FilestoreError::QuotaFull { .. })
+        ));
+        assert_eq!(store.len(), 3);
+        drop((serving, more));
+        // The last use is on disk: a reopened cache evicts in the same order.
+        store.sync();
+        store.close();
+        drop(store);
+        let mut store = Filestore::open(dir.path()).unwrap();
+        store.set_quota(1000);
+        assert_eq!(
+            store.lookup(U, SERVER, "d").unwrap().last_used,
+            at(7),
+            "last use persisted"
+        );
+        assert_eq!(store.len(), 3);
+        publish_at(&mut store, "g", &[7; 300], 9);
+        // c (used at 3) goes; d and e (used at 7) stay.
+        assert!(store.lookup(U, SERVER, "c").is_none());
+        assert!(store.lookup(U, SERVER, "d").is_some());
+        assert!(store.lookup(U, SERVER, "e").is_some());
+    }
+
+    #[test]
+    fn operator_removals_spare_files_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Filestore::open(dir.path()).unwrap();
+        let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);
+        publish_at(&mut store, "old", &[1; 100], 10);
+        publish_at(&mut store, "/boot/x", &[2; 100], 20);
+        publish_at(&mut store, "new", &[3; 100], 30);
+        let x = store.lookup(U, SERVER, "boot/x").unwrap().clone();
+        let serving = store.hold(&x, at(25));
+        assert_eq!(store.remove_named("boot/x"), Err(RemoveRefused::InUse));
+        drop(serving);
+        let gone = store.remove_named("./boot/x").unwrap();
+        assert_eq!(gone.len(), 1);
+        store.sync();
+        assert!(!store.path_of(&x).exists());
+        assert_eq!(store.remove_named("absent").unwrap(), Vec::new());
+        // Purge what was not used since t=15: "old" only.
+        let (gone, kept) = store.purge(Some(at(15))).unwrap();
+        assert_eq!((gone.len(), kept), (1, 0));
+        assert_eq!(gone[0].name, "old");
+        let n = store.lookup(U, SERVER, "new").unwrap().clone();
+        let serving = store.hold(&n, at(40));
+        let (gone, kept) = store.purge(None).unwrap();
+        assert_eq!((gone.len(), kept), (0, 1));
+        drop(serving);
+        let r = store.removals();
+        assert_eq!(
+            (r.removed_files, r.removed_bytes, r.evicted_files),
+            (2, 200, 0)
+        );
+        store.sync();
+        store.close();
+        drop(store);
+        let store = Filestore::open(dir.path()).unwrap();
+        assert_eq!(store.len(), 1, "removals persisted");
+        assert_eq!(store.load_report().orphans_removed, 0);
     }
 
     #[test]

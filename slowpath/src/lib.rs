@@ -7,7 +7,9 @@
 //! - [`defrag`]: IPv4 reassembly of fragmented UDP (TFTP blocks larger
 //!   than the MTU) before tracking.
 //! - [`reassembly`]: one transfer's blocks into a temporary file, hashed.
-//! - [`filestore`]: the verified cache on disk.
+//! - [`filestore`]: the verified cache on disk; [`eviction`]: which files
+//!   make room for new ones.
+//! - [`control`]: the operator's control protocol (`bootcache cache ...`).
 //! - [`tftp_server`], [`tftp_client`], [`arp`]: re-exported from the
 //!   serving crate (`bootcache-serve`), which serves hits and fetches misses.
 //! - [`dhcp`], [`imagemap`]: the message handler and the image map.
@@ -15,8 +17,10 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cache_logic;
+pub mod control;
 pub mod defrag;
 pub mod dhcp;
+pub mod eviction;
 pub mod filestore;
 pub mod imagemap;
 pub mod journal;
@@ -32,7 +36,11 @@ pub use arp::{ArpConfig, ArpCounters, ArpEvent, ArpFrameBuf, ArpResolver};
 pub use cache_logic::{BoundsHit, CacheError, CacheLogic, Counters, DiscardCounts};
 pub use defrag::{DefragLimits, DefragStats};
 pub use dhcp::{BootDirective, BootVia, Learned, MessageHandler};
-pub use filestore::{Digest256, DirLock, Entry, Filestore, FilestoreError, LoadReport, Published};
+pub use eviction::Watermarks;
+pub use filestore::{
+    Digest256, DirLock, Entry, Filestore, FilestoreError, InUse, LoadReport, Published, Removals,
+    RemoveRefused,
+};
 pub use imagemap::{
     render_listing, ClientRecord, FileRecord, ImageMap, ImageMapError, Limits, ServedFrom,
 };

@@ -27,6 +27,9 @@ pub struct Limits {
     /// cache for every VLAN ([`crate::Filestore::set_share_across_vlans`]).
     /// Off by default.
     pub share_across_vlans: bool,
+    /// When a new file evicts the least recently used ones, and down to
+    /// what ([`crate::eviction`]).
+    pub watermarks: crate::eviction::Watermarks,
 }
 
 impl Default for Limits {
@@ -39,6 +42,7 @@ impl Default for Limits {
             image_map: crate::imagemap::Limits::default(),
             scrub_rate: 0,
             share_across_vlans: false,
+            watermarks: crate::eviction::Watermarks::default(),
         }
     }
 }

@@ -74,6 +74,9 @@ pub(crate) enum Job {
     Index(IndexRecord),
     /// Remove a file no entry refers to any more (an old version).
     RemoveFile(PathBuf),
+    /// Remove an entry (evicted, or by the operator): its removal record,
+    /// synced, then its file.
+    Remove(Entry),
     /// Hash `entry`'s file now (before its first serve).
     Verify(Entry),
     /// Append image-map records.
@@ -384,6 +387,18 @@ impl State {
             Job::Index(r) => {
                 self.append_index(&r);
                 filestore::apply_record(&mut self.index, r);
+            }
+            Job::Remove(entry) => {
+                let r = IndexRecord::del(&entry);
+                self.append_index(&r);
+                filestore::apply_record(&mut self.index, r);
+                self.sync_journals();
+                let path = filestore::path_in(&self.dir, &entry);
+                if let Err(e) = fs::remove_file(&path) {
+                    if e.kind() != io::ErrorKind::NotFound {
+                        self.failed(&format!("removing {}", path.display()), &e);
+                    }
+                }
             }
             Job::RemoveFile(path) => {
                 // The record that replaced the file's entry is made durable

@@ -804,15 +804,21 @@ fn quota() {
     });
     let a = Spec::plain("a");
     sim.play(&a, &a.packets(&content(6000, 1)));
-    // tsize announces more than is left: refused at the OACK.
+    // tsize announces more than the quota: refused at the OACK.
     let b = Spec::opts("b", 512, 1);
-    sim.play(&b, &b.packets(&content(6000, 2)));
-    // No tsize: refused when the data passes what is left.
+    sim.play(&b, &b.packets(&content(12_000, 2)));
+    // No tsize: refused when the data passes the quota.
     let c = Spec::plain("c");
-    sim.play(&c, &c.packets(&content(6000, 3)));
+    sim.play(&c, &c.packets(&content(12_000, 3)));
     assert_eq!(sim.logic.counters().bounds_hit().quota, 2);
     assert!(sim.cached("a").is_some());
     assert!(sim.cached("b").is_none() && sim.cached("c").is_none());
+    // A file that fits the quota but not beside "a": "a" is evicted.
+    let d = Spec::plain("d");
+    sim.play(&d, &d.packets(&content(6000, 4)));
+    assert!(sim.cached("d").is_some());
+    assert!(sim.cached("a").is_none(), "the least recently used evicted");
+    assert_eq!(sim.logic.filestore().removals().evicted_files, 1);
     assert!(sim.logic.filestore().used_bytes() <= 10_000);
     assert!(sim.tmp_is_empty());
 }
