@@ -101,6 +101,8 @@ pub(crate) fn diff(old: &Config, new: &Config) -> Diff {
         limits.max_waiters_per_validation
     );
     live!("cache.scrub_rate", cache.scrub_rate);
+    live!("cache.high_watermark", cache.high_watermark);
+    live!("cache.low_watermark", cache.low_watermark);
     live!("metrics.listen", metrics.listen);
     live!("log_level", log_level);
     Diff {

@@ -210,11 +210,12 @@ impl CacheLogic {
         self.servers = servers;
     }
 
-    /// Replaces the bounds, the quota and the scrub rate (a reload of the
+    /// Replaces the bounds, the quota, its eviction watermarks and the scrub rate (a reload of the
     /// configuration). `share_across_vlans` and the image map's bounds are
     /// kept: they shape what is on disk.
     pub fn set_limits(&mut self, limits: Limits) {
         self.filestore.set_quota(limits.quota_bytes);
+        self.filestore.set_watermarks(limits.watermarks);
         self.filestore.set_scrub_rate(limits.scrub_rate);
         self.tracker.set_limits(limits);
         self.tracker.set_space_left(self.filestore.space_left());
