@@ -62,6 +62,72 @@ struct Args {
     /// A NATS credentials file, if the servers require one.
     #[arg(long, value_name = "FILE", requires = "nats")]
     nats_creds: Option<PathBuf>,
+    /// The JetStream domain holding the buckets, when --nats is a leaf
+    /// node of the hub that has them.
+    #[arg(long, value_name = "DOMAIN", requires = "nats")]
+    js_domain: Option<String>,
+    /// The serving policy (TOML, `[[rule]]` tables): which hits bridges
+    /// serve and which they send to the origin. Published signed to the
+    /// fleet; re-read when the file changes (a bad edit is reported and
+    /// the previous rules stay).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    policy: Option<PathBuf>,
+}
+
+/// The policy file, re-read when its modification time or size changes.
+struct PolicySource {
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+    checked: std::time::Instant,
+    rules: Vec<bootcache_fleet::policy::Rule>,
+}
+
+impl PolicySource {
+    fn open(path: PathBuf) -> Result<PolicySource, String> {
+        let mut s = PolicySource {
+            path,
+            seen: None,
+            checked: std::time::Instant::now(),
+            rules: Vec::new(),
+        };
+        s.reload()?;
+        Ok(s)
+    }
+
+    /// Reads the file again if it changed; on an error the rules stay.
+    fn reload(&mut self) -> Result<(), String> {
+        let p = self.path.display();
+        let meta = std::fs::metadata(&self.path).map_err(|e| format!("--policy {p}: {e}"))?;
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if self.seen == Some(stamp) {
+            return Ok(());
+        }
+        self.seen = Some(stamp);
+        let text = std::fs::read_to_string(&self.path).map_err(|e| format!("--policy {p}: {e}"))?;
+        self.rules =
+            bootcache_fleet::policy::parse_file(&text).map_err(|e| format!("--policy {p}: {e}"))?;
+        // Tests and operators wait for this line.
+        println!(
+            "bootcache-agent: policy: {} rules from {p}",
+            self.rules.len()
+        );
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
+
+    /// The rules now (checked for a change at most every 200 ms).
+    fn poll(&mut self) -> Vec<bootcache_fleet::policy::Rule> {
+        if self.checked.elapsed() >= Duration::from_millis(200) {
+            self.checked = std::time::Instant::now();
+            if let Err(e) = self.reload() {
+                log::warn!("{e}: the previous rules stay");
+            }
+        }
+        self.rules.clone()
+    }
 }
 
 /// The fleet commands (they talk to the engine, not to a running agent).
@@ -106,6 +172,10 @@ struct Engine {
     /// A NATS credentials file, if the servers require one.
     #[arg(long, value_name = "FILE")]
     nats_creds: Option<PathBuf>,
+    /// The JetStream domain holding the buckets, when --nats is a leaf
+    /// node of the hub that has them.
+    #[arg(long, value_name = "DOMAIN")]
+    js_domain: Option<String>,
     /// The shared HMAC key: verifies what bridges say, signs directives.
     #[arg(long)]
     key_file: PathBuf,
@@ -121,6 +191,7 @@ impl Engine {
             servers: self.nats.clone(),
             bucket: self.bucket.clone(),
             credentials: self.nats_creds.clone(),
+            js_domain: self.js_domain.clone(),
         };
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
         Ok((nats, key))
@@ -254,9 +325,16 @@ fn run(args: Args) -> Result<(), String> {
             servers: args.nats.clone(),
             bucket: args.bucket.clone(),
             credentials: args.nats_creds.clone(),
+            js_domain: args.js_domain.clone(),
         };
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
         let epoch = bootcache_agent::replay::unix_ms(SystemTime::now());
+        let policy = match args.policy.clone() {
+            Some(p) => Some(PolicySource::open(p)?),
+            None => None,
+        };
+        // The publisher's thread calls it (the closure must be Fn).
+        let policy = std::sync::Mutex::new(policy);
         let t = table.clone();
         let h = bootcache_fleet::spawn_publisher(
             nats.clone(),
@@ -264,6 +342,10 @@ fn run(args: Args) -> Result<(), String> {
             epoch,
             bootcache_fleet::PublishConfig::default(),
             move || fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner())),
+            move || {
+                let mut p = policy.lock().unwrap_or_else(|e| e.into_inner());
+                p.as_mut().map_or_else(Vec::new, PolicySource::poll)
+            },
         )
         .map_err(|e| format!("--nats: {e}"))?;
         // Pushed updates and directives (issue 14 items 3-4): the files
