@@ -408,11 +408,11 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
     let v1_sha = netns::sha256_bytes(&v1, &sites.a.dir, "v1").unwrap();
     let staged_sha = netns::sha256_bytes(&staged, &sites.a.dir, "staged").unwrap();
     let (a, b) = (&sites.a, &sites.b);
-    wait_live(&a, 1, Duration::from_secs(20));
-    wait_live(&b, 1, Duration::from_secs(20));
+    wait_live(a, 1, Duration::from_secs(20));
+    wait_live(b, 1, Duration::from_secs(20));
     // The (empty) policy reached both bridges through their leaves.
-    wait_policies(&a, 1);
-    wait_policies(&b, 1);
+    wait_policies(a, 1);
+    wait_policies(b, 1);
 
     let out = a.dir.join("out");
     let get = |t: &Topology, name: &str| {
@@ -427,8 +427,8 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
     let sent = |name: &str| a.origin_count(name);
 
     // Cold reads, one per site: the origin sends the file to each.
-    assert_eq!(get(&a, "site.img"), v1_sha);
-    assert_eq!(get(&b, "site.img"), v1_sha);
+    assert_eq!(get(a, "site.img"), v1_sha);
+    assert_eq!(get(b, "site.img"), v1_sha);
     wait("both bridges hold site.img", &|v| {
         holds_current(v, "bridge-a", "site.img", &v1_sha)
             && holds_current(v, "bridge-b", "site.img", &v1_sha)
@@ -449,8 +449,8 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
     let pushed = changed.elapsed();
     assert_eq!(sent("site.img"), 2, "{:?}", a.origin_transfers());
     // Warm reads at both sites: the new bytes, from the caches.
-    assert_eq!(get(&a, "site.img"), v2_sha);
-    assert_eq!(get(&b, "site.img"), v2_sha);
+    assert_eq!(get(a, "site.img"), v2_sha);
+    assert_eq!(get(b, "site.img"), v2_sha);
     a.wait_stat("serve", "completed", 1, Duration::from_secs(5))
         .unwrap();
     b.wait_stat("serve", "completed", 1, Duration::from_secs(5))
@@ -465,16 +465,16 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
         .unwrap();
     a.wait_agent_log("policy: 1 rules", 1, Duration::from_secs(10))
         .unwrap();
-    wait_policies(&a, 2);
-    wait_policies(&b, 2);
+    wait_policies(a, 2);
+    wait_policies(b, 2);
     let v = a.fleet_json().unwrap();
     assert_eq!(v["policy"][0]["site"], "site-b", "{v:#}");
-    assert_eq!(get(&b, "site.img"), v2_sha);
+    assert_eq!(get(b, "site.img"), v2_sha);
     assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
     b.wait_stat("fleet", "policy_origin", 1, Duration::from_secs(5))
         .unwrap();
     assert_eq!(b.bootcache_stat("serve", "completed"), Some(1));
-    assert_eq!(get(&a, "site.img"), v2_sha);
+    assert_eq!(get(a, "site.img"), v2_sha);
     a.wait_stat("serve", "completed", 2, Duration::from_secs(5))
         .unwrap();
     assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
@@ -485,8 +485,8 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
         .unwrap();
     a.wait_agent_log("policy: 0 rules", 2, Duration::from_secs(10))
         .unwrap();
-    wait_policies(&b, 3);
-    assert_eq!(get(&b, "site.img"), v2_sha);
+    wait_policies(b, 3);
+    assert_eq!(get(b, "site.img"), v2_sha);
     b.wait_stat("serve", "completed", 2, Duration::from_secs(5))
         .unwrap();
     assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
@@ -501,7 +501,7 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
         !holds_current(&v, "bridge-a", "staged.img", &staged_sha),
         "{v:#}"
     );
-    assert_eq!(get(&b, "staged.img"), staged_sha);
+    assert_eq!(get(b, "staged.img"), staged_sha);
     b.wait_stat("serve", "completed", 3, Duration::from_secs(5))
         .unwrap();
     assert_eq!(sent("staged.img"), 0, "{:?}", a.origin_transfers());
@@ -513,8 +513,8 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
         .unwrap();
     b.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
         .unwrap();
-    assert_eq!(get(&a, "site.img"), v2_sha);
-    assert_eq!(get(&b, "site.img"), v2_sha);
+    assert_eq!(get(a, "site.img"), v2_sha);
+    assert_eq!(get(b, "site.img"), v2_sha);
     a.wait_stat("serve", "completed", 3, Duration::from_secs(5))
         .unwrap();
     b.wait_stat("serve", "completed", 4, Duration::from_secs(5))

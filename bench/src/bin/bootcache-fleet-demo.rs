@@ -191,7 +191,6 @@ fn run(args: &Args) -> Result<()> {
         Some(took),
         &mut last,
     );
-    drop(step);
 
     println!();
     println!(
