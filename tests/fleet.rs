@@ -397,12 +397,17 @@ fn wait_policies(t: &Topology, policies: u64) {
 fn two_sites_on_a_hub_and_leaf_nodes() {
     let v1 = test_content(1 << 20, 41);
     let staged = test_content(200 << 10, 42);
+    let auto = test_content(100 << 10, 44);
     let mut sites = netns::TwoSites::start(
         &netns::Options {
             bootcache_bin: Some(BOOTCACHE.into()),
             ..Default::default()
         },
-        &[("site.img", &v1), ("staged.img", &staged)],
+        &[
+            ("site.img", &v1),
+            ("staged.img", &staged),
+            ("auto-1.img", &auto),
+        ],
     )
     .unwrap_or_else(|e| panic!("the two sites: {e:#}"));
     let v1_sha = netns::sha256_bytes(&v1, &sites.a.dir, "v1").unwrap();
@@ -481,7 +486,7 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
     assert_eq!(a.bootcache_stat("fleet", "policy_origin"), Some(0));
     // The rule lifted: site B's next read is served from its cache.
     sites
-        .put_policy("# no rules: every bridge serves\n")
+        .put_policy("# No serving rule: every bridge serves. Pre-stage at site B:\n[[cache]]\nfile = \"auto-*\"\nsite = \"site-b\"\n")
         .unwrap();
     a.wait_agent_log("policy: 0 rules", 2, Duration::from_secs(10))
         .unwrap();
@@ -506,6 +511,22 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
         .unwrap();
     assert_eq!(sent("staged.img"), 0, "{:?}", a.origin_transfers());
 
+    // The policy file's [[cache]] rule (item 4): the agent directed
+    // auto-1.img to site B by itself; served there from the cache.
+    let auto_sha = netns::sha256_bytes(&auto, &a.dir, "auto").unwrap();
+    let v = wait("auto-1.img pre-staged at site B by the policy", &|v| {
+        holds_current(v, "bridge-b", "auto-1.img", &auto_sha)
+    });
+    assert!(
+        !holds_current(&v, "bridge-a", "auto-1.img", &auto_sha),
+        "{v:#}"
+    );
+    assert_eq!(a.agent_log_count("policy: cache directive"), 1);
+    assert_eq!(get(b, "auto-1.img"), auto_sha);
+    b.wait_stat("serve", "completed", 4, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("auto-1.img"), 0, "{:?}", a.origin_transfers());
+
     // A forged entry put at the hub: both bridges ignore it (their leaves
     // carry it to them) and still serve the current copy.
     put_forged(&a.nats_url(), "site.img", v2.len());
@@ -517,7 +538,7 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
     assert_eq!(get(b, "site.img"), v2_sha);
     a.wait_stat("serve", "completed", 3, Duration::from_secs(5))
         .unwrap();
-    b.wait_stat("serve", "completed", 4, Duration::from_secs(5))
+    b.wait_stat("serve", "completed", 5, Duration::from_secs(5))
         .unwrap();
     assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
     eprintln!(

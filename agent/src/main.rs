@@ -80,6 +80,8 @@ struct PolicySource {
     seen: Option<(SystemTime, u64)>,
     checked: std::time::Instant,
     rules: Vec<bootcache_fleet::policy::Rule>,
+    /// Pre-staging rules (`[[cache]]`), carried out by the agent.
+    cache: Vec<bootcache_fleet::policy::CacheRule>,
 }
 
 impl PolicySource {
@@ -89,6 +91,7 @@ impl PolicySource {
             seen: None,
             checked: std::time::Instant::now(),
             rules: Vec::new(),
+            cache: Vec::new(),
         };
         s.reload()?;
         Ok(s)
@@ -107,12 +110,14 @@ impl PolicySource {
         }
         self.seen = Some(stamp);
         let text = std::fs::read_to_string(&self.path).map_err(|e| format!("--policy {p}: {e}"))?;
-        self.rules =
-            bootcache_fleet::policy::parse_file(&text).map_err(|e| format!("--policy {p}: {e}"))?;
+        let c = bootcache_fleet::policy::parse_policy_file(&text)
+            .map_err(|e| format!("--policy {p}: {e}"))?;
+        (self.rules, self.cache) = (c.rules, c.cache);
         // Tests and operators wait for this line.
         println!(
-            "bootcache-agent: policy: {} rules from {p}",
-            self.rules.len()
+            "bootcache-agent: policy: {} rules, {} cache rules from {p}",
+            self.rules.len(),
+            self.cache.len()
         );
         let _ = std::io::stdout().flush();
         Ok(())
@@ -318,6 +323,8 @@ fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot watch --root {}: {e}", root.display()))?;
 
+    // The policy file's [[cache]] rules: the engine and the rules.
+    let mut auto_cache = None;
     let publisher = if args.nats.is_empty() {
         None
     } else {
@@ -328,13 +335,16 @@ fn run(args: Args) -> Result<(), String> {
             js_domain: args.js_domain.clone(),
         };
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
+        let nats_for_cache = nats.clone();
         let epoch = bootcache_agent::replay::unix_ms(SystemTime::now());
         let policy = match args.policy.clone() {
             Some(p) => Some(PolicySource::open(p)?),
             None => None,
         };
-        // The publisher's thread calls it (the closure must be Fn).
-        let policy = std::sync::Mutex::new(policy);
+        // The publisher's thread polls it (the closure must be Fn); the
+        // main loop reads its pre-staging rules.
+        let policy = Arc::new(std::sync::Mutex::new(policy));
+        let polled = Arc::clone(&policy);
         let t = table.clone();
         let h = bootcache_fleet::spawn_publisher(
             nats.clone(),
@@ -343,7 +353,7 @@ fn run(args: Args) -> Result<(), String> {
             bootcache_fleet::PublishConfig::default(),
             move || fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner())),
             move || {
-                let mut p = policy.lock().unwrap_or_else(|e| e.into_inner());
+                let mut p = polled.lock().unwrap_or_else(|e| e.into_inner());
                 p.as_mut().map_or_else(Vec::new, PolicySource::poll)
             },
         )
@@ -360,6 +370,7 @@ fn run(args: Args) -> Result<(), String> {
             fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner()))
         })
         .map_err(|e| format!("--nats: {e}"))?;
+        auto_cache = Some((nats_for_cache, policy));
         Some((h, c))
     };
 
@@ -379,6 +390,9 @@ fn run(args: Args) -> Result<(), String> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, watcher.rescan_flag())
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
+    let key_bytes = key.as_bytes().to_vec();
+    let mut auto = bootcache_fleet::policy::AutoCache::default();
+    let mut next_auto = std::time::Instant::now();
     let mut responder = Responder::new(key, window, args.replay_capacity, random_seed());
     // The ready line: scripts and tests wait for it (and learn the port).
     println!("bootcache-agent: listening on {local}");
@@ -386,6 +400,26 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
+        if let Some((nats, policy)) = &auto_cache {
+            if next_auto.elapsed() > Duration::ZERO {
+                next_auto = std::time::Instant::now() + Duration::from_secs(1);
+                let rules = policy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map_or_else(Vec::new, |p| p.cache.clone());
+                if !rules.is_empty() {
+                    let files = fleet_snapshot(&table.read().unwrap_or_else(|e| e.into_inner()));
+                    let hashed = files.iter().filter_map(|(n, p)| match p {
+                        bootcache_fleet::Published::File(i) => Some((n.as_str(), i.sha256)),
+                        bootcache_fleet::Published::Changing => None,
+                    });
+                    for (rule, files) in auto.due(&rules, hashed) {
+                        direct(nats, &key_bytes, rules[rule].target(), files);
+                    }
+                }
+            }
+        }
         while let Some(r) = watcher.poll_report() {
             // One line per rescan: operators and tests line answers up with it.
             println!(
@@ -456,6 +490,35 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     log::info!("shutting down");
     Ok(())
+}
+
+/// Puts a cache directive for `files` to `target` (the policy file's
+/// `[[cache]]` rule) on a thread of its own: the answering loop goes on.
+fn direct(
+    nats: &bootcache_fleet::NatsConfig,
+    key: &[u8],
+    target: bootcache_fleet::doc::Target,
+    files: Vec<String>,
+) {
+    let d = bootcache_fleet::doc::Directive {
+        id: bootcache_fleet::new_directive_id(),
+        kind: bootcache_fleet::doc::DirectiveKind::Cache,
+        files,
+        target,
+        issued_ms: bootcache_agent::replay::unix_ms(SystemTime::now()),
+    };
+    println!(
+        "bootcache-agent: policy: cache directive {} for {} file(s)",
+        d.id,
+        d.files.len()
+    );
+    let _ = std::io::stdout().flush();
+    let (nats, key) = (nats.clone(), key.to_vec());
+    std::thread::spawn(move || {
+        if let Err(e) = bootcache_fleet::put_directive(&nats, &key, &d) {
+            log::warn!("policy: cache directive {}: {e}", d.id);
+        }
+    });
 }
 
 /// The table as the fleet publishes it: hashed files, and files being

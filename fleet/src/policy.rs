@@ -85,6 +85,102 @@ pub struct Policy {
 struct PolicyFile {
     #[serde(default)]
     rule: Vec<Rule>,
+    #[serde(default)]
+    cache: Vec<CacheRule>,
+}
+
+/// A pre-staging rule of the policy file (issue 14 item 4): every file of
+/// the table matching `file` is directed into the caches of `site`'s
+/// bridges, or of `bridges`, or of every bridge — once per version.
+///
+/// ```toml
+/// [[cache]]
+/// file = "kernels/*"
+/// site = "site-b"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    /// Glob over the normalised file name.
+    pub file: String,
+    /// Only the bridges of this site.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Only these bridges.
+    #[serde(default)]
+    pub bridges: Vec<String>,
+}
+
+impl CacheRule {
+    /// The directive's target.
+    pub fn target(&self) -> crate::doc::Target {
+        match (&self.site, self.bridges.as_slice()) {
+            (Some(s), _) => crate::doc::Target::Site(s.clone()),
+            (None, []) => crate::doc::Target::All,
+            (None, b) => crate::doc::Target::Bridges(b.to_vec()),
+        }
+    }
+}
+
+/// The policy file's contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyFileContents {
+    /// The serving rules (published to the bridges).
+    pub rules: Vec<Rule>,
+    /// The pre-staging rules (carried out by the agent).
+    pub cache: Vec<CacheRule>,
+}
+
+/// Files directed by [`AutoCache`] remembered at most (name and version);
+/// past it nothing more is directed and the refusals are counted.
+pub const MAX_AUTO_CACHED: usize = 65536;
+
+/// The agent's side of the pre-staging rules, sans-I/O: which table files
+/// are due to be directed, each (name, SHA-256) once.
+#[derive(Debug, Default)]
+pub struct AutoCache {
+    directed: std::collections::HashSet<(String, [u8; 32])>,
+    /// Files not directed because [`MAX_AUTO_CACHED`] were remembered.
+    pub refused: u64,
+}
+
+impl AutoCache {
+    /// The directives due for `table` (name, SHA-256 of each hashed file):
+    /// per rule, the matching files not directed before at this version
+    /// (first matching rule only; at most `MAX_DIRECTIVE_FILES` each).
+    pub fn due<'a>(
+        &mut self,
+        rules: &[CacheRule],
+        table: impl IntoIterator<Item = (&'a str, [u8; 32])>,
+    ) -> Vec<(usize, Vec<String>)> {
+        let mut out: Vec<(usize, Vec<String>)> = Vec::new();
+        let mut table: Vec<(&str, [u8; 32])> = table.into_iter().collect();
+        table.sort();
+        for (name, sha) in table {
+            let Some(i) = rules
+                .iter()
+                .position(|r| glob(r.file.as_bytes(), name.as_bytes()))
+            else {
+                continue;
+            };
+            if self.directed.contains(&(name.to_owned(), sha)) {
+                continue;
+            }
+            if self.directed.len() >= MAX_AUTO_CACHED {
+                self.refused += 1;
+                continue;
+            }
+            self.directed.insert((name.to_owned(), sha));
+            match out
+                .iter_mut()
+                .find(|(r, f)| *r == i && f.len() < crate::doc::MAX_DIRECTIVE_FILES)
+            {
+                Some((_, files)) => files.push(name.to_owned()),
+                None => out.push((i, vec![name.to_owned()])),
+            }
+        }
+        out
+    }
 }
 
 /// Why a policy was refused.
@@ -101,11 +197,47 @@ pub enum PolicyError {
     Field(usize, &'static str, String),
 }
 
-/// Parses and checks a policy file.
+/// Parses and checks a policy file's serving rules.
 pub fn parse_file(text: &str) -> Result<Vec<Rule>, PolicyError> {
+    parse_policy_file(text).map(|c| c.rules)
+}
+
+/// Parses and checks a policy file: serving rules and pre-staging rules.
+pub fn parse_policy_file(text: &str) -> Result<PolicyFileContents, PolicyError> {
     let f: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
     check(&f.rule)?;
-    Ok(f.rule)
+    if f.cache.len() > MAX_RULES {
+        return Err(PolicyError::TooMany(f.cache.len()));
+    }
+    for (i, c) in f.cache.iter().enumerate() {
+        if c.file.is_empty() || c.file.len() > MAX_PATTERN_LEN {
+            return Err(PolicyError::Field(
+                i + 1,
+                "cache.file",
+                format!("must be 1-{MAX_PATTERN_LEN} characters"),
+            ));
+        }
+        for id in c.site.iter().chain(&c.bridges) {
+            if !crate::doc::valid_id(id) {
+                return Err(PolicyError::Field(
+                    i + 1,
+                    "cache.site/bridges",
+                    format!("{id:?}: letters, digits, '-', '_'"),
+                ));
+            }
+        }
+        if c.site.is_some() && !c.bridges.is_empty() {
+            return Err(PolicyError::Field(
+                i + 1,
+                "cache",
+                "site or bridges, not both".into(),
+            ));
+        }
+    }
+    Ok(PolicyFileContents {
+        rules: f.rule,
+        cache: f.cache,
+    })
 }
 
 /// Checks rules (the agent before publishing, the mirror after verifying:
@@ -421,5 +553,54 @@ mod tests {
             PolicyError::TooMany(MAX_RULES + 1)
         );
         assert_eq!(parse_file("").unwrap(), Vec::new());
+    }
+
+    #[test]
+    fn cache_rules_direct_each_version_once() {
+        let c = parse_policy_file(
+            "[[cache]]\nfile = \"kernels/*\"\nsite = \"site-b\"\n[[cache]]\nfile = \"*.efi\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cache[0].target(),
+            crate::doc::Target::Site("site-b".into())
+        );
+        assert_eq!(c.cache[1].target(), crate::doc::Target::All);
+        let mut a = AutoCache::default();
+        let table = [
+            ("kernels/a", [1; 32]),
+            ("kernels/b", [2; 32]),
+            ("x.efi", [3; 32]),
+            ("other", [4; 32]),
+        ];
+        let due = a.due(&c.cache, table);
+        assert_eq!(
+            due,
+            vec![
+                (0, vec!["kernels/a".to_string(), "kernels/b".to_string()]),
+                (1, vec!["x.efi".to_string()])
+            ]
+        );
+        assert!(a.due(&c.cache, table).is_empty(), "directed once");
+        // A new version of one file: directed again, alone.
+        let changed = [("kernels/a", [9; 32]), ("kernels/b", [2; 32])];
+        assert_eq!(
+            a.due(&c.cache, changed),
+            vec![(0, vec!["kernels/a".to_string()])]
+        );
+        for (text, want) in [
+            ("[[cache]]\nsite = \"s\"", "missing field `file`"),
+            (
+                "[[cache]]\nfile = \"x\"\nsite = \"a.b\"",
+                "rule 1: cache.site",
+            ),
+            (
+                "[[cache]]\nfile = \"x\"\nsite = \"a\"\nbridges = [\"b\"]",
+                "not both",
+            ),
+        ] {
+            let e = parse_policy_file(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 }
