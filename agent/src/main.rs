@@ -464,7 +464,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some((p, c)) = publisher {
         let k = c.counters();
         println!(
-            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={}",
+            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={} policy_cache_refused={}",
             p.puts(),
             p.foreign(),
             k.uploads,
@@ -472,7 +472,8 @@ fn run(args: Args) -> Result<(), String> {
             k.refreshes,
             k.bad_signature,
             k.malformed,
-            k.refused
+            k.refused,
+            auto.refused
         );
     }
     let c = responder.counters();
