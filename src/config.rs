@@ -190,6 +190,10 @@ pub(crate) struct FleetConfig {
     /// A NATS credentials file, if the servers require one.
     #[serde(default)]
     pub(crate) credentials: Option<PathBuf>,
+    /// The JetStream domain of the hub holding the buckets, when
+    /// `servers` are a site's leaf node (e.g. "hub").
+    #[serde(default)]
+    pub(crate) js_domain: Option<String>,
     /// The mirror stops answering when the agent's heartbeat is older than
     /// this, in ms (the agent beats every 250 ms).
     #[serde(default = "default_max_silence_ms")]
@@ -242,6 +246,7 @@ impl FleetConfig {
             servers: self.servers.clone(),
             bucket: self.bucket.clone(),
             credentials: self.credentials.clone(),
+            js_domain: self.js_domain.clone(),
         }
     }
 }

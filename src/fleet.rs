@@ -30,6 +30,8 @@ pub(crate) struct Member {
     image_seen: (u64, u64, u64),
     /// Staged files published, and refused by the cache.
     pub(crate) published: u64,
+    /// Bytes of the staged files published (from the Object Store).
+    pub(crate) published_bytes: u64,
     pub(crate) refused: u64,
 }
 
@@ -57,6 +59,7 @@ impl Member {
             rebuild: 0,
             image_seen: (u64::MAX, 0, 0),
             published: 0,
+            published_bytes: 0,
             refused: 0,
         }
     }
@@ -65,10 +68,13 @@ impl Member {
     /// three counters compared.
     pub(crate) fn poll(&mut self, now: Instant, logic: &mut CacheLogic) {
         while let Some(s) = self.handle.try_staged() {
-            let tag = s.tag;
+            let (tag, size) = (s.tag, s.size);
             let r = self.publish(logic, s);
             match &r {
-                Ok(()) => self.published += 1,
+                Ok(()) => {
+                    self.published += 1;
+                    self.published_bytes += size;
+                }
                 Err(_) => self.refused += 1,
             }
             self.handle.staged_result(tag, r);
@@ -125,7 +131,7 @@ impl Member {
     }
 
     /// The values of `stats::FLEET_MEMBER`, in its order.
-    pub(crate) fn values(&self) -> [u64; 14] {
+    pub(crate) fn values(&self) -> [u64; 15] {
         let c = self.handle.counters();
         let d = c.directives;
         [
@@ -143,6 +149,7 @@ impl Member {
             self.published,
             self.refused,
             c.bad_signature,
+            self.published_bytes,
         ]
     }
 }

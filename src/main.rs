@@ -262,6 +262,8 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             Some(serve::FleetLink {
                 mirror,
                 counters: serve::FleetCounters::default(),
+                id: f.bridge_id(),
+                site: f.site(),
             })
         }
         _ => None,

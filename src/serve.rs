@@ -162,6 +162,10 @@ pub(crate) struct FleetLink {
     pub(crate) mirror: bootcache_fleet::MirrorHandle,
     /// What serving decided with it.
     pub(crate) counters: FleetCounters,
+    /// This bridge's id and site (the serving policy's rules name them).
+    pub(crate) id: String,
+    /// Its site.
+    pub(crate) site: String,
 }
 
 /// Hits decided by the fleet's mirror.
@@ -173,6 +177,10 @@ pub(crate) struct FleetCounters {
     pub(crate) stale: u64,
     /// The mirror was not live: the agent was asked.
     pub(crate) fallbacks: u64,
+    /// The serving policy let the hit be served (a rule, or no rule).
+    pub(crate) policy_serve: u64,
+    /// The serving policy sent the hit to the origin.
+    pub(crate) policy_origin: u64,
 }
 
 /// Bounds of the validator's tables (`[limits] max_validations`,
@@ -457,20 +465,44 @@ impl Serve {
         let mut asked = false;
         while let Some(q) = self.endpoint.poll_question() {
             asked = true;
-            // The fleet's mirror first: live, it decides without the agent.
+            // The fleet's mirror first: the serving policy, then, live, it
+            // decides without the agent.
             if let Some(f) = &mut self.fleet {
-                let answer = match f.mirror.verdict(now, &q.name, &q.sha256) {
-                    Some(bootcache_fleet::Verdict::Current(_)) => {
-                        f.counters.current += 1;
-                        Some(Answer::Mirrored(true))
-                    }
-                    Some(_) => {
-                        f.counters.stale += 1;
-                        Some(Answer::Mirrored(false))
-                    }
-                    None => {
-                        f.counters.fallbacks += 1;
-                        None
+                let client = bootcache_fleet::policy::Client {
+                    mac: Some(q.client_mac.0),
+                    arch: logic
+                        .image_map()
+                        .client_by_mac(q.client_mac.0)
+                        .and_then(|c| c.arch),
+                };
+                let bridge = bootcache_fleet::policy::Bridge {
+                    id: &f.id,
+                    site: &f.site,
+                };
+                let policy = f.mirror.decide(&q.name, bridge, client);
+                let answer = if policy.action == bootcache_fleet::policy::Action::Origin {
+                    f.counters.policy_origin += 1;
+                    log::debug!(
+                        "{}: to the origin by the serving policy's rule {:?}",
+                        q.name,
+                        policy.rule
+                    );
+                    Some(Answer::Mirrored(false))
+                } else {
+                    f.counters.policy_serve += 1;
+                    match f.mirror.verdict(now, &q.name, &q.sha256) {
+                        Some(bootcache_fleet::Verdict::Current(_)) => {
+                            f.counters.current += 1;
+                            Some(Answer::Mirrored(true))
+                        }
+                        Some(_) => {
+                            f.counters.stale += 1;
+                            Some(Answer::Mirrored(false))
+                        }
+                        None => {
+                            f.counters.fallbacks += 1;
+                            None
+                        }
                     }
                 };
                 if let Some(a) = answer {

@@ -301,11 +301,14 @@ pub(crate) static MIRROR: &[Field<bootcache_fleet::MirrorCounters>] = fields!(bo
     refused: Counter None "fleet_refused_files" "refused" "New files refused past max_files",
     resets: Counter None "fleet_resets" "resets" "Times the mirror started over",
     watches: Counter None "fleet_watches" "watches" "Watches of the bucket started",
+    policies: Counter None "fleet_policies" "policies" "Signed serving policies applied",
 });
 pub(crate) static FLEET: &[Field<FleetCounters>] = fields!(FleetCounters {
     current: Counter None {"result" = "current"} "fleet_decisions" "current" "Hits decided by the fleet's mirror, by result",
     stale: Counter None {"result" = "stale"} "fleet_decisions" "stale" "Hits decided by the fleet's mirror, by result",
     fallbacks: Counter None {"result" = "fallback"} "fleet_decisions" "fallbacks" "Hits decided by the fleet's mirror, by result",
+    policy_serve: Counter None {"result" = "serve"} "fleet_policy_decisions" "policy_serve" "Hits decided by the serving policy, by result",
+    policy_origin: Counter None {"result" = "origin"} "fleet_policy_decisions" "policy_origin" "Hits decided by the serving policy, by result",
 });
 
 pub(crate) static ADDRESSED: &[Field<AddressedCounters>] = fields!(AddressedCounters {
@@ -323,7 +326,7 @@ pub(crate) static ADDRESSED: &[Field<AddressedCounters>] = fields!(AddressedCoun
 });
 
 /// The fleet member's counters, in the order of `FleetMember::values`.
-pub(crate) const FLEET_MEMBER: [Desc; 14] = [
+pub(crate) const FLEET_MEMBER: [Desc; 15] = [
     Desc::gauge(
         "fleet_member_connected",
         "member_connected",
@@ -389,6 +392,12 @@ pub(crate) const FLEET_MEMBER: [Desc; 14] = [
         "bad_directives",
         "Directives or documents whose signature did not verify",
     ),
+    Desc::counter(
+        "fleet_pushed_published",
+        "published_bytes",
+        "Bytes of pushed files (from the Object Store) published into the cache",
+    )
+    .unit(Unit::Bytes),
 ];
 pub(crate) const FETCHES_ACTIVE: Desc = Desc::gauge(
     "addressed_fetches_active",

@@ -8,9 +8,43 @@
 
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, sha256_file, test_content, Topology, FLEET_BUCKET};
+use bootcache_bench::netns::{
+    self, holds_current, sha256_file, test_content, Topology, FLEET_BUCKET,
+};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
+
+/// Puts into the table's bucket at `url` a forged record for `name`: other
+/// content (`size` bytes) claimed current by a later agent run, signed
+/// with another key. Accepted, it would make the cached copy stale.
+fn put_forged(url: &str, name: &str, size: usize) {
+    let forged = bootcache_fleet::record::encode(
+        &bootcache_fleet::Record {
+            epoch: u64::MAX / 2,
+            seq: u64::MAX / 2,
+            timestamp_ms: 0,
+            body: bootcache_fleet::Body::File {
+                name: name.into(),
+                info: bootcache_fleet::FileInfo {
+                    size: size as u64,
+                    version: 1 << 40,
+                    sha256: [0; 32],
+                    mtime_ms: 0,
+                },
+            },
+        },
+        &[0x5a; 32],
+        FLEET_BUCKET,
+    );
+    let cfg = bootcache_fleet::NatsConfig {
+        servers: vec![url.to_owned()],
+        bucket: FLEET_BUCKET.into(),
+        credentials: None,
+        js_domain: None,
+    };
+    bootcache_fleet::put_raw(&cfg, &bootcache_fleet::file_key(name), forged)
+        .expect("putting the forged entry");
+}
 
 /// Waits until bootcache's stats line says the fleet's mirror is `live`.
 fn wait_live(t: &Topology, live: u64, timeout: Duration) {
@@ -145,31 +179,7 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     // A forged entry: other content claimed current by a later agent run,
     // signed with another key, put straight into the bucket. Accepted, it
     // would make the cached copy stale (the origin would be asked again).
-    let forged = bootcache_fleet::record::encode(
-        &bootcache_fleet::Record {
-            epoch: u64::MAX / 2,
-            seq: u64::MAX / 2,
-            timestamp_ms: 0,
-            body: bootcache_fleet::Body::File {
-                name: "fleet.img".into(),
-                info: bootcache_fleet::FileInfo {
-                    size: v1.len() as u64,
-                    version: 1 << 40,
-                    sha256: [0; 32],
-                    mtime_ms: 0,
-                },
-            },
-        },
-        &[0x5a; 32],
-        FLEET_BUCKET,
-    );
-    let nats_cfg = bootcache_fleet::NatsConfig {
-        servers: vec![nats.url.clone()],
-        bucket: FLEET_BUCKET.into(),
-        credentials: None,
-    };
-    bootcache_fleet::put_raw(&nats_cfg, &bootcache_fleet::file_key("fleet.img"), forged)
-        .expect("putting the forged entry");
+    put_forged(&nats.url, "fleet.img", v1.len());
     t.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
         .unwrap();
     // The agent sees a value under its key that is not its own and puts
@@ -232,17 +242,6 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
 /// The bridge `bridge` of the listing, if there.
 fn bridge<'a>(v: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
     v["bridges"].as_array()?.iter().find(|b| b["id"] == id)
-}
-
-/// Whether `bridge` of the listing holds `name` with `sha` (hex), current
-/// against the table.
-fn holds_current(v: &serde_json::Value, id: &str, name: &str, sha: &str) -> bool {
-    bridge(v, id)
-        .and_then(|b| b["holdings"].as_array())
-        .is_some_and(|h| {
-            h.iter()
-                .any(|h| h["name"] == name && h["sha256"] == sha && h["state"] == "current")
-        })
 }
 
 /// Items 2–4 (issue 14): the bridge's presence and holdings in
@@ -375,4 +374,179 @@ fn holdings_pushed_updates_and_directives() {
     );
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+}
+
+/// Waits until `t`'s bootcache says its fleet's mirror is live and its
+/// serving policy has `policies` updates applied.
+fn wait_policies(t: &Topology, policies: u64) {
+    t.wait_stat("fleet", "policies", policies, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()));
+}
+
+/// Items 5 and 7 (issue 14), two sites on a real NATS deployment: a hub
+/// (JetStream, every bucket) beside the origin and the agent, a leaf node
+/// per site, each site's bridge on its own leaf. Cold reads at both
+/// sites; the file changes on the origin and both bridges hold the new
+/// version before the next read, the origin sending it to neither; warm
+/// reads at both sites from the caches with the new bytes; the agent's
+/// serving policy sends the file to the origin at site B only (the
+/// origin's log), then the rule is lifted and site B's next read comes
+/// from its cache; a directive pre-stages a file at site B that no client
+/// there read; a forged entry is ignored by both bridges.
+#[test]
+fn two_sites_on_a_hub_and_leaf_nodes() {
+    let v1 = test_content(1 << 20, 41);
+    let staged = test_content(200 << 10, 42);
+    let auto = test_content(100 << 10, 44);
+    let mut sites = netns::TwoSites::start(
+        &netns::Options {
+            bootcache_bin: Some(BOOTCACHE.into()),
+            ..Default::default()
+        },
+        &[
+            ("site.img", &v1),
+            ("staged.img", &staged),
+            ("auto-1.img", &auto),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("the two sites: {e:#}"));
+    let v1_sha = netns::sha256_bytes(&v1, &sites.a.dir, "v1").unwrap();
+    let staged_sha = netns::sha256_bytes(&staged, &sites.a.dir, "staged").unwrap();
+    let (a, b) = (&sites.a, &sites.b);
+    wait_live(a, 1, Duration::from_secs(20));
+    wait_live(b, 1, Duration::from_secs(20));
+    // The (empty) policy reached both bridges through their leaves.
+    wait_policies(a, 1);
+    wait_policies(b, 1);
+
+    let out = a.dir.join("out");
+    let get = |t: &Topology, name: &str| {
+        t.curl_get(name, Some(1428), &out)
+            .unwrap_or_else(|e| panic!("curl: {e:#}\n{}", t.diagnostics()));
+        sha256_file(&out).unwrap()
+    };
+    let wait = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        a.wait_fleet(what, Duration::from_secs(20), ok)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", a.diagnostics(), b.diagnostics()))
+    };
+    let sent = |name: &str| a.origin_count(name);
+
+    // Cold reads, one per site: the origin sends the file to each.
+    assert_eq!(get(a, "site.img"), v1_sha);
+    assert_eq!(get(b, "site.img"), v1_sha);
+    wait("both bridges hold site.img", &|v| {
+        holds_current(v, "bridge-a", "site.img", &v1_sha)
+            && holds_current(v, "bridge-b", "site.img", &v1_sha)
+    });
+    assert_eq!(sent("site.img"), 2, "{:?}", a.origin_transfers());
+
+    // The file changes on the origin: both bridges hold the new version
+    // (through the Object Store) before anyone reads it; the origin sends
+    // it to neither.
+    let v2 = test_content(1 << 20, 43);
+    let v2_sha = netns::sha256_bytes(&v2, &a.dir, "v2").unwrap();
+    let changed = Instant::now();
+    a.put_file("site.img", &v2).unwrap();
+    wait("the new version at both bridges", &|v| {
+        holds_current(v, "bridge-a", "site.img", &v2_sha)
+            && holds_current(v, "bridge-b", "site.img", &v2_sha)
+    });
+    let pushed = changed.elapsed();
+    assert_eq!(sent("site.img"), 2, "{:?}", a.origin_transfers());
+    // Warm reads at both sites: the new bytes, from the caches.
+    assert_eq!(get(a, "site.img"), v2_sha);
+    assert_eq!(get(b, "site.img"), v2_sha);
+    a.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap();
+    b.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("site.img"), 2, "{:?}", a.origin_transfers());
+
+    // The serving policy (item 5): site B sends site.img to the origin,
+    // site A still serves it. Edited in the agent's file, re-read by the
+    // agent, published signed, applied by the bridges without a restart.
+    sites
+        .put_policy("[[rule]]\nfile = \"site.*\"\nsite = \"site-b\"\naction = \"origin\"\n")
+        .unwrap();
+    a.wait_agent_log("policy: 1 rules", 1, Duration::from_secs(10))
+        .unwrap();
+    wait_policies(a, 2);
+    wait_policies(b, 2);
+    let v = a.fleet_json().unwrap();
+    assert_eq!(v["policy"][0]["site"], "site-b", "{v:#}");
+    assert_eq!(get(b, "site.img"), v2_sha);
+    assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
+    b.wait_stat("fleet", "policy_origin", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(b.bootcache_stat("serve", "completed"), Some(1));
+    assert_eq!(get(a, "site.img"), v2_sha);
+    a.wait_stat("serve", "completed", 2, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
+    assert_eq!(a.bootcache_stat("fleet", "policy_origin"), Some(0));
+    // The rule lifted: site B's next read is served from its cache.
+    sites
+        .put_policy("# No serving rule: every bridge serves. Pre-stage at site B:\n[[cache]]\nfile = \"auto-*\"\nsite = \"site-b\"\n")
+        .unwrap();
+    a.wait_agent_log("policy: 0 rules", 2, Duration::from_secs(10))
+        .unwrap();
+    wait_policies(b, 3);
+    assert_eq!(get(b, "site.img"), v2_sha);
+    b.wait_stat("serve", "completed", 2, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
+
+    // A directive pre-stages a file at site B that no client read there.
+    a.fleet_command("cache", &["staged.img", "--site", "site-b"])
+        .unwrap();
+    let v = wait("the cache directive done at site B", &|v| {
+        holds_current(v, "bridge-b", "staged.img", &staged_sha)
+    });
+    assert!(
+        !holds_current(&v, "bridge-a", "staged.img", &staged_sha),
+        "{v:#}"
+    );
+    assert_eq!(get(b, "staged.img"), staged_sha);
+    b.wait_stat("serve", "completed", 3, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("staged.img"), 0, "{:?}", a.origin_transfers());
+
+    // The policy file's [[cache]] rule (item 4): the agent directed
+    // auto-1.img to site B by itself; served there from the cache.
+    let auto_sha = netns::sha256_bytes(&auto, &a.dir, "auto").unwrap();
+    let v = wait("auto-1.img pre-staged at site B by the policy", &|v| {
+        holds_current(v, "bridge-b", "auto-1.img", &auto_sha)
+    });
+    assert!(
+        !holds_current(&v, "bridge-a", "auto-1.img", &auto_sha),
+        "{v:#}"
+    );
+    assert_eq!(a.agent_log_count("policy: cache directive"), 1);
+    assert_eq!(get(b, "auto-1.img"), auto_sha);
+    b.wait_stat("serve", "completed", 4, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("auto-1.img"), 0, "{:?}", a.origin_transfers());
+
+    // A forged entry put at the hub: both bridges ignore it (their leaves
+    // carry it to them) and still serve the current copy.
+    put_forged(&a.nats_url(), "site.img", v2.len());
+    a.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
+        .unwrap();
+    b.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(get(a, "site.img"), v2_sha);
+    assert_eq!(get(b, "site.img"), v2_sha);
+    a.wait_stat("serve", "completed", 3, Duration::from_secs(5))
+        .unwrap();
+    b.wait_stat("serve", "completed", 5, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent("site.img"), 3, "{:?}", a.origin_transfers());
+    eprintln!(
+        "fleet, two sites: change on the origin → new version held by both bridges {:.0} ms",
+        pushed.as_secs_f64() * 1e3
+    );
+    for t in [&mut sites.a, &mut sites.b] {
+        let fin = t.stop_bootcache().unwrap();
+        assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+    }
 }

@@ -62,6 +62,77 @@ struct Args {
     /// A NATS credentials file, if the servers require one.
     #[arg(long, value_name = "FILE", requires = "nats")]
     nats_creds: Option<PathBuf>,
+    /// The JetStream domain holding the buckets, when --nats is a leaf
+    /// node of the hub that has them.
+    #[arg(long, value_name = "DOMAIN", requires = "nats")]
+    js_domain: Option<String>,
+    /// The serving policy (TOML, `[[rule]]` tables): which hits bridges
+    /// serve and which they send to the origin. Published signed to the
+    /// fleet; re-read when the file changes (a bad edit is reported and
+    /// the previous rules stay).
+    #[arg(long, value_name = "FILE", requires = "nats")]
+    policy: Option<PathBuf>,
+}
+
+/// The policy file, re-read when its modification time or size changes.
+struct PolicySource {
+    path: PathBuf,
+    seen: Option<(SystemTime, u64)>,
+    checked: std::time::Instant,
+    rules: Vec<bootcache_fleet::policy::Rule>,
+    /// Pre-staging rules (`[[cache]]`), carried out by the agent.
+    cache: Vec<bootcache_fleet::policy::CacheRule>,
+}
+
+impl PolicySource {
+    fn open(path: PathBuf) -> Result<PolicySource, String> {
+        let mut s = PolicySource {
+            path,
+            seen: None,
+            checked: std::time::Instant::now(),
+            rules: Vec::new(),
+            cache: Vec::new(),
+        };
+        s.reload()?;
+        Ok(s)
+    }
+
+    /// Reads the file again if it changed; on an error the rules stay.
+    fn reload(&mut self) -> Result<(), String> {
+        let p = self.path.display();
+        let meta = std::fs::metadata(&self.path).map_err(|e| format!("--policy {p}: {e}"))?;
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if self.seen == Some(stamp) {
+            return Ok(());
+        }
+        self.seen = Some(stamp);
+        let text = std::fs::read_to_string(&self.path).map_err(|e| format!("--policy {p}: {e}"))?;
+        let c = bootcache_fleet::policy::parse_policy_file(&text)
+            .map_err(|e| format!("--policy {p}: {e}"))?;
+        (self.rules, self.cache) = (c.rules, c.cache);
+        // Tests and operators wait for this line.
+        println!(
+            "bootcache-agent: policy: {} rules, {} cache rules from {p}",
+            self.rules.len(),
+            self.cache.len()
+        );
+        let _ = std::io::stdout().flush();
+        Ok(())
+    }
+
+    /// The rules now (checked for a change at most every 200 ms).
+    fn poll(&mut self) -> Vec<bootcache_fleet::policy::Rule> {
+        if self.checked.elapsed() >= Duration::from_millis(200) {
+            self.checked = std::time::Instant::now();
+            if let Err(e) = self.reload() {
+                log::warn!("{e}: the previous rules stay");
+            }
+        }
+        self.rules.clone()
+    }
 }
 
 /// The fleet commands (they talk to the engine, not to a running agent).
@@ -106,6 +177,10 @@ struct Engine {
     /// A NATS credentials file, if the servers require one.
     #[arg(long, value_name = "FILE")]
     nats_creds: Option<PathBuf>,
+    /// The JetStream domain holding the buckets, when --nats is a leaf
+    /// node of the hub that has them.
+    #[arg(long, value_name = "DOMAIN")]
+    js_domain: Option<String>,
     /// The shared HMAC key: verifies what bridges say, signs directives.
     #[arg(long)]
     key_file: PathBuf,
@@ -121,6 +196,7 @@ impl Engine {
             servers: self.nats.clone(),
             bucket: self.bucket.clone(),
             credentials: self.nats_creds.clone(),
+            js_domain: self.js_domain.clone(),
         };
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
         Ok((nats, key))
@@ -247,6 +323,8 @@ fn run(args: Args) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot watch --root {}: {e}", root.display()))?;
 
+    // The policy file's [[cache]] rules: the engine and the rules.
+    let mut auto_cache = None;
     let publisher = if args.nats.is_empty() {
         None
     } else {
@@ -254,9 +332,19 @@ fn run(args: Args) -> Result<(), String> {
             servers: args.nats.clone(),
             bucket: args.bucket.clone(),
             credentials: args.nats_creds.clone(),
+            js_domain: args.js_domain.clone(),
         };
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
+        let nats_for_cache = nats.clone();
         let epoch = bootcache_agent::replay::unix_ms(SystemTime::now());
+        let policy = match args.policy.clone() {
+            Some(p) => Some(PolicySource::open(p)?),
+            None => None,
+        };
+        // The publisher's thread polls it (the closure must be Fn); the
+        // main loop reads its pre-staging rules.
+        let policy = Arc::new(std::sync::Mutex::new(policy));
+        let polled = Arc::clone(&policy);
         let t = table.clone();
         let h = bootcache_fleet::spawn_publisher(
             nats.clone(),
@@ -264,6 +352,10 @@ fn run(args: Args) -> Result<(), String> {
             epoch,
             bootcache_fleet::PublishConfig::default(),
             move || fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner())),
+            move || {
+                let mut p = polled.lock().unwrap_or_else(|e| e.into_inner());
+                p.as_mut().map_or_else(Vec::new, PolicySource::poll)
+            },
         )
         .map_err(|e| format!("--nats: {e}"))?;
         // Pushed updates and directives (issue 14 items 3-4): the files
@@ -278,6 +370,7 @@ fn run(args: Args) -> Result<(), String> {
             fleet_snapshot(&t.read().unwrap_or_else(|e| e.into_inner()))
         })
         .map_err(|e| format!("--nats: {e}"))?;
+        auto_cache = Some((nats_for_cache, policy));
         Some((h, c))
     };
 
@@ -297,6 +390,9 @@ fn run(args: Args) -> Result<(), String> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, watcher.rescan_flag())
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
 
+    let key_bytes = key.as_bytes().to_vec();
+    let mut auto = bootcache_fleet::policy::AutoCache::default();
+    let mut next_auto = std::time::Instant::now();
     let mut responder = Responder::new(key, window, args.replay_capacity, random_seed());
     // The ready line: scripts and tests wait for it (and learn the port).
     println!("bootcache-agent: listening on {local}");
@@ -304,6 +400,26 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
+        if let Some((nats, policy)) = &auto_cache {
+            if next_auto.elapsed() > Duration::ZERO {
+                next_auto = std::time::Instant::now() + Duration::from_secs(1);
+                let rules = policy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_ref()
+                    .map_or_else(Vec::new, |p| p.cache.clone());
+                if !rules.is_empty() {
+                    let files = fleet_snapshot(&table.read().unwrap_or_else(|e| e.into_inner()));
+                    let hashed = files.iter().filter_map(|(n, p)| match p {
+                        bootcache_fleet::Published::File(i) => Some((n.as_str(), i.sha256)),
+                        bootcache_fleet::Published::Changing => None,
+                    });
+                    for (rule, files) in auto.due(&rules, hashed) {
+                        direct(nats, &key_bytes, rules[rule].target(), files);
+                    }
+                }
+            }
+        }
         while let Some(r) = watcher.poll_report() {
             // One line per rescan: operators and tests line answers up with it.
             println!(
@@ -348,7 +464,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some((p, c)) = publisher {
         let k = c.counters();
         println!(
-            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={}",
+            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={} policy_cache_refused={}",
             p.puts(),
             p.foreign(),
             k.uploads,
@@ -356,7 +472,8 @@ fn run(args: Args) -> Result<(), String> {
             k.refreshes,
             k.bad_signature,
             k.malformed,
-            k.refused
+            k.refused,
+            auto.refused
         );
     }
     let c = responder.counters();
@@ -374,6 +491,35 @@ fn run(args: Args) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     log::info!("shutting down");
     Ok(())
+}
+
+/// Puts a cache directive for `files` to `target` (the policy file's
+/// `[[cache]]` rule) on a thread of its own: the answering loop goes on.
+fn direct(
+    nats: &bootcache_fleet::NatsConfig,
+    key: &[u8],
+    target: bootcache_fleet::doc::Target,
+    files: Vec<String>,
+) {
+    let d = bootcache_fleet::doc::Directive {
+        id: bootcache_fleet::new_directive_id(),
+        kind: bootcache_fleet::doc::DirectiveKind::Cache,
+        files,
+        target,
+        issued_ms: bootcache_agent::replay::unix_ms(SystemTime::now()),
+    };
+    println!(
+        "bootcache-agent: policy: cache directive {} for {} file(s)",
+        d.id,
+        d.files.len()
+    );
+    let _ = std::io::stdout().flush();
+    let (nats, key) = (nats.clone(), key.to_vec());
+    std::thread::spawn(move || {
+        if let Err(e) = bootcache_fleet::put_directive(&nats, &key, &d) {
+            log::warn!("policy: cache directive {}: {e}", d.id);
+        }
+    });
 }
 
 /// The table as the fleet publishes it: hashed files, and files being

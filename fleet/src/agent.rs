@@ -105,7 +105,7 @@ where
     F: Fn() -> HashMap<String, Published>,
 {
     let (client, mut events) = connect(c, "bootcache-agent coordinator").await?;
-    let js = jetstream::new(client);
+    let js = crate::nats::js(c, client);
     let fleet = ensure_fleet(&js, b).await?;
     let presence = ensure_presence(&js, b).await?;
     let objects = ensure_objects(&js, &b.objects).await?;
@@ -302,7 +302,7 @@ pub fn read_report(c: &NatsConfig, key: &[u8]) -> Result<FleetReport, FleetError
     let b = Buckets::of(&c.bucket);
     runtime()?.block_on(async {
         let (client, _events) = connect(c, "bootcache-agent fleet").await?;
-        let js = jetstream::new(client);
+        let js = crate::nats::js(c, client);
         let table = read_kv(&js, &b.table).await?;
         let presence = read_kv(&js, &b.presence).await?;
         let fleet = read_kv(&js, &b.fleet).await?;
@@ -316,7 +316,7 @@ pub fn put_directive(c: &NatsConfig, key: &[u8], d: &Directive) -> Result<(), Fl
     let b = Buckets::of(&c.bucket);
     runtime()?.block_on(async {
         let (client, _events) = connect(c, "bootcache-agent cache").await?;
-        let js = jetstream::new(client);
+        let js = crate::nats::js(c, client);
         let fleet = ensure_fleet(&js, &b).await?;
         let k = doc::directive_key(&d.id);
         fleet

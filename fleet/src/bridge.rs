@@ -264,7 +264,7 @@ async fn member_session(
     attempt: &mut u32,
 ) -> Result<(), FleetError> {
     let (client, mut events) = connect(c, &format!("bootcache {}", st.m.id)).await?;
-    let js = jetstream::new(client);
+    let js = crate::nats::js(c, client);
     let fleet = ensure_fleet(&js, &st.buckets).await?;
     let presence = ensure_presence(&js, &st.buckets).await?;
     let objects = ensure_objects(&js, &st.buckets.objects).await?;

@@ -18,6 +18,7 @@
 //!   bridge's part (sans-I/O) and [`bridge`] its I/O; [`coord`] the
 //!   agent's pushed updates (sans-I/O) and [`agent`] its I/O and the
 //!   `fleet`/`cache` commands'; [`report`] the `fleet` listing.
+//! - [`policy`]: the serving policy (item 5), decided at the bridge.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -29,6 +30,7 @@ pub mod doc;
 pub mod member;
 pub mod mirror;
 pub mod nats;
+pub mod policy;
 pub mod publish;
 pub mod record;
 pub mod report;

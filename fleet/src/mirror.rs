@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::policy::{self, Policy, Rule, POLICY_KEY};
 use crate::record::{self, Body, FileInfo, RecordError, HEARTBEAT_KEY};
 
 /// Mirror settings.
@@ -77,6 +78,8 @@ pub struct View {
     pub synced: bool,
     /// The epoch of the agent's current heartbeat.
     pub epoch: u64,
+    /// The serving policy's rules (the latest signed one; none: serve).
+    pub policy: Arc<Vec<Rule>>,
 }
 
 impl View {
@@ -111,6 +114,21 @@ impl View {
             Some((_, FileView::File(_))) => Verdict::Stale,
             Some((_, FileView::NotServable)) | None => Verdict::Unknown,
         }
+    }
+}
+
+impl View {
+    /// The serving policy's decision for `name` (normalised) at `bridge`
+    /// for `client`: the latest signed policy applies whether or not the
+    /// mirror is live (a rule that sends a file to the origin keeps doing
+    /// so while the engine is away).
+    pub fn decide(
+        &self,
+        name: &str,
+        bridge: policy::Bridge<'_>,
+        client: policy::Client,
+    ) -> policy::Decision {
+        policy::decide(&self.policy, name, bridge, client)
     }
 }
 
@@ -149,6 +167,8 @@ pub struct MirrorCounters {
     pub resets: u64,
     /// Watches started (the first, and one per reconnection).
     pub watches: u64,
+    /// Signed serving policies applied.
+    pub policies: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +200,8 @@ pub struct Mirror {
     target: Option<u64>,
     caught_up: bool,
     heartbeat: Option<Heartbeat>,
+    /// The latest signed serving policy.
+    policy: Option<Policy>,
     /// The view needs publishing.
     dirty: bool,
     counters: MirrorCounters,
@@ -197,6 +219,7 @@ impl Mirror {
             target: None,
             caught_up: false,
             heartbeat: None,
+            policy: None,
             dirty: true,
             counters: MirrorCounters::default(),
         }
@@ -222,6 +245,7 @@ impl Mirror {
             self.counters.resets += 1;
             self.slots.clear();
             self.heartbeat = None;
+            self.policy = None;
             self.last_revision = 0;
         }
         self.target = Some(bucket_last);
@@ -251,6 +275,9 @@ impl Mirror {
                 self.caught_up = true;
                 self.dirty = true;
             }
+        }
+        if kv_key == POLICY_KEY {
+            return self.apply_policy(revision, op);
         }
         let value = match op {
             Op::Delete => {
@@ -340,6 +367,50 @@ impl Mirror {
         self.dirty = true;
     }
 
+    /// The serving policy's entry: kept if it verifies and is newer than
+    /// the one held. A delete (unsigned) keeps the policy held: the agent
+    /// withdraws rules by publishing an empty policy, never by deleting,
+    /// and whoever can delete in the engine must not lift a rule.
+    fn apply_policy(&mut self, revision: u64, op: Op<'_>) {
+        let Op::Put(value) = op else {
+            self.counters.deletes += 1;
+            return;
+        };
+        let p: Policy = match crate::doc::verify(value, &self.key, &self.bucket, POLICY_KEY) {
+            Ok(p) => p,
+            Err(RecordError::BadSignature) => {
+                self.counters.bad_signature += 1;
+                log::warn!("fleet: the serving policy (revision {revision}) is not signed with our key: ignored");
+                return;
+            }
+            Err(e) => {
+                self.counters.malformed += 1;
+                log::warn!("fleet: the serving policy (revision {revision}): {e}: ignored");
+                return;
+            }
+        };
+        if let Err(e) = policy::check(&p.rules) {
+            self.counters.malformed += 1;
+            log::warn!("fleet: the serving policy (revision {revision}): {e}: ignored");
+            return;
+        }
+        if self
+            .policy
+            .as_ref()
+            .is_some_and(|h| (h.epoch, h.seq) >= (p.epoch, p.seq))
+        {
+            self.counters.replayed += 1;
+            return;
+        }
+        log::info!(
+            "fleet: serving policy of {} rules (revision {revision})",
+            p.rules.len()
+        );
+        self.policy = Some(p);
+        self.counters.policies += 1;
+        self.dirty = true;
+    }
+
     /// Connected and caught up with the bucket.
     pub fn synced(&self) -> bool {
         self.target.is_some() && self.caught_up
@@ -381,6 +452,11 @@ impl Mirror {
             files: Arc::new(files),
             synced: self.synced(),
             epoch: self.heartbeat.map_or(0, |h| h.epoch),
+            policy: Arc::new(
+                self.policy
+                    .as_ref()
+                    .map_or_else(Vec::new, |p| p.rules.clone()),
+            ),
         }
     }
 
@@ -477,6 +553,87 @@ mod tests {
                 .is_live(self.now)
                 .then(|| self.m.view().verdict(name, &[sha; 32]))
         }
+    }
+
+    fn policy(epoch: u64, seq: u64, rules: &str) -> (String, Vec<u8>) {
+        let p = Policy {
+            epoch,
+            seq,
+            rules: policy::parse_file(rules).unwrap(),
+        };
+        (
+            POLICY_KEY.to_owned(),
+            crate::doc::sign(&p, KEY, B, POLICY_KEY),
+        )
+    }
+
+    const SITE_A: policy::Bridge<'static> = policy::Bridge {
+        id: "a1",
+        site: "site-a",
+    };
+
+    fn action(t: &T, name: &str) -> policy::Action {
+        t.m.view()
+            .decide(name, SITE_A, policy::Client::default())
+            .action
+    }
+
+    #[test]
+    fn the_serving_policy_applies_from_the_mirror() {
+        use policy::Action::{Origin, Serve};
+        let mut t = T::live();
+        assert_eq!(action(&t, "vmlinuz"), Serve, "no policy: serve");
+        let origin = "[[rule]]\nfile = \"vmlinuz\"\nsite = \"site-a\"\naction = \"origin\"";
+        t.feed(policy(1, 2, origin));
+        assert_eq!(t.m.counters().policies, 1);
+        assert_eq!(action(&t, "vmlinuz"), Origin);
+        assert_eq!(action(&t, "initrd"), Serve);
+        // The rule is lifted by a newer, empty policy.
+        t.feed(policy(1, 3, ""));
+        assert_eq!(action(&t, "vmlinuz"), Serve);
+        // The older policy replayed is refused.
+        t.feed(policy(1, 2, origin));
+        assert_eq!(t.m.counters().replayed, 1);
+        assert_eq!(action(&t, "vmlinuz"), Serve);
+        // A forged one, and a table record under the policy's key, too.
+        let forged = Policy {
+            epoch: 9,
+            seq: 9,
+            rules: policy::parse_file(origin).unwrap(),
+        };
+        t.rev += 1;
+        let v = crate::doc::sign(&forged, &[7u8; 32], B, POLICY_KEY);
+        t.m.apply(t.now, WALL, t.rev, POLICY_KEY, Op::Put(&v));
+        assert_eq!(t.m.counters().bad_signature, 1);
+        let (_, rec) = file(1, 4, "vmlinuz", 1);
+        t.rev += 1;
+        t.m.apply(t.now, WALL, t.rev, POLICY_KEY, Op::Put(&rec));
+        assert_eq!(t.m.counters().malformed, 1);
+        assert_eq!(action(&t, "vmlinuz"), Serve);
+        // A new agent run's policy orders after the last run's.
+        t.feed(policy(2, 1, origin));
+        assert_eq!(action(&t, "vmlinuz"), Origin);
+        // An (unsigned) delete does not lift a rule.
+        t.rev += 1;
+        t.m.apply(t.now, WALL, t.rev, POLICY_KEY, Op::Delete);
+        assert_eq!(action(&t, "vmlinuz"), Origin);
+        // Not live: the last policy still holds.
+        t.m.disconnected();
+        assert_eq!(action(&t, "vmlinuz"), Origin);
+        // Over the bound: refused as malformed, the last one kept.
+        let p = Policy {
+            epoch: 3,
+            seq: 1,
+            rules: vec![
+                policy::parse_file("[[rule]]\naction = \"serve\"").unwrap()[0].clone();
+                policy::MAX_RULES + 1
+            ],
+        };
+        t.rev += 1;
+        let v = crate::doc::sign(&p, KEY, B, POLICY_KEY);
+        t.m.apply(t.now, WALL, t.rev, POLICY_KEY, Op::Put(&v));
+        assert_eq!(t.m.counters().malformed, 2);
+        assert_eq!(action(&t, "vmlinuz"), Origin);
     }
 
     #[test]

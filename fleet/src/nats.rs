@@ -29,6 +29,18 @@ pub struct NatsConfig {
     /// A NATS credentials file (user JWT and NKEY seed), if the servers
     /// require one.
     pub credentials: Option<PathBuf>,
+    /// The JetStream domain that holds the buckets, when the server we
+    /// connect to is a leaf node of a hub that has it (its API is then
+    /// `$JS.<domain>.API`); `None`: the JetStream of our own server.
+    pub js_domain: Option<String>,
+}
+
+/// The JetStream context of `c` on `client`: its domain's, if named.
+pub(crate) fn js(c: &NatsConfig, client: async_nats::Client) -> jetstream::Context {
+    match &c.js_domain {
+        Some(d) => jetstream::with_domain(client, d),
+        None => jetstream::new(client),
+    }
 }
 
 /// Errors of the NATS side (the thread logs them and reconnects).
@@ -94,6 +106,13 @@ pub fn check_config(c: &NatsConfig) -> Result<(), FleetError> {
             "bucket: {:?} must be 1-64 letters, digits, '-' or '_'",
             c.bucket
         )));
+    }
+    if let Some(d) = &c.js_domain {
+        if d.is_empty() || d.len() > 64 || !d.bytes().all(valid) {
+            return Err(FleetError::Config(format!(
+                "js_domain: {d:?} must be 1-64 letters, digits, '-' or '_'"
+            )));
+        }
     }
     if let Some(p) = &c.credentials {
         if !p.is_file() {
@@ -272,6 +291,24 @@ impl MirrorHandle {
         Some(self.shared.view.load().verdict(&name, sha256))
     }
 
+    /// The serving policy's decision for a hit on `name` (as the client
+    /// asked for it) at `bridge` for `client`, from the latest signed
+    /// policy the mirror holds (none: serve). Lock-free, like [`verdict`].
+    ///
+    /// [`verdict`]: MirrorHandle::verdict
+    pub fn decide(
+        &self,
+        name: &str,
+        bridge: crate::policy::Bridge<'_>,
+        client: crate::policy::Client,
+    ) -> crate::policy::Decision {
+        let view = self.shared.view.load();
+        match ::wire::tftp::normalize_name(name) {
+            Ok(n) => view.decide(&n, bridge, client),
+            Err(_) => view.decide(name, bridge, client),
+        }
+    }
+
     /// A reader for other threads (the fleet's member thread).
     pub fn reader(&self) -> MirrorReader {
         MirrorReader {
@@ -375,7 +412,7 @@ async fn mirror_session(
     attempt: &mut u32,
 ) -> Result<(), FleetError> {
     let (client, mut events) = connect(c, "bootcache").await?;
-    let js = jetstream::new(client);
+    let js = js(c, client);
     let store = js
         .get_key_value(&c.bucket)
         .await
@@ -470,16 +507,19 @@ impl PublisherHandle {
 
 /// Starts publishing the table `snapshot` returns into `c.bucket` (created
 /// if missing: history 1, file storage), signed with `key`, for the agent
-/// run that started at `epoch` (ms since the Unix epoch).
-pub fn spawn_publisher<F>(
+/// run that started at `epoch` (ms since the Unix epoch), and the serving
+/// policy `policy` returns (put whenever it changes).
+pub fn spawn_publisher<F, P>(
     c: NatsConfig,
     key: &[u8],
     epoch: u64,
     config: PublishConfig,
     snapshot: F,
+    policy: P,
 ) -> Result<PublisherHandle, FleetError>
 where
     F: Fn() -> HashMap<String, Published> + Send + 'static,
+    P: Fn() -> Vec<crate::policy::Rule> + Send + 'static,
 {
     check_config(&c)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -496,7 +536,8 @@ where
                 while !stop2.load(Ordering::Relaxed) {
                     p.forget();
                     let counts = (&*puts2, &*foreign2);
-                    match publish_session(&c, &mut p, &config, &snapshot, &stop2, counts).await {
+                    let sources = (&snapshot, &policy);
+                    match publish_session(&c, &mut p, &config, sources, &stop2, counts).await {
                         Ok(()) => break,
                         Err(e) => {
                             if attempt == 0 {
@@ -518,19 +559,20 @@ where
     })
 }
 
-async fn publish_session<F>(
+async fn publish_session<F, P>(
     c: &NatsConfig,
     p: &mut Publisher,
     config: &PublishConfig,
-    snapshot: &F,
+    (snapshot, policy): (&F, &P),
     stop: &AtomicBool,
     (puts, foreign): (&AtomicU64, &AtomicU64),
 ) -> Result<(), FleetError>
 where
     F: Fn() -> HashMap<String, Published>,
+    P: Fn() -> Vec<crate::policy::Rule>,
 {
     let (client, mut events) = connect(c, "bootcache-agent").await?;
-    let js = jetstream::new(client);
+    let js = js(c, client);
     let store = match js.get_key_value(&c.bucket).await {
         Ok(s) => s,
         Err(_) => {
@@ -573,6 +615,7 @@ where
         }
         let table = snapshot();
         let mut batch = p.diff(wall_ms(), &table);
+        batch.extend(p.policy(&policy()));
         // The heartbeat goes after the table: a bridge that hears from this
         // run has its records before (the watch delivers in order).
         if last_heartbeat.is_none_or(|t| t.elapsed() >= config.heartbeat) {
@@ -694,7 +737,7 @@ pub fn put_raw(c: &NatsConfig, key: &str, value: Vec<u8>) -> Result<u64, FleetEr
     check_config(c)?;
     runtime()?.block_on(async {
         let (client, _events) = connect(c, "bootcache-put").await?;
-        let store = jetstream::new(client)
+        let store = js(c, client)
             .get_key_value(&c.bucket)
             .await
             .map_err(|e| js_err("opening the bucket")(e.to_string()))?;
@@ -714,6 +757,7 @@ mod tests {
             servers: servers.iter().map(|s| s.to_string()).collect(),
             bucket: bucket.into(),
             credentials: None,
+            js_domain: None,
         }
     }
 

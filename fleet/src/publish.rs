@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::policy::{Policy, Rule, POLICY_KEY};
 use crate::record::{self, Body, FileInfo, Record};
 
 /// A file as the agent's table has it right now.
@@ -27,7 +28,8 @@ pub struct Put {
 /// What we last put under a file's KV key.
 #[derive(Debug)]
 struct Ours {
-    name: String,
+    /// The file (`None`: the serving policy).
+    name: Option<String>,
     value: Vec<u8>,
     /// The revision of our last acknowledged put there (0: none yet).
     revision: u64,
@@ -42,6 +44,8 @@ pub struct Publisher {
     seq: u64,
     /// What the bucket holds from us, by file name.
     sent: HashMap<String, Published>,
+    /// The serving policy the bucket holds from us.
+    sent_policy: Option<Vec<Rule>>,
     /// Our last value under each file's KV key, with the file's name and
     /// the revision our last acknowledged put got: a later revision with
     /// another value was written by someone else.
@@ -58,6 +62,7 @@ impl Publisher {
             epoch,
             seq: 0,
             sent: HashMap::new(),
+            sent_policy: None,
             values: HashMap::new(),
         }
     }
@@ -65,19 +70,45 @@ impl Publisher {
     fn sign(&mut self, wall_ms: u64, body: Body) -> Put {
         let name = body.name().map(str::to_owned);
         let put = self.sign_record(wall_ms, body);
-        if let Some(name) = name {
-            let revision = self.values.get(&put.key).map_or(0, |o| o.revision);
-            let value = put.value.clone();
-            self.values.insert(
-                put.key.clone(),
-                Ours {
-                    name,
-                    value,
-                    revision,
-                },
-            );
+        if name.is_some() {
+            self.remember(&put, name);
         }
         put
+    }
+
+    /// Our value under `put.key`, to tell someone else's from it.
+    fn remember(&mut self, put: &Put, name: Option<String>) {
+        let revision = self.values.get(&put.key).map_or(0, |o| o.revision);
+        self.values.insert(
+            put.key.clone(),
+            Ours {
+                name,
+                value: put.value.clone(),
+                revision,
+            },
+        );
+    }
+
+    /// The put of the serving policy `rules`, if the bucket does not hold
+    /// them from us yet (signed with this run's epoch and the next
+    /// counter: a bridge refuses an older policy replayed).
+    pub fn policy(&mut self, rules: &[Rule]) -> Option<Put> {
+        if self.sent_policy.as_deref() == Some(rules) {
+            return None;
+        }
+        self.seq += 1;
+        let p = Policy {
+            epoch: self.epoch,
+            seq: self.seq,
+            rules: rules.to_vec(),
+        };
+        let put = Put {
+            key: POLICY_KEY.to_owned(),
+            value: crate::doc::sign(&p, &self.key, &self.bucket, POLICY_KEY),
+        };
+        self.remember(&put, None);
+        self.sent_policy = Some(p.rules);
+        Some(put)
     }
 
     fn sign_record(&mut self, wall_ms: u64, body: Body) -> Put {
@@ -147,6 +178,7 @@ impl Publisher {
     /// a failed put or a reconnection, the bucket may have lost anything).
     pub fn forget(&mut self) {
         self.sent.clear();
+        self.sent_policy = None;
         self.values.clear();
     }
 
@@ -166,8 +198,12 @@ impl Publisher {
         }
         // Seen: the same foreign entry, redelivered, is not news again.
         ours.revision = revision;
-        let name = ours.name.clone();
-        self.sent.remove(&name);
+        match ours.name.clone() {
+            Some(name) => {
+                self.sent.remove(&name);
+            }
+            None => self.sent_policy = None,
+        }
         true
     }
 
@@ -260,5 +296,30 @@ mod tests {
         assert_eq!(p.diff(wall, &table).len(), 1);
         assert!(m.is_live(now));
         assert_eq!(m.counters().bad_signature, 0);
+    }
+
+    /// The policy goes once per change, again after someone else's put
+    /// under its key or a failure, and a mirror fed by it decides by it.
+    #[test]
+    fn the_policy_is_put_on_change_and_put_back() {
+        use crate::policy::{self, Action, Bridge, Client};
+        let mut p = Publisher::new(KEY, "b", 10);
+        let mut m = Mirror::new(KEY, "b", MirrorConfig::default());
+        let rules = policy::parse_file("[[rule]]\nfile = \"k*\"\naction = \"origin\"").unwrap();
+        let bridge = Bridge { id: "x", site: "s" };
+        let put = p.policy(&rules).expect("first put");
+        m.apply(Instant::now(), 0, 1, &put.key, Op::Put(&put.value));
+        let d = m.view().decide("kernel", bridge, Client::default());
+        assert_eq!(d.action, Action::Origin);
+        assert!(p.policy(&rules).is_none(), "unchanged");
+        p.put_done(POLICY_KEY, 1);
+        assert!(p.observe(POLICY_KEY, 2, None), "deleted by someone else");
+        let again = p.policy(&rules).expect("put back");
+        assert!(p.policy(&[]).is_some(), "lifted");
+        p.forget();
+        assert!(p.policy(&[]).is_some(), "after a failure");
+        // Our put back orders after the first.
+        m.apply(Instant::now(), 0, 3, &again.key, Op::Put(&again.value));
+        assert_eq!(m.counters().policies, 2);
     }
 }

@@ -82,6 +82,8 @@ pub struct FleetReport {
     pub bad_signature: u64,
     /// Entries that were not records of their key (ignored).
     pub malformed: u64,
+    /// The serving policy's rules as published (none: every bridge serves).
+    pub policy: Vec<crate::policy::Rule>,
 }
 
 /// Bucket contents, as read: key and value of every live entry.
@@ -104,6 +106,13 @@ pub fn build(
     };
     let mut files: HashMap<String, Option<FileInfo>> = HashMap::new();
     for (k, v) in table {
+        if k == crate::policy::POLICY_KEY {
+            match doc::verify::<crate::policy::Policy>(v, key, &b.table, k) {
+                Ok(p) => r.policy = p.rules,
+                Err(e) => count(e, &mut r),
+            }
+            continue;
+        }
         match record::decode(v, key, &b.table, k) {
             Ok(rec) => match rec.body {
                 Body::File { name, info } => {
@@ -255,6 +264,15 @@ pub fn render_text(r: &FleetReport, now_ms: u64) -> String {
         r.bridges.iter().filter(|b| b.presence.is_some()).count(),
         r.table_files
     );
+    let _ = writeln!(o, "serving policy: {} rule(s)", r.policy.len());
+    for (i, rule) in r.policy.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "  {}. {}",
+            i + 1,
+            serde_json::to_string(rule).unwrap_or_default()
+        );
+    }
     for b in &r.bridges {
         match &b.presence {
             Some(p) => {

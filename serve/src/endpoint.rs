@@ -211,6 +211,10 @@ pub struct Question {
     pub name: String,
     /// The cached copy's SHA-256.
     pub sha256: [u8; 32],
+    /// The client asking (the fleet's serving policy decides per client).
+    pub client: Ipv4Addr,
+    /// Its MAC.
+    pub client_mac: MacAddr,
 }
 
 /// The validator's answer to a [`Question`].
@@ -827,6 +831,8 @@ impl<E: Clone, F: FileSource> Core<E, F> {
                     ticket,
                     name: facts.name.clone(),
                     sha256: facts.sha256,
+                    client: *held.client.ip(),
+                    client_mac: held.req.src_mac,
                 });
                 self.parked.insert(
                     ticket,

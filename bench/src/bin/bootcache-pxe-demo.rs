@@ -45,25 +45,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Ctrl-C: the children get SIGINT from the terminal too; remove what is
-    // left (namespaces, links, any process still running) and exit.
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ]) {
-        Ok(mut signals) => {
-            std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    eprintln!("demo: signal {sig}, cleaning up");
-                    netns::cleanup_all();
-                    std::process::exit(130);
-                }
-            });
-        }
-        Err(e) => eprintln!(
-            "demo: cannot install signal handlers ({e}); Ctrl-C may leave namespaces behind"
-        ),
-    }
+    netns::cleanup_on_signals();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
