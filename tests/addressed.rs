@@ -10,11 +10,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bootcache_bench::frames::{CLIENT_MAC, SERVER_MAC};
-use bootcache_bench::harness::{shared, wait_cached, Harness};
-use bootcache_bench::process::{Bootcache, Finished};
-use bootcache_bench::scenario::test_file;
-use bootcache_bench::tftp_client::send;
+use bootcache_testbed::frames::{CLIENT_MAC, SERVER_MAC};
+use bootcache_testbed::harness::{shared, wait_cached, Harness};
+use bootcache_testbed::process::{Bootcache, Finished};
+use bootcache_testbed::scenario::test_file;
+use bootcache_testbed::tftp_client::send;
 use dpdk::Burst;
 use slowpath::tftp_client::{ClientOptions, ClientOutcome, ClientSession, Destination};
 use slowpath::tftp_server::{error_response, ServerConfig, ServerSession};
@@ -886,7 +886,7 @@ fn the_origin_is_believed_on_the_server_side_only() {
     assert!(arp_wrong_side >= 1, "{}", fin.stdout);
     // Every spoofed answer was dropped by the slow path, or before it
     // when the burst overflowed the redirect ring.
-    let trap_drops = bootcache_bench::netns::stat(&fin.stdout, "redirect", "trap_drops").unwrap();
+    let trap_drops = bootcache_testbed::netns::stat(&fin.stdout, "redirect", "trap_drops").unwrap();
     assert!(
         addressed_stat(&fin.stdout, "dropped") + trap_drops >= 8192,
         "{}",
@@ -904,6 +904,6 @@ fn the_origin_is_believed_on_the_server_side_only() {
 /// The last value of `key` in the `addressed` section of the final
 /// statistics.
 fn addressed_stat(stdout: &str, key: &str) -> u64 {
-    bootcache_bench::netns::stat(stdout, "addressed", key)
+    bootcache_testbed::netns::stat(stdout, "addressed", key)
         .unwrap_or_else(|| panic!("no addressed {key} in:\n{stdout}"))
 }

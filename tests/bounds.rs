@@ -8,9 +8,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bootcache_bench::harness::{shared, test_config, Harness};
-use bootcache_bench::scenario::{test_file, udp_frame, Script};
-use bootcache_bench::tftp_client::client_read;
+use bootcache_testbed::harness::{shared, test_config, Harness};
+use bootcache_testbed::scenario::{test_file, udp_frame, Script};
+use bootcache_testbed::tftp_client::client_read;
 use wire::tftp::{Mode, Options, Packet, Request};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");

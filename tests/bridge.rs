@@ -4,9 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use bootcache_bench::frames::{malformed_frames, test_frame};
-use bootcache_bench::harness::{shared, Harness, TransferReport};
-use bootcache_bench::process::{Bootcache, Finished};
+use bootcache_testbed::frames::{malformed_frames, test_frame};
+use bootcache_testbed::harness::{shared, Harness, TransferReport};
+use bootcache_testbed::process::{Bootcache, Finished};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 /// Frames in flight at most: below the 1024-descriptor rings, so a bridge that

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bootcache_bench::netns::{self, sha256_file, test_content};
+use bootcache_testbed::netns::{self, sha256_file, test_content};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const FILE_LEN: usize = 300_000;

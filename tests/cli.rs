@@ -152,7 +152,7 @@ fn sigterm_stops_cleanly_with_statistics() {
 /// net_null generates frames endlessly: both sides forwarded plenty, and
 /// what one port received is what the other sent or dropped.
 fn assert_forwarded_both_ways(o: &Output) {
-    let stats = bootcache_bench::process::parse_final_stats(&String::from_utf8_lossy(&o.stdout));
+    let stats = bootcache_testbed::process::parse_final_stats(&String::from_utf8_lossy(&o.stdout));
     assert_eq!(stats.len(), 2);
     for side in 0..2 {
         assert!(stats[side].rx_packets > 1000, "{stats:?}");
@@ -285,7 +285,7 @@ fn run_until_with(
 fn forwarded_plenty(out: &str) -> bool {
     ["client", "server"]
         .iter()
-        .all(|side| bootcache_bench::netns::stat(out, side, "rx").is_some_and(|n| n > 1000))
+        .all(|side| bootcache_testbed::netns::stat(out, side, "rx").is_some_and(|n| n > 1000))
 }
 
 #[test]
@@ -394,7 +394,7 @@ fn an_unopenable_cache_forwards_only_until_it_can_be_opened() {
             }
             opened_dir |= cache.join("files").is_dir();
             err.contains("cache opened")
-                && bootcache_bench::netns::stat(out, "failopen", "degraded") == Some(0)
+                && bootcache_testbed::netns::stat(out, "failopen", "degraded") == Some(0)
         },
     );
     let err = String::from_utf8_lossy(&o.stderr);
@@ -407,7 +407,7 @@ fn an_unopenable_cache_forwards_only_until_it_can_be_opened() {
     assert!(opened_dir, "the real cache was not created");
     assert_forwarded_both_ways(&o);
     assert_eq!(
-        bootcache_bench::netns::stat(&out, "failopen", "degraded_periods"),
+        bootcache_testbed::netns::stat(&out, "failopen", "degraded_periods"),
         Some(1),
         "{out}"
     );

@@ -19,7 +19,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, Firmware, Topology};
+use bootcache_testbed::netns::{self, Firmware, Topology};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 /// A TCG boot takes 10–60 s on an idle machine; CI shares two CPUs.

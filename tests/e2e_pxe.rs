@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, Boot, Topology, IPXE_SCRIPT, PXE_FILES};
+use bootcache_testbed::netns::{self, Boot, Topology, IPXE_SCRIPT, PXE_FILES};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);

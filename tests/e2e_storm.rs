@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, Topology, SERVER_IP};
+use bootcache_testbed::netns::{self, Topology, SERVER_IP};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const NAME: &str = "storm.img";

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, sha256_file, test_content, Topology};
+use bootcache_testbed::netns::{self, sha256_file, test_content, Topology};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 /// One topology at a time: each bootcache busy-polls a core of the two.

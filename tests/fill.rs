@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, Harness};
-use bootcache_bench::process::{Bootcache, Finished};
-use bootcache_bench::scenario::{
+use bootcache_testbed::harness::{assert_crossed, shared, Harness};
+use bootcache_testbed::process::{Bootcache, Finished};
+use bootcache_testbed::scenario::{
     captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
 };
 use sha2::{Digest, Sha256};
@@ -187,7 +187,7 @@ fn an_overflowing_redirect_ring_loses_no_forwarded_frame_and_publishes_no_partia
     let reps = h.replay(&frames, 512, Duration::from_secs(3)).unwrap();
     assert_crossed("throttled transfer", &reps);
     let fin = stop(&h, bc);
-    let drops: u64 = bootcache_bench::process::stat(&fin.stdout, "redirect", "copy_drops")
+    let drops: u64 = bootcache_testbed::process::stat(&fin.stdout, "redirect", "copy_drops")
         .unwrap_or_else(|| panic!("no copy_drops counter in:\n{}", fin.stdout));
     assert!(drops > 0, "the ring never overflowed:\n{}", fin.stdout);
     assert!(
@@ -240,7 +240,7 @@ fn blksize_8192_over_a_1500_mtu_is_fragmented_and_still_cached() {
     );
     // 2 files x 123 blocks of 8192 bytes, each block a datagram in fragments.
     let reassembled: u64 =
-        bootcache_bench::process::stat(&fin.stdout, "defrag", "reassembled").unwrap_or(0);
+        bootcache_testbed::process::stat(&fin.stdout, "defrag", "reassembled").unwrap_or(0);
     assert!(
         reassembled >= 2 * 122,
         "defragmented datagrams: {reassembled}\n{}",

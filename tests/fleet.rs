@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{
+use bootcache_testbed::netns::{
     self, holds_current, sha256_file, test_content, Topology, FLEET_BUCKET,
 };
 

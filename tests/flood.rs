@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, sha256_file, test_content, Topology, SERVER_IP};
+use bootcache_testbed::netns::{self, sha256_file, test_content, Topology, SERVER_IP};
 use rustix::net::{AddressFamily, SendFlags, SocketType};
 use wire::tftp::{Mode, Options, Packet, Request};
 

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, sha256_file, test_content, Topology};
+use bootcache_testbed::netns::{self, sha256_file, test_content, Topology};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 

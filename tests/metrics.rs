@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, sha256_file, test_content};
+use bootcache_testbed::netns::{self, sha256_file, test_content};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 const FILE_LEN: usize = 4 << 20;

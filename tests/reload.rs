@@ -9,7 +9,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, sha256_file, test_content, SERVER_IP};
+use bootcache_testbed::netns::{self, sha256_file, test_content, SERVER_IP};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 

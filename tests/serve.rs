@@ -6,10 +6,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, Harness};
-use bootcache_bench::process::Bootcache;
-use bootcache_bench::scenario::{test_file, udp_frame};
-use bootcache_bench::tftp_client::{client_read, ClientRead};
+use bootcache_testbed::harness::{assert_crossed, shared, Harness};
+use bootcache_testbed::process::Bootcache;
+use bootcache_testbed::scenario::{test_file, udp_frame};
+use bootcache_testbed::tftp_client::{client_read, ClientRead};
 use slowpath::imagemap::{ImageMap, ServedFrom};
 use wire::tftp::{Mode, Options, Packet, Request};
 

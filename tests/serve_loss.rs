@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use bootcache_bench::netns::{self, sha256_file, test_content};
+use bootcache_testbed::netns::{self, sha256_file, test_content};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 

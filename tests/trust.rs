@@ -11,12 +11,12 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::time::Duration;
 
-use bootcache_bench::harness::{assert_crossed, shared, test_config, Harness};
-use bootcache_bench::process::Finished;
-use bootcache_bench::scenario::{
+use bootcache_testbed::harness::{assert_crossed, shared, test_config, Harness};
+use bootcache_testbed::process::Finished;
+use bootcache_testbed::scenario::{
     test_file, tftp_read, udp_frame, Endpoints, Script, TransferShape,
 };
-use bootcache_bench::tftp_client::client_read;
+use bootcache_testbed::tftp_client::client_read;
 use slowpath::filestore::Filestore;
 use wire::frame::{ipv4, VlanScope};
 use wire::tftp::{Mode, Options, Packet, Request};
@@ -209,5 +209,5 @@ fn a_file_corrupted_on_disk_is_never_served_after_a_restart() {
 
 /// A counter of bootcache's last statistics line.
 fn netns_stat(stdout: &str, key: &str) -> u64 {
-    bootcache_bench::netns::stat(stdout, "persist", key).unwrap_or(0)
+    bootcache_testbed::netns::stat(stdout, "persist", key).unwrap_or(0)
 }

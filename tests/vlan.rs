@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bootcache_bench::netns::{self, sha256_file, test_content, Topology, Vlan, VLAN_SERVER_IP};
+use bootcache_testbed::netns::{self, sha256_file, test_content, Topology, Vlan, VLAN_SERVER_IP};
 use slowpath::filestore::{read_index, Entry};
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");

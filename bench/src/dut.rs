@@ -2,6 +2,7 @@
 //! `dpdk-testpmd --forward-mode=io` as the baseline, with the same EAL
 //! options (lcores, memory, descriptors, burst size).
 
+pub use bootcache_testbed::process::testpmd_io_args;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,28 +52,6 @@ pub struct DutProcess {
     /// Its DPDK file prefix.
     pub prefix: String,
     stdout_file: PathBuf,
-}
-
-/// testpmd's options (after `--`) for io forwarding in bootcache's shape:
-/// `fwd` forwarding cores (one RX/TX queue pair per port each), 1024
-/// descriptors, bursts of 32, started at once and not interactive.
-pub fn testpmd_io_args(fwd: usize) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--forward-mode=io",
-        "--auto-start",
-        // Non-interactive testpmd without a stats period waits for a key
-        // on stdin; with one it runs until SIGINT.
-        "--stats-period=3600",
-    ]
-    .map(String::from)
-    .to_vec();
-    v.push(format!("--nb-cores={fwd}"));
-    if fwd > 1 {
-        v.push(format!("--rxq={fwd}"));
-        v.push(format!("--txq={fwd}"));
-    }
-    v.extend(["--rxd=1024", "--txd=1024", "--burst=32"].map(String::from));
-    v
 }
 
 /// Checks that hugepages are reserved and mounted; the message names the fix.

@@ -8,22 +8,19 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+// The test bed (crate bootcache-testbed), under its old paths.
+pub use bootcache_testbed::{frames, harness, netns, process, scenario, tftp_client};
+
 pub mod agent;
 pub mod dut;
 pub mod fill;
 pub mod forward;
-pub mod frames;
-pub mod harness;
 pub mod latency;
 pub mod mix;
-pub mod netns;
 pub mod pcap;
 pub mod pktgen;
 pub mod plot;
-pub mod process;
 pub mod results;
-pub mod scenario;
 pub mod search;
 pub mod storm;
-pub mod tftp_client;
 pub mod traffic;

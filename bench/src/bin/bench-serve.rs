@@ -1,5 +1,5 @@
 //! Real TFTP clients through bootcache in network namespaces (see
-//! `bench/src/netns.rs`: bootcache on `net_af_packet` ports, dnsmasq as the
+//! `testbed/src/netns.rs`: bootcache on `net_af_packet` ports, dnsmasq as the
 //! origin), two modes:
 //!
 //! - `serve` (issue 5): one file read cold (from the origin, while

@@ -295,6 +295,28 @@ pub fn remove_hugepage_files(file_prefix: &str) {
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{file_prefix}"));
 }
 
+/// testpmd's options (after `--`) for io forwarding in bootcache's shape:
+/// `fwd` forwarding cores (one RX/TX queue pair per port each), 1024
+/// descriptors, bursts of 32, started at once and not interactive.
+pub fn testpmd_io_args(fwd: usize) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--forward-mode=io",
+        "--auto-start",
+        // Non-interactive testpmd without a stats period waits for a key
+        // on stdin; with one it runs until SIGINT.
+        "--stats-period=3600",
+    ]
+    .map(String::from)
+    .to_vec();
+    v.push(format!("--nb-cores={fwd}"));
+    if fwd > 1 {
+        v.push(format!("--rxq={fwd}"));
+        v.push(format!("--txq={fwd}"));
+    }
+    v.extend(["--rxd=1024", "--txd=1024", "--burst=32"].map(String::from));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
