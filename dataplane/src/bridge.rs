@@ -52,13 +52,13 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use dpdk::{Burst, Port};
+use dpdk::{Burst, Mempool, Port};
 use wire::classify::{classify, Class};
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
 use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
 use crate::health::SlowPathHealth;
-use crate::redirect::{InjectRing, RedirectRing, Redirected};
+use crate::redirect::{copy_pool, InjectRing, RedirectRing, Redirected, COPY_ROOM};
 
 /// Settings of the bridge loop.
 #[derive(Debug, Clone)]
@@ -122,6 +122,7 @@ pub struct Bridge {
     quit: Arc<AtomicBool>,
     shared: Arc<SharedCounters>,
     link: SlowPathLink,
+    copies: Option<Mempool>,
 }
 
 impl Bridge {
@@ -135,7 +136,9 @@ impl Bridge {
         link: SlowPathLink,
     ) -> Bridge {
         let us = (dpdk::tsc_hz() / 1_000_000).max(1);
+        let copies = copy_pool(cfg.queue, link.ring.capacity());
         Bridge {
+            copies,
             ports: [client, server],
             queue: cfg.queue,
             inject_queue: cfg.inject_queue,
@@ -163,6 +166,7 @@ impl Bridge {
             quit,
             shared,
             mut link,
+            copies,
         } = self;
         let mut c = BridgeCounters::default();
         let mut hits = FilterCounters::new(link.rule_count);
@@ -249,7 +253,15 @@ impl Bridge {
                 if bypass {
                     c.redirect.bypassed += n as u64;
                 } else {
-                    redirect_burst(side, start, &mut tx[out], &mut link, &mut hits, &mut c);
+                    redirect_burst(
+                        side,
+                        start,
+                        &mut tx[out],
+                        &mut link,
+                        copies.as_ref(),
+                        &mut hits,
+                        &mut c,
+                    );
                 }
                 if tx[out].is_full() {
                     flush(ports[out], queue, &mut tx[out], &mut c.ports[out]);
@@ -295,6 +307,7 @@ fn redirect_burst(
     start: usize,
     buf: &mut Burst,
     link: &mut SlowPathLink,
+    copies: Option<&Mempool>,
     hits: &mut FilterCounters,
     c: &mut BridgeCounters,
 ) {
@@ -325,8 +338,18 @@ fn redirect_burst(
         match action {
             Action::Forward => {}
             Action::Copy(_) => {
+                // A copy in a buffer of its own (see `copy_pool`); none
+                // when that pool is empty, counted as a dropped copy.
+                let mbuf = match copies {
+                    Some(pool) if m.data().len() <= COPY_ROOM => m.copy_to(pool),
+                    _ => Some(m.share()),
+                };
+                let Some(mbuf) = mbuf else {
+                    r.copy_drops += 1;
+                    continue;
+                };
                 let copy = Redirected {
-                    mbuf: m.share(),
+                    mbuf,
                     side: side as u8,
                     tsc: *stamp.get_or_insert_with(dpdk::tsc),
                     trapped: false,
