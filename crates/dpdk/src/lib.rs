@@ -14,7 +14,7 @@ mod mapped;
 mod mbuf;
 mod mempool;
 mod port;
-
+pub mod simd;
 
 pub use eal::{Eal, EalArgs};
 pub use error::{Error, Result};
