@@ -29,7 +29,8 @@ bootcache_metrics::counters! {
         /// Trapped frames (not forwarded) put on the redirect ring.
         #[metric(Counter None "redirect_trapped_frames" "trapped")]
         pub trapped: u64,
-        /// Copies dropped because the ring was full (the original was forwarded).
+        /// Copies dropped because the ring was full or the copy pool empty
+        /// (the original was forwarded).
         #[metric(Counter None "redirect_copy_dropped_frames" "copy_drops")]
         pub copy_drops: u64,
         /// Trapped frames dropped because the ring was full.

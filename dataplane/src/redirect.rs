@@ -2,14 +2,17 @@
 //! the slow path with their side and arrival time. Lock-free and bounded:
 //! when it is full the copy is dropped and counted, and forwarding goes on.
 
+use std::sync::Mutex;
+
 use crossbeam::queue::ArrayQueue;
-use dpdk::{Burst, Mbuf};
+use dpdk::{Burst, Mbuf, Mempool};
 use wire::classify::Class;
 
 /// One frame handed to the slow path.
 #[derive(Debug)]
 pub struct Redirected {
-    /// The frame: a zero-copy clone (refcount) of a forwarded frame, or the
+    /// The frame: a copy of a forwarded frame (see [`copy_pool`]; a
+    /// zero-copy clone when there is no pool or it is too long), or the
     /// frame itself when it was trapped.
     pub mbuf: Mbuf,
     /// Bridge side it arrived on (0: clients, 1: boot server).
@@ -33,12 +36,12 @@ pub const GIVE_BACK_BURSTS: usize = 8;
 /// lock-free queue of redirected frames, and one back for the copies the
 /// slow path is done with.
 ///
-/// Why copies come back: a copy shares its buffer with the forwarded frame.
-/// Freed by the slow path, the buffer would go to the slow path's mempool
-/// cache and reach the forwarding lcore again through the pool's ring, its
-/// header last written by the other core: every copy would cost the
-/// forwarding lcore cache misses on reuse (measured: 0.8% of a pcap mix
-/// copied cost ~7% of the forwarding rate). Given back and freed by the
+/// Why copies come back: freed by the slow path, a buffer would go to the
+/// slow path's mempool cache and reach the forwarding lcore again through
+/// the pool's ring, its header last written by the other core: every copy
+/// would cost the forwarding lcore cache misses on reuse (measured when
+/// copies shared the forwarded frame's buffer: 0.8% of a pcap mix copied
+/// cost ~7% of the forwarding rate). Given back and freed by the
 /// forwarding lcore in bulk at its housekeeping tick, the buffer stays in
 /// that lcore's mempool cache.
 #[derive(Debug)]
@@ -104,6 +107,52 @@ impl RedirectRing {
             freed += buf.free_all();
         }
         freed
+    }
+}
+
+/// Longest frame copied into a buffer of the copy pool ([`copy_pool`]);
+/// a longer one (jumbo MTU) goes to the slow path as a zero-copy clone.
+pub const COPY_ROOM: usize = 2048;
+
+/// The pool a forwarding lcore copies the frames it gives the slow path
+/// into, for the lcore on `queue` whose ring holds `capacity` frames; the
+/// same pool again for the same queue (a pool lives as long as the
+/// process). `None`, with a log line, when there is no memory for it: the
+/// lcore then hands over zero-copy clones, as before.
+///
+/// Why a pool of its own: a zero-copy clone shares its buffer with the
+/// forwarded frame, the slow path reads it whole on another CPU, and when
+/// the buffer comes round to the PMD again every line it writes must first
+/// be taken back from that CPU's cache (on the bench's pcap mix, ~5 cycles
+/// a frame over testpmd with 1% copied). A copy written with non-temporal
+/// stores keeps the forwarded buffers on this CPU.
+pub fn copy_pool(queue: u16, capacity: usize) -> Option<Mempool> {
+    static POOLS: Mutex<Vec<(u16, Mempool)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&(_, p)) = pools.iter().find(|(q, _)| *q == queue) {
+        return Some(p);
+    }
+    // Every slot of the ring, plus what waits to be freed and the lcore's
+    // mempool cache; a power of two less one suits the pool's ring.
+    let n = (capacity + 1024).next_power_of_two() - 1;
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    match Mempool::create(
+        &format!("bc_copies_{queue}"),
+        n,
+        256,
+        COPY_ROOM as u16 + 128,
+        -1,
+    ) {
+        Ok(p) => {
+            pools.push((queue, p));
+            Some(p)
+        }
+        Err(e) => {
+            log::warn!(
+                "queue {queue}: no pool for copies ({e}): the slow path reads shared buffers"
+            );
+            None
+        }
     }
 }
 

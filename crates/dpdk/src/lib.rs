@@ -14,11 +14,12 @@ mod mapped;
 mod mbuf;
 mod mempool;
 mod port;
+pub mod simd;
 
 pub use eal::{Eal, EalArgs};
 pub use error::{Error, Result};
 pub use mapped::MappedFile;
-pub use mbuf::{Burst, Mbuf, BURST_SIZE};
+pub use mbuf::{copy_nontemporal, Burst, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RSS_IP};
 

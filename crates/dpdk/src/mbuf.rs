@@ -92,6 +92,28 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len as usize) })
     }
 
+    /// A copy of the frame (first segment) in a fresh mbuf of `pool`, its
+    /// bytes written with non-temporal stores: the copy's lines go to
+    /// memory, not to this core's cache, so a reader on another core
+    /// never shares a line this core writes again soon. `None` when the
+    /// pool is empty or the frame does not fit one of its buffers.
+    #[inline]
+    pub fn copy_to(&self, pool: &Mempool) -> Option<Mbuf> {
+        let src = self.data();
+        let len = u16::try_from(src.len()).ok()?;
+        let mut m = Mbuf::alloc_raw(pool)?;
+        let dst = m.append(len)?;
+        copy_nontemporal(dst, src);
+        Some(m)
+    }
+
+    /// [`Mbuf::alloc`] without the error value, for the fast path.
+    #[inline(always)]
+    fn alloc_raw(pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: the pool is valid for the process lifetime.
+        NonNull::new(unsafe { dpdk_sys::bc_pktmbuf_alloc(pool.as_ptr()) }).map(Mbuf)
+    }
+
     /// Hints the CPU to load the first cache line of the frame data.
     #[inline(always)]
     pub fn prefetch_data(&self) {
@@ -169,6 +191,43 @@ impl Drop for Mbuf {
         // the buffer to its pool when it was the last.
         unsafe { dpdk_sys::bc_pktmbuf_free(self.0.as_ptr()) }
     }
+}
+
+/// Copies `src` into `dst` (as many bytes as the shorter holds) with
+/// non-temporal stores where `dst` is 16-byte aligned, then fences them,
+/// so that the copy is visible to another core once the caller hands it
+/// over (a release store, e.g. a ring push).
+#[inline]
+pub fn copy_nontemporal(dst: &mut [u8], src: &[u8]) {
+    let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &src[..n]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+        // Plain stores up to the first 16-byte boundary, streaming stores
+        // for the aligned body, plain stores for the tail.
+        let head = dst.as_ptr().align_offset(16).min(n);
+        let body = (n - head) & !15;
+        dst[..head].copy_from_slice(&src[..head]);
+        let mut off = head;
+        while off < head + body {
+            // SAFETY: off + 16 <= head + body <= n, so both 16-byte ranges
+            // are inside the slices; the load is unaligned-safe and the
+            // destination is 16-byte aligned (head brought it there).
+            // SSE2 is part of every x86_64 target.
+            unsafe {
+                let v = _mm_loadu_si128(src.as_ptr().add(off) as *const __m128i);
+                _mm_stream_si128(dst.as_mut_ptr().add(off) as *mut __m128i, v);
+            }
+            off += 16;
+        }
+        dst[off..].copy_from_slice(&src[off..]);
+        // SAFETY: a store fence touches no memory; it orders the streaming
+        // stores above before any later store (they are weakly ordered).
+        unsafe { _mm_sfence() };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
 }
 
 fn libc_enobufs() -> i32 {

@@ -13,6 +13,8 @@
 //! DSCP mark and the DHCP port patterns per side, each disabled (set to a
 //! value no frame has) when its rule is `Forward`.
 
+use dpdk::simd::U32x4;
+
 use super::table::{Table, ETHERTYPE_ARP, NO_SERVER, PROTO_UDP};
 use super::{Action, StaticRule, STATIC_RULES};
 
@@ -260,30 +262,128 @@ impl V4Stage {
     ) -> u32 {
         let mut cand = 0u32;
         for f in frames.iter().rev() {
-            let Some(h) = data(f)
-                .first_chunk::<46>()
-                .and_then(|f| f.get(12..).and_then(|r| r.first_chunk::<30>()))
-            else {
-                cand = cand << 1 | 1;
-                continue;
-            };
-            let head = word(bytes(h, 0));
-            let not_v4 = head & 0x00ff_ffff != IPV4_IHL5;
-            // 802.3 lengths (below 0x0600) cannot match.
-            let ethernet_ii = (head as u16).swap_bytes() >= 0x0600;
-            let pair = u64::from_le_bytes(bytes(h, 14));
-            let peer = (pair >> self.peer_shift) as u32;
-            let ports = word(bytes(h, 22));
-            let (mask, value) = self.dhcp;
-            let mut c =
-                (not_v4 & ethernet_ii) | self.is_server::<SERVERS>(peer) | (ports & mask == value);
-            if EXTRA {
-                let dst = (pair >> 32) as u32;
-                c |= (u64::from(dst) == self.own) | (head >> 26 == self.dscp);
-            }
+            let c = self.candidate::<SERVERS, EXTRA>(&Words::of(data(f)));
             cand = cand << 1 | u32::from(c);
         }
         cand
+    }
+
+    /// One frame's bit of [`Self::candidates`].
+    #[inline(always)]
+    fn candidate<const SERVERS: u8, const EXTRA: bool>(&self, w: &Words) -> bool {
+        let head = w.head;
+        let not_v4 = head & 0x00ff_ffff != IPV4_IHL5;
+        // 802.3 lengths (below 0x0600) cannot match: the EtherType's first
+        // byte is below 6.
+        let ethernet_ii = (head & 0xff) >= 6;
+        let peer = if self.peer_shift == 0 { w.src } else { w.dst };
+        let (mask, value) = self.dhcp;
+        let mut c = (w.short != 0)
+            | (not_v4 & ethernet_ii)
+            | self.is_server::<SERVERS>(peer)
+            | (w.ports & mask == value);
+        if EXTRA {
+            c |= (u64::from(w.dst) == self.own) | (head >> 26 == self.dscp);
+        }
+        c
+    }
+
+    /// [`Self::candidates`] four frames at a time, the compares in SIMD
+    /// lanes ([`dpdk::simd::U32x4`]); for [`ONE`] or [`FOUR`] servers (the
+    /// overflow bitmap is a per-lane lookup). Equal to `candidates`.
+    #[inline(always)]
+    fn candidates_x4<const SERVERS: u8, const EXTRA: bool, T>(
+        &self,
+        frames: &[T],
+        data: &impl Fn(&T) -> &[u8],
+    ) -> u32 {
+        let splat = U32x4::splat;
+        let (v4, low24, five, low8) = (splat(IPV4_IHL5), splat(0x00ff_ffff), splat(5), splat(0xff));
+        let s = self.servers.map(splat);
+        let (mask, value) = (splat(self.dhcp.0), splat(self.dhcp.1));
+        // A u32 lane cannot hold NO_ADDRESS: compare, then clear when unused.
+        let own = splat(self.own as u32);
+        let own_live = splat(if self.own == NO_ADDRESS { 0 } else { u32::MAX });
+        let dscp = splat(self.dscp);
+        let src_is_peer = self.peer_shift == 0;
+        let mut cand = 0u32;
+        let mut chunks = frames.chunks_exact(4);
+        let mut at = 0u32;
+        for four in &mut chunks {
+            let w: [Words; 4] = std::array::from_fn(|i| Words::of(data(&four[i])));
+            macro_rules! lane {
+                ($field:ident) => {
+                    U32x4::new([w[0].$field, w[1].$field, w[2].$field, w[3].$field])
+                };
+            }
+            let head = lane!(head);
+            let dst = lane!(dst);
+            let peer = if src_is_peer { lane!(src) } else { dst };
+            let ports = lane!(ports);
+            let short = lane!(short);
+            let is_v4 = head.and(low24).eq(v4);
+            let ethernet_ii = head.and(low8).gt_signed(five);
+            let mut server = peer.eq(s[0]);
+            if SERVERS != ONE {
+                server = server.or(peer.eq(s[1])).or(peer.eq(s[2])).or(peer.eq(s[3]));
+            }
+            let mut c = short
+                .or(is_v4.and_not(ethernet_ii))
+                .or(server)
+                .or(ports.and(mask).eq(value));
+            if EXTRA {
+                c = c
+                    .or(dst.eq(own).and(own_live))
+                    .or(head.shr::<26>().eq(dscp));
+            }
+            cand |= c.mask() << at;
+            at += 4;
+        }
+        for f in chunks.remainder() {
+            let c = self.candidate::<SERVERS, EXTRA>(&Words::of(data(f)));
+            cand |= u32::from(c) << (at & 31);
+            at += 1;
+        }
+        cand
+    }
+}
+
+/// The words of a frame the first stage's burst loop reads, as if it were
+/// untagged IPv4 without options; `short` (and zeros) for frames shorter
+/// than 46 bytes.
+#[derive(Clone, Copy, Default)]
+struct Words {
+    /// EtherType, version and IHL, TOS ([`word`] at byte 12).
+    head: u32,
+    /// Source and destination address.
+    src: u32,
+    dst: u32,
+    /// Source and destination port ([`word`]).
+    ports: u32,
+    /// All ones when the frame is too short to hold these words.
+    short: u32,
+}
+
+impl Words {
+    #[inline(always)]
+    fn of(frame: &[u8]) -> Words {
+        let Some(h) = frame
+            .first_chunk::<46>()
+            .and_then(|f| f.get(12..).and_then(|r| r.first_chunk::<30>()))
+        else {
+            return Words {
+                short: u32::MAX,
+                ..Words::default()
+            };
+        };
+        let pair = u64::from_le_bytes(bytes(h, 14));
+        Words {
+            head: word(bytes(h, 0)),
+            src: pair as u32,
+            dst: (pair >> 32) as u32,
+            ports: word(bytes(h, 22)),
+            short: 0,
+        }
     }
 }
 
@@ -348,10 +448,10 @@ impl Table {
         let extra = v4.own != NO_ADDRESS || v4.dscp != NO_DSCP;
         let one = v4.servers.iter().all(|&a| a == v4.servers[0]);
         let mut cand = match (v4.many, one, extra) {
-            (false, true, false) => v4.candidates::<ONE, false, T>(frames, &data),
-            (false, true, true) => v4.candidates::<ONE, true, T>(frames, &data),
-            (false, false, false) => v4.candidates::<FOUR, false, T>(frames, &data),
-            (false, false, true) => v4.candidates::<FOUR, true, T>(frames, &data),
+            (false, true, false) => v4.candidates_x4::<ONE, false, T>(frames, &data),
+            (false, true, true) => v4.candidates_x4::<ONE, true, T>(frames, &data),
+            (false, false, false) => v4.candidates_x4::<FOUR, false, T>(frames, &data),
+            (false, false, true) => v4.candidates_x4::<FOUR, true, T>(frames, &data),
             (true, _, false) => v4.candidates::<MANY, false, T>(frames, &data),
             (true, _, true) => v4.candidates::<MANY, true, T>(frames, &data),
         };
@@ -366,6 +466,38 @@ impl Table {
             }
         }
         maybe
+    }
+
+    /// The first pass of [`Self::may_match_burst`] both ways, frame by
+    /// frame and four at a time, for every table shape the SIMD form
+    /// serves (tests: they must agree bit for bit).
+    #[cfg(test)]
+    pub(super) fn candidates_both_ways(&self, side: usize, frames: &[Vec<u8>]) -> Vec<(u32, u32)> {
+        let v4 = V4Stage::new(&self.pre, side);
+        let frames = frames.get(..32).unwrap_or(frames);
+        // A fn, not a closure: its result borrows from its argument.
+        #[allow(clippy::ptr_arg)]
+        fn data(f: &Vec<u8>) -> &[u8] {
+            f
+        }
+        vec![
+            (
+                v4.candidates::<ONE, false, _>(frames, &data),
+                v4.candidates_x4::<ONE, false, _>(frames, &data),
+            ),
+            (
+                v4.candidates::<ONE, true, _>(frames, &data),
+                v4.candidates_x4::<ONE, true, _>(frames, &data),
+            ),
+            (
+                v4.candidates::<FOUR, false, _>(frames, &data),
+                v4.candidates_x4::<FOUR, false, _>(frames, &data),
+            ),
+            (
+                v4.candidates::<FOUR, true, _>(frames, &data),
+                v4.candidates_x4::<FOUR, true, _>(frames, &data),
+            ),
+        ]
     }
 
     /// [`Self::may_match`] for everything but IPv4 without options; `h` is

@@ -1,0 +1,212 @@
+//! Four 32-bit lanes compared at once, for the fast path's first stage
+//! over four frames (SSE2, part of every x86_64 target; plain arrays
+//! elsewhere). Safe to use: every operation is defined for every value.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m128i, _mm_and_si128, _mm_andnot_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_cmpgt_epi32,
+    _mm_movemask_ps, _mm_or_si128, _mm_set1_epi32, _mm_set_epi32, _mm_srli_epi32,
+};
+
+/// Four `u32` lanes; a comparison gives all ones or all zeros per lane.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct U32x4(
+    #[cfg(target_arch = "x86_64")] __m128i,
+    #[cfg(not(target_arch = "x86_64"))] [u32; 4],
+);
+
+impl std::fmt::Debug for U32x4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("U32x4").field(&self.to_array()).finish()
+    }
+}
+
+// SAFETY (every `unsafe` block below): the intrinsics are SSE2, which every
+// x86_64 CPU has (the target's baseline), and they only compute on
+// registers: no memory is read or written.
+#[cfg(target_arch = "x86_64")]
+impl U32x4 {
+    /// Lanes `[a[0], a[1], a[2], a[3]]`.
+    #[inline(always)]
+    pub fn new(a: [u32; 4]) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_set_epi32(a[3] as i32, a[2] as i32, a[1] as i32, a[0] as i32) })
+    }
+
+    /// `v` in every lane.
+    #[inline(always)]
+    pub fn splat(v: u32) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_set1_epi32(v as i32) })
+    }
+
+    /// Lane-wise `self & o`.
+    #[inline(always)]
+    pub fn and(self, o: U32x4) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_and_si128(self.0, o.0) })
+    }
+
+    /// Lane-wise `self | o`.
+    #[inline(always)]
+    pub fn or(self, o: U32x4) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_or_si128(self.0, o.0) })
+    }
+
+    /// Lane-wise `o & !self`.
+    #[inline(always)]
+    pub fn and_not(self, o: U32x4) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_andnot_si128(self.0, o.0) })
+    }
+
+    /// Lane-wise `self == o`: all ones where equal.
+    #[inline(always)]
+    pub fn eq(self, o: U32x4) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_cmpeq_epi32(self.0, o.0) })
+    }
+
+    /// Lane-wise `self > o` as signed 32-bit integers: all ones where
+    /// greater (callers keep both below 2^31 to compare unsigned values).
+    #[inline(always)]
+    pub fn gt_signed(self, o: U32x4) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_cmpgt_epi32(self.0, o.0) })
+    }
+
+    /// Lane-wise logical `self >> N`.
+    #[inline(always)]
+    pub fn shr<const N: i32>(self) -> U32x4 {
+        // SAFETY: see above.
+        U32x4(unsafe { _mm_srli_epi32::<N>(self.0) })
+    }
+
+    /// The top bit of each lane, lane `i` in bit `i`: for a comparison's
+    /// result, which lanes are true.
+    #[inline(always)]
+    pub fn mask(self) -> u32 {
+        // SAFETY: see above.
+        (unsafe { _mm_movemask_ps(_mm_castsi128_ps(self.0)) }) as u32
+    }
+
+    /// The lanes as an array (tests, debugging).
+    pub fn to_array(self) -> [u32; 4] {
+        // SAFETY: __m128i and [u32; 4] have the same size, and every bit
+        // pattern is a valid value of both.
+        unsafe { std::mem::transmute::<__m128i, [u32; 4]>(self.0) }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl U32x4 {
+    /// Lanes `[a[0], a[1], a[2], a[3]]`.
+    #[inline(always)]
+    pub fn new(a: [u32; 4]) -> U32x4 {
+        U32x4(a)
+    }
+
+    /// `v` in every lane.
+    #[inline(always)]
+    pub fn splat(v: u32) -> U32x4 {
+        U32x4([v; 4])
+    }
+
+    #[inline(always)]
+    fn map2(self, o: U32x4, f: impl Fn(u32, u32) -> u32) -> U32x4 {
+        U32x4(std::array::from_fn(|i| f(self.0[i], o.0[i])))
+    }
+
+    /// Lane-wise `self & o`.
+    #[inline(always)]
+    pub fn and(self, o: U32x4) -> U32x4 {
+        self.map2(o, |a, b| a & b)
+    }
+
+    /// Lane-wise `self | o`.
+    #[inline(always)]
+    pub fn or(self, o: U32x4) -> U32x4 {
+        self.map2(o, |a, b| a | b)
+    }
+
+    /// Lane-wise `o & !self`.
+    #[inline(always)]
+    pub fn and_not(self, o: U32x4) -> U32x4 {
+        self.map2(o, |a, b| !a & b)
+    }
+
+    /// Lane-wise `self == o`: all ones where equal.
+    #[inline(always)]
+    pub fn eq(self, o: U32x4) -> U32x4 {
+        self.map2(o, |a, b| if a == b { u32::MAX } else { 0 })
+    }
+
+    /// Lane-wise `self > o` as signed 32-bit integers: all ones where greater.
+    #[inline(always)]
+    pub fn gt_signed(self, o: U32x4) -> U32x4 {
+        self.map2(o, |a, b| if (a as i32) > (b as i32) { u32::MAX } else { 0 })
+    }
+
+    /// Lane-wise logical `self >> N`.
+    #[inline(always)]
+    pub fn shr<const N: i32>(self) -> U32x4 {
+        U32x4(self.0.map(|a| a >> N))
+    }
+
+    /// The top bit of each lane, lane `i` in bit `i`.
+    #[inline(always)]
+    pub fn mask(self) -> u32 {
+        (0..4).fold(0, |m, i| m | (self.0[i] >> 31) << i)
+    }
+
+    /// The lanes as an array.
+    pub fn to_array(self) -> [u32; 4] {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::U32x4;
+
+    #[test]
+    fn lanes_compute_like_scalars() {
+        let vals = [
+            0u32,
+            1,
+            5,
+            6,
+            0x7fff_ffff,
+            0x8000_0000,
+            u32::MAX,
+            0x0045_0008,
+        ];
+        for &a0 in &vals {
+            for &b0 in &vals {
+                let a = U32x4::new([a0, b0, a0 ^ 1, 7]);
+                let b = U32x4::new([b0, b0, a0, 7]);
+                let want = |f: &dyn Fn(u32, u32) -> u32| {
+                    let (x, y) = (a.to_array(), b.to_array());
+                    [f(x[0], y[0]), f(x[1], y[1]), f(x[2], y[2]), f(x[3], y[3])]
+                };
+                let t = |c: bool| if c { u32::MAX } else { 0 };
+                assert_eq!(a.and(b).to_array(), want(&|x, y| x & y));
+                assert_eq!(a.or(b).to_array(), want(&|x, y| x | y));
+                assert_eq!(a.and_not(b).to_array(), want(&|x, y| !x & y));
+                assert_eq!(a.eq(b).to_array(), want(&|x, y| t(x == y)));
+                assert_eq!(
+                    a.gt_signed(b).to_array(),
+                    want(&|x, y| t(x as i32 > y as i32))
+                );
+                assert_eq!(a.shr::<26>().to_array(), want(&|x, _| x >> 26));
+                let m = a.eq(b).mask();
+                let e = a.eq(b).to_array();
+                assert_eq!(m, (0..4).fold(0, |m, i| m | (e[i] >> 31) << i));
+            }
+        }
+        assert_eq!(U32x4::splat(9).to_array(), [9; 4]);
+        assert_eq!(U32x4::new([1, 2, 3, 4]).to_array(), [1, 2, 3, 4]);
+    }
+}
