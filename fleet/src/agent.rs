@@ -264,6 +264,10 @@ async fn read_kv(js: &jetstream::Context, bucket: &str) -> Result<Entries, Fleet
     if info.state.messages == 0 {
         return Ok(Vec::new());
     }
+    // What the bucket held when it was asked: the read ends there, also
+    // while bridges keep putting (presence every 2 s) and the watch's
+    // pending count never reaches 0 (seen hanging CI's fleet test).
+    let last = info.state.last_sequence;
     let mut watch = store
         .watch_with_history(">")
         .await
@@ -282,7 +286,7 @@ async fn read_kv(js: &jetstream::Context, bucket: &str) -> Result<Entries, Fleet
                         out.remove(&e.key);
                     }
                 }
-                if e.delta == 0 {
+                if e.delta == 0 || e.revision >= last {
                     break;
                 }
             }
@@ -295,18 +299,31 @@ async fn read_kv(js: &jetstream::Context, bucket: &str) -> Result<Entries, Fleet
     Ok(v)
 }
 
+/// How long `bootcache-agent fleet` may take to read the buckets before it
+/// gives up with an error instead of waiting on the engine forever.
+const REPORT_DEADLINE: Duration = Duration::from_secs(30);
+
 /// `bootcache-agent fleet`: reads the table, presence and fleet buckets
 /// and builds the listing.
 pub fn read_report(c: &NatsConfig, key: &[u8]) -> Result<FleetReport, FleetError> {
     check_config(c)?;
     let b = Buckets::of(&c.bucket);
-    runtime()?.block_on(async {
+    let read = async {
         let (client, _events) = connect(c, "bootcache-agent fleet").await?;
         let js = crate::nats::js(c, client);
         let table = read_kv(&js, &b.table).await?;
         let presence = read_kv(&js, &b.presence).await?;
         let fleet = read_kv(&js, &b.fleet).await?;
         Ok(report::build(key, &c.bucket, &table, &presence, &fleet))
+    };
+    runtime()?.block_on(async {
+        tokio::time::timeout(REPORT_DEADLINE, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(js_err("reading the fleet's buckets")(format!(
+                    "no complete answer within {REPORT_DEADLINE:?}"
+                )))
+            })
     })
 }
 
