@@ -4,7 +4,8 @@
 //! [`PUBLISH_PERIOD`] (built as the stats line is, from the per-lcore
 //! counters' published copies) and a scrape encodes the latest one.
 //! A reload that moves `[metrics] listen` binds the new address first,
-//! then stops the old endpoint ([`Exporter`]'s drop).
+//! then stops the old endpoint ([`Exporter`]'s drop); see [`bind_moving`]
+//! for the one case where the old endpoint must stop first.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -74,6 +75,10 @@ impl Published {
 pub(crate) struct Exporter {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    /// Joined on drop, so the address is free once the drop returns.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Kept to start the endpoint again where a move was refused.
+    published: Arc<Published>,
 }
 
 /// Binds `addr` (the error names it): at start, or first thing in a reload.
@@ -86,7 +91,8 @@ pub(crate) fn start(listener: TcpListener, published: Arc<Published>) -> Result<
     let addr = listener.local_addr().context("metrics: listen")?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = Arc::clone(&stop);
-    std::thread::Builder::new()
+    let kept = Arc::clone(&published);
+    let thread = std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for conn in listener.incoming() {
@@ -106,7 +112,39 @@ pub(crate) fn start(listener: TcpListener, published: Arc<Published>) -> Result<
         })
         .context("metrics: starting its thread")?;
     log::info!("metrics: OpenMetrics on http://{addr}/metrics");
-    Ok(Exporter { addr, stop })
+    Ok(Exporter {
+        addr,
+        stop,
+        thread: Some(thread),
+        published: kept,
+    })
+}
+
+/// Binds `addr` for a reload that moves the endpoint. The new address is
+/// bound while `old` still serves, so a refused address changes nothing.
+/// Only where `old` itself holds the port (the same port on another
+/// address: Linux refuses `0.0.0.0:P` beside `127.0.0.1:P`) is it stopped
+/// first; if the new address is still refused, `old` starts again on its
+/// own address and the error is returned.
+pub(crate) fn bind_moving(addr: SocketAddr, old: &mut Option<Exporter>) -> Result<TcpListener> {
+    let refused = match TcpListener::bind(addr) {
+        Ok(l) => return Ok(l),
+        Err(e) => e,
+    };
+    let in_the_way = refused.kind() == std::io::ErrorKind::AddrInUse
+        && old.as_ref().is_some_and(|o| o.addr.port() == addr.port());
+    let Some(previous) = old.take_if(|_| in_the_way) else {
+        return Err(refused).with_context(|| format!("metrics: listen on {addr}"));
+    };
+    let (was, published) = (previous.addr, Arc::clone(&previous.published));
+    drop(previous);
+    match TcpListener::bind(addr) {
+        Ok(l) => Ok(l),
+        Err(e) => {
+            *old = Some(start(bind(was)?, published)?);
+            Err(e).with_context(|| format!("metrics: listen on {addr} (kept {was})"))
+        }
+    }
 }
 
 impl Drop for Exporter {
@@ -120,8 +158,15 @@ impl Drop for Exporter {
                 SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             });
         }
-        if let Err(e) = TcpStream::connect_timeout(&wake, IO_TIMEOUT) {
-            log::warn!("metrics: stopping the endpoint on {}: {e}", self.addr);
+        match TcpStream::connect_timeout(&wake, IO_TIMEOUT) {
+            // Woken: it answers at most the scrape in hand (IO_TIMEOUT).
+            Ok(_) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
+            // Not woken: it would wait in accept() for ever; left behind.
+            Err(e) => log::warn!("metrics: stopping the endpoint on {}: {e}", self.addr),
         }
     }
 }
@@ -198,6 +243,39 @@ fn respond(c: &mut TcpStream, status: &str, content_type: &str, body: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload from `127.0.0.1:P` to `0.0.0.0:P` moves the endpoint (the
+    /// old one stops first); where the new address stays refused, the old
+    /// endpoint serves again on its address.
+    #[test]
+    fn a_move_to_the_same_port_on_another_address() {
+        let published = Arc::new(Published::default());
+        let first = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = first.local_addr().unwrap().port();
+        let mut old = Some(start(first, Arc::clone(&published)).unwrap());
+        let any = SocketAddr::from(([0, 0, 0, 0], port));
+        let moved = bind_moving(any, &mut old).unwrap();
+        assert!(old.is_none());
+        assert_eq!(moved.local_addr().unwrap(), any);
+        drop(moved);
+
+        // Held by someone else on 127.0.0.2: refused even with ours gone.
+        let mut old = Some(start(bind(([127, 0, 0, 1], port).into()).unwrap(), published).unwrap());
+        let squatter = TcpListener::bind(("127.0.0.2", port)).unwrap();
+        let e = bind_moving(any, &mut old).unwrap_err();
+        assert!(format!("{e:#}").contains("kept 127.0.0.1"), "{e:#}");
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(c, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+        drop(squatter);
+        // Another address and port: the old endpoint stays untouched.
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = other.local_addr().unwrap();
+        assert!(bind_moving(taken, &mut old).is_err());
+        assert!(old.is_some());
+    }
 
     #[test]
     fn only_get_metrics_is_served() {

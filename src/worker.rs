@@ -428,7 +428,7 @@ impl Worker {
                 d.restart.join(", ")
             );
         }
-        let (old, e) = (&st.current, &d.effective);
+        let e = &d.effective;
         // A new agent link only for what the validator is built with.
         let relink = [
             "agent",
@@ -451,10 +451,12 @@ impl Worker {
         };
         let listener = match e.metrics.listen {
             Some(addr) if d.has("metrics.listen") => {
-                Some(crate::exporter::bind(addr).context("config: metrics.listen")?)
+                let moved = crate::exporter::bind_moving(addr, &mut self.reload.exporter);
+                Some(moved.context("config: metrics.listen")?)
             }
             _ => None,
         };
+        let old = &self.reload.current;
         let servers = e.boot_servers();
         if old.boot_servers() != servers {
             let ips: Vec<std::net::IpAddr> = servers.iter().map(|&s| s.into()).collect();
