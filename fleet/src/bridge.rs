@@ -316,13 +316,32 @@ async fn member_session(
     );
     *attempt = 0;
     st.counters.connected = true;
+    // The presence heartbeat beats in a task of its own: a fetch (a large
+    // file from the store or by TFTP) holds up this loop for as long as
+    // it takes, and the bridge must not look gone meanwhile.
+    let beat = Beat {
+        presence,
+        key: st.key.clone(),
+        bucket: st.buckets.presence.clone(),
+        m: st.m.clone(),
+        started_ms: st.started_ms,
+        mirror: st.mirror.clone(),
+        holdings: Arc::new(AtomicU64::new(st.holdings.len() as u64)),
+        puts: Arc::new(AtomicU64::new(0)),
+    };
+    let (holdings_n, puts) = (Arc::clone(&beat.holdings), Arc::clone(&beat.puts));
+    let mut beating = AbortOnDrop(tokio::spawn(beat.run()));
+    let puts_before = st.counters.presence;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_presence: Option<Instant> = None;
     loop {
         tokio::select! {
             ev = events.recv() => if let Some(why) = lost(ev) {
                 return Err(FleetError::Lost(why));
             },
+            r = &mut beating.0 => return Err(match r {
+                Ok(e) => e,
+                Err(e) => FleetError::Lost(format!("presence: {e}")),
+            }),
             msg = st.rx.recv() => match msg {
                 Some(m) => st.take(m),
                 None => return Ok(()),
@@ -339,10 +358,8 @@ async fn member_session(
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                if last_presence.is_none_or(|t| t.elapsed() >= doc::PRESENCE_PERIOD) {
-                    put_presence(st, &presence).await?;
-                    last_presence = Some(Instant::now());
-                }
+                holdings_n.store(st.holdings.len() as u64, Ordering::Relaxed);
+                st.counters.presence = puts_before + puts.load(Ordering::Relaxed);
                 sync_holdings(st, &fleet).await?;
                 if st.image_dirty {
                     if let Some(m) = &st.image {
@@ -394,25 +411,53 @@ async fn offer(
     Ok(())
 }
 
-async fn put_presence(st: &mut State, presence: &kv::Store) -> Result<(), FleetError> {
-    let p = Presence {
-        id: st.m.id.clone(),
-        site: st.m.site.clone(),
-        addresses: st.m.addresses.clone(),
-        version: st.m.version.clone(),
-        started_ms: st.started_ms,
-        at_ms: wall_ms(),
-        mirror_live: st.mirror.is_live(Instant::now()),
-        holdings: st.holdings.len() as u64,
-    };
-    let k = doc::presence_key(&st.m.id);
-    let v = doc::sign(&p, &st.key, &st.buckets.presence, &k);
-    presence
-        .put(&k, v.into())
-        .await
-        .map_err(|e| js_err("putting presence")(e.to_string()))?;
-    st.counters.presence += 1;
-    Ok(())
+/// Aborts the task when dropped (the session ended).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The presence heartbeat's task: what it puts, and how many it put.
+struct Beat {
+    presence: kv::Store,
+    key: Vec<u8>,
+    bucket: String,
+    m: MemberConfig,
+    started_ms: u64,
+    mirror: MirrorReader,
+    /// The holdings' count, kept current by the member loop.
+    holdings: Arc<AtomicU64>,
+    puts: Arc<AtomicU64>,
+}
+
+impl Beat {
+    /// Puts the presence entry every [`doc::PRESENCE_PERIOD`] until a put
+    /// fails (its error ends the session).
+    async fn run(self) -> FleetError {
+        let k = doc::presence_key(&self.m.id);
+        let mut every = tokio::time::interval(doc::PRESENCE_PERIOD);
+        loop {
+            every.tick().await;
+            let p = Presence {
+                id: self.m.id.clone(),
+                site: self.m.site.clone(),
+                addresses: self.m.addresses.clone(),
+                version: self.m.version.clone(),
+                started_ms: self.started_ms,
+                at_ms: wall_ms(),
+                mirror_live: self.mirror.is_live(Instant::now()),
+                holdings: self.holdings.load(Ordering::Relaxed),
+            };
+            let v = doc::sign(&p, &self.key, &self.bucket, &k);
+            if let Err(e) = self.presence.put(&k, v.into()).await {
+                return js_err("putting presence")(e.to_string());
+            }
+            self.puts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 async fn sync_holdings(st: &mut State, fleet: &kv::Store) -> Result<(), FleetError> {
