@@ -681,12 +681,40 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
         "{:?}",
         a.origin_transfers()
     );
+    // A pre-staging rule added while the engine is down (item 4): the
+    // agent's directive cannot be put; it is tried again with backoff, not
+    // forgotten, and once the hub is back the file is pre-staged.
+    let auto2 = test_content(100 << 10, 46);
+    let auto2_sha = netns::sha256_bytes(&auto2, &a.dir, "auto2").unwrap();
+    a.put_file("auto-2.img", &auto2).unwrap();
+    sites
+        .put_policy("[[cache]]\nfile = \"auto-2*\"\nsite = \"site-a\"\n")
+        .unwrap();
+    let a = &sites.a;
+    a.wait_agent_log("(a retry)", 1, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", a.diagnostics()));
+    sites.restart_hub().expect("the hub, again");
+    let (a, b) = (&sites.a, &sites.b);
+    listing(
+        a,
+        "auto-2.img pre-staged at site A by the retried directive",
+        &|v| holds_current(v, "bridge-a", "auto-2.img", &auto2_sha),
+    );
+    assert_eq!(
+        a.origin_count("auto-2.img"),
+        0,
+        "{:?}",
+        a.origin_transfers()
+    );
+    wait_live(b, 1, Duration::from_secs(20));
+
     // The agent stops too: the configured policy (on_unreachable: the
     // origin) answers. staged.img, held at site B and never asked about
     // (no answer of the agent's to reuse for answer_ttl), comes from the
     // origin with the right bytes.
     sites.a.stop_agent();
     let (a, b) = (&sites.a, &sites.b);
+    wait_live(b, 0, Duration::from_secs(10));
     assert_eq!(get(b, "staged.img"), staged_sha);
     assert_eq!(
         a.origin_count("staged.img"),

@@ -694,6 +694,16 @@ impl TwoSites {
         }
     }
 
+    /// Starts the hub again after [`TwoSites::stop_hub`] (its storage
+    /// kept; the leaves reconnect to it).
+    pub fn restart_hub(&mut self) -> Result<()> {
+        let hub = self.a.start_nats_hub()?;
+        if let Some(h) = self._servers.last_mut() {
+            *h = hub;
+        }
+        Ok(())
+    }
+
     /// Replaces the agent's policy file at once (the agent never reads
     /// half of it).
     pub fn put_policy(&self, text: &str) -> Result<()> {
