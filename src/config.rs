@@ -190,6 +190,19 @@ pub(crate) struct FleetConfig {
     /// A NATS credentials file, if the servers require one.
     #[serde(default)]
     pub(crate) credentials: Option<PathBuf>,
+    /// A user the servers know (with `password_file`).
+    #[serde(default)]
+    pub(crate) user: Option<String>,
+    /// A file holding that user's password (first line).
+    #[serde(default)]
+    pub(crate) password_file: Option<PathBuf>,
+    /// A file holding this bridge's NKEY user seed (`SU…`).
+    #[serde(default)]
+    pub(crate) nkey_file: Option<PathBuf>,
+    /// The CA certificates (PEM) of the servers' TLS certificates; set,
+    /// the connection must be TLS.
+    #[serde(default)]
+    pub(crate) tls_ca: Option<PathBuf>,
     /// The JetStream domain of the hub holding the buckets, when
     /// `servers` are a site's leaf node (e.g. "hub").
     #[serde(default)]
@@ -212,6 +225,11 @@ pub(crate) struct FleetConfig {
     /// from this boot server; default: the first of `servers`.
     #[serde(default)]
     pub(crate) origin: Option<Ipv4Addr>,
+    /// Where this host reads a directed file by TFTP when the Object
+    /// Store lacks it (the origin's management address, as `bootcache
+    /// cache prefetch --via`); default: `origin`.
+    #[serde(default)]
+    pub(crate) tftp_via: Option<Ipv4Addr>,
 }
 
 fn default_bucket() -> String {
@@ -247,6 +265,10 @@ impl FleetConfig {
             bucket: self.bucket.clone(),
             credentials: self.credentials.clone(),
             js_domain: self.js_domain.clone(),
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            nkey_file: self.nkey_file.clone(),
+            tls_ca: self.tls_ca.clone(),
         }
     }
 }
@@ -677,7 +699,7 @@ mod tests {
             ("[addressed]\naddres = \"10.0.0.5\"", "addres"),
             ("[fleet]\nservers = [\"nats://127.0.0.1:4222\"]", "fleet"),
             (
-                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"tls://x:4222\"]",
+                "[agent]\naddress = \"10.0.0.1:1\"\nkey_file = \"/k\"\n[fleet]\nservers = [\"http://x:4222\"]",
                 "fleet.servers",
             ),
             (

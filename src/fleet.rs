@@ -131,7 +131,7 @@ impl Member {
     }
 
     /// The values of `stats::FLEET_MEMBER`, in its order.
-    pub(crate) fn values(&self) -> [u64; 15] {
+    pub(crate) fn values(&self) -> [u64; 16] {
         let c = self.handle.counters();
         let d = c.directives;
         [
@@ -150,6 +150,7 @@ impl Member {
             self.refused,
             c.bad_signature,
             self.published_bytes,
+            d.from_origin,
         ]
     }
 }

@@ -242,7 +242,19 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             )
             .context("config: fleet")?;
             // Presence, holdings and directives (items 2-4): a thread of
-            // its own; the worker hands it the cache's state.
+            // its own; the worker hands it the cache's state. A file the
+            // Object Store lacks is read by TFTP from the origin through
+            // the prefetch path.
+            let origin = f.origin.or_else(|| cfg.boot_servers().first().copied());
+            let origin_fetch = f.tftp_via.or(origin).map(|via| {
+                bootcache_fleet::OriginFetch(std::sync::Arc::new(
+                    move |path: &std::path::Path, name: &str| {
+                        cache_prefetch::fetch(path, via, cache_prefetch::PORT, name)
+                            .map(|got| (got.size, got.sha256))
+                            .map_err(|e| format!("{e:#}"))
+                    },
+                ))
+            });
             let member = bootcache_fleet::spawn_member(
                 f.nats(),
                 key,
@@ -253,11 +265,11 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
                     version: env!("CARGO_PKG_VERSION").into(),
                     tmp_dir: cfg.cache_dir.join("tmp"),
                     max_file_size: cfg.limits.max_file_size.0,
+                    origin_fetch,
                 },
                 mirror.reader(),
             )
             .context("config: fleet")?;
-            let origin = f.origin.or_else(|| cfg.boot_servers().first().copied());
             fleet_member = Some(fleet::Member::new(member, origin));
             Some(serve::FleetLink {
                 mirror,

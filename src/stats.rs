@@ -326,7 +326,7 @@ pub(crate) static ADDRESSED: &[Field<AddressedCounters>] = fields!(AddressedCoun
 });
 
 /// The fleet member's counters, in the order of `FleetMember::values`.
-pub(crate) const FLEET_MEMBER: [Desc; 15] = [
+pub(crate) const FLEET_MEMBER: [Desc; 16] = [
     Desc::gauge(
         "fleet_member_connected",
         "member_connected",
@@ -364,7 +364,7 @@ pub(crate) const FLEET_MEMBER: [Desc; 15] = [
     Desc::counter(
         "fleet_pushed_fetched_files",
         "fetched",
-        "Files fetched from the Object Store",
+        "Directed files fetched (Object Store or origin)",
     ),
     Desc::counter(
         "fleet_pushed_held_files",
@@ -395,9 +395,14 @@ pub(crate) const FLEET_MEMBER: [Desc; 15] = [
     Desc::counter(
         "fleet_pushed_published",
         "published_bytes",
-        "Bytes of pushed files (from the Object Store) published into the cache",
+        "Bytes of pushed files (from the Object Store or the origin) published into the cache",
     )
     .unit(Unit::Bytes),
+    Desc::counter(
+        "fleet_pushed_from_origin_files",
+        "from_origin",
+        "Directed files read by TFTP from the origin (the Object Store lacked them)",
+    ),
 ];
 pub(crate) const FETCHES_ACTIVE: Desc = Desc::gauge(
     "addressed_fetches_active",

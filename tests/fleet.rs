@@ -14,10 +14,25 @@ use bootcache_testbed::netns::{
 
 const BOOTCACHE: &str = env!("CARGO_BIN_EXE_bootcache");
 
-/// Puts into the table's bucket at `url` a forged record for `name`: other
-/// content (`size` bytes) claimed current by a later agent run, signed
-/// with another key. Accepted, it would make the cached copy stale.
-fn put_forged(url: &str, name: &str, size: usize) {
+/// The engine at `url` as `t`'s agent reaches it: user and password, and
+/// the CA when TLS is on.
+fn engine(t: &Topology, url: &str) -> bootcache_fleet::NatsConfig {
+    let a = t.nats_auth().unwrap();
+    bootcache_fleet::NatsConfig {
+        servers: vec![url.to_owned()],
+        bucket: FLEET_BUCKET.into(),
+        user: Some(a.user),
+        password_file: Some(a.password_file),
+        tls_ca: t.nats_tls().map(|x| x.ca),
+        ..Default::default()
+    }
+}
+
+/// Puts into the table's bucket at `url` (`t`'s engine) a forged record
+/// for `name`: other content (`size` bytes) claimed current by a later
+/// agent run, signed with another key. Accepted, it would make the cached
+/// copy stale.
+fn put_forged(t: &Topology, url: &str, name: &str, size: usize) {
     let forged = bootcache_fleet::record::encode(
         &bootcache_fleet::Record {
             epoch: u64::MAX / 2,
@@ -36,13 +51,7 @@ fn put_forged(url: &str, name: &str, size: usize) {
         &[0x5a; 32],
         FLEET_BUCKET,
     );
-    let cfg = bootcache_fleet::NatsConfig {
-        servers: vec![url.to_owned()],
-        bucket: FLEET_BUCKET.into(),
-        credentials: None,
-        js_domain: None,
-    };
-    bootcache_fleet::put_raw(&cfg, &bootcache_fleet::file_key(name), forged)
+    bootcache_fleet::put_raw(&engine(t, url), &bootcache_fleet::file_key(name), forged)
         .expect("putting the forged entry");
 }
 
@@ -73,7 +82,21 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
         bootcache_bin: Some(BOOTCACHE.into()),
         ..Default::default()
     });
+    // As deployed (item 6): TLS with a certificate of our own CA, the
+    // agent by user and password, the bridge by NKEY.
+    t.enable_nats_tls().expect("openssl");
     let mut nats = t.start_nats().expect("nats-server");
+    assert!(nats.url.starts_with("tls://"), "{}", nats.url);
+    // A wrong password is refused, said in one line.
+    let mut wrong = engine(&t, &nats.url);
+    let bad = t.dir.join("wrong-password");
+    std::fs::write(&bad, "not-it\n").unwrap();
+    wrong.password_file = Some(bad);
+    let e = bootcache_fleet::put_raw(&wrong, "x", b"y".to_vec())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused our credentials"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
     let v1 = test_content(1 << 20, 21);
     let v1_sha = netns::sha256_bytes(&v1, &t.dir, "v1").unwrap();
     t.put_file("fleet.img", &v1).unwrap();
@@ -179,7 +202,7 @@ fn hits_are_validated_against_the_mirror_and_fall_back_to_the_agent() {
     // A forged entry: other content claimed current by a later agent run,
     // signed with another key, put straight into the bucket. Accepted, it
     // would make the cached copy stale (the origin would be asked again).
-    put_forged(&nats.url, "fleet.img", v1.len());
+    put_forged(&t, &nats.url, "fleet.img", v1.len());
     t.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
         .unwrap();
     // The agent sees a value under its key that is not its own and puts
@@ -264,8 +287,16 @@ fn holdings_pushed_updates_and_directives() {
     t.put_file("staged.img", &staged).unwrap();
     t.start_origin().expect("dnsmasq");
     t.start_fleet_agent().expect("bootcache-agent");
-    t.write_fleet_member_config("", "bridge_id = \"bridge-a\"\nsite = \"site-a\"")
-        .unwrap();
+    // tftp_via: where the bridge host reads a file the Object Store lacks
+    // (the origin's TFTP root on the server's management address).
+    t.write_fleet_member_config(
+        "",
+        &format!(
+            "bridge_id = \"bridge-a\"\nsite = \"site-a\"\ntftp_via = \"{}\"",
+            t.mgmt_server
+        ),
+    )
+    .unwrap();
     t.start_bootcache(&["--stats-interval", "1"])
         .expect("bootcache");
     wait_live(&t, 1, Duration::from_secs(20));
@@ -372,8 +403,56 @@ fn holdings_pushed_updates_and_directives() {
         pushed.as_secs_f64() * 1e3,
         staged_in.as_secs_f64() * 1e3
     );
+
+    // The Object Store lacks the new version (item 3's fallback): the
+    // bridge stops, the file changes, the agent uploads it and directs the
+    // bridge (present for a few seconds more), and the object is deleted.
+    // Restarted, the bridge takes the directive up, misses the object and
+    // reads the file by TFTP from the origin (its management address):
+    // one read there, checked against the signed table, then served from
+    // the cache.
+    let tftp = t.start_mgmt_tftp().expect("dnsmasq on mgmt0");
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+    let v3 = test_content(1 << 20, 34);
+    let v3_sha = netns::sha256_bytes(&v3, &t.dir, "v3").unwrap();
+    t.put_file("push.img", &v3).unwrap();
+    let refreshes = |v: &serde_json::Value| {
+        v["directives"].as_array().map_or(0, |d| {
+            d.iter()
+                .filter(|d| d["kind"] == "refresh" && d["files"][0] == "push.img")
+                .count()
+        })
+    };
+    wait(&t, "a second refresh directive for push.img", &|v| {
+        refreshes(v) == 2
+    });
+    bootcache_fleet::delete_object(&engine(&t, &t.nats_url()), "push.img")
+        .expect("deleting the object");
+    t.start_bootcache(&["--stats-interval", "1"])
+        .expect("bootcache, again");
+    wait(
+        &t,
+        "the third version of push.img, read from the origin",
+        &|v| holds_current(v, "bridge-a", "push.img", &v3_sha),
+    );
+    t.wait_stat("fleet_member", "from_origin", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(tftp.count("push.img"), 1, "{:?}", tftp.transfers());
+    assert_eq!(t.origin_count("push.img"), 1, "{:?}", t.origin_transfers());
+    assert_eq!(get(&t, "push.img"), v3_sha);
+    t.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(t.origin_count("push.img"), 1, "{:?}", t.origin_transfers());
+    assert_eq!(tftp.count("push.img"), 1, "{:?}", tftp.transfers());
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+}
+
+/// Polls `bootcache-agent fleet --json` at `t` until `ok` holds (20 s).
+fn listing(t: &Topology, what: &str, ok: &dyn Fn(&serde_json::Value) -> bool) {
+    t.wait_fleet(what, Duration::from_secs(20), ok)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()));
 }
 
 /// Waits until `t`'s bootcache says its fleet's mirror is live and its
@@ -529,7 +608,7 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
 
     // A forged entry put at the hub: both bridges ignore it (their leaves
     // carry it to them) and still serve the current copy.
-    put_forged(&a.nats_url(), "site.img", v2.len());
+    put_forged(a, &a.nats_url(), "site.img", v2.len());
     a.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
         .unwrap();
     b.wait_stat("fleet", "bad_signature", 1, Duration::from_secs(5))
@@ -544,6 +623,104 @@ fn two_sites_on_a_hub_and_leaf_nodes() {
     eprintln!(
         "fleet, two sites: change on the origin → new version held by both bridges {:.0} ms",
         pushed.as_secs_f64() * 1e3
+    );
+
+    // Site B's bridge is stopped while the file changes again. Restarted,
+    // it catches up with the bucket before its mirror answers (meanwhile
+    // the agent is asked) and never serves its old copy: the first read
+    // gets the new bytes (from the origin, or the copy pushed by then);
+    // the agent directs it to refresh, and it does.
+    let fin = sites.b.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+    let a = &sites.a;
+    let v3 = test_content(1 << 20, 45);
+    let v3_sha = netns::sha256_bytes(&v3, &a.dir, "v3").unwrap();
+    a.put_file("site.img", &v3).unwrap();
+    listing(a, "the third version at site A", &|v| {
+        holds_current(v, "bridge-a", "site.img", &v3_sha)
+    });
+    let sent_before = a.origin_count("site.img");
+    sites
+        .b
+        .start_bootcache(&["--stats-interval", "1"])
+        .expect("bootcache at site B, again");
+    let (a, b) = (&sites.a, &sites.b);
+    assert_eq!(get(b, "site.img"), v3_sha, "site B served its old copy");
+    listing(a, "the third version at site B", &|v| {
+        holds_current(v, "bridge-b", "site.img", &v3_sha)
+    });
+    let sent_after = a.origin_count("site.img");
+    assert!(sent_after - sent_before <= 1, "{:?}", a.origin_transfers());
+    assert_eq!(get(b, "site.img"), v3_sha);
+    b.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        a.origin_count("site.img"),
+        sent_after,
+        "{:?}",
+        a.origin_transfers()
+    );
+
+    // The engine stops (the hub): neither mirror is live; both bridges ask
+    // the agent per request (HMAC over UDP) and still serve their copies.
+    sites.stop_hub();
+    let (a, b) = (&sites.a, &sites.b);
+    wait_live(a, 0, Duration::from_secs(10));
+    wait_live(b, 0, Duration::from_secs(10));
+    for t in [a, b] {
+        let served = t.bootcache_stat("serve", "completed").unwrap_or(0);
+        assert_eq!(get(t, "site.img"), v3_sha);
+        t.wait_stat("serve", "completed", served + 1, Duration::from_secs(5))
+            .unwrap();
+        assert!(t.bootcache_stat("serve", "validated_current").unwrap_or(0) >= 1);
+        assert!(t.bootcache_stat("fleet", "fallbacks").unwrap_or(0) >= 1);
+    }
+    assert_eq!(
+        a.origin_count("site.img"),
+        sent_after,
+        "{:?}",
+        a.origin_transfers()
+    );
+    // A pre-staging rule added while the engine is down (item 4): the
+    // agent's directive cannot be put; it is tried again with backoff, not
+    // forgotten, and once the hub is back the file is pre-staged.
+    let auto2 = test_content(100 << 10, 46);
+    let auto2_sha = netns::sha256_bytes(&auto2, &a.dir, "auto2").unwrap();
+    a.put_file("auto-2.img", &auto2).unwrap();
+    sites
+        .put_policy("[[cache]]\nfile = \"auto-2*\"\nsite = \"site-a\"\n")
+        .unwrap();
+    let a = &sites.a;
+    a.wait_agent_log("(a retry)", 1, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", a.diagnostics()));
+    sites.restart_hub().expect("the hub, again");
+    let (a, b) = (&sites.a, &sites.b);
+    listing(
+        a,
+        "auto-2.img pre-staged at site A by the retried directive",
+        &|v| holds_current(v, "bridge-a", "auto-2.img", &auto2_sha),
+    );
+    assert_eq!(
+        a.origin_count("auto-2.img"),
+        0,
+        "{:?}",
+        a.origin_transfers()
+    );
+    wait_live(b, 1, Duration::from_secs(20));
+
+    // The agent stops too: the configured policy (on_unreachable: the
+    // origin) answers. staged.img, held at site B and never asked about
+    // (no answer of the agent's to reuse for answer_ttl), comes from the
+    // origin with the right bytes.
+    sites.a.stop_agent();
+    let (a, b) = (&sites.a, &sites.b);
+    wait_live(b, 0, Duration::from_secs(10));
+    assert_eq!(get(b, "staged.img"), staged_sha);
+    assert_eq!(
+        a.origin_count("staged.img"),
+        1,
+        "{:?}",
+        a.origin_transfers()
     );
     for t in [&mut sites.a, &mut sites.b] {
         let fin = t.stop_bootcache().unwrap();

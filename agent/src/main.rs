@@ -59,9 +59,8 @@ struct Args {
     /// The JetStream key-value bucket of the table (created if missing).
     #[arg(long, default_value = "bootcache", requires = "nats")]
     bucket: String,
-    /// A NATS credentials file, if the servers require one.
-    #[arg(long, value_name = "FILE", requires = "nats")]
-    nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    auth: NatsAuth,
     /// The JetStream domain holding the buckets, when --nats is a leaf
     /// node of the hub that has them.
     #[arg(long, value_name = "DOMAIN", requires = "nats")]
@@ -174,9 +173,8 @@ struct Engine {
     /// The table's bucket (the fleet's buckets are named after it).
     #[arg(long, default_value = "bootcache")]
     bucket: String,
-    /// A NATS credentials file, if the servers require one.
-    #[arg(long, value_name = "FILE")]
-    nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    auth: NatsAuth,
     /// The JetStream domain holding the buckets, when --nats is a leaf
     /// node of the hub that has them.
     #[arg(long, value_name = "DOMAIN")]
@@ -186,18 +184,56 @@ struct Engine {
     key_file: PathBuf,
 }
 
+/// How the agent and its commands authenticate to the fleet's engine.
+#[derive(clap::Args, Debug)]
+struct NatsAuth {
+    /// A NATS credentials file (user JWT and NKEY seed).
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// A NATS user (with --nats-password-file).
+    #[arg(long, value_name = "NAME", requires = "nats_password_file")]
+    nats_user: Option<String>,
+    /// A file holding the NATS user's password (its first line).
+    #[arg(long, value_name = "FILE", requires = "nats_user")]
+    nats_password_file: Option<PathBuf>,
+    /// A file holding an NKEY user seed (SU…).
+    #[arg(long, value_name = "FILE")]
+    nats_nkey_file: Option<PathBuf>,
+    /// The CA certificates (PEM) of the NATS servers' TLS certificates:
+    /// the connection must be TLS.
+    #[arg(long, value_name = "FILE")]
+    nats_tls_ca: Option<PathBuf>,
+}
+
+impl NatsAuth {
+    /// The engine's configuration: `servers`, `bucket`, `js_domain` and
+    /// these credentials.
+    fn config(
+        &self,
+        servers: &[String],
+        bucket: &str,
+        js_domain: &Option<String>,
+    ) -> bootcache_fleet::NatsConfig {
+        bootcache_fleet::NatsConfig {
+            servers: servers.to_vec(),
+            bucket: bucket.to_owned(),
+            credentials: self.nats_creds.clone(),
+            js_domain: js_domain.clone(),
+            user: self.nats_user.clone(),
+            password_file: self.nats_password_file.clone(),
+            nkey_file: self.nats_nkey_file.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+        }
+    }
+}
+
 impl Engine {
     fn open(&self) -> Result<(bootcache_fleet::NatsConfig, Key), String> {
         let contents = std::fs::read(&self.key_file)
             .map_err(|e| format!("cannot read --key-file {}: {e}", self.key_file.display()))?;
         let key = Key::from_file_contents(&contents)
             .map_err(|e| format!("--key-file {}: {e}", self.key_file.display()))?;
-        let nats = bootcache_fleet::NatsConfig {
-            servers: self.nats.clone(),
-            bucket: self.bucket.clone(),
-            credentials: self.nats_creds.clone(),
-            js_domain: self.js_domain.clone(),
-        };
+        let nats = self.auth.config(&self.nats, &self.bucket, &self.js_domain);
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
         Ok((nats, key))
     }
@@ -328,12 +364,7 @@ fn run(args: Args) -> Result<(), String> {
     let publisher = if args.nats.is_empty() {
         None
     } else {
-        let nats = bootcache_fleet::NatsConfig {
-            servers: args.nats.clone(),
-            bucket: args.bucket.clone(),
-            credentials: args.nats_creds.clone(),
-            js_domain: args.js_domain.clone(),
-        };
+        let nats = args.auth.config(&args.nats, &args.bucket, &args.js_domain);
         bootcache_fleet::check_config(&nats).map_err(|e| format!("--nats/--bucket: {e}"))?;
         let nats_for_cache = nats.clone();
         let epoch = bootcache_agent::replay::unix_ms(SystemTime::now());
@@ -392,6 +423,9 @@ fn run(args: Args) -> Result<(), String> {
 
     let key_bytes = key.as_bytes().to_vec();
     let mut auto = bootcache_fleet::policy::AutoCache::default();
+    // Pre-staging directives whose put failed, from the threads that put
+    // them: retried with backoff.
+    let (put_failed_tx, put_failed) = std::sync::mpsc::channel::<String>();
     let mut next_auto = std::time::Instant::now();
     let mut responder = Responder::new(key, window, args.replay_capacity, random_seed());
     // The ready line: scripts and tests wait for it (and learn the port).
@@ -400,9 +434,16 @@ fn run(args: Args) -> Result<(), String> {
 
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
-        if let Some((nats, policy)) = &auto_cache {
+        if let (Some((nats, policy)), Some((_, coord))) = (&auto_cache, &publisher) {
             if next_auto.elapsed() > Duration::ZERO {
                 next_auto = std::time::Instant::now() + Duration::from_secs(1);
+                let now_ms = bootcache_agent::replay::unix_ms(SystemTime::now());
+                for id in put_failed.try_iter() {
+                    auto.put_failed(now_ms, &id);
+                }
+                for (id, file) in coord.failed() {
+                    auto.file_failed(now_ms, &id, &file);
+                }
                 let rules = policy
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -414,8 +455,9 @@ fn run(args: Args) -> Result<(), String> {
                         bootcache_fleet::Published::File(i) => Some((n.as_str(), i.sha256)),
                         bootcache_fleet::Published::Changing => None,
                     });
-                    for (rule, files) in auto.due(&rules, hashed) {
-                        direct(nats, &key_bytes, rules[rule].target(), files);
+                    for d in auto.due(now_ms, &rules, hashed, bootcache_fleet::new_directive_id) {
+                        let target = rules[d.rule].target();
+                        direct(nats, &key_bytes, target, d, &put_failed_tx);
                     }
                 }
             }
@@ -464,7 +506,7 @@ fn run(args: Args) -> Result<(), String> {
     if let Some((p, c)) = publisher {
         let k = c.counters();
         println!(
-            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={} policy_cache_refused={}",
+            "bootcache-agent: fleet: puts={} foreign={} uploads={} upload_errors={} refreshes={} bad_signature={} malformed={} refused={} policy_cache_refused={} policy_cache_retries={}",
             p.puts(),
             p.foreign(),
             k.uploads,
@@ -473,7 +515,8 @@ fn run(args: Args) -> Result<(), String> {
             k.bad_signature,
             k.malformed,
             k.refused,
-            auto.refused
+            auto.refused,
+            auto.retries
         );
     }
     let c = responder.counters();
@@ -499,25 +542,28 @@ fn direct(
     nats: &bootcache_fleet::NatsConfig,
     key: &[u8],
     target: bootcache_fleet::doc::Target,
-    files: Vec<String>,
+    auto: bootcache_fleet::policy::AutoDirective,
+    failed: &std::sync::mpsc::Sender<String>,
 ) {
     let d = bootcache_fleet::doc::Directive {
-        id: bootcache_fleet::new_directive_id(),
+        id: auto.id,
         kind: bootcache_fleet::doc::DirectiveKind::Cache,
-        files,
+        files: auto.files,
         target,
         issued_ms: bootcache_agent::replay::unix_ms(SystemTime::now()),
     };
     println!(
-        "bootcache-agent: policy: cache directive {} for {} file(s)",
+        "bootcache-agent: policy: cache directive {} for {} file(s){}",
         d.id,
-        d.files.len()
+        d.files.len(),
+        if auto.retry { " (a retry)" } else { "" }
     );
     let _ = std::io::stdout().flush();
-    let (nats, key) = (nats.clone(), key.to_vec());
+    let (nats, key, failed) = (nats.clone(), key.to_vec(), failed.clone());
     std::thread::spawn(move || {
         if let Err(e) = bootcache_fleet::put_directive(&nats, &key, &d) {
             log::warn!("policy: cache directive {}: {e}", d.id);
+            let _ = failed.send(d.id);
         }
     });
 }

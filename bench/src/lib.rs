@@ -14,6 +14,7 @@ pub use bootcache_testbed::{frames, harness, netns, process, scenario, tftp_clie
 pub mod agent;
 pub mod dut;
 pub mod fill;
+pub mod fleet;
 pub mod forward;
 pub mod latency;
 pub mod mix;

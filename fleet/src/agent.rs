@@ -25,6 +25,7 @@ use crate::report::{self, Entries, FleetReport};
 /// The coordinator thread; stopped when dropped.
 pub struct CoordinatorHandle {
     counters: Arc<ArcSwap<CoordCounters>>,
+    failed: std::sync::mpsc::Receiver<(String, String)>,
     _worker: Worker,
 }
 
@@ -38,6 +39,11 @@ impl CoordinatorHandle {
     /// Counters.
     pub fn counters(&self) -> CoordCounters {
         **self.counters.load()
+    }
+
+    /// Files bridges gave up since the last call: (directive id, file).
+    pub fn failed(&self) -> Vec<(String, String)> {
+        self.failed.try_iter().collect()
     }
 }
 
@@ -60,6 +66,7 @@ where
     let buckets = Buckets::of(&c.bucket);
     let mut coord = Coordinator::new(key, &buckets.fleet);
     let (stop2, counters2) = (Arc::clone(&stop), Arc::clone(&counters));
+    let (failed_tx, failed) = std::sync::mpsc::sync_channel(crate::coord::MAX_FAILED);
     let thread = std::thread::Builder::new()
         .name("fleet-coord".into())
         .spawn(move || {
@@ -71,7 +78,7 @@ where
                         &buckets,
                         &mut coord,
                         (&root, &snapshot),
-                        (&stop2, &counters2),
+                        (&stop2, &counters2, &failed_tx),
                         &mut attempt,
                     )
                     .await;
@@ -86,6 +93,7 @@ where
         })?;
     Ok(CoordinatorHandle {
         counters,
+        failed,
         _worker: Worker {
             stop,
             thread: Some(thread),
@@ -98,7 +106,11 @@ async fn coord_session<F>(
     b: &Buckets,
     coord: &mut Coordinator,
     (root, snapshot): (&std::path::Path, &F),
-    (stop, counters): (&AtomicBool, &ArcSwap<CoordCounters>),
+    (stop, counters, failed): (
+        &AtomicBool,
+        &ArcSwap<CoordCounters>,
+        &std::sync::mpsc::SyncSender<(String, String)>,
+    ),
     attempt: &mut u32,
 ) -> Result<(), FleetError>
 where
@@ -129,6 +141,11 @@ where
                 Some(Ok(e)) => {
                     let value = matches!(e.operation, kv::Operation::Put).then_some(&e.value[..]);
                     coord.observe(&e.key, value);
+                    for f in coord.take_failed() {
+                        // Full: the agent's loop is behind; the directive
+                        // stays failed in the listing.
+                        let _ = failed.try_send(f);
+                    }
                 }
                 Some(Err(e)) => return Err(FleetError::Lost(format!("watch: {e}"))),
                 None => return Err(FleetError::Lost("watch ended".into())),

@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::doc::{self, Ack, Buckets, Directive, Holding, ImageSummary, Presence};
-use crate::member::{DirectiveCounters, Directives, Fetch, HoldingsSync};
+use crate::member::{DirectiveCounters, Directives, Fetch, HoldingsSync, Source};
 use crate::nats::{
     backoff, connect, ensure_fleet, ensure_objects, ensure_presence, js_err, lost, runtime,
     wall_ms, FleetError, MirrorReader, NatsConfig, Worker,
@@ -43,6 +43,24 @@ pub struct MemberConfig {
     pub tmp_dir: PathBuf,
     /// Largest file fetched (the cache's `max_file_size`).
     pub max_file_size: u64,
+    /// Reads a file by TFTP from the origin when the Object Store lacks
+    /// it (`None`: the store only).
+    pub origin_fetch: Option<OriginFetch>,
+}
+
+/// The bridge's TFTP read of a file from the origin (the cache's prefetch
+/// path): writes `name` into the path and returns its size and SHA-256.
+/// It blocks; the member runs it on tokio's blocking pool.
+#[derive(Clone)]
+pub struct OriginFetch(
+    #[allow(clippy::type_complexity)]
+    pub  Arc<dyn Fn(&std::path::Path, &str) -> Result<(u64, [u8; 32]), String> + Send + Sync>,
+);
+
+impl std::fmt::Debug for OriginFetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OriginFetch")
+    }
 }
 
 /// A file fetched from the Object Store, its bytes checked against the
@@ -298,13 +316,32 @@ async fn member_session(
     );
     *attempt = 0;
     st.counters.connected = true;
+    // The presence heartbeat beats in a task of its own: a fetch (a large
+    // file from the store or by TFTP) holds up this loop for as long as
+    // it takes, and the bridge must not look gone meanwhile.
+    let beat = Beat {
+        presence,
+        key: st.key.clone(),
+        bucket: st.buckets.presence.clone(),
+        m: st.m.clone(),
+        started_ms: st.started_ms,
+        mirror: st.mirror.clone(),
+        holdings: Arc::new(AtomicU64::new(st.holdings.len() as u64)),
+        puts: Arc::new(AtomicU64::new(0)),
+    };
+    let (holdings_n, puts) = (Arc::clone(&beat.holdings), Arc::clone(&beat.puts));
+    let mut beating = AbortOnDrop(tokio::spawn(beat.run()));
+    let puts_before = st.counters.presence;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_presence: Option<Instant> = None;
     loop {
         tokio::select! {
             ev = events.recv() => if let Some(why) = lost(ev) {
                 return Err(FleetError::Lost(why));
             },
+            r = &mut beating.0 => return Err(match r {
+                Ok(e) => e,
+                Err(e) => FleetError::Lost(format!("presence: {e}")),
+            }),
             msg = st.rx.recv() => match msg {
                 Some(m) => st.take(m),
                 None => return Ok(()),
@@ -321,10 +358,8 @@ async fn member_session(
                 if stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                if last_presence.is_none_or(|t| t.elapsed() >= doc::PRESENCE_PERIOD) {
-                    put_presence(st, &presence).await?;
-                    last_presence = Some(Instant::now());
-                }
+                holdings_n.store(st.holdings.len() as u64, Ordering::Relaxed);
+                st.counters.presence = puts_before + puts.load(Ordering::Relaxed);
                 sync_holdings(st, &fleet).await?;
                 if st.image_dirty {
                     if let Some(m) = &st.image {
@@ -376,25 +411,53 @@ async fn offer(
     Ok(())
 }
 
-async fn put_presence(st: &mut State, presence: &kv::Store) -> Result<(), FleetError> {
-    let p = Presence {
-        id: st.m.id.clone(),
-        site: st.m.site.clone(),
-        addresses: st.m.addresses.clone(),
-        version: st.m.version.clone(),
-        started_ms: st.started_ms,
-        at_ms: wall_ms(),
-        mirror_live: st.mirror.is_live(Instant::now()),
-        holdings: st.holdings.len() as u64,
-    };
-    let k = doc::presence_key(&st.m.id);
-    let v = doc::sign(&p, &st.key, &st.buckets.presence, &k);
-    presence
-        .put(&k, v.into())
-        .await
-        .map_err(|e| js_err("putting presence")(e.to_string()))?;
-    st.counters.presence += 1;
-    Ok(())
+/// Aborts the task when dropped (the session ended).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The presence heartbeat's task: what it puts, and how many it put.
+struct Beat {
+    presence: kv::Store,
+    key: Vec<u8>,
+    bucket: String,
+    m: MemberConfig,
+    started_ms: u64,
+    mirror: MirrorReader,
+    /// The holdings' count, kept current by the member loop.
+    holdings: Arc<AtomicU64>,
+    puts: Arc<AtomicU64>,
+}
+
+impl Beat {
+    /// Puts the presence entry every [`doc::PRESENCE_PERIOD`] until a put
+    /// fails (its error ends the session).
+    async fn run(self) -> FleetError {
+        let k = doc::presence_key(&self.m.id);
+        let mut every = tokio::time::interval(doc::PRESENCE_PERIOD);
+        loop {
+            every.tick().await;
+            let p = Presence {
+                id: self.m.id.clone(),
+                site: self.m.site.clone(),
+                addresses: self.m.addresses.clone(),
+                version: self.m.version.clone(),
+                started_ms: self.started_ms,
+                at_ms: wall_ms(),
+                mirror_live: self.mirror.is_live(Instant::now()),
+                holdings: self.holdings.load(Ordering::Relaxed),
+            };
+            let v = doc::sign(&p, &self.key, &self.bucket, &k);
+            if let Err(e) = self.presence.put(&k, v.into()).await {
+                return js_err("putting presence")(e.to_string());
+            }
+            self.puts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 async fn sync_holdings(st: &mut State, fleet: &kv::Store) -> Result<(), FleetError> {
@@ -450,12 +513,20 @@ async fn work(st: &mut State, objects: &jetstream::object_store::ObjectStore) {
     };
     st.tag += 1;
     let tag = st.tag;
-    match fetch_object(st, objects, &f, tag).await {
+    let got = match f.source {
+        Source::ObjectStore => fetch_object(st, objects, &f, tag).await,
+        Source::Origin => fetch_origin(st, &f, tag).await,
+    };
+    match got {
         Ok(staged) => {
             log::info!(
-                "fleet: {}: {} bytes fetched from the Object Store, SHA-256 is the table's: to the cache",
+                "fleet: {}: {} bytes fetched from {}, SHA-256 is the table's: to the cache",
                 f.name,
-                staged.size
+                staged.size,
+                match f.source {
+                    Source::ObjectStore => "the Object Store",
+                    Source::Origin => "the origin by TFTP",
+                }
             );
             match st.staged_tx.try_send(staged) {
                 Ok(()) => st.waiting = Some((tag, f)),
@@ -471,10 +542,62 @@ async fn work(st: &mut State, objects: &jetstream::object_store::ObjectStore) {
             }
         }
         Err(e) => {
-            log::debug!("fleet: {}: {e}", f.name);
+            match f.source {
+                Source::ObjectStore => log::debug!("fleet: {}: {e}", f.name),
+                Source::Origin => log::warn!("fleet: {}: from the origin: {e}", f.name),
+            }
             st.directives.fetched(now, &f, Err(e));
         }
     }
+}
+
+/// Reads the file by TFTP from the origin (on the blocking pool: the
+/// transfer is lock-step UDP) into a temporary file; the bytes must be
+/// the table's.
+async fn fetch_origin(st: &State, f: &Fetch, tag: u64) -> Result<Staged, String> {
+    let Some(read) = st.m.origin_fetch.clone() else {
+        return Err("not in the Object Store, and no origin to read it from".into());
+    };
+    if f.info.size > st.m.max_file_size {
+        return Err(format!(
+            "{} bytes: larger than the cache's max_file_size",
+            f.info.size
+        ));
+    }
+    let path =
+        st.m.tmp_dir
+            .join(format!("fleet-{}-{tag}", std::process::id()));
+    let (p, name) = (path.clone(), f.name.clone());
+    let r = tokio::task::spawn_blocking(move || (read.0)(&p, &name))
+        .await
+        .unwrap_or_else(|e| Err(format!("the TFTP read stopped: {e}")));
+    let r = r.and_then(|(size, sha)| check_table(f, size, &sha).map(|()| (size, sha)));
+    match r {
+        Ok((size, sha256)) => Ok(Staged {
+            tag,
+            path,
+            name: f.name.clone(),
+            size,
+            sha256,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// The bytes fetched must be the signed table's version.
+fn check_table(f: &Fetch, size: u64, sha: &[u8; 32]) -> Result<(), String> {
+    if size != f.info.size || *sha != f.info.sha256 {
+        return Err(format!(
+            "the bytes ({size} bytes, SHA-256 {}) are not the table's version ({} bytes, {})",
+            doc::hex(sha),
+            f.info.size,
+            doc::hex(&f.info.sha256)
+        ));
+    }
+    Ok(())
 }
 
 /// Streams the object into a temporary file, hashing as it goes; the
@@ -522,18 +645,7 @@ async fn fetch_object(
     }
     .await;
     let sha: [u8; 32] = hash.finalize().into();
-    let r = r.and_then(|()| {
-        if size != f.info.size || sha != f.info.sha256 {
-            Err(format!(
-                "the object ({size} bytes, SHA-256 {}) is not the table's version ({} bytes, {})",
-                doc::hex(&sha),
-                f.info.size,
-                doc::hex(&f.info.sha256)
-            ))
-        } else {
-            Ok(())
-        }
-    });
+    let r = r.and_then(|()| check_table(f, size, &sha));
     if let Err(e) = r {
         let _ = std::fs::remove_file(&path);
         return Err(e);

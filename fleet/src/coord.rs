@@ -76,7 +76,14 @@ pub struct Coordinator {
     refreshed: HashMap<String, ([u8; 32], BTreeSet<String>)>,
     seq: u64,
     counters: CoordCounters,
+    /// Files bridges gave up, by directive: (directive id, file), for the
+    /// pre-staging rules' retries (at most [`MAX_FAILED`] waiting).
+    failed: Vec<(String, String)>,
 }
+
+/// Failed files reported and not yet taken, at most (more are counted as
+/// refused).
+pub const MAX_FAILED: usize = 4096;
 
 impl Coordinator {
     /// A coordinator verifying the fleet bucket `bucket` with `key`.
@@ -94,6 +101,7 @@ impl Coordinator {
             refreshed: HashMap::new(),
             seq: 0,
             counters: CoordCounters::default(),
+            failed: Vec::new(),
         }
     }
 
@@ -167,11 +175,32 @@ impl Coordinator {
                     }
                 }
             }
-            // Acknowledgements and image maps are the listing's, deletes
-            // of directives change nothing here.
+            (Some("a"), Some(_), Some(_), Some(v)) => {
+                let Some(a) = self.verify::<doc::Ack>(key, v) else {
+                    return;
+                };
+                if doc::ack_key(&a.id, &a.bridge) != key {
+                    self.counters.malformed += 1;
+                    return;
+                }
+                for f in a.files.iter().filter(|f| f.state == doc::FileState::Failed) {
+                    if self.failed.len() >= MAX_FAILED {
+                        self.counters.refused += 1;
+                        break;
+                    }
+                    self.failed.push((a.id.clone(), f.name.clone()));
+                }
+            }
+            // Image maps are the listing's, deletes of directives and
+            // acknowledgements change nothing here.
             (Some("d" | "a" | "m"), ..) => {}
             _ => self.counters.malformed += 1,
         }
+    }
+
+    /// Files bridges gave up since the last call: (directive id, file).
+    pub fn take_failed(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.failed)
     }
 
     /// An entry of the presence bucket.
@@ -477,5 +506,35 @@ mod tests {
         let key = c.holdings["b1"].keys().next().unwrap().clone();
         c.observe(&key, None);
         assert!(c.holdings["b1"].is_empty());
+    }
+
+    #[test]
+    fn files_bridges_gave_up_are_reported_once() {
+        let mut c = Coordinator::new(KEY, B);
+        let file = |name: &str, state| doc::FileAck {
+            name: name.into(),
+            state,
+            sha256: None,
+            detail: String::new(),
+        };
+        let ack = doc::Ack {
+            id: "d1".into(),
+            bridge: "b1".into(),
+            at_ms: 0,
+            files: vec![
+                file("k1", doc::FileState::Done),
+                file("k2", doc::FileState::Failed),
+            ],
+        };
+        let k = doc::ack_key("d1", "b1");
+        c.observe(&k, Some(&doc::sign(&ack, KEY, B, &k)));
+        assert_eq!(c.take_failed(), vec![("d1".to_string(), "k2".to_string())]);
+        assert!(c.take_failed().is_empty());
+        // Under another key, or signed with another key: ignored, counted.
+        let other = doc::ack_key("d1", "b2");
+        c.observe(&other, Some(&doc::sign(&ack, KEY, B, &other)));
+        c.observe(&k, Some(&doc::sign(&ack, &[1; 32], B, &k)));
+        assert!(c.take_failed().is_empty());
+        assert_eq!((c.counters().malformed, c.counters().bad_signature), (1, 1));
     }
 }

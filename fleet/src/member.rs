@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::doc::{self, Ack, Directive, FileAck, FileState, Holding};
+use crate::doc::{self, Ack, Directive, DirectiveKind, FileAck, FileState, Holding};
 use crate::record::FileInfo;
 
 /// Directives a bridge works on at once; more are refused and counted.
@@ -22,6 +22,12 @@ pub const MAX_FINISHED: usize = 4096;
 /// Directives issued longer ago than this are ignored (a bridge joining
 /// later does not replay last month's).
 pub const MAX_AGE_MS: u64 = 24 * 3600 * 1000;
+/// A cache directive's file the Object Store has not had for this long is
+/// read by TFTP from the origin instead (the agent uploads it when it sees
+/// the directive: a large file takes a while). A refresh directive is
+/// issued only once the object is in the store, so a miss there falls back
+/// at once.
+pub const ORIGIN_AFTER: Duration = Duration::from_secs(10);
 
 /// The holdings put into the bucket, kept in step with the cache.
 #[derive(Debug, Default)]
@@ -83,8 +89,8 @@ impl HoldingsSync {
 /// Where one file of a directive is, on this bridge.
 #[derive(Debug, Clone)]
 enum Step {
-    /// To be fetched at `at` or later.
-    Wait { at: Instant },
+    /// To be fetched at `at` or later; from the origin if `origin`.
+    Wait { at: Instant, origin: bool },
     /// A fetch is under way (the I/O side has it).
     Fetching,
     /// Fetched and handed to the cache with this SHA-256: done when the
@@ -104,10 +110,23 @@ struct Work {
     dirty: bool,
     /// Last failure per file, for the final detail.
     last_error: Vec<String>,
+    /// Per file: since when the Object Store has failed it (cleared by a
+    /// failed read from the origin: the store is tried again first).
+    store_failing: Vec<Option<Instant>>,
 }
 
-/// A fetch the I/O side should do: the object `name` from the Object
-/// Store, which must hash to `info.sha256` (the signed table's word).
+/// Where a [`Fetch`] reads the file from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The Object Store's object of that name.
+    ObjectStore,
+    /// The origin, by TFTP (the store lacks it, or its object is not the
+    /// table's version).
+    Origin,
+}
+
+/// A fetch the I/O side should do: `name` from `source`, which must hash
+/// to `info.sha256` (the signed table's word).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
     /// The directive.
@@ -116,6 +135,8 @@ pub struct Fetch {
     pub name: String,
     /// What the table says it is.
     pub info: FileInfo,
+    /// Where from.
+    pub source: Source,
 }
 
 /// What the directives did, for the operator.
@@ -127,8 +148,11 @@ pub struct DirectiveCounters {
     pub ignored: u64,
     /// Directives refused past [`MAX_ACTIVE`].
     pub refused: u64,
-    /// Files fetched from the Object Store and handed to the cache.
+    /// Files fetched (from the Object Store or the origin) and handed to
+    /// the cache.
     pub fetched: u64,
+    /// Of those, files read by TFTP from the origin.
+    pub from_origin: u64,
     /// Files found already held at the table's version.
     pub held: u64,
     /// Fetches that failed (missing object, wrong bytes, cache refused).
@@ -230,11 +254,18 @@ impl Directives {
                     at_ms: wall_ms,
                     files,
                 },
-                steps: vec![Step::Wait { at: now }; n],
+                steps: vec![
+                    Step::Wait {
+                        at: now,
+                        origin: false
+                    };
+                    n
+                ],
                 directive: d,
                 started: now,
                 dirty: true,
                 last_error: vec![String::new(); n],
+                store_failing: vec![None; n],
             },
         );
         true
@@ -303,13 +334,21 @@ impl Directives {
                     w.dirty = true;
                     continue;
                 }
-                let due = matches!(w.steps[i], Step::Wait { at } if now >= at);
-                if let (true, false, None, Some(info)) = (due, busy, &fetch, info) {
+                let due = match w.steps[i] {
+                    Step::Wait { at, origin } if now >= at => Some(origin),
+                    _ => None,
+                };
+                if let (Some(origin), false, None, Some(info)) = (due, busy, &fetch, info) {
                     w.steps[i] = Step::Fetching;
                     fetch = Some(Fetch {
                         id: w.directive.id.clone(),
                         name: name.clone(),
                         info,
+                        source: if origin {
+                            Source::Origin
+                        } else {
+                            Source::ObjectStore
+                        },
                     });
                 }
             }
@@ -332,6 +371,9 @@ impl Directives {
         match result {
             Ok(()) => {
                 self.counters.fetched += 1;
+                if f.source == Source::Origin {
+                    self.counters.from_origin += 1;
+                }
                 w.steps[i] = Step::Staged {
                     sha256: f.info.sha256,
                 };
@@ -340,7 +382,25 @@ impl Directives {
                 self.counters.fetch_errors += 1;
                 log::debug!("fleet: directive {}: {}: {e}", f.id, f.name);
                 w.last_error[i] = e;
-                w.steps[i] = Step::Wait { at: now + RETRY };
+                // The store missed it: the origin next, at once for a
+                // refresh (its object should have been there), after
+                // ORIGIN_AFTER for a cache directive (the agent may be
+                // uploading it). The origin failed: the store again.
+                let origin = match f.source {
+                    Source::ObjectStore => {
+                        let since = *w.store_failing[i].get_or_insert(now);
+                        w.directive.kind == DirectiveKind::Refresh
+                            || now.saturating_duration_since(since) >= ORIGIN_AFTER
+                    }
+                    Source::Origin => {
+                        w.store_failing[i] = None;
+                        false
+                    }
+                };
+                w.steps[i] = Step::Wait {
+                    at: now + RETRY,
+                    origin,
+                };
             }
         }
     }
@@ -381,7 +441,7 @@ impl Directives {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doc::{DirectiveKind, Target};
+    use crate::doc::Target;
 
     fn holding(name: &str, sha: &str) -> Holding {
         Holding {
@@ -482,7 +542,8 @@ mod tests {
             Fetch {
                 id: "1".into(),
                 name: "f".into(),
-                info: info(1)
+                info: info(1),
+                source: Source::ObjectStore,
             }
         );
         // One fetch at a time.
@@ -563,5 +624,58 @@ mod tests {
             .poll(t0 + GIVE_UP, 9_000, |_| Some(info(1)), |_, _| false)
             .is_none());
         assert!(d.take_acks()[0].files[0].detail.contains("SHA-256"));
+    }
+
+    #[test]
+    fn a_file_the_store_lacks_is_read_from_the_origin() {
+        let t0 = Instant::now();
+        let table = |_: &str| Some(info(1));
+        let none = |_: &str, _: &[u8; 32]| false;
+        // A refresh: its object should be in the store; one miss (or an
+        // object that is not the table's) and the origin is next.
+        let mut d = Directives::new("b1", "s");
+        let mut r = directive("r", Target::All, &["f"]);
+        r.kind = DirectiveKind::Refresh;
+        assert!(d.offer(t0, 2_000, r));
+        let f = d.poll(t0, 2_000, table, none).unwrap();
+        assert_eq!(f.source, Source::ObjectStore);
+        d.fetched(t0, &f, Err("not in the Object Store".into()));
+        let t1 = t0 + RETRY;
+        let f = d.poll(t1, 3_000, table, none).unwrap();
+        assert_eq!(f.source, Source::Origin);
+        // The origin did not answer: the store again, then the origin.
+        d.fetched(t1, &f, Err("no answer".into()));
+        let t2 = t1 + RETRY;
+        let f = d.poll(t2, 4_000, table, none).unwrap();
+        assert_eq!(f.source, Source::ObjectStore);
+        d.fetched(t2, &f, Err("SHA-256 is not the table's".into()));
+        let t3 = t2 + RETRY;
+        let f = d.poll(t3, 5_000, table, none).unwrap();
+        assert_eq!(f.source, Source::Origin);
+        d.fetched(t3, &f, Ok(()));
+        let c = d.counters();
+        assert_eq!((c.fetched, c.from_origin, c.fetch_errors), (1, 1, 3));
+
+        // A cache directive: the agent may still be uploading; the store
+        // is tried until ORIGIN_AFTER has passed since its first miss.
+        let mut d = Directives::new("b1", "s");
+        assert!(d.offer(t0, 2_000, directive("c", Target::All, &["f"])));
+        let mut now = t0;
+        let mut sources = Vec::new();
+        while now <= t0 + ORIGIN_AFTER + RETRY {
+            if let Some(f) = d.poll(now, 2_000, table, none) {
+                sources.push(f.source);
+                if f.source == Source::Origin {
+                    break;
+                }
+                d.fetched(now, &f, Err("not in the Object Store".into()));
+            }
+            now += RETRY;
+        }
+        assert_eq!(sources.last(), Some(&Source::Origin), "{sources:?}");
+        assert!(sources[..sources.len() - 1]
+            .iter()
+            .all(|s| *s == Source::ObjectStore));
+        assert!(sources.len() as u32 > ORIGIN_AFTER.as_secs() as u32);
     }
 }

@@ -19,10 +19,11 @@ use tokio::sync::mpsc;
 use crate::mirror::{self, Mirror, MirrorConfig, MirrorCounters, Op, Verdict, View};
 use crate::publish::{Published, Publisher};
 
-/// Where the engine is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the engine is, and how we authenticate to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NatsConfig {
-    /// Server URLs, `nats://host:port` (the client tries them in turn).
+    /// Server URLs, `nats://host:port` or `tls://host:port` (the client
+    /// tries them in turn).
     pub servers: Vec<String>,
     /// The key-value bucket of the verification table.
     pub bucket: String,
@@ -33,6 +34,18 @@ pub struct NatsConfig {
     /// connect to is a leaf node of a hub that has it (its API is then
     /// `$JS.<domain>.API`); `None`: the JetStream of our own server.
     pub js_domain: Option<String>,
+    /// A user name the servers know (with `password_file`).
+    pub user: Option<String>,
+    /// A file holding that user's password (its first line).
+    pub password_file: Option<PathBuf>,
+    /// A file holding an NKEY user seed (`SU…`): the client signs the
+    /// server's challenge with it; the server knows the public key.
+    pub nkey_file: Option<PathBuf>,
+    /// A PEM file of the CA certificates the servers' TLS certificates
+    /// chain to; set, the connection must be TLS (`tls://` or a server
+    /// that requires it). Without it a `tls://` server is checked against
+    /// the system's roots.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// The JetStream context of `c` on `client`: its domain's, if named.
@@ -85,11 +98,14 @@ pub fn check_config(c: &NatsConfig) -> Result<(), FleetError> {
         ));
     }
     for s in &c.servers {
-        let rest = s.strip_prefix("nats://").ok_or_else(|| {
-            FleetError::Config(format!(
-                "servers: {s:?} must be nats://host:port (TLS is not built in yet)"
-            ))
-        })?;
+        let rest = s
+            .strip_prefix("nats://")
+            .or_else(|| s.strip_prefix("tls://"))
+            .ok_or_else(|| {
+                FleetError::Config(format!(
+                    "servers: {s:?} must be nats://host:port or tls://host:port"
+                ))
+            })?;
         let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         let ok = hostport
             .rsplit_once(':')
@@ -114,15 +130,38 @@ pub fn check_config(c: &NatsConfig) -> Result<(), FleetError> {
             )));
         }
     }
-    if let Some(p) = &c.credentials {
-        if !p.is_file() {
-            return Err(FleetError::Config(format!(
-                "credentials: {} is not a readable file",
-                p.display()
-            )));
+    for (field, p) in [
+        ("credentials", &c.credentials),
+        ("password_file", &c.password_file),
+        ("nkey_file", &c.nkey_file),
+        ("tls_ca", &c.tls_ca),
+    ] {
+        if let Some(p) = p {
+            if !p.is_file() {
+                return Err(FleetError::Config(format!(
+                    "{field}: {} is not a readable file",
+                    p.display()
+                )));
+            }
         }
     }
+    if c.user.is_some() != c.password_file.is_some() {
+        return Err(FleetError::Config(
+            "user: name both user and password_file, or neither".into(),
+        ));
+    }
+    if c.nkey_file.is_some() && (c.user.is_some() || c.credentials.is_some()) {
+        return Err(FleetError::Config(
+            "nkey_file: one way to authenticate: an NKEY seed, a user and password, or a credentials file".into(),
+        ));
+    }
     Ok(())
+}
+
+/// The first line of a secret's file.
+fn read_secret(p: &std::path::Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(p)?;
+    Ok(text.lines().next().unwrap_or("").trim().to_owned())
 }
 
 pub(crate) fn wall_ms() -> u64 {
@@ -163,16 +202,41 @@ pub(crate) async fn connect(
             .await
             .map_err(|e| conn_err(format!("credentials {}: {e}", p.display())))?;
     }
+    if let (Some(u), Some(p)) = (&c.user, &c.password_file) {
+        let pass =
+            read_secret(p).map_err(|e| conn_err(format!("password_file {}: {e}", p.display())))?;
+        opts = opts.user_and_password(u.clone(), pass);
+    }
+    if let Some(p) = &c.nkey_file {
+        let seed =
+            read_secret(p).map_err(|e| conn_err(format!("nkey_file {}: {e}", p.display())))?;
+        if !seed.starts_with("SU") {
+            return Err(conn_err(format!(
+                "nkey_file {}: not an NKEY user seed (SU…)",
+                p.display()
+            )));
+        }
+        opts = opts.nkey(seed);
+    }
+    if let Some(ca) = &c.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
     let addrs: Vec<async_nats::ServerAddr> = c
         .servers
         .iter()
         .map(|s| s.parse())
         .collect::<Result<_, _>>()
         .map_err(|e| conn_err(format!("{e}")))?;
-    let client = opts
-        .connect(addrs)
-        .await
-        .map_err(|e| conn_err(e.to_string()))?;
+    let client = opts.connect(addrs).await.map_err(|e| {
+        use async_nats::ConnectErrorKind as K;
+        conn_err(match e.kind() {
+            K::AuthorizationViolation | K::Authentication => format!(
+                "the server refused our credentials ({e}): check user/password_file, nkey_file or credentials"
+            ),
+            K::Tls => format!("TLS: {e} (is tls_ca the CA of the server's certificate?)"),
+            _ => e.to_string(),
+        })
+    })?;
     Ok((client, rx))
 }
 
@@ -748,6 +812,24 @@ pub fn put_raw(c: &NatsConfig, key: &str, value: Vec<u8>) -> Result<u64, FleetEr
     })
 }
 
+/// Deletes `name` from the fleet's Object Store: for tests and for
+/// operators making bridges read a file from the origin instead.
+pub fn delete_object(c: &NatsConfig, name: &str) -> Result<(), FleetError> {
+    check_config(c)?;
+    let b = crate::doc::Buckets::of(&c.bucket);
+    runtime()?.block_on(async {
+        let (client, _events) = connect(c, "bootcache-delete").await?;
+        let store = js(c, client)
+            .get_object_store(&b.objects)
+            .await
+            .map_err(|e| js_err("opening the Object Store")(e.to_string()))?;
+        store
+            .delete(name)
+            .await
+            .map_err(|e| js_err("deleting the object")(e.to_string()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,17 +838,42 @@ mod tests {
         NatsConfig {
             servers: servers.iter().map(|s| s.to_string()).collect(),
             bucket: bucket.into(),
-            credentials: None,
-            js_domain: None,
+            ..NatsConfig::default()
         }
     }
 
     #[test]
     fn configuration_errors_say_what_to_fix() {
         assert!(check_config(&cfg(&["nats://10.0.0.1:4222", "nats://u:p@h:1"], "b-1_x")).is_ok());
+        assert!(check_config(&cfg(&["tls://h:4222"], "b")).is_ok());
+        let file = std::env::temp_dir().join(format!("fleet-cfg-{}", std::process::id()));
+        std::fs::write(&file, "x\n").unwrap();
+        let with = |f: &dyn Fn(&mut NatsConfig)| {
+            let mut c = cfg(&["nats://h:4222"], "b");
+            f(&mut c);
+            c
+        };
         let cases = [
             (cfg(&[], "b"), "servers"),
-            (cfg(&["tls://h:4222"], "b"), "TLS"),
+            (cfg(&["http://h:4222"], "b"), "tls://"),
+            (with(&|c| c.user = Some("u".into())), "password_file"),
+            (with(&|c| c.password_file = Some(file.clone())), "user"),
+            (
+                with(&|c| {
+                    c.user = Some("u".into());
+                    c.password_file = Some(file.clone());
+                    c.nkey_file = Some(file.clone());
+                }),
+                "one way",
+            ),
+            (
+                with(&|c| c.nkey_file = Some("/nonexistent/seed".into())),
+                "nkey_file",
+            ),
+            (
+                with(&|c| c.tls_ca = Some("/nonexistent/ca".into())),
+                "tls_ca",
+            ),
             (cfg(&["h:4222"], "b"), "nats://"),
             (cfg(&["nats://h"], "b"), "host:port"),
             (cfg(&["nats://h:0"], "b"), "host:port"),
@@ -786,5 +893,6 @@ mod tests {
             assert!(e.contains(want), "{c:?}: {e}");
             assert!(!e.contains('\n'));
         }
+        let _ = std::fs::remove_file(&file);
     }
 }

@@ -134,26 +134,63 @@ pub struct PolicyFileContents {
 /// Files directed by [`AutoCache`] remembered at most (name and version);
 /// past it nothing more is directed and the refusals are counted.
 pub const MAX_AUTO_CACHED: usize = 65536;
+/// A pre-staging directive that failed (its put, or a bridge gave a file
+/// up) is issued again after this long, doubling per attempt…
+pub const AUTO_RETRY_MIN_MS: u64 = 2_000;
+/// …up to this.
+pub const AUTO_RETRY_MAX_MS: u64 = 300_000;
+
+/// One file version [`AutoCache`] directed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Directed {
+    /// The directive that carries it now (`None` while a retry waits).
+    id: Option<String>,
+    /// Directives issued for it so far.
+    attempts: u32,
+    /// When to issue it again (ms since the epoch), after a failure.
+    retry_at_ms: Option<u64>,
+}
+
+/// A directive [`AutoCache`] wants put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoDirective {
+    /// Its id (from the caller's generator).
+    pub id: String,
+    /// The pre-staging rule (index in the file's `[[cache]]` list).
+    pub rule: usize,
+    /// The files.
+    pub files: Vec<String>,
+    /// Whether it retries files that failed before.
+    pub retry: bool,
+}
 
 /// The agent's side of the pre-staging rules, sans-I/O: which table files
-/// are due to be directed, each (name, SHA-256) once.
+/// are due to be directed, each (name, SHA-256) once — and again, with
+/// backoff, when the directive's put failed or a bridge gave a file up
+/// (the origin did not answer, the bytes were wrong), so a failure is not
+/// forgotten.
 #[derive(Debug, Default)]
 pub struct AutoCache {
-    directed: std::collections::HashSet<(String, [u8; 32])>,
+    directed: std::collections::HashMap<(String, [u8; 32]), Directed>,
     /// Files not directed because [`MAX_AUTO_CACHED`] were remembered.
     pub refused: u64,
+    /// Retries scheduled.
+    pub retries: u64,
 }
 
 impl AutoCache {
-    /// The directives due for `table` (name, SHA-256 of each hashed file):
-    /// per rule, the matching files not directed before at this version
-    /// (first matching rule only; at most `MAX_DIRECTIVE_FILES` each).
+    /// The directives due at `now_ms` for `table` (name, SHA-256 of each
+    /// hashed file): per rule, the matching files not directed before at
+    /// this version, or whose retry is due (first matching rule only; at
+    /// most `MAX_DIRECTIVE_FILES` each). `new_id` names each directive.
     pub fn due<'a>(
         &mut self,
+        now_ms: u64,
         rules: &[CacheRule],
         table: impl IntoIterator<Item = (&'a str, [u8; 32])>,
-    ) -> Vec<(usize, Vec<String>)> {
-        let mut out: Vec<(usize, Vec<String>)> = Vec::new();
+        mut new_id: impl FnMut() -> String,
+    ) -> Vec<AutoDirective> {
+        let mut out: Vec<AutoDirective> = Vec::new();
         let mut table: Vec<(&str, [u8; 32])> = table.into_iter().collect();
         table.sort();
         for (name, sha) in table {
@@ -163,23 +200,80 @@ impl AutoCache {
             else {
                 continue;
             };
-            if self.directed.contains(&(name.to_owned(), sha)) {
-                continue;
-            }
-            if self.directed.len() >= MAX_AUTO_CACHED {
-                self.refused += 1;
-                continue;
-            }
-            self.directed.insert((name.to_owned(), sha));
-            match out
-                .iter_mut()
-                .find(|(r, f)| *r == i && f.len() < crate::doc::MAX_DIRECTIVE_FILES)
-            {
-                Some((_, files)) => files.push(name.to_owned()),
-                None => out.push((i, vec![name.to_owned()])),
-            }
+            let key = (name.to_owned(), sha);
+            let retry = match self.directed.get(&key) {
+                Some(d) if d.retry_at_ms.is_some_and(|t| now_ms >= t) => true,
+                Some(_) => continue,
+                None if self.directed.len() >= MAX_AUTO_CACHED => {
+                    self.refused += 1;
+                    continue;
+                }
+                None => false,
+            };
+            let d = match out.iter_mut().find(|d| {
+                d.rule == i && d.retry == retry && d.files.len() < crate::doc::MAX_DIRECTIVE_FILES
+            }) {
+                Some(d) => d,
+                None => {
+                    out.push(AutoDirective {
+                        id: new_id(),
+                        rule: i,
+                        files: Vec::new(),
+                        retry,
+                    });
+                    out.last_mut().expect("just pushed")
+                }
+            };
+            d.files.push(name.to_owned());
+            let e = self.directed.entry(key).or_insert(Directed {
+                id: None,
+                attempts: 0,
+                retry_at_ms: None,
+            });
+            e.id = Some(d.id.clone());
+            e.attempts += 1;
+            e.retry_at_ms = None;
         }
         out
+    }
+
+    fn schedule(&mut self, now_ms: u64, id: &str, file: Option<&str>) {
+        for ((name, _), d) in &mut self.directed {
+            if d.id.as_deref() != Some(id) || file.is_some_and(|f| f != name) {
+                continue;
+            }
+            let wait = AUTO_RETRY_MIN_MS
+                .saturating_mul(1 << (d.attempts.saturating_sub(1)).min(20))
+                .min(AUTO_RETRY_MAX_MS);
+            d.id = None;
+            d.retry_at_ms = Some(now_ms + wait);
+            self.retries += 1;
+            log::warn!(
+                "policy: {name}: directive {id} failed (attempt {}): again in {} s",
+                d.attempts,
+                wait / 1000
+            );
+        }
+    }
+
+    /// Directive `id` could not be put (engine down): all its files are
+    /// retried with backoff.
+    pub fn put_failed(&mut self, now_ms: u64, id: &str) {
+        self.schedule(now_ms, id, None);
+    }
+
+    /// A bridge gave up `file` of directive `id`: retried with backoff
+    /// (a directive of an earlier run or another issuer is not ours).
+    pub fn file_failed(&mut self, now_ms: u64, id: &str, file: &str) {
+        self.schedule(now_ms, id, Some(file));
+    }
+
+    /// Files waiting for a retry.
+    pub fn waiting(&self) -> usize {
+        self.directed
+            .values()
+            .filter(|d| d.retry_at_ms.is_some())
+            .count()
     }
 }
 
@@ -573,7 +667,15 @@ mod tests {
             ("x.efi", [3; 32]),
             ("other", [4; 32]),
         ];
-        let due = a.due(&c.cache, table);
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            format!("d{n}")
+        };
+        let short = |d: Vec<AutoDirective>| -> Vec<(usize, Vec<String>)> {
+            d.into_iter().map(|d| (d.rule, d.files)).collect()
+        };
+        let due = short(a.due(0, &c.cache, table, &mut id));
         assert_eq!(
             due,
             vec![
@@ -581,11 +683,14 @@ mod tests {
                 (1, vec!["x.efi".to_string()])
             ]
         );
-        assert!(a.due(&c.cache, table).is_empty(), "directed once");
+        assert!(
+            a.due(0, &c.cache, table, &mut id).is_empty(),
+            "directed once"
+        );
         // A new version of one file: directed again, alone.
         let changed = [("kernels/a", [9; 32]), ("kernels/b", [2; 32])];
         assert_eq!(
-            a.due(&c.cache, changed),
+            short(a.due(0, &c.cache, changed, &mut id)),
             vec![(0, vec!["kernels/a".to_string()])]
         );
         for (text, want) in [
@@ -602,5 +707,62 @@ mod tests {
             let e = parse_policy_file(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_failed_pre_staging_directive_is_retried_with_backoff() {
+        let c = parse_policy_file("[[cache]]\nfile = \"k*\"\n").unwrap();
+        let mut a = AutoCache::default();
+        let mut n = 0;
+        let mut id = || {
+            n += 1;
+            format!("d{n}")
+        };
+        let table = [("k1", [1; 32]), ("k2", [2; 32])];
+        let d = a.due(0, &c.cache, table, &mut id);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].id.as_str(), d[0].retry), ("d1", false));
+        // A bridge gave k2 up (the origin did not answer): k2 alone again,
+        // after AUTO_RETRY_MIN_MS, in a retry directive.
+        a.file_failed(1_000, "d1", "k2");
+        a.file_failed(1_000, "other-run", "k1");
+        assert_eq!(a.waiting(), 1);
+        assert!(a
+            .due(1_000 + AUTO_RETRY_MIN_MS - 1, &c.cache, table, &mut id)
+            .is_empty());
+        let d = a.due(1_000 + AUTO_RETRY_MIN_MS, &c.cache, table, &mut id);
+        assert_eq!(d.len(), 1);
+        assert_eq!((d[0].id.as_str(), d[0].retry), ("d2", true));
+        assert_eq!(d[0].files, vec!["k2".to_string()]);
+        assert_eq!(a.waiting(), 0);
+        // The old directive's failure, seen again (a replayed watch), is
+        // not the current one's: nothing scheduled.
+        a.file_failed(4_000, "d1", "k2");
+        assert_eq!(a.waiting(), 0);
+        // The retry's put failed: again after twice the wait, then the
+        // wait doubles up to AUTO_RETRY_MAX_MS.
+        a.put_failed(5_000, "d2");
+        assert!(a
+            .due(5_000 + 2 * AUTO_RETRY_MIN_MS - 1, &c.cache, table, &mut id)
+            .is_empty());
+        let mut now = 5_000 + 2 * AUTO_RETRY_MIN_MS;
+        let mut last_wait = 0;
+        for _ in 0..12 {
+            let d = a.due(now, &c.cache, table, &mut id);
+            assert_eq!(d.len(), 1, "due at {now}");
+            a.put_failed(now, &d[0].id);
+            let next = (now..now + AUTO_RETRY_MAX_MS + 1)
+                .step_by(1_000)
+                .find(|t| {
+                    a.directed
+                        .values()
+                        .any(|e| e.retry_at_ms.is_some_and(|r| r <= *t))
+                })
+                .unwrap();
+            last_wait = next - now;
+            now = next;
+        }
+        assert_eq!(last_wait, AUTO_RETRY_MAX_MS);
+        assert_eq!(a.retries, 14);
     }
 }

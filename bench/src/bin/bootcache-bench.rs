@@ -7,7 +7,10 @@
 //!   10 kpps, filter table empty and full;
 //! - `fill`: TFTP transfers crossing at full speed, slow-path throughput;
 //! - `storm`: N simulated PXE clients boot, cold then warm, against testpmd;
-//! - `all`: the three, then the plots.
+//! - `all`: the three, then the plots;
+//! - `fleet`: N bridges and one origin on the namespaced test bed; a file
+//!   changed once: origin bytes for the change and time until every bridge
+//!   holds it (not part of `all`).
 //!
 //! The generator runs in this process on lcore 0 (CPU 0) with two vhost-user
 //! ports; the device under test gets `--lcores 0@0,1@1` (its forwarding
@@ -61,6 +64,18 @@ enum Scenario {
     All(StormArgs),
     /// Only the plots, from the CSV files in --out.
     Plot,
+    /// N bridges (1, 2, 4), one origin, a file changed once: origin bytes for the change ÷ file size, and time until every bridge holds it.
+    Fleet(FleetArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct FleetArgs {
+    /// Fleet sizes (bridges), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4", value_parser = clap::value_parser!(u32).range(1..=8))]
+    bridges: Vec<u32>,
+    /// The file's size in MiB (default 64; 4 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    mib: Option<u64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -188,9 +203,32 @@ fn plots(out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `bootcache-bench fleet`: on the namespaced test bed (root, `scripts/setup`).
+fn fleet(cli: &Cli, a: &FleetArgs) -> Result<()> {
+    let bin = bootcache_bin(cli.bootcache.as_deref())?;
+    bootcache_bench::netns::check_prerequisites(false)?;
+    bootcache_bench::netns::cleanup_on_signals();
+    let cfg = bootcache_bench::fleet::FleetConfig {
+        bridges: a.bridges.iter().map(|&n| n as usize).collect(),
+        mib: a.mib.unwrap_or(if cli.quick { 4 } else { 64 }),
+    };
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    println!(
+        "== fleet: {:?} bridge(s), one origin, a {} MiB file changed once; origin bytes for the change and time until every bridge holds it ==",
+        cfg.bridges, cfg.mib
+    );
+    let table = bootcache_bench::fleet::run(&bin, &cfg, &cli.out)?;
+    print!("{}", table.render());
+    println!("{}", machine_note());
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<()> {
     if matches!(cli.scenario, Scenario::Plot) {
         return plots(&cli.out);
+    }
+    if let Scenario::Fleet(a) = &cli.scenario {
+        return fleet(cli, a);
     }
     let bin = bootcache_bin(cli.bootcache.as_deref())?;
     check_hugepages()?;

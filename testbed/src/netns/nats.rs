@@ -44,49 +44,183 @@ impl Drop for NatsServer {
 }
 
 impl Topology {
-    /// The NATS URL of [`Topology::start_nats`]'s server.
+    /// The NATS URL of [`Topology::start_nats`]'s server (`tls://` once
+    /// [`Topology::enable_nats_tls`] was called).
     pub fn nats_url(&self) -> String {
-        format!("nats://{}:{NATS_PORT}", self.mgmt_server)
+        let scheme = if self.nats_tls().is_some() {
+            "tls"
+        } else {
+            "nats"
+        };
+        format!("{scheme}://{}:{NATS_PORT}", self.mgmt_server)
     }
 
     /// Starts `nats-server` with JetStream in the server namespace on the
     /// management address, its storage in the work directory (kept across
-    /// restarts of the server), and waits until it is ready.
+    /// restarts of the server), authorization on ([`NatsAuth`]: the agent
+    /// and commands by user and password, bridges by NKEY) and TLS if
+    /// [`Topology::enable_nats_tls`] was called; waits until it is ready.
     pub fn start_nats(&self) -> Result<NatsServer> {
-        let tool = find_tool("nats-server").ok_or_else(|| {
-            anyhow!("nats-server not found (Debian package nats-server): run scripts/setup")
-        })?;
         let store = self.dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
         let n = std::fs::read_dir(&self.dir)?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("nats-run"))
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("nats-run") && n.ends_with(".log")
+            })
             .count();
-        let log = self.dir.join(format!("nats-run{}.log", n + 1));
-        let mut cmd = self.server_cmd(tool.to_str().unwrap_or("nats-server"));
-        cmd.args(["-js", "-sd"])
-            .arg(&store)
-            .args(["-a", &self.mgmt_server.to_string()])
-            .args(["-p", &NATS_PORT.to_string()])
-            .args(["-n", &format!("bootcache-{}", self.prefix)]);
-        let child = self.spawn_logged(cmd, &log)?;
-        let mut server = NatsServer {
-            child: Some(child),
-            prefix: self.prefix.clone(),
-            url: self.nats_url(),
-            log: log.clone(),
-        };
-        if let Err(e) = wait_for_text(&log, "Server is ready", Duration::from_secs(15)) {
-            server.stop();
-            bail!("nats-server did not start: {e}");
+        let auth = self.nats_auth()?;
+        let tls = self.nats_tls().map_or(String::new(), |t| {
+            format!(
+                "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n",
+                t.cert.display(),
+                t.key.display()
+            )
+        });
+        let conf = format!(
+            "server_name: \"bootcache-{p}\"\nlisten: \"{m}:{NATS_PORT}\"\n\
+             jetstream {{\n  store_dir: \"{s}\"\n}}\n{a}{tls}",
+            p = self.prefix,
+            m = self.mgmt_server,
+            s = store.display(),
+            a = auth.server_conf(),
+        );
+        let name = format!("nats-run{}", n + 1);
+        self.start_nats_conf(&self.server_ns, &name, self.nats_url(), &conf, false)
+    }
+
+    /// The credentials of this topology's NATS servers (created on first
+    /// use in the work directory).
+    pub fn nats_auth(&self) -> Result<NatsAuth> {
+        let dir = self.dir.join("nats-auth");
+        let password_file = dir.join("password");
+        let nkey_file = dir.join("bridge.nk");
+        let leaf_file = dir.join("leaf-password");
+        if !nkey_file.exists() {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(&password_file, random_hex()?)?;
+            std::fs::write(&leaf_file, random_hex()?)?;
+            let kp = nkeys::KeyPair::new_user();
+            let seed = kp.seed().map_err(|e| anyhow!("an NKEY seed: {e}"))?;
+            std::fs::write(&nkey_file, seed)?;
         }
-        Ok(server)
+        let seed = std::fs::read_to_string(&nkey_file)?;
+        let nkey_public = nkeys::KeyPair::from_seed(seed.trim())
+            .map_err(|e| anyhow!("{}: {e}", nkey_file.display()))?
+            .public_key();
+        Ok(NatsAuth {
+            user: NATS_USER.into(),
+            password: std::fs::read_to_string(&password_file)?,
+            password_file,
+            nkey_file,
+            nkey_public,
+            leaf_password: std::fs::read_to_string(&leaf_file)?,
+        })
+    }
+
+    /// Makes this topology's next [`Topology::start_nats`] require TLS
+    /// with a certificate for the management address, signed by a CA made
+    /// here with `openssl` ([`NatsTls`]); [`Topology::nats_url`] says
+    /// `tls://` from then on.
+    pub fn enable_nats_tls(&self) -> Result<NatsTls> {
+        let dir = self.dir.join("nats-tls");
+        std::fs::create_dir_all(&dir)?;
+        let t = NatsTls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        let ext = dir.join("server.ext");
+        std::fs::write(
+            &ext,
+            format!(
+                "subjectAltName=IP:{}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+                self.mgmt_server
+            ),
+        )?;
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let (ca_key, csr) = (dir.join("ca.key"), dir.join("server.csr"));
+        let openssl = |args: &[&str], key: &Path, out: &Path| {
+            run(Command::new("openssl")
+                .args(args)
+                .arg("-keyout")
+                .arg(key)
+                .arg("-out")
+                .arg(out))
+            .context("openssl (Debian package openssl): run scripts/setup")
+        };
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "2", "-subj", "/CN=bootcache test CA"],
+            ]
+            .concat(),
+            &ca_key,
+            &t.ca,
+        )?;
+        openssl(
+            &[&["req"][..], &ec, &["-subj", "/CN=nats"]].concat(),
+            &t.key,
+            &csr,
+        )?;
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&t.ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&t.cert))?;
+        Ok(t)
+    }
+
+    /// The TLS files of [`Topology::enable_nats_tls`], if it was called.
+    pub fn nats_tls(&self) -> Option<NatsTls> {
+        let dir = self.dir.join("nats-tls");
+        let t = NatsTls {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        t.cert.exists().then_some(t)
+    }
+
+    /// The engine options of `bootcache-agent` (the agent and its
+    /// commands) for [`Topology::start_nats`]'s server: `--nats URL`,
+    /// `--bucket`, the user and password, the CA if TLS.
+    pub fn agent_nats_args(&self) -> Result<Vec<String>> {
+        let a = self.nats_auth()?;
+        let mut v = vec![
+            "--nats".to_string(),
+            self.nats_url(),
+            "--bucket".into(),
+            FLEET_BUCKET.into(),
+            "--nats-user".into(),
+            a.user,
+            "--nats-password-file".into(),
+            a.password_file.display().to_string(),
+        ];
+        if let Some(t) = self.nats_tls() {
+            v.extend(["--nats-tls-ca".into(), t.ca.display().to_string()]);
+        }
+        Ok(v)
     }
 
     /// Starts the agent publishing to [`Topology::start_nats`]'s server.
     pub fn start_fleet_agent(&mut self) -> Result<()> {
-        let url = self.nats_url();
-        self.start_agent_with(&["--nats", &url, "--bucket", FLEET_BUCKET])
+        self.start_fleet_agent_with(&[])
     }
 
     /// bootcache's configuration with the agent (`agent_extra` in its
@@ -106,8 +240,9 @@ impl Topology {
         let p = self.write_bootcache_config(agent_extra)?;
         let mut text = std::fs::read_to_string(&p)?;
         text += &format!(
-            "\n[fleet]\nservers = [\"{}\"]\nbucket = \"{FLEET_BUCKET}\"\n{fleet_extra}\n",
-            self.nats_url()
+            "\n[fleet]\nservers = [\"{}\"]\nbucket = \"{FLEET_BUCKET}\"\n{}{fleet_extra}\n",
+            self.nats_url(),
+            self.bridge_nats_toml()?
         );
         std::fs::write(&p, text)?;
         Ok(p)
@@ -120,7 +255,7 @@ impl Topology {
         let bin = self.agent_bin()?;
         let mut cmd = self.server_cmd(bin.to_str().unwrap_or("bootcache-agent"));
         cmd.arg(command)
-            .args(["--nats", &self.nats_url(), "--bucket", FLEET_BUCKET])
+            .args(self.agent_nats_args()?)
             .arg("--key-file")
             .arg(self.key_file()?)
             .args(args);
@@ -161,6 +296,59 @@ impl Topology {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// The origin's TFTP root served on the server's management address by a
+/// second dnsmasq (TFTP only; [`Topology::start_mgmt_tftp`]): what a
+/// bridge host reads a directed file from when the Object Store lacks it
+/// (`[fleet] tftp_via`), as `bootcache cache prefetch --via`. Stopped by
+/// PID on drop.
+pub struct MgmtTftp {
+    server: NatsServer,
+    root: PathBuf,
+}
+
+impl MgmtTftp {
+    /// Transfers it sent or tried to send, by name under the root.
+    pub fn transfers(&self) -> Vec<String> {
+        dnsmasq_transfers(&self.server.log, &self.root)
+    }
+
+    /// Transfers of `name` so far.
+    pub fn count(&self, name: &str) -> usize {
+        self.transfers().iter().filter(|n| *n == name).count()
+    }
+}
+
+impl Topology {
+    /// Starts [`MgmtTftp`] on `mgmt0` of the server namespace (the
+    /// origin's files, its own log) and waits until it serves.
+    pub fn start_mgmt_tftp(&self) -> Result<MgmtTftp> {
+        let dnsmasq =
+            find_tool("dnsmasq").ok_or_else(|| anyhow!("dnsmasq not found: run scripts/setup"))?;
+        let log = self.dir.join("dnsmasq-mgmt.log");
+        let _ = std::fs::remove_file(&log);
+        let mut cmd = self.server_cmd(&dnsmasq.to_string_lossy());
+        cmd.args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
+            .args(["--no-resolv", "--no-hosts", "--user=root", "--group=root"])
+            .args(["--interface=mgmt0", "--bind-interfaces", "--enable-tftp"])
+            .arg(format!("--tftp-root={}", self.tftp_root.display()))
+            .arg(format!("--log-facility={}", log.display()))
+            .arg("--pid-file=");
+        let child = self.spawn_logged(cmd, &self.dir.join("dnsmasq-mgmt.out"))?;
+        let server = NatsServer {
+            child: Some(child),
+            prefix: self.prefix.clone(),
+            url: format!("tftp://{}", self.mgmt_server),
+            log: log.clone(),
+        };
+        wait_for_text(&log, "TFTP root is", Duration::from_secs(10))
+            .map_err(|e| anyhow!("dnsmasq on mgmt0 did not start: {e}"))?;
+        Ok(MgmtTftp {
+            server,
+            root: self.tftp_root.clone(),
+        })
     }
 }
 
@@ -285,13 +473,17 @@ impl Topology {
     pub fn start_nats_hub(&self) -> Result<NatsServer> {
         let store = self.dir.join("jetstream");
         std::fs::create_dir_all(&store)?;
+        let auth = self.nats_auth()?;
         let conf = format!(
             "server_name: \"hub-{p}\"\nlisten: \"{m}:{NATS_PORT}\"\n\
              jetstream {{\n  store_dir: \"{s}\"\n  domain: {NATS_HUB_DOMAIN}\n}}\n\
-             leafnodes {{\n  listen: \"0.0.0.0:{NATS_LEAF_PORT}\"\n}}\n",
+             leafnodes {{\n  listen: \"0.0.0.0:{NATS_LEAF_PORT}\"\n  \
+             authorization {{ user: \"{NATS_LEAF_USER}\", password: \"{lp}\" }}\n}}\n{a}",
             p = self.prefix,
             m = self.mgmt_server,
             s = store.display(),
+            lp = auth.leaf_password,
+            a = auth.server_conf(),
         );
         self.start_nats_conf(&self.server_ns, "nats-hub", self.nats_url(), &conf, false)
     }
@@ -299,17 +491,23 @@ impl Topology {
     /// A site's NATS leaf node in this topology's server namespace, for
     /// its bridge: clients on `listen:port`, no JetStream of its own (the
     /// JetStream API and the buckets' traffic cross the leaf connection
-    /// to the hub at `hub`).
+    /// to the hub at `hub`). `hub_owner` is the topology whose
+    /// [`Topology::start_nats_hub`] runs the hub: its credentials are the
+    /// fleet's (the leaf's clients, and the leaf's own connection).
     pub fn start_nats_leaf(
         &self,
         listen: Ipv4Addr,
         port: u16,
         hub: Ipv4Addr,
+        hub_owner: &Topology,
     ) -> Result<NatsServer> {
+        let auth = hub_owner.nats_auth()?;
         let conf = format!(
             "server_name: \"leaf-{p}-{port}\"\nlisten: \"{listen}:{port}\"\n\
-             leafnodes {{\n  remotes: [ {{ url: \"nats-leaf://{hub}:{NATS_LEAF_PORT}\" }} ]\n}}\n",
+             leafnodes {{\n  remotes: [ {{ url: \"nats-leaf://{NATS_LEAF_USER}:{lp}@{hub}:{NATS_LEAF_PORT}\" }} ]\n}}\n{a}",
             p = self.prefix,
+            lp = auth.leaf_password,
+            a = auth.server_conf(),
         );
         let name = format!("nats-leaf-{port}");
         let url = format!("nats://{listen}:{port}");
@@ -334,10 +532,11 @@ impl Topology {
              [limits]\nredirect_ring = {REDIRECT_RING}\n\n\
              [fleet]\nservers = [\"{nats}\"]\nbucket = \"{FLEET_BUCKET}\"\n\
              js_domain = \"{NATS_HUB_DOMAIN}\"\n\
-             bridge_id = \"{bridge_id}\"\nsite = \"{site}\"\n",
+             bridge_id = \"{bridge_id}\"\nsite = \"{site}\"\n{auth}",
             self.cache_dir.display(),
             agent.mgmt_server,
-            agent.key_file()?.display()
+            agent.key_file()?.display(),
+            auth = agent.bridge_nats_toml()?,
         );
         std::fs::write(&p, text)?;
         Ok(p)
@@ -346,11 +545,76 @@ impl Topology {
     /// [`Topology::start_fleet_agent`] with more arguments (e.g.
     /// `--policy FILE`).
     pub fn start_fleet_agent_with(&mut self, extra: &[&str]) -> Result<()> {
-        let url = self.nats_url();
-        let mut args = vec!["--nats", &url, "--bucket", FLEET_BUCKET];
-        args.extend_from_slice(extra);
+        let mut args = self.agent_nats_args()?;
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.start_agent_with(&args)
     }
+
+    /// The `[fleet]` lines that authenticate a bridge to this topology's
+    /// NATS servers: its NKEY seed, and the CA if TLS.
+    pub fn bridge_nats_toml(&self) -> Result<String> {
+        let a = self.nats_auth()?;
+        let mut t = format!("nkey_file = \"{}\"\n", a.nkey_file.display());
+        if let Some(tls) = self.nats_tls() {
+            t += &format!("tls_ca = \"{}\"\n", tls.ca.display());
+        }
+        Ok(t)
+    }
+}
+
+/// The user the agent and its commands connect as.
+pub const NATS_USER: &str = "bootcache-agent";
+/// The user leaf nodes connect to the hub as.
+pub const NATS_LEAF_USER: &str = "leaf";
+
+/// A topology's NATS credentials ([`Topology::nats_auth`]), as deployed:
+/// the agent and operators' commands by user and password, bridges by an
+/// NKEY (the servers keep only its public key), leaf nodes to the hub by
+/// a user and password of their own.
+#[derive(Debug, Clone)]
+pub struct NatsAuth {
+    /// The agent's user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// The file holding it.
+    pub password_file: PathBuf,
+    /// The bridges' NKEY seed file.
+    pub nkey_file: PathBuf,
+    /// Its public key (`U…`), in the servers' configuration.
+    pub nkey_public: String,
+    /// The leaf nodes' password at the hub.
+    pub leaf_password: String,
+}
+
+impl NatsAuth {
+    /// The servers' `authorization` block (nats-server 2.9 syntax).
+    pub fn server_conf(&self) -> String {
+        format!(
+            "authorization {{\n  users = [\n    {{ user: \"{}\", password: \"{}\" }}\n    {{ nkey: \"{}\" }}\n  ]\n}}\n",
+            self.user, self.password, self.nkey_public
+        )
+    }
+}
+
+/// The TLS files of [`Topology::enable_nats_tls`].
+#[derive(Debug, Clone)]
+pub struct NatsTls {
+    /// The CA's certificate (what clients trust: `tls_ca`).
+    pub ca: PathBuf,
+    /// The server's certificate (for the management address).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+}
+
+/// 32 random bytes, hex.
+fn random_hex() -> Result<String> {
+    let mut buf = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The two-site fleet of issue 14 item 7, running: site A (the origin,
@@ -398,8 +662,8 @@ impl TwoSites {
         let hub = a.start_nats_hub()?;
         // Site A's leaf beside the hub (its own address and port), site
         // B's in site B's server namespace, reaching the hub over the LAN.
-        let leaf_a = a.start_nats_leaf(a.mgmt_server, NATS_PORT + 1, Ipv4Addr::LOCALHOST)?;
-        let leaf_b = b.start_nats_leaf(b.mgmt_server, NATS_PORT, SERVER_IP)?;
+        let leaf_a = a.start_nats_leaf(a.mgmt_server, NATS_PORT + 1, Ipv4Addr::LOCALHOST, &a)?;
+        let leaf_b = b.start_nats_leaf(b.mgmt_server, NATS_PORT, SERVER_IP, &a)?;
         for (name, content) in files {
             a.put_file(name, content)?;
         }
@@ -420,6 +684,24 @@ impl TwoSites {
             b,
             policy,
         })
+    }
+
+    /// Stops the hub (the engine, for every bridge: the leaves stay up
+    /// with nothing behind them).
+    pub fn stop_hub(&mut self) {
+        if let Some(hub) = self._servers.last_mut() {
+            hub.stop();
+        }
+    }
+
+    /// Starts the hub again after [`TwoSites::stop_hub`] (its storage
+    /// kept; the leaves reconnect to it).
+    pub fn restart_hub(&mut self) -> Result<()> {
+        let hub = self.a.start_nats_hub()?;
+        if let Some(h) = self._servers.last_mut() {
+            *h = hub;
+        }
+        Ok(())
     }
 
     /// Replaces the agent's policy file at once (the agent never reads
