@@ -6,14 +6,17 @@
 //! firmware `--firmware` names (default: SeaBIOS and Debian's iPXE ROM; or
 //! OVMF's UEFI PXE, pxelinux, GRUB) on a tap, curl and tftp-hpa. bootcache bridges the two
 //! on `net_af_packet` ports. Everything is removed at the end, also on
-//! Ctrl-C; `--keep` leaves it running for exploration.
+//! Ctrl-C; `--keep` leaves it running for exploration. Besides the text
+//! report it draws the run ([`demo::picture`]): bytes per second from the
+//! origin and from the cache, sampled from bootcache's `--stats-json`.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootcache_bench::netns::{self, Firmware, Topology, SERVER_IP};
+use bootcache_testbed::demo::{self, Phase, Timeline};
+use bootcache_testbed::netns::{self, Firmware, Topology, SERVER_IP};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -41,18 +44,15 @@ struct Args {
     /// PXE → iPXE snponly.efi), pxelinux or grub (chained from the iPXE ROM).
     #[arg(long, default_value = "ipxe", value_parser = Firmware::from_name)]
     firmware: Firmware,
+    /// Directory for the picture of the run, `pxe-demo.svg` and `.png`
+    /// (default: `demo/` beside this binary, e.g. target/release/demo).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    netns::cleanup_on_signals();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    demo::main(|| run(&args))
 }
 
 /// With `--keep`, a failure leaves everything up for a look (Ctrl-C ends it).
@@ -76,6 +76,8 @@ struct FileRow {
 
 struct BootReport {
     elapsed: Duration,
+    /// When it ran, on the statistics' clock.
+    phase: Phase,
     marker: String,
     from_origin: Vec<String>,
     /// The TFTP requests and answers on the client's wire.
@@ -89,7 +91,13 @@ fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
         t.firmware().describe()
     );
     let cap = t.capture_tftp(tag)?;
+    let from_ms = demo::unix_ms();
     let b = t.boot_pxe(tag, timeout);
+    let phase = Phase {
+        label: format!("boot {tag} ({})", if tag == "1" { "cold" } else { "warm" }),
+        from_ms,
+        to_ms: demo::unix_ms(),
+    };
     let wire = t.tftp_captured(cap)?;
     let b = b?;
     let Some(marker) = b.marker else {
@@ -108,6 +116,7 @@ fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
     );
     Ok(BootReport {
         elapsed: b.elapsed,
+        phase,
         marker,
         from_origin,
         wire,
@@ -172,21 +181,32 @@ fn run(args: &Args) -> Result<()> {
     .context("the first boot's files were not all cached")?;
     let second = keep_on_failure(args, boot(&t, "2", timeout))?;
 
+    let mut phases = vec![first.phase.clone(), second.phase.clone()];
     let mut plain = Vec::new();
     if args.big_mib > 0 {
         let name = "images/big.img";
         let want = netns::sha256_file(&t.tftp_root.join(name))?;
-        for (label, how) in [
-            ("curl --tftp-blksize 1428, cold", "curl"),
-            ("curl --tftp-blksize 1428, warm", "curl"),
-            ("tftp (tftp-hpa, 512-byte blocks), warm", "tftp"),
+        for (label, how, short) in [
+            ("curl --tftp-blksize 1428, cold", "curl", "curl, cold"),
+            ("curl --tftp-blksize 1428, warm", "curl", "curl, warm"),
+            (
+                "tftp (tftp-hpa, 512-byte blocks), warm",
+                "tftp",
+                "tftp, warm",
+            ),
         ] {
             let out = t.dir.join("fetched.img");
             let before = t.origin_count(name);
+            let from_ms = demo::unix_ms();
             let d = match how {
                 "curl" => t.curl_get(name, Some(1428), &out)?,
                 _ => t.tftp_hpa_get(name, &out)?,
             };
+            phases.push(Phase {
+                label: short.into(),
+                from_ms,
+                to_ms: demo::unix_ms(),
+            });
             let same = netns::sha256_file(&out)? == want;
             let _ = std::fs::remove_file(&out);
             let by = if t.origin_count(name) > before {
@@ -309,6 +329,7 @@ fn run(args: &Args) -> Result<()> {
     {
         println!("bootcache {line}");
     }
+    draw(args, &t, &phases)?;
     println!();
     let cfg = t.dir.join("bootcache.toml");
     let bc = std::env::current_exe()?
@@ -365,5 +386,43 @@ fn run(args: &Args) -> Result<()> {
     }
     drop(t);
     println!("demo: cleaned up (namespaces, links, processes)");
+    Ok(())
+}
+
+/// The picture of the run, from bootcache's statistics objects; prints
+/// where it is.
+fn draw(args: &Args, t: &Topology, phases: &[Phase]) -> Result<()> {
+    // The sample that closes the last phase (one a second).
+    let end = phases.iter().map(|p| p.to_ms).max().unwrap_or(0);
+    let out = t.bootcache_log_dir().join("bootcache.out");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut timeline = Timeline::read(&out)?;
+    while !timeline.covers(end) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        timeline = Timeline::read(&out)?;
+    }
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the demo binary has no directory")?
+            .join("demo"),
+    };
+    let note = format!(
+        "{} samples of bootcache --stats-json, one a second: origin = bytes the server-side port received, cache = file bytes served from the cache; firmware {}",
+        timeline.len(),
+        args.firmware.name()
+    );
+    let files = demo::picture(
+        "A real PXE boot through bootcache, twice: bytes per second by source",
+        &note,
+        &[("bootcache", &timeline)],
+        phases,
+        &dir,
+        "pxe-demo",
+    )
+    .context("drawing the picture of the run")?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!("demo: picture of both boots: {}", names.join(" and "));
     Ok(())
 }
