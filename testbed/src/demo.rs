@@ -52,7 +52,10 @@ struct Sample {
     /// Bytes the driver received on the server-side port: what the origin
     /// sent across the bridge (wire bytes, DHCP included).
     origin: u64,
-    /// File bytes delivered from the cache (acknowledged by clients).
+    /// Bytes the client-side port sent beyond what the server-side port
+    /// received: the frames serving built from the cache (wire bytes, as
+    /// `origin`; the serving counters count file bytes only as a
+    /// session ends, too late for a rate).
     cache: u64,
 }
 
@@ -64,7 +67,9 @@ impl Sample {
         Some(Sample {
             unix_ms: top.get("unix_ms")?.as_u64()?,
             origin: r.get("server", "rx_bytes")?,
-            cache: r.get("serve", "served_bytes").unwrap_or(0),
+            cache: r
+                .get("client", "tx_bytes")?
+                .saturating_sub(r.get("server", "rx_bytes")?),
         })
     }
 }
@@ -80,7 +85,7 @@ pub struct Timeline {
 
 impl Timeline {
     /// The statistics objects of a bridge's stdout (`bootcache.out`);
-    /// objects without the server port's driver bytes are left out.
+    /// objects without the ports' driver bytes are left out.
     pub fn parse(stdout: &str) -> Timeline {
         Timeline {
             samples: stdout.lines().filter_map(Sample::parse).collect(),
@@ -136,20 +141,22 @@ impl Timeline {
     }
 
     /// Bytes per second (origin, cache) over each interval between samples,
-    /// at the interval's end, in seconds since `t0_ms`. A counter that went
-    /// back (a restarted bridge) counts from zero.
+    /// at the interval's end, in seconds since `t0_ms`. Counters that went
+    /// back (a restarted bridge: the origin's bytes fell) count from zero.
+    /// The cache's is a difference of two ports read one after the other,
+    /// so it may fall a little while frames flow: that counts as nothing.
     fn rates(&self, t0_ms: u64) -> (Points, Points) {
         let (mut origin, mut cache) = (Vec::new(), Vec::new());
         for w in self.samples.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            let dt = b.unix_ms.saturating_sub(a.unix_ms) as f64 / 1e3;
+            let (b, restarted) = (w[1], w[1].origin < w[0].origin);
+            let a = if restarted { Sample::default() } else { w[0] };
+            let dt = b.unix_ms.saturating_sub(w[0].unix_ms) as f64 / 1e3;
             if dt <= 0.0 {
                 continue;
             }
-            let d = |x: u64, y: u64| if y >= x { y - x } else { y } as f64 / dt;
             let t = (b.unix_ms as f64 - t0_ms as f64) / 1e3;
-            origin.push((t, d(a.origin, b.origin)));
-            cache.push((t, d(a.cache, b.cache)));
+            origin.push((t, (b.origin - a.origin) as f64 / dt));
+            cache.push((t, b.cache.saturating_sub(a.cache) as f64 / dt));
         }
         (origin, cache)
     }
@@ -236,6 +243,42 @@ pub fn picture(
     plot::write(&c, dir, name)
 }
 
+/// A run kept for later: its phases and its samples, cut to what the
+/// picture reads, as JSON lines (the statistics objects still read as
+/// such). The demo writes one beside its picture; `docs/` keeps one.
+pub fn recording(timeline: &Timeline, phases: &[Phase]) -> String {
+    let mut out = String::new();
+    for p in phases {
+        let v = serde_json::json!({"phase": p.label, "from_ms": p.from_ms, "to_ms": p.to_ms});
+        out.push_str(&format!("{v}\n"));
+    }
+    for s in &timeline.samples {
+        let v = serde_json::json!({
+            "unix_ms": s.unix_ms,
+            "client": {"tx_bytes": s.origin + s.cache},
+            "server": {"rx_bytes": s.origin},
+        });
+        out.push_str(&format!("{v}\n"));
+    }
+    out
+}
+
+/// A [`recording`] read back.
+pub fn read_recording(text: &str) -> (Timeline, Vec<Phase>) {
+    let phases = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some(Phase {
+                label: v.get("phase")?.as_str()?.to_string(),
+                from_ms: v.get("from_ms")?.as_u64()?,
+                to_ms: v.get("to_ms")?.as_u64()?,
+            })
+        })
+        .collect();
+    (Timeline::parse(text), phases)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,8 +296,9 @@ mod tests {
                 _ => origin += 500,
             }
             out.push_str(&format!(
-                "{{\"unix_ms\":{},\"server\":{{\"rx\":9,\"rx_bytes\":{origin}}},\"serve\":{{\"hits\":0,\"served_bytes\":{cache}}},\"files\":{{\"in_store\":3}}}}\n",
-                1_000_000 + i * 1000
+                "{{\"unix_ms\":{},\"client\":{{\"tx\":9,\"tx_bytes\":{}}},\"server\":{{\"rx\":9,\"rx_bytes\":{origin}}},\"files\":{{\"in_store\":3}}}}\n",
+                1_000_000 + i * 1000,
+                origin + cache
             ));
         }
         out
@@ -292,9 +336,19 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_falling_a_little_is_not_a_restart() {
+        // Client port read before the server port while frames flow.
+        let text = "{\"unix_ms\":1000,\"client\":{\"tx_bytes\":9000},\"server\":{\"rx_bytes\":1000}}\n\
+                    {\"unix_ms\":2000,\"client\":{\"tx_bytes\":9500},\"server\":{\"rx_bytes\":2000}}\n";
+        let (origin, cache) = Timeline::parse(text).rates(0);
+        assert_eq!(origin, [(2.0, 1000.0)]);
+        assert_eq!(cache, [(2.0, 0.0)]);
+    }
+
+    #[test]
     fn a_restarted_bridge_counts_from_zero() {
-        let text = "{\"unix_ms\":1000,\"server\":{\"rx_bytes\":900}}\n\
-                    {\"unix_ms\":2000,\"server\":{\"rx_bytes\":100}}\n";
+        let text = "{\"unix_ms\":1000,\"client\":{\"tx_bytes\":900},\"server\":{\"rx_bytes\":900}}\n\
+                    {\"unix_ms\":2000,\"client\":{\"tx_bytes\":100},\"server\":{\"rx_bytes\":100}}\n";
         let (origin, _) = Timeline::parse(text).rates(0);
         assert_eq!(origin, [(2.0, 100.0)]);
     }
@@ -323,8 +377,41 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_reads_back() {
+        let (t, p) = (Timeline::parse(&recorded()), phases());
+        assert_eq!(read_recording(&recording(&t, &p)), (t, p));
+    }
+
+    /// The picture of a real run (`docs/pxe-demo.jsonl`, recorded by
+    /// `scripts/demo`): boot 1's files came from the origin, boot 2's from
+    /// the cache, the warm reads from the cache.
+    #[test]
+    fn the_recorded_demo_run_draws_its_boots() {
+        let (t, p) = read_recording(include_str!("../../docs/pxe-demo.jsonl"));
+        assert!(
+            t.len() > 20 && p.len() >= 2,
+            "{} samples, {} phases",
+            t.len(),
+            p.len()
+        );
+        let (cold, warm) = (t.bytes_in(&p[0]), t.bytes_in(&p[1]));
+        // vmlinuz and initrd.gz: 15.3 MB of files, more on the wire.
+        assert!(cold.0 > 15_000_000 && cold.1 < 100_000, "boot 1 {cold:?}");
+        assert!(warm.1 > 15_000_000 && warm.0 < 100_000, "boot 2 {warm:?}");
+        let dir =
+            std::env::temp_dir().join(format!("testbed-demo-recorded-{}", std::process::id()));
+        let files = picture("boots", "", &[("bridge", &t)], &p, &dir, "r").unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(svg.contains(&format!("origin {}", mb(cold.0))));
+        assert!(svg.contains(&format!("cache {}", mb(warm.1))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn too_few_samples_are_an_error() {
-        let t = Timeline::parse("{\"unix_ms\":1,\"server\":{\"rx_bytes\":1}}\n");
+        let t = Timeline::parse(
+            "{\"unix_ms\":1,\"client\":{\"tx_bytes\":1},\"server\":{\"rx_bytes\":1}}\n",
+        );
         let dir = std::env::temp_dir();
         let e = picture("t", "", &[("b", &t)], &phases(), &dir, "never").unwrap_err();
         assert!(e.to_string().contains("too few"), "{e}");

@@ -130,19 +130,28 @@ macro_rules! draw_with {
             .draw()
             .map_err(|e| anyhow!("{e:?}"))?;
         let bottom = if c.y_log { $ytop / 1e9 } else { 0.0 };
-        for (i, b) in c.bands.iter().enumerate() {
+        // Labels of neighbouring bands in two rows: a narrow band's label
+        // may reach over the next band.
+        let row = 16
+            * c.bands
+                .iter()
+                .map(|b| b.label.lines().count())
+                .max()
+                .unwrap_or(0) as i32
+            + 6;
+        ctx.draw_series(c.bands.iter().enumerate().map(|(i, b)| {
             let fill = BAND_COLORS[i % BAND_COLORS.len()].filled();
-            ctx.draw_series(std::iter::once(Rectangle::new(
-                [(b.from, bottom), (b.to, $ytop)],
-                fill,
-            )))
-            .map_err(|e| anyhow!("{e:?}"))?;
-            // One text a line of the label, 16 pixels apart, from the top.
+            Rectangle::new([(b.from, bottom), (b.to, $ytop)], fill)
+        }))
+        .map_err(|e| anyhow!("{e:?}"))?;
+        // Over every band: one text a line of the label, 16 pixels apart.
+        for (i, b) in c.bands.iter().enumerate() {
+            let top = 4 + row * (i % 2) as i32;
             ctx.draw_series(b.label.lines().enumerate().map(|(k, line)| {
                 EmptyElement::at((b.from, $ytop))
                     + Text::new(
                         line.to_string(),
-                        (4, 4 + 16 * k as i32),
+                        (4, top + 16 * k as i32),
                         ("sans-serif", 13).into_font(),
                     )
             }))
@@ -197,11 +206,17 @@ where
         .flat_map(|(_, p)| p.iter().map(|q| q.0))
         .chain(bands);
     let ys = c.series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
-    let (x0, x1) = range(xs, c.x_log);
+    let (x0, mut x1) = range(xs, c.x_log);
     let (y0, mut y1) = range(ys, c.y_log);
     if !c.bands.is_empty() {
-        // Room above the series for the bands' labels and the legend.
-        y1 *= if c.y_log { 10.0 } else { 1.6 };
+        // Room above the series for two rows of the bands' labels, and
+        // right of them for the legend.
+        y1 *= if c.y_log { 100.0 } else { 2.0 };
+        x1 = if c.x_log {
+            x1 * 3.0
+        } else {
+            x1 + (x1 - x0) * 0.25
+        };
     }
     match (c.x_log, c.y_log) {
         (false, false) => draw_with!(&area, c, x0..x1, y0..y1, y1),

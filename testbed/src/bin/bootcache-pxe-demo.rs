@@ -409,7 +409,7 @@ fn draw(args: &Args, t: &Topology, phases: &[Phase]) -> Result<()> {
             .join("demo"),
     };
     let note = format!(
-        "{} samples of bootcache --stats-json, one a second: origin = bytes the server-side port received, cache = file bytes served from the cache; firmware {}",
+        "{} samples of --stats-json, 1 s apart. Origin: bytes the server-side port received; cache: what the client side sent beyond them. Firmware {}",
         timeline.len(),
         args.firmware.name()
     );
@@ -422,7 +422,14 @@ fn draw(args: &Args, t: &Topology, phases: &[Phase]) -> Result<()> {
         "pxe-demo",
     )
     .context("drawing the picture of the run")?;
+    let samples = dir.join("pxe-demo.jsonl");
+    std::fs::write(&samples, demo::recording(&timeline, phases))
+        .with_context(|| format!("writing {}", samples.display()))?;
     let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-    println!("demo: picture of both boots: {}", names.join(" and "));
+    println!(
+        "demo: picture of both boots: {} (its samples: {})",
+        names.join(" and "),
+        samples.display()
+    );
     Ok(())
 }
