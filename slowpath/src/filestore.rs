@@ -605,14 +605,14 @@ impl Filestore {
                     report.loaded += 1;
                 }
                 Ok(_) => {
-                    warn!(
+                    bootcache_metrics::warn_limited!(
                         "cache: {:?} from {}: size differs, dropped",
                         entry.name, entry.server
                     );
                     report.size_mismatch += 1;
                 }
                 Err(_) => {
-                    warn!(
+                    bootcache_metrics::warn_limited!(
                         "cache: {:?} from {}: file missing, dropped",
                         entry.name, entry.server
                     );
@@ -1215,7 +1215,7 @@ impl Filestore {
             self.verified.insert(key);
             return Ok(true);
         }
-        warn!(
+        bootcache_metrics::warn_limited!(
             "cache: {:?} from {} no longer hashes to its index entry: removed",
             e.name, e.server
         );
