@@ -607,14 +607,16 @@ impl Filestore {
                 Ok(_) => {
                     bootcache_metrics::warn_limited!(
                         "cache: {:?} from {}: size differs, dropped",
-                        entry.name, entry.server
+                        entry.name,
+                        entry.server
                     );
                     report.size_mismatch += 1;
                 }
                 Err(_) => {
                     bootcache_metrics::warn_limited!(
                         "cache: {:?} from {}: file missing, dropped",
-                        entry.name, entry.server
+                        entry.name,
+                        entry.server
                     );
                     report.missing += 1;
                 }
@@ -1217,7 +1219,8 @@ impl Filestore {
         }
         bootcache_metrics::warn_limited!(
             "cache: {:?} from {} no longer hashes to its index entry: removed",
-            e.name, e.server
+            e.name,
+            e.server
         );
         let _ = fs::remove_file(&path);
         self.index.remove(&key);
