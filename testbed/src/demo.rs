@@ -110,6 +110,21 @@ impl Timeline {
         self.samples.last().is_some_and(|s| s.unix_ms >= unix_ms)
     }
 
+    /// [`Timeline::read`] once it [`covers`](Timeline::covers) `unix_ms`
+    /// (a statistics object a second: within a few), or as it is after
+    /// `timeout`. A demo waits so before its next phase: then no interval
+    /// between samples holds two phases, and each phase's bytes are its own.
+    pub fn read_past(path: &Path, unix_ms: u64, timeout: std::time::Duration) -> Result<Timeline> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let t = Timeline::read(path)?;
+            if t.covers(unix_ms) || std::time::Instant::now() >= deadline {
+                return Ok(t);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Whether nothing was sampled.
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
@@ -117,7 +132,8 @@ impl Timeline {
 
     /// Bytes (origin, cache) counted from the last sample at or before a
     /// phase's start to the first at or after its end (or the last one):
-    /// all of the phase, and at most an interval either side.
+    /// all of the phase, and at most an interval either side (another
+    /// phase's too if it shares that interval: see [`Timeline::read_past`]).
     pub fn bytes_in(&self, p: &Phase) -> (u64, u64) {
         let first = self.samples.first().copied().unwrap_or_default();
         let a = self

@@ -160,6 +160,7 @@ fn run(args: &Args) -> Result<()> {
 
     let timeout = Duration::from_secs(args.boot_timeout);
     let first = keep_on_failure(args, boot(&t, "1", timeout))?;
+    settle(&t, first.phase.to_ms)?;
     // Every file the first boot loaded (GRUB: its modules too), once.
     let mut names: Vec<String> = Vec::new();
     for n in args
@@ -180,6 +181,7 @@ fn run(args: &Args) -> Result<()> {
     )
     .context("the first boot's files were not all cached")?;
     let second = keep_on_failure(args, boot(&t, "2", timeout))?;
+    settle(&t, second.phase.to_ms)?;
 
     let mut phases = vec![first.phase.clone(), second.phase.clone()];
     let mut plain = Vec::new();
@@ -202,11 +204,13 @@ fn run(args: &Args) -> Result<()> {
                 "curl" => t.curl_get(name, Some(1428), &out)?,
                 _ => t.tftp_hpa_get(name, &out)?,
             };
+            let to_ms = demo::unix_ms();
             phases.push(Phase {
                 label: short.into(),
                 from_ms,
-                to_ms: demo::unix_ms(),
+                to_ms,
             });
+            settle(&t, to_ms)?;
             let same = netns::sha256_file(&out)? == want;
             let _ = std::fs::remove_file(&out);
             let by = if t.origin_count(name) > before {
@@ -389,18 +393,18 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// bootcache's statistics once one was printed after `to_ms` (a phase's
+/// end), so that the next phase's bytes are counted apart.
+fn settle(t: &Topology, to_ms: u64) -> Result<Timeline> {
+    let out = t.bootcache_log_dir().join("bootcache.out");
+    Timeline::read_past(&out, to_ms, Duration::from_secs(5))
+}
+
 /// The picture of the run, from bootcache's statistics objects; prints
 /// where it is.
 fn draw(args: &Args, t: &Topology, phases: &[Phase]) -> Result<()> {
-    // The sample that closes the last phase (one a second).
     let end = phases.iter().map(|p| p.to_ms).max().unwrap_or(0);
-    let out = t.bootcache_log_dir().join("bootcache.out");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut timeline = Timeline::read(&out)?;
-    while !timeline.covers(end) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        timeline = Timeline::read(&out)?;
-    }
+    let timeline = settle(t, end)?;
     let dir = match &args.out {
         Some(d) => d.clone(),
         None => std::env::current_exe()?
