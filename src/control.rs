@@ -426,6 +426,19 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_left_by_a_killed_bridge_is_replaced() {
+        let dir = TempDir::new("stale");
+        // A bridge killed with SIGKILL leaves its socket file: nothing listens.
+        drop(UnixListener::bind(dir.path().join(SOCKET)).unwrap());
+        assert!(UnixStream::connect(dir.path().join(SOCKET)).is_err());
+        let mut logic =
+            CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
+        let control = Control::start(dir.path()).unwrap();
+        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"ls\"}\n");
+        assert!(r.ok, "{r:?}");
+    }
+
+    #[test]
     fn an_unusable_cache_is_said_in_the_answer() {
         let dir = TempDir::new("unusable");
         let mut logic =

@@ -357,6 +357,8 @@ impl Worker {
             }
             if now >= next_save {
                 self.save_image_map(now);
+                // Suppressed warnings' counts that no later line carried.
+                bootcache_metrics::ratelimit::flush();
                 next_save = now + SAVE_PERIOD;
             }
             self.check_cache(now);

@@ -1,10 +1,9 @@
-//! bootcache's traffic harness and benchmarks.
+//! bootcache's benchmarks: the packet generator, the scenarios (forward,
+//! fill, storm, serve) and their plots.
 //!
-//! The harness plays the wire on both sides of a running `bootcache`: it owns
-//! two `net_vhost` ports whose vhost-user sockets bootcache opens as
-//! `net_virtio_user` ports, injects frames on one side and checks what
-//! arrives on the other. Integration tests (`tests/`), the demo and the
-//! benchmarks are built on it.
+//! They run on the test bed (crate `bootcache-testbed`: the vhost-user
+//! harness, the network namespaces, process helpers), which also serves
+//! `tests/` and the demos.
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

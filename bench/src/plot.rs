@@ -1,6 +1,5 @@
-//! Plots of the scenarios' CSV results (plotters), as SVG and PNG; the text
-//! is laid out with ab_glyph from a TrueType font read at run time
-//! (Debian's fonts-dejavu-core), so no fontconfig or freetype is needed.
+//! Plots of the scenarios' CSV results, drawn by the test bed's charts
+//! ([`bootcache_testbed::plot`]) as SVG and PNG:
 //!
 //! - `forward-mpps.{png,svg}`: Mpps by frame size, bootcache and testpmd;
 //! - `forward-latency-cdf.{png,svg}`: latency CDF at the zero-loss rate, 64 B;
@@ -9,182 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
-use plotters::coord::Shift;
-use plotters::prelude::*;
+use anyhow::{Context, Result};
 
-/// Fonts tried for the PNG's text, in order.
-const FONTS: [&str; 2] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-];
-
-/// One line chart.
-#[derive(Debug, Clone)]
-pub struct Chart {
-    /// Title.
-    pub title: String,
-    /// X axis label.
-    pub x_label: String,
-    /// Y axis label.
-    pub y_label: String,
-    /// Logarithmic X axis.
-    pub x_log: bool,
-    /// Logarithmic Y axis.
-    pub y_log: bool,
-    /// Named series of (x, y) points.
-    pub series: Vec<(String, Vec<(f64, f64)>)>,
-    /// A caption line under the title (the machine, the command).
-    pub note: String,
-}
-
-/// Registers a font for the plots' text, once; false when none is found.
-fn font_ready() -> bool {
-    static READY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *READY.get_or_init(|| {
-        for f in FONTS {
-            if let Ok(bytes) = std::fs::read(f) {
-                // plotters keeps fonts for the process's life and wants
-                // 'static bytes: one font, leaked once.
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-}
-
-fn range(points: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for v in points.filter(|v| v.is_finite() && (!log || *v > 0.0)) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if !lo.is_finite() {
-        return (if log { 1.0 } else { 0.0 }, 1.0);
-    }
-    if log {
-        (lo / 1.5, hi * 1.5)
-    } else {
-        let pad = ((hi - lo) * 0.05).max(hi.abs() * 0.05).max(1e-9);
-        (if lo >= 0.0 { 0.0 } else { lo - pad }, hi + pad)
-    }
-}
-
-/// An axis label: 3 significant digits, k/M/G above a thousand.
-pub fn short(v: f64) -> String {
-    let (x, unit) = match v.abs() {
-        a if a >= 1e9 => (v / 1e9, "G"),
-        a if a >= 1e6 => (v / 1e6, "M"),
-        a if a >= 1e4 => (v / 1e3, "k"),
-        _ => (v, ""),
-    };
-    let digits = if x.abs() >= 100.0 || x == x.trunc() {
-        0
-    } else if x.abs() >= 10.0 {
-        1
-    } else {
-        2
-    };
-    format!("{x:.digits$}{unit}")
-}
-
-const COLORS: [RGBColor; 4] = [
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0x94, 0x67, 0xbd),
-];
-
-macro_rules! draw_with {
-    ($root:expr, $chart:expr, $xr:expr, $yr:expr) => {{
-        let c = $chart;
-        let mut ctx = ChartBuilder::on($root)
-            .caption(&c.title, ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(45)
-            .y_label_area_size(70)
-            .build_cartesian_2d($xr, $yr)
-            .map_err(|e| anyhow!("{e:?}"))?;
-        ctx.configure_mesh()
-            .x_label_formatter(&|v: &f64| short(*v))
-            .y_label_formatter(&|v: &f64| short(*v))
-            .x_desc(&c.x_label)
-            .y_desc(&c.y_label)
-            .label_style(("sans-serif", 14))
-            .draw()
-            .map_err(|e| anyhow!("{e:?}"))?;
-        for (i, (name, pts)) in c.series.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = pts
-                .iter()
-                .copied()
-                .filter(|(x, y)| (!c.x_log || *x > 0.0) && (!c.y_log || *y > 0.0))
-                .collect();
-            ctx.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| anyhow!("{e:?}"))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            ctx.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| anyhow!("{e:?}"))?;
-        }
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(|e| anyhow!("{e:?}"))?;
-    }};
-}
-
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<()>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
-    let (area, foot) = root.split_vertically(root.dim_in_pixel().1 - 24);
-    foot.draw(&Text::new(
-        c.note.clone(),
-        (10, 4),
-        ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
-    ))
-    .map_err(|e| anyhow!("{e:?}"))?;
-    let xs = c.series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
-    let ys = c.series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
-    let (x0, x1) = range(xs, c.x_log);
-    let (y0, y1) = range(ys, c.y_log);
-    match (c.x_log, c.y_log) {
-        (false, false) => draw_with!(&area, c, x0..x1, y0..y1),
-        (true, false) => draw_with!(&area, c, (x0..x1).log_scale(), y0..y1),
-        (false, true) => draw_with!(&area, c, x0..x1, (y0..y1).log_scale()),
-        (true, true) => draw_with!(&area, c, (x0..x1).log_scale(), (y0..y1).log_scale()),
-    }
-    root.present().map_err(|e| anyhow!("{e:?}"))?;
-    Ok(())
-}
-
-/// Writes `<dir>/<name>.svg` and `<dir>/<name>.png`; returns the files.
-pub fn write(c: &Chart, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
-    anyhow::ensure!(
-        font_ready(),
-        "no TrueType font for the plots' text ({}): apt-get install fonts-dejavu-core",
-        FONTS[0]
-    );
-    std::fs::create_dir_all(dir)?;
-    let size = (900, 560);
-    let svg = dir.join(format!("{name}.svg"));
-    draw(SVGBackend::new(&svg, size).into_drawing_area(), c)
-        .with_context(|| format!("drawing {}", svg.display()))?;
-    let png = dir.join(format!("{name}.png"));
-    draw(BitMapBackend::new(&png, size).into_drawing_area(), c)
-        .with_context(|| format!("drawing {}", png.display()))?;
-    Ok(vec![svg, png])
-}
+pub use bootcache_testbed::plot::{short, write, Chart};
 
 /// A CSV file written by [`crate::results::Table`], read back.
 pub fn read_csv(path: &Path) -> Result<crate::results::Table> {
@@ -256,6 +82,7 @@ pub fn all(dir: &Path, note: &str) -> Result<Vec<PathBuf>> {
             y_log: false,
             series,
             note: note.into(),
+            bands: Vec::new(),
         };
         out.extend(write(&c, dir, "forward-mpps")?);
     }
@@ -286,6 +113,7 @@ pub fn all(dir: &Path, note: &str) -> Result<Vec<PathBuf>> {
             y_log: false,
             series,
             note: note.into(),
+            bands: Vec::new(),
         };
         out.extend(write(&c, dir, "forward-latency-cdf")?);
     }
@@ -317,6 +145,7 @@ pub fn all(dir: &Path, note: &str) -> Result<Vec<PathBuf>> {
                 ("dpdk-testpmd io".into(), pts("testpmd_origin_bytes")?),
             ],
             note: note.into(),
+            bands: Vec::new(),
         };
         out.extend(write(&c, dir, "storm-origin")?);
         let c = Chart {
@@ -332,6 +161,7 @@ pub fn all(dir: &Path, note: &str) -> Result<Vec<PathBuf>> {
                 ("one cold client (bootcache)".into(), pts("cold_ms")?),
             ],
             note: note.into(),
+            bands: Vec::new(),
         };
         out.extend(write(&c, dir, "storm-completion")?);
     }
@@ -349,34 +179,6 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bench-plot-test-{}", std::process::id()));
         t.write(&dir, "t").unwrap();
         assert_eq!(read_csv(&dir.join("t.csv")).unwrap(), t);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn axis_labels_are_short() {
-        assert_eq!(short(1_137_310_502.0), "1.14G");
-        assert_eq!(short(2_500_000.0), "2.50M");
-        assert_eq!(short(64.0), "64");
-        assert_eq!(short(0.25), "0.25");
-        assert_eq!(short(12.5), "12.5");
-        assert_eq!(short(20_000.0), "20k");
-    }
-
-    #[test]
-    fn a_chart_is_drawn_as_svg() {
-        let dir = std::env::temp_dir().join(format!("bench-plot-svg-{}", std::process::id()));
-        let c = Chart {
-            title: "t".into(),
-            x_label: "x".into(),
-            y_label: "y".into(),
-            x_log: true,
-            y_log: true,
-            series: vec![("s".into(), vec![(10.0, 1.0), (100.0, 5.0), (1000.0, 0.0)])],
-            note: "n".into(),
-        };
-        let files = write(&c, &dir, "c").unwrap();
-        let svg = std::fs::read_to_string(&files[0]).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("<circle"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

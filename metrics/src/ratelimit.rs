@@ -2,18 +2,29 @@
 //! or error must not become a flood of log lines (the counters say how many;
 //! the log says that it happens): [`warn_limited!`](crate::warn_limited)
 //! logs at most one line per cause (its call site) per [`PERIOD`], and the
-//! next line it lets through says how many it suppressed meanwhile.
+//! next line it lets through says how many it suppressed meanwhile. A
+//! cause that falls quiet after a storm is not left owing its count:
+//! [`flush`] (the bridge calls it every second) logs the counts no further
+//! line has carried once their period is over.
 //!
-//! Lock-free and allocation-free: one [`Limiter`] (two atomics) per call
+//! Lock-free and allocation-free: one [`Limiter`] (a few atomics) per call
 //! site, a `static` the macro declares, so the table of causes is bounded
-//! by the code, never by the input.
+//! by the code, never by the input; a limiter that suppressed a line is
+//! listed once, in a fixed table of [`LISTED`] slots, for [`flush`].
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// At most one line per cause in this period.
 pub const PERIOD: Duration = Duration::from_secs(10);
+
+/// Call sites [`flush`] can reach (the code has about a dozen; one beyond
+/// this still counts its suppressed lines into its next line).
+pub const LISTED: usize = 64;
+
+/// The limiters that suppressed a line, for [`flush`].
+static LIST: [OnceLock<&'static Limiter>; LISTED] = [const { OnceLock::new() }; LISTED];
 
 /// One cause's state.
 #[derive(Debug)]
@@ -22,6 +33,10 @@ pub struct Limiter {
     next_ns: AtomicU64,
     /// Lines suppressed since the last one logged.
     suppressed: AtomicU64,
+    /// Where the warning is (`file:line`), named by the count [`flush`] logs.
+    site: &'static str,
+    /// Whether it is in [`LIST`] (or found it full).
+    listed: AtomicBool,
 }
 
 impl Default for Limiter {
@@ -33,10 +48,45 @@ impl Default for Limiter {
 impl Limiter {
     /// A limiter that lets its first line through.
     pub const fn new() -> Limiter {
+        Limiter::at("")
+    }
+
+    /// [`Limiter::new`] for the warning at `site` (`file:line`).
+    pub const fn at(site: &'static str) -> Limiter {
         Limiter {
             next_ns: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
+            site,
+            listed: AtomicBool::new(false),
         }
+    }
+
+    /// [`Limiter::admit`], and a limiter that suppresses its first line is
+    /// listed for [`flush`].
+    pub fn admit_listed(&'static self, now_ns: u64, period: Duration) -> Option<u64> {
+        let r = self.admit(now_ns, period);
+        if r.is_none() && !self.listed.swap(true, Relaxed) {
+            // The first free slot; a full table leaves it unlisted.
+            for slot in &LIST {
+                if slot.set(self).is_ok() {
+                    break;
+                }
+            }
+        }
+        r
+    }
+
+    /// The count of lines suppressed since the last line, if its period is
+    /// over and no line has carried it yet (then the period starts again).
+    pub fn owed(&self, now_ns: u64, period: Duration) -> Option<u64> {
+        let next = self.next_ns.load(Relaxed);
+        if now_ns < next || self.suppressed.load(Relaxed) == 0 {
+            return None;
+        }
+        self.next_ns
+            .compare_exchange(next, now_ns.saturating_add(nanos(period)), Relaxed, Relaxed)
+            .ok()?;
+        Some(self.suppressed.swap(0, Relaxed)).filter(|&n| n > 0)
     }
 
     /// Whether a line at `now_ns` (nanoseconds on any monotonic clock) is
@@ -44,11 +94,10 @@ impl Limiter {
     /// logged, or `None` (suppressed, and counted for the next one).
     pub fn admit(&self, now_ns: u64, period: Duration) -> Option<u64> {
         let next = self.next_ns.load(Relaxed);
-        let period = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
         if now_ns >= next
             && self
                 .next_ns
-                .compare_exchange(next, now_ns.saturating_add(period), Relaxed, Relaxed)
+                .compare_exchange(next, now_ns.saturating_add(nanos(period)), Relaxed, Relaxed)
                 .is_ok()
         {
             Some(self.suppressed.swap(0, Relaxed))
@@ -59,6 +108,10 @@ impl Limiter {
     }
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Nanoseconds since the first call in this process (the monotonic clock
 /// the macro feeds [`Limiter::admit`]).
 pub fn now_ns() -> u64 {
@@ -66,14 +119,36 @@ pub fn now_ns() -> u64 {
     u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Counts owed by the listed limiters at `now_ns`: `(site, count)` for
+/// each whose period is over and that suppressed lines no line carried.
+pub fn owed(now_ns: u64, period: Duration) -> impl Iterator<Item = (&'static str, u64)> {
+    LIST.iter()
+        .map_while(OnceLock::get)
+        .filter_map(move |l| Some((l.site, l.owed(now_ns, period)?)))
+}
+
+/// Logs what [`owed`] finds now, a line per cause:
+/// `N similar warnings suppressed (file:line)`. Cheap when nothing is
+/// owed (a load per listed call site); the bridge calls it every second.
+pub fn flush() {
+    if !log::log_enabled!(log::Level::Warn) {
+        return;
+    }
+    for (site, n) in owed(now_ns(), PERIOD) {
+        log::warn!("{n} similar warnings suppressed ({site})");
+    }
+}
+
 /// `log::warn!`, at most once per call site per [`PERIOD`]; the next line
-/// after a suppressed one ends with `(N similar suppressed)`.
+/// after a suppressed one ends with `(N similar suppressed)`, or [`flush`]
+/// logs the count alone.
 #[macro_export]
 macro_rules! warn_limited {
     ($($arg:tt)+) => {{
-        static LIMITER: $crate::ratelimit::Limiter = $crate::ratelimit::Limiter::new();
+        static LIMITER: $crate::ratelimit::Limiter =
+            $crate::ratelimit::Limiter::at(concat!(file!(), ":", line!()));
         if $crate::ratelimit::__log::log_enabled!($crate::ratelimit::__log::Level::Warn) {
-            match LIMITER.admit($crate::ratelimit::now_ns(), $crate::ratelimit::PERIOD) {
+            match LIMITER.admit_listed($crate::ratelimit::now_ns(), $crate::ratelimit::PERIOD) {
                 Some(0) => $crate::ratelimit::__log::warn!($($arg)+),
                 Some(n) => $crate::ratelimit::__log::warn!(
                     "{} ({} similar suppressed)",
@@ -120,6 +195,25 @@ mod tests {
         assert_eq!(a.admit(6 * S, PERIOD), None);
         assert_eq!(b.admit(16 * S, PERIOD), Some(0));
         assert_eq!(a.admit(16 * S, PERIOD), Some(1));
+    }
+
+    #[test]
+    fn a_count_no_line_carried_is_owed_once_the_period_is_over() {
+        static L: Limiter = Limiter::at("here.rs:1");
+        let mine = |now| owed(now, PERIOD).find(|(site, _)| *site == "here.rs:1");
+        assert_eq!(L.admit_listed(0, PERIOD), Some(0));
+        // Nothing suppressed yet: nothing listed, nothing owed.
+        assert_eq!(mine(20 * S), None);
+        assert_eq!(L.admit_listed(2 * S, PERIOD), None);
+        assert_eq!(L.admit_listed(3 * S, PERIOD), None);
+        // Within the period the count waits for a line.
+        assert_eq!(mine(9 * S), None);
+        assert_eq!(mine(10 * S), Some(("here.rs:1", 2)));
+        // Paid: not owed again, and the period starts again from the flush.
+        assert_eq!(mine(11 * S), None);
+        assert_eq!(L.admit_listed(12 * S, PERIOD), None);
+        assert_eq!(L.admit_listed(20 * S, PERIOD), Some(1));
+        assert_eq!(mine(40 * S), None);
     }
 
     #[test]

@@ -605,16 +605,18 @@ impl Filestore {
                     report.loaded += 1;
                 }
                 Ok(_) => {
-                    warn!(
+                    bootcache_metrics::warn_limited!(
                         "cache: {:?} from {}: size differs, dropped",
-                        entry.name, entry.server
+                        entry.name,
+                        entry.server
                     );
                     report.size_mismatch += 1;
                 }
                 Err(_) => {
-                    warn!(
+                    bootcache_metrics::warn_limited!(
                         "cache: {:?} from {}: file missing, dropped",
-                        entry.name, entry.server
+                        entry.name,
+                        entry.server
                     );
                     report.missing += 1;
                 }
@@ -1215,9 +1217,10 @@ impl Filestore {
             self.verified.insert(key);
             return Ok(true);
         }
-        warn!(
+        bootcache_metrics::warn_limited!(
             "cache: {:?} from {} no longer hashes to its index entry: removed",
-            e.name, e.server
+            e.name,
+            e.server
         );
         let _ = fs::remove_file(&path);
         self.index.remove(&key);

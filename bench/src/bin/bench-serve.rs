@@ -34,7 +34,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootcache_bench::netns::{self, Topology};
+use bootcache_testbed::netns::{self, Topology};
 use clap::{Parser, ValueEnum};
 
 #[derive(Parser, Debug)]

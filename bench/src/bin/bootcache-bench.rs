@@ -23,9 +23,9 @@ use anyhow::{Context, Result};
 use bootcache_bench::dut::{bootcache_bin, check_hugepages, DutConfig};
 use bootcache_bench::fill;
 use bootcache_bench::forward::{self, ForwardConfig};
-use bootcache_bench::harness::Harness;
 use bootcache_bench::storm;
 use bootcache_bench::traffic::FrameSize;
+use bootcache_testbed::harness::Harness;
 use clap::{Parser, Subcommand};
 
 /// bootcache's benchmark scenarios.
@@ -355,6 +355,6 @@ struct Prefix(String);
 
 impl Drop for Prefix {
     fn drop(&mut self) {
-        bootcache_bench::process::remove_hugepage_files(&self.0);
+        bootcache_testbed::process::remove_hugepage_files(&self.0);
     }
 }

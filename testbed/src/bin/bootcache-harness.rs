@@ -4,16 +4,18 @@
 //! until the PXE demo with real firmware exists).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootcache_bench::frames::malformed_frames;
-use bootcache_bench::harness::Harness;
-use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files};
-use bootcache_bench::scenario::{
+use bootcache_testbed::demo;
+use bootcache_testbed::frames::malformed_frames;
+use bootcache_testbed::harness::Harness;
+use bootcache_testbed::process::{default_bootcache_bin, remove_hugepage_files};
+use bootcache_testbed::scenario::{
     captured_dhcp_exchange, test_file, tftp_read, Endpoints, TransferShape,
 };
-use bootcache_bench::tftp_client::client_read;
+use bootcache_testbed::tftp_client::client_read;
 use clap::Parser;
 
 /// Drives a bootcache through virtio-user ↔ vhost-user port pairs.
@@ -34,17 +36,10 @@ struct Cli {
     window: u64,
 }
 
-fn main() {
+fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    if let Err(e) = run(Cli::parse()) {
-        let msg = e
-            .chain()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(": ");
-        eprintln!("bootcache-harness: {msg}");
-        std::process::exit(1);
-    }
+    let cli = Cli::parse();
+    demo::main(|| run(cli))
 }
 
 fn run(cli: Cli) -> Result<()> {

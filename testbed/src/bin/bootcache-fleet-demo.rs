@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use bootcache_bench::netns::{self, Topology, TwoSites};
+use bootcache_testbed::demo;
+use bootcache_testbed::netns::{self, Topology, TwoSites};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -30,14 +31,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    netns::cleanup_on_signals();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    demo::main(|| run(&args))
 }
 
 /// Where one site's bytes came from so far.

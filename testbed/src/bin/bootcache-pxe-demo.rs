@@ -6,14 +6,17 @@
 //! firmware `--firmware` names (default: SeaBIOS and Debian's iPXE ROM; or
 //! OVMF's UEFI PXE, pxelinux, GRUB) on a tap, curl and tftp-hpa. bootcache bridges the two
 //! on `net_af_packet` ports. Everything is removed at the end, also on
-//! Ctrl-C; `--keep` leaves it running for exploration.
+//! Ctrl-C; `--keep` leaves it running for exploration. Besides the text
+//! report it draws the run ([`demo::picture`]): bytes per second from the
+//! origin and from the cache, sampled from bootcache's `--stats-json`.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bootcache_bench::netns::{self, Firmware, Topology, SERVER_IP};
+use bootcache_testbed::demo::{self, Phase, Timeline};
+use bootcache_testbed::netns::{self, Firmware, Topology, SERVER_IP};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -41,18 +44,15 @@ struct Args {
     /// PXE → iPXE snponly.efi), pxelinux or grub (chained from the iPXE ROM).
     #[arg(long, default_value = "ipxe", value_parser = Firmware::from_name)]
     firmware: Firmware,
+    /// Directory for the picture of the run, `pxe-demo.svg` and `.png`
+    /// (default: `demo/` beside this binary, e.g. target/release/demo).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    netns::cleanup_on_signals();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("demo: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    demo::main(|| run(&args))
 }
 
 /// With `--keep`, a failure leaves everything up for a look (Ctrl-C ends it).
@@ -76,6 +76,8 @@ struct FileRow {
 
 struct BootReport {
     elapsed: Duration,
+    /// When it ran, on the statistics' clock.
+    phase: Phase,
     marker: String,
     from_origin: Vec<String>,
     /// The TFTP requests and answers on the client's wire.
@@ -89,7 +91,13 @@ fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
         t.firmware().describe()
     );
     let cap = t.capture_tftp(tag)?;
+    let from_ms = demo::unix_ms();
     let b = t.boot_pxe(tag, timeout);
+    let phase = Phase {
+        label: format!("boot {tag} ({})", if tag == "1" { "cold" } else { "warm" }),
+        from_ms,
+        to_ms: demo::unix_ms(),
+    };
     let wire = t.tftp_captured(cap)?;
     let b = b?;
     let Some(marker) = b.marker else {
@@ -108,6 +116,7 @@ fn boot(t: &Topology, tag: &str, timeout: Duration) -> Result<BootReport> {
     );
     Ok(BootReport {
         elapsed: b.elapsed,
+        phase,
         marker,
         from_origin,
         wire,
@@ -151,6 +160,7 @@ fn run(args: &Args) -> Result<()> {
 
     let timeout = Duration::from_secs(args.boot_timeout);
     let first = keep_on_failure(args, boot(&t, "1", timeout))?;
+    settle(&t, first.phase.to_ms)?;
     // Every file the first boot loaded (GRUB: its modules too), once.
     let mut names: Vec<String> = Vec::new();
     for n in args
@@ -171,22 +181,36 @@ fn run(args: &Args) -> Result<()> {
     )
     .context("the first boot's files were not all cached")?;
     let second = keep_on_failure(args, boot(&t, "2", timeout))?;
+    settle(&t, second.phase.to_ms)?;
 
+    let mut phases = vec![first.phase.clone(), second.phase.clone()];
     let mut plain = Vec::new();
     if args.big_mib > 0 {
         let name = "images/big.img";
         let want = netns::sha256_file(&t.tftp_root.join(name))?;
-        for (label, how) in [
-            ("curl --tftp-blksize 1428, cold", "curl"),
-            ("curl --tftp-blksize 1428, warm", "curl"),
-            ("tftp (tftp-hpa, 512-byte blocks), warm", "tftp"),
+        for (label, how, short) in [
+            ("curl --tftp-blksize 1428, cold", "curl", "curl, cold"),
+            ("curl --tftp-blksize 1428, warm", "curl", "curl, warm"),
+            (
+                "tftp (tftp-hpa, 512-byte blocks), warm",
+                "tftp",
+                "tftp, warm",
+            ),
         ] {
             let out = t.dir.join("fetched.img");
             let before = t.origin_count(name);
+            let from_ms = demo::unix_ms();
             let d = match how {
                 "curl" => t.curl_get(name, Some(1428), &out)?,
                 _ => t.tftp_hpa_get(name, &out)?,
             };
+            let to_ms = demo::unix_ms();
+            phases.push(Phase {
+                label: short.into(),
+                from_ms,
+                to_ms,
+            });
+            settle(&t, to_ms)?;
             let same = netns::sha256_file(&out)? == want;
             let _ = std::fs::remove_file(&out);
             let by = if t.origin_count(name) > before {
@@ -309,6 +333,7 @@ fn run(args: &Args) -> Result<()> {
     {
         println!("bootcache {line}");
     }
+    draw(args, &t, &phases)?;
     println!();
     let cfg = t.dir.join("bootcache.toml");
     let bc = std::env::current_exe()?
@@ -365,5 +390,50 @@ fn run(args: &Args) -> Result<()> {
     }
     drop(t);
     println!("demo: cleaned up (namespaces, links, processes)");
+    Ok(())
+}
+
+/// bootcache's statistics once one was printed after `to_ms` (a phase's
+/// end), so that the next phase's bytes are counted apart.
+fn settle(t: &Topology, to_ms: u64) -> Result<Timeline> {
+    let out = t.bootcache_log_dir().join("bootcache.out");
+    Timeline::read_past(&out, to_ms, Duration::from_secs(5))
+}
+
+/// The picture of the run, from bootcache's statistics objects; prints
+/// where it is.
+fn draw(args: &Args, t: &Topology, phases: &[Phase]) -> Result<()> {
+    let end = phases.iter().map(|p| p.to_ms).max().unwrap_or(0);
+    let timeline = settle(t, end)?;
+    let dir = match &args.out {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the demo binary has no directory")?
+            .join("demo"),
+    };
+    let note = format!(
+        "{} samples of --stats-json, 1 s apart. Origin: bytes the server-side port received; cache: what the client side sent beyond them. Firmware {}",
+        timeline.len(),
+        args.firmware.name()
+    );
+    let files = demo::picture(
+        "A real PXE boot through bootcache, twice: bytes per second by source",
+        &note,
+        &[("bootcache", &timeline)],
+        phases,
+        &dir,
+        "pxe-demo",
+    )
+    .context("drawing the picture of the run")?;
+    let samples = dir.join("pxe-demo.jsonl");
+    std::fs::write(&samples, demo::recording(&timeline, phases))
+        .with_context(|| format!("writing {}", samples.display()))?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    println!(
+        "demo: picture of both boots: {} (its samples: {})",
+        names.join(" and "),
+        samples.display()
+    );
     Ok(())
 }
