@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use dataplane::bridge::SlowPathLink;
 use dataplane::{
-    Bridge, BridgeConfig, BridgeCounters, FilterConfig, FilterWriter, RedirectRing, SharedCounters,
+    Bridge, BridgeConfig, BridgeCounters, FilterConfig, FilterWriter, SharedCounters,
     SharedFilterCounters, SlowPathHealth,
 };
 use dpdk::{Eal, Mempool, Port, PortConfig};
@@ -296,10 +296,12 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
     for note in &plan.notes {
         log::info!("{note}");
     }
-    // Every descriptor holds a buffer, and every copy waiting in a redirect
-    // ring pins one: if they could take the whole pool, a slow slow path
-    // would starve the receive queues and cost the segment, not the cache.
-    // The rings are capped to what the pool leaves after the descriptors.
+    // Every descriptor holds a buffer. A frame waiting in a redirect ring
+    // holds one of its lcore's copy pool (`copy_pool`, sized from the
+    // ring), so the rings take nothing from this pool; only without a copy
+    // pool (no memory for it) would they pin buffers here, and a slow slow
+    // path would then starve the receive queues: the ring of such an lcore
+    // is capped to what this pool leaves after the descriptors.
     let queues = u64::from(plan.queues);
     let descriptors = 2 * queues * (u64::from(cli.rx_desc) + u64::from(cli.tx_desc));
     let spare = u64::from(cli.mbufs).saturating_sub(descriptors) / queues;
@@ -313,16 +315,9 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             cli.tx_desc
         );
     }
-    let mut redirect_ring = cfg.limits.redirect_ring;
-    if redirect_ring as u64 > spare {
-        // Rings are powers of two (configuration rule); stay one.
-        redirect_ring = 1 << (63 - spare.leading_zeros());
-        log::warn!(
-            "[limits] redirect_ring {} capped to {redirect_ring}: --mbufs {} leaves {spare} buffers per forwarding lcore after the descriptors",
-            cfg.limits.redirect_ring,
-            cli.mbufs
-        );
-    }
+    let redirect_ring = cfg.limits.redirect_ring;
+    // Rings are powers of two (configuration rule); stay one.
+    let shared_ring = redirect_ring.min(1 << (63 - spare.leading_zeros()));
     let port_cfg = PortConfig {
         rx_queues: plan.queues,
         tx_queues: plan.tx_queues,
@@ -398,7 +393,18 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
     let (tx, rx) = std::sync::mpsc::channel::<BridgeCounters>();
     for (q, &lcore) in workers.iter().take(usize::from(plan.queues)).enumerate() {
         let q = q as u16;
-        let ring = Arc::new(RedirectRing::new(redirect_ring));
+        let ring_size = if dataplane::redirect::copy_pool(q, redirect_ring).is_some() {
+            redirect_ring
+        } else {
+            if shared_ring < redirect_ring {
+                log::warn!(
+                    "[limits] redirect_ring {redirect_ring} capped to {shared_ring} on queue {q}: no copy pool, and --mbufs {} leaves {spare} buffers per forwarding lcore after the descriptors",
+                    cli.mbufs
+                );
+            }
+            shared_ring
+        };
+        let (ring, ring_rx) = dataplane::redirect_ring(ring_size);
         let counters = Arc::new(SharedCounters::default());
         let hits = Arc::new(SharedFilterCounters::new(filter.rule_count()));
         let bridge = Bridge::new(
@@ -415,7 +421,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             Arc::clone(&counters),
             SlowPathLink {
                 filter: filter.reader(),
-                ring: Arc::clone(&ring),
+                ring,
                 // The first lcore also sends the slow path's frames.
                 inject: (q == 0).then(|| Arc::clone(&inject)),
                 filter_counters: Arc::clone(&hits),
@@ -428,7 +434,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             let _ = tx.send(bridge.run());
             0
         })?);
-        rings.push(ring);
+        rings.push(ring_rx);
         shared.push(counters);
         filter_counters.push(hits);
     }

@@ -27,8 +27,8 @@ use std::borrow::Cow;
 use bootcache_metrics::{Show, Snapshot};
 use dataplane::{
     BridgeCounters, FilterSnapshot, FilterWriter, InjectRing, Injected, PortCounters,
-    RedirectCounters, RedirectRing, Redirected, SharedCounters, SharedFilterCounters,
-    SlowPathHealth, StaticRule,
+    RedirectCounters, RedirectRx, Redirected, SharedCounters, SharedFilterCounters, SlowPathHealth,
+    StaticRule,
 };
 use slowpath::{CacheError, CacheLogic, DiscardReason, FilterUpdate};
 
@@ -102,7 +102,7 @@ pub(crate) type Reopen = Box<dyn FnMut() -> Result<CacheLogic, CacheError>>;
 pub(crate) struct Parts {
     pub(crate) logic: CacheLogic,
     pub(crate) filter: FilterWriter,
-    pub(crate) rings: Vec<Arc<RedirectRing>>,
+    pub(crate) rings: Vec<RedirectRx>,
     pub(crate) quit: Arc<AtomicBool>,
     pub(crate) bridge_counters: Vec<Arc<SharedCounters>>,
     pub(crate) filter_counters: Vec<Arc<SharedFilterCounters>>,
@@ -156,7 +156,7 @@ pub(crate) struct FailOpen {
 pub(crate) struct Worker {
     pub(crate) logic: CacheLogic,
     filter: FilterWriter,
-    rings: Vec<Arc<RedirectRing>>,
+    rings: Vec<RedirectRx>,
     /// The next frame of each ring, popped but not handled yet.
     heads: Vec<Option<Redirected>>,
     quit: Arc<AtomicBool>,
@@ -276,7 +276,7 @@ impl Worker {
         for h in &mut self.heads {
             *h = None;
         }
-        for ring in &self.rings {
+        for ring in &mut self.rings {
             while ring.pop().is_some() {}
         }
         self.filter.clear_dynamic();
@@ -630,7 +630,7 @@ impl Worker {
         let mut n = 0;
         self.trapped_in_batch = 0;
         while n < BATCH {
-            for (head, ring) in self.heads.iter_mut().zip(self.rings.iter()) {
+            for (head, ring) in self.heads.iter_mut().zip(self.rings.iter_mut()) {
                 if head.is_none() {
                     *head = ring.pop();
                 }
@@ -672,7 +672,7 @@ impl Worker {
             } else {
                 self.logic
                     .handle_frame(now, wall, r.side == 0, r.mbuf.data());
-                // Freed by the lcore that copied it (see RedirectRing).
+                // Freed by the lcore that copied it (see RedirectTx).
                 self.rings[i].give_back(r.mbuf);
             }
             n += 1;

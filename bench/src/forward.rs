@@ -167,7 +167,9 @@ pub fn run(
         &cache,
         &format!(
             "[limits]\nmax_transfers = {}\nmax_filter_entries = {}\nredirect_ring = 16384\n",
-            u32::from(cfg.entries) + 16,
+            // All requests come from one client address, which may hold a
+            // sixteenth of max_transfers.
+            16 * (u32::from(cfg.entries) + 16),
             2 * u32::from(cfg.entries) + 16
         ),
     )?;

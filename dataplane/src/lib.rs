@@ -17,4 +17,4 @@ pub use filter::{
     RuleId, SharedFilterCounters, StaticRule, Table,
 };
 pub use health::SlowPathHealth;
-pub use redirect::{InjectRing, Injected, RedirectRing, Redirected};
+pub use redirect::{redirect_ring, InjectRing, Injected, RedirectRx, RedirectTx, Redirected};

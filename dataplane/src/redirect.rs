@@ -1,19 +1,20 @@
-//! The redirect ring (figure 4, block 408): frames the filter selects go to
-//! the slow path with their side and arrival time. Lock-free and bounded:
-//! when it is full the copy is dropped and counted, and forwarding goes on.
+//! The redirect rings (figure 4, block 408): frames the filter selects go
+//! to the slow path with their side and arrival time, one ring per
+//! forwarding lcore. Lock-free and bounded: when a ring is full the copy is
+//! dropped and counted, and forwarding goes on.
 
 use std::sync::Mutex;
 
-use crossbeam::queue::ArrayQueue;
+use dpdk::spsc::{self, Consumer, Producer};
 use dpdk::{Burst, Mbuf, Mempool};
 use wire::classify::Class;
 
 /// One frame handed to the slow path.
 #[derive(Debug)]
 pub struct Redirected {
-    /// The frame: a copy of a forwarded frame (see [`copy_pool`]; a
-    /// zero-copy clone when there is no pool or it is too long), or the
-    /// frame itself when it was trapped.
+    /// The frame: a copy of a forwarded or trapped frame in a buffer of
+    /// the lcore's copy pool (see [`copy_pool`]; a zero-copy clone, or the
+    /// trapped frame itself, when there is no pool or it is too long).
     pub mbuf: Mbuf,
     /// Bridge side it arrived on (0: clients, 1: boot server).
     pub side: u8,
@@ -28,13 +29,15 @@ pub struct Redirected {
 }
 
 /// Most bursts of given-back copies freed per call of
-/// [`RedirectRing::free_given_back`]: 256 buffers, a few µs, so a large
+/// [`RedirectTx::free_given_back`]: 256 buffers, a few µs, so a large
 /// give-back never stalls forwarding for long.
 pub const GIVE_BACK_BURSTS: usize = 8;
 
-/// The connection of one fast-path lcore to the slow path: a bounded
-/// lock-free queue of redirected frames, and one back for the copies the
-/// slow path is done with.
+/// The connection of one forwarding lcore to the slow path, both ways: a
+/// bounded ring of redirected frames, and one back for the copies the slow
+/// path is done with. Each is single-producer/single-consumer
+/// ([`dpdk::spsc`]): its slots are written by one thread only, and the
+/// fast path makes a burst's frames visible with one release store.
 ///
 /// Why copies come back: freed by the slow path, a buffer would go to the
 /// slow path's mempool cache and reach the forwarding lcore again through
@@ -44,29 +47,85 @@ pub const GIVE_BACK_BURSTS: usize = 8;
 /// cost ~7% of the forwarding rate). Given back and freed by the
 /// forwarding lcore in bulk at its housekeeping tick, the buffer stays in
 /// that lcore's mempool cache.
-#[derive(Debug)]
-pub struct RedirectRing {
-    frames: ArrayQueue<Redirected>,
-    done: ArrayQueue<Mbuf>,
+pub fn redirect_ring(capacity: usize) -> (RedirectTx, RedirectRx) {
+    let (frames_tx, frames_rx) = spsc::channel(capacity);
+    let (done_tx, done_rx) = spsc::channel(capacity);
+    (
+        RedirectTx {
+            frames: frames_tx,
+            done: done_rx,
+        },
+        RedirectRx {
+            frames: frames_rx,
+            done: done_tx,
+        },
+    )
 }
 
-impl RedirectRing {
-    /// A ring of `capacity` frames each way.
-    pub fn new(capacity: usize) -> RedirectRing {
-        RedirectRing {
-            frames: ArrayQueue::new(capacity),
-            done: ArrayQueue::new(capacity),
-        }
-    }
+/// The forwarding lcore's end of its redirect ring ([`redirect_ring`]).
+#[derive(Debug)]
+pub struct RedirectTx {
+    frames: Producer<Redirected>,
+    done: Consumer<Mbuf>,
+}
 
-    /// Fast path: hands a frame to the slow path; gives it back when full.
+/// The slow path's end of one forwarding lcore's redirect ring.
+#[derive(Debug)]
+pub struct RedirectRx {
+    frames: Consumer<Redirected>,
+    done: Producer<Mbuf>,
+}
+
+impl RedirectTx {
+    /// Puts a frame on the ring for the slow path, visible at the next
+    /// [`RedirectTx::publish`]; gives it back when the ring is full.
     #[inline(always)]
-    pub fn push(&self, r: Redirected) -> Result<(), Redirected> {
+    pub fn push(&mut self, r: Redirected) -> Result<(), Redirected> {
         self.frames.push(r)
     }
 
-    /// Slow path: the oldest redirected frame.
-    pub fn pop(&self) -> Option<Redirected> {
+    /// Makes the frames pushed so far visible to the slow path (once per
+    /// burst: one release store, none when nothing was pushed).
+    #[inline(always)]
+    pub fn publish(&mut self) {
+        self.frames.publish();
+    }
+
+    /// Frames the ring holds at most (each way).
+    pub fn capacity(&self) -> usize {
+        self.frames.capacity()
+    }
+
+    /// Frees what the slow path gave back, up to [`GIVE_BACK_BURSTS`]
+    /// bursts, in bulk frees into this lcore's mempool cache; returns how
+    /// many.
+    ///
+    /// Called at the bridge's 100 µs tick: one burst a tick (320,000 a
+    /// second) was barely above the copy rate of the bench's pcap mix, so
+    /// after each wake-up of the slow path its copies queued here for
+    /// milliseconds, and the lcore's mempool cache ran dry and refilled
+    /// from the pool's ring with buffers no cache held.
+    #[inline]
+    pub fn free_given_back(&mut self, buf: &mut Burst) -> usize {
+        let mut freed = 0;
+        for _ in 0..GIVE_BACK_BURSTS {
+            while !buf.is_full() {
+                let Some(m) = self.done.pop() else { break };
+                // Cannot fail: the buffer is not full.
+                drop(buf.push(m));
+            }
+            if buf.is_empty() {
+                break;
+            }
+            freed += buf.free_all();
+        }
+        freed
+    }
+}
+
+impl RedirectRx {
+    /// The oldest redirected frame.
+    pub fn pop(&mut self) -> Option<Redirected> {
         self.frames.pop()
     }
 
@@ -75,38 +134,11 @@ impl RedirectRing {
         self.frames.capacity()
     }
 
-    /// Slow path: a copy it has read goes back to the lcore that made it,
-    /// to be freed there. When that queue is full it is freed here.
-    pub fn give_back(&self, m: Mbuf) {
+    /// A copy the slow path has read goes back to the lcore that made it,
+    /// to be freed there. When that ring is full it is freed here.
+    pub fn give_back(&mut self, m: Mbuf) {
         drop(self.done.push(m));
-    }
-
-    /// Fast path: frees what the slow path gave back, up to
-    /// [`GIVE_BACK_BURSTS`] bursts, in bulk frees into this lcore's mempool
-    /// cache; returns how many.
-    ///
-    /// Called at the bridge's 100 µs tick: one burst a tick (320,000 a
-    /// second) was barely above the copy rate of the bench's pcap mix, so
-    /// after each wake-up of the slow path its copies queued here for
-    /// milliseconds, and the lcore's mempool cache ran dry and refilled
-    /// from the pool's ring with buffers no cache held.
-    #[inline]
-    pub fn free_given_back(&self, buf: &mut Burst) -> usize {
-        let mut freed = 0;
-        for _ in 0..GIVE_BACK_BURSTS {
-            // `is_empty` first: a plain load, where popping an empty queue
-            // costs a fence.
-            if self.done.is_empty() {
-                break;
-            }
-            while !buf.is_full() {
-                let Some(m) = self.done.pop() else { break };
-                // Cannot fail: the buffer is not full.
-                drop(buf.push(m));
-            }
-            freed += buf.free_all();
-        }
-        freed
+        self.done.publish();
     }
 }
 

@@ -35,7 +35,7 @@ use bootcache_bench::harness::Harness;
 use bootcache_bench::mix::{self, MixSpec};
 use bootcache_bench::pcap;
 use bootcache_bench::pktgen::blast_mix;
-use bootcache_bench::process::{default_bootcache_bin, remove_hugepage_files};
+use bootcache_bench::process::{self, default_bootcache_bin, remove_hugepage_files};
 use bootcache_bench::scenario::filter_bench_traffic;
 use clap::Parser;
 
@@ -222,10 +222,12 @@ fn wait_telemetry(child: &mut Child, dut: Dut, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// A counter from a bootcache run's final statistics (`key=value`).
+/// A counter from a bootcache run's final statistics (`key=value`; the
+/// last line's when it printed some along the way).
 fn pick(text: &str, key: &str) -> String {
     let k = format!("{key}=");
     text.split_whitespace()
+        .rev()
         .find_map(|w| w.strip_prefix(k.as_str()))
         .unwrap_or("?")
         .to_string()
@@ -393,7 +395,9 @@ fn run_virtio(
         h.drain();
         if !setup.is_empty() {
             h.replay(setup, 256, Duration::from_secs(3))?;
-            std::thread::sleep(Duration::from_secs(1)); // the slow path installs the rules
+            if dut == Dut::Bootcache {
+                wait_rules(&mut child, &prefix, setup.len() as u64)?;
+            }
             h.drain();
         }
         let r = blast_mix(
@@ -413,6 +417,37 @@ fn run_virtio(
     let _ = std::fs::remove_file(stats_file(&prefix));
     h.wait_link_down(Duration::from_secs(10))?;
     result
+}
+
+/// Waits until bootcache's slow path follows `n` transfers (one per read
+/// request replayed, each a rule in the filter), from the statistics it
+/// prints every second (`--stats-interval 1 --stats-json`). The slow path
+/// shares CPU 0 with the generator: measuring before it has read every
+/// request measures a table with fewer rules (626 of 10,000 on a loaded
+/// VM when this was a fixed one-second sleep).
+fn wait_rules(child: &mut Child, prefix: &str, n: u64) -> Result<()> {
+    let t = Instant::now();
+    let mut seen = 0;
+    while t.elapsed() < Duration::from_secs(120) {
+        if !matches!(child.try_wait(), Ok(None)) {
+            bail!(
+                "bootcache exited while setting up rules: {}",
+                err_tail(prefix)
+            );
+        }
+        let text = std::fs::read_to_string(stats_file(prefix)).unwrap_or_default();
+        seen = process::stat(&text, "transfers", "seen").unwrap_or(0);
+        let active = process::stat(&text, "transfers", "active").unwrap_or(0);
+        if seen >= n && active >= n {
+            println!(
+                "  bootcache: {active} transfers (rules) set up {:.1} s after the requests",
+                t.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("bootcache followed only {seen} of {n} transfers 120 s after the requests")
 }
 
 /// Writes the mix's two pcap files into `dir`; returns the net_pcap vdevs
@@ -781,7 +816,10 @@ fn run(cli: Cli) -> Result<()> {
                 format!(
                     "servers = [\"10.77.0.1\"]\ncache_dir = \"{}\"\n[limits]\nmax_transfers = {}\nmax_filter_entries = {}\nredirect_ring = 16384\n",
                     cache.display(),
-                    u32::from(cli.filter_entries) + 16,
+                    // All requests come from one client address, which
+                    // may hold a sixteenth of max_transfers (626 of 10,000
+                    // followed with entries + 16).
+                    16 * (u32::from(cli.filter_entries) + 16),
                     2 * u32::from(cli.filter_entries) + 16
                 ),
             )?;
@@ -792,6 +830,10 @@ fn run(cli: Cli) -> Result<()> {
                 cfg.to_str().unwrap_or_default(),
                 "--mbufs",
                 "32767",
+                // Read back by `wait_rules`.
+                "--stats-interval",
+                "1",
+                "--stats-json",
             ];
             let v = alternate("virtio with rules", cli.rounds, |dut| {
                 run_virtio(&h, dut, &bin, secs, &mix, &rrqs, &app)

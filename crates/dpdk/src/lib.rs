@@ -15,6 +15,7 @@ mod mbuf;
 mod mempool;
 mod port;
 pub mod simd;
+pub mod spsc;
 
 pub use eal::{Eal, EalArgs};
 pub use error::{Error, Result};
