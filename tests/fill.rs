@@ -94,17 +94,7 @@ fn pxe_boot_fills_the_cache_and_the_image_map_and_survives_a_restart() {
     // blksize 1428 and windowsize 16, the initrd with blksize 1428 lock-step,
     // and a file over 65535 blocks (rollover) with windowsize 16.
     let files = [
-        (
-            "pxelinux.0",
-            test_file(40_000, 1),
-            TransferShape {
-                blksize: None,
-                windowsize: 1,
-                tsize: false,
-                wrap_to_zero: true,
-                fragment_mtu: None,
-            },
-        ),
+        ("pxelinux.0", test_file(40_000, 1), TransferShape::RFC1350),
         (
             "boot/vmlinuz",
             test_file(2_000_000, 2),

@@ -57,6 +57,18 @@ pub struct TransferShape {
     pub fragment_mtu: Option<usize>,
 }
 
+impl TransferShape {
+    /// A PXE ROM's read of its NBP: RFC 1350 (512-byte blocks, no options),
+    /// lock-step.
+    pub const RFC1350: TransferShape = TransferShape {
+        blksize: None,
+        windowsize: 1,
+        tsize: false,
+        wrap_to_zero: true,
+        fragment_mtu: None,
+    };
+}
+
 impl Default for TransferShape {
     fn default() -> Self {
         TransferShape {

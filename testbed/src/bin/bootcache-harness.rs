@@ -119,17 +119,7 @@ fn run(cli: Cli) -> Result<()> {
         .map(|r| (r.sent - r.received) + r.mismatch_count)
         .sum::<u64>();
     let files = [
-        (
-            "pxelinux.0",
-            46_000,
-            TransferShape {
-                blksize: None,
-                windowsize: 1,
-                tsize: false,
-                wrap_to_zero: true,
-                fragment_mtu: None,
-            },
-        ),
+        ("pxelinux.0", 46_000, TransferShape::RFC1350),
         (
             "boot/vmlinuz",
             8 << 20,
