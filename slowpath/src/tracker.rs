@@ -414,12 +414,24 @@ impl Tracker {
         if self.transfers.len() >= self.limits.max_transfers || over_share {
             self.stats.over_transfer_limit += 1;
             self.stats.over_client_share += u64::from(over_share);
-            bootcache_metrics::warn_limited!(
-                "transfer limit ({}) reached: request from {} not followed ({} so far)",
-                self.limits.max_transfers,
-                key.2,
-                self.stats.over_transfer_limit
-            );
+            if over_share {
+                // One client at its share while the table has room: say so,
+                // or the operator raises max_transfers for the wrong reason.
+                bootcache_metrics::warn_limited!(
+                    "per-client share of the transfer limit ({} of {}) reached by {}: request not followed ({} so far)",
+                    crate::limits::per_source(self.limits.max_transfers),
+                    self.limits.max_transfers,
+                    key.2.ip(),
+                    self.stats.over_client_share
+                );
+            } else {
+                bootcache_metrics::warn_limited!(
+                    "transfer limit ({}) reached: request from {} not followed ({} so far)",
+                    self.limits.max_transfers,
+                    key.2,
+                    self.stats.over_transfer_limit
+                );
+            }
             self.events.push_back(Event::RequestSeen {
                 client: key.2,
                 server: key.1,
