@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::harness::Harness;
-use crate::process::remove_hugepage_files;
+use bootcache_testbed::harness::Harness;
+use bootcache_testbed::process::remove_hugepage_files;
 
 /// Which device bridges the harness's two ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl DutProcess {
     fn wait_forwarding(&mut self, h: &Harness) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut frame = Vec::new();
-        crate::frames::test_frame(0, 0, 64, &mut frame);
+        bootcache_testbed::frames::test_frame(0, 0, 64, &mut frame);
         let mut rx = dpdk::Burst::new();
         while Instant::now() < deadline {
             let mut tx = dpdk::Burst::new();
@@ -247,7 +247,7 @@ pub fn write_config(path: &Path, cache: &Path, rest: &str) -> Result<Vec<String>
 pub fn bootcache_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     let bin = explicit
         .map(Path::to_path_buf)
-        .unwrap_or_else(crate::process::default_bootcache_bin);
+        .unwrap_or_else(bootcache_testbed::process::default_bootcache_bin);
     if !bin.exists() {
         bail!(
             "no bootcache binary at {} (cargo build --release, or --bootcache PATH)",

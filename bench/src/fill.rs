@@ -11,10 +11,10 @@ use anyhow::{Context, Result};
 use dpdk::{Burst, Mbuf};
 
 use crate::dut::{Dut, DutConfig, DutProcess};
-use crate::harness::Harness;
-use crate::process::stat;
 use crate::results::{f, Table};
-use crate::scenario::{test_file, tftp_read, Endpoints, TransferShape};
+use bootcache_testbed::harness::Harness;
+use bootcache_testbed::process::stat;
+use bootcache_testbed::scenario::{test_file, tftp_read, Endpoints, TransferShape};
 
 /// The fill scenario's parameters.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns::{self, holds_current, NatsServer, Options, Topology};
 use crate::results::{f, Table};
+use bootcache_testbed::netns::{self, holds_current, NatsServer, Options, Topology};
 
 /// The scenario's parameters.
 #[derive(Debug, Clone)]

@@ -11,13 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::dut::{Dut, DutConfig, DutProcess};
-use crate::harness::Harness;
 use crate::latency::Histogram;
 use crate::pktgen::{Generator, RunConfig};
-use crate::process::stat;
 use crate::results::{f, Table};
 use crate::search::{zero_loss, Trial};
 use crate::traffic::{build, FrameSize, TrafficSpec};
+use bootcache_testbed::harness::Harness;
+use bootcache_testbed::process::stat;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -180,7 +180,7 @@ pub fn run(
     if cfg.entries > 0 {
         filters.push(("full", full_args));
     }
-    let (rrqs, _) = crate::scenario::filter_bench_traffic(cfg.entries.max(1), 0);
+    let (rrqs, _) = bootcache_testbed::scenario::filter_bench_traffic(cfg.entries.max(1), 0);
     let mut samples: Vec<Sample> = Vec::new();
     for round in 1..=cfg.rounds.max(1) {
         for (filter, args) in &filters {

@@ -7,9 +7,6 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
-// The test bed (crate bootcache-testbed), under its old paths.
-pub use bootcache_testbed::{frames, harness, netns, process, scenario, tftp_client};
-
 pub mod agent;
 pub mod dut;
 pub mod fill;

@@ -17,9 +17,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use wire::frame::{EtherType, MacAddr, UdpFrameRepr, VlanTag};
 use wire::tftp::Packet;
 
-use crate::frames::{CLIENT_MAC, SERVER_MAC};
-use crate::scenario::{captured_dhcp_exchange, udp_frame, Side};
 use crate::traffic::{checksum, ip_checksum, IMIX};
+use bootcache_testbed::frames::{CLIENT_MAC, SERVER_MAC};
+use bootcache_testbed::scenario::{captured_dhcp_exchange, udp_frame, Side};
 
 /// The boot server the mix's TFTP traffic belongs to (bootcache's
 /// configuration names it).

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use dpdk::{Burst, Mbuf, Mempool, Port};
 
-use crate::frames::test_frame;
+use bootcache_testbed::frames::test_frame;
 
 /// What a blast measured.
 #[derive(Debug, Clone, Copy, Default)]

@@ -21,8 +21,8 @@ use wire::dhcp::{DhcpOption, MessageType, Repr as Dhcp};
 use wire::frame::{MacAddr, UdpFrameRepr};
 use wire::tftp::Packet;
 
-use crate::frames::SERVER_MAC;
-use crate::scenario::captured_dhcp_exchange;
+use bootcache_testbed::frames::SERVER_MAC;
+use bootcache_testbed::scenario::captured_dhcp_exchange;
 
 /// The boot server's address (DHCP and TFTP).
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -787,7 +787,7 @@ mod tests {
             assert_eq!(client_index(&client_mac(i)), Some(i));
             assert_eq!(ip_index(client_ip(i)), Some(i));
         }
-        assert_eq!(client_index(&crate::frames::CLIENT_MAC), None);
+        assert_eq!(client_index(&bootcache_testbed::frames::CLIENT_MAC), None);
         assert_eq!(ip_index(SERVER_IP), None);
     }
 
@@ -873,19 +873,19 @@ pub struct StormResults {
 
 /// Runs the storm for each N, bootcache (cold then warm) and testpmd.
 pub fn run(
-    h: &crate::harness::Harness,
+    h: &bootcache_testbed::harness::Harness,
     base: &crate::dut::DutConfig,
     cfg: &StormConfig,
     work: &std::path::Path,
     out: &std::path::Path,
 ) -> Result<StormResults> {
     use crate::dut::{Dut, DutConfig, DutProcess};
-    use crate::process::stat;
+    use bootcache_testbed::process::stat;
     let pool = Mempool::create("storm_pool", 65535, 256, 2048 + 128, -1)
         .context("storm mbuf pool (hugepages: run scripts/setup)")?;
     let files = BootFiles {
-        nbp: Arc::new(crate::scenario::test_file(cfg.nbp_size, 11)),
-        image: Arc::new(crate::scenario::test_file(cfg.image_size, 12)),
+        nbp: Arc::new(bootcache_testbed::scenario::test_file(cfg.nbp_size, 11)),
+        image: Arc::new(bootcache_testbed::scenario::test_file(cfg.image_size, 12)),
     };
     let mut res = StormResults::default();
     for &n in &cfg.clients {
@@ -929,7 +929,7 @@ pub fn run(
                 // cache lists both files.
                 for (name, f) in [(NBP_NAME, &files.nbp), (IMAGE_NAME, &files.image)] {
                     let size = f.len() as u64;
-                    crate::harness::wait_cached(
+                    bootcache_testbed::harness::wait_cached(
                         &cache,
                         SERVER_IP,
                         name,
@@ -954,7 +954,7 @@ pub fn run(
             }
             let _ = std::fs::remove_dir_all(&cache);
             let serve_stats = if dut == Dut::Bootcache {
-                let ports = crate::process::parse_final_stats(&text);
+                let ports = bootcache_testbed::process::parse_final_stats(&text);
                 format!(
                     "serve hits={} completed={} other_endings={} frame_drops={} misses={}; client-side port tx_dropped={}",
                     stat(&text, "serve", "hits").unwrap_or(0),

@@ -8,8 +8,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use anyhow::{bail, ensure, Result};
 use wire::tftp::Packet;
 
-use crate::frames::{CLIENT_MAC, SERVER_MAC};
-use crate::scenario::{captured_dhcp_exchange, udp_frame, Side};
+use bootcache_testbed::frames::{CLIENT_MAC, SERVER_MAC};
+use bootcache_testbed::scenario::{captured_dhcp_exchange, udp_frame, Side};
 
 /// The simple IMIX: frame lengths (bytes, without FCS) and their weights, 7:4:1.
 pub const IMIX: [(usize, usize); 3] = [(64, 7), (594, 4), (1518, 1)];
@@ -107,7 +107,7 @@ pub struct TrafficSpec {
     /// of them DHCP.
     pub pxe_per_mille: usize,
     /// Transfers the TFTP frames belong to: client 10.77.0.2, ports 20000 +
-    /// i, server 10.77.0.1 TID 40000 (what [`crate::scenario::filter_bench_traffic`]'s
+    /// i, server 10.77.0.1 TID 40000 (what [`bootcache_testbed::scenario::filter_bench_traffic`]'s
     /// read requests announce to bootcache).
     pub transfers: u16,
 }

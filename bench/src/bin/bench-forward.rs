@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bootcache_bench::dut::testpmd_io_args;
-use bootcache_bench::frames::test_frame;
-use bootcache_bench::harness::Harness;
 use bootcache_bench::mix::{self, MixSpec};
 use bootcache_bench::pcap;
 use bootcache_bench::pktgen::blast_mix;
-use bootcache_bench::process::{self, default_bootcache_bin, remove_hugepage_files};
-use bootcache_bench::scenario::filter_bench_traffic;
+use bootcache_testbed::frames::test_frame;
+use bootcache_testbed::harness::Harness;
+use bootcache_testbed::process::{self, default_bootcache_bin, remove_hugepage_files};
+use bootcache_testbed::scenario::filter_bench_traffic;
 use clap::Parser;
 
 /// The parts of the benchmark, in the order they run.
@@ -549,7 +549,7 @@ fn callgrind_run(
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let frames: u64 = match dut {
-        Dut::Bootcache => bootcache_bench::process::parse_final_stats(&text)
+        Dut::Bootcache => bootcache_testbed::process::parse_final_stats(&text)
             .iter()
             .map(|p| p.tx_packets)
             .sum(),

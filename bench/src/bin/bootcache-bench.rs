@@ -206,8 +206,8 @@ fn plots(out: &std::path::Path) -> Result<()> {
 /// `bootcache-bench fleet`: on the namespaced test bed (root, `scripts/setup`).
 fn fleet(cli: &Cli, a: &FleetArgs) -> Result<()> {
     let bin = bootcache_bin(cli.bootcache.as_deref())?;
-    bootcache_bench::netns::check_prerequisites(false)?;
-    bootcache_bench::netns::cleanup_on_signals();
+    bootcache_testbed::netns::check_prerequisites(false)?;
+    bootcache_testbed::netns::cleanup_on_signals();
     let cfg = bootcache_bench::fleet::FleetConfig {
         bridges: a.bridges.iter().map(|&n| n as usize).collect(),
         mib: a.mib.unwrap_or(if cli.quick { 4 } else { 64 }),
