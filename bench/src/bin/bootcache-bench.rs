@@ -10,7 +10,9 @@
 //! - `all`: the three, then the plots;
 //! - `fleet`: N bridges and one origin on the namespaced test bed; a file
 //!   changed once: origin bytes for the change and time until every bridge
-//!   holds it (not part of `all`).
+//!   holds it, then M clients per bridge read it; with `--validation`,
+//!   warm reads through one bridge validated by its mirror vs by asking the
+//!   agent (not part of `all`).
 //!
 //! The generator runs in this process on lcore 0 (CPU 0) with two vhost-user
 //! ports; the device under test gets `--lcores 0@0,1@1` (its forwarding
@@ -76,6 +78,20 @@ struct FleetArgs {
     /// The file's size in MiB (default 64; 4 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     mib: Option<u64>,
+    /// Clients per bridge reading the changed file after the change, all
+    /// at once (with --validation: clients reading at once).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=64))]
+    clients: u32,
+    /// Instead: the validation cost per warm read, one bridge, mirror vs
+    /// asking the agent per request (--clients at once, --reads rounds).
+    #[arg(long)]
+    validation: bool,
+    /// With --validation: rounds of reads (every client reads this many times).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    reads: u32,
+    /// With --validation: the file's size in KiB.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    kib: u64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -208,14 +224,33 @@ fn fleet(cli: &Cli, a: &FleetArgs) -> Result<()> {
     let bin = bootcache_bin(cli.bootcache.as_deref())?;
     bootcache_testbed::netns::check_prerequisites(false)?;
     bootcache_testbed::netns::cleanup_on_signals();
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    if a.validation {
+        let cfg = bootcache_bench::fleet::ValidationConfig {
+            clients: (a.clients as usize).max(1),
+            reads: a.reads as usize,
+            kib: a.kib,
+        };
+        println!(
+            "== fleet --validation: one bridge, {} client(s) at once × {} rounds reading a warm {} KiB file; validated by the mirror, then by asking the agent per request (answer_ttl 0) ==",
+            cfg.clients, cfg.reads, cfg.kib
+        );
+        let (table, lines) = bootcache_bench::fleet::run_validation(&bin, &cfg, &cli.out)?;
+        print!("{}", table.render());
+        for l in lines {
+            println!("{l}");
+        }
+        println!("{}", machine_note());
+        return Ok(());
+    }
     let cfg = bootcache_bench::fleet::FleetConfig {
         bridges: a.bridges.iter().map(|&n| n as usize).collect(),
         mib: a.mib.unwrap_or(if cli.quick { 4 } else { 64 }),
+        clients: a.clients as usize,
     };
-    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
     println!(
-        "== fleet: {:?} bridge(s), one origin, a {} MiB file changed once; origin bytes for the change and time until every bridge holds it ==",
-        cfg.bridges, cfg.mib
+        "== fleet: {:?} bridge(s) × {} client(s), one origin, a {} MiB file changed once; origin bytes for the change and the clients' reads, time until every bridge holds it ==",
+        cfg.bridges, cfg.clients, cfg.mib
     );
     let table = bootcache_bench::fleet::run(&bin, &cfg, &cli.out)?;
     print!("{}", table.render());

@@ -377,6 +377,18 @@ impl Topology {
     /// and `site`'s clients take `client_ip`. Call before starting the
     /// origin.
     pub fn join_origin_lan(&mut self, site: &Topology, client_ip: Ipv4Addr) -> Result<()> {
+        self.join_origin_lan_as(site, client_ip, SITE_B_WAN_IP)
+    }
+
+    /// [`Topology::join_origin_lan`] with `wan_ip` for `site`'s server
+    /// namespace instead of [`SITE_B_WAN_IP`]: more than two sites on the
+    /// one LAN, each with an address of its own.
+    pub fn join_origin_lan_as(
+        &mut self,
+        site: &Topology,
+        client_ip: Ipv4Addr,
+        wan_ip: Ipv4Addr,
+    ) -> Result<()> {
         let off = "tx off rx off sg off gso off tso off gro off";
         let wan = format!("{}-w", site.prefix);
         let peer = format!("{}-wp", site.prefix);
@@ -414,7 +426,7 @@ impl Topology {
                  for i in {peer} br0; do ethtool -K $i {off} >/dev/null 2>&1 || true; done
                  ip link set eth0 master br0; ip link set {peer} master br0
                  ip link set {peer} up; ip link set br0 up
-                 ip addr add {SITE_B_WAN_IP}/24 dev br0"
+                 ip addr add {wan_ip}/24 dev br0"
             ),
         )?;
         in_ns(
