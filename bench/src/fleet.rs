@@ -286,8 +286,10 @@ fn read_all(jobs: &[(&Topology, PathBuf)], name: &str, want: &[u8]) -> Result<Ve
 pub struct ValidationConfig {
     /// Clients reading at once.
     pub clients: usize,
-    /// Rounds: every client reads this many times.
+    /// Rounds: every client reads this many times per turn.
     pub reads: usize,
+    /// Turns of the two modes (mirror, agent, mirror, agent, ...).
+    pub rounds: usize,
     /// The file's size, KiB.
     pub kib: u64,
 }
@@ -332,14 +334,18 @@ const VALIDATION_FILE: &str = "validate.img";
 /// real agent publishing to a NATS hub; the file is cached once, then
 /// `clients` curl clients read it at once, `reads` rounds, through the
 /// bridge validating against its mirror, then through the bridge asking
-/// the agent per request (bootcache restarted between, the cache kept).
+/// the agent per request (bootcache restarted between, the cache kept);
+/// `rounds` such turns.
 /// The table (CSV/JSON `fleet-validation` in `out`) and the ratio lines.
 pub fn run_validation(
     bootcache_bin: &Path,
     cfg: &ValidationConfig,
     out: &Path,
 ) -> Result<(Table, Vec<String>)> {
-    anyhow::ensure!(cfg.clients >= 1 && cfg.reads >= 1, "at least one read");
+    anyhow::ensure!(
+        cfg.clients >= 1 && cfg.reads >= 1 && cfg.rounds >= 1,
+        "at least one read"
+    );
     let mut t = Topology::create(&Options {
         bootcache_bin: Some(bootcache_bin.to_path_buf()),
         ..Options::default()
@@ -355,8 +361,21 @@ pub fn run_validation(
     read_all(&[(&t, t.dir.join("cold"))], VALIDATION_FILE, &content)?;
     t.wait_stat("files", "in_store", 1, Duration::from_secs(60))?;
     t.stop_bootcache()?;
-    let mut results = Vec::new();
-    for mode in [Mode::Mirror, Mode::Agent] {
+    let mut results: Vec<ModeResult> = [Mode::Mirror, Mode::Agent]
+        .map(|mode| ModeResult {
+            mode,
+            reads: Vec::new(),
+            elapsed: Duration::ZERO,
+            hits: 0,
+            agent: 0,
+            mirror: 0,
+            fallbacks: 0,
+        })
+        .to_vec();
+    // The modes take turns, so the machine's other load falls on both.
+    for (i, mode) in
+        (0..cfg.rounds).flat_map(|_| [Mode::Mirror, Mode::Agent].into_iter().enumerate())
+    {
         match mode {
             Mode::Mirror => {
                 let p = t.write_site_config(&t, &hub.url, "bridge-0", "bench")?;
@@ -382,23 +401,19 @@ pub fn run_validation(
         let jobs: Vec<(&Topology, PathBuf)> = (0..cfg.clients)
             .map(|k| (&t, t.dir.join(format!("read-{k}"))))
             .collect();
+        let r = &mut results[i];
         let start = Instant::now();
-        let mut reads = Vec::with_capacity(cfg.clients * cfg.reads);
         for _ in 0..cfg.reads {
-            reads.extend(read_all(&jobs, VALIDATION_FILE, &content)?);
+            r.reads.extend(read_all(&jobs, VALIDATION_FILE, &content)?);
         }
-        let elapsed = start.elapsed();
+        r.elapsed += start.elapsed();
+        // Each bootcache run counts from zero: the rounds add up.
         fresh_stats(&t)?;
         let stat = |s: &str, k: &str| t.bootcache_stat(s, k).unwrap_or(0);
-        results.push(ModeResult {
-            mode,
-            reads,
-            elapsed,
-            hits: stat("serve", "hits"),
-            agent: stat("serve", "validated_current") + stat("serve", "agent_unreachable"),
-            mirror: stat("fleet", "current") + stat("fleet", "stale"),
-            fallbacks: stat("fleet", "fallbacks"),
-        });
+        r.hits += stat("serve", "hits");
+        r.agent += stat("serve", "validated_current") + stat("serve", "agent_unreachable");
+        r.mirror += stat("fleet", "current") + stat("fleet", "stale");
+        r.fallbacks += stat("fleet", "fallbacks");
         t.stop_bootcache()?;
     }
     drop(hub);

@@ -43,7 +43,8 @@ struct Cli {
     /// The bootcache binary (default: next to this one, or $BOOTCACHE_BIN).
     #[arg(long, global = true)]
     bootcache: Option<PathBuf>,
-    /// Device starts per configuration in `forward` (default 3, 1 with --quick).
+    /// Device starts per configuration in `forward` (default 3, 1 with
+    /// --quick); turns of each mode in `fleet --validation` (default 3).
     #[arg(long, global = true)]
     rounds: Option<usize>,
     /// EAL --lcores of the device under test (default 0@0,1@1: the main
@@ -229,11 +230,12 @@ fn fleet(cli: &Cli, a: &FleetArgs) -> Result<()> {
         let cfg = bootcache_bench::fleet::ValidationConfig {
             clients: (a.clients as usize).max(1),
             reads: a.reads as usize,
+            rounds: cli.rounds.unwrap_or(3).max(1),
             kib: a.kib,
         };
         println!(
-            "== fleet --validation: one bridge, {} client(s) at once × {} rounds reading a warm {} KiB file; validated by the mirror, then by asking the agent per request (answer_ttl 0) ==",
-            cfg.clients, cfg.reads, cfg.kib
+            "== fleet --validation: one bridge, {} client(s) at once × {} rounds reading a warm {} KiB file; validated by the mirror, then by asking the agent per request (answer_ttl 0); {} turns each ==",
+            cfg.clients, cfg.reads, cfg.kib, cfg.rounds
         );
         let (table, lines) = bootcache_bench::fleet::run_validation(&bin, &cfg, &cli.out)?;
         print!("{}", table.render());
