@@ -305,9 +305,7 @@ fn clap_exit(e: clap::Error) -> Parsed {
         let _ = e.print();
         return Parsed::Exit(ExitCode::SUCCESS);
     }
-    let rendered = e.to_string();
-    let first = rendered.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = bootcache_agent::usage::one_line(&e);
     eprintln!(
         "bootcache: {first} (bootcache --help lists the options; EAL options go before `--`)"
     );

@@ -23,6 +23,7 @@ use std::io::Read;
 pub mod replay;
 pub mod responder;
 pub mod table;
+pub mod usage;
 pub mod validator;
 pub mod watch;
 pub mod wire;

@@ -298,7 +298,18 @@ fn cache(
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        // --help, --version.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("bootcache-agent: {}", usage_error(&e));
+            return ExitCode::from(2);
+        }
+    };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
@@ -587,4 +598,31 @@ fn fleet_snapshot(t: &Table) -> HashMap<String, bootcache_fleet::Published> {
             (name.to_owned(), p)
         })
         .collect()
+}
+
+/// A wrong command line in one line, with where to look.
+fn usage_error(e: &clap::Error) -> String {
+    let what = bootcache_agent::usage::one_line(e);
+    format!("{what} (bootcache-agent --help lists the options)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_command_line_is_one_line_naming_what_is_missing() {
+        let argv = [
+            "bootcache-agent",
+            "fleet",
+            "--nats",
+            "nats://127.0.0.1:4222",
+        ];
+        let mut argv: Vec<&str> = argv.to_vec();
+        argv.extend(["--key-file", "k", "--nats-user", "u"]);
+        let e = Args::try_parse_from(argv).unwrap_err();
+        let line = usage_error(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--nats-password-file"), "{line}");
+    }
 }
