@@ -614,6 +614,52 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// The picture of a real two-site run (`docs/fleet-demo-site-*.jsonl`,
+    /// recorded by `scripts/demo --sites 2`): site A's cold boot from the
+    /// origin, the boot files pre-staged at site B and the changed files
+    /// pushed to both from the Object Store, the warm boots from the caches.
+    #[test]
+    fn the_recorded_fleet_demo_run_draws_both_sites() {
+        let (ta, pa) = read_recording(include_str!("../../docs/fleet-demo-site-a.jsonl"));
+        let (tb, pb) = read_recording(include_str!("../../docs/fleet-demo-site-b.jsonl"));
+        let find = |p: &[Phase], what: &str| -> Phase {
+            p.iter()
+                .find(|p| p.label.contains(what))
+                .cloned()
+                .unwrap_or_else(|| panic!("no phase {what:?} in {p:?}"))
+        };
+        let cold = ta.sources_in(&find(&pa, "boot (cold)"));
+        assert!(cold.origin > 15_000_000 && cold.cache < 100_000, "{cold:?}");
+        let staged = tb.sources_in(&find(&pb, "pre-stage the boot files"));
+        assert!(
+            staged.store > 15_000_000 && staged.origin < 100_000,
+            "{staged:?}"
+        );
+        for (t, p) in [(&ta, &pa), (&tb, &pb)] {
+            let pushed = t.sources_in(&find(p, "change on the origin"));
+            assert!(
+                pushed.store > 17_000_000 && pushed.origin < 100_000,
+                "{pushed:?}"
+            );
+            let warm = t.sources_in(&find(p, "the new initrd"));
+            assert!(warm.cache > 15_000_000 && warm.origin < 100_000, "{warm:?}");
+        }
+        let dir =
+            std::env::temp_dir().join(format!("testbed-fleet-recorded-{}", std::process::id()));
+        let files = sites_picture(
+            "two sites",
+            "",
+            &[("site A", &ta, &pa), ("site B", &tb, &pb)],
+            &dir,
+            "r",
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(svg.contains(&format!("origin {}, Object Store 0.0 MB", mb(cold.origin))));
+        assert!(svg.contains(&format!("Object Store {}", mb(staged.store))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn too_few_samples_are_an_error() {
         let t = Timeline::parse(

@@ -112,7 +112,7 @@ const COLORS: [RGBColor; 4] = [
 const BAND_COLORS: [RGBColor; 2] = [RGBColor(0xff, 0xe8, 0xc8), RGBColor(0xd8, 0xec, 0xd8)];
 
 macro_rules! draw_with {
-    ($root:expr, $chart:expr, $xr:expr, $yr:expr, $ytop:expr) => {{
+    ($root:expr, $chart:expr, $xr:expr, $yr:expr, $ytop:expr, $legend:expr) => {{
         let c = $chart;
         let mut ctx = ChartBuilder::on($root)
             .caption(&c.title, ("sans-serif", 22))
@@ -173,17 +173,19 @@ macro_rules! draw_with {
             ctx.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| anyhow!("{e:?}"))?;
         }
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(if c.bands.is_empty() {
-                SeriesLabelPosition::UpperLeft
-            } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .draw()
-            .map_err(|e| anyhow!("{e:?}"))?;
+        if $legend {
+            ctx.configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .position(if c.bands.is_empty() {
+                    SeriesLabelPosition::UpperLeft
+                } else {
+                    SeriesLabelPosition::UpperRight
+                })
+                .draw()
+                .map_err(|e| anyhow!("{e:?}"))?;
+        }
     }};
 }
 
@@ -194,7 +196,7 @@ where
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let (area, foot) = root.split_vertically(root.dim_in_pixel().1 - 24);
     draw_note(&foot, &c.note)?;
-    draw_chart(&area, c, x_range(std::slice::from_ref(c)))?;
+    draw_chart(&area, c, x_range(std::slice::from_ref(c)), true)?;
     root.present().map_err(|e| anyhow!("{e:?}"))?;
     Ok(())
 }
@@ -226,11 +228,13 @@ fn x_range(charts: &[Chart]) -> (f64, f64) {
 }
 
 /// One chart in `area`, its X axis over `(x0, x1)` (widened for the
-/// legend when there are bands).
+/// legend when there are bands), with the series' legend in it if
+/// `legend`.
 fn draw_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     c: &Chart,
     (x0, mut x1): (f64, f64),
+    legend: bool,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -246,23 +250,33 @@ where
             (false, Some(0 | 1)) => 1.4,
             (false, _) => 2.0,
         };
-        x1 = if c.x_log {
-            x1 * 3.0
-        } else {
-            x1 + (x1 - x0) * 0.25
+        x1 = match (legend, c.x_log) {
+            (false, _) => x1,
+            (true, true) => x1 * 3.0,
+            (true, false) => x1 + (x1 - x0) * 0.25,
         };
     }
     match (c.x_log, c.y_log) {
-        (false, false) => draw_with!(area, c, x0..x1, y0..y1, y1),
-        (true, false) => draw_with!(area, c, (x0..x1).log_scale(), y0..y1, y1),
-        (false, true) => draw_with!(area, c, x0..x1, (y0..y1).log_scale(), y1),
-        (true, true) => draw_with!(area, c, (x0..x1).log_scale(), (y0..y1).log_scale(), y1),
+        (false, false) => draw_with!(area, c, x0..x1, y0..y1, y1, legend),
+        (true, false) => draw_with!(area, c, (x0..x1).log_scale(), y0..y1, y1, legend),
+        (false, true) => draw_with!(area, c, x0..x1, (y0..y1).log_scale(), y1, legend),
+        (true, true) => {
+            draw_with!(
+                area,
+                c,
+                (x0..x1).log_scale(),
+                (y0..y1).log_scale(),
+                y1,
+                legend
+            )
+        }
     }
     Ok(())
 }
 
 /// One panel of a stacked picture ([`write_panels`]): a chart, and a key
-/// written beside it (e.g. what the bands' short labels stand for).
+/// written beside it (the series' legend, then these lines: e.g. what
+/// the bands' short labels stand for).
 #[derive(Debug, Clone)]
 pub struct Panel {
     /// The chart (its note is not drawn: the picture has one).
@@ -299,11 +313,28 @@ where
     let xr = x_range(&charts);
     for (p, area) in panels.iter().zip(body.split_evenly((panels.len(), 1))) {
         let (chart, key) = area.split_horizontally(area.dim_in_pixel().0 - KEY_WIDTH);
-        draw_chart(&chart, &p.chart, xr)?;
+        draw_chart(&chart, &p.chart, xr, false)?;
+        // The series' legend heads the key: the chart's own box would
+        // cover the bands' labels.
+        let line_y = |i: usize| 44 + 17 * i as i32;
+        for (i, (name, _)) in p.chart.series.iter().enumerate() {
+            let (y, color) = (line_y(i), COLORS[i % COLORS.len()]);
+            key.draw(&PathElement::new(
+                vec![(4, y + 7), (28, y + 7)],
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e:?}"))?;
+            key.draw(&Text::new(
+                name.clone(),
+                (34, y),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        }
         for (i, line) in p.key.iter().enumerate() {
             key.draw(&Text::new(
                 line.clone(),
-                (4, 44 + 17 * i as i32),
+                (4, line_y(p.chart.series.len() + 1 + i)),
                 ("sans-serif", 13).into_font(),
             ))
             .map_err(|e| anyhow!("{e:?}"))?;

@@ -178,7 +178,7 @@ impl<'a> Run<'a> {
         {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let label = format!("{what} {name} (curl)");
+        let label = format!("curl: {what} {name}");
         self.step(i, phase(label, from_ms, to_ms), took)
     }
 
@@ -192,7 +192,8 @@ impl<'a> Run<'a> {
         timeout: Duration,
     ) -> Result<()> {
         let t = self.site(i);
-        let tag = format!("{}-{}", SITES[i], self.phases[i].len() + 1);
+        // boot_to_marker prints "boot <tag>: <seconds>: <marker>".
+        let tag = format!("site-{}-{}", SITES[i], self.phases[i].len() + 1);
         println!(
             "demo: site {}: {what}: qemu (SeaBIOS + iPXE ROM, software emulation) …",
             SITES[i]
@@ -208,11 +209,6 @@ impl<'a> Run<'a> {
                 SITES[i]
             );
         }
-        println!(
-            "demo: site {}: {:.1} s: {marker}",
-            SITES[i],
-            b.elapsed.as_secs_f64()
-        );
         // The origin's log names the guest by its lease.
         if let Some(ip) = marker
             .split_once("ip=")
@@ -222,7 +218,7 @@ impl<'a> Run<'a> {
         }
         self.step(
             i,
-            phase(format!("{what} (iPXE)"), from_ms, to_ms),
+            phase(format!("iPXE boot {what}"), from_ms, to_ms),
             b.elapsed,
         )
     }
@@ -289,7 +285,7 @@ fn run(args: &Args) -> Result<()> {
     };
 
     if boots {
-        run.boot(0, "boot at site A (cold)", None, timeout)?;
+        run.boot(0, "(cold)", None, timeout)?;
         wait_held(
             &sites,
             &["bridge-a"],
@@ -312,7 +308,7 @@ fn run(args: &Args) -> Result<()> {
             .b
             .wait_stat("fleet_member", "published", 3, Duration::from_secs(5))?;
         let p = phase(
-            "directive: pre-stage the boot files at site B".into(),
+            "directive: pre-stage the boot files".into(),
             from_ms,
             demo::unix_ms(),
         );
@@ -363,7 +359,7 @@ fn run(args: &Args) -> Result<()> {
         )?;
     }
     let what = format!(
-        "{} changed on the origin: pushed",
+        "{} change on the origin: pushed",
         changed_files.join(" and ")
     );
     for i in 0..2 {
@@ -373,10 +369,10 @@ fn run(args: &Args) -> Result<()> {
     let store_pushed = run.store_in(&what);
 
     if boots {
-        run.boot(0, "boot at site A (warm, new initrd)", Some("2"), timeout)?;
+        run.boot(0, "(warm: the new initrd)", Some("2"), timeout)?;
         run.boot(
             1,
-            "boot at site B (from its cache, new initrd)",
+            "(first at B, from its cache: the new initrd)",
             Some("2"),
             timeout,
         )?;
@@ -406,21 +402,21 @@ fn run(args: &Args) -> Result<()> {
         Duration::from_secs(5),
     )?;
     let p = phase(
-        "directive: pre-stage staged.img at site B".into(),
+        "directive: pre-stage staged.img".into(),
         from_ms,
         demo::unix_ms(),
     );
     run.step(1, p, at.elapsed())?;
-    run.read(1, "first read at site B of", "staged.img")?;
+    run.read(1, "first read of", "staged.img")?;
 
     println!();
     println!(
-        "{:<48} {:>4} {:>12} {:>12} {:>12} {:>9}",
+        "{:<52} {:>4} {:>12} {:>12} {:>12} {:>9}",
         "step", "site", "origin B", "store B", "cache B", "time"
     );
     for s in &run.steps {
         println!(
-            "{:<48} {:>4} {:>12} {:>12} {:>12} {:>9}",
+            "{:<52} {:>4} {:>12} {:>12} {:>12} {:>9}",
             s.label,
             SITES[s.site],
             s.bytes.origin,
