@@ -27,6 +27,18 @@ pub fn main(run: impl FnOnce() -> Result<()>) -> ExitCode {
     }
 }
 
+/// Where a demo writes its picture: `out`, or `demo/` beside the demo's
+/// binary (e.g. target/release/demo).
+pub fn out_dir(out: Option<&Path>) -> Result<PathBuf> {
+    Ok(match out {
+        Some(d) => d.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("the demo binary has no directory"))?
+            .join("demo"),
+    })
+}
+
 /// Milliseconds since the Unix epoch (the clock of the statistics' `unix_ms`).
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -45,13 +57,17 @@ pub struct Phase {
     pub to_ms: u64,
 }
 
-/// The two counters the picture plots, as the bridge reported them.
+/// The counters the picture plots, as the bridge reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Sample {
     unix_ms: u64,
     /// Bytes the driver received on the server-side port: what the origin
     /// sent across the bridge (wire bytes, DHCP included).
     origin: u64,
+    /// Bytes of pushed files published into the cache (a fleet's bridge:
+    /// from the Object Store, over the engine's connection, not a port),
+    /// counted as each file is published; 0 outside a fleet.
+    store: u64,
     /// Bytes the client-side port sent beyond what the server-side port
     /// received: the frames serving built from the cache (wire bytes, as
     /// `origin`; the serving counters count file bytes only as a
@@ -67,6 +83,7 @@ impl Sample {
         Some(Sample {
             unix_ms: top.get("unix_ms")?.as_u64()?,
             origin: r.get("server", "rx_bytes")?,
+            store: r.get("fleet_member", "published_bytes").unwrap_or(0),
             cache: r
                 .get("client", "tx_bytes")?
                 .saturating_sub(r.get("server", "rx_bytes")?),
@@ -135,6 +152,12 @@ impl Timeline {
     /// all of the phase, and at most an interval either side (another
     /// phase's too if it shares that interval: see [`Timeline::read_past`]).
     pub fn bytes_in(&self, p: &Phase) -> (u64, u64) {
+        let s = self.sources_in(p);
+        (s.origin, s.cache)
+    }
+
+    /// [`Timeline::bytes_in`] with the Object Store's bytes too.
+    pub fn sources_in(&self, p: &Phase) -> Sources {
         let first = self.samples.first().copied().unwrap_or_default();
         let a = self
             .samples
@@ -150,19 +173,20 @@ impl Timeline {
             .or(self.samples.last())
             .copied()
             .unwrap_or_default();
-        (
-            b.origin.saturating_sub(a.origin),
-            b.cache.saturating_sub(a.cache),
-        )
+        Sources {
+            origin: b.origin.saturating_sub(a.origin),
+            store: b.store.saturating_sub(a.store),
+            cache: b.cache.saturating_sub(a.cache),
+        }
     }
 
-    /// Bytes per second (origin, cache) over each interval between samples,
+    /// Bytes per second (origin, Object Store, cache) over each interval between samples,
     /// at the interval's end, in seconds since `t0_ms`. Counters that went
     /// back (a restarted bridge: the origin's bytes fell) count from zero.
     /// The cache's is a difference of two ports read one after the other,
     /// so it may fall a little while frames flow: that counts as nothing.
-    fn rates(&self, t0_ms: u64) -> (Points, Points) {
-        let (mut origin, mut cache) = (Vec::new(), Vec::new());
+    fn rates(&self, t0_ms: u64) -> (Points, Points, Points) {
+        let (mut origin, mut store, mut cache) = (Vec::new(), Vec::new(), Vec::new());
         for w in self.samples.windows(2) {
             let (b, restarted) = (w[1], w[1].origin < w[0].origin);
             let a = if restarted { Sample::default() } else { w[0] };
@@ -172,10 +196,22 @@ impl Timeline {
             }
             let t = (b.unix_ms as f64 - t0_ms as f64) / 1e3;
             origin.push((t, (b.origin - a.origin) as f64 / dt));
+            store.push((t, b.store.saturating_sub(a.store) as f64 / dt));
             cache.push((t, b.cache.saturating_sub(a.cache) as f64 / dt));
         }
-        (origin, cache)
+        (origin, store, cache)
     }
+}
+
+/// Where a bridge's bytes came from in a phase ([`Timeline::sources_in`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// From the origin, through the server-side port (wire bytes).
+    pub origin: u64,
+    /// From the Object Store: pushed files published into the cache.
+    pub store: u64,
+    /// From the cache: frames serving built (wire bytes).
+    pub cache: u64,
 }
 
 /// Megabytes, one decimal (the phases' labels).
@@ -208,14 +244,14 @@ pub fn picture(
     let t1 = phases.iter().map(|p| p.to_ms).max().unwrap_or(t0);
     // One interval of margin either side, and the sample that ends the last phase.
     let (lo, hi) = (-2.0, (t1 - t0) as f64 / 1e3 + 2.0);
+    let keep = |v: Points| -> Points {
+        v.into_iter()
+            .filter(|(x, _)| (lo..=hi).contains(x))
+            .collect()
+    };
     let mut series = Vec::new();
     for (bridge, t) in bridges {
-        let (origin, cache) = t.rates(t0);
-        let keep = |v: Points| -> Points {
-            v.into_iter()
-                .filter(|(x, _)| (lo..=hi).contains(x))
-                .collect()
-        };
+        let (origin, _, cache) = t.rates(t0);
         let who = if bridges.len() > 1 {
             format!("{bridge}: ")
         } else {
@@ -259,6 +295,81 @@ pub fn picture(
     plot::write(&c, dir, name)
 }
 
+/// One site of a fleet's run for [`sites_picture`]: its name, its
+/// bridge's samples and the phases that concern it.
+pub type Site<'a> = (&'a str, &'a Timeline, &'a [Phase]);
+
+/// The picture of a fleet's run: one panel per site, stacked on one time
+/// axis (seconds from the first phase's start), each with three series —
+/// bytes per second from the origin, the Object Store and the cache — and
+/// its phases shaded and numbered; the key beside the panel says what
+/// each number was and the bytes each source sent in it. Written as
+/// `<dir>/<name>.svg` and `.png`; returns the files, the SVG first.
+pub fn sites_picture(
+    title: &str,
+    note: &str,
+    sites: &[Site<'_>],
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>> {
+    let all = sites.iter().flat_map(|(_, _, p)| p.iter());
+    let t0 = all.clone().map(|p| p.from_ms).min();
+    let t1 = all.map(|p| p.to_ms).max();
+    let (Some(t0), Some(t1)) = (t0, t1) else {
+        anyhow::bail!("no phases to draw");
+    };
+    let (lo, hi) = (-2.0, (t1 - t0) as f64 / 1e3 + 2.0);
+    let keep = |v: Points| -> Points {
+        v.into_iter()
+            .filter(|(x, _)| (lo..=hi).contains(x))
+            .collect()
+    };
+    let mut panels = Vec::new();
+    for (site, t, phases) in sites {
+        anyhow::ensure!(
+            t.len() >= 2,
+            "{} statistics samples at {site}: too few for a rate (is its bridge run with --stats-interval 1 --stats-json?)",
+            t.len()
+        );
+        let (origin, store, cache) = t.rates(t0);
+        let mut key = Vec::new();
+        let mut bands = Vec::new();
+        for (i, p) in phases.iter().enumerate() {
+            let s = t.sources_in(p);
+            key.push(format!("{}  {}", i + 1, p.label));
+            key.push(format!(
+                "     origin {}, Object Store {}, cache {}",
+                mb(s.origin),
+                mb(s.store),
+                mb(s.cache)
+            ));
+            bands.push(Band {
+                label: (i + 1).to_string(),
+                from: (p.from_ms - t0) as f64 / 1e3,
+                to: (p.to_ms - t0) as f64 / 1e3,
+            });
+        }
+        panels.push(plot::Panel {
+            chart: Chart {
+                title: site.to_string(),
+                x_label: "seconds since the first step started".into(),
+                y_label: "bytes per second".into(),
+                x_log: false,
+                y_log: false,
+                series: vec![
+                    ("from the origin".into(), keep(origin)),
+                    ("from the Object Store".into(), keep(store)),
+                    ("from the cache".into(), keep(cache)),
+                ],
+                note: String::new(),
+                bands,
+            },
+            key,
+        });
+    }
+    plot::write_panels(title, &panels, note, dir, name)
+}
+
 /// A run kept for later: its phases and its samples, cut to what the
 /// picture reads, as JSON lines (the statistics objects still read as
 /// such). The demo writes one beside its picture; `docs/` keeps one.
@@ -269,11 +380,14 @@ pub fn recording(timeline: &Timeline, phases: &[Phase]) -> String {
         out.push_str(&format!("{v}\n"));
     }
     for s in &timeline.samples {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "unix_ms": s.unix_ms,
             "client": {"tx_bytes": s.origin + s.cache},
             "server": {"rx_bytes": s.origin},
         });
+        if s.store > 0 {
+            v["fleet_member"] = serde_json::json!({"published_bytes": s.store});
+        }
         out.push_str(&format!("{v}\n"));
     }
     out
@@ -342,7 +456,8 @@ mod tests {
         let p = phases();
         assert_eq!(t.bytes_in(&p[0]), (3_000_500, 0));
         assert_eq!(t.bytes_in(&p[1]), (500, 2_000_000));
-        let (origin, cache) = t.rates(1_000_000);
+        let (origin, store, cache) = t.rates(1_000_000);
+        assert!(store.iter().all(|p| p.1 == 0.0), "{store:?}");
         assert_eq!(origin.len(), 9);
         assert_eq!(origin[0], (1.0, 1e6));
         assert_eq!(cache[5], (6.0, 1e6));
@@ -356,7 +471,7 @@ mod tests {
         // Client port read before the server port while frames flow.
         let text = "{\"unix_ms\":1000,\"client\":{\"tx_bytes\":9000},\"server\":{\"rx_bytes\":1000}}\n\
                     {\"unix_ms\":2000,\"client\":{\"tx_bytes\":9500},\"server\":{\"rx_bytes\":2000}}\n";
-        let (origin, cache) = Timeline::parse(text).rates(0);
+        let (origin, _, cache) = Timeline::parse(text).rates(0);
         assert_eq!(origin, [(2.0, 1000.0)]);
         assert_eq!(cache, [(2.0, 0.0)]);
     }
@@ -365,7 +480,7 @@ mod tests {
     fn a_restarted_bridge_counts_from_zero() {
         let text = "{\"unix_ms\":1000,\"client\":{\"tx_bytes\":900},\"server\":{\"rx_bytes\":900}}\n\
                     {\"unix_ms\":2000,\"client\":{\"tx_bytes\":100},\"server\":{\"rx_bytes\":100}}\n";
-        let (origin, _) = Timeline::parse(text).rates(0);
+        let (origin, ..) = Timeline::parse(text).rates(0);
         assert_eq!(origin, [(2.0, 100.0)]);
     }
 
@@ -392,9 +507,85 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A fleet bridge's statistics: the recorded ones with 4 MB published
+    /// from the Object Store in the fifth interval (between the phases).
+    fn recorded_site() -> String {
+        recorded()
+            .lines()
+            .map(|l| match l.find("\"unix_ms\":") {
+                Some(_) => {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let i = (v["unix_ms"].as_u64().unwrap() - 1_000_000) / 1000;
+                    let published = if i >= 5 { 4_000_000 } else { 0 };
+                    v["fleet_member"] = serde_json::json!({"published_bytes": published});
+                    format!("{v}\n")
+                }
+                None => format!("{l}\n"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_sites_picture_has_a_panel_per_site_with_its_key() {
+        let dir = std::env::temp_dir().join(format!("testbed-demo-sites-{}", std::process::id()));
+        let t = Timeline::parse(&recorded_site());
+        let pushed = Phase {
+            label: "pushed".into(),
+            from_ms: 1_003_500,
+            to_ms: 1_004_500,
+        };
+        assert_eq!(
+            t.sources_in(&pushed),
+            Sources {
+                origin: 1000,
+                store: 4_000_000,
+                cache: 0
+            }
+        );
+        let (_, store, _) = t.rates(1_000_000);
+        assert_eq!(store[4], (5.0, 4e6));
+        let a = [phases()[0].clone(), pushed.clone()];
+        let b = [pushed, phases()[1].clone()];
+        let files = sites_picture(
+            "two sites",
+            "a note",
+            &[("site A", &t, &a), ("site B", &t, &b)],
+            &dir,
+            "s",
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        for text in [
+            "two sites",
+            "site A",
+            "site B",
+            "from the origin",
+            "from the Object Store",
+            "from the cache",
+            "1  boot 1 (cold)",
+            "origin 3.0 MB, Object Store 0.0 MB, cache 0.0 MB",
+            "2  pushed",
+            "origin 0.0 MB, Object Store 4.0 MB, cache 0.0 MB",
+            "1  pushed",
+            "2  boot 2 (warm)",
+            "origin 0.0 MB, Object Store 0.0 MB, cache 2.0 MB",
+            "a note",
+        ] {
+            assert!(svg.contains(text), "{text:?} is not in the picture");
+        }
+        assert!(files[1].exists(), "no PNG");
+        let few = Timeline::parse(recorded_site().lines().nth(1).unwrap());
+        let e = sites_picture("t", "", &[("site A", &few, &a)], &dir, "never").unwrap_err();
+        assert!(e.to_string().contains("too few"), "{e}");
+        assert!(sites_picture("t", "", &[("site A", &t, &[])], &dir, "never").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn a_recording_reads_back() {
         let (t, p) = (Timeline::parse(&recorded()), phases());
+        assert_eq!(read_recording(&recording(&t, &p)), (t, p));
+        let (t, p) = (Timeline::parse(&recorded_site()), phases());
         assert_eq!(read_recording(&recording(&t, &p)), (t, p));
     }
 
@@ -420,6 +611,52 @@ mod tests {
         let svg = std::fs::read_to_string(&files[0]).unwrap();
         assert!(svg.contains(&format!("origin {}", mb(cold.0))));
         assert!(svg.contains(&format!("cache {}", mb(warm.1))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The picture of a real two-site run (`docs/fleet-demo-site-*.jsonl`,
+    /// recorded by `scripts/demo --sites 2`): site A's cold boot from the
+    /// origin, the boot files pre-staged at site B and the changed files
+    /// pushed to both from the Object Store, the warm boots from the caches.
+    #[test]
+    fn the_recorded_fleet_demo_run_draws_both_sites() {
+        let (ta, pa) = read_recording(include_str!("../../docs/fleet-demo-site-a.jsonl"));
+        let (tb, pb) = read_recording(include_str!("../../docs/fleet-demo-site-b.jsonl"));
+        let find = |p: &[Phase], what: &str| -> Phase {
+            p.iter()
+                .find(|p| p.label.contains(what))
+                .cloned()
+                .unwrap_or_else(|| panic!("no phase {what:?} in {p:?}"))
+        };
+        let cold = ta.sources_in(&find(&pa, "boot (cold)"));
+        assert!(cold.origin > 15_000_000 && cold.cache < 100_000, "{cold:?}");
+        let staged = tb.sources_in(&find(&pb, "pre-stage the boot files"));
+        assert!(
+            staged.store > 15_000_000 && staged.origin < 100_000,
+            "{staged:?}"
+        );
+        for (t, p) in [(&ta, &pa), (&tb, &pb)] {
+            let pushed = t.sources_in(&find(p, "change on the origin"));
+            assert!(
+                pushed.store > 17_000_000 && pushed.origin < 100_000,
+                "{pushed:?}"
+            );
+            let warm = t.sources_in(&find(p, "the new initrd"));
+            assert!(warm.cache > 15_000_000 && warm.origin < 100_000, "{warm:?}");
+        }
+        let dir =
+            std::env::temp_dir().join(format!("testbed-fleet-recorded-{}", std::process::id()));
+        let files = sites_picture(
+            "two sites",
+            "",
+            &[("site A", &ta, &pa), ("site B", &tb, &pb)],
+            &dir,
+            "r",
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(svg.contains(&format!("origin {}, Object Store 0.0 MB", mb(cold.origin))));
+        assert!(svg.contains(&format!("Object Store {}", mb(staged.store))));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -45,6 +45,9 @@ pub const OWN_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 5);
 const LOSS_TABLE: &str = "bootcache_ack_loss";
 /// What the test initrd prints on the serial console once its network is up.
 pub const MARKER: &str = "BOOTCACHE-PXE-OK";
+/// The qemu client's MAC address unless [`Topology::set_client_mac`] chose
+/// another.
+pub const CLIENT_MAC: &str = "52:54:00:b0:07:01";
 /// The agent's UDP port on the management link.
 pub const AGENT_PORT: u16 = 6969;
 /// Where `scripts/pxe-images` leaves the kernel and initrd.
@@ -286,6 +289,8 @@ pub struct Topology {
     /// The origin's interface: `eth0`, or `br0` once a second site joined
     /// its LAN ([`Topology::join_origin_lan`]).
     origin_iface: &'static str,
+    /// The qemu client's MAC address ([`Topology::set_client_mac`]).
+    client_mac: String,
 }
 
 impl Topology {
@@ -382,6 +387,7 @@ impl Topology {
             next_server: None,
             firmware: Firmware::Ipxe,
             origin_iface: "eth0",
+            client_mac: CLIENT_MAC.into(),
         };
         t.build().context("building the topology")?;
         Ok(t)
@@ -876,12 +882,106 @@ pub fn pxe_test_topology(opts: &Options) -> Topology {
         panic!("end-to-end prerequisites: {e:#}");
     }
     let t = Topology::create(opts).unwrap_or_else(|e| panic!("creating the namespaces: {e:#}"));
-    let images = std::env::var_os("BOOTCACHE_PXE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| DEFAULT_IMAGES.into());
-    t.install_pxe_files(&images)
+    t.install_pxe_files(&pxe_images_dir())
         .unwrap_or_else(|e| panic!("installing the PXE files: {e:#}"));
     t
+}
+
+/// Where the kernel and initrd of `scripts/pxe-images` are:
+/// `BOOTCACHE_PXE_DIR`, or [`DEFAULT_IMAGES`].
+pub fn pxe_images_dir() -> PathBuf {
+    std::env::var_os("BOOTCACHE_PXE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_IMAGES.into())
+}
+
+/// A new version of the initrd in `images`: the original with a second
+/// archive appended whose `/init` (the kernel unpacks the archives in
+/// order, the later file replacing the earlier) prints `initrd=<variant>`
+/// at the end of the marker line, so a booted guest shows which initrd
+/// bytes it ran. Made with gzip and cpio's reader; the archive itself is
+/// written here ([`newc_archive`]).
+pub fn initrd_variant(images: &Path, variant: &str) -> Result<Vec<u8>> {
+    let initrd = images.join("initrd.gz");
+    let old = std::fs::read(&initrd).with_context(|| {
+        format!(
+            "{} missing: run scripts/setup (it runs scripts/pxe-images)",
+            initrd.display()
+        )
+    })?;
+    let script = format!(
+        "gzip -dc {} | cpio -i --quiet --to-stdout init",
+        shell_word(&initrd.to_string_lossy())
+    );
+    let init = run(Command::new("sh").args(["-c", &script]))
+        .context("reading /init from the initrd (gzip, cpio: run scripts/setup)")?;
+    let line_end = "kernel=$(uname -r)\"";
+    if !init.contains(line_end) {
+        bail!("{}: its /init prints no marker line ending in {line_end}: run scripts/pxe-images again", initrd.display());
+    }
+    let init = init.replace(line_end, &format!("kernel=$(uname -r) initrd={variant}\""));
+    let cpio = newc_archive(&[("init", 0o100_755, init.as_bytes())]);
+    let mut gzip = Command::new("gzip")
+        .args(["-9n"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("gzip (Debian package gzip)")?;
+    let mut stdin = gzip.stdin.take().context("gzip's stdin")?;
+    // The archive is a few kB: gzip reads it all before its output fills a pipe.
+    std::io::Write::write_all(&mut stdin, &cpio)?;
+    drop(stdin);
+    let out = gzip.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "gzip failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut new = old;
+    new.extend(out.stdout);
+    Ok(new)
+}
+
+/// A cpio archive in the kernel's initramfs format (`newc`: ASCII headers,
+/// names and data padded to 4 bytes, a `TRAILER!!!` entry last, zeros to
+/// a whole 512-byte block) of
+/// `(name, mode, content)` files.
+pub fn newc_archive(files: &[(&str, u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let pad = |out: &mut Vec<u8>| out.resize(out.len().next_multiple_of(4), 0);
+    let trailer: (&str, u32, &[u8]) = ("TRAILER!!!", 0, &[]);
+    for (ino, (name, mode, data)) in files.iter().chain([&trailer]).enumerate() {
+        // ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor,
+        // rdevmajor, rdevminor, namesize (with its NUL), check.
+        let fields = [
+            ino as u32 + 1,
+            *mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08x}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        pad(&mut out);
+        out.extend_from_slice(data);
+        pad(&mut out);
+    }
+    // Whole 512-byte blocks, as cpio writes them (its reader wants them).
+    out.resize(out.len().next_multiple_of(512), 0);
+    out
 }
 
 /// SHA-256 of `bytes`, hex, the way [`sha256_file`] prints it (through a
@@ -1102,8 +1202,8 @@ impl Firmware {
 
     /// qemu's machine, memory, firmware and NIC for boot `tag` (UEFI's
     /// variable store is copied into `dir`, fresh for each boot).
-    fn qemu_args(self, accel: &str, dir: &Path, tag: &str) -> Result<Vec<String>> {
-        let mac = "mac=52:54:00:b0:07:01";
+    fn qemu_args(self, accel: &str, dir: &Path, tag: &str, mac: &str) -> Result<Vec<String>> {
+        let mac = format!("mac={mac}");
         let v: Vec<String> = match self {
             Firmware::Ipxe | Firmware::Pxelinux | Firmware::Grub => [
                 "-machine",
@@ -1148,6 +1248,12 @@ impl Topology {
     /// file and [`Topology::boot_pxe`] boot qemu with `fw`.
     pub fn set_firmware(&mut self, fw: Firmware) {
         self.firmware = fw;
+    }
+
+    /// Makes [`Topology::boot_pxe`]'s qemu client use `mac` (two sites on
+    /// one LAN: one MAC address each, as two machines have).
+    pub fn set_client_mac(&mut self, mac: &str) {
+        self.client_mac = mac.into();
     }
 
     /// The firmware [`Topology::set_firmware`] chose.
@@ -1512,6 +1618,36 @@ mod tests {
         }
         assert_eq!(pcap_frames(&pcap).unwrap(), [frame.as_slice()]);
         assert!(pcap_frames(b"not a pcap").is_err());
+    }
+
+    #[test]
+    fn a_newc_archive_reads_back_with_cpio() {
+        let a = newc_archive(&[
+            ("init", 0o100_755, b"#!/bin/sh\necho hi\n"),
+            ("x", 0o100_644, b"abcde"),
+        ]);
+        assert_eq!(a.len() % 512, 0);
+        assert!(a.starts_with(b"070701"));
+        let dir = std::env::temp_dir().join(format!("testbed-newc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.cpio");
+        std::fs::write(&p, &a).unwrap();
+        let list = run(Command::new("cpio")
+            .args(["-t", "-v", "--quiet", "-F"])
+            .arg(&p))
+        .unwrap();
+        assert!(
+            list.lines().next().unwrap().starts_with("-rwxr-xr-x"),
+            "{list}"
+        );
+        assert!(list.contains(" init\n") && list.contains(" x\n"), "{list}");
+        let x = run(Command::new("cpio")
+            .args(["-i", "--quiet", "--to-stdout", "-F"])
+            .arg(&p)
+            .arg("x"))
+        .unwrap();
+        assert_eq!(x, "abcde");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -112,7 +112,7 @@ const COLORS: [RGBColor; 4] = [
 const BAND_COLORS: [RGBColor; 2] = [RGBColor(0xff, 0xe8, 0xc8), RGBColor(0xd8, 0xec, 0xd8)];
 
 macro_rules! draw_with {
-    ($root:expr, $chart:expr, $xr:expr, $yr:expr, $ytop:expr) => {{
+    ($root:expr, $chart:expr, $xr:expr, $yr:expr, $ytop:expr, $legend:expr) => {{
         let c = $chart;
         let mut ctx = ChartBuilder::on($root)
             .caption(&c.title, ("sans-serif", 22))
@@ -173,17 +173,19 @@ macro_rules! draw_with {
             ctx.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| anyhow!("{e:?}"))?;
         }
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .position(if c.bands.is_empty() {
-                SeriesLabelPosition::UpperLeft
-            } else {
-                SeriesLabelPosition::UpperRight
-            })
-            .draw()
-            .map_err(|e| anyhow!("{e:?}"))?;
+        if $legend {
+            ctx.configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 14))
+                .position(if c.bands.is_empty() {
+                    SeriesLabelPosition::UpperLeft
+                } else {
+                    SeriesLabelPosition::UpperRight
+                })
+                .draw()
+                .map_err(|e| anyhow!("{e:?}"))?;
+        }
     }};
 }
 
@@ -193,57 +195,205 @@ where
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
     let (area, foot) = root.split_vertically(root.dim_in_pixel().1 - 24);
+    draw_note(&foot, &c.note)?;
+    draw_chart(&area, c, x_range(std::slice::from_ref(c)), true)?;
+    root.present().map_err(|e| anyhow!("{e:?}"))?;
+    Ok(())
+}
+
+/// The grey caption line at a picture's foot.
+fn draw_note<DB: DrawingBackend>(foot: &DrawingArea<DB, Shift>, note: &str) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     foot.draw(&Text::new(
-        c.note.clone(),
+        note.to_string(),
         (10, 4),
         ("sans-serif", 12).into_font().color(&RGBColor(90, 90, 90)),
     ))
-    .map_err(|e| anyhow!("{e:?}"))?;
-    let bands = c.bands.iter().flat_map(|b| [b.from, b.to]);
-    let xs = c
-        .series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|q| q.0))
-        .chain(bands);
+    .map_err(|e| anyhow!("{e:?}"))
+}
+
+/// The X axis range that holds every series and band of `charts`.
+fn x_range(charts: &[Chart]) -> (f64, f64) {
+    let log = charts.iter().any(|c| c.x_log);
+    let xs = charts.iter().flat_map(|c| {
+        let bands = c.bands.iter().flat_map(|b| [b.from, b.to]);
+        c.series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .chain(bands)
+    });
+    range(xs, log)
+}
+
+/// One chart in `area`, its X axis over `(x0, x1)` (widened for the
+/// legend when there are bands), with the series' legend in it if
+/// `legend`.
+fn draw_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    c: &Chart,
+    (x0, mut x1): (f64, f64),
+    legend: bool,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     let ys = c.series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
-    let (x0, mut x1) = range(xs, c.x_log);
     let (y0, mut y1) = range(ys, c.y_log);
     if !c.bands.is_empty() {
-        // Room above the series for two rows of the bands' labels, and
-        // right of them for the legend.
-        y1 *= if c.y_log { 100.0 } else { 2.0 };
-        x1 = if c.x_log {
-            x1 * 3.0
-        } else {
-            x1 + (x1 - x0) * 0.25
+        // Room above the series for two rows of the bands' labels (less
+        // for one-line labels), and right of them for the legend.
+        let lines = c.bands.iter().map(|b| b.label.lines().count()).max();
+        y1 *= match (c.y_log, lines) {
+            (true, _) => 100.0,
+            (false, Some(0 | 1)) => 1.4,
+            (false, _) => 2.0,
+        };
+        x1 = match (legend, c.x_log) {
+            (false, _) => x1,
+            (true, true) => x1 * 3.0,
+            (true, false) => x1 + (x1 - x0) * 0.25,
         };
     }
     match (c.x_log, c.y_log) {
-        (false, false) => draw_with!(&area, c, x0..x1, y0..y1, y1),
-        (true, false) => draw_with!(&area, c, (x0..x1).log_scale(), y0..y1, y1),
-        (false, true) => draw_with!(&area, c, x0..x1, (y0..y1).log_scale(), y1),
-        (true, true) => draw_with!(&area, c, (x0..x1).log_scale(), (y0..y1).log_scale(), y1),
+        (false, false) => draw_with!(area, c, x0..x1, y0..y1, y1, legend),
+        (true, false) => draw_with!(area, c, (x0..x1).log_scale(), y0..y1, y1, legend),
+        (false, true) => draw_with!(area, c, x0..x1, (y0..y1).log_scale(), y1, legend),
+        (true, true) => {
+            draw_with!(
+                area,
+                c,
+                (x0..x1).log_scale(),
+                (y0..y1).log_scale(),
+                y1,
+                legend
+            )
+        }
+    }
+    Ok(())
+}
+
+/// One panel of a stacked picture ([`write_panels`]): a chart, and a key
+/// written beside it (the series' legend, then these lines: e.g. what
+/// the bands' short labels stand for).
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// The chart (its note is not drawn: the picture has one).
+    pub chart: Chart,
+    /// Lines of text right of the chart, top to bottom.
+    pub key: Vec<String>,
+}
+
+/// Height of one panel, pixels.
+const PANEL_HEIGHT: u32 = 400;
+/// Width of a panel's key, pixels.
+const KEY_WIDTH: u32 = 380;
+
+fn draw_panels<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    panels: &[Panel],
+    note: &str,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(|e| anyhow!("{e:?}"))?;
+    let (head, rest) = root.split_vertically(36);
+    head.draw(&Text::new(
+        title.to_string(),
+        (12, 8),
+        ("sans-serif", 22).into_font(),
+    ))
+    .map_err(|e| anyhow!("{e:?}"))?;
+    let (body, foot) = rest.split_vertically(rest.dim_in_pixel().1 - 24);
+    draw_note(&foot, note)?;
+    let charts: Vec<Chart> = panels.iter().map(|p| p.chart.clone()).collect();
+    let xr = x_range(&charts);
+    for (p, area) in panels.iter().zip(body.split_evenly((panels.len(), 1))) {
+        let (chart, key) = area.split_horizontally(area.dim_in_pixel().0 - KEY_WIDTH);
+        draw_chart(&chart, &p.chart, xr, false)?;
+        // The series' legend heads the key: the chart's own box would
+        // cover the bands' labels.
+        let line_y = |i: usize| 44 + 17 * i as i32;
+        for (i, (name, _)) in p.chart.series.iter().enumerate() {
+            let (y, color) = (line_y(i), COLORS[i % COLORS.len()]);
+            key.draw(&PathElement::new(
+                vec![(4, y + 7), (28, y + 7)],
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e:?}"))?;
+            key.draw(&Text::new(
+                name.clone(),
+                (34, y),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        }
+        for (i, line) in p.key.iter().enumerate() {
+            key.draw(&Text::new(
+                line.clone(),
+                (4, line_y(p.chart.series.len() + 1 + i)),
+                ("sans-serif", 13).into_font(),
+            ))
+            .map_err(|e| anyhow!("{e:?}"))?;
+        }
     }
     root.present().map_err(|e| anyhow!("{e:?}"))?;
     Ok(())
 }
 
+/// Writes `panels` one under another under `title`, on one X axis range,
+/// with `note` at the foot, as `<dir>/<name>.svg` and `.png`; returns the
+/// files, the SVG first.
+pub fn write_panels(
+    title: &str,
+    panels: &[Panel],
+    note: &str,
+    dir: &Path,
+    name: &str,
+) -> Result<Vec<PathBuf>> {
+    anyhow::ensure!(!panels.is_empty(), "no panels to draw");
+    let size = (1100, 36 + 24 + PANEL_HEIGHT * panels.len() as u32);
+    write_with(
+        dir,
+        name,
+        size,
+        &|root| draw_panels(root, title, panels, note),
+        &|root| draw_panels(root, title, panels, note),
+    )
+}
+
 /// Writes `<dir>/<name>.svg` and `<dir>/<name>.png`; returns the files.
 pub fn write(c: &Chart, dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+    write_with(dir, name, (900, 560), &|root| draw(root, c), &|root| {
+        draw(root, c)
+    })
+}
+
+/// A picture of `size` pixels drawn by `svg` and `png` into
+/// `<dir>/<name>.svg` and `.png`; the files, the SVG first.
+fn write_with(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    svg: &dyn Fn(DrawingArea<SVGBackend<'_>, Shift>) -> Result<()>,
+    png: &dyn Fn(DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<Vec<PathBuf>> {
     anyhow::ensure!(
         font_ready(),
         "no TrueType font for the plots' text ({}): apt-get install fonts-dejavu-core",
         FONTS[0]
     );
     std::fs::create_dir_all(dir)?;
-    let size = (900, 560);
-    let svg = dir.join(format!("{name}.svg"));
-    draw(SVGBackend::new(&svg, size).into_drawing_area(), c)
-        .with_context(|| format!("drawing {}", svg.display()))?;
-    let png = dir.join(format!("{name}.png"));
-    draw(BitMapBackend::new(&png, size).into_drawing_area(), c)
-        .with_context(|| format!("drawing {}", png.display()))?;
-    Ok(vec![svg, png])
+    let svg_file = dir.join(format!("{name}.svg"));
+    svg(SVGBackend::new(&svg_file, size).into_drawing_area())
+        .with_context(|| format!("drawing {}", svg_file.display()))?;
+    let png_file = dir.join(format!("{name}.png"));
+    png(BitMapBackend::new(&png_file, size).into_drawing_area())
+        .with_context(|| format!("drawing {}", png_file.display()))?;
+    Ok(vec![svg_file, png_file])
 }
 
 #[cfg(test)]
@@ -258,6 +408,58 @@ mod tests {
         assert_eq!(short(0.25), "0.25");
         assert_eq!(short(12.5), "12.5");
         assert_eq!(short(20_000.0), "20k");
+    }
+
+    #[test]
+    fn panels_are_stacked_on_one_x_axis_with_their_keys() {
+        let dir = std::env::temp_dir().join(format!("testbed-plot-panels-{}", std::process::id()));
+        let panel = |name: &str, x1: f64| Panel {
+            chart: Chart {
+                title: format!("panel {name}"),
+                x_label: "s".into(),
+                y_label: "B/s".into(),
+                x_log: false,
+                y_log: false,
+                series: vec![(format!("series {name}"), vec![(0.0, 1.0), (x1, 2.0)])],
+                note: String::new(),
+                bands: vec![Band {
+                    label: "1".into(),
+                    from: 0.5,
+                    to: 1.5,
+                }],
+            },
+            key: vec![format!("1 what band {name} was")],
+        };
+        let files = write_panels(
+            "both",
+            &[panel("a", 10.0), panel("b", 40.0)],
+            "the note",
+            &dir,
+            "p",
+        )
+        .unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        for text in [
+            "both",
+            "panel a",
+            "panel b",
+            "series a",
+            "series b",
+            "1 what band a was",
+            "1 what band b was",
+            "the note",
+        ] {
+            assert!(svg.contains(text), "{text:?} is not in the picture");
+        }
+        assert!(svg.contains("height=\"860\""), "two panels high");
+        assert!(files[1].exists(), "no PNG");
+        // One X range for both: panel a's axis reaches 40 s as b's does.
+        assert_eq!(
+            x_range(&[panel("a", 10.0).chart, panel("b", 40.0).chart]),
+            range([0.0, 40.0, 0.5, 1.5].into_iter(), false)
+        );
+        assert!(write_panels("none", &[], "", &dir, "q").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

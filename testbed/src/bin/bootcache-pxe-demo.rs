@@ -405,13 +405,7 @@ fn settle(t: &Topology, to_ms: u64) -> Result<Timeline> {
 fn draw(args: &Args, t: &Topology, phases: &[Phase]) -> Result<()> {
     let end = phases.iter().map(|p| p.to_ms).max().unwrap_or(0);
     let timeline = settle(t, end)?;
-    let dir = match &args.out {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the demo binary has no directory")?
-            .join("demo"),
-    };
+    let dir = demo::out_dir(args.out.as_deref())?;
     let note = format!(
         "{} samples of --stats-json, 1 s apart. Origin: bytes the server-side port received; cache: what the client side sent beyond them. Firmware {}",
         timeline.len(),

@@ -183,7 +183,10 @@ impl Topology {
         // guest under KVM crashes in iPXE. BOOTCACHE_QEMU_ACCEL=kvm opts in.
         let accel = std::env::var("BOOTCACHE_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
         let mut cmd = self.client_cmd("qemu-system-x86_64");
-        cmd.args(self.firmware.qemu_args(&accel, &self.dir, tag)?);
+        cmd.args(
+            self.firmware
+                .qemu_args(&accel, &self.dir, tag, &self.client_mac)?,
+        );
         // SeaBIOS runs the NIC's option ROM (iPXE) only when a VGA device
         // exists: keep qemu's default VGA, shown nowhere.
         cmd.args([

@@ -358,6 +358,9 @@ pub const NATS_HUB_DOMAIN: &str = "hub";
 pub const NATS_LEAF_PORT: u16 = 7422;
 /// Site B's client address on the shared origin LAN ([`Topology::join_origin_lan`]).
 pub const SITE_B_CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 60);
+/// Site B's qemu client's MAC address ([`TwoSites::start_pxe`]): site A's
+/// is [`CLIENT_MAC`]; both are on the origin's one LAN.
+pub const SITE_B_CLIENT_MAC: &str = "52:54:00:b0:07:02";
 /// Site B's server namespace's address on the origin LAN (its leaf node
 /// reaches the hub from it).
 pub const SITE_B_WAN_IP: Ipv4Addr = Ipv4Addr::new(10, 80, 0, 2);
@@ -663,6 +666,21 @@ impl TwoSites {
     /// Builds both sites and starts every program; `files` are put into
     /// the origin's root first. bootcache runs with `--stats-interval 1`.
     pub fn start(opts: &Options, files: &[(&str, &[u8])]) -> Result<TwoSites> {
+        TwoSites::start_with(opts, files, None)
+    }
+
+    /// [`TwoSites::start`] ready for an iPXE boot at each site: what a boot
+    /// needs checked first ([`check_prerequisites`]), the iPXE script and
+    /// the kernel and initrd in `images` put into the origin's root
+    /// ([`Topology::install_pxe_files`]), site B's qemu client on
+    /// [`SITE_B_CLIENT_MAC`]. Both sites' clients get their DHCP answer
+    /// from the one dnsmasq through their own bridge.
+    pub fn start_pxe(opts: &Options, files: &[(&str, &[u8])], images: &Path) -> Result<TwoSites> {
+        check_prerequisites(true)?;
+        TwoSites::start_with(opts, files, Some(images))
+    }
+
+    fn start_with(opts: &Options, files: &[(&str, &[u8])], pxe: Option<&Path>) -> Result<TwoSites> {
         let mut a = Topology::create(opts)?;
         // Site B's forwarding lcore on the other CPU than site A's.
         let mut b = Topology::create(&Options {
@@ -678,6 +696,10 @@ impl TwoSites {
         let leaf_b = b.start_nats_leaf(b.mgmt_server, NATS_PORT, SERVER_IP, &a)?;
         for (name, content) in files {
             a.put_file(name, content)?;
+        }
+        if let Some(images) = pxe {
+            a.install_pxe_files(images)?;
+            b.set_client_mac(SITE_B_CLIENT_MAC);
         }
         let policy = a.dir.join("policy.toml");
         std::fs::write(&policy, "")?;
