@@ -317,7 +317,7 @@ impl Worker {
             self.logic.filestore_mut().poll();
             let handled = self.handle_batch();
             if let Some(f) = &mut self.fleet {
-                f.poll(Instant::now(), &mut self.logic);
+                f.poll(Instant::now(), &mut self.logic, self.serve.as_mut());
             }
             if let Some(c) = &self.control {
                 c.poll(&mut self.logic, self.fail.reason.as_deref());
