@@ -437,9 +437,9 @@ impl Addressed {
             // Once the origin told the size, the bytes are kept and
             // streamed to the waiters as they come (read-while-writing: a
             // large miss does not outlast their retries). The cache gets
-            // them through the fill either way.
-            // A fetch nobody waits for (the fleet's) keeps no bytes: a
-            // client joining it later is served once it is cached.
+            // them through the fill either way. A fetch nobody waits for
+            // then (the fleet's) keeps no bytes: a client joining it later
+            // is served once it is cached.
             if !f.stream_tried {
                 if let Some(len) = f.session.tsize() {
                     f.stream_tried = true;
