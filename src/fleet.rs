@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bootcache_fleet::doc::{self, ClientSummary, FileBoots, Holding, ImageSummary};
 use bootcache_fleet::{MemberHandle, Staged};
+use bootcache_serve::endpoint::Landed;
 use slowpath::reassembly::TempFile;
 use slowpath::CacheLogic;
 use wire::frame::VlanScope;
@@ -72,14 +73,16 @@ impl Member {
 
     /// Once per pass of the worker: the channels polled, and every
     /// [`PERIOD`] three counters compared. `serve`: the serving endpoint
-    /// (fetches through the server-side port).
+    /// (fetches through the server-side port); `fetched`: the ends of
+    /// those fetches this pass.
     pub(crate) fn poll(
         &mut self,
         now: Instant,
         logic: &mut CacheLogic,
         serve: Option<&mut crate::serve::Serve>,
+        fetched: &[(String, Result<Landed, String>)],
     ) {
-        self.port_fetch(now, serve);
+        self.port_fetch(now, serve, fetched);
         while let Some(s) = self.handle.try_staged() {
             let (tag, size) = (s.tag, s.size);
             let r = self.publish(logic, s);
@@ -128,7 +131,12 @@ impl Member {
 
     /// Starts the fetches the member asks for through the server-side port
     /// and hands it the ends of those under way.
-    fn port_fetch(&mut self, now: Instant, mut serve: Option<&mut crate::serve::Serve>) {
+    fn port_fetch(
+        &mut self,
+        now: Instant,
+        mut serve: Option<&mut crate::serve::Serve>,
+        fetched: &[(String, Result<Landed, String>)],
+    ) {
         while let Some(ask) = self.handle.try_port_fetch() {
             // One fetch per name: an answer already owed for it is owed to
             // the newer ask (the member forgot the older).
@@ -143,10 +151,9 @@ impl Member {
                 Err(e) => self.handle.port_fetched(ask.tag, Err(e)),
             }
         }
-        let Some(s) = serve else { return };
-        for (name, result) in s.take_fetched() {
-            if let Some(tag) = self.port_fetches.remove(&name) {
-                let r = result.map(|l| (l.size, l.sha256));
+        for (name, result) in fetched {
+            if let Some(tag) = self.port_fetches.remove(name) {
+                let r = result.clone().map(|l| (l.size, l.sha256));
                 self.handle.port_fetched(tag, r);
             }
         }

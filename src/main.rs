@@ -511,7 +511,10 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             s
         }),
         fleet: fleet_member,
-        control: match control::Control::start(&cfg.cache_dir) {
+        control: match control::Control::start(
+            &cfg.cache_dir,
+            cfg.addressed.as_ref().and_then(|a| a.origin(&cfg.servers)),
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 // Forwarding and caching go on; the cache is managed on

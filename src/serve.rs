@@ -660,6 +660,12 @@ impl Serve {
     }
 }
 
+impl crate::control::PortFetcher for Serve {
+    fn start_fetch(&mut self, name: &str) -> Result<(), String> {
+        self.fetch(Instant::now(), name).map_err(|e| e.to_string())
+    }
+}
+
 /// A frame with `repr`'s headers around `payload`, in a new buffer.
 fn build_udp(pool: &Mempool, repr: &UdpFrameRepr, payload: &[u8]) -> Option<Mbuf> {
     let mut m = Mbuf::alloc(pool).ok()?;

@@ -516,6 +516,34 @@ fn a_file_the_store_lacks_is_read_through_the_server_side_port() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()));
     assert_eq!(t.origin_readers("port.img").len(), 2);
     assert_eq!(t.bootcache_stat("addressed", "fetches"), Some(1));
+
+    // `bootcache cache prefetch` from the addressed origin without
+    // `--via` reads through the port too: the origin sends the file to
+    // bootcache's own address, and the answer is what landed.
+    let other = test_content(200 << 10, 43);
+    let other_sha = netns::sha256_bytes(&other, &t.dir, "other").unwrap();
+    t.put_file("other.img", &other).unwrap();
+    let o = std::process::Command::new(BOOTCACHE)
+        .args(["cache", "prefetch", "other.img", "--json", "--from"])
+        .arg(netns::SERVER_IP.to_string())
+        .arg("--cache-dir")
+        .arg(&t.cache_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("bootcache cache prefetch");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        t.diagnostics()
+    );
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["sha256"], other_sha.as_str(), "{p}");
+    assert_eq!(p["published"], "new", "{p}");
+    assert_eq!(
+        t.origin_readers("other.img"),
+        vec![netns::OWN_IP.to_string()]
+    );
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
 }
