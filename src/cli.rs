@@ -211,6 +211,8 @@ pub(crate) struct CachePrefetch {
     pub(crate) from: std::net::Ipv4Addr,
     /// Read it by TFTP (UDP port 69) at this address instead of SERVER (the
     /// server's management address, when the boot LAN is not reachable).
+    /// Without it, a running bridge in addressed mode reads a file of its
+    /// addressed origin through its server-side port.
     #[arg(long, value_name = "ADDR")]
     pub(crate) via: Option<std::net::Ipv4Addr>,
     /// One JSON object instead of a line.

@@ -11,6 +11,9 @@
 //! a full channel answers "busy". Hashing files (`verify`) and fetching
 //! one (`prefetch`) happen on the control thread; the worker only takes
 //! the verdicts and publishes the fetched file, as it does a transfer's.
+//! In addressed mode a `prefetch` from the addressed origin without
+//! `--via` is fetched through the server-side port instead: the worker
+//! starts it on the serving endpoint and answers once it is in the cache.
 
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
@@ -21,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
+use bootcache_serve::endpoint::Landed;
 use slowpath::control::{
     parse_request, Answer, Listed, Listing, Prefetched, Removed, Request, Response, VerifyOutcome,
     VerifySummary, MAX_REQUEST,
@@ -39,6 +43,9 @@ const QUEUE: usize = 4;
 const WORKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its whole request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the control thread waits for a fetch through the server-side
+/// port (within the command's own 600 s).
+const PORT_TIMEOUT: Duration = Duration::from_secs(590);
 
 /// What the worker does for the control thread.
 enum Op {
@@ -47,6 +54,12 @@ enum Op {
     Purge(Option<SystemTime>),
     /// The verdict on an entry's file, hashed on the control thread.
     Checked(Entry, bool),
+    /// Fetch a file through the server-side port into the cache
+    /// (addressed mode): answered when it landed.
+    PortFetch {
+        name: String,
+        server: Ipv4Addr,
+    },
     /// Publish a fetched file (removed with the job if it is dropped).
     Publish {
         temp: TempFile,
@@ -68,13 +81,36 @@ struct Job {
 /// The worker's end of the control socket.
 pub(crate) struct Control {
     jobs: Receiver<Job>,
+    /// Fetches through the port under way (at most one: the control
+    /// thread waits on each).
+    port: Vec<PortWait>,
+}
+
+/// A prefetch through the server-side port waiting for its fetch.
+struct PortWait {
+    name: String,
+    server: Ipv4Addr,
+    /// The SHA-256 cached before (the answer says new, refreshed or
+    /// replaced).
+    before: Option<[u8; 32]>,
+    reply: Sender<Reply>,
+}
+
+/// What the serving endpoint offers the control socket: fetches through
+/// the server-side port (addressed mode).
+pub(crate) trait PortFetcher {
+    /// Starts fetching `name` into the cache; its end comes with a later
+    /// [`Control::poll`]'s `fetched`.
+    fn start_fetch(&mut self, name: &str) -> Result<(), String>;
 }
 
 impl Control {
     /// Binds `<dir>/control.sock` (mode 0600) and starts the thread that
     /// answers it. A socket another bridge answers on is left alone: no
     /// control socket then (said in one line).
-    pub(crate) fn start(dir: &Path) -> Result<Control> {
+    /// `port`: the addressed origin, whose prefetches without `--via` go
+    /// through the server-side port.
+    pub(crate) fn start(dir: &Path, port: Option<Ipv4Addr>) -> Result<Control> {
         let path = dir.join(SOCKET);
         if UnixStream::connect(&path).is_ok() {
             anyhow::bail!(
@@ -92,23 +128,81 @@ impl Control {
         let dir = dir.to_owned();
         std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || serve(listener, &dir, &tx))
+            .spawn(move || serve(listener, &dir, &tx, port))
             .context("starting the control thread")?;
         log::info!("control socket {}", path.display());
-        Ok(Control { jobs: rx })
+        Ok(Control {
+            jobs: rx,
+            port: Vec::new(),
+        })
     }
 
     /// Does what the control thread asked (call once per pass; never
-    /// waits). `unusable` says why the cache cannot be used now.
-    pub(crate) fn poll(&self, logic: &mut CacheLogic, unusable: Option<&str>) {
+    /// waits). `unusable` says why the cache cannot be used now; `port`
+    /// fetches through the server-side port, whose ends of this pass are
+    /// `fetched` (by name: what landed in the cache, or why nothing did).
+    pub(crate) fn poll(
+        &mut self,
+        logic: &mut CacheLogic,
+        unusable: Option<&str>,
+        mut port: Option<&mut dyn PortFetcher>,
+        fetched: &[(String, Result<Landed, String>)],
+    ) {
+        for (name, result) in fetched {
+            while let Some(i) = self.port.iter().position(|w| w.name == *name) {
+                let PortWait {
+                    name,
+                    server,
+                    before,
+                    reply,
+                } = self.port.swap_remove(i);
+                let answer = result.clone().map(|l| {
+                    let published = match before {
+                        None => Published::New,
+                        Some(b) if b == l.sha256 => Published::Refreshed,
+                        Some(_) => Published::Replaced,
+                    };
+                    Answer::Prefetched(Prefetched {
+                        name: name.clone(),
+                        server,
+                        size: l.size,
+                        sha256: slowpath::Digest256(l.sha256).to_hex(),
+                        published: published_word(published).into(),
+                    })
+                });
+                let _ = reply.try_send(answer);
+            }
+        }
         // A few per pass: frames go first.
         for _ in 0..QUEUE {
             let Ok(job) = self.jobs.try_recv() else {
                 return;
             };
-            let reply = match unusable {
-                Some(why) => Err(format!("the bridge's cache is unusable now: {why}")),
-                None => run(logic, job.op),
+            let reply = match (unusable, job.op) {
+                (Some(why), _) => Err(format!("the bridge's cache is unusable now: {why}")),
+                (None, Op::PortFetch { name, server }) => {
+                    let before = logic
+                        .filestore()
+                        .lookup(VlanScope::UNTAGGED, server, &name)
+                        .map(|e| e.sha256.0);
+                    let started = match port.as_deref_mut() {
+                        Some(p) => p.start_fetch(&name),
+                        None => Err("this bridge fetches through no server-side port".into()),
+                    };
+                    match started {
+                        Ok(()) => {
+                            self.port.push(PortWait {
+                                name,
+                                server,
+                                before,
+                                reply: job.reply,
+                            });
+                            continue;
+                        }
+                        Err(e) => Err(format!("{name:?} not fetched: {e}")),
+                    }
+                }
+                (None, op) => run(logic, op),
             };
             let _ = job.reply.try_send(reply);
         }
@@ -152,6 +246,7 @@ fn run(logic: &mut CacheLogic, op: Op) -> Reply {
                 kept_in_use: 0,
             }))
         }
+        Op::PortFetch { name, .. } => Err(format!("{name:?}: not fetched here")),
         Op::Publish {
             temp,
             server,
@@ -200,11 +295,11 @@ pub(crate) fn removed(gone: Vec<Entry>, kept_in_use: u64) -> Answer {
 
 /// The control thread: one connection at a time, for as long as the
 /// process lives.
-fn serve(listener: UnixListener, dir: &Path, jobs: &Sender<Job>) {
+fn serve(listener: UnixListener, dir: &Path, jobs: &Sender<Job>, port: Option<Ipv4Addr>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let response = match read_request(&conn) {
-            Ok(req) => answer(dir, jobs, req),
+            Ok(req) => answer(dir, jobs, req, port),
             Err(e) => Response::error(e),
         };
         let mut conn = conn;
@@ -239,7 +334,7 @@ fn read_request(mut conn: &UnixStream) -> Result<Request, String> {
 }
 
 /// Carries out `req`, asking the worker for what touches the cache.
-fn answer(dir: &Path, jobs: &Sender<Job>, req: Request) -> Response {
+fn answer(dir: &Path, jobs: &Sender<Job>, req: Request, port: Option<Ipv4Addr>) -> Response {
     let r = match req {
         Request::Ls => ask(jobs, Op::Ls),
         Request::Rm { name } => ask(jobs, Op::Rm(name)),
@@ -250,6 +345,15 @@ fn answer(dir: &Path, jobs: &Sender<Job>, req: Request) -> Response {
             ask(jobs, Op::Purge(before))
         }
         Request::Verify => verify(dir, jobs).map(Answer::Verify),
+        // The addressed origin, no `--via`: through the server-side port.
+        Request::Prefetch {
+            name,
+            server,
+            via: None,
+        } if port == Some(server) => match wire::tftp::normalize_name(&name) {
+            Ok(name) => ask_for(jobs, Op::PortFetch { name, server }, PORT_TIMEOUT),
+            Err(e) => Err(format!("{name:?}: {e}")),
+        },
         Request::Prefetch { name, server, via } => {
             prefetch(dir, jobs, &name, server, via.unwrap_or(server))
         }
@@ -262,13 +366,18 @@ fn answer(dir: &Path, jobs: &Sender<Job>, req: Request) -> Response {
 
 /// Hands `op` to the worker and waits for its answer.
 fn ask(jobs: &Sender<Job>, op: Op) -> Reply {
+    ask_for(jobs, op, WORKER_TIMEOUT)
+}
+
+/// [`ask`], waiting up to `timeout`.
+fn ask_for(jobs: &Sender<Job>, op: Op, timeout: Duration) -> Reply {
     let (tx, rx) = bounded(1);
     match jobs.try_send(Job { op, reply: tx }) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => return Err("the bridge is busy: try again".into()),
         Err(TrySendError::Disconnected(_)) => return Err("the bridge is stopping".into()),
     }
-    rx.recv_timeout(WORKER_TIMEOUT)
+    rx.recv_timeout(timeout)
         .map_err(|_| "the bridge's slow path did not answer in time: try again".to_string())?
 }
 
@@ -341,7 +450,7 @@ mod tests {
     fn exchange_when(
         unusable: Option<&str>,
         dir: &Path,
-        control: &Control,
+        control: &mut Control,
         logic: &mut CacheLogic,
         line: &[u8],
     ) -> Response {
@@ -355,7 +464,7 @@ mod tests {
             out
         });
         while !client.is_finished() {
-            control.poll(logic, unusable);
+            control.poll(logic, unusable, None, &[]);
             std::thread::sleep(Duration::from_millis(1));
         }
         let out = client.join().unwrap();
@@ -363,7 +472,12 @@ mod tests {
         Response::parse(&out).unwrap()
     }
 
-    fn exchange(dir: &Path, control: &Control, logic: &mut CacheLogic, line: &[u8]) -> Response {
+    fn exchange(
+        dir: &Path,
+        control: &mut Control,
+        logic: &mut CacheLogic,
+        line: &[u8],
+    ) -> Response {
         exchange_when(None, dir, control, logic, line)
     }
 
@@ -395,33 +509,43 @@ mod tests {
         let dir = TempDir::new("answers");
         let mut logic =
             CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
-        let control = Control::start(dir.path()).unwrap();
+        let mut control = Control::start(dir.path(), None).unwrap();
         let mode = std::fs::metadata(dir.path().join(SOCKET))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         // A second bridge on the directory leaves the socket alone.
-        assert!(Control::start(dir.path()).is_err());
+        assert!(Control::start(dir.path(), None).is_err());
 
-        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"ls\"}\n");
+        let r = exchange(dir.path(), &mut control, &mut logic, b"{\"op\":\"ls\"}\n");
         assert!(r.ok, "{r:?}");
         assert!(matches!(r.answer, Some(Answer::Ls(l)) if l.files.is_empty()));
         let r = exchange(
             dir.path(),
-            &control,
+            &mut control,
             &mut logic,
             b"{\"op\":\"rm\",\"name\":\"x\"}\n",
         );
         assert!(!r.ok);
         assert!(r.error.unwrap().contains("is not cached"));
-        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"format\"}\n");
+        let r = exchange(
+            dir.path(),
+            &mut control,
+            &mut logic,
+            b"{\"op\":\"format\"}\n",
+        );
         assert!(!r.ok);
         assert!(r.error.unwrap().starts_with("not a request"));
         let long = vec![b'x'; MAX_REQUEST + 100];
-        let r = exchange(dir.path(), &control, &mut logic, &long);
+        let r = exchange(dir.path(), &mut control, &mut logic, &long);
         assert!(r.error.unwrap().contains("longer than"));
-        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"verify\"}\n");
+        let r = exchange(
+            dir.path(),
+            &mut control,
+            &mut logic,
+            b"{\"op\":\"verify\"}\n",
+        );
         assert!(matches!(r.answer, Some(Answer::Verify(v)) if v.files == 0));
     }
 
@@ -433,8 +557,8 @@ mod tests {
         assert!(UnixStream::connect(dir.path().join(SOCKET)).is_err());
         let mut logic =
             CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
-        let control = Control::start(dir.path()).unwrap();
-        let r = exchange(dir.path(), &control, &mut logic, b"{\"op\":\"ls\"}\n");
+        let mut control = Control::start(dir.path(), None).unwrap();
+        let r = exchange(dir.path(), &mut control, &mut logic, b"{\"op\":\"ls\"}\n");
         assert!(r.ok, "{r:?}");
     }
 
@@ -443,16 +567,94 @@ mod tests {
         let dir = TempDir::new("unusable");
         let mut logic =
             CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
-        let control = Control::start(dir.path()).unwrap();
+        let mut control = Control::start(dir.path(), None).unwrap();
         let why = Some("the disk is read-only");
         let r = exchange_when(
             why,
             dir.path(),
-            &control,
+            &mut control,
             &mut logic,
             b"{\"op\":\"purge\"}\n",
         );
         assert!(!r.ok);
         assert!(r.error.unwrap().contains("the disk is read-only"));
+    }
+
+    /// Records the fetches asked, as the serving endpoint would start them.
+    struct Fetcher(Vec<String>);
+
+    impl PortFetcher for Fetcher {
+        fn start_fetch(&mut self, name: &str) -> Result<(), String> {
+            if name == "busy.img" {
+                return Err("64 fetches under way (max_fetches): try again".into());
+            }
+            self.0.push(name.to_owned());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_prefetch_from_the_addressed_origin_goes_through_the_port() {
+        let dir = TempDir::new("port");
+        let mut logic =
+            CacheLogic::new(dir.path(), slowpath::CacheLimits::default(), Vec::new()).unwrap();
+        let mut control = Control::start(dir.path(), Some(Ipv4Addr::new(10, 0, 0, 1))).unwrap();
+        let ask = |line: &'static [u8]| {
+            let path = dir.path().join(SOCKET);
+            std::thread::spawn(move || {
+                let mut c = UnixStream::connect(path).unwrap();
+                c.write_all(line).unwrap();
+                let mut out = Vec::new();
+                c.read_to_end(&mut out).unwrap();
+                Response::parse(&out).unwrap()
+            })
+        };
+        let mut port = Fetcher(Vec::new());
+        let client = ask(b"{\"op\":\"prefetch\",\"name\":\"/a.img\",\"server\":\"10.0.0.1\"}\n");
+        // The worker's passes: the fetch is started (by its normalised
+        // name), nothing answered until it ends.
+        while port.0.is_empty() {
+            control.poll(&mut logic, None, Some(&mut port), &[]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(port.0, ["a.img"]);
+        control.poll(&mut logic, None, Some(&mut port), &[]);
+        assert!(!client.is_finished());
+        let landed = Landed {
+            size: 5,
+            sha256: [3; 32],
+        };
+        let other = [("b.img".to_string(), Ok(landed))];
+        control.poll(&mut logic, None, Some(&mut port), &other);
+        assert_eq!(control.port.len(), 1, "another file's end answers nothing");
+        let ended = [("a.img".to_string(), Ok(landed))];
+        control.poll(&mut logic, None, Some(&mut port), &ended);
+        let r = client.join().unwrap();
+        let Some(Answer::Prefetched(p)) = r.answer else {
+            panic!("{r:?}");
+        };
+        assert_eq!(
+            (p.name.as_str(), p.size, p.published.as_str()),
+            ("a.img", 5, "new")
+        );
+        assert_eq!(p.sha256, slowpath::Digest256([3; 32]).to_hex());
+        // Refused by the endpoint: said at once. Failed: the reason.
+        let client = ask(b"{\"op\":\"prefetch\",\"name\":\"busy.img\",\"server\":\"10.0.0.1\"}\n");
+        while !client.is_finished() {
+            control.poll(&mut logic, None, Some(&mut port), &[]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let r = client.join().unwrap();
+        assert!(r.error.unwrap().contains("max_fetches"));
+        let client = ask(b"{\"op\":\"prefetch\",\"name\":\"c.img\",\"server\":\"10.0.0.1\"}\n");
+        while port.0.len() < 2 {
+            control.poll(&mut logic, None, Some(&mut port), &[]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let failed = [("c.img".to_string(), Err("file not found".to_string()))];
+        control.poll(&mut logic, None, Some(&mut port), &failed);
+        let r = client.join().unwrap();
+        assert_eq!(r.error.as_deref(), Some("file not found"));
+        assert!(control.port.is_empty());
     }
 }

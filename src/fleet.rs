@@ -2,13 +2,16 @@
 //! on the slow-path worker: hands the member thread the cache's holdings
 //! and the image map's summary when they change, and publishes the files
 //! it fetched from the Object Store through the filestore (the writer
-//! thread does the disk work: nothing here waits).
+//! thread does the disk work: nothing here waits); in addressed mode it
+//! starts the fetches the member asks for through the server-side port
+//! and tells it what landed in the cache.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bootcache_fleet::doc::{self, ClientSummary, FileBoots, Holding, ImageSummary};
 use bootcache_fleet::{MemberHandle, Staged};
+use bootcache_serve::endpoint::Landed;
 use slowpath::reassembly::TempFile;
 use slowpath::CacheLogic;
 use wire::frame::VlanScope;
@@ -33,6 +36,9 @@ pub(crate) struct Member {
     /// Bytes of the staged files published (from the Object Store).
     pub(crate) published_bytes: u64,
     pub(crate) refused: u64,
+    /// Fetches through the server-side port under way for the member: its
+    /// tag by file name (the member asks one at a time).
+    port_fetches: std::collections::HashMap<String, u64>,
 }
 
 fn secs(t: SystemTime) -> u64 {
@@ -61,12 +67,22 @@ impl Member {
             published: 0,
             published_bytes: 0,
             refused: 0,
+            port_fetches: std::collections::HashMap::new(),
         }
     }
 
-    /// Once per pass of the worker: a channel poll, and every [`PERIOD`]
-    /// three counters compared.
-    pub(crate) fn poll(&mut self, now: Instant, logic: &mut CacheLogic) {
+    /// Once per pass of the worker: the channels polled, and every
+    /// [`PERIOD`] three counters compared. `serve`: the serving endpoint
+    /// (fetches through the server-side port); `fetched`: the ends of
+    /// those fetches this pass.
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        logic: &mut CacheLogic,
+        serve: Option<&mut crate::serve::Serve>,
+        fetched: &[(String, Result<Landed, String>)],
+    ) {
+        self.port_fetch(now, serve, fetched);
         while let Some(s) = self.handle.try_staged() {
             let (tag, size) = (s.tag, s.size);
             let r = self.publish(logic, s);
@@ -110,6 +126,36 @@ impl Member {
         if seen != self.image_seen {
             self.image_seen = seen;
             self.handle.image_map(summary(logic));
+        }
+    }
+
+    /// Starts the fetches the member asks for through the server-side port
+    /// and hands it the ends of those under way.
+    fn port_fetch(
+        &mut self,
+        now: Instant,
+        mut serve: Option<&mut crate::serve::Serve>,
+        fetched: &[(String, Result<Landed, String>)],
+    ) {
+        while let Some(ask) = self.handle.try_port_fetch() {
+            // One fetch per name: an answer already owed for it is owed to
+            // the newer ask (the member forgot the older).
+            let started = match serve.as_deref_mut() {
+                Some(s) => s.fetch(now, &ask.name).map_err(|e| e.to_string()),
+                None => Err("no serving endpoint to fetch with".into()),
+            };
+            match started {
+                Ok(()) => {
+                    self.port_fetches.insert(ask.name, ask.tag);
+                }
+                Err(e) => self.handle.port_fetched(ask.tag, Err(e)),
+            }
+        }
+        for (name, result) in fetched {
+            if let Some(tag) = self.port_fetches.remove(name) {
+                let r = result.clone().map(|l| (l.size, l.sha256));
+                self.handle.port_fetched(tag, r);
+            }
         }
     }
 
@@ -195,5 +241,97 @@ fn summary(logic: &CacheLogic) -> ImageSummary {
         clients: clients.len() as u64,
         files,
         recent,
+    }
+}
+
+/// Where the member reads a file the Object Store lacks, by TFTP from the
+/// origin (issue 14 item 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OriginPath {
+    /// Through the server-side DPDK port, from `origin` as `own` (addressed
+    /// mode's TFTP client; the file lands in the cache through the fill).
+    Port { own: Ipv4Addr, origin: Ipv4Addr },
+    /// On a kernel UDP socket of the host to `via` (its management side);
+    /// `forced`: `[fleet] tftp_via` chose it.
+    Socket { via: Ipv4Addr, forced: bool },
+    /// Nowhere: the Object Store only (no origin known).
+    Never,
+}
+
+impl OriginPath {
+    /// `tftp_via` forces the socket; else the port when the bridge owns an
+    /// address on the segment (`addressed`: it and its origin); else the
+    /// socket to the fleet's `origin`.
+    pub(crate) fn choose(
+        tftp_via: Option<Ipv4Addr>,
+        addressed: Option<(Ipv4Addr, Ipv4Addr)>,
+        origin: Option<Ipv4Addr>,
+    ) -> OriginPath {
+        match (tftp_via, addressed, origin) {
+            (Some(via), ..) => OriginPath::Socket { via, forced: true },
+            (None, Some((own, origin)), _) => OriginPath::Port { own, origin },
+            (None, None, Some(via)) => OriginPath::Socket { via, forced: false },
+            (None, None, None) => OriginPath::Never,
+        }
+    }
+
+    /// The start's log line: which way, and how the operator changes it.
+    pub(crate) fn describe(&self) -> String {
+        let what = "fleet: a file the Object Store lacks is read by TFTP from";
+        match self {
+            OriginPath::Port { own, origin } => format!(
+                "{what} {origin} through the server-side port, as {own} (addressed mode; `[fleet] tftp_via` would read through the host's own network instead)"
+            ),
+            OriginPath::Socket { via, forced: true } => format!(
+                "{what} {via} through the host's own network (`[fleet] tftp_via`)"
+            ),
+            OriginPath::Socket { via, forced: false } => format!(
+                "{what} {via} through the host's own network: the bridge owns no address on the segment (configure `[addressed]` to read through the server-side port, or `[fleet] tftp_via` to name the origin's management address)"
+            ),
+            OriginPath::Never => {
+                "fleet: a file the Object Store lacks is not read from the origin: no origin known (`[fleet] origin` or `servers`)".into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VIA: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
+    const OWN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+    const ORIGIN: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+    #[test]
+    fn the_port_is_the_default_when_addressed_and_tftp_via_forces_the_socket() {
+        let addressed = Some((OWN, ORIGIN));
+        assert_eq!(
+            OriginPath::choose(None, addressed, Some(ORIGIN)),
+            OriginPath::Port {
+                own: OWN,
+                origin: ORIGIN
+            }
+        );
+        assert_eq!(
+            OriginPath::choose(Some(VIA), addressed, Some(ORIGIN)),
+            OriginPath::Socket {
+                via: VIA,
+                forced: true
+            }
+        );
+        assert_eq!(
+            OriginPath::choose(None, None, Some(ORIGIN)),
+            OriginPath::Socket {
+                via: ORIGIN,
+                forced: false
+            }
+        );
+        assert_eq!(OriginPath::choose(None, None, None), OriginPath::Never);
+        let line = OriginPath::choose(None, None, Some(ORIGIN)).describe();
+        assert!(
+            line.contains("owns no address") && line.contains("[addressed]"),
+            "{line}"
+        );
     }
 }

@@ -243,18 +243,29 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             .context("config: fleet")?;
             // Presence, holdings and directives (items 2-4): a thread of
             // its own; the worker hands it the cache's state. A file the
-            // Object Store lacks is read by TFTP from the origin through
-            // the prefetch path.
+            // Object Store lacks is read by TFTP from the origin: through
+            // the server-side port when the bridge owns an address there,
+            // else through the prefetch path on the host's own network.
             let origin = f.origin.or_else(|| cfg.boot_servers().first().copied());
-            let origin_fetch = f.tftp_via.or(origin).map(|via| {
-                bootcache_fleet::OriginFetch(std::sync::Arc::new(
-                    move |path: &std::path::Path, name: &str| {
-                        cache_prefetch::fetch(path, via, cache_prefetch::PORT, name)
-                            .map(|got| (got.size, got.sha256))
-                            .map_err(|e| format!("{e:#}"))
-                    },
-                ))
-            });
+            let addressed = cfg
+                .addressed
+                .as_ref()
+                .and_then(|a| Some((a.address, a.origin(&cfg.servers)?)));
+            let path = fleet::OriginPath::choose(f.tftp_via, addressed, origin);
+            log::info!("{}", path.describe());
+            let origin_read = match path {
+                fleet::OriginPath::Port { .. } => bootcache_fleet::OriginRead::Port,
+                fleet::OriginPath::Never => bootcache_fleet::OriginRead::Never,
+                fleet::OriginPath::Socket { via, .. } => {
+                    bootcache_fleet::OriginRead::Socket(bootcache_fleet::OriginFetch(
+                        std::sync::Arc::new(move |path: &std::path::Path, name: &str| {
+                            cache_prefetch::fetch(path, via, cache_prefetch::PORT, name)
+                                .map(|got| (got.size, got.sha256))
+                                .map_err(|e| format!("{e:#}"))
+                        }),
+                    ))
+                }
+            };
             let member = bootcache_fleet::spawn_member(
                 f.nats(),
                 key,
@@ -265,7 +276,7 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
                     version: env!("CARGO_PKG_VERSION").into(),
                     tmp_dir: cfg.cache_dir.join("tmp"),
                     max_file_size: cfg.limits.max_file_size.0,
-                    origin_fetch,
+                    origin_read,
                 },
                 mirror.reader(),
             )
@@ -500,7 +511,10 @@ fn run_bridge(cli: &Cli, cfg: &Config, quit: Arc<AtomicBool>, hup: Arc<AtomicBoo
             s
         }),
         fleet: fleet_member,
-        control: match control::Control::start(&cfg.cache_dir) {
+        control: match control::Control::start(
+            &cfg.cache_dir,
+            cfg.addressed.as_ref().and_then(|a| a.origin(&cfg.servers)),
+        ) {
             Ok(c) => Some(c),
             Err(e) => {
                 // Forwarding and caching go on; the cache is managed on

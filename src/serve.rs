@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bootcache_agent::{Key, RequestId, Validator, ValidatorConfig, Verdict};
 use bootcache_serve::endpoint::{
-    self, Answer, Cache, CopyFacts, Endpoint, Freshness, Taken, Ticket, Transmit, Trapped,
+    self, Answer, Cache, CopyFacts, Endpoint, FetchRefused, Freshness, Landed, Taken, Ticket,
+    Transmit, Trapped,
 };
 use dataplane::{FilterWriter, InjectRing, Injected, Redirected};
 use dpdk::{MappedFile, Mbuf, Mempool};
@@ -69,6 +70,7 @@ impl Cache for CacheView<'_> {
     fn facts(&self, e: &Entry) -> CopyFacts {
         CopyFacts {
             name: e.name.clone(),
+            size: e.size,
             sha256: e.sha256.0,
             last_seen: e.last_seen,
         }
@@ -233,6 +235,9 @@ pub(crate) struct Serve {
     pub(crate) fleet: Option<FleetLink>,
     /// Held requests the endpoint gave back, to go on to the origin.
     forward: Vec<Redirected>,
+    /// Ends of the fetches asked with [`Serve::fetch`] (at most
+    /// `max_fetches`: each is a fetch that was under way).
+    fetched: Vec<(String, Result<Landed, String>)>,
 }
 
 impl Serve {
@@ -262,6 +267,7 @@ impl Serve {
             turnaround: Turnaround::new(dpdk::tsc_hz()),
             fleet: None,
             forward: Vec::new(),
+            fetched: Vec::new(),
         }
     }
 
@@ -318,6 +324,19 @@ impl Serve {
     /// Sessions in progress.
     pub(crate) fn active(&self) -> usize {
         self.endpoint.active()
+    }
+
+    /// Fetches `name` through the server-side port into the cache for
+    /// nobody waiting (the fleet's member): its frames leave with the next
+    /// timer pass, its end comes from [`Serve::take_fetched`].
+    pub(crate) fn fetch(&mut self, now: Instant, name: &str) -> Result<(), FetchRefused> {
+        self.endpoint.fetch(now, name)
+    }
+
+    /// The fetches asked with [`Serve::fetch`] that ended since the last
+    /// call: by name, what landed in the cache or why nothing did.
+    pub(crate) fn take_fetched(&mut self) -> Vec<(String, Result<Landed, String>)> {
+        std::mem::take(&mut self.fetched)
     }
 
     /// A trapped frame. `None` when serving took it; `Some` when it must go
@@ -435,20 +454,24 @@ impl Serve {
             self.apply_filter_updates(filter);
             let asked = self.ask(now, wall, logic);
             while let Some(e) = self.endpoint.poll_event() {
-                let endpoint::Event::Served {
-                    client,
-                    client_mac,
-                    server,
-                    name,
-                } = e;
-                logic.image_map_mut().record_file_from(
-                    wall,
-                    client,
-                    Some(client_mac.0),
-                    server,
-                    &name,
-                    ServedFrom::Cache,
-                );
+                match e {
+                    endpoint::Event::Served {
+                        client,
+                        client_mac,
+                        server,
+                        name,
+                    } => logic.image_map_mut().record_file_from(
+                        wall,
+                        client,
+                        Some(client_mac.0),
+                        server,
+                        &name,
+                        ServedFrom::Cache,
+                    ),
+                    endpoint::Event::Fetched { name, result } => {
+                        self.fetched.push((name, result));
+                    }
+                }
             }
             self.send(now, wall, logic);
             if !asked {
@@ -634,6 +657,12 @@ impl Serve {
                 false
             }
         }
+    }
+}
+
+impl crate::control::PortFetcher for Serve {
+    fn start_fetch(&mut self, name: &str) -> Result<(), String> {
+        self.fetch(Instant::now(), name).map_err(|e| e.to_string())
     }
 }
 

@@ -316,11 +316,27 @@ impl Worker {
             // finds the file.
             self.logic.filestore_mut().poll();
             let handled = self.handle_batch();
+            // Fetches through the server-side port that ended (for the
+            // fleet's member or the control socket; empty: no allocation).
+            let fetched = self
+                .serve
+                .as_mut()
+                .map(|s| s.take_fetched())
+                .unwrap_or_default();
             if let Some(f) = &mut self.fleet {
-                f.poll(Instant::now(), &mut self.logic);
+                f.poll(
+                    Instant::now(),
+                    &mut self.logic,
+                    self.serve.as_mut(),
+                    &fetched,
+                );
             }
-            if let Some(c) = &self.control {
-                c.poll(&mut self.logic, self.fail.reason.as_deref());
+            if let Some(c) = &mut self.control {
+                let port = self
+                    .serve
+                    .as_mut()
+                    .map(|s| s as &mut dyn crate::control::PortFetcher);
+                c.poll(&mut self.logic, self.fail.reason.as_deref(), port, &fetched);
             }
             let now = Instant::now();
             if let Some(s) = &mut self.serve {

@@ -414,25 +414,9 @@ fn holdings_pushed_updates_and_directives() {
     // one read there, checked against the signed table, then served from
     // the cache.
     let tftp = t.start_mgmt_tftp().expect("dnsmasq on mgmt0");
-    let fin = t.stop_bootcache().unwrap();
-    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
     let v3 = test_content(1 << 20, 34);
     let v3_sha = netns::sha256_bytes(&v3, &t.dir, "v3").unwrap();
-    t.put_file("push.img", &v3).unwrap();
-    let refreshes = |v: &serde_json::Value| {
-        v["directives"].as_array().map_or(0, |d| {
-            d.iter()
-                .filter(|d| d["kind"] == "refresh" && d["files"][0] == "push.img")
-                .count()
-        })
-    };
-    wait(&t, "a second refresh directive for push.img", &|v| {
-        refreshes(v) == 2
-    });
-    bootcache_fleet::delete_object(&engine(&t, &t.nats_url()), "push.img")
-        .expect("deleting the object");
-    t.start_bootcache(&["--stats-interval", "1"])
-        .expect("bootcache, again");
+    change_while_stopped_and_lose_the_object(&mut t, "push.img", &v3, 2);
     wait(
         &t,
         "the third version of push.img, read from the origin",
@@ -449,6 +433,150 @@ fn holdings_pushed_updates_and_directives() {
     assert_eq!(tftp.count("push.img"), 1, "{:?}", tftp.transfers());
     let fin = t.stop_bootcache().unwrap();
     assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+}
+
+/// Item 3's fallback through the server-side port: with `[addressed]`
+/// (and no `tftp_via`) a bridge directed to refresh a file the Object
+/// Store lacks reads it by TFTP from the origin through its DPDK
+/// server-side port, as its own address: the origin's log names that
+/// address, once; the copy that landed in the cache is checked against
+/// the signed table (`from_origin=1`), and the next read is served from
+/// the cache. The host has no route to the origin's boot LAN (the veths
+/// belong to DPDK), so a read on a kernel socket could not succeed.
+#[test]
+fn a_file_the_store_lacks_is_read_through_the_server_side_port() {
+    let mut t = netns::test_topology(&netns::Options {
+        bootcache_bin: Some(BOOTCACHE.into()),
+        ..Default::default()
+    });
+    let _nats = t.start_nats().expect("nats-server");
+    let v1 = test_content(1 << 20, 41);
+    let v1_sha = netns::sha256_bytes(&v1, &t.dir, "v1").unwrap();
+    t.put_file("port.img", &v1).unwrap();
+    t.start_origin().expect("dnsmasq");
+    t.start_fleet_agent().expect("bootcache-agent");
+    let cfg = t
+        .write_fleet_member_config("", "bridge_id = \"bridge-p\"\nsite = \"site-p\"")
+        .unwrap();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text += &format!(
+        "\n[addressed]\naddress = \"{}\"\nmac = \"02:bc:00:00:00:05\"\n",
+        netns::OWN_IP
+    );
+    std::fs::write(&cfg, text).unwrap();
+    t.start_bootcache(&["--stats-interval", "1"])
+        .expect("bootcache");
+    wait_live(&t, 1, Duration::from_secs(20));
+    let err = std::fs::read_to_string(t.bootcache_log_dir().join("bootcache.err")).unwrap();
+    let said = format!("through the server-side port, as {}", netns::OWN_IP);
+    assert!(err.contains(&said), "no {said:?} at start:\n{err}");
+
+    let out = t.dir.join("out");
+    let get = |t: &Topology| {
+        t.curl_get("port.img", Some(1428), &out)
+            .unwrap_or_else(|e| panic!("curl: {e:#}\n{}", t.diagnostics()));
+        sha256_file(&out).unwrap()
+    };
+    let wait = |t: &Topology, what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        t.wait_fleet(what, Duration::from_secs(20), ok)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()))
+    };
+    // A client's cold read: the origin sends it to the client.
+    assert_eq!(get(&t), v1_sha);
+    wait(&t, "the bridge's holding of port.img", &|v| {
+        holds_current(v, "bridge-p", "port.img", &v1_sha)
+    });
+    let client = t.origin_readers("port.img");
+    assert_eq!(client.len(), 1, "{client:?}");
+    assert_ne!(client[0], netns::OWN_IP.to_string());
+
+    // The Object Store loses the new version; the restarted bridge takes
+    // the directive up.
+    let v2 = test_content(1 << 20, 42);
+    let v2_sha = netns::sha256_bytes(&v2, &t.dir, "v2").unwrap();
+    change_while_stopped_and_lose_the_object(&mut t, "port.img", &v2, 1);
+    wait(
+        &t,
+        "the new version of port.img, read from the origin through the port",
+        &|v| holds_current(v, "bridge-p", "port.img", &v2_sha),
+    );
+    t.wait_stat("fleet_member", "from_origin", 1, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()));
+    t.wait_stat("addressed", "fetches_completed", 1, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()));
+    // The origin sent it once more, to the bridge's own address.
+    let readers = t.origin_readers("port.img");
+    assert_eq!(
+        readers,
+        vec![client[0].clone(), netns::OWN_IP.to_string()],
+        "{}",
+        t.diagnostics()
+    );
+    // The next read: the new bytes, from the cache.
+    assert_eq!(get(&t), v2_sha);
+    t.wait_stat("serve", "completed", 1, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", t.diagnostics()));
+    assert_eq!(t.origin_readers("port.img").len(), 2);
+    assert_eq!(t.bootcache_stat("addressed", "fetches"), Some(1));
+
+    // `bootcache cache prefetch` from the addressed origin without
+    // `--via` reads through the port too: the origin sends the file to
+    // bootcache's own address, and the answer is what landed.
+    let other = test_content(200 << 10, 43);
+    let other_sha = netns::sha256_bytes(&other, &t.dir, "other").unwrap();
+    t.put_file("other.img", &other).unwrap();
+    let o = std::process::Command::new(BOOTCACHE)
+        .args(["cache", "prefetch", "other.img", "--json", "--from"])
+        .arg(netns::SERVER_IP.to_string())
+        .arg("--cache-dir")
+        .arg(&t.cache_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("bootcache cache prefetch");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        t.diagnostics()
+    );
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["sha256"], other_sha.as_str(), "{p}");
+    assert_eq!(p["published"], "new", "{p}");
+    assert_eq!(
+        t.origin_readers("other.img"),
+        vec![netns::OWN_IP.to_string()]
+    );
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+}
+
+/// The Object Store lacks a new version (item 3's fallback): the bridge
+/// stops, `name` changes to `content` on the origin, the agent uploads it
+/// and directs the bridge (present for a few seconds more: its `n`th
+/// refresh directive for `name`), the object is deleted, and the bridge
+/// restarts (to take the directive up and miss the object).
+fn change_while_stopped_and_lose_the_object(
+    t: &mut Topology,
+    name: &str,
+    content: &[u8],
+    n: usize,
+) {
+    let fin = t.stop_bootcache().unwrap();
+    assert_eq!(fin.code, Some(0), "bootcache exit: {}", fin.stderr);
+    t.put_file(name, content).unwrap();
+    let refreshes = |v: &serde_json::Value| {
+        v["directives"].as_array().map_or(0, |d| {
+            d.iter()
+                .filter(|d| d["kind"] == "refresh" && d["files"][0] == name)
+                .count()
+        })
+    };
+    listing(t, &format!("refresh directive {n} for {name}"), &|v| {
+        refreshes(v) == n
+    });
+    bootcache_fleet::delete_object(&engine(t, &t.nats_url()), name).expect("deleting the object");
+    t.start_bootcache(&["--stats-interval", "1"])
+        .expect("bootcache, again");
 }
 
 /// Polls `bootcache-agent fleet --json` at `t` until `ok` holds (20 s).

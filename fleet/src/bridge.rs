@@ -22,7 +22,9 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::doc::{self, Ack, Buckets, Directive, Holding, ImageSummary, Presence};
-use crate::member::{DirectiveCounters, Directives, Fetch, HoldingsSync, Source};
+use crate::member::{
+    check_table, DirectiveCounters, Directives, Fetch, HoldingsSync, PortAsk, Source,
+};
 use crate::nats::{
     backoff, connect, ensure_fleet, ensure_objects, ensure_presence, js_err, lost, runtime,
     wall_ms, FleetError, MirrorReader, NatsConfig, Worker,
@@ -43,9 +45,35 @@ pub struct MemberConfig {
     pub tmp_dir: PathBuf,
     /// Largest file fetched (the cache's `max_file_size`).
     pub max_file_size: u64,
-    /// Reads a file by TFTP from the origin when the Object Store lacks
-    /// it (`None`: the store only).
-    pub origin_fetch: Option<OriginFetch>,
+    /// How a file the Object Store lacks is read by TFTP from the origin.
+    pub origin_read: OriginRead,
+}
+
+/// How the member reads a file by TFTP from the origin when the Object
+/// Store lacks it (issue 14 item 3).
+#[derive(Debug, Clone)]
+pub enum OriginRead {
+    /// It does not: the store only.
+    Never,
+    /// On a kernel socket of the bridge host (the management side), by
+    /// this function; the member checks the bytes and stages the file.
+    Socket(OriginFetch),
+    /// Through the bridge's server-side port, by the serving thread's TFTP
+    /// client (addressed mode): the member asks with a [`PortFetch`], the
+    /// fetch lands in the cache through the fill, and what landed comes
+    /// back with [`MemberHandle::port_fetched`], checked here against the
+    /// signed table.
+    Port,
+}
+
+/// A file to fetch through the server-side port into the cache
+/// ([`OriginRead::Port`]); answer with [`MemberHandle::port_fetched`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortFetch {
+    /// Pass it back with the answer.
+    pub tag: u64,
+    /// Normalised name.
+    pub name: String,
 }
 
 /// The bridge's TFTP read of a file from the origin (the cache's prefetch
@@ -83,6 +111,7 @@ enum ToMember {
     Holdings(Vec<Holding>),
     Image(ImageSummary),
     Result(u64, Result<(), String>),
+    PortFetched(u64, Result<(u64, [u8; 32]), String>),
 }
 
 /// What the member did, for the operator.
@@ -106,6 +135,7 @@ pub struct MemberCounters {
 pub struct MemberHandle {
     to: mpsc::Sender<ToMember>,
     staged: std_mpsc::Receiver<Staged>,
+    port: std_mpsc::Receiver<PortFetch>,
     counters: Arc<ArcSwap<MemberCounters>>,
     refused: AtomicU64,
     _worker: Worker,
@@ -139,6 +169,17 @@ impl MemberHandle {
         self.send(ToMember::Result(tag, r));
     }
 
+    /// A file the member asks to fetch through the server-side port.
+    pub fn try_port_fetch(&self) -> Option<PortFetch> {
+        self.port.try_recv().ok()
+    }
+
+    /// What became of a [`PortFetch`]: the size and SHA-256 of the copy
+    /// that landed in the cache, or why none did (refused, failed).
+    pub fn port_fetched(&self, tag: u64, r: Result<(u64, [u8; 32]), String>) {
+        self.send(ToMember::PortFetched(tag, r));
+    }
+
     fn send(&self, m: ToMember) {
         if self.to.try_send(m).is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
@@ -168,6 +209,7 @@ pub fn spawn_member(
     }
     let (to, rx) = mpsc::channel(64);
     let (staged_tx, staged) = std_mpsc::sync_channel(4);
+    let (port_tx, port) = std_mpsc::sync_channel(4);
     let counters = Arc::new(ArcSwap::from_pointee(MemberCounters::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let rt = runtime()?;
@@ -181,12 +223,14 @@ pub fn spawn_member(
         image: None,
         image_dirty: false,
         waiting: None,
+        port_ask: PortAsk::default(),
         tag: 0,
         counters: MemberCounters::default(),
         m,
         mirror,
         rx,
         staged_tx,
+        port_tx,
         shared: Arc::clone(&counters),
     };
     let stop2 = Arc::clone(&stop);
@@ -213,6 +257,7 @@ pub fn spawn_member(
     Ok(MemberHandle {
         to,
         staged,
+        port,
         counters,
         refused: AtomicU64::new(0),
         _worker: Worker {
@@ -234,11 +279,14 @@ struct State {
     image_dirty: bool,
     /// A staged file the worker has not answered for yet.
     waiting: Option<(u64, Fetch)>,
+    /// A fetch through the server-side port not answered yet.
+    port_ask: PortAsk,
     tag: u64,
     counters: MemberCounters,
     mirror: MirrorReader,
     rx: mpsc::Receiver<ToMember>,
     staged_tx: std_mpsc::SyncSender<Staged>,
+    port_tx: std_mpsc::SyncSender<PortFetch>,
     shared: Arc<ArcSwap<MemberCounters>>,
 }
 
@@ -271,7 +319,27 @@ impl State {
                     }
                 }
             }
+            ToMember::PortFetched(tag, r) => {
+                if let Some((f, r)) = self.port_ask.answered(tag, r) {
+                    self.port_fetched(&f, r);
+                }
+            }
         }
+    }
+
+    /// The end of a fetch through the server-side port, checked against
+    /// the signed table.
+    fn port_fetched(&mut self, f: &Fetch, r: Result<(), String>) {
+        match &r {
+            Ok(()) => log::info!(
+                "fleet: {}: {} bytes fetched from the origin through the server-side port, \
+                 SHA-256 is the table's: in the cache",
+                f.name,
+                f.info.size
+            ),
+            Err(e) => log::warn!("fleet: {}: from the origin: {e}", f.name),
+        }
+        self.directives.fetched(Instant::now(), f, r);
     }
 }
 
@@ -490,9 +558,13 @@ async fn put_ack(st: &State, fleet: &kv::Store, a: &Ack) -> Result<(), FleetErro
     Ok(())
 }
 
-/// One step of the directives: the next fetch, if any, done now.
+/// One step of the directives: the next fetch, if any, done now (or,
+/// through the server-side port, asked of the serving thread).
 async fn work(st: &mut State, objects: &jetstream::object_store::ObjectStore) {
-    if st.waiting.is_some() {
+    if let Some((f, r)) = st.port_ask.poll_timeout(Instant::now()) {
+        st.port_fetched(&f, r);
+    }
+    if st.waiting.is_some() || st.port_ask.busy() {
         return;
     }
     let held: HashSet<(&str, &str)> = st
@@ -513,6 +585,10 @@ async fn work(st: &mut State, objects: &jetstream::object_store::ObjectStore) {
     };
     st.tag += 1;
     let tag = st.tag;
+    if f.source == Source::Origin && matches!(st.m.origin_read, OriginRead::Port) {
+        ask_port(st, f, tag, now);
+        return;
+    }
     let got = match f.source {
         Source::ObjectStore => fetch_object(st, objects, &f, tag).await,
         Source::Origin => fetch_origin(st, &f, tag).await,
@@ -551,11 +627,41 @@ async fn work(st: &mut State, objects: &jetstream::object_store::ObjectStore) {
     }
 }
 
+/// Asks the serving thread to fetch the file through the server-side
+/// port (never waits: a full queue is a failed attempt, tried again).
+fn ask_port(st: &mut State, f: Fetch, tag: u64, now: Instant) {
+    if f.info.size > st.m.max_file_size {
+        let e = format!(
+            "{} bytes: larger than the cache's max_file_size",
+            f.info.size
+        );
+        st.directives.fetched(now, &f, Err(e));
+        return;
+    }
+    let ask = PortFetch {
+        tag,
+        name: f.name.clone(),
+    };
+    match st.port_tx.try_send(ask) {
+        Ok(()) => {
+            log::info!(
+                "fleet: {}: not in the Object Store: reading it from the origin through the server-side port",
+                f.name
+            );
+            st.port_ask.asked(now, tag, f);
+        }
+        Err(_) => {
+            st.directives
+                .fetched(now, &f, Err("the serving thread is busy".into()));
+        }
+    }
+}
+
 /// Reads the file by TFTP from the origin (on the blocking pool: the
 /// transfer is lock-step UDP) into a temporary file; the bytes must be
 /// the table's.
 async fn fetch_origin(st: &State, f: &Fetch, tag: u64) -> Result<Staged, String> {
-    let Some(read) = st.m.origin_fetch.clone() else {
+    let OriginRead::Socket(read) = st.m.origin_read.clone() else {
         return Err("not in the Object Store, and no origin to read it from".into());
     };
     if f.info.size > st.m.max_file_size {
@@ -585,19 +691,6 @@ async fn fetch_origin(st: &State, f: &Fetch, tag: u64) -> Result<Staged, String>
             Err(e)
         }
     }
-}
-
-/// The bytes fetched must be the signed table's version.
-fn check_table(f: &Fetch, size: u64, sha: &[u8; 32]) -> Result<(), String> {
-    if size != f.info.size || *sha != f.info.sha256 {
-        return Err(format!(
-            "the bytes ({size} bytes, SHA-256 {}) are not the table's version ({} bytes, {})",
-            doc::hex(sha),
-            f.info.size,
-            doc::hex(&f.info.sha256)
-        ));
-    }
-    Ok(())
 }
 
 /// Streams the object into a temporary file, hashing as it goes; the

@@ -38,7 +38,10 @@ pub mod report;
 pub use agent::{
     new_directive_id, put_directive, read_report, spawn_coordinator, CoordinatorHandle,
 };
-pub use bridge::{spawn_member, MemberConfig, MemberCounters, MemberHandle, OriginFetch, Staged};
+pub use bridge::{
+    spawn_member, MemberConfig, MemberCounters, MemberHandle, OriginFetch, OriginRead, PortFetch,
+    Staged,
+};
 pub use mirror::{Mirror, MirrorConfig, MirrorCounters, Op, Verdict, View};
 pub use nats::{
     check_config, delete_object, put_raw, spawn_mirror, spawn_publisher, FleetError, MirrorHandle,

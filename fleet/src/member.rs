@@ -438,6 +438,77 @@ impl Directives {
     }
 }
 
+/// How long a fetch through the server-side port may go unanswered
+/// before it counts as failed and is tried again: the serving thread ends
+/// every fetch by its own timeouts, so this only guards against an answer
+/// lost with a restarted slow path.
+pub const PORT_ANSWER_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The fetch through the server-side port asked of the serving thread and
+/// not answered yet (one at a time; issue 14 item 3). The answer is what
+/// landed in the cache, checked here against the signed table as a
+/// staged file's bytes are.
+#[derive(Debug, Default)]
+pub struct PortAsk {
+    waiting: Option<(u64, Fetch, Instant)>,
+}
+
+impl PortAsk {
+    /// A fetch is asked and not answered.
+    pub fn busy(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// `f` was asked at `now` under `tag`.
+    pub fn asked(&mut self, now: Instant, tag: u64, f: Fetch) {
+        self.waiting = Some((tag, f, now));
+    }
+
+    /// The serving thread's answer to `tag`: the size and SHA-256 of the
+    /// copy that landed in the cache, or why none did. The fetch and its
+    /// result for [`Directives::fetched`]; `None` for an answer to nothing
+    /// asked now (a late one, after [`PortAsk::poll_timeout`]).
+    pub fn answered(
+        &mut self,
+        tag: u64,
+        r: Result<(u64, [u8; 32]), String>,
+    ) -> Option<(Fetch, Result<(), String>)> {
+        match self.waiting.take() {
+            Some((t, f, _)) if t == tag => {
+                let r = r.and_then(|(size, sha)| check_table(&f, size, &sha));
+                Some((f, r))
+            }
+            other => {
+                self.waiting = other;
+                None
+            }
+        }
+    }
+
+    /// The fetch asked, failed if unanswered for [`PORT_ANSWER_TIMEOUT`].
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<(Fetch, Result<(), String>)> {
+        let (_, _, since) = self.waiting.as_ref()?;
+        if now.saturating_duration_since(*since) < PORT_ANSWER_TIMEOUT {
+            return None;
+        }
+        let (_, f, _) = self.waiting.take()?;
+        Some((f, Err("the serving thread did not answer".into())))
+    }
+}
+
+/// The bytes fetched (`size`, `sha`) must be the signed table's version.
+pub fn check_table(f: &Fetch, size: u64, sha: &[u8; 32]) -> Result<(), String> {
+    if size != f.info.size || *sha != f.info.sha256 {
+        return Err(format!(
+            "the bytes ({size} bytes, SHA-256 {}) are not the table's version ({} bytes, {})",
+            doc::hex(sha),
+            f.info.size,
+            doc::hex(&f.info.sha256)
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,5 +748,81 @@ mod tests {
             .iter()
             .all(|s| *s == Source::ObjectStore));
         assert!(sources.len() as u32 > ORIGIN_AFTER.as_secs() as u32);
+    }
+
+    #[test]
+    fn a_read_through_the_port_is_checked_against_the_table() {
+        let t0 = Instant::now();
+        let table = |_: &str| Some(info(1));
+        let mut cache: HashSet<(String, [u8; 32])> = HashSet::new();
+        let mut d = Directives::new("b1", "s");
+        let mut r = directive("r", Target::All, &["f"]);
+        r.kind = DirectiveKind::Refresh;
+        assert!(d.offer(t0, 2_000, r));
+        let f = d.poll(t0, 2_000, table, |_, _| false).unwrap();
+        d.fetched(t0, &f, Err("not in the Object Store".into()));
+        let mut ask = PortAsk::default();
+        let mut now = t0 + RETRY;
+        let f = d.poll(now, 3_000, table, |_, _| false).unwrap();
+        assert_eq!(f.source, Source::Origin);
+        ask.asked(now, 1, f);
+        assert!(ask.busy());
+        // Another copy landed (the origin holds another version): an
+        // error, and the store is tried again, then the origin.
+        assert!(ask.answered(7, Ok((3, [1; 32]))).is_none(), "not asked");
+        let (f, r) = ask.answered(1, Ok((3, [9; 32]))).unwrap();
+        assert!(r.as_ref().unwrap_err().contains("not the table's"), "{r:?}");
+        d.fetched(now, &f, r);
+        now += RETRY;
+        let f = d.poll(now, 4_000, table, |_, _| false).unwrap();
+        assert_eq!(f.source, Source::ObjectStore);
+        d.fetched(now, &f, Err("not in the Object Store".into()));
+        now += RETRY;
+        let f = d.poll(now, 5_000, table, |_, _| false).unwrap();
+        assert_eq!(f.source, Source::Origin);
+        ask.asked(now, 2, f);
+        let (f, r) = ask.answered(2, Ok((3, [1; 32]))).unwrap();
+        assert_eq!(r, Ok(()));
+        d.fetched(now, &f, r);
+        // Done once the holdings show it.
+        cache.insert(("f".into(), [1; 32]));
+        assert!(d
+            .poll(now, 5_000, table, |n, s| cache
+                .contains(&(n.to_string(), *s)))
+            .is_none());
+        let acks = d.take_acks();
+        assert!(acks.last().unwrap().finished());
+        assert_eq!(acks.last().unwrap().files[0].detail, "fetched");
+        let c = d.counters();
+        assert_eq!(
+            (c.fetched, c.from_origin, c.fetch_errors, c.failed),
+            (1, 1, 3, 0)
+        );
+    }
+
+    #[test]
+    fn a_read_through_the_port_never_answered_fails_and_its_late_answer_is_ignored() {
+        let t0 = Instant::now();
+        let f = Fetch {
+            id: "r".into(),
+            name: "f".into(),
+            info: info(1),
+            source: Source::Origin,
+        };
+        let mut ask = PortAsk::default();
+        assert!(ask.poll_timeout(t0).is_none(), "nothing asked");
+        ask.asked(t0, 4, f.clone());
+        assert!(ask.poll_timeout(t0 + PORT_ANSWER_TIMEOUT / 2).is_none());
+        let (g, r) = ask.poll_timeout(t0 + PORT_ANSWER_TIMEOUT).unwrap();
+        assert_eq!(g, f);
+        assert!(r.unwrap_err().contains("did not answer"));
+        assert!(!ask.busy());
+        assert!(ask.answered(4, Ok((3, [1; 32]))).is_none(), "too late");
+        // A failed fetch's reason is passed on.
+        ask.asked(t0, 5, f);
+        let (_, r) = ask
+            .answered(5, Err("origin: file not found".into()))
+            .unwrap();
+        assert_eq!(r, Err("origin: file not found".into()));
     }
 }

@@ -73,6 +73,8 @@ pub trait Cache {
 pub struct CopyFacts {
     /// The file name as cached.
     pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
     /// Its SHA-256.
     pub sha256: [u8; 32],
     /// When it was filled or last refreshed.
@@ -246,6 +248,40 @@ pub enum Event {
         /// The file.
         name: String,
     },
+    /// A fetch asked with [`Endpoint::fetch`] (no client waiting on it)
+    /// ended: the copy that landed in the cache, or why none did.
+    Fetched {
+        /// The file, as asked.
+        name: String,
+        /// What the cache holds now under the fetch's key (its size and
+        /// SHA-256: the caller checks them against what it expects), or
+        /// the reason the fetch failed.
+        result: Result<Landed, String>,
+    },
+}
+
+/// A fetched file as it landed in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    /// Its size.
+    pub size: u64,
+    /// Its SHA-256, as the cache recorded it.
+    pub sha256: [u8; 32],
+}
+
+/// Why [`Endpoint::fetch`] did not start a fetch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchRefused {
+    /// No own address (`[addressed]`): nothing can be fetched through the
+    /// server-side port.
+    #[error("bootcache owns no address on the segment ([addressed]): it cannot fetch through the server-side port")]
+    NotAddressed,
+    /// `[limits] max_fetches` fetches are under way (or no port is free).
+    #[error("{0} fetches under way (max_fetches): try again")]
+    Busy(usize),
+    /// The name cannot be asked for by TFTP.
+    #[error("{0:?} cannot be asked for by TFTP: {1}")]
+    Name(String, String),
 }
 
 /// What serving did, for the operator.
@@ -721,6 +757,19 @@ impl<E: Clone, F: FileSource> Endpoint<E, F> {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.core.events.pop_front()
+    }
+
+    /// Fetches `name` (normalised) from the origin through the server-side
+    /// port into the cache, with no client waiting (the fleet's
+    /// directives): started, or joined to the fetch of `name` under way.
+    /// It counts against `max_fetches` like a client's; its end comes as
+    /// [`Event::Fetched`] once the file is in the cache (or the fetch
+    /// failed). Clients asking for the file meanwhile join it.
+    pub fn fetch(&mut self, now: Instant, name: &str) -> Result<(), FetchRefused> {
+        let Some(a) = &mut self.own else {
+            return Err(FetchRefused::NotAddressed);
+        };
+        a.fetch_detached(&mut self.core, now, name)
     }
 }
 

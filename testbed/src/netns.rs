@@ -813,6 +813,14 @@ pub fn shell_word(arg: &str) -> String {
 
 /// The TFTP transfers a dnsmasq logged in `log`, by path relative to `root`.
 fn dnsmasq_transfers(log: &Path, root: &Path) -> Vec<String> {
+    dnsmasq_transfer_peers(log, root)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// [`dnsmasq_transfers`] with the address each was sent to.
+fn dnsmasq_transfer_peers(log: &Path, root: &Path) -> Vec<(String, String)> {
     let log = std::fs::read_to_string(log).unwrap_or_default();
     let root = format!("{}/", root.display());
     log.lines()
@@ -822,8 +830,9 @@ fn dnsmasq_transfers(log: &Path, root: &Path) -> Vec<String> {
                 .split_once(": sent ")
                 .or_else(|| rest.split_once(": failed sending "))?
                 .1;
-            let path = path.rsplit_once(" to ")?.0;
-            Some(path.strip_prefix(&root).unwrap_or(path).to_string())
+            let (path, peer) = path.rsplit_once(" to ")?;
+            let name = path.strip_prefix(&root).unwrap_or(path).to_string();
+            Some((name, peer.trim().to_string()))
         })
         .collect()
 }

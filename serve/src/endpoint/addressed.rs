@@ -7,7 +7,9 @@
 //! (the driver feeds them to it: [`Taken::Fill`], `Transmit::Udp { fill }`),
 //! so the file lands in the cache verified, and then every client that
 //! asked for it meanwhile is served from there: concurrent requests for one
-//! file share one origin fetch.
+//! file share one origin fetch. A fetch may also be asked with no client
+//! waiting ([`Addressed::fetch_detached`]: the fleet's directives); its end
+//! is told as [`Event::Fetched`].
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -18,7 +20,7 @@ use wire::frame::icmpv4::EchoFrameRepr;
 use wire::frame::{MacAddr, UdpFrameRepr, VlanScope};
 use wire::tftp::{ErrorCode, Packet, TransferMode};
 
-use super::{Cache, Core, Decision, Held, Taken, Transmit, Trapped};
+use super::{Cache, Core, Decision, Event, FetchRefused, Held, Landed, Taken, Transmit, Trapped};
 use crate::arp::{ArpConfig, ArpCounters, ArpResolver};
 use crate::tftp_client::{ClientOptions, ClientOutcome, ClientSession, Destination};
 use crate::tftp_server::error_response;
@@ -91,6 +93,8 @@ struct Fetch {
     ended: Option<Instant>,
     /// Whether streaming was considered (once the origin's size is known).
     stream_tried: bool,
+    /// Asked with no client waiting (the fleet): its end is an event.
+    detached: bool,
 }
 
 /// Addressed mode's state.
@@ -328,41 +332,85 @@ impl Addressed {
             }
             return;
         }
-        let session = match ClientSession::new(now, name, self.own.fetch.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::info!("addressed: cannot fetch {name:?}: {e}");
-                self.send_error(core, &h, ErrorCode::FileNotFound, "file name not accepted");
-                return;
+        match self.start_fetch(core, now, name, Some(h.clone())) {
+            Ok(()) => {}
+            Err(FetchRefused::Name(..)) => {
+                self.send_error(core, &h, ErrorCode::FileNotFound, "file name not accepted")
             }
-        };
+            Err(_) => self.send_error(core, &h, ErrorCode::NotDefined, BUSY),
+        }
+    }
+
+    /// Fetches `name` into the cache for nobody waiting (the fleet): a
+    /// fetch of its own, or the one under way. Told at its end as
+    /// [`Event::Fetched`].
+    pub(crate) fn fetch_detached<E: Clone, F: FileSource>(
+        &mut self,
+        core: &mut Core<E, F>,
+        now: Instant,
+        name: &str,
+    ) -> Result<(), FetchRefused> {
+        // One key per file: the caller gives the name as the cache keeps it.
+        if wire::tftp::normalize_name(name).as_deref() != Ok(name) {
+            return Err(FetchRefused::Name(
+                name.into(),
+                "not a normalised name".into(),
+            ));
+        }
+        if let Some(f) = self.fetches.get_mut(name) {
+            self.counters.fetch_joins += 1;
+            f.detached = true;
+            return Ok(());
+        }
+        self.start_fetch(core, now, name, None)
+    }
+
+    /// Starts the fetch of `name`, for the request `waiter` (held from
+    /// now on), or for nobody (detached).
+    fn start_fetch<E: Clone, F: FileSource>(
+        &mut self,
+        core: &mut Core<E, F>,
+        now: Instant,
+        name: &str,
+        waiter: Option<Held>,
+    ) -> Result<(), FetchRefused> {
+        let session = ClientSession::new(now, name, self.own.fetch.clone()).map_err(|e| {
+            log::info!("addressed: cannot fetch {name:?}: {e}");
+            FetchRefused::Name(name.into(), e.to_string())
+        })?;
         if self.fetches.len() >= core.limits.fetches {
             self.counters.fetches_refused += 1;
             log::debug!(
                 "addressed: {} fetches under way; {name:?} refused",
                 core.limits.fetches
             );
-            self.send_error(core, &h, ErrorCode::NotDefined, BUSY);
-            return;
+            return Err(FetchRefused::Busy(core.limits.fetches));
         }
         let Some(port) = self.allocate_port() else {
             bootcache_metrics::warn_limited!("addressed: no free fetch port for {name:?}");
-            self.send_error(core, &h, ErrorCode::NotDefined, BUSY);
-            return;
+            return Err(FetchRefused::Busy(self.fetches.len()));
         };
         self.counters.fetches += 1;
         log::info!(
-            "addressed: fetching {name:?} from {} for a client",
-            self.own.origin
+            "addressed: fetching {name:?} from {} for {}",
+            self.own.origin,
+            if waiter.is_some() {
+                "a client"
+            } else {
+                "the fleet"
+            }
         );
-        core.hold(&h);
+        if let Some(h) = &waiter {
+            core.hold(h);
+        }
         self.ports.insert(port, name.to_string());
         self.fetches.insert(
             name.to_string(),
             Fetch {
                 session,
                 port,
-                waiters: vec![h],
+                detached: waiter.is_none(),
+                waiters: waiter.into_iter().collect(),
                 ended: None,
                 stream_tried: false,
             },
@@ -370,6 +418,7 @@ impl Addressed {
         // No filter rules to install: the own-address rule traps the
         // origin's answers.
         self.pump_fetch(core, now, name);
+        Ok(())
     }
 
     /// Queues what the fetch of `name` has to send (once the origin's MAC
@@ -388,11 +437,13 @@ impl Addressed {
             // Once the origin told the size, the bytes are kept and
             // streamed to the waiters as they come (read-while-writing: a
             // large miss does not outlast their retries). The cache gets
-            // them through the fill either way.
+            // them through the fill either way. A fetch nobody waits for
+            // then (the fleet's) keeps no bytes: a client joining it later
+            // is served once it is cached.
             if !f.stream_tried {
                 if let Some(len) = f.session.tsize() {
                     f.stream_tried = true;
-                    if core.start_stream(name, len) {
+                    if !f.waiters.is_empty() && core.start_stream(name, len) {
                         let mut wait = Vec::new();
                         for w in std::mem::take(&mut f.waiters) {
                             core.release_held(&w);
@@ -470,6 +521,16 @@ impl Addressed {
                 self.counters.fetched_bytes += size;
                 match cache.lookup(FETCH_SCOPE, origin, name) {
                     Some(entry) => {
+                        if f.detached {
+                            let facts = cache.facts(&entry);
+                            core.events.push_back(Event::Fetched {
+                                name: name.to_owned(),
+                                result: Ok(Landed {
+                                    size: facts.size,
+                                    sha256: facts.sha256,
+                                }),
+                            });
+                        }
                         log::info!(
                             "addressed: fetched {name:?} ({size} bytes); serving {} request(s)",
                             f.waiters.len()
@@ -504,6 +565,14 @@ impl Addressed {
         };
         self.counters.fetches_failed += 1;
         log::info!("addressed: fetch of {name:?} failed: {message}");
+        if f.detached {
+            core.events.push_back(Event::Fetched {
+                name: name.to_owned(),
+                result: Err(format!(
+                    "from {origin} through the server-side port: {message}"
+                )),
+            });
+        }
         // The clients it streamed to get the origin's error too.
         let told = core.end_stream(name, Some(&error_response(code, &message)));
         self.counters.errors_sent += told as u64;

@@ -45,6 +45,7 @@ impl Cache for FakeCache {
     fn facts(&self, e: &Key) -> CopyFacts {
         CopyFacts {
             name: e.2.clone(),
+            size: self.files[e].0.len(),
             sha256: [7; 32],
             last_seen: self.files[e].1,
         }
@@ -475,34 +476,40 @@ impl Sim {
             self.send_to_endpoint(f, 0);
         }
         while self.now < end && !self.clients.iter().all(|c| c.done) {
-            self.now += Duration::from_micros(100);
-            self.wall += Duration::from_micros(100);
-            while let Some(e) = self.to_ep.first_entry() {
-                if e.key().0 > self.now {
-                    break;
-                }
-                let f = e.remove();
-                self.deliver(f);
+            self.step();
+        }
+    }
+
+    /// One tick of 100 µs of simulated time: frames delivered, timers
+    /// run, the origin and the clients answer.
+    fn step(&mut self) {
+        self.now += Duration::from_micros(100);
+        self.wall += Duration::from_micros(100);
+        while let Some(e) = self.to_ep.first_entry() {
+            if e.key().0 > self.now {
+                break;
             }
-            self.ep.handle_timeout(self.now, &mut self.cache);
-            self.drain();
-            self.run_origin();
-            while let Some(e) = self.to_clients.first_entry() {
-                if e.key().0 > self.now {
-                    break;
-                }
-                let frame = e.remove();
-                for i in 0..self.clients.len() {
-                    if let Some(a) = self.clients[i].receive(self.now, &frame) {
-                        self.send_to_endpoint(a, 0);
-                    }
-                }
+            let f = e.remove();
+            self.deliver(f);
+        }
+        self.ep.handle_timeout(self.now, &mut self.cache);
+        self.drain();
+        self.run_origin();
+        while let Some(e) = self.to_clients.first_entry() {
+            if e.key().0 > self.now {
+                break;
             }
+            let frame = e.remove();
             for i in 0..self.clients.len() {
-                if !self.clients[i].done && self.clients[i].deadline <= self.now {
-                    let f = self.clients[i].send(self.now);
-                    self.send_to_endpoint(f, 0);
+                if let Some(a) = self.clients[i].receive(self.now, &frame) {
+                    self.send_to_endpoint(a, 0);
                 }
+            }
+        }
+        for i in 0..self.clients.len() {
+            if !self.clients[i].done && self.clients[i].deadline <= self.now {
+                let f = self.clients[i].send(self.now);
+                self.send_to_endpoint(f, 0);
             }
         }
     }
@@ -1002,4 +1009,141 @@ fn a_fetch_failing_mid_stream_sends_its_clients_the_origins_error() {
     }
     assert_eq!(sim.ep.active(), 0);
     assert!(sim.ep.core.streams.is_empty());
+}
+
+/// Runs `sim` (no clients needed) until the endpoint tells the end of a
+/// fetch asked with [`Endpoint::fetch`], or `limit`; the events seen.
+fn run_until_fetched(sim: &mut Sim, limit: Duration) -> Vec<Event> {
+    let end = sim.now + limit;
+    for i in 0..sim.clients.len() {
+        let f = sim.clients[i].send(sim.now);
+        sim.send_to_endpoint(f, 0);
+    }
+    let mut events = Vec::new();
+    while sim.now < end {
+        sim.step();
+        events.extend(std::iter::from_fn(|| sim.ep.poll_event()));
+        let fetched = events.iter().any(|e| matches!(e, Event::Fetched { .. }));
+        if fetched && sim.clients.iter().all(|c| c.done) {
+            break;
+        }
+    }
+    events
+}
+
+fn fetched(events: &[Event]) -> Vec<(String, Result<Landed, String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fetched { name, result } => Some((name.clone(), result.clone())),
+            Event::Served { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_fetch_for_nobody_lands_in_the_cache_and_is_told_once() {
+    for seed in 1..5u64 {
+        let data = file(300_000, 9);
+        let mut sim = addressed_sim(&[("images/vmlinuz", data.clone())]);
+        sim.rng = Rng(seed);
+        sim.loss = 5;
+        sim.jitter_us = 2000;
+        let now = sim.now;
+        assert_eq!(sim.ep.fetch(now, "images/vmlinuz"), Ok(()));
+        let events = run_until_fetched(&mut sim, Duration::from_secs(300));
+        let landed = Landed {
+            size: data.len() as u64,
+            sha256: [7; 32],
+        };
+        assert_eq!(
+            fetched(&events),
+            vec![("images/vmlinuz".to_string(), Ok(landed))],
+            "seed {seed}"
+        );
+        // One fetch (its request may reach the origin twice when the
+        // first answer is lost).
+        assert!(sim.filled > 0, "the fill saw the origin's frames");
+        let (a, _) = sim.ep.addressed_counters().unwrap();
+        assert_eq!((a.fetches, a.fetches_completed), (1, 1), "seed {seed}");
+        // Nobody waited: nothing held, no bytes kept in memory, no
+        // client served.
+        assert_eq!(sim.ep.held(), 0);
+        assert_eq!(sim.ep.active_fetches(), 0);
+        assert!(sim.ep.core.streams.is_empty());
+        assert_eq!(sim.ep.core.stream_room, 1 << 20);
+        assert_eq!(sim.ep.counters().hits, 0);
+    }
+}
+
+#[test]
+fn a_client_joins_a_fetch_for_nobody_and_is_served() {
+    let data = file(200_000, 4);
+    let mut sim = addressed_sim(&[("f", data.clone())]);
+    sim.loss = 3;
+    sim.jitter_us = 1000;
+    let now = sim.now;
+    assert_eq!(sim.ep.fetch(now, "f"), Ok(()));
+    // Asked again (the member tried again): the one fetch.
+    assert_eq!(sim.ep.fetch(now, "f"), Ok(()));
+    sim.clients.push(Client::new(1, OWN, OWN_MAC, "f", now));
+    let events = run_until_fetched(&mut sim, Duration::from_secs(300));
+    let c = &sim.clients[0];
+    assert!(c.done && c.error.is_none(), "{:?}", c.error);
+    assert!(c.got == data, "other bytes");
+    assert_eq!(fetched(&events).len(), 1, "{events:?}");
+    assert!(fetched(&events)[0].1.is_ok());
+    assert_eq!(sim.origin.as_ref().unwrap().requests, 1);
+    let (a, _) = sim.ep.addressed_counters().unwrap();
+    assert_eq!((a.fetches, a.fetch_joins), (1, 2));
+}
+
+#[test]
+fn a_failed_fetch_for_nobody_is_told_with_the_origins_reason() {
+    let mut sim = addressed_sim(&[]);
+    sim.origin.as_mut().unwrap().error = Some((ErrorCode::FileNotFound, "no such file here"));
+    let now = sim.now;
+    assert_eq!(sim.ep.fetch(now, "gone"), Ok(()));
+    let events = run_until_fetched(&mut sim, Duration::from_secs(30));
+    let f = fetched(&events);
+    assert_eq!(f.len(), 1, "{events:?}");
+    let err = f[0].1.clone().unwrap_err();
+    assert!(err.contains("no such file here"), "{err}");
+    assert_eq!(sim.ep.addressed_counters().unwrap().0.fetches_failed, 1);
+    assert_eq!(sim.ep.active_fetches(), 0);
+}
+
+#[test]
+fn an_origin_that_never_answers_ends_a_fetch_for_nobody() {
+    let mut sim = addressed_sim(&[("f", file(10, 1))]);
+    sim.loss = 100;
+    let now = sim.now;
+    assert_eq!(sim.ep.fetch(now, "f"), Ok(()));
+    let events = run_until_fetched(&mut sim, Duration::from_secs(120));
+    let f = fetched(&events);
+    assert_eq!(f.len(), 1, "{events:?}");
+    assert!(f[0].1.is_err(), "{f:?}");
+    assert_eq!(sim.ep.active_fetches(), 0);
+}
+
+#[test]
+fn fetches_for_nobody_are_bounded_and_need_an_address() {
+    let mut sim = addressed_sim(&[]);
+    let now = sim.now;
+    // Sim's max_fetches is 8.
+    for i in 0..8 {
+        assert_eq!(sim.ep.fetch(now, &format!("f{i}")), Ok(()));
+    }
+    assert_eq!(sim.ep.fetch(now, "f8"), Err(FetchRefused::Busy(8)));
+    assert_eq!(sim.ep.addressed_counters().unwrap().0.fetches_refused, 1);
+    // A fetch under way is joined, even at the bound.
+    assert_eq!(sim.ep.fetch(now, "f3"), Ok(()));
+    // One key per file: the caller normalises.
+    assert!(matches!(
+        sim.ep.fetch(now, "/f9"),
+        Err(FetchRefused::Name(..))
+    ));
+    assert_eq!(sim.ep.active_fetches(), 8);
+    let mut plain = Sim::new(max_age(), None);
+    assert_eq!(plain.ep.fetch(now, "f"), Err(FetchRefused::NotAddressed));
 }

@@ -72,6 +72,16 @@ impl Topology {
         names.iter().map(|n| self.origin_count(n)).collect()
     }
 
+    /// The addresses the origin sent `name` to (or tried to), in order:
+    /// who read it (a client, or bootcache's own address fetching).
+    pub fn origin_readers(&self, name: &str) -> Vec<String> {
+        dnsmasq_transfer_peers(&self.origin_log(), &self.tftp_root)
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, peer)| peer)
+            .collect()
+    }
+
     /// Origin transfers of `name` so far.
     pub fn origin_count(&self, name: &str) -> usize {
         self.origin_transfers()
