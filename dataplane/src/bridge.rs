@@ -23,29 +23,34 @@
 //! atomics at each housekeeping tick (bridge) and every `publish_ms`
 //! (per-rule hits).
 //!
-//! Measured cost per frame, by stage (2026-12-02, this 2-vCPU VM at
-//! 2.6 GHz, shared with other builds; no hardware counters: cycles are the
-//! stage's share of timer-based `perf record -t <forwarding thread>` times
-//! the thread's time per frame, instructions from callgrind; README
-//! "Forwarding" has the commands):
+//! Measured cost per frame, by stage (2026-12-02; instructions from
+//! callgrind on the forwarding thread, by source line, instructions ÷
+//! frames forwarded; cycles from timer-based `perf record -t <forwarding
+//! thread>` on the build before the last changes, this 2-vCPU VM at
+//! 2.6 GHz, no hardware counters; README "Forwarding" has the commands):
 //!
-//! | stage (cycles / instructions per frame)   | net_null, server configured | pcap mix, server configured |
+//! | stage (instructions per frame)            | net_null, server configured | pcap mix, server configured |
 //! |-------------------------------------------|-----------------------------|-----------------------------|
-//! | rx + tx in the PMD, mempool (as testpmd)  | 21 / 122                    | 69 / as testpmd             |
-//! | rx/tx shims (`bc_eth_*_burst`)            | 0.5 / 1.7                   | 2                           |
-//! | first stage, burst loop (scalar, before)  | 4.0 / 27                    | 5.3                         |
-//! | first stage, exact answer for ~15%        | 0 (none pass)               | 2.6                         |
-//! | classify + lookup + copy (~1% of frames)  | 0                           | 3.2                         |
-//! | the rest of this loop (per burst, tick)   | 1.4 / ~9                    | 1.3                         |
-//! | total (testpmd io)                        | 27 / 160 (21 / 125)         | 87 (66)                     |
+//! | rx + tx in the PMD, mempool (as testpmd)  | 121.8                       | 266.4                       |
+//! | rx/tx shims (`bc_eth_*_burst`)            | 2.0                         | 2.0                         |
+//! | first stage, SSE2 burst loop              | 20.4                        | } 36.7, and 3.9 in          |
+//! | first stage, exact answer (~14% of pcap)  | 0 (none pass)               | } `may_match_other`         |
+//! | classify + lookup + copy (~1% of frames)  | 0                           | }                           |
+//! | the rest of this loop (per burst)         | 2.4                         | 3.0                         |
+//! | housekeeping tick (inflated by valgrind)  | 1.7                         | 3.0                         |
+//! | total (testpmd io)                        | 149.9 (124.8)               | 317.3 (269.4)               |
+//! | cycles, whole thread, before (testpmd io) | 27 (21)                     | 87 (66)                     |
 //!
-//! The burst loop was 27 instructions a frame: the mbuf's data pointer and
-//! length, three fixed-offset words, compares, no branch but the length
-//! check. (Under callgrind the 100 µs tick weighs ~100× more than at full
-//! speed, so "the rest" is less than 9 there.) Since then it compares four
-//! frames at a time in SSE2 lanes: the whole loop (`Bridge::run`, all
-//! stages inlined) went from 5.6 to 4.6 cycles a frame on net_null (perf),
-//! and the rate from 0.75 to 0.86 of testpmd.
+//! The burst loop per frame: the mbuf's data pointer and length, a 46-byte
+//! length check, two 16-byte loads (from byte 12 and byte 26), and per four
+//! frames two SSE2 transposes and ~10 lane compares. It was 31
+//! instructions a frame before the loads were transposed (33.4 → 22.8 for
+//! the whole loop on net_null). On the pcap mix, IPv6 UDP is decided by the
+//! exact answer without classifying (loop 60.4 → 43.5 instructions a
+//! frame). In `perf` samples of the thread this loop went from 18.2% to
+//! 13.9% on net_null and from 16.7% to 13.2% on the pcap mix. What is left over testpmd io: these instructions (+25 a frame
+//! on net_null, +48 on the pcap mix) and reading each frame's first cache
+//! line, which testpmd never touches (no filter at all: 0.96 of testpmd).
 //!
 //! Copies: a zero-copy clone cost ~500 ns of this core's time although its
 //! instructions are few: the slow path read the shared buffer whole, and

@@ -513,7 +513,10 @@ fn callgrind_run(
     match dut {
         // The slow path is slow under valgrind too: without a long
         // heartbeat timeout the bridge would bypass the filter.
-        Dut::Bootcache => cmd.args(app).args(["--slowpath-timeout-ms", "600000"]),
+        // `--stats-json`: the final counters are read from its JSON object.
+        Dut::Bootcache => cmd
+            .args(app)
+            .args(["--slowpath-timeout-ms", "600000", "--stats-json"]),
         Dut::Testpmd => cmd.args(testpmd_io_args(1)).arg("--total-num-mbufs=16383"),
     };
     let log = dir.join(format!("{tag}.out"));

@@ -376,7 +376,11 @@ impl Burst {
     /// Forgets the first `n` mbufs (tx took ownership); the rest move to the front.
     pub(crate) fn consume_front(&mut self, n: usize) {
         let n = n.min(self.len);
-        self.pkts.copy_within(n..self.len, 0);
+        // The usual case, the driver took everything, moves nothing: no
+        // memmove call per burst.
+        if n < self.len {
+            self.pkts.copy_within(n..self.len, 0);
+        }
         self.len -= n;
     }
 }

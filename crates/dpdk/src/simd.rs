@@ -5,7 +5,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m128i, _mm_and_si128, _mm_andnot_si128, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_cmpgt_epi32,
-    _mm_movemask_ps, _mm_or_si128, _mm_set1_epi32, _mm_set_epi32, _mm_srli_epi32,
+    _mm_loadu_si128, _mm_movemask_ps, _mm_or_si128, _mm_set1_epi32, _mm_set_epi32, _mm_srli_epi32,
+    _mm_unpackhi_epi32, _mm_unpackhi_epi64, _mm_unpacklo_epi32, _mm_unpacklo_epi64,
 };
 
 /// Four `u32` lanes; a comparison gives all ones or all zeros per lane.
@@ -24,9 +25,37 @@ impl std::fmt::Debug for U32x4 {
 
 // SAFETY (every `unsafe` block below): the intrinsics are SSE2, which every
 // x86_64 CPU has (the target's baseline), and they only compute on
-// registers: no memory is read or written.
+// registers: no memory is read or written (but in `load`, see there).
 #[cfg(target_arch = "x86_64")]
 impl U32x4 {
+    /// Lanes from 16 bytes, each lane a little-endian `u32` (one unaligned
+    /// load).
+    #[inline(always)]
+    pub fn load(b: &[u8; 16]) -> U32x4 {
+        // SAFETY: SSE2 as above; `b` is 16 readable bytes, and
+        // `_mm_loadu_si128` takes any alignment.
+        U32x4(unsafe { _mm_loadu_si128(b.as_ptr().cast::<__m128i>()) })
+    }
+
+    /// The 4×4 transpose: lane `j` of result `i` is lane `i` of `rows[j]`
+    /// (four frames' words loaded whole become one register per word; 8
+    /// unpacks, fewer when some results are unused).
+    #[inline(always)]
+    pub fn transpose(rows: [U32x4; 4]) -> [U32x4; 4] {
+        let [a, b, c, d] = rows.map(|r| r.0);
+        // SAFETY: see above.
+        unsafe {
+            let (ab_lo, cd_lo) = (_mm_unpacklo_epi32(a, b), _mm_unpacklo_epi32(c, d));
+            let (ab_hi, cd_hi) = (_mm_unpackhi_epi32(a, b), _mm_unpackhi_epi32(c, d));
+            [
+                U32x4(_mm_unpacklo_epi64(ab_lo, cd_lo)),
+                U32x4(_mm_unpackhi_epi64(ab_lo, cd_lo)),
+                U32x4(_mm_unpacklo_epi64(ab_hi, cd_hi)),
+                U32x4(_mm_unpackhi_epi64(ab_hi, cd_hi)),
+            ]
+        }
+    }
+
     /// Lanes `[a[0], a[1], a[2], a[3]]`.
     #[inline(always)]
     pub fn new(a: [u32; 4]) -> U32x4 {
@@ -102,6 +131,20 @@ impl U32x4 {
 
 #[cfg(not(target_arch = "x86_64"))]
 impl U32x4 {
+    /// Lanes from 16 bytes, each lane a little-endian `u32`.
+    #[inline(always)]
+    pub fn load(b: &[u8; 16]) -> U32x4 {
+        U32x4(std::array::from_fn(|i| {
+            u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        }))
+    }
+
+    /// The 4×4 transpose: lane `j` of result `i` is lane `i` of `rows[j]`.
+    #[inline(always)]
+    pub fn transpose(rows: [U32x4; 4]) -> [U32x4; 4] {
+        std::array::from_fn(|i| U32x4(std::array::from_fn(|j| rows[j].0[i])))
+    }
+
     /// Lanes `[a[0], a[1], a[2], a[3]]`.
     #[inline(always)]
     pub fn new(a: [u32; 4]) -> U32x4 {
@@ -207,6 +250,16 @@ mod tests {
             }
         }
         assert_eq!(U32x4::splat(9).to_array(), [9; 4]);
+        let bytes: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let row = |k: u8| U32x4::load(&bytes.map(|b| b.wrapping_add(16 * k)));
+        assert_eq!(row(0).to_array()[1], u32::from_le_bytes([4, 5, 6, 7]));
+        let rows = [row(0), row(1), row(2), row(3)];
+        let t = U32x4::transpose(rows);
+        for (i, col) in t.iter().enumerate() {
+            for (j, row) in rows.iter().enumerate() {
+                assert_eq!(col.to_array()[j], row.to_array()[i]);
+            }
+        }
         assert_eq!(U32x4::new([1, 2, 3, 4]).to_array(), [1, 2, 3, 4]);
     }
 }
