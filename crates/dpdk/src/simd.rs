@@ -92,8 +92,12 @@ impl Avx2 {
     /// `f` inlines ([`U32x8`]'s operations, all `#[inline(always)]`)
     /// becomes AVX2 instructions in that one body: a function per
     /// operation, not inlined into code compiled without AVX2, would cost
-    /// a call each. Give it a closure that calls `#[inline(always)]`
-    /// functions; the call to `f` costs one call, not one per operation.
+    /// a call each. Give it a closure marked `#[inline(always)]` that
+    /// calls `#[inline(always)]` functions and closures only (a large
+    /// closure is otherwise left out of line, compiled without AVX2, and
+    /// calls every operation): then `run` costs one call, not one per
+    /// operation (check with `objdump -d`: no `call` to a `core_arch`
+    /// function).
     #[inline(always)]
     pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]

@@ -438,30 +438,65 @@ impl V4Stage {
         if SERVERS == MANY {
             return self.candidates::<MANY, EXTRA, SRC_PEER, T>(frames, data);
         }
-        let k = self.lanes(|v| U32x8::splat(avx2, v));
-        let eight = |h: [&[u8; 30]; 8]| {
-            let rows = |at: fn(&[u8; 30]) -> &[u8; 16]| {
-                std::array::from_fn(|i| U32x8::load2(avx2, at(h[i]), at(h[i + 4])))
-            };
-            let [head, ..] = U32x8::transpose(rows(sixteen::<0>));
-            let [src, dst, ports, _] = U32x8::transpose(rows(sixteen::<14>));
-            k.candidates::<SERVERS, EXTRA, SRC_PEER>(head, src, dst, ports)
-        };
+        // Closures marked `inline(always)`: one left out of line would be
+        // compiled without AVX2 and call every lane operation.
+        let k = self.lanes(
+            #[inline(always)]
+            |v| U32x8::splat(avx2, v),
+        );
         let mut cand = 0u32;
         let mut chunks = frames.chunks_exact(8);
         let mut at = 0u32;
         for c in &mut chunks {
-            cand |= eight(std::array::from_fn(|i| lanes_of(data(&c[i])))) << (at & 31);
+            let h = std::array::from_fn(
+                #[inline(always)]
+                |i| lanes_of(data(&c[i])),
+            );
+            cand |= k.eight::<SERVERS, EXTRA, SRC_PEER>(avx2, &h) << (at & 31);
             at += 8;
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let h = std::array::from_fn(|i| rest.get(i).map_or(&SHORT, |f| lanes_of(data(f))));
+            let h = std::array::from_fn(
+                #[inline(always)]
+                |i| rest.get(i).map_or(&SHORT, |f| lanes_of(data(f))),
+            );
             let keep = (1u32 << (rest.len() & 7)) - 1;
-            cand |= (eight(h) & keep) << (at & 31);
+            cand |= (k.eight::<SERVERS, EXTRA, SRC_PEER>(avx2, &h) & keep) << (at & 31);
         }
         cand
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LaneConsts<U32x8> {
+    /// The candidate bits of the eight frames `h` (see
+    /// [`V4Stage::candidates_x8`]).
+    #[inline(always)]
+    fn eight<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool>(
+        &self,
+        avx2: Avx2,
+        h: &[&[u8; 30]; 8],
+    ) -> u32 {
+        let [head, ..] = U32x8::transpose(rows8::<0>(avx2, h));
+        let [src, dst, ports, _] = U32x8::transpose(rows8::<14>(avx2, h));
+        self.candidates::<SERVERS, EXTRA, SRC_PEER>(head, src, dst, ports)
+    }
+}
+
+/// The 16 bytes from `AT` of eight frames in four rows: frame `i` in the
+/// low half of row `i`, frame `4 + i` in its high half, so that the
+/// in-lane transpose puts frame `j` in lane `j`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rows8<const AT: usize>(avx2: Avx2, h: &[&[u8; 30]; 8]) -> [U32x8; 4] {
+    let at = sixteen::<AT>;
+    [
+        U32x8::load2(avx2, at(h[0]), at(h[4])),
+        U32x8::load2(avx2, at(h[1]), at(h[5])),
+        U32x8::load2(avx2, at(h[2]), at(h[6])),
+        U32x8::load2(avx2, at(h[3]), at(h[7])),
+    ]
 }
 
 /// A side's constants of the first stage in SIMD lanes ([`V4Stage::lanes`]).
@@ -662,12 +697,16 @@ impl Table {
         // overflow bitmap, the own address and mark, the other side's
         // peer) costs neither instructions nor registers.
         let mut cand = match avx2 {
-            // The whole loop in one function compiled for AVX2.
+            // The whole loop in one function compiled for AVX2 (the
+            // closure inlined into it, see `Avx2::run`).
             #[cfg(target_arch = "x86_64")]
-            Some(avx2) => avx2.run(|| {
-                shaped!(shape, s == 1, |S, E, P| v4
-                    .candidates_x8::<S, E, P, T>(avx2, frames, &data))
-            }),
+            Some(avx2) => avx2.run(
+                #[inline(always)]
+                || {
+                    shaped!(shape, s == 1, |S, E, P| v4
+                        .candidates_x8::<S, E, P, T>(avx2, frames, &data))
+                },
+            ),
             _ => shaped!(shape, s == 1, |S, E, P| v4
                 .candidates_x4::<S, E, P, T>(frames, &data)),
         };
@@ -707,16 +746,19 @@ impl Table {
         for servers in [ONE, FOUR, MANY] {
             for extra in [false, true] {
                 let shape = Shape { servers, extra };
-                let scalar =
-                    shaped!(shape, s == 1, |S, E, P| v4.candidates::<S, E, P, _>(frames, &data));
-                let x4 =
-                    shaped!(shape, s == 1, |S, E, P| v4.candidates_x4::<S, E, P, _>(frames, &data));
+                let scalar = shaped!(shape, s == 1, |S, E, P| v4
+                    .candidates::<S, E, P, _>(frames, &data));
+                let x4 = shaped!(shape, s == 1, |S, E, P| v4
+                    .candidates_x4::<S, E, P, _>(frames, &data));
                 #[cfg(target_arch = "x86_64")]
                 let x8 = self.pre.avx2.map(|avx2| {
-                    avx2.run(|| {
-                        shaped!(shape, s == 1, |S, E, P| v4
-                            .candidates_x8::<S, E, P, _>(avx2, frames, &data))
-                    })
+                    avx2.run(
+                        #[inline(always)]
+                        || {
+                            shaped!(shape, s == 1, |S, E, P| v4
+                                .candidates_x8::<S, E, P, _>(avx2, frames, &data))
+                        },
+                    )
                 });
                 #[cfg(not(target_arch = "x86_64"))]
                 let x8 = None;

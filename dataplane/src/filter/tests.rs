@@ -1443,7 +1443,13 @@ fn first_stage_every_burst_length_every_form() {
     let six = ether(
         &[],
         0x86dd,
-        &ipv6_packet(0, 17, any_v6(CLIENT), v4_mapped(SERVER), &udp_l4(2070, 69, 10)),
+        &ipv6_packet(
+            0,
+            17,
+            any_v6(CLIENT),
+            v4_mapped(SERVER),
+            &udp_l4(2070, 69, 10),
+        ),
     );
     let arp = ether(&[], 0x0806, &arp_body(CLIENT, OTHER));
     let mix: Vec<Vec<u8>> = (0..45)
