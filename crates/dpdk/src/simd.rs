@@ -430,7 +430,58 @@ impl U32x4 {
 
 #[cfg(test)]
 mod tests {
-    use super::U32x4;
+    use super::{Lanes, U32x4};
+
+    /// Each half of a `U32x8` computes what a `U32x4` of the same lanes
+    /// does: loads, the in-lane transpose, every operation and the mask
+    /// (lane `4 + i` in bit `4 + i`). Fails where the CPU has no AVX2
+    /// rather than passing untested.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn eight_lanes_compute_like_two_fours() {
+        use super::{Avx2, U32x8};
+        let avx2 = Avx2::detect().expect("this CPU has no AVX2: U32x8 is untested here");
+        let bytes: [[u8; 16]; 8] = std::array::from_fn(|k| {
+            std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ (k as u8 * 16))
+        });
+        let eight = avx2.run(
+            #[inline(always)]
+            || {
+                U32x8::transpose(std::array::from_fn(|r| {
+                    U32x8::load2(avx2, &bytes[r], &bytes[r + 4])
+                }))
+            },
+        );
+        let lo = U32x4::transpose(std::array::from_fn(|r| U32x4::load(&bytes[r])));
+        let hi = U32x4::transpose(std::array::from_fn(|r| U32x4::load(&bytes[r + 4])));
+        let halves = |v: U32x8| {
+            let a = v.to_array();
+            ([a[0], a[1], a[2], a[3]], [a[4], a[5], a[6], a[7]])
+        };
+        for i in 0..4 {
+            assert_eq!(halves(eight[i]), (lo[i].to_array(), hi[i].to_array()));
+        }
+        let (a8, b8) = (eight[0], eight[1].or(U32x8::splat(avx2, 0x8000_0000)));
+        let (a4, b4) = (
+            [lo[0], hi[0]],
+            [lo[1], hi[1]].map(|v| v.or(U32x4::splat(0x8000_0000))),
+        );
+        let both = |f: &dyn Fn(U32x8, U32x8) -> U32x8, g: &dyn Fn(U32x4, U32x4) -> U32x4| {
+            assert_eq!(
+                halves(f(a8, b8)),
+                (g(a4[0], b4[0]).to_array(), g(a4[1], b4[1]).to_array())
+            );
+        };
+        both(&|x, y| x.and(y), &|x, y| x.and(y));
+        both(&|x, y| x.or(y), &|x, y| x.or(y));
+        both(&|x, y| x.and_not(y), &|x, y| x.and_not(y));
+        both(&|x, y| x.eq(y), &|x, y| x.eq(y));
+        both(&|x, y| x.gt_signed(y), &|x, y| x.gt_signed(y));
+        both(&|x, _| x.shr::<26>(), &|x, _| x.shr::<26>());
+        let m8 = a8.gt_signed(b8);
+        let (m4lo, m4hi) = (a4[0].gt_signed(b4[0]).mask(), a4[1].gt_signed(b4[1]).mask());
+        assert_eq!(m8.mask(), m4lo | m4hi << 4);
+    }
 
     #[test]
     fn lanes_compute_like_scalars() {
