@@ -24,33 +24,36 @@
 //! (per-rule hits).
 //!
 //! Measured cost per frame, by stage (2026-12-02; instructions from
-//! callgrind on the forwarding thread, by source line, instructions ÷
-//! frames forwarded; cycles from timer-based `perf record -t <forwarding
-//! thread>` on the build before the last changes, this 2-vCPU VM at
-//! 2.6 GHz, no hardware counters; README "Forwarding" has the commands):
+//! callgrind on the forwarding thread, split by inline chain with
+//! `scripts/callgrind-stages`, instructions ÷ frames forwarded; cycles
+//! from timer-based `perf record -t <forwarding thread>` on an earlier
+//! build, this 2-vCPU VM at 2.6 GHz, no hardware counters; README
+//! "Forwarding" has the commands):
 //!
 //! | stage (instructions per frame)            | net_null, server configured | pcap mix, server configured |
 //! |-------------------------------------------|-----------------------------|-----------------------------|
-//! | rx + tx in the PMD, mempool (as testpmd)  | 121.8                       | 266.4                       |
-//! | rx/tx shims (`bc_eth_*_burst`)            | 2.0                         | 2.0                         |
-//! | first stage, SSE2 burst loop              | 20.4                        | } 36.7, and 3.9 in          |
-//! | first stage, exact answer (~14% of pcap)  | 0 (none pass)               | } `may_match_other`         |
-//! | classify + lookup + copy (~1% of frames)  | 0                           | }                           |
-//! | the rest of this loop (per burst)         | 2.4                         | 3.0                         |
-//! | housekeeping tick (inflated by valgrind)  | 1.7                         | 3.0                         |
-//! | total (testpmd io)                        | 149.9 (124.8)               | 317.3 (269.4)               |
+//! | rx + tx in the PMD, mempool, TLS (as testpmd) | 121.8                   | 266.4                       |
+//! | first stage: AVX2 burst loop (8 a step), exact answer for candidates | 14.3 (SSE2: 19.1) | 25.1 (SSE2: 33.9) |
+//! | classify + lookup + copy (~1% of frames), the rest of this loop, shims | 7.0 | 13.6                    |
+//! | total without the housekeeping tick (testpmd io) | 143.1 (124.8)        | 305.2 (269.4)               |
+//! | housekeeping tick (100 µs of wall time: grows with valgrind's slowness) | 10–15 | 28–32             |
 //! | cycles, whole thread, before (testpmd io) | 27 (21)                     | 87 (66)                     |
 //!
 //! The burst loop per frame: the mbuf's data pointer and length, a 46-byte
-//! length check, two 16-byte loads (from byte 12 and byte 26), and per four
-//! frames two SSE2 transposes and ~10 lane compares. It was 31
-//! instructions a frame before the loads were transposed (33.4 → 22.8 for
-//! the whole loop on net_null). On the pcap mix, IPv6 UDP is decided by the
-//! exact answer without classifying (loop 60.4 → 43.5 instructions a
-//! frame). In `perf` samples of the thread this loop went from 18.2% to
-//! 13.9% on net_null and from 16.7% to 13.2% on the pcap mix. What is left over testpmd io: these instructions (+25 a frame
-//! on net_null, +48 on the pcap mix) and reading each frame's first cache
-//! line, which testpmd never touches (no filter at all: 0.96 of testpmd).
+//! length check (a `cmov` to the `SHORT` stand-in), two 16-byte loads
+//! (from byte 12 and byte 26) placed as halves of 256-bit rows, and per
+//! eight frames two in-lane AVX2 transposes, ~10 lane compares and one
+//! mask (`dpdk::simd::U32x8`, in one function compiled for AVX2 via
+//! `dpdk::simd::Avx2::run`; SSE2 four at a time where the CPU has no
+//! AVX2). Of its 14.3 instructions a frame, 8 are the pointer, length and
+//! loads, ~3.4 the lane work, ~3 once per burst. It was 31 before the
+//! loads were transposed and 19.1 in SSE2. On the pcap mix, IPv6 UDP is
+//! decided by the exact answer without classifying. In `perf` samples of
+//! the thread the SSE2 loop went from 18.2% to 13.9% on net_null and from
+//! 16.7% to 13.2% on the pcap mix. What is left over testpmd io: these
+//! instructions (+18 a frame on net_null, +36 on the pcap mix, without
+//! the tick) and reading each frame's first cache line, which testpmd
+//! never touches (no filter at all: 0.96 of testpmd).
 //!
 //! Copies: a zero-copy clone cost ~500 ns of this core's time although its
 //! instructions are few: the slow path read the shared buffer whole, and

@@ -4,6 +4,13 @@
 //! is `Forward`, `lookup_frame` must equal `lookup(classify)`, and neither
 //! may allocate.
 //!
+//! The burst form (`may_match_burst`, AVX2 eight frames a step where the
+//! CPU has it, and `may_match_burst_sse2`) over a burst of the frame's
+//! suffixes (from byte 0, 1, 2, ...; as many as the frame's length modulo
+//! 33, so every burst length and remainder comes up, short frames
+//! included) must answer for each frame what `may_match` does, without
+//! allocating.
+//!
 //! The configuration byte picks a table (built once per value): boot
 //! servers (one, or six: more than the first stage's exact set), as IPv4
 //! or IPv4-mapped IPv6, the DSCP mark, addressed mode's own address, copied
@@ -92,5 +99,21 @@ fuzz_target!(|data: &[u8]| {
             "first stage missed {full:?} on side {side}"
         );
         assert_eq!(two, full, "two stages disagree on side {side}");
+    }
+    let suffixes: [&[u8]; 32] = std::array::from_fn(|i| frame.get(i..).unwrap_or_default());
+    let burst = suffixes.get(..frame.len() % 33).unwrap_or(&suffixes);
+    for side in 0..3 {
+        let (avx2, sse2) = alloc_cap::capped(0, || {
+            (
+                table.may_match_burst(side, burst, |f| *f),
+                table.may_match_burst_sse2(side, burst, |f| *f),
+            )
+        });
+        assert_eq!(avx2, sse2, "burst forms disagree on side {side}");
+        for (i, f) in burst.iter().enumerate() {
+            let one = table.may_match(side, f);
+            assert_eq!(avx2 >> i & 1 != 0, one, "burst bit {i} on side {side}");
+        }
+        assert_eq!(avx2 >> burst.len(), 0, "bits past the burst on side {side}");
     }
 });

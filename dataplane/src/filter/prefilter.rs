@@ -13,7 +13,9 @@
 //! DSCP mark and the DHCP port patterns per side, each disabled (set to a
 //! value no frame has) when its rule is `Forward`.
 
-use dpdk::simd::U32x4;
+#[cfg(target_arch = "x86_64")]
+use dpdk::simd::U32x8;
+use dpdk::simd::{Avx2, Lanes, U32x4};
 
 use super::table::{Table, ETHERTYPE_ARP, NO_SERVER, PROTO_UDP};
 use super::{Action, StaticRule, STATIC_RULES};
@@ -91,6 +93,53 @@ pub(super) struct Prefilter {
     /// rules, the mark or an IPv4-mapped server address, which the first
     /// stage tests.
     v6_servers: bool,
+    /// The IPv4 stage of side 0 and of side 1, made from the fields above
+    /// once, not per burst.
+    stages: [V4Stage; 2],
+    /// The burst loop's shape for each side (see [`V4Stage::shaped`]).
+    shapes: [Shape; 2],
+    /// Set when the CPU runs AVX2: the burst loop then takes eight frames
+    /// a step ([`V4Stage::candidates_x8`]) instead of four (SSE2).
+    avx2: Option<Avx2>,
+}
+
+/// Which burst loop serves a side: `servers` is [`ONE`], [`FOUR`] or
+/// [`MANY`], `extra` whether the own address or the mark is live (see
+/// [`V4Stage::shaped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Shape {
+    servers: u8,
+    extra: bool,
+}
+
+/// Evaluates `$body` with the consts `$s`, `$e` and `$p` set to the
+/// shape's servers and extra, and to `$src_peer`: one monomorphised loop
+/// per shape and side, so that what a shape leaves out costs nothing and
+/// the peer is picked at compile time.
+macro_rules! shaped {
+    ($shape:expr, $src_peer:expr, |$s:ident, $e:ident, $p:ident| $body:expr) => {
+        match ($shape.servers, $shape.extra) {
+            (ONE, false) => shaped!(@peer $src_peer, ONE, false, |$s, $e, $p| $body),
+            (ONE, true) => shaped!(@peer $src_peer, ONE, true, |$s, $e, $p| $body),
+            (FOUR, false) => shaped!(@peer $src_peer, FOUR, false, |$s, $e, $p| $body),
+            (FOUR, true) => shaped!(@peer $src_peer, FOUR, true, |$s, $e, $p| $body),
+            (_, false) => shaped!(@peer $src_peer, MANY, false, |$s, $e, $p| $body),
+            (_, true) => shaped!(@peer $src_peer, MANY, true, |$s, $e, $p| $body),
+        }
+    };
+    (@peer $src_peer:expr, $sv:expr, $ev:expr, |$s:ident, $e:ident, $p:ident| $body:expr) => {
+        if $src_peer {
+            const $s: u8 = $sv;
+            const $e: bool = $ev;
+            const $p: bool = true;
+            $body
+        } else {
+            const $s: u8 = $sv;
+            const $e: bool = $ev;
+            const $p: bool = false;
+            $body
+        }
+    };
 }
 
 impl Prefilter {
@@ -143,7 +192,7 @@ impl Prefilter {
         } else {
             NO_PORTS
         };
-        Prefilter {
+        let mut p = Prefilter {
             servers: exact,
             many: v4.len() > EXACT_SERVERS,
             overflow,
@@ -151,7 +200,23 @@ impl Prefilter {
             dscp,
             dhcp: [client, server],
             v6_servers,
-        }
+            stages: [V4Stage::default(); 2],
+            shapes: [Shape::default(); 2],
+            avx2: Avx2::detect(),
+        };
+        p.stages = [V4Stage::new(&p, 0), V4Stage::new(&p, 1)];
+        let servers = if p.many {
+            MANY
+        } else if exact.iter().all(|&a| a == exact[0]) {
+            ONE
+        } else {
+            FOUR
+        };
+        p.shapes = p.stages.map(|st| Shape {
+            servers,
+            extra: st.own != NO_ADDRESS || st.dscp != NO_DSCP,
+        });
+        p
     }
 }
 
@@ -180,9 +245,9 @@ fn header(frame: &[u8]) -> Option<(usize, &[u8; 30])> {
     Some((at, h))
 }
 
-/// The IPv4 part of the first stage for one side, its constants copied out
-/// of the table once per frame or burst.
-#[derive(Clone, Copy)]
+/// The IPv4 part of the first stage for one side, its constants made
+/// once per table ([`Prefilter::stages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct V4Stage {
     servers: [u32; EXACT_SERVERS],
     many: bool,
@@ -265,15 +330,17 @@ impl V4Stage {
     /// protocol to or from a server, VLAN-tagged, IPv6, ARP, IPv4 with
     /// options, short frames) is set, for the exact answer. Backwards, so
     /// that each frame's bit is shifted in rather than placed by its index.
+    /// `SRC_PEER` is true on side 1 (the source is the peer), as
+    /// `peer_shift` says.
     #[inline(always)]
-    fn candidates<const SERVERS: u8, const EXTRA: bool, T>(
+    fn candidates<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool, T>(
         &self,
         frames: &[T],
         data: &impl Fn(&T) -> &[u8],
     ) -> u32 {
         let mut cand = 0u32;
         for f in frames.iter().rev() {
-            let c = self.candidate::<SERVERS, EXTRA>(&Words::of(lanes_of(data(f))));
+            let c = self.candidate::<SERVERS, EXTRA, SRC_PEER>(&Words::of(lanes_of(data(f))));
             cand = cand << 1 | u32::from(c);
         }
         cand
@@ -281,13 +348,16 @@ impl V4Stage {
 
     /// One frame's bit of [`Self::candidates`].
     #[inline(always)]
-    fn candidate<const SERVERS: u8, const EXTRA: bool>(&self, w: &Words) -> bool {
+    fn candidate<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool>(
+        &self,
+        w: &Words,
+    ) -> bool {
         let head = w.head;
         let not_v4 = head & 0x00ff_ffff != IPV4_IHL5;
         // 802.3 lengths (below 0x0600) cannot match: the EtherType's first
         // byte is below 6.
         let ethernet_ii = (head & 0xff) >= 6;
-        let peer = if self.peer_shift == 0 { w.src } else { w.dst };
+        let peer = if SRC_PEER { w.src } else { w.dst };
         let (mask, value) = self.dhcp;
         let mut c =
             (not_v4 & ethernet_ii) | self.is_server::<SERVERS>(peer) | (w.ports & mask == value);
@@ -297,24 +367,39 @@ impl V4Stage {
         c
     }
 
-    /// [`Self::candidates`] four frames at a time, the compares in SIMD
-    /// lanes ([`dpdk::simd::U32x4`]); for [`ONE`] or [`FOUR`] servers (the
-    /// overflow bitmap is a per-lane lookup). Equal to `candidates`.
+    /// The side's constants in the lanes of `V` (once per burst).
     #[inline(always)]
-    fn candidates_x4<const SERVERS: u8, const EXTRA: bool, T>(
+    fn lanes<V: Copy>(&self, splat: impl Fn(u32) -> V) -> LaneConsts<V> {
+        LaneConsts {
+            v4: splat(IPV4_IHL5),
+            low24: splat(0x00ff_ffff),
+            five: splat(5),
+            low8: splat(0xff),
+            servers: self.servers.map(&splat),
+            mask: splat(self.dhcp.0),
+            value: splat(self.dhcp.1),
+            // A u32 lane cannot hold NO_ADDRESS: compare, then clear when
+            // unused.
+            own: splat(self.own as u32),
+            own_live: splat(if self.own == NO_ADDRESS { 0 } else { u32::MAX }),
+            dscp: splat(self.dscp),
+        }
+    }
+
+    /// [`Self::candidates`] four frames at a time, the compares in SIMD
+    /// lanes ([`dpdk::simd::U32x4`], SSE2); for [`ONE`] or [`FOUR`]
+    /// servers ([`MANY`] goes frame by frame: the overflow bitmap is a
+    /// per-lane lookup). Equal to `candidates`.
+    #[inline(always)]
+    fn candidates_x4<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool, T>(
         &self,
         frames: &[T],
         data: &impl Fn(&T) -> &[u8],
     ) -> u32 {
-        let splat = U32x4::splat;
-        let (v4, low24, five, low8) = (splat(IPV4_IHL5), splat(0x00ff_ffff), splat(5), splat(0xff));
-        let s = self.servers.map(splat);
-        let (mask, value) = (splat(self.dhcp.0), splat(self.dhcp.1));
-        // A u32 lane cannot hold NO_ADDRESS: compare, then clear when unused.
-        let own = splat(self.own as u32);
-        let own_live = splat(if self.own == NO_ADDRESS { 0 } else { u32::MAX });
-        let dscp = splat(self.dscp);
-        let src_is_peer = self.peer_shift == 0;
+        if SERVERS == MANY {
+            return self.candidates::<MANY, EXTRA, SRC_PEER, T>(frames, data);
+        }
+        let k = self.lanes(U32x4::splat);
         let mut cand = 0u32;
         let mut chunks = frames.chunks_exact(4);
         let mut at = 0u32;
@@ -324,31 +409,139 @@ impl V4Stage {
             // register per word (fewer instructions than a lane at a time).
             let [head, ..] = U32x4::transpose(h.map(|h| U32x4::load(sixteen::<0>(h))));
             let [src, dst, ports, _] = U32x4::transpose(h.map(|h| U32x4::load(sixteen::<14>(h))));
-            let peer = if src_is_peer { src } else { dst };
-            let is_v4 = head.and(low24).eq(v4);
-            let ethernet_ii = head.and(low8).gt_signed(five);
-            let mut server = peer.eq(s[0]);
-            if SERVERS != ONE {
-                server = server.or(peer.eq(s[1])).or(peer.eq(s[2])).or(peer.eq(s[3]));
-            }
-            let mut c = is_v4
-                .and_not(ethernet_ii)
-                .or(server)
-                .or(ports.and(mask).eq(value));
-            if EXTRA {
-                c = c
-                    .or(dst.eq(own).and(own_live))
-                    .or(head.shr::<26>().eq(dscp));
-            }
-            cand |= c.mask() << at;
+            cand |= k.candidates::<SERVERS, EXTRA, SRC_PEER>(head, src, dst, ports) << (at & 31);
             at += 4;
         }
         for f in chunks.remainder() {
-            let c = self.candidate::<SERVERS, EXTRA>(&Words::of(lanes_of(data(f))));
+            let c = self.candidate::<SERVERS, EXTRA, SRC_PEER>(&Words::of(lanes_of(data(f))));
             cand |= u32::from(c) << (at & 31);
             at += 1;
         }
         cand
+    }
+
+    /// [`Self::candidates_x4`] eight frames a step ([`U32x8`], AVX2): each
+    /// frame's two 16-byte loads go into a half of a 256-bit row (frame
+    /// `i` low, frame `4 + i` high), one in-lane transpose per word group
+    /// serves eight frames, and one mask gives eight bits. The last
+    /// `len % 8` frames are padded with [`SHORT`] and the padding's bits
+    /// dropped. Call it inside [`Avx2::run`] (or every lane operation is a
+    /// call). Equal to `candidates`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn candidates_x8<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool, T>(
+        &self,
+        avx2: Avx2,
+        frames: &[T],
+        data: &impl Fn(&T) -> &[u8],
+    ) -> u32 {
+        if SERVERS == MANY {
+            return self.candidates::<MANY, EXTRA, SRC_PEER, T>(frames, data);
+        }
+        // Closures marked `inline(always)`: one left out of line would be
+        // compiled without AVX2 and call every lane operation.
+        let k = self.lanes(
+            #[inline(always)]
+            |v| U32x8::splat(avx2, v),
+        );
+        let mut cand = 0u32;
+        let mut chunks = frames.chunks_exact(8);
+        let mut at = 0u32;
+        for c in &mut chunks {
+            let h = std::array::from_fn(
+                #[inline(always)]
+                |i| lanes_of(data(&c[i])),
+            );
+            cand |= k.eight::<SERVERS, EXTRA, SRC_PEER>(avx2, &h) << (at & 31);
+            at += 8;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let h = std::array::from_fn(
+                #[inline(always)]
+                |i| rest.get(i).map_or(&SHORT, |f| lanes_of(data(f))),
+            );
+            let keep = (1u32 << (rest.len() & 7)) - 1;
+            cand |= (k.eight::<SERVERS, EXTRA, SRC_PEER>(avx2, &h) & keep) << (at & 31);
+        }
+        cand
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LaneConsts<U32x8> {
+    /// The candidate bits of the eight frames `h` (see
+    /// [`V4Stage::candidates_x8`]).
+    #[inline(always)]
+    fn eight<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool>(
+        &self,
+        avx2: Avx2,
+        h: &[&[u8; 30]; 8],
+    ) -> u32 {
+        let [head, ..] = U32x8::transpose(rows8::<0>(avx2, h));
+        let [src, dst, ports, _] = U32x8::transpose(rows8::<14>(avx2, h));
+        self.candidates::<SERVERS, EXTRA, SRC_PEER>(head, src, dst, ports)
+    }
+}
+
+/// The 16 bytes from `AT` of eight frames in four rows: frame `i` in the
+/// low half of row `i`, frame `4 + i` in its high half, so that the
+/// in-lane transpose puts frame `j` in lane `j`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rows8<const AT: usize>(avx2: Avx2, h: &[&[u8; 30]; 8]) -> [U32x8; 4] {
+    let at = sixteen::<AT>;
+    [
+        U32x8::load2(avx2, at(h[0]), at(h[4])),
+        U32x8::load2(avx2, at(h[1]), at(h[5])),
+        U32x8::load2(avx2, at(h[2]), at(h[6])),
+        U32x8::load2(avx2, at(h[3]), at(h[7])),
+    ]
+}
+
+/// A side's constants of the first stage in SIMD lanes ([`V4Stage::lanes`]).
+struct LaneConsts<V> {
+    v4: V,
+    low24: V,
+    five: V,
+    low8: V,
+    servers: [V; EXACT_SERVERS],
+    mask: V,
+    value: V,
+    own: V,
+    own_live: V,
+    dscp: V,
+}
+
+impl<V: Lanes> LaneConsts<V> {
+    /// The candidate bits (see [`V4Stage::candidate`]) of as many frames
+    /// as `V` has lanes, their words transposed into one register each.
+    #[inline(always)]
+    fn candidates<const SERVERS: u8, const EXTRA: bool, const SRC_PEER: bool>(
+        &self,
+        head: V,
+        src: V,
+        dst: V,
+        ports: V,
+    ) -> u32 {
+        let peer = if SRC_PEER { src } else { dst };
+        let is_v4 = head.and(self.low24).eq(self.v4);
+        let ethernet_ii = head.and(self.low8).gt_signed(self.five);
+        let s = &self.servers;
+        let mut server = peer.eq(s[0]);
+        if SERVERS != ONE {
+            server = server.or(peer.eq(s[1])).or(peer.eq(s[2])).or(peer.eq(s[3]));
+        }
+        let mut c = is_v4
+            .and_not(ethernet_ii)
+            .or(server)
+            .or(ports.and(self.mask).eq(self.value));
+        if EXTRA {
+            c = c
+                .or(dst.eq(self.own).and(self.own_live))
+                .or(head.shr::<26>().eq(self.dscp));
+        }
+        c.mask()
     }
 }
 
@@ -448,9 +641,9 @@ impl Table {
         let Some((at, h)) = header(frame) else {
             return true;
         };
-        let v4 = V4Stage::new(&self.pre, side);
+        let v4 = &self.pre.stages[usize::from(side != 0)];
         if word(bytes(h, 0)) & 0x00ff_ffff != IPV4_IHL5 {
-            return self.may_match_other(&v4, frame, at, h);
+            return self.may_match_other(v4, frame, at, h);
         }
         v4.may_match(h)
     }
@@ -462,28 +655,60 @@ impl Table {
     /// Built for the bridge's burst, in two passes. The first reads three
     /// words of each frame at fixed offsets (EtherType and IPv4 version,
     /// the peer address, the UDP ports) with the table's constants in
-    /// registers and no data-dependent branch, and keeps a superset of the
-    /// answer (see `V4Stage::candidates`): ~14% of a realistic mix
-    /// (VLAN-tagged, IPv6, ARP, IPv4 with options, boot traffic). The
-    /// second gives those the exact answer, one by one. Measured with
-    /// callgrind on the bridge (`bench-forward --callgrind 5`): ~25
-    /// instructions per frame, against ~37 for `may_match` frame by frame.
+    /// registers and no data-dependent branch, eight frames a step with
+    /// AVX2 where the CPU has it (four with SSE2 otherwise), and keeps a
+    /// superset of the answer (see `V4Stage::candidates`): ~14% of a
+    /// realistic mix (VLAN-tagged, IPv6, ARP, IPv4 with options, boot
+    /// traffic). The second gives those the exact answer, one by one.
+    /// Measured with callgrind on the bridge (`bench-forward --callgrind
+    /// 15`, README "Forwarding").
     #[inline(always)]
     pub fn may_match_burst<T>(&self, side: usize, frames: &[T], data: impl Fn(&T) -> &[u8]) -> u32 {
-        let v4 = V4Stage::new(&self.pre, side);
+        self.burst_with(self.pre.avx2, side, frames, data)
+    }
+
+    /// [`Self::may_match_burst`] with the SSE2 loop whatever the CPU has
+    /// (tests and fuzzing compare the two).
+    #[doc(hidden)]
+    pub fn may_match_burst_sse2<T>(
+        &self,
+        side: usize,
+        frames: &[T],
+        data: impl Fn(&T) -> &[u8],
+    ) -> u32 {
+        self.burst_with(None, side, frames, data)
+    }
+
+    /// [`Self::may_match_burst`], its first pass in AVX2 when `avx2` is
+    /// given.
+    #[inline(always)]
+    fn burst_with<T>(
+        &self,
+        avx2: Option<Avx2>,
+        side: usize,
+        frames: &[T],
+        data: impl Fn(&T) -> &[u8],
+    ) -> u32 {
+        let s = usize::from(side != 0);
+        let (v4, shape) = (&self.pre.stages[s], self.pre.shapes[s]);
         let frames = frames.get(..32).unwrap_or(frames);
-        // One loop per shape of the table, so that what it does not use
-        // (three of the four exact servers, the overflow bitmap, the own
-        // address and mark) costs neither instructions nor registers.
-        let extra = v4.own != NO_ADDRESS || v4.dscp != NO_DSCP;
-        let one = v4.servers.iter().all(|&a| a == v4.servers[0]);
-        let mut cand = match (v4.many, one, extra) {
-            (false, true, false) => v4.candidates_x4::<ONE, false, T>(frames, &data),
-            (false, true, true) => v4.candidates_x4::<ONE, true, T>(frames, &data),
-            (false, false, false) => v4.candidates_x4::<FOUR, false, T>(frames, &data),
-            (false, false, true) => v4.candidates_x4::<FOUR, true, T>(frames, &data),
-            (true, _, false) => v4.candidates::<MANY, false, T>(frames, &data),
-            (true, _, true) => v4.candidates::<MANY, true, T>(frames, &data),
+        // One loop per shape of the table and side (`shaped!`), so that
+        // what it does not use (three of the four exact servers, the
+        // overflow bitmap, the own address and mark, the other side's
+        // peer) costs neither instructions nor registers.
+        let mut cand = match avx2 {
+            // The whole loop in one function compiled for AVX2 (the
+            // closure inlined into it, see `Avx2::run`).
+            #[cfg(target_arch = "x86_64")]
+            Some(avx2) => avx2.run(
+                #[inline(always)]
+                || {
+                    shaped!(shape, s == 1, |S, E, P| v4
+                        .candidates_x8::<S, E, P, T>(avx2, frames, &data))
+                },
+            ),
+            _ => shaped!(shape, s == 1, |S, E, P| v4
+                .candidates_x4::<S, E, P, T>(frames, &data)),
         };
         // The exact answer for the candidates (~14% of a realistic mix:
         // VLAN-tagged, IPv6, ARP, boot traffic), one by one; IPv6 UDP
@@ -499,36 +724,48 @@ impl Table {
         maybe
     }
 
-    /// The first pass of [`Self::may_match_burst`] both ways, frame by
-    /// frame and four at a time, for every table shape the SIMD form
-    /// serves (tests: they must agree bit for bit).
+    /// The first pass of [`Self::may_match_burst`] every way for every
+    /// table shape, whether or not it is this table's: `(shape, frame by
+    /// frame, four at a time, eight at a time if the CPU runs AVX2)`
+    /// (tests: they must agree bit for bit).
     #[cfg(test)]
-    pub(super) fn candidates_both_ways(&self, side: usize, frames: &[Vec<u8>]) -> Vec<(u32, u32)> {
-        let v4 = V4Stage::new(&self.pre, side);
+    pub(super) fn candidates_every_way(
+        &self,
+        side: usize,
+        frames: &[Vec<u8>],
+    ) -> Vec<(String, u32, u32, Option<u32>)> {
+        let s = usize::from(side != 0);
+        let v4 = &self.pre.stages[s];
         let frames = frames.get(..32).unwrap_or(frames);
         // A fn, not a closure: its result borrows from its argument.
         #[allow(clippy::ptr_arg)]
         fn data(f: &Vec<u8>) -> &[u8] {
             f
         }
-        vec![
-            (
-                v4.candidates::<ONE, false, _>(frames, &data),
-                v4.candidates_x4::<ONE, false, _>(frames, &data),
-            ),
-            (
-                v4.candidates::<ONE, true, _>(frames, &data),
-                v4.candidates_x4::<ONE, true, _>(frames, &data),
-            ),
-            (
-                v4.candidates::<FOUR, false, _>(frames, &data),
-                v4.candidates_x4::<FOUR, false, _>(frames, &data),
-            ),
-            (
-                v4.candidates::<FOUR, true, _>(frames, &data),
-                v4.candidates_x4::<FOUR, true, _>(frames, &data),
-            ),
-        ]
+        let mut out = Vec::new();
+        for servers in [ONE, FOUR, MANY] {
+            for extra in [false, true] {
+                let shape = Shape { servers, extra };
+                let scalar = shaped!(shape, s == 1, |S, E, P| v4
+                    .candidates::<S, E, P, _>(frames, &data));
+                let x4 = shaped!(shape, s == 1, |S, E, P| v4
+                    .candidates_x4::<S, E, P, _>(frames, &data));
+                #[cfg(target_arch = "x86_64")]
+                let x8 = self.pre.avx2.map(|avx2| {
+                    avx2.run(
+                        #[inline(always)]
+                        || {
+                            shaped!(shape, s == 1, |S, E, P| v4
+                                .candidates_x8::<S, E, P, _>(avx2, frames, &data))
+                        },
+                    )
+                });
+                #[cfg(not(target_arch = "x86_64"))]
+                let x8 = None;
+                out.push((format!("{shape:?}"), scalar, x4, x8));
+            }
+        }
+        out
     }
 
     /// [`Self::may_match`] for everything but IPv4 without options; `h` is
