@@ -220,7 +220,7 @@ impl Bridge {
                 shared.publish(&c);
                 link.ring.free_given_back(&mut given_back);
                 if now.wrapping_sub(last_publish) >= publish_cycles {
-                    link.filter_counters.publish(&hits);
+                    link.filter_counters.publish(&mut hits);
                     last_publish = now;
                 }
                 if quit.load(Relaxed) {
@@ -299,7 +299,7 @@ impl Bridge {
         flush_all(&ports, queue, &mut tx, &mut c);
         flush_all(&ports, inject_queue, &mut inject_tx, &mut c);
         shared.publish(&c);
-        link.filter_counters.publish(&hits);
+        link.filter_counters.publish(&mut hits);
         c
     }
 }
