@@ -32,7 +32,7 @@
 //! | stage (instructions per frame)            | net_null, server configured | pcap mix, server configured |
 //! |-------------------------------------------|-----------------------------|-----------------------------|
 //! | rx + tx in the PMD, mempool (as testpmd)  | 121.8                       | 266.4                       |
-//! | rx/tx shims (`bc_eth_*_burst`)            | 2.0                         | 2.0                         |
+//! | rx/tx calls (`rte_eth_fp_ops`, no shim)   | 0.5 (shims: 2.0)            | 0.5 (shims: 2.0)            |
 //! | first stage, SSE2 burst loop              | 20.4                        | } 36.7, and 3.9 in          |
 //! | first stage, exact answer (~14% of pcap)  | 0 (none pass)               | } `may_match_other`         |
 //! | classify + lookup + copy (~1% of frames)  | 0                           | }                           |
@@ -51,6 +51,18 @@
 //! 13.9% on net_null and from 16.7% to 13.2% on the pcap mix. What is left over testpmd io: these instructions (+25 a frame
 //! on net_null, +48 on the pcap mix) and reading each frame's first cache
 //! line, which testpmd never touches (no filter at all: 0.96 of testpmd).
+//!
+//! Around the first stage (issue 11, seventh session; callgrind on the
+//! forwarding thread, net_null with a server configured, 25 s runs,
+//! whole thread ÷ frames): the drivers' burst functions are called through
+//! `rte_eth_fp_ops` from Rust instead of the C shim (2.0 → 0.5), per-rule
+//! hit counters are published only for the rules hit since the last
+//! publish (the 65,536-slot walk was 2.4 a frame under valgrind): 151.2 →
+//! 146.8. Bursts of up to [`RX_BURST`] (64) frames a pass: 146.8 → 143.2,
+//! of which ~1 is this loop's own (bridge, mbuf and first-stage per-burst
+//! work) and ~2 the null PMD's per-burst work, which testpmd with
+//! `--burst=64` saves too (pcap mix: bootcache 313.0 → 308.8, testpmd
+//! 269.4 → 266.0).
 //!
 //! Copies: a zero-copy clone cost ~500 ns of this core's time although its
 //! instructions are few: the slow path read the shared buffer whole, and
@@ -75,7 +87,7 @@ use dpdk::{Burst, Mempool, Port};
 use wire::classify::{classify, Class};
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
-use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
+use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters, Table};
 use crate::health::SlowPathHealth;
 use crate::redirect::{copy_pool, InjectRing, RedirectTx, Redirected, COPY_ROOM};
 
@@ -111,6 +123,20 @@ impl Default for BridgeConfig {
 
 /// Housekeeping (quit flag, heartbeat, counters) runs this often, in µs.
 const TICK_US: u64 = 100;
+
+/// Frames read from a port in one pass at the most (the TX buffers'
+/// capacity), as VPP's vectors: a driver hands over only what it already
+/// holds, so a larger burst adds no wait; it only spreads the per-burst
+/// work (the rx and tx calls, the loop, the drivers' own per-burst
+/// bookkeeping) over more frames when a port delivers full bursts.
+pub const RX_BURST: usize = 64;
+
+/// Frames the filter's first stage takes at a time (its candidate mask has
+/// a bit per frame).
+const CHUNK: usize = 32;
+
+/// A TX buffer of the bridge.
+type TxBuf = Burst<RX_BURST>;
 
 /// The fast path's ends of the slow-path connection (one per lcore).
 pub struct SlowPathLink {
@@ -189,7 +215,7 @@ impl Bridge {
         } = self;
         let mut c = BridgeCounters::default();
         let mut hits = FilterCounters::new(link.rule_count);
-        let mut tx = [Burst::new(), Burst::new()];
+        let mut tx = [TxBuf::empty(), TxBuf::empty()];
         let mut inject_tx = [Burst::new(), Burst::new()];
         let mut given_back = Burst::new();
         // When each TX buffer's oldest frame arrived, and whether the port
@@ -272,15 +298,25 @@ impl Bridge {
                 if bypass {
                     c.redirect.bypassed += n as u64;
                 } else {
-                    redirect_burst(
-                        side,
-                        start,
-                        &mut tx[out],
-                        &mut link,
-                        copies.as_ref(),
-                        &mut hits,
-                        &mut c,
-                    );
+                    let table = link.filter.load();
+                    let mut at = start;
+                    // 32 frames at a time, each chunk starting where the
+                    // last one ended once its trapped frames left the buffer.
+                    while at < tx[out].len() {
+                        let end = (at + CHUNK).min(tx[out].len());
+                        at = end
+                            - redirect_chunk(
+                                side,
+                                at,
+                                end,
+                                table,
+                                &mut tx[out],
+                                &mut link.ring,
+                                copies.as_ref(),
+                                &mut hits,
+                                &mut c,
+                            );
+                    }
                 }
                 if tx[out].is_full() {
                     flush(ports[out], queue, &mut tx[out], &mut c.ports[out]);
@@ -304,9 +340,11 @@ impl Bridge {
     }
 }
 
-/// The filter's work on the frames a burst added to `buf` from index
-/// `start`: copies go on the redirect ring (the original stays), trapped
-/// frames move there.
+/// The filter's work on the frames `start..end` of `buf` (at most
+/// [`CHUNK`], added by this pass's burst): copies go on the redirect ring
+/// (the original stays), trapped frames move there. Returns how many frames
+/// left `buf` (trapped), so that the caller's next chunk starts at
+/// `end` less that.
 ///
 /// Two passes, so that the common burst (nothing to redirect) costs only
 /// the first stage: run the filter's first stage
@@ -321,22 +359,23 @@ impl Bridge {
 /// from frame to frame, so where a NIC's DMA left them in memory the core
 /// overlaps the misses.
 #[inline(always)]
-fn redirect_burst(
+#[allow(clippy::too_many_arguments)]
+fn redirect_chunk(
     side: usize,
     start: usize,
-    buf: &mut Burst,
-    link: &mut SlowPathLink,
+    end: usize,
+    table: &Table,
+    buf: &mut TxBuf,
+    ring: &mut RedirectTx,
     copies: Option<&Mempool>,
     hits: &mut FilterCounters,
     c: &mut BridgeCounters,
-) {
-    let table = link.filter.load();
-    let ring = &mut link.ring;
-    let frames = buf.as_slice().get(start..).unwrap_or_default();
-    // A burst holds at most 32 frames (dpdk::BURST_SIZE): one bit each.
+) -> usize {
+    let frames = buf.as_slice().get(start..end).unwrap_or_default();
+    // At most CHUNK (32) frames: one bit each.
     let candidates = table.may_match_burst(side, frames, |m| m.data());
     if candidates == 0 {
-        return;
+        return 0;
     }
     let r = &mut c.redirect;
     // Arrival time for the slow path (it merges the lcores' rings by it):
@@ -345,7 +384,7 @@ fn redirect_burst(
     let mut traps = 0u32;
     // Classes of the trapped frames, handed over with them (filled only
     // when a burst traps something: trapped frames are rare).
-    let mut trapped: Option<[Class; 32]> = None;
+    let mut trapped: Option<[Class; CHUNK]> = None;
     let mut rest = candidates;
     while rest != 0 {
         let i = rest.trailing_zeros() as usize;
@@ -381,7 +420,7 @@ fn redirect_burst(
             }
             Action::Trap(_) => {
                 traps |= 1 << i;
-                trapped.get_or_insert([Class::EMPTY; 32])[i] = class;
+                trapped.get_or_insert([Class::EMPTY; CHUNK])[i] = class;
             }
         }
     }
@@ -390,9 +429,10 @@ fn redirect_burst(
     }
     // What this burst pushed becomes visible to the slow path at once.
     ring.publish();
+    traps.count_ones() as usize
 }
 
-/// Moves the frames of `buf` (from `start`) whose bit is set in `traps` to
+/// Moves the frames of `buf` (from `start`, at most [`CHUNK`] of them) whose bit is set in `traps` to
 /// the slow path: their copies in the copy pool go on the ring and the
 /// frames themselves are freed, so that a flood of trapped frames waiting
 /// for the slow path pins buffers of the copy pool, never of the pool the
@@ -403,11 +443,11 @@ fn redirect_burst(
 fn trap(
     side: usize,
     start: usize,
-    buf: &mut Burst,
+    buf: &mut TxBuf,
     ring: &mut RedirectTx,
     copies: Option<&Mempool>,
     traps: u32,
-    classes: &[Class; 32],
+    classes: &[Class; CHUNK],
     stamp: Option<u64>,
     r: &mut crate::counters::RedirectCounters,
 ) {
@@ -418,7 +458,8 @@ fn trap(
     buf.extract_from(
         start,
         |_, _| {
-            let take = traps >> (i & 31) & 1 != 0;
+            // Frames after the chunk (i >= 32) stay.
+            let take = i < 32 && traps >> i & 1 != 0;
             i += 1;
             take
         },
@@ -451,7 +492,12 @@ fn trap(
     );
 }
 
-fn flush_all(ports: &[Port; 2], queue: u16, tx: &mut [Burst; 2], c: &mut BridgeCounters) {
+fn flush_all<const N: usize>(
+    ports: &[Port; 2],
+    queue: u16,
+    tx: &mut [Burst<N>; 2],
+    c: &mut BridgeCounters,
+) {
     for ((port, buf), pc) in ports.iter().zip(tx.iter_mut()).zip(c.ports.iter_mut()) {
         flush(*port, queue, buf, pc);
     }
@@ -459,7 +505,7 @@ fn flush_all(ports: &[Port; 2], queue: u16, tx: &mut [Burst; 2], c: &mut BridgeC
 
 /// One tx burst of `buf`; what the driver does not take is freed and counted.
 #[inline(always)]
-fn flush(port: Port, queue: u16, buf: &mut Burst, c: &mut PortCounters) {
+fn flush<const N: usize>(port: Port, queue: u16, buf: &mut Burst<N>, c: &mut PortCounters) {
     if buf.is_empty() {
         return;
     }

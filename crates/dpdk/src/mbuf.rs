@@ -7,7 +7,7 @@ use dpdk_sys::rte_mbuf;
 use crate::error::{Error, Result};
 use crate::mempool::Mempool;
 
-/// Packets per rx/tx burst.
+/// Packets per rx/tx burst: the capacity of a plain [`Burst`].
 pub const BURST_SIZE: usize = 32;
 
 /// An owned single-segment packet buffer; freed (refcount decremented) on drop.
@@ -234,36 +234,46 @@ fn libc_enobufs() -> i32 {
     105 // ENOBUFS on Linux
 }
 
-/// Up to [`BURST_SIZE`] owned mbufs in a fixed array: no allocation per burst.
-/// Dropping a burst frees what it still holds.
-pub struct Burst {
+/// Up to `N` ([`BURST_SIZE`] unless named) owned mbufs in a fixed array: no
+/// allocation per burst. Dropping a burst frees what it still holds.
+pub struct Burst<const N: usize = BURST_SIZE> {
     len: usize,
-    pkts: [*mut rte_mbuf; BURST_SIZE],
+    pkts: [*mut rte_mbuf; N],
 }
 
 // SAFETY: a Burst owns its mbufs exactly like a [Mbuf; N] would.
-unsafe impl Send for Burst {}
+unsafe impl<const N: usize> Send for Burst<N> {}
 
-impl Default for Burst {
+impl<const N: usize> Default for Burst<N> {
     fn default() -> Self {
-        Burst::new()
+        Burst::empty()
     }
 }
 
-impl std::fmt::Debug for Burst {
+impl<const N: usize> std::fmt::Debug for Burst<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Burst").field("len", &self.len).finish()
     }
 }
 
 impl Burst {
-    /// An empty burst.
+    /// An empty burst of [`BURST_SIZE`].
     pub const fn new() -> Burst {
+        Burst::empty()
+    }
+}
+
+impl<const N: usize> Burst<N> {
+    /// An empty burst of `N` (e.g. `Burst::<64>::empty()`).
+    pub const fn empty() -> Burst<N> {
         Burst {
             len: 0,
-            pkts: [std::ptr::null_mut(); BURST_SIZE],
+            pkts: [std::ptr::null_mut(); N],
         }
     }
+
+    /// How many mbufs it holds at the most.
+    pub const CAPACITY: usize = N;
 
     /// Number of mbufs held.
     #[inline(always)]
@@ -280,13 +290,13 @@ impl Burst {
     /// True when no more mbufs fit.
     #[inline(always)]
     pub fn is_full(&self) -> bool {
-        self.len == BURST_SIZE
+        self.len == N
     }
 
     /// Free slots left.
     #[inline(always)]
     pub fn room(&self) -> usize {
-        BURST_SIZE - self.len
+        N - self.len
     }
 
     /// The held mbufs.
@@ -300,7 +310,7 @@ impl Burst {
     /// Adds an mbuf; gives it back when the burst is full.
     #[inline(always)]
     pub fn push(&mut self, m: Mbuf) -> std::result::Result<(), Mbuf> {
-        if self.len == BURST_SIZE {
+        if self.len == N {
             return Err(m);
         }
         self.pkts[self.len] = m.into_raw();
@@ -364,7 +374,7 @@ impl Burst {
 
     /// Records that rx wrote `n` owned mbufs into the spare slots.
     pub(crate) fn commit(&mut self, n: usize) {
-        debug_assert!(self.len + n <= BURST_SIZE);
+        debug_assert!(self.len + n <= N);
         self.len += n;
     }
 
@@ -385,7 +395,7 @@ impl Burst {
     }
 }
 
-impl Drop for Burst {
+impl<const N: usize> Drop for Burst<N> {
     fn drop(&mut self) {
         self.free_all();
     }
