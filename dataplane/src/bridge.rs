@@ -55,14 +55,14 @@
 //! Around the first stage (issue 11, seventh session; callgrind on the
 //! forwarding thread, net_null with a server configured, 25 s runs,
 //! whole thread ÷ frames): the drivers' burst functions are called through
-//! `rte_eth_fp_ops` from Rust instead of the C shim (2.0 → 0.5), per-rule
-//! hit counters are published only for the rules hit since the last
-//! publish (the 65,536-slot walk was 2.4 a frame under valgrind): 151.2 →
-//! 146.8. Bursts of up to [`RX_BURST`] (64) frames a pass: 146.8 → 143.2,
-//! of which ~1 is this loop's own (bridge, mbuf and first-stage per-burst
-//! work) and ~2 the null PMD's per-burst work, which testpmd with
-//! `--burst=64` saves too (pcap mix: bootcache 313.0 → 308.8, testpmd
-//! 269.4 → 266.0).
+//! `rte_eth_fp_ops` from Rust instead of the C shim (2.0 → 0.5), and
+//! per-rule hit counters are published only for the rules hit since the
+//! last publish (the 65,536-slot walk was 2.4 a frame under valgrind):
+//! 151.2 → 146.8. Bursts of up to 64 frames a pass (branch perf7, commit
+//! 113c5c7, reverted) took 146.8 → 143.2, but only ~1 of it was this
+//! loop's own: the rest was the PMD's per-burst work, which testpmd with
+//! `--burst=64` saves as well (pcap mix: bootcache 313.0 → 308.8, testpmd
+//! 269.4 → 266.0), and the rates could not tell the two apart.
 //!
 //! Copies: a zero-copy clone cost ~500 ns of this core's time although its
 //! instructions are few: the slow path read the shared buffer whole, and
@@ -87,7 +87,7 @@ use dpdk::{Burst, Mempool, Port};
 use wire::classify::{classify, Class};
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
-use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters, Table};
+use crate::filter::{Action, FilterCounters, FilterReader, SharedFilterCounters};
 use crate::health::SlowPathHealth;
 use crate::redirect::{copy_pool, InjectRing, RedirectTx, Redirected, COPY_ROOM};
 
@@ -123,20 +123,6 @@ impl Default for BridgeConfig {
 
 /// Housekeeping (quit flag, heartbeat, counters) runs this often, in µs.
 const TICK_US: u64 = 100;
-
-/// Frames read from a port in one pass at the most (the TX buffers'
-/// capacity), as VPP's vectors: a driver hands over only what it already
-/// holds, so a larger burst adds no wait; it only spreads the per-burst
-/// work (the rx and tx calls, the loop, the drivers' own per-burst
-/// bookkeeping) over more frames when a port delivers full bursts.
-pub const RX_BURST: usize = 64;
-
-/// Frames the filter's first stage takes at a time (its candidate mask has
-/// a bit per frame).
-const CHUNK: usize = 32;
-
-/// A TX buffer of the bridge.
-type TxBuf = Burst<RX_BURST>;
 
 /// The fast path's ends of the slow-path connection (one per lcore).
 pub struct SlowPathLink {
@@ -215,7 +201,7 @@ impl Bridge {
         } = self;
         let mut c = BridgeCounters::default();
         let mut hits = FilterCounters::new(link.rule_count);
-        let mut tx = [TxBuf::empty(), TxBuf::empty()];
+        let mut tx = [Burst::new(), Burst::new()];
         let mut inject_tx = [Burst::new(), Burst::new()];
         let mut given_back = Burst::new();
         // When each TX buffer's oldest frame arrived, and whether the port
@@ -298,25 +284,15 @@ impl Bridge {
                 if bypass {
                     c.redirect.bypassed += n as u64;
                 } else {
-                    let table = link.filter.load();
-                    let mut at = start;
-                    // 32 frames at a time, each chunk starting where the
-                    // last one ended once its trapped frames left the buffer.
-                    while at < tx[out].len() {
-                        let end = (at + CHUNK).min(tx[out].len());
-                        at = end
-                            - redirect_chunk(
-                                side,
-                                at,
-                                end,
-                                table,
-                                &mut tx[out],
-                                &mut link.ring,
-                                copies.as_ref(),
-                                &mut hits,
-                                &mut c,
-                            );
-                    }
+                    redirect_burst(
+                        side,
+                        start,
+                        &mut tx[out],
+                        &mut link,
+                        copies.as_ref(),
+                        &mut hits,
+                        &mut c,
+                    );
                 }
                 if tx[out].is_full() {
                     flush(ports[out], queue, &mut tx[out], &mut c.ports[out]);
@@ -340,11 +316,9 @@ impl Bridge {
     }
 }
 
-/// The filter's work on the frames `start..end` of `buf` (at most
-/// [`CHUNK`], added by this pass's burst): copies go on the redirect ring
-/// (the original stays), trapped frames move there. Returns how many frames
-/// left `buf` (trapped), so that the caller's next chunk starts at
-/// `end` less that.
+/// The filter's work on the frames a burst added to `buf` from index
+/// `start`: copies go on the redirect ring (the original stays), trapped
+/// frames move there.
 ///
 /// Two passes, so that the common burst (nothing to redirect) costs only
 /// the first stage: run the filter's first stage
@@ -359,23 +333,22 @@ impl Bridge {
 /// from frame to frame, so where a NIC's DMA left them in memory the core
 /// overlaps the misses.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn redirect_chunk(
+fn redirect_burst(
     side: usize,
     start: usize,
-    end: usize,
-    table: &Table,
-    buf: &mut TxBuf,
-    ring: &mut RedirectTx,
+    buf: &mut Burst,
+    link: &mut SlowPathLink,
     copies: Option<&Mempool>,
     hits: &mut FilterCounters,
     c: &mut BridgeCounters,
-) -> usize {
-    let frames = buf.as_slice().get(start..end).unwrap_or_default();
-    // At most CHUNK (32) frames: one bit each.
+) {
+    let table = link.filter.load();
+    let ring = &mut link.ring;
+    let frames = buf.as_slice().get(start..).unwrap_or_default();
+    // A burst holds at most 32 frames (dpdk::BURST_SIZE): one bit each.
     let candidates = table.may_match_burst(side, frames, |m| m.data());
     if candidates == 0 {
-        return 0;
+        return;
     }
     let r = &mut c.redirect;
     // Arrival time for the slow path (it merges the lcores' rings by it):
@@ -384,7 +357,7 @@ fn redirect_chunk(
     let mut traps = 0u32;
     // Classes of the trapped frames, handed over with them (filled only
     // when a burst traps something: trapped frames are rare).
-    let mut trapped: Option<[Class; CHUNK]> = None;
+    let mut trapped: Option<[Class; 32]> = None;
     let mut rest = candidates;
     while rest != 0 {
         let i = rest.trailing_zeros() as usize;
@@ -420,7 +393,7 @@ fn redirect_chunk(
             }
             Action::Trap(_) => {
                 traps |= 1 << i;
-                trapped.get_or_insert([Class::EMPTY; CHUNK])[i] = class;
+                trapped.get_or_insert([Class::EMPTY; 32])[i] = class;
             }
         }
     }
@@ -429,10 +402,9 @@ fn redirect_chunk(
     }
     // What this burst pushed becomes visible to the slow path at once.
     ring.publish();
-    traps.count_ones() as usize
 }
 
-/// Moves the frames of `buf` (from `start`, at most [`CHUNK`] of them) whose bit is set in `traps` to
+/// Moves the frames of `buf` (from `start`) whose bit is set in `traps` to
 /// the slow path: their copies in the copy pool go on the ring and the
 /// frames themselves are freed, so that a flood of trapped frames waiting
 /// for the slow path pins buffers of the copy pool, never of the pool the
@@ -443,11 +415,11 @@ fn redirect_chunk(
 fn trap(
     side: usize,
     start: usize,
-    buf: &mut TxBuf,
+    buf: &mut Burst,
     ring: &mut RedirectTx,
     copies: Option<&Mempool>,
     traps: u32,
-    classes: &[Class; CHUNK],
+    classes: &[Class; 32],
     stamp: Option<u64>,
     r: &mut crate::counters::RedirectCounters,
 ) {
@@ -458,8 +430,7 @@ fn trap(
     buf.extract_from(
         start,
         |_, _| {
-            // Frames after the chunk (i >= 32) stay.
-            let take = i < 32 && traps >> i & 1 != 0;
+            let take = traps >> (i & 31) & 1 != 0;
             i += 1;
             take
         },
@@ -492,12 +463,7 @@ fn trap(
     );
 }
 
-fn flush_all<const N: usize>(
-    ports: &[Port; 2],
-    queue: u16,
-    tx: &mut [Burst<N>; 2],
-    c: &mut BridgeCounters,
-) {
+fn flush_all(ports: &[Port; 2], queue: u16, tx: &mut [Burst; 2], c: &mut BridgeCounters) {
     for ((port, buf), pc) in ports.iter().zip(tx.iter_mut()).zip(c.ports.iter_mut()) {
         flush(*port, queue, buf, pc);
     }
@@ -505,7 +471,7 @@ fn flush_all<const N: usize>(
 
 /// One tx burst of `buf`; what the driver does not take is freed and counted.
 #[inline(always)]
-fn flush<const N: usize>(port: Port, queue: u16, buf: &mut Burst<N>, c: &mut PortCounters) {
+fn flush(port: Port, queue: u16, buf: &mut Burst, c: &mut PortCounters) {
     if buf.is_empty() {
         return;
     }

@@ -18,10 +18,10 @@
 //! summed over both ports). Prints Mpps for both and the ratio; writes
 //! bench/results/bench-forward.json.
 //!
-//! bootcache reads up to 64 frames a pass (`dataplane::bridge::RX_BURST`),
-//! testpmd 32 (its default `--burst`): so that the ratio cannot owe to the
-//! burst size alone, testpmd also runs with `--burst=N` (`--testpmd-burst`,
-//! default 64) as a second baseline column, in the same rounds.
+//! Both read bursts of 32. `--testpmd-burst N` adds testpmd with
+//! `--burst=N` as a second baseline column in the same rounds (and under
+//! `--callgrind`), for comparing a bootcache built with larger bursts
+//! against testpmd with the same burst.
 //!
 //! `--callgrind SECS` instead counts instructions per forwarded frame: each
 //! device runs under `valgrind --tool=callgrind` (no hardware counters on
@@ -106,9 +106,8 @@ struct Cli {
     #[arg(long)]
     cpu_time: bool,
     /// A second testpmd baseline on net_null and net_pcap runs (and under
-    /// `--callgrind`): testpmd io with this `--burst` (bootcache reads up
-    /// to 64 frames a pass; 0: no second baseline).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(0..=512))]
+    /// `--callgrind`): testpmd io with this `--burst` (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=512))]
     testpmd_burst: u16,
     /// Only write the pcap mix (mix-client.pcap, mix-server.pcap) into this
     /// directory, e.g. to look at it with tcpdump -r, and exit.

@@ -7,7 +7,7 @@ use dpdk_sys::rte_mbuf;
 use crate::error::{Error, Result};
 use crate::mempool::Mempool;
 
-/// Packets per rx/tx burst: the capacity of a plain [`Burst`].
+/// Packets per rx/tx burst.
 pub const BURST_SIZE: usize = 32;
 
 /// An owned single-segment packet buffer; freed (refcount decremented) on drop.
@@ -234,46 +234,36 @@ fn libc_enobufs() -> i32 {
     105 // ENOBUFS on Linux
 }
 
-/// Up to `N` ([`BURST_SIZE`] unless named) owned mbufs in a fixed array: no
-/// allocation per burst. Dropping a burst frees what it still holds.
-pub struct Burst<const N: usize = BURST_SIZE> {
+/// Up to [`BURST_SIZE`] owned mbufs in a fixed array: no allocation per burst.
+/// Dropping a burst frees what it still holds.
+pub struct Burst {
     len: usize,
-    pkts: [*mut rte_mbuf; N],
+    pkts: [*mut rte_mbuf; BURST_SIZE],
 }
 
 // SAFETY: a Burst owns its mbufs exactly like a [Mbuf; N] would.
-unsafe impl<const N: usize> Send for Burst<N> {}
+unsafe impl Send for Burst {}
 
-impl<const N: usize> Default for Burst<N> {
+impl Default for Burst {
     fn default() -> Self {
-        Burst::empty()
+        Burst::new()
     }
 }
 
-impl<const N: usize> std::fmt::Debug for Burst<N> {
+impl std::fmt::Debug for Burst {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Burst").field("len", &self.len).finish()
     }
 }
 
 impl Burst {
-    /// An empty burst of [`BURST_SIZE`].
+    /// An empty burst.
     pub const fn new() -> Burst {
-        Burst::empty()
-    }
-}
-
-impl<const N: usize> Burst<N> {
-    /// An empty burst of `N` (e.g. `Burst::<64>::empty()`).
-    pub const fn empty() -> Burst<N> {
         Burst {
             len: 0,
-            pkts: [std::ptr::null_mut(); N],
+            pkts: [std::ptr::null_mut(); BURST_SIZE],
         }
     }
-
-    /// How many mbufs it holds at the most.
-    pub const CAPACITY: usize = N;
 
     /// Number of mbufs held.
     #[inline(always)]
@@ -290,13 +280,13 @@ impl<const N: usize> Burst<N> {
     /// True when no more mbufs fit.
     #[inline(always)]
     pub fn is_full(&self) -> bool {
-        self.len == N
+        self.len == BURST_SIZE
     }
 
     /// Free slots left.
     #[inline(always)]
     pub fn room(&self) -> usize {
-        N - self.len
+        BURST_SIZE - self.len
     }
 
     /// The held mbufs.
@@ -310,7 +300,7 @@ impl<const N: usize> Burst<N> {
     /// Adds an mbuf; gives it back when the burst is full.
     #[inline(always)]
     pub fn push(&mut self, m: Mbuf) -> std::result::Result<(), Mbuf> {
-        if self.len == N {
+        if self.len == BURST_SIZE {
             return Err(m);
         }
         self.pkts[self.len] = m.into_raw();
@@ -374,7 +364,7 @@ impl<const N: usize> Burst<N> {
 
     /// Records that rx wrote `n` owned mbufs into the spare slots.
     pub(crate) fn commit(&mut self, n: usize) {
-        debug_assert!(self.len + n <= N);
+        debug_assert!(self.len + n <= BURST_SIZE);
         self.len += n;
     }
 
@@ -395,7 +385,7 @@ impl<const N: usize> Burst<N> {
     }
 }
 
-impl<const N: usize> Drop for Burst<N> {
+impl Drop for Burst {
     fn drop(&mut self) {
         self.free_all();
     }

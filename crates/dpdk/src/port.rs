@@ -354,7 +354,7 @@ impl Port {
     /// should a queue have one, the burst goes through the C shim (the
     /// inline itself) instead.
     #[inline(always)]
-    pub fn rx_burst<const N: usize>(&self, queue: u16, burst: &mut Burst<N>) -> usize {
+    pub fn rx_burst(&self, queue: u16, burst: &mut Burst) -> usize {
         let (slots, room) = burst.spare_raw();
         let ops = self.fp_ops();
         let q = usize::from(queue);
@@ -392,7 +392,7 @@ impl Port {
     /// Like [`Port::rx_burst`]: the driver's function directly unless the
     /// queue has tx callbacks (bootcache adds none).
     #[inline(always)]
-    pub fn tx_burst<const N: usize>(&self, queue: u16, burst: &mut Burst<N>) -> usize {
+    pub fn tx_burst(&self, queue: u16, burst: &mut Burst) -> usize {
         let (pkts, len) = burst.held_raw();
         if len == 0 {
             return 0;
