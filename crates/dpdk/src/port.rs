@@ -357,23 +357,7 @@ impl Port {
     pub fn rx_burst(&self, queue: u16, burst: &mut Burst) -> usize {
         let (slots, room) = burst.spare_raw();
         let ops = self.fp_ops();
-        let q = usize::from(queue);
-        // SAFETY: `rxq.data` and `rxq.clbk` are ethdev's arrays of
-        // RTE_MAX_QUEUES_PER_PORT entries for this port, and `queue` is a
-        // queue this port was set up with (the caller's contract, as for
-        // the inline); the callback slot is read atomically, as the inline
-        // does, since another thread may add one.
-        let (qd, cb) = unsafe {
-            (
-                *ops.rxq.data.add(q),
-                (*ops
-                    .rxq
-                    .clbk
-                    .add(q)
-                    .cast::<std::sync::atomic::AtomicPtr<std::ffi::c_void>>())
-                .load(std::sync::atomic::Ordering::Relaxed),
-            )
-        };
+        let (qd, cb) = queue_entry(&ops.rxq, queue);
         let n = match ops.rx_pkt_burst {
             // SAFETY: the driver's receive function for this queue's data;
             // `slots` has room for `room` pointers, and the driver writes at
@@ -398,19 +382,7 @@ impl Port {
             return 0;
         }
         let ops = self.fp_ops();
-        let q = usize::from(queue);
-        // SAFETY: as in `rx_burst`, for the transmit side's arrays.
-        let (qd, cb) = unsafe {
-            (
-                *ops.txq.data.add(q),
-                (*ops
-                    .txq
-                    .clbk
-                    .add(q)
-                    .cast::<std::sync::atomic::AtomicPtr<std::ffi::c_void>>())
-                .load(std::sync::atomic::Ordering::Relaxed),
-            )
-        };
+        let (qd, cb) = queue_entry(&ops.txq, queue);
         let n = match ops.tx_pkt_burst {
             // SAFETY: `pkts` holds `len` owned mbufs; the driver takes
             // ownership of the first n it returns, which the burst forgets.
@@ -420,5 +392,30 @@ impl Port {
         };
         burst.consume_front(usize::from(n));
         usize::from(n)
+    }
+}
+
+/// A queue's data and its first rx/tx callback (null: none) from one side
+/// of a port's `rte_eth_fp_ops` entry.
+#[inline(always)]
+fn queue_entry(
+    qdata: &dpdk_sys::rte_ethdev_qdata,
+    queue: u16,
+) -> (*mut std::ffi::c_void, *mut std::ffi::c_void) {
+    let q = usize::from(queue);
+    // SAFETY: `data` and `clbk` are ethdev's arrays of
+    // RTE_MAX_QUEUES_PER_PORT entries for this port, and `queue` is a queue
+    // the port was set up with (the caller's contract, as for DPDK's
+    // inline); the callback slot is read atomically, as the inline does,
+    // since another thread may add one.
+    unsafe {
+        (
+            *qdata.data.add(q),
+            (*qdata
+                .clbk
+                .add(q)
+                .cast::<std::sync::atomic::AtomicPtr<std::ffi::c_void>>())
+            .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }
