@@ -204,6 +204,9 @@ const ALLOW_TYPES: &[&str] = &[
     "rte_flow_item_type",
     "rte_flow_action_type",
     "rte_flow_error_type",
+    // The ethdev fast-path table the rx/tx inlines read (crates/dpdk calls
+    // the drivers' burst functions through it).
+    "rte_eth_fp_ops",
 ];
 
 const ALLOW_VARS: &[&str] = &[
@@ -218,4 +221,5 @@ const ALLOW_VARS: &[&str] = &[
     "SOCKET_ID_ANY",
     "LCORE_ID_ANY",
     "RTE_ETH_NAME_MAX_LEN",
+    "rte_eth_fp_ops",
 ];

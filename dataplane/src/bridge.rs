@@ -33,10 +33,11 @@
 //! | stage (instructions per frame)            | net_null, server configured | pcap mix, server configured |
 //! |-------------------------------------------|-----------------------------|-----------------------------|
 //! | rx + tx in the PMD, mempool, TLS (as testpmd) | 121.8                   | 266.4                       |
+//! | rx/tx calls (`rte_eth_fp_ops` from Rust; the C shims were 2.0) | 0.5    | 0.5                         |
 //! | first stage: AVX2 burst loop (8 a step), exact answer for candidates | 14.3 (SSE2: 19.1) | 25.1 (SSE2: 33.9) |
-//! | classify + lookup + copy (~1% of frames), the rest of this loop, shims | 7.0 | 13.6                    |
-//! | total without the housekeeping tick (testpmd io) | 143.1 (124.8)        | 305.2 (269.4)               |
-//! | housekeeping tick (100 µs of wall time: grows with valgrind's slowness) | 10–15 | 28–32             |
+//! | classify + lookup + copy (~1% of frames), the rest of this loop | ~5.5 | ~12                          |
+//! | total without the housekeeping tick, each branch alone (testpmd io) | 143.1 (perf6), 146.8 with the tick (perf7) (124.8) | 305.2 (perf6), 313.0 with the tick (perf7) (269.4) |
+//! | housekeeping tick (100 µs of wall time: grows with valgrind's slowness) | 10–15 before perf7's change | 28–32 |
 //! | cycles, whole thread, before (testpmd io) | 27 (21)                     | 87 (66)                     |
 //!
 //! The burst loop per frame: the mbuf's data pointer and length, a 46-byte
@@ -54,6 +55,18 @@
 //! instructions (+18 a frame on net_null, +36 on the pcap mix, without
 //! the tick) and reading each frame's first cache line, which testpmd
 //! never touches (no filter at all: 0.96 of testpmd).
+//!
+//! Around the first stage (issue 11, seventh session; callgrind on the
+//! forwarding thread, net_null with a server configured, 25 s runs,
+//! whole thread ÷ frames): the drivers' burst functions are called through
+//! `rte_eth_fp_ops` from Rust instead of the C shim (2.0 → 0.5), and
+//! per-rule hit counters are published only for the rules hit since the
+//! last publish (the 65,536-slot walk was 2.4 a frame under valgrind):
+//! 151.2 → 146.8. Bursts of up to 64 frames a pass (branch perf7, commit
+//! 113c5c7, reverted) took 146.8 → 143.2, but only ~1 of it was this
+//! loop's own: the rest was the PMD's per-burst work, which testpmd with
+//! `--burst=64` saves as well (pcap mix: bootcache 313.0 → 308.8, testpmd
+//! 269.4 → 266.0), and the rates could not tell the two apart.
 //!
 //! Copies: a zero-copy clone cost ~500 ns of this core's time although its
 //! instructions are few: the slow path read the shared buffer whole, and
@@ -223,7 +236,7 @@ impl Bridge {
                 shared.publish(&c);
                 link.ring.free_given_back(&mut given_back);
                 if now.wrapping_sub(last_publish) >= publish_cycles {
-                    link.filter_counters.publish(&hits);
+                    link.filter_counters.publish(&mut hits);
                     last_publish = now;
                 }
                 if quit.load(Relaxed) {
@@ -302,7 +315,7 @@ impl Bridge {
         flush_all(&ports, queue, &mut tx, &mut c);
         flush_all(&ports, inject_queue, &mut inject_tx, &mut c);
         shared.publish(&c);
-        link.filter_counters.publish(&hits);
+        link.filter_counters.publish(&mut hits);
         c
     }
 }

@@ -299,6 +299,11 @@ pub fn remove_hugepage_files(file_prefix: &str) {
 /// `fwd` forwarding cores (one RX/TX queue pair per port each), 1024
 /// descriptors, bursts of 32, started at once and not interactive.
 pub fn testpmd_io_args(fwd: usize) -> Vec<String> {
+    testpmd_io_args_burst(fwd, 32)
+}
+
+/// [`testpmd_io_args`] with `burst` frames per rx/tx burst (`--burst`).
+pub fn testpmd_io_args_burst(fwd: usize, burst: u16) -> Vec<String> {
     let mut v: Vec<String> = [
         "--forward-mode=io",
         "--auto-start",
@@ -313,7 +318,8 @@ pub fn testpmd_io_args(fwd: usize) -> Vec<String> {
         v.push(format!("--rxq={fwd}"));
         v.push(format!("--txq={fwd}"));
     }
-    v.extend(["--rxd=1024", "--txd=1024", "--burst=32"].map(String::from));
+    v.extend(["--rxd=1024", "--txd=1024"].map(String::from));
+    v.push(format!("--burst={burst}"));
     v
 }
 

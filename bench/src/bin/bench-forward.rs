@@ -18,6 +18,11 @@
 //! summed over both ports). Prints Mpps for both and the ratio; writes
 //! bench/results/bench-forward.json.
 //!
+//! Both read bursts of 32. `--testpmd-burst N` adds testpmd with
+//! `--burst=N` as a second baseline column in the same rounds (and under
+//! `--callgrind`), for comparing a bootcache built with larger bursts
+//! against testpmd with the same burst.
+//!
 //! `--callgrind SECS` instead counts instructions per forwarded frame: each
 //! device runs under `valgrind --tool=callgrind` (no hardware counters on
 //! these VMs) on net_null and on the pcap mix, boot server configured; the
@@ -35,6 +40,7 @@ use bootcache_bench::pcap;
 use bootcache_bench::pktgen::blast_mix;
 use bootcache_testbed::frames::test_frame;
 use bootcache_testbed::harness::Harness;
+use bootcache_testbed::process::testpmd_io_args_burst;
 use bootcache_testbed::process::{self, default_bootcache_bin, remove_hugepage_files};
 use bootcache_testbed::scenario::filter_bench_traffic;
 use clap::Parser;
@@ -99,6 +105,10 @@ struct Cli {
     /// thread spent preempted does not count against either device.
     #[arg(long)]
     cpu_time: bool,
+    /// A second testpmd baseline on net_null and net_pcap runs (and under
+    /// `--callgrind`): testpmd io with this `--burst` (0: none).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=512))]
+    testpmd_burst: u16,
     /// Only write the pcap mix (mix-client.pcap, mix-server.pcap) into this
     /// directory, e.g. to look at it with tcpdump -r, and exit.
     #[arg(long, value_name = "DIR")]
@@ -109,6 +119,8 @@ struct Cli {
 enum Dut {
     Bootcache,
     Testpmd,
+    /// testpmd io with this many frames per burst instead of 32.
+    TestpmdBurst(u16),
 }
 
 /// EAL `--lcores` for `fwd` forwarding lcores on this 2-CPU machine: the
@@ -126,6 +138,7 @@ impl Dut {
         match self {
             Dut::Bootcache => "bootcache",
             Dut::Testpmd => "testpmd-io",
+            Dut::TestpmdBurst(_) => "testpmd-io-burst",
         }
     }
 
@@ -142,7 +155,7 @@ impl Dut {
     ) -> Result<Child> {
         let mut cmd = match self {
             Dut::Bootcache => Command::new(bin),
-            Dut::Testpmd => Command::new("dpdk-testpmd"),
+            Dut::Testpmd | Dut::TestpmdBurst(_) => Command::new("dpdk-testpmd"),
         };
         cmd.args([
             "--lcores",
@@ -161,8 +174,14 @@ impl Dut {
         if let Dut::Bootcache = self {
             cmd.args(app);
         }
-        if let Dut::Testpmd = self {
-            cmd.args(testpmd_io_args(fwd));
+        match self {
+            Dut::Bootcache => {}
+            Dut::Testpmd => {
+                cmd.args(testpmd_io_args(fwd));
+            }
+            Dut::TestpmdBurst(b) => {
+                cmd.args(testpmd_io_args_burst(fwd, b));
+            }
         }
         // bootcache's final statistics go to a file next to its prefix, for
         // the report; either device's errors to another, for failures.
@@ -170,7 +189,7 @@ impl Dut {
             Dut::Bootcache => std::fs::File::create(stats_file(prefix))
                 .map(Stdio::from)
                 .unwrap_or_else(|_| Stdio::null()),
-            Dut::Testpmd => Stdio::null(),
+            Dut::Testpmd | Dut::TestpmdBurst(_) => Stdio::null(),
         };
         let err = std::fs::File::create(err_file(prefix))
             .map(Stdio::from)
@@ -488,7 +507,7 @@ fn callgrind_run(
     .arg(format!("--callgrind-out-file={}.%p", out_base.display()));
     match dut {
         Dut::Bootcache => cmd.arg(bin),
-        Dut::Testpmd => cmd.arg("dpdk-testpmd"),
+        Dut::Testpmd | Dut::TestpmdBurst(_) => cmd.arg("dpdk-testpmd"),
     };
     // No hugepages under valgrind; mbufs as bootcache's default pool.
     cmd.args([
@@ -518,6 +537,9 @@ fn callgrind_run(
             .args(app)
             .args(["--slowpath-timeout-ms", "600000", "--stats-json"]),
         Dut::Testpmd => cmd.args(testpmd_io_args(1)).arg("--total-num-mbufs=16383"),
+        Dut::TestpmdBurst(b) => cmd
+            .args(testpmd_io_args_burst(1, b))
+            .arg("--total-num-mbufs=16383"),
     };
     let log = dir.join(format!("{tag}.out"));
     let f = std::fs::File::create(&log)?;
@@ -558,7 +580,7 @@ fn callgrind_run(
             .sum(),
         // testpmd at exit: "Accumulated forward statistics for all ports",
         // then "TX-packets: N ...".
-        Dut::Testpmd => text
+        Dut::Testpmd | Dut::TestpmdBurst(_) => text
             .split("Accumulated forward statistics")
             .nth(1)
             .and_then(|s| s.split("TX-packets:").nth(1))
@@ -602,6 +624,7 @@ fn callgrind(
     null_vdevs: &[String],
     pcap_vdevs: &[String],
     app: &[&str],
+    burst: u16,
 ) -> Result<()> {
     for (what, vdevs) in [("net_null", null_vdevs), ("net_pcap mix", pcap_vdevs)] {
         let (b, bf) = callgrind_run(Dut::Bootcache, bin, dir, secs, vdevs, app)?;
@@ -611,6 +634,14 @@ fn callgrind(
             b / t,
             b - t
         );
+        if burst > 0 {
+            let (t, tf) = callgrind_run(Dut::TestpmdBurst(burst), bin, dir, secs, vdevs, app)?;
+            println!(
+                "  {what}: testpmd io --burst={burst} {t:.1} ({tf} frames), bootcache ÷ it {:.3}; difference {:.1}",
+                b / t,
+                b - t
+            );
+        }
     }
     Ok(())
 }
@@ -621,22 +652,39 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs `run` for bootcache and testpmd alternately, `rounds` times each,
-/// printing every pair; returns the medians (bootcache, testpmd).
+/// and, with `burst` > 0, testpmd with `--burst=burst` after each pair,
+/// printing every round; returns the medians (bootcache, testpmd, testpmd
+/// with the burst: NaN without).
 fn alternate(
     what: &str,
     rounds: usize,
+    burst: u16,
     mut run: impl FnMut(Dut) -> Result<f64>,
-) -> Result<[f64; 2]> {
-    let mut rates = [Vec::new(), Vec::new()];
+) -> Result<[f64; 3]> {
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
     for round in 1..=rounds.max(1) {
         let b = run(Dut::Bootcache)?;
         let t = run(Dut::Testpmd)?;
+        let tb = if burst > 0 {
+            run(Dut::TestpmdBurst(burst))?
+        } else {
+            f64::NAN
+        };
+        let second = if burst > 0 {
+            format!(
+                ", testpmd --burst={burst} {tb:.2} Mpps, ratio {:.3}",
+                b / tb
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{what}, round {round}: bootcache {b:.2} Mpps, testpmd {t:.2} Mpps, ratio {:.3}",
+            "{what}, round {round}: bootcache {b:.2} Mpps, testpmd {t:.2} Mpps, ratio {:.3}{second}",
             b / t
         );
         rates[0].push(b);
         rates[1].push(t);
+        rates[2].push(tb);
     }
     Ok(rates.map(median))
 }
@@ -699,9 +747,17 @@ fn run(cli: Cli) -> Result<()> {
     }
     let pcap_vdevs = write_mix(&dir, &spec)?;
     if let Some(secs) = cli.callgrind {
-        return callgrind(&bin, &dir, secs, &null_vdevs, &pcap_vdevs, &server_app);
+        return callgrind(
+            &bin,
+            &dir,
+            secs,
+            &null_vdevs,
+            &pcap_vdevs,
+            &server_app,
+            cli.testpmd_burst,
+        );
     }
-    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut rows: Vec<(String, f64, f64, f64)> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let secs = cli.seconds;
 
@@ -724,8 +780,10 @@ fn run(cli: Cli) -> Result<()> {
             report: false,
             cpu_time: cli.cpu_time,
         };
-        let r = alternate(what, cli.rounds, |dut| run_ports(dut, &bin, secs, &run))?;
-        rows.push((what.into(), r[0], r[1]));
+        let r = alternate(what, cli.rounds, cli.testpmd_burst, |dut| {
+            run_ports(dut, &bin, secs, &run)
+        })?;
+        rows.push((what.into(), r[0], r[1], r[2]));
     }
     if wanted("pcap") {
         let vdevs = &pcap_vdevs;
@@ -750,10 +808,18 @@ fn run(cli: Cli) -> Result<()> {
             report: true,
             cpu_time: cli.cpu_time,
         };
-        let r = alternate("net_pcap mix, boot server configured", cli.rounds, |dut| {
-            run_ports(dut, &bin, secs, &run)
-        })?;
-        rows.push(("net_pcap mix, boot server configured".into(), r[0], r[1]));
+        let r = alternate(
+            "net_pcap mix, boot server configured",
+            cli.rounds,
+            cli.testpmd_burst,
+            |dut| run_ports(dut, &bin, secs, &run),
+        )?;
+        rows.push((
+            "net_pcap mix, boot server configured".into(),
+            r[0],
+            r[1],
+            r[2],
+        ));
     }
     if wanted("lcores") {
         // [device][lcores - 1]: rates of every round.
@@ -792,8 +858,18 @@ fn run(cli: Cli) -> Result<()> {
                 m[d][1] / m[d][0]
             ));
         }
-        rows.push(("net_null, 1 forwarding lcore".into(), m[0][0], m[1][0]));
-        rows.push(("net_null, 2 forwarding lcores".into(), m[0][1], m[1][1]));
+        rows.push((
+            "net_null, 1 forwarding lcore".into(),
+            m[0][0],
+            m[1][0],
+            f64::NAN,
+        ));
+        rows.push((
+            "net_null, 2 forwarding lcores".into(),
+            m[0][1],
+            m[1][1],
+            f64::NAN,
+        ));
     }
     let virtio = wanted("virtio") || (wanted("virtio-rules") && cli.filter_entries > 0);
     if virtio {
@@ -805,10 +881,15 @@ fn run(cli: Cli) -> Result<()> {
                 test_frame(side, 0, cli.frame_len, &mut buf);
                 frames.push(buf);
             }
-            let v = alternate("virtio-user pair", cli.rounds, |dut| {
+            let v = alternate("virtio-user pair", cli.rounds, 0, |dut| {
                 run_virtio(&h, dut, &bin, secs, &plain, &[], &plain_app)
             })?;
-            rows.push((format!("virtio-user pair, {} B", cli.frame_len), v[0], v[1]));
+            rows.push((
+                format!("virtio-user pair, {} B", cli.frame_len),
+                v[0],
+                v[1],
+                f64::NAN,
+            ));
         }
         if wanted("virtio-rules") && cli.filter_entries > 0 {
             let (rrqs, mix) = filter_bench_traffic(cli.filter_entries, cli.match_per_mille);
@@ -838,7 +919,7 @@ fn run(cli: Cli) -> Result<()> {
                 "1",
                 "--stats-json",
             ];
-            let v = alternate("virtio with rules", cli.rounds, |dut| {
+            let v = alternate("virtio with rules", cli.rounds, 0, |dut| {
                 run_virtio(&h, dut, &bin, secs, &mix, &rrqs, &app)
             })?;
             rows.push((
@@ -848,23 +929,39 @@ fn run(cli: Cli) -> Result<()> {
                 ),
                 v[0],
                 v[1],
+                f64::NAN,
             ));
         }
         remove_hugepage_files(&h.file_prefix);
     }
+    let second = format!("testpmd --burst={}", cli.testpmd_burst);
     println!(
-        "{:<40} {:>15} {:>15} {:>7}",
-        "ports", "bootcache Mpps", "testpmd Mpps", "ratio"
+        "{:<40} {:>15} {:>15} {:>7} {:>22} {:>7}",
+        "ports", "bootcache Mpps", "testpmd Mpps", "ratio", second, "ratio"
     );
     let mut json = Vec::new();
-    for (name, b, t) in &rows {
-        println!("{name:<40} {b:>15.2} {t:>15.2} {:>7.3}", b / t);
-        json.push(serde_json::json!({
+    for (name, b, t, tb) in &rows {
+        let (tb_text, ratio_b) = if tb.is_nan() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (format!("{tb:.2}"), format!("{:.3}", b / tb))
+        };
+        println!(
+            "{name:<40} {b:>15.2} {t:>15.2} {:>7.3} {tb_text:>22} {ratio_b:>7}",
+            b / t
+        );
+        let mut row = serde_json::json!({
             "ports": name,
             "bootcache_mpps": (b * 1000.0).round() / 1000.0,
             "testpmd_mpps": (t * 1000.0).round() / 1000.0,
             "ratio": (b / t * 10000.0).round() / 10000.0,
-        }));
+        });
+        if !tb.is_nan() {
+            row["testpmd_burst"] = cli.testpmd_burst.into();
+            row["testpmd_burst_mpps"] = ((tb * 1000.0).round() / 1000.0).into();
+            row["ratio_burst"] = ((b / tb * 10000.0).round() / 10000.0).into();
+        }
+        json.push(row);
     }
     for n in &notes {
         println!("{n}");

@@ -327,30 +327,95 @@ impl Port {
         })
     }
 
+    /// This port's fast-path entry, `rte_eth_fp_ops[id]`: the receive and
+    /// transmit functions and queue data that DPDK's inline
+    /// `rte_eth_rx_burst`/`rte_eth_tx_burst` read. Reading it here instead
+    /// of calling those inlines through the C shim saves a call level per
+    /// burst.
+    #[inline(always)]
+    fn fp_ops(&self) -> &'static dpdk_sys::rte_eth_fp_ops {
+        // SAFETY: `rte_eth_fp_ops` is ethdev's static array of
+        // RTE_MAX_ETHPORTS entries, live for the whole process; `id` passed
+        // `rte_eth_dev_is_valid_port`, so it is below RTE_MAX_ETHPORTS. The
+        // entry is only rewritten (start/stop) while no lcore polls the port.
+        unsafe {
+            &*std::ptr::addr_of!(dpdk_sys::rte_eth_fp_ops)
+                .cast::<dpdk_sys::rte_eth_fp_ops>()
+                .add(usize::from(self.id))
+        }
+    }
+
     /// Receives into the free slots of `burst`; returns how many arrived.
     /// A queue may be polled by one thread at a time (DPDK's rule).
+    ///
+    /// What `rte_eth_rx_burst` does (DPDK 22.11, built without
+    /// `RTE_ETHDEV_DEBUG_RX`): the driver's function on the queue's data,
+    /// then the queue's rx callbacks if any were added. bootcache adds none;
+    /// should a queue have one, the burst goes through the C shim (the
+    /// inline itself) instead.
     #[inline(always)]
     pub fn rx_burst(&self, queue: u16, burst: &mut Burst) -> usize {
         let (slots, room) = burst.spare_raw();
-        // SAFETY: `slots` has room for `room` pointers; the PMD writes at most
-        // that many owned mbufs, which the burst takes over via commit().
-        let n = unsafe { dpdk_sys::bc_eth_rx_burst(self.id, queue, slots, room) } as usize;
-        burst.commit(n);
-        n
+        let ops = self.fp_ops();
+        let (qd, cb) = queue_entry(&ops.rxq, queue);
+        let n = match ops.rx_pkt_burst {
+            // SAFETY: the driver's receive function for this queue's data;
+            // `slots` has room for `room` pointers, and the driver writes at
+            // most that many owned mbufs, which the burst takes via commit().
+            Some(rx) if cb.is_null() => unsafe { rx(qd, slots, room) },
+            // SAFETY: as above, through DPDK's own inline.
+            _ => unsafe { dpdk_sys::bc_eth_rx_burst(self.id, queue, slots, room) },
+        };
+        burst.commit(usize::from(n));
+        usize::from(n)
     }
 
     /// Transmits from the front of `burst`; returns how many the driver took.
     /// What it did not take stays in `burst`, owned by the caller.
+    ///
+    /// Like [`Port::rx_burst`]: the driver's function directly unless the
+    /// queue has tx callbacks (bootcache adds none).
     #[inline(always)]
     pub fn tx_burst(&self, queue: u16, burst: &mut Burst) -> usize {
         let (pkts, len) = burst.held_raw();
         if len == 0 {
             return 0;
         }
-        // SAFETY: `pkts` holds `len` owned mbufs; the PMD takes ownership of
-        // the first n it returns, which the burst then forgets.
-        let n = unsafe { dpdk_sys::bc_eth_tx_burst(self.id, queue, pkts, len) } as usize;
-        burst.consume_front(n);
-        n
+        let ops = self.fp_ops();
+        let (qd, cb) = queue_entry(&ops.txq, queue);
+        let n = match ops.tx_pkt_burst {
+            // SAFETY: `pkts` holds `len` owned mbufs; the driver takes
+            // ownership of the first n it returns, which the burst forgets.
+            Some(tx) if cb.is_null() => unsafe { tx(qd, pkts, len) },
+            // SAFETY: as above, through DPDK's own inline.
+            _ => unsafe { dpdk_sys::bc_eth_tx_burst(self.id, queue, pkts, len) },
+        };
+        burst.consume_front(usize::from(n));
+        usize::from(n)
+    }
+}
+
+/// A queue's data and its first rx/tx callback (null: none) from one side
+/// of a port's `rte_eth_fp_ops` entry.
+#[inline(always)]
+fn queue_entry(
+    qdata: &dpdk_sys::rte_ethdev_qdata,
+    queue: u16,
+) -> (*mut std::ffi::c_void, *mut std::ffi::c_void) {
+    let q = usize::from(queue);
+    // SAFETY: `data` and `clbk` are ethdev's arrays of
+    // RTE_MAX_QUEUES_PER_PORT entries for this port, and `queue` is a queue
+    // the port was set up with (the caller's contract, as for DPDK's
+    // inline); the callback slot is read atomically, as the inline does,
+    // since another thread may add one.
+    unsafe {
+        (
+            *qdata.data.add(q),
+            (*qdata
+                .clbk
+                .add(q)
+                .cast::<std::sync::atomic::AtomicPtr<std::ffi::c_void>>())
+            .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 }

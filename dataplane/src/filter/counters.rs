@@ -10,26 +10,49 @@ use super::{Action, RuleId, StaticRule, STATIC_RULES};
 /// Size it with [`super::FilterWriter::rule_count`]. A dynamic [`RuleId`] is
 /// reused after its rule is removed (oldest freed first), so its counter
 /// keeps counting across owners: compare snapshots to attribute hits.
+///
+/// It also remembers which counters changed since the last publish (a bit
+/// per counter, and a bit per 64-counter word of those bits), so that
+/// [`SharedFilterCounters::publish`] stores only those: with the default
+/// bound of 65,536 rule ids a full walk was ~130,000 instructions on the
+/// forwarding thread every `publish_ms`, most of them for rules no frame hit.
 #[derive(Debug, Clone)]
 pub struct FilterCounters {
     hits: Box<[u64]>,
+    /// Bit `i % 64` of word `i / 64`: counter `i` changed since the last publish.
+    dirty: Box<[u64]>,
+    /// Bit `w % 64` of word `w / 64`: word `w` of `dirty` is not zero.
+    dirty_words: Box<[u64]>,
 }
 
 impl FilterCounters {
     /// Zeroed counters for `rules` rule ids.
     pub fn new(rules: usize) -> FilterCounters {
+        let n = rules.max(STATIC_RULES);
+        let words = n.div_ceil(64);
         FilterCounters {
-            hits: vec![0; rules.max(STATIC_RULES)].into_boxed_slice(),
+            hits: vec![0; n].into_boxed_slice(),
+            dirty: vec![0; words].into_boxed_slice(),
+            dirty_words: vec![0; words.div_ceil(64)].into_boxed_slice(),
         }
     }
 
     /// Counts a hit of the rule `action` names; [`Action::Forward`] and ids
-    /// out of range are ignored. One increment, no atomics.
+    /// out of range are ignored. One increment and two bits set, no atomics.
     #[inline(always)]
     pub fn record(&mut self, action: Action) {
         if let Some(id) = action.rule() {
-            if let Some(h) = self.hits.get_mut(id.index()) {
+            let i = id.index();
+            if let Some(h) = self.hits.get_mut(i) {
                 *h += 1;
+                // In range: `dirty` has a bit for every counter, and
+                // `dirty_words` one for every word of `dirty`.
+                if let Some(d) = self.dirty.get_mut(i / 64) {
+                    *d |= 1 << (i % 64);
+                }
+                if let Some(d) = self.dirty_words.get_mut(i / 4096) {
+                    *d |= 1 << (i / 64 % 64);
+                }
             }
         }
     }
@@ -57,12 +80,29 @@ impl SharedFilterCounters {
         }
     }
 
-    /// Stores a snapshot (called by the owning lcore only). One relaxed
-    /// store per rule id: ~65,000 of them with the default bound, tens of
-    /// microseconds, so call it at the stats period rather than every drain.
-    pub fn publish(&self, c: &FilterCounters) {
-        for (cell, &v) in self.cells.iter().zip(c.hits.iter()) {
-            cell.store(v, Relaxed);
+    /// Stores a snapshot (called by the owning lcore only, always with the
+    /// same `c`): one relaxed store per counter that changed since the last
+    /// publish, found through `c`'s dirty bits, which it clears. The other
+    /// cells already hold their counter's value. Nothing hit: a look at
+    /// 16 words with the default bound.
+    pub fn publish(&self, c: &mut FilterCounters) {
+        for (wi, summary) in c.dirty_words.iter_mut().enumerate() {
+            let mut words = std::mem::take(summary);
+            while words != 0 {
+                let w = wi * 64 + words.trailing_zeros() as usize;
+                words &= words - 1;
+                let Some(slot) = c.dirty.get_mut(w) else {
+                    break;
+                };
+                let mut bits = std::mem::take(slot);
+                while bits != 0 {
+                    let i = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    if let (Some(cell), Some(&v)) = (self.cells.get(i), c.hits.get(i)) {
+                        cell.store(v, Relaxed);
+                    }
+                }
+            }
         }
     }
 
