@@ -67,6 +67,18 @@ fn ipxe_boots_twice_the_second_from_the_cache_then_change_and_agent_down() {
     // bootcache's own witness: no read request went on to the origin.
     assert_eq!(t.bootcache_stat("serve", "misses"), Some(0));
 
+    // CI boots (a) and (d) only, to stay within its 30 minutes on two
+    // CPUs (each TCG boot is ~35 s): (c) and (e) are the same behaviours
+    // tests/e2e_tftp.rs checks with tftp-hpa and curl
+    // (restart_change_on_the_server_and_agent_down); outside CI every
+    // boot runs.
+    if std::env::var("CI").as_deref() == Ok("true") {
+        eprintln!("CI=true: the changed-script and agent-down boots are left out");
+        let fin = t.stop_bootcache().unwrap();
+        assert_eq!(fin.code, Some(0), "{}", fin.stderr);
+        return;
+    }
+
     // (c) The boot script changes on the server: the new one reaches the
     // client (its kernel command line shows it), the rest is still cached.
     let rehashed = t.agent_log_count(&format!("{IPXE_SCRIPT}: modified"));
