@@ -87,7 +87,7 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
-use dpdk::{Burst, Mempool, Port};
+use dpdk::{Burst, CopySource, Port};
 use wire::classify::{classify, Class};
 
 use crate::counters::{BridgeCounters, PortCounters, SharedCounters};
@@ -157,7 +157,7 @@ pub struct Bridge {
     quit: Arc<AtomicBool>,
     shared: Arc<SharedCounters>,
     link: SlowPathLink,
-    copies: Option<Mempool>,
+    copies: Option<CopySource>,
 }
 
 impl Bridge {
@@ -171,7 +171,7 @@ impl Bridge {
         link: SlowPathLink,
     ) -> Bridge {
         let us = (dpdk::tsc_hz() / 1_000_000).max(1);
-        let copies = copy_pool(cfg.queue, link.ring.capacity());
+        let copies = copy_pool(cfg.queue, link.ring.capacity()).map(CopySource::new);
         Bridge {
             copies,
             ports: [client, server],
@@ -201,7 +201,7 @@ impl Bridge {
             quit,
             shared,
             mut link,
-            copies,
+            mut copies,
         } = self;
         let mut c = BridgeCounters::default();
         let mut hits = FilterCounters::new(link.rule_count);
@@ -226,6 +226,8 @@ impl Bridge {
                 now = dpdk::tsc();
             }
             pass = pass.wrapping_add(1);
+            // The previous pass's redirected frames, fenced and published.
+            link.ring.publish();
             if now.wrapping_sub(last_tick) >= tick_cycles {
                 let b = link.health.bypass(now, timeout_cycles);
                 if b && !bypass {
@@ -293,7 +295,7 @@ impl Bridge {
                         start,
                         &mut tx[out],
                         &mut link,
-                        copies.as_ref(),
+                        copies.as_mut(),
                         &mut hits,
                         &mut c,
                     );
@@ -312,6 +314,7 @@ impl Bridge {
                 }
             }
         }
+        link.ring.publish();
         flush_all(&ports, queue, &mut tx, &mut c);
         flush_all(&ports, inject_queue, &mut inject_tx, &mut c);
         shared.publish(&c);
@@ -342,7 +345,7 @@ fn redirect_burst(
     start: usize,
     buf: &mut Burst,
     link: &mut SlowPathLink,
-    copies: Option<&Mempool>,
+    mut copies: Option<&mut CopySource>,
     hits: &mut FilterCounters,
     c: &mut BridgeCounters,
 ) {
@@ -375,8 +378,8 @@ fn redirect_burst(
             Action::Copy(_) => {
                 // A copy in a buffer of its own (see `copy_pool`); none
                 // when that pool is empty, counted as a dropped copy.
-                let mbuf = match copies {
-                    Some(pool) if m.data().len() <= COPY_ROOM => m.copy_to(pool),
+                let mbuf = match copies.as_deref_mut() {
+                    Some(pool) if m.data().len() <= COPY_ROOM => pool.copy(m),
                     _ => Some(m.share()),
                 };
                 let Some(mbuf) = mbuf else {
@@ -404,8 +407,10 @@ fn redirect_burst(
     if let Some(classes) = trapped {
         trap(side, start, buf, ring, copies, traps, &classes, stamp, r);
     }
-    // What this burst pushed becomes visible to the slow path at once.
-    ring.publish();
+    // What this burst pushed becomes visible to the slow path at the start
+    // of the next pass (`RedirectTx::publish`); the next push's slot is
+    // fetched meanwhile.
+    ring.prefetch_next();
 }
 
 /// Moves the frames of `buf` (from `start`) whose bit is set in `traps` to
@@ -421,7 +426,7 @@ fn trap(
     start: usize,
     buf: &mut Burst,
     ring: &mut RedirectTx,
-    copies: Option<&Mempool>,
+    mut copies: Option<&mut CopySource>,
     traps: u32,
     classes: &[Class; 32],
     stamp: Option<u64>,
@@ -441,8 +446,8 @@ fn trap(
         |m| {
             let k = next.trailing_zeros() as usize;
             next &= next.wrapping_sub(1);
-            let mbuf = match copies {
-                Some(pool) if m.data().len() <= COPY_ROOM => match m.copy_to(pool) {
+            let mbuf = match copies.as_deref_mut() {
+                Some(pool) if m.data().len() <= COPY_ROOM => match pool.copy(&m) {
                     Some(c) => c,
                     None => {
                         // Pool empty: like a full ring, the frame is lost

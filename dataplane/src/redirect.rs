@@ -10,7 +10,12 @@ use dpdk::{Burst, Mbuf, Mempool};
 use wire::classify::Class;
 
 /// One frame handed to the slow path.
+///
+/// Aligned to a cache line, so that a ring slot (128 bytes) shares no line
+/// with the next one: the fast path prefetches the next slot for writing
+/// ([`RedirectTx::prefetch_next`]) while the slow path reads this one.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Redirected {
     /// The frame: a copy of a forwarded or trapped frame in a buffer of
     /// the lcore's copy pool (see [`copy_pool`]; a zero-copy clone, or the
@@ -80,20 +85,36 @@ impl RedirectTx {
     /// Puts a frame on the ring for the slow path, visible at the next
     /// [`RedirectTx::publish`]; gives it back when the ring is full.
     #[inline(always)]
+    // The value comes back by value when the ring is full: boxing it would
+    // allocate per frame, and the caller only drops it.
+    #[allow(clippy::result_large_err)]
     pub fn push(&mut self, r: Redirected) -> Result<(), Redirected> {
         self.frames.push(r)
     }
 
-    /// Makes the frames pushed so far visible to the slow path (once per
-    /// burst: one release store, none when nothing was pushed).
+    /// Makes the frames pushed so far visible to the slow path: a store
+    /// fence for the copies' streaming stores ([`dpdk::CopySource::copy`])
+    /// and one release store; nothing when nothing was pushed. The bridge
+    /// calls it once per pass, before receiving, so the fence finds the
+    /// previous pass's copies written out instead of waiting for them.
     #[inline(always)]
     pub fn publish(&mut self) {
-        self.frames.publish();
+        if self.frames.has_unpublished() {
+            dpdk::store_fence();
+            self.frames.publish();
+        }
     }
 
     /// Frames the ring holds at most (each way).
     pub fn capacity(&self) -> usize {
         self.frames.capacity()
+    }
+
+    /// Prefetches the slot the next push writes, for writing (see
+    /// [`dpdk::spsc::Producer::prefetch_next`]).
+    #[inline(always)]
+    pub fn prefetch_next(&self) {
+        self.frames.prefetch_next();
     }
 
     /// Frees what the slow path gave back, up to [`GIVE_BACK_BURSTS`]

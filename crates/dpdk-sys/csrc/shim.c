@@ -28,6 +28,10 @@ int bc_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsig
 
 void bc_pktmbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 
+struct rte_mbuf *bc_mbuf_raw_alloc(struct rte_mempool *mp) { return rte_mbuf_raw_alloc(mp); }
+
+void bc_pktmbuf_reset(struct rte_mbuf *m) { rte_pktmbuf_reset(m); }
+
 struct rte_mbuf *bc_pktmbuf_clone(struct rte_mbuf *m, struct rte_mempool *mp)
 {
 	return rte_pktmbuf_clone(m, mp);

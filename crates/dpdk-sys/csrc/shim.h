@@ -13,6 +13,8 @@ uint16_t bc_eth_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, 
 struct rte_mbuf *bc_pktmbuf_alloc(struct rte_mempool *mp);
 int bc_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count);
 void bc_pktmbuf_free(struct rte_mbuf *m);
+struct rte_mbuf *bc_mbuf_raw_alloc(struct rte_mempool *mp);
+void bc_pktmbuf_reset(struct rte_mbuf *m);
 struct rte_mbuf *bc_pktmbuf_clone(struct rte_mbuf *m, struct rte_mempool *mp);
 void bc_mbuf_refcnt_update(struct rte_mbuf *m, int16_t v);
 uint16_t bc_mbuf_refcnt_read(const struct rte_mbuf *m);

@@ -144,9 +144,32 @@ impl<T> Producer<T> {
         }
     }
 
+    /// True when values were pushed since the last [`Producer::publish`].
+    #[inline(always)]
+    pub fn has_unpublished(&self) -> bool {
+        self.published != self.tail
+    }
+
     /// Values the ring holds at most.
     pub fn capacity(&self) -> usize {
         self.shared.mask + 1
+    }
+
+    /// Prefetches the slot the next push writes, for writing. The consumer
+    /// last read that slot's lines on its own core; without this the next
+    /// push waits for them (with 1% of frames copied, the stores of the
+    /// push were 1.3% of the forwarding thread on the pcap mix, perf).
+    /// Worth it for slots of whole cache lines (`T` aligned to 64), which
+    /// no other slot shares.
+    #[inline(always)]
+    pub fn prefetch_next(&self) {
+        let slot = self.shared.slots[self.tail & self.shared.mask].get();
+        let base = slot as *const u8;
+        let mut off = 0;
+        while off < std::mem::size_of::<T>() {
+            crate::prefetch_write(base.wrapping_add(off));
+            off += 64;
+        }
     }
 }
 
@@ -241,14 +264,18 @@ mod tests {
         let (mut p, mut c) = channel(4);
         assert_eq!(c.pop(), None);
         assert!(c.is_empty());
+        assert!(!p.has_unpublished());
         for i in 0..4 {
             p.push(i).unwrap();
+            p.prefetch_next();
         }
+        assert!(p.has_unpublished());
         // Full: the value comes back, nothing is overwritten.
         assert_eq!(p.push(99), Err(99));
         // Not published yet: the consumer sees nothing.
         assert_eq!(c.pop(), None);
         p.publish();
+        assert!(!p.has_unpublished());
         assert!(!c.is_empty());
         assert_eq!(c.pop(), Some(0));
         // One slot free again, once the producer re-reads the head.

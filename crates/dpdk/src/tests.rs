@@ -112,6 +112,53 @@ fn copy_to_is_an_own_buffer_of_the_other_pool() {
 }
 
 #[test]
+fn copy_source_takes_a_buffer_ahead_and_resets_it_for_each_copy() {
+    let e = env();
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    static COPIES: OnceLock<Mempool> = OnceLock::new();
+    let pool =
+        *COPIES.get_or_init(|| Mempool::create("unit_copy_src", 7, 0, 256 + 128, -1).unwrap());
+    let mut src = crate::CopySource::new(pool);
+    assert_eq!(pool.in_use(), 0, "nothing taken before the first copy");
+    let a: Vec<u8> = (0..200u32).map(|i| (i * 3 + 1) as u8).collect();
+    let b: Vec<u8> = (0..60u32).map(|i| (i * 5 + 2) as u8).collect();
+    let ma = Mbuf::from_bytes(&e.pool, &a).unwrap();
+    let mb = Mbuf::from_bytes(&e.pool, &b).unwrap();
+    let ca = src.copy(&ma).expect("a copy");
+    crate::store_fence();
+    assert_eq!(ca.data(), &a[..]);
+    assert_eq!((ca.pkt_len(), ca.segments(), ca.refcount()), (200, 1, 1));
+    assert_eq!(pool.in_use(), 2, "the copy and the buffer taken ahead");
+    // The buffer taken ahead, used once and given back, comes round again:
+    // its old length and data offset must not survive the reset.
+    drop(ca);
+    for _ in 0..10 {
+        let c = src.copy(&mb).expect("a copy");
+        crate::store_fence();
+        assert_eq!(c.data(), &b[..]);
+        assert_eq!(c.pkt_len(), 60);
+        drop(c);
+        assert_eq!(pool.in_use(), 1);
+    }
+    // Longer than the pool's buffers: no copy, the buffer goes back.
+    let big = Mbuf::from_bytes(&e.pool, &[7u8; 300]).unwrap();
+    assert!(src.copy(&big).is_none());
+    // Until the pool is empty: 7 copies at most (the last one without a
+    // buffer ahead), then none.
+    let held: Vec<Mbuf> = (0..8).filter_map(|_| src.copy(&ma)).collect();
+    assert_eq!(held.len(), 7);
+    assert!(src.copy(&ma).is_none());
+    assert!(held.iter().all(|c| c.data() == &a[..]));
+    drop(held);
+    drop(src);
+    assert_eq!(
+        pool.in_use(),
+        0,
+        "dropping the source gives its buffer back"
+    );
+}
+
+#[test]
 fn copy_nontemporal_copies_every_length_and_alignment() {
     let src: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
     for off in 0..17 {
