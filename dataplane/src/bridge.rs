@@ -1,8 +1,7 @@
 //! The poll loop, after DPDK's `testpmd` io mode: rx burst on each port
 //! straight into the other port's TX buffer, classify the frames that may
-//! match the header filter (figure 4), give the slow path a zero-copy clone
-//! (copy) or the frame itself (trap), and transmit at the end of each poll
-//! pass.
+//! match the header filter (figure 4), give the slow path a copy (copy) or
+//! the frame (trap), and transmit at the end of each poll pass.
 //!
 //! **No added latency.** A frame never waits for a timer while its port has
 //! nothing more to give: a TX buffer is sent at the end of the pass in which
@@ -23,22 +22,20 @@
 //! atomics at each housekeeping tick (bridge) and every `publish_ms`
 //! (per-rule hits).
 //!
-//! Measured cost per frame, by stage (2026-12-02; instructions from
-//! callgrind on the forwarding thread, split by inline chain with
-//! `scripts/callgrind-stages`, instructions ÷ frames forwarded; cycles
-//! from timer-based `perf record -t <forwarding thread>` on an earlier
-//! build, this 2-vCPU VM at 2.6 GHz, no hardware counters; README
-//! "Forwarding" has the commands):
+//! Measured cost per frame, by stage (main at 4b66fdd, 2026-12-02:
+//! instructions from callgrind on the forwarding thread, split by inline
+//! chain with `scripts/callgrind-stages`, the housekeeping tick left out;
+//! shares of the thread's samples from `scripts/perf-share --stages`,
+//! timer-based `perf record -t <forwarding thread>`, this 2-vCPU VM has no
+//! hardware counters; README "Forwarding" has the commands):
 //!
-//! | stage (instructions per frame)            | net_null, server configured | pcap mix, server configured |
-//! |-------------------------------------------|-----------------------------|-----------------------------|
-//! | rx + tx in the PMD, mempool, TLS (as testpmd) | 121.8                   | 266.4                       |
-//! | rx/tx calls (`rte_eth_fp_ops` from Rust; the C shims were 2.0) | 0.5    | 0.5                         |
-//! | first stage: AVX2 burst loop (8 a step), exact answer for candidates | 14.3 (SSE2: 19.1) | 25.1 (SSE2: 33.9) |
-//! | classify + lookup + copy (~1% of frames), the rest of this loop | ~5.5 | ~12                          |
-//! | total without the housekeeping tick, each branch alone (testpmd io) | 143.1 (perf6), 146.8 with the tick (perf7) (124.8) | 305.2 (perf6), 313.0 with the tick (perf7) (269.4) |
-//! | housekeeping tick (100 µs of wall time: grows with valgrind's slowness) | 10–15 before perf7's change | 28–32 |
-//! | cycles, whole thread, before (testpmd io) | 27 (21)                     | 87 (66)                     |
+//! | stage                                    | net_null, server configured | pcap mix, server configured |
+//! |------------------------------------------|-----------------------------|-----------------------------|
+//! | PMD rx + tx, mempool, TLS (as testpmd)   | 121.8 instr.                | 266.4 instr.                |
+//! | first stage: lanes (AVX2, 8 a step), exact answer for candidates | 14.3 instr., 10.6% | 24.7 instr., 7.0% (lanes 4.1, exact 2.1) |
+//! | classify + lookup + copy (~1% of frames), the loop, rx/tx calls | 5.7 instr., 4.3% | 12.6 instr., 8.7% (copies 5.6) |
+//! | total (testpmd io)                       | 141.8 (124.8) instr.        | 303.9 (269.4) instr.        |
+//! | own code's share of the thread (testpmd io) | 15.4% (4.8%)             | 16.3–18.6% (3.4–3.8%)       |
 //!
 //! The burst loop per frame: the mbuf's data pointer and length, a 46-byte
 //! length check (a `cmov` to the `SHORT` stand-in), two 16-byte loads
@@ -46,27 +43,13 @@
 //! eight frames two in-lane AVX2 transposes, ~10 lane compares and one
 //! mask (`dpdk::simd::U32x8`, in one function compiled for AVX2 via
 //! `dpdk::simd::Avx2::run`; SSE2 four at a time where the CPU has no
-//! AVX2). Of its 14.3 instructions a frame, 8 are the pointer, length and
-//! loads, ~3.4 the lane work, ~3 once per burst. It was 31 before the
-//! loads were transposed and 19.1 in SSE2. On the pcap mix, IPv6 UDP is
-//! decided by the exact answer without classifying. In `perf` samples of
-//! the thread the SSE2 loop went from 18.2% to 13.9% on net_null and from
-//! 16.7% to 13.2% on the pcap mix. What is left over testpmd io: these
-//! instructions (+18 a frame on net_null, +36 on the pcap mix, without
-//! the tick) and reading each frame's first cache line, which testpmd
-//! never touches (no filter at all: 0.96 of testpmd).
-//!
-//! Around the first stage (issue 11, seventh session; callgrind on the
-//! forwarding thread, net_null with a server configured, 25 s runs,
-//! whole thread ÷ frames): the drivers' burst functions are called through
-//! `rte_eth_fp_ops` from Rust instead of the C shim (2.0 → 0.5), and
-//! per-rule hit counters are published only for the rules hit since the
-//! last publish (the 65,536-slot walk was 2.4 a frame under valgrind):
-//! 151.2 → 146.8. Bursts of up to 64 frames a pass (branch perf7, commit
-//! 113c5c7, reverted) took 146.8 → 143.2, but only ~1 of it was this
-//! loop's own: the rest was the PMD's per-burst work, which testpmd with
-//! `--burst=64` saves as well (pcap mix: bootcache 313.0 → 308.8, testpmd
-//! 269.4 → 266.0), and the rates could not tell the two apart.
+//! AVX2): 2–3 ns a frame. Of its 14.3 instructions a frame, 8 are the
+//! pointer, length and loads, ~3.4 the lane work, ~3 once per burst. On the
+//! pcap mix, IPv6 UDP is decided by the exact answer without classifying.
+//! A copy costs ~300 ns of this core: its lines are shared with the slow
+//! path's core. The drivers' burst functions are called through
+//! `rte_eth_fp_ops` from Rust (the C shim cost 2.0 instructions a frame);
+//! per-rule hit counters are published only where they changed.
 //!
 //! Copies: a zero-copy clone cost ~500 ns of this core's time although its
 //! instructions are few: the slow path read the shared buffer whole, and
@@ -74,12 +57,13 @@
 //! buffer of a pool of its own with non-temporal stores
 //! ([`crate::redirect::copy_pool`]; pcap mix 0.68 → 0.73 of testpmd). The
 //! hand-over is a single-producer ring per lcore ([`dpdk::spsc`]): a push
-//! writes a slot only this lcore writes, and a burst's copies become
-//! visible with one release store (crossbeam's multi-producer queue took a
-//! locked compare-exchange and a slot stamp the slow path wrote, i.e. a
-//! cache miss, per copy: ~6% of this thread on the pcap mix under perf;
-//! no change in the rate this VM can measure, 0.739 → 0.753 of testpmd
-//! on the pcap mix and 0.865 → 0.867 on net_null, medians of 12). Trapped
+//! writes a slot only this lcore writes (whole cache lines, the next one
+//! prefetched for writing), and a pass's copies become visible at the start
+//! of the next pass with one store fence and one release store (a fence
+//! after each copy waited for its streaming stores); the copy's buffer is
+//! taken one copy ahead, its header prefetched for writing
+//! ([`dpdk::CopySource`]). Crossbeam's multi-producer queue, before the
+//! ring, took a locked compare-exchange and a cache miss per copy. Trapped
 //! frames are copied too, and freed here at once. Copies are given back
 //! and freed here ([`RedirectTx::free_given_back`]) so that their headers
 //! stay in this lcore's cache.
