@@ -20,7 +20,7 @@ pub mod spsc;
 pub use eal::{Eal, EalArgs};
 pub use error::{Error, Result};
 pub use mapped::MappedFile;
-pub use mbuf::{copy_nontemporal, copy_streaming, Burst, CopySource, Mbuf, BURST_SIZE};
+pub use mbuf::{copy_streaming, Burst, CopySource, Mbuf, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortInfo, PortStats, RSS_IP};
 

@@ -92,21 +92,6 @@ impl Mbuf {
         Some(unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len as usize) })
     }
 
-    /// A copy of the frame (first segment) in a fresh mbuf of `pool`, its
-    /// bytes written with non-temporal stores: the copy's lines go to
-    /// memory, not to this core's cache, so a reader on another core
-    /// never shares a line this core writes again soon. `None` when the
-    /// pool is empty or the frame does not fit one of its buffers.
-    #[inline]
-    pub fn copy_to(&self, pool: &Mempool) -> Option<Mbuf> {
-        let src = self.data();
-        let len = u16::try_from(src.len()).ok()?;
-        let mut m = Mbuf::alloc_raw(pool)?;
-        let dst = m.append(len)?;
-        copy_nontemporal(dst, src);
-        Some(m)
-    }
-
     /// An mbuf of `pool` as the pool keeps it (refcount 1, one segment, no
     /// field reset), for [`CopySource`].
     #[inline(always)]
@@ -222,11 +207,13 @@ impl CopySource {
         CopySource { pool, next: None }
     }
 
-    /// A copy of `src`'s frame (first segment), like [`Mbuf::copy_to`], in
-    /// the buffer taken ahead; then takes the next one. Its streaming stores
-    /// are not fenced ([`copy_streaming`]): run [`crate::store_fence`]
-    /// before handing it to another core. `None` when the pool is empty or
-    /// the frame does not fit one of its buffers.
+    /// A copy of `src`'s frame (first segment) in the buffer taken ahead;
+    /// then takes the next one. Its bytes are written with non-temporal
+    /// stores (the copy's lines go to memory, not to this core's cache, so
+    /// the reader on another core shares no line this core writes again
+    /// soon) and not fenced ([`copy_streaming`]): run
+    /// [`crate::store_fence`] before handing it to another core. `None`
+    /// when the pool is empty or the frame does not fit one of its buffers.
     #[inline]
     pub fn copy(&mut self, src: &Mbuf) -> Option<Mbuf> {
         let data = src.data();
@@ -253,17 +240,9 @@ impl CopySource {
 }
 
 /// Copies `src` into `dst` (as many bytes as the shorter holds) with
-/// non-temporal stores where `dst` is 16-byte aligned, then fences them,
-/// so that the copy is visible to another core once the caller hands it
-/// over (a release store, e.g. a ring push).
-#[inline]
-pub fn copy_nontemporal(dst: &mut [u8], src: &[u8]) {
-    copy_streaming(dst, src);
-    crate::store_fence();
-}
-
-/// [`copy_nontemporal`] without the fence: the caller runs
-/// [`crate::store_fence`] before it hands the copy over. The fence waits
+/// non-temporal stores where `dst` is 16-byte aligned, without a fence:
+/// the caller runs [`crate::store_fence`] before it hands the copy over
+/// (a release store, e.g. a ring push). The fence waits
 /// until the streaming stores have left the core (hundreds of cycles right
 /// after a copy, little a pass later), so the fast path fences once before
 /// it publishes a pass's copies instead of after each copy.

@@ -87,31 +87,6 @@ fn mbuf_bytes_refcount_and_free() {
 }
 
 #[test]
-fn copy_to_is_an_own_buffer_of_the_other_pool() {
-    let e = env();
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    static COPIES: OnceLock<Mempool> = OnceLock::new();
-    let copies =
-        COPIES.get_or_init(|| Mempool::create("unit_copies", 7, 0, 256 + 128, -1).unwrap());
-    let frame: Vec<u8> = (0..=255u8).cycle().take(250).collect();
-    let m = Mbuf::from_bytes(&e.pool, &frame).unwrap();
-    let c = m.copy_to(copies).expect("a copy");
-    assert_eq!(c.data(), &frame[..]);
-    assert_eq!((c.pkt_len(), c.refcount(), m.refcount()), (250, 1, 1));
-    assert_eq!(copies.in_use(), 1);
-    drop(c);
-    assert_eq!(copies.in_use(), 0);
-    // Longer than the copy pool's buffers: no copy, nothing taken.
-    let big = Mbuf::from_bytes(&e.pool, &[7u8; 300]).unwrap();
-    assert!(big.copy_to(copies).is_none());
-    assert_eq!(copies.in_use(), 0);
-    // An empty pool: no copy.
-    let held: Vec<Mbuf> = (0..7).filter_map(|_| m.copy_to(copies)).collect();
-    assert_eq!(held.len(), 7);
-    assert!(m.copy_to(copies).is_none());
-}
-
-#[test]
 fn copy_source_takes_a_buffer_ahead_and_resets_it_for_each_copy() {
     let e = env();
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,6 +103,7 @@ fn copy_source_takes_a_buffer_ahead_and_resets_it_for_each_copy() {
     crate::store_fence();
     assert_eq!(ca.data(), &a[..]);
     assert_eq!((ca.pkt_len(), ca.segments(), ca.refcount()), (200, 1, 1));
+    assert_eq!(ma.refcount(), 1, "a copy, not a clone of the original");
     assert_eq!(pool.in_use(), 2, "the copy and the buffer taken ahead");
     // The buffer taken ahead, used once and given back, comes round again:
     // its old length and data offset must not survive the reset.
@@ -159,12 +135,13 @@ fn copy_source_takes_a_buffer_ahead_and_resets_it_for_each_copy() {
 }
 
 #[test]
-fn copy_nontemporal_copies_every_length_and_alignment() {
+fn copy_streaming_copies_every_length_and_alignment() {
     let src: Vec<u8> = (0..300u32).map(|i| (i * 7 + 3) as u8).collect();
     for off in 0..17 {
         for len in [0, 1, 15, 16, 17, 31, 64, 65, 127, 200, 255] {
             let mut dst = vec![0xeeu8; 300];
-            crate::copy_nontemporal(&mut dst[off..off + len], &src[..len]);
+            crate::copy_streaming(&mut dst[off..off + len], &src[..len]);
+            crate::store_fence();
             assert_eq!(&dst[off..off + len], &src[..len], "off {off} len {len}");
             assert!(dst[..off].iter().all(|&b| b == 0xee), "off {off} len {len}");
             assert!(
@@ -175,7 +152,7 @@ fn copy_nontemporal_copies_every_length_and_alignment() {
     }
     // The shorter side decides.
     let mut short = [0u8; 5];
-    crate::copy_nontemporal(&mut short, &src);
+    crate::copy_streaming(&mut short, &src);
     assert_eq!(short, src[..5]);
 }
 
